@@ -1,0 +1,60 @@
+"""datastack: retrieve, store and serve machine-learning datasets as streams.
+
+>>> import datastack
+>>> it = datastack.load("iris", split="train")          # doctest: +SKIP
+>>> sample, target = it[0][:2]                          # doctest: +SKIP
+
+Heavy modules (h5py, pymongo, requests) are imported on first use, never at ``import datastack``;
+prefect and torch are never imported by this package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from datastack.errors import DatastackError
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it (imported lazily on first attribute access).
+_LAZY = {
+    "StreamedResource": "datastack.resources",
+    "StreamedTextResource": "datastack.resources",
+    "StorageConnector": "datastack.storage.base",
+    "connect": "datastack.storage",
+    "load": "datastack.api",
+    "refresh": "datastack.api",
+    "errors": "datastack.errors",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.resources import StreamedResource, StreamedTextResource
+    from datastack.storage import connect
+    from datastack.storage.base import StorageConnector
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'datastack' has no attribute {name!r}")
+    module = importlib.import_module(module_name)
+    value = module if module_name.endswith(name) else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = [
+    "DatastackError",
+    "StorageConnector",
+    "StreamedResource",
+    "StreamedTextResource",
+    "__version__",
+    "connect",
+    "load",
+    "refresh",
+]

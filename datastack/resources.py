@@ -1,0 +1,253 @@
+"""Streamed resources: lazily opened binary (and text) streams with an identifier.
+
+A :class:`StreamedResource` wraps a binary file-like object produced by an *opener* callable.
+Creating one reads nothing; the opener runs on first access (``read``, ``seek``, ``tell``...).
+The opener should be picklable (a bound method of a picklable connector, ``functools.partial``)
+so that a resource can be sent to DataLoader workers: a pickled resource reopens its stream in
+the receiving process and seeks back to where it was.
+
+>>> res = StreamedResource.from_bytes("example/hello.txt", b"hello world")
+>>> res.read(5)
+b'hello'
+>>> _ = res.seek(6); res.read()
+b'world'
+>>> [len(chunk) for chunk in StreamedResource.from_bytes("x", b"abcdefgh").iter_chunks(3)]
+[3, 3, 2]
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from datastack.errors import StorageError
+
+DEFAULT_CHUNK_SIZE = 1024 * 1024
+
+Opener = Callable[[], IO[bytes]]
+
+
+class _BytesOpener:
+    """Picklable opener over an in-memory payload."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __call__(self) -> IO[bytes]:
+        return io.BytesIO(self.data)
+
+
+class _PathOpener:
+    """Picklable opener over a local file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __call__(self) -> IO[bytes]:
+        return open(self.path, "rb")
+
+
+class StreamedResource(io.RawIOBase):
+    """A lazily opened, binary, seekable (where the backend is) stream with an identifier.
+
+    Parameters
+    ----------
+    identifier:
+        The name of the resource in its storage (``"mnist/v3/data.h5"``).
+    opener:
+        Zero-argument callable returning a binary file-like object. Called at first access.
+    size:
+        Total size in bytes when known up front (saves opening the stream for ``len``).
+    """
+
+    def __init__(self, identifier: str, opener: Opener, size: int | None = None) -> None:
+        super().__init__()
+        self.identifier = identifier
+        self._opener = opener
+        self._size = size
+        self._stream: IO[bytes] | None = None
+        self._pos_on_unpickle = 0
+
+    # -- construction helpers --------------------------------------------------------------
+    @classmethod
+    def from_bytes(cls, identifier: str, data: bytes) -> StreamedResource:
+        """A resource over an in-memory payload."""
+        return cls(identifier, _BytesOpener(bytes(data)), size=len(data))
+
+    @classmethod
+    def from_path(cls, identifier: str, path: str | os.PathLike[str]) -> StreamedResource:
+        """A resource over a local file (opened lazily)."""
+        path = os.fspath(path)
+        return cls(identifier, _PathOpener(path), size=os.path.getsize(path))
+
+    # -- lazy stream -----------------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        """Whether the underlying stream has been opened yet."""
+        return self._stream is not None
+
+    @property
+    def stream(self) -> IO[bytes]:
+        """The underlying stream, opened on first use."""
+        if self.closed:
+            raise ValueError(f"I/O operation on closed resource {self.identifier!r}")
+        if self._stream is None:
+            self._stream = self._opener()
+            if self._pos_on_unpickle:
+                self._stream.seek(self._pos_on_unpickle)
+                self._pos_on_unpickle = 0
+        return self._stream
+
+    @property
+    def size(self) -> int:
+        """Total size in bytes."""
+        if self._size is None:
+            stream = self.stream
+            here = stream.tell()
+            self._size = stream.seek(0, io.SEEK_END)
+            stream.seek(here)
+        return self._size
+
+    def __len__(self) -> int:
+        return self.size
+
+    # -- io.RawIOBase ----------------------------------------------------------------------
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return bool(self.stream.seekable())
+
+    def writable(self) -> bool:
+        return False
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self.stream.read(-1 if size is None else size)
+
+    def readall(self) -> bytes:
+        return self.stream.read()
+
+    def readinto(self, buffer: Any) -> int:
+        stream = self.stream
+        readinto = getattr(stream, "readinto", None)
+        if readinto is not None:
+            return int(readinto(buffer))
+        view = memoryview(buffer).cast("B")
+        data = stream.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self.stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        if self._stream is None:
+            return self._pos_on_unpickle
+        return self._stream.tell()
+
+    def close(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.close()
+            finally:
+                self._stream = None
+        super().close()
+
+    def prefetch(self, ranges: list[tuple[int, int]]) -> None:
+        """Hint that the byte ranges ``[(start, end), ...]`` will be read soon.
+
+        Backends with a block cache (GridFS) fetch all missing blocks in one round trip;
+        for other streams this is a no-op.
+        """
+        hook = getattr(self.stream, "prefetch", None)
+        if hook is not None and ranges:
+            hook(ranges)
+
+    # -- chunks ----------------------------------------------------------------------------
+    def iter_chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
+        """Yield the rest of the stream in chunks of at most ``chunk_size`` bytes."""
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        while True:
+            chunk = self.read(chunk_size)
+            if not chunk:
+                return
+            yield chunk
+
+    def __iter__(self) -> Iterator[bytes]:  # type: ignore[override]
+        return self.iter_chunks()
+
+    def __next__(self) -> bytes:
+        chunk = self.read(DEFAULT_CHUNK_SIZE)
+        if not chunk:
+            raise StopIteration
+        return chunk
+
+    def __enter__(self) -> StreamedResource:
+        return self
+
+    def copy_to(self, path: str | os.PathLike[str], chunk_size: int = DEFAULT_CHUNK_SIZE) -> int:
+        """Write the rest of the stream to ``path``; return the number of bytes written."""
+        written = 0
+        with open(path, "wb") as out:
+            for chunk in self.iter_chunks(chunk_size):
+                out.write(chunk)
+                written += len(chunk)
+        return written
+
+    def text(self, encoding: str = "utf-8", errors: str = "strict") -> StreamedTextResource:
+        """A text view of this resource."""
+        return StreamedTextResource(self, encoding=encoding, errors=errors)
+
+    # -- pickling --------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        if self.closed:
+            raise StorageError(f"cannot pickle closed resource {self.identifier!r}")
+        return {
+            "identifier": self.identifier,
+            "opener": self._opener,
+            "size": self._size,
+            "pos": self.tell(),
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["identifier"], state["opener"], state["size"])  # type: ignore[misc]
+        self._pos_on_unpickle = state["pos"]
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else ("closed" if self.closed else "not opened")
+        return f"<{type(self).__name__} {self.identifier!r} ({state})>"
+
+
+class StreamedTextResource(io.TextIOWrapper):
+    """A text stream over a :class:`StreamedResource` (decoding lazily, line by line).
+
+    >>> res = StreamedResource.from_bytes("a.csv", b"a,b\\n1,2\\n")
+    >>> list(StreamedTextResource(res))
+    ['a,b\\n', '1,2\\n']
+    """
+
+    def __init__(
+        self, resource: StreamedResource, encoding: str = "utf-8", errors: str = "strict"
+    ) -> None:
+        self.resource = resource
+        self.identifier = resource.identifier
+        super().__init__(
+            io.BufferedReader(resource, DEFAULT_CHUNK_SIZE), encoding=encoding, errors=errors
+        )
+
+
+def as_binary_stream(data: StreamedResource | IO[bytes] | bytes | bytearray | Path) -> IO[bytes]:
+    """Coerce bytes, a path, or a binary file-like object into a readable binary stream."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(data))
+    if isinstance(data, Path):
+        return open(data, "rb")
+    if hasattr(data, "read"):
+        return data  # type: ignore[return-value]
+    raise TypeError(
+        f"expected bytes, a pathlib.Path or a binary file-like object, got {type(data).__name__}"
+    )

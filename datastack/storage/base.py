@@ -1,0 +1,206 @@
+"""The storage interface: a narrow set of primitives, a validating public API on top.
+
+A backend implements five private primitives (``_open``, ``_write``, ``_exists``, ``_delete``,
+``_list``); the public verbs validate identifiers once and delegate. Backends never re-validate
+and know nothing about file types.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from datastack.errors import ChecksumError, ResourceNotFoundError
+from datastack.identifiers import validate_identifier, validate_prefix
+from datastack.resources import DEFAULT_CHUNK_SIZE, StreamedResource, as_binary_stream
+
+
+@dataclass(frozen=True)
+class ResourceInfo:
+    """What a write produced: identifier, size in bytes and content digests (hex)."""
+
+    identifier: str
+    size: int
+    sha256: str
+    md5: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"identifier": self.identifier, "size": self.size, "sha256": self.sha256}
+
+
+class HashingReader:
+    """A read-only stream wrapper that hashes (sha256, optionally md5) and counts what passes.
+
+    >>> import io
+    >>> r = HashingReader(io.BytesIO(b"abc"))
+    >>> r.read(), r.size, r.sha256[:8]
+    (b'abc', 3, 'ba7816bf')
+    """
+
+    def __init__(self, stream: IO[bytes], *, md5: bool = False) -> None:
+        self._stream = stream
+        self._sha256 = hashlib.sha256()
+        self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        if data:
+            self._sha256.update(data)
+            if self._md5 is not None:
+                self._md5.update(data)
+            self.size += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def iter_chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Any:
+        while True:
+            chunk = self.read(chunk_size)
+            if not chunk:
+                return
+            yield chunk
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256.hexdigest()
+
+    @property
+    def md5(self) -> str | None:
+        return self._md5.hexdigest() if self._md5 is not None else None
+
+
+Verifier = Callable[[], None]
+"""Called by a backend after all bytes are written to the temporary location and before the
+resource becomes visible under its identifier. Raises to abort the write."""
+
+Writable = StreamedResource | IO[bytes] | bytes | bytearray | Path
+
+
+class StorageConnector(abc.ABC):
+    """Stores binary resources under identifiers; knows nothing of file types.
+
+    Public verbs (validate, then call the primitives): :meth:`get_resource`,
+    :meth:`set_resource`, :meth:`has_resource`, :meth:`delete_resource`,
+    :meth:`list_resources`. Connectors are picklable: they hold configuration only and
+    (re)connect lazily in each process.
+    """
+
+    #: Short backend name, e.g. ``"file"`` or ``"gridfs"``.
+    scheme: str = ""
+
+    # -- public API ------------------------------------------------------------------------
+    def get_resource(self, identifier: str) -> StreamedResource:
+        """Return a lazy stream over the resource; raises ResourceNotFoundError at once."""
+        identifier = validate_identifier(identifier)
+        return self._open(identifier)
+
+    def set_resource(
+        self,
+        identifier: str,
+        data: Writable,
+        *,
+        sha256: str | None = None,
+        md5: str | None = None,
+    ) -> ResourceInfo:
+        """Store ``data`` under ``identifier`` atomically, streaming in chunks.
+
+        When ``sha256`` and/or ``md5`` are given, the content is verified before it becomes
+        visible; on a mismatch :class:`ChecksumError` is raised and nothing is stored (an
+        existing resource of that identifier is left as it was).
+        """
+        identifier = validate_identifier(identifier)
+        stream = as_binary_stream(data)
+        close_after = isinstance(data, Path)
+        reader = HashingReader(stream, md5=md5 is not None)
+
+        def verify() -> None:
+            for algo, expected, actual in (
+                ("sha256", sha256, reader.sha256),
+                ("md5", md5, reader.md5),
+            ):
+                if expected is not None and not hmac.compare_digest(
+                    expected.lower(), str(actual)
+                ):
+                    raise ChecksumError(
+                        f"{algo} mismatch for {identifier!r}: expected {expected.lower()}, got "
+                        f"{actual} ({reader.size} bytes). Nothing was stored; check the source "
+                        "or update the checksum."
+                    )
+
+        try:
+            self._write(identifier, reader, verify)
+        finally:
+            if close_after:
+                stream.close()
+        return ResourceInfo(identifier, reader.size, reader.sha256, reader.md5)
+
+    def has_resource(self, identifier: str) -> bool:
+        """Whether a resource is stored under ``identifier``."""
+        return self._exists(validate_identifier(identifier))
+
+    def delete_resource(self, identifier: str, *, missing_ok: bool = False) -> None:
+        """Delete the resource; raises ResourceNotFoundError if absent unless ``missing_ok``."""
+        identifier = validate_identifier(identifier)
+        if not self._delete(identifier) and not missing_ok:
+            raise self._not_found(identifier)
+
+    def list_resources(self, prefix: str = "") -> list[str]:
+        """Sorted identifiers starting with ``prefix`` (a plain string prefix)."""
+        return sorted(self._list(validate_prefix(prefix)))
+
+    def close(self) -> None:
+        """Release connections (a connector reconnects lazily if used again)."""
+        return None
+
+    def __enter__(self) -> StorageConnector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def uri(self) -> str:
+        """The storage URI, with any password redacted."""
+        return self._uri()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri!r})"
+
+    def _not_found(self, identifier: str) -> ResourceNotFoundError:
+        return ResourceNotFoundError(
+            f"no resource {identifier!r} in {self.uri}; list what exists with "
+            "list_resources(prefix)"
+        )
+
+    # -- primitives ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _uri(self) -> str:
+        """Redacted URI of this storage."""
+
+    @abc.abstractmethod
+    def _open(self, identifier: str) -> StreamedResource:
+        """Lazy stream; must raise ResourceNotFoundError (via ``_not_found``) if missing."""
+
+    @abc.abstractmethod
+    def _write(self, identifier: str, reader: HashingReader, verify: Verifier) -> None:
+        """Copy ``reader`` to a temporary location, call ``verify()``, then publish atomically.
+
+        On any exception, remove the temporary data and re-raise.
+        """
+
+    @abc.abstractmethod
+    def _exists(self, identifier: str) -> bool: ...
+
+    @abc.abstractmethod
+    def _delete(self, identifier: str) -> bool:
+        """Delete; return False when nothing was stored under ``identifier``."""
+
+    @abc.abstractmethod
+    def _list(self, prefix: str) -> list[str]: ...
