@@ -1,0 +1,316 @@
+"""HTTP plumbing for the retriever: safe redirects, retried requests, and the resumable body.
+
+Internal: :class:`Transport` sends one logical request (following redirects by hand so that
+every hop is checked) and retries transient failures within a :class:`DownloadBudget`;
+:class:`ResumableBody` is the file-like object a StorageConnector reads from, which resumes a
+dropped connection with ``Range``/``If-Range`` or asks for a clean restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
+
+import requests
+import urllib3.exceptions
+
+from datastack._uri import redact
+from datastack.errors import RetrievalError
+from datastack.retrieval._policy import DownloadBudget, parse_retry_after
+from datastack.retrieval.progress import Progress
+
+logger = logging.getLogger("datastack.retrieval")
+
+#: Failures while reading a body that a resume or retry may cure.
+NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    urllib3.exceptions.HTTPError,  # ProtocolError, ReadTimeoutError, IncompleteRead...
+    OSError,  # socket errors surfacing raw
+)
+_CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*\Z", re.IGNORECASE)
+_BASE_HEADERS = {"Accept-Encoding": "identity"}
+
+
+class Transient(Exception):
+    """A failure worth retrying (connection error, timeout, 429, 5xx)."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class Restart(Exception):
+    """Raised inside ``read`` to abort the storage write; the download starts over.
+
+    ``response`` is a fresh 200 response to reuse (the server ignored ``Range``), or None.
+    """
+
+    def __init__(self, reason: str, response: requests.Response | None = None) -> None:
+        super().__init__(reason)
+        self.response = response
+
+
+def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """``(url without user:password@, (user, password) or None)``."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port is not None else "")
+    auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+    return urlunsplit(parts._replace(netloc=netloc)), auth
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line, credential-free description of a network exception."""
+    text = " ".join(str(exc).split()) or "no details"
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(exc).__name__}: {redact(text)}"
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return (parts.scheme.lower(), parts.hostname, parts.port)
+
+
+class Transport:
+    """Sends requests for one download: timeouts, checked redirects, bounded retries."""
+
+    def __init__(
+        self,
+        session: requests.Session,
+        *,
+        timeout: tuple[float, float],
+        max_redirects: int,
+        auth: tuple[str, str] | None,
+        origin_url: str,
+        display_url: str | None = None,
+    ) -> None:
+        self.session = session
+        self.timeout = timeout
+        self.max_redirects = max_redirects
+        self.auth = auth
+        self.origin = _origin(origin_url)
+        self.origin_url = origin_url
+        self.display_url = display_url or redact(origin_url)
+
+    def _show(self, url: str) -> str:
+        return self.display_url if url == self.origin_url else redact(url)
+
+    def _timeouts(self, budget: DownloadBudget) -> tuple[float, float]:
+        connect, read = self.timeout
+        left = budget.remaining()
+        if left is not None:
+            left = max(left, 0.01)
+            connect, read = min(connect, left), min(read, left)
+        return (connect, read)
+
+    def send(
+        self, method: str, url: str, headers: dict[str, str], budget: DownloadBudget
+    ) -> requests.Response:
+        """One request, following at most ``max_redirects`` redirects, each hop checked."""
+        current = url
+        for _hop in range(self.max_redirects + 1):
+            auth = self.auth if _origin(current) == self.origin else None
+            try:
+                response = self.session.request(
+                    method,
+                    current,
+                    headers={**_BASE_HEADERS, **headers},
+                    auth=auth,
+                    stream=True,
+                    timeout=self._timeouts(budget),
+                    allow_redirects=False,
+                    # explicit, so REQUESTS_CA_BUNDLE does not override a session's own CA file
+                    verify=self.session.verify,
+                )
+            except requests.exceptions.SSLError as exc:
+                raise RetrievalError(
+                    f"TLS error for {self._show(current)}: {describe(exc)}; not retried"
+                ) from None
+            except (
+                requests.exceptions.ConnectionError,
+                requests.exceptions.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as exc:
+                raise Transient(describe(exc)) from None
+            except requests.exceptions.RequestException as exc:
+                raise RetrievalError(
+                    f"request to {self._show(current)} failed: {describe(exc)}"
+                ) from None
+            if not response.is_redirect:
+                return response
+            location = response.headers.get("location", "")
+            response.close()
+            target = urljoin(current, location)
+            scheme = urlsplit(target).scheme.lower()
+            if scheme not in {"http", "https"}:
+                raise RetrievalError(
+                    f"{self._show(current)} redirected to {redact(target)!r}: refused, only "
+                    "http(s) redirect targets are followed"
+                )
+            if urlsplit(current).scheme.lower() == "https" and scheme == "http":
+                raise RetrievalError(
+                    f"{self._show(current)} redirected to {redact(target)!r}: refused, a redirect "
+                    "from https to http would drop transport security; use the http URL "
+                    "explicitly if you trust it"
+                )
+            logger.debug("redirect %s -> %s", redact(current), redact(target))
+            current = target
+        raise RetrievalError(
+            f"too many redirects (more than {self.max_redirects}) from {self._show(url)}, last "
+            f"{redact(current)}: a redirect loop? Not retried"
+        )
+
+    def get(
+        self,
+        url: str,
+        headers: dict[str, str],
+        budget: DownloadBudget,
+        *,
+        received: int = 0,
+        method: str = "GET",
+        accept: frozenset[int] = frozenset(),
+    ) -> requests.Response:
+        """Send with retries: 2xx/3xx (and ``accept``) are returned; 429/5xx/network errors
+        are retried within ``budget``; other 4xx raise :class:`RetrievalError` at once."""
+        while True:
+            budget.check_deadline(received)
+            try:
+                response = self.send(method, url, headers, budget)
+            except Transient as exc:
+                budget.failed(exc.reason, received=received, retry_after=exc.retry_after)
+                continue
+            status = response.status_code
+            if status < 400 or status in accept:
+                return response
+            reason = f"HTTP {status} {response.reason or ''}".strip()
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            response.close()
+            if status == 429 or status >= 500:
+                budget.failed(reason, received=received, retry_after=retry_after)
+                continue
+            raise RetrievalError(
+                f"{self._show(url)} answered {reason}; not retried (client errors are permanent). "
+                "Check the URL and access rights"
+            )
+
+
+def content_length(response: requests.Response) -> int | None:
+    value = response.headers.get("Content-Length")
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value)
+
+
+class ResumableBody:
+    """The body of one download as a file-like object whose ``read(n)`` never hides a fault.
+
+    A dropped connection, a timeout, or a body shorter than its ``Content-Length`` is cured by
+    a ``Range: bytes=N-`` request guarded by ``If-Range``, accepted only as a 206 whose
+    ``Content-Range`` starts at N. Otherwise :class:`Restart` is raised inside ``read`` so the
+    storage backend aborts the write, and the retriever starts over.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        url: str,
+        response: requests.Response,
+        budget: DownloadBudget,
+        progress: Progress,
+    ) -> None:
+        self.transport = transport
+        self.url = url
+        self.budget = budget
+        self.progress = progress
+        self.received = 0
+        self.failure: BaseException | None = None
+        self._adopt(response)
+
+    def _adopt(self, response: requests.Response) -> None:
+        self._response = response
+        self.total = content_length(response)
+        self.etag: str | None = response.headers.get("ETag")
+        self.last_modified: str | None = response.headers.get("Last-Modified")
+
+    # -- file-like ---------------------------------------------------------------------------
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._response.close()
+
+    def read(self, size: int | None = -1) -> bytes:
+        try:
+            if size is None or size < 0:
+                parts = []
+                while chunk := self._read(1024 * 1024):
+                    parts.append(chunk)
+                return b"".join(parts)
+            return self._read(size) if size else b""
+        except BaseException as exc:
+            self.failure = exc
+            raise
+
+    def _read(self, size: int) -> bytes:
+        while True:
+            self.budget.check_deadline(self.received)
+            try:
+                data = self._response.raw.read1(size, decode_content=False)
+            except NETWORK_ERRORS as exc:
+                self._recover(describe(exc))
+                continue
+            if data:
+                self.received += len(data)
+                self.budget.advanced(self.received)
+                self.progress.update(len(data))
+                return data
+            if self.total is not None and self.received < self.total:
+                self._recover(f"body ended after {self.received} of {self.total} bytes")
+                continue
+            return b""
+
+    # -- recovery ----------------------------------------------------------------------------
+    def _validator(self) -> str | None:
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
+
+    def _recover(self, reason: str) -> None:
+        self._response.close()
+        self.budget.failed(reason, received=self.received)
+        if self.received == 0:
+            self._adopt(self.transport.get(self.url, {}, self.budget))
+            return
+        validator = self._validator()
+        if validator is None:
+            raise Restart(f"{reason}; the server sent no ETag/Last-Modified to resume safely")
+        headers = {"Range": f"bytes={self.received}-", "If-Range": validator}
+        response = self.transport.get(
+            self.url, headers, self.budget, received=self.received, accept=frozenset({416})
+        )
+        if response.status_code == 206 and self._range_matches(response):
+            logger.info("resuming %s at byte %d", self.budget.url, self.received)
+            self._response = response
+            return
+        if response.status_code == 200:
+            raise Restart(f"{reason}; the server sent the whole body again", response)
+        response.close()
+        raise Restart(f"{reason}; resume refused (HTTP {response.status_code})")
+
+    def _range_matches(self, response: requests.Response) -> bool:
+        match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+        if match is None or int(match.group(1)) != self.received:
+            return False
+        total = match.group(3)
+        if self.total is not None and total != "*" and int(total) != self.total:
+            return False
+        return self.total is None or int(match.group(2)) == self.total - 1

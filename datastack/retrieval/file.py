@@ -1,0 +1,108 @@
+"""Retrieve ``file://`` URLs and local paths into a StorageConnector, verified like downloads.
+
+>>> import hashlib, pathlib, tempfile
+>>> from datastack.storage import connect                            # doctest: +SKIP
+>>> src = pathlib.Path(tempfile.mkdtemp()) / "a.bin"; _ = src.write_bytes(b"abc")
+>>> d = ResourceDefinition("demo/a.bin", src.as_uri(),
+...                        sha256=hashlib.sha256(b"abc").hexdigest())
+>>> FileRetriever(connect(tempfile.mkdtemp())).retrieve([d])        # doctest: +SKIP
+['demo/a.bin']
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from email.utils import formatdate
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
+
+from datastack._uri import redact
+from datastack.errors import ChecksumError, RetrievalError, UnsupportedSchemeError
+from datastack.retrieval.base import ResourceDefinition, SourceInfo, check_scheme
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.storage.base import StorageConnector
+
+logger = logging.getLogger("datastack.retrieval")
+
+
+def local_path(source: str) -> str:
+    """The filesystem path of a ``file://`` URL or plain path; refuses ``file://host/...``.
+
+    >>> local_path("file:///data/x%20y.csv")
+    '/data/x y.csv'
+    >>> local_path("file://fileserver/share/x.csv")
+    Traceback (most recent call last):
+    ...
+    datastack.errors.UnsupportedSchemeError: file URL 'file://fileserver/share/x.csv' names \
+host 'fileserver': ...
+    """
+    if check_scheme(source) != "file":
+        raise UnsupportedSchemeError(
+            f"FileRetriever reads file:// URLs and local paths only, got {redact(source)!r}; "
+            "use HTTPRetriever or retriever_for(definitions, storage)"
+        )
+    if "://" not in source:
+        return source
+    parts = urlsplit(source)
+    if parts.netloc not in {"", "localhost"}:
+        raise UnsupportedSchemeError(
+            f"file URL {redact(source)!r} names host {parts.netloc!r}: only local files are "
+            "read (file:///absolute/path); mount the share and use its local path"
+        )
+    return unquote(parts.path)
+
+
+class FileRetriever:
+    """Copies local files into ``storage``, verifying checksums before they become visible.
+
+    The copy streams in chunks (bounded memory); size and mtime are reported in
+    :class:`~datastack.retrieval.base.SourceInfo` (mtime as an HTTP-date in ``last_modified``).
+    """
+
+    def __init__(self, storage: StorageConnector) -> None:
+        self.storage = storage
+
+    def retrieve(self, definitions: Iterable[ResourceDefinition]) -> list[str]:
+        """Copy, verify and store each definition; return the identifiers in order."""
+        return [info.identifier or "" for info in self.retrieve_with_info(definitions)]
+
+    def retrieve_with_info(self, definitions: Iterable[ResourceDefinition]) -> list[SourceInfo]:
+        """Like :meth:`retrieve`, returning size and mtime of each source."""
+        defs = list(definitions)
+        paths = [local_path(d.source) for d in defs]
+        return [self._copy(d, p) for d, p in zip(defs, paths, strict=True)]
+
+    def _copy(self, definition: ResourceDefinition, path: str) -> SourceInfo:
+        shown = redact(definition.source)
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise RetrievalError(
+                f"cannot read {shown}: {exc.strerror or exc}; check the path exists and is a "
+                "readable file"
+            ) from None
+        with handle:
+            stat = os.fstat(handle.fileno())
+            try:
+                stored = self.storage.set_resource(
+                    definition.identifier, handle, sha256=definition.sha256, md5=definition.md5
+                )
+            except ChecksumError as exc:
+                raise ChecksumError(f"copy of {shown} failed verification: {exc}") from None
+            except IsADirectoryError:
+                raise RetrievalError(f"cannot read {shown}: it is a directory") from None
+        logger.info("copied %s (%d bytes) to %s", shown, stored.size, stored.identifier)
+        return SourceInfo(
+            url=shown,
+            size=stored.size,
+            etag=None,
+            last_modified=formatdate(stat.st_mtime, usegmt=True),
+            sha256=stored.sha256,
+            md5=stored.md5,
+            retrieved_at=datetime.now(UTC),
+            identifier=stored.identifier,
+        )
