@@ -1,0 +1,345 @@
+"""Safe decompression and archive extraction for untrusted sources.
+
+Nothing here trusts a member name, a member type or a declared size:
+
+* every member is pre-scanned before anything is written: ``..`` segments, absolute paths,
+  backslashes, NUL, symlinks, hard links, devices and FIFOs raise :class:`UnsafeArchiveError`
+  (the stdlib's ``filter="data"`` silently rewrites some of these; we refuse instead);
+* member count, total expanded size and expansion ratio are capped (:class:`ArchiveLimits`);
+  bytes are counted while streaming, so a lying header does not help;
+* gzip streams are decompressed with ``decompressobj().decompress(data, max_length)``;
+* truncated or corrupt archives raise :class:`FormatError`; the extraction folder is removed on
+  any error.
+
+>>> import io, gzip
+>>> stream = CappedGzipReader(io.BytesIO(gzip.compress(b"hello")), name="hello.gz")
+>>> stream.read()
+b'hello'
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from datastack.errors import FormatError, UnsafeArchiveError
+
+_READ_SIZE = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """Caps applied to every decompression and extraction.
+
+    ``max_ratio`` applies once more than ``ratio_floor`` bytes have been expanded, so small,
+    highly compressible files (a column of zeros) pass while bombs do not.
+    """
+
+    max_members: int = 10_000
+    max_total_bytes: int = 16 * 1024**3
+    max_ratio: float = 250.0
+    ratio_floor: int = 64 * 1024**2
+
+
+DEFAULT_LIMITS = ArchiveLimits()
+
+
+def _check_expansion(name: str, expanded: int, compressed: int, limits: ArchiveLimits) -> None:
+    if expanded > limits.max_total_bytes:
+        raise UnsafeArchiveError(
+            f"{name}: expands to more than {limits.max_total_bytes} bytes (the cap); refusing a "
+            "possible decompression bomb. Raise ArchiveLimits.max_total_bytes if this is expected."
+        )
+    if expanded > limits.ratio_floor and expanded > limits.max_ratio * max(compressed, 1):
+        raise UnsafeArchiveError(
+            f"{name}: expansion ratio over {limits.max_ratio:g} ({expanded} bytes from "
+            f"{compressed}); refusing a possible decompression bomb. Raise "
+            "ArchiveLimits.max_ratio if this is expected."
+        )
+
+
+class CappedGzipReader(io.RawIOBase):
+    """A read-only stream decompressing gzip from ``raw`` with bounded output.
+
+    Concatenated gzip members are supported; trailing garbage, truncation and corrupt data
+    raise :class:`FormatError`, too much output raises :class:`UnsafeArchiveError`.
+    """
+
+    def __init__(
+        self, raw: IO[bytes], name: str = "<gzip>", limits: ArchiveLimits = DEFAULT_LIMITS
+    ) -> None:
+        super().__init__()
+        self._raw = raw
+        self.name = name
+        self._limits = limits
+        self._decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._pending = b""
+        self._compressed = 0
+        self._expanded = 0
+        self._eof = False
+        self._started = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        data = self._read_some(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def _read_some(self, size: int) -> bytes:
+        while not self._eof:
+            if self._decomp.eof:
+                # Next gzip member, or trailing garbage (zero padding is tolerated).
+                rest = self._decomp.unused_data + self._pending
+                self._pending = b""
+                if rest.startswith(b"\x1f\x8b"):
+                    self._decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                    self._pending = rest
+                elif rest.strip(b"\x00"):
+                    raise FormatError(f"{self.name}: unexpected data after the gzip stream")
+            if not self._pending:
+                chunk = self._raw.read(_READ_SIZE)
+                if not chunk:
+                    if not self._decomp.eof or not self._started:
+                        raise FormatError(
+                            f"{self.name}: gzip stream is truncated or empty (no end-of-stream "
+                            f"marker after {self._compressed} compressed bytes); re-download it"
+                        )
+                    self._eof = True
+                    break
+                self._compressed += len(chunk)
+                self._pending = chunk
+                if self._decomp.eof:
+                    continue
+            try:
+                out = self._decomp.decompress(self._pending, size)
+            except zlib.error as exc:
+                raise FormatError(f"{self.name}: corrupt gzip data ({exc})") from None
+            self._started = True
+            self._pending = self._decomp.unconsumed_tail
+            if out:
+                self._expanded += len(out)
+                _check_expansion(self.name, self._expanded, self._compressed, self._limits)
+                return out
+        return b""
+
+    @property
+    def expanded(self) -> int:
+        """Number of bytes produced so far."""
+        return self._expanded
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
+# -- archives ------------------------------------------------------------------------------------
+def safe_member_name(archive: str, name: str) -> str:
+    """Return a normalised relative member name, or raise :class:`UnsafeArchiveError`."""
+    if not name or "\x00" in name or "\\" in name:
+        raise UnsafeArchiveError(f"{archive}: member {name!r} has an empty name, NUL or backslash")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeArchiveError(f"{archive}: member {name!r} is an absolute path; refusing it")
+    if ".." in name.split("/"):
+        raise UnsafeArchiveError(f"{archive}: member {name!r} escapes the folder ('..'); refusing")
+    normalised = posixpath.normpath(name)
+    if normalised in ("", ".") and not name.endswith("/"):
+        raise UnsafeArchiveError(f"{archive}: member {name!r} has no usable name")
+    if any(ord(ch) < 32 for ch in normalised):
+        raise UnsafeArchiveError(f"{archive}: member {name!r} contains control characters")
+    return normalised
+
+
+@dataclass(frozen=True)
+class _Member:
+    name: str
+    size: int
+    is_dir: bool
+    key: object  # TarInfo or ZipInfo
+
+
+def _scan_tar(tf: tarfile.TarFile, archive: str, limits: ArchiveLimits) -> list[_Member]:
+    members: list[_Member] = []
+    for info in tf:
+        if len(members) >= limits.max_members:
+            raise UnsafeArchiveError(
+                f"{archive}: more than {limits.max_members} members (the cap); refusing it"
+            )
+        name = safe_member_name(archive, info.name)
+        if info.issym() or info.islnk():
+            raise UnsafeArchiveError(
+                f"{archive}: member {info.name!r} is a {'symbolic' if info.issym() else 'hard'} "
+                f"link (to {info.linkname!r}); links are refused"
+            )
+        if not (info.isreg() or info.isdir()):
+            raise UnsafeArchiveError(
+                f"{archive}: member {info.name!r} is a device, FIFO or special file; refused"
+            )
+        members.append(_Member(name, info.size, info.isdir(), info))
+    return members
+
+
+def _scan_zip(zf: zipfile.ZipFile, archive: str, limits: ArchiveLimits) -> list[_Member]:
+    infos = zf.infolist()
+    if len(infos) > limits.max_members:
+        raise UnsafeArchiveError(
+            f"{archive}: {len(infos)} members, more than the cap of {limits.max_members}"
+        )
+    members = []
+    for info in infos:
+        name = safe_member_name(archive, info.filename)
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            raise UnsafeArchiveError(f"{archive}: member {info.filename!r} is a symbolic link")
+        if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise UnsafeArchiveError(f"{archive}: member {info.filename!r} is a special file")
+        if info.flag_bits & 0x1:
+            raise FormatError(f"{archive}: member {info.filename!r} is encrypted; not supported")
+        members.append(_Member(name, info.file_size, info.is_dir(), info))
+    return members
+
+
+def archive_kind(path: Path) -> str | None:
+    """``"tar"``, ``"zip"`` or ``None`` by content (magic bytes), not by name."""
+    if zipfile.is_zipfile(path):
+        return "zip"
+    try:
+        return "tar" if tarfile.is_tarfile(path) else None
+    except (OSError, EOFError, zlib.error, tarfile.TarError):
+        return None
+
+
+def extract_archive(
+    path: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    limits: ArchiveLimits = DEFAULT_LIMITS,
+) -> list[Path]:
+    """Safely extract a tar (any compression) or zip archive into the new folder ``dest``.
+
+    Returns the extracted regular files in archive order. ``dest`` must not exist; it is
+    created, and removed again on any error. Raises :class:`UnsafeArchiveError` for hostile
+    members or bombs, :class:`FormatError` for corrupt or truncated archives.
+    """
+    path, dest = Path(path), Path(dest)
+    label = name or path.name
+    dest.mkdir(parents=True)
+    try:
+        return _extract(path, dest, label, limits)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+
+
+def _extract(path: Path, dest: Path, label: str, limits: ArchiveLimits) -> list[Path]:
+    compressed = path.stat().st_size
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                members = _scan_zip(zf, label, limits)
+                _check_declared(label, members, compressed, limits)
+                return _write_members(
+                    members, dest, label, compressed, limits, lambda m: _zip_open(zf, m)
+                )
+        with tarfile.open(path, "r:*") as tf:
+            members = _scan_tar(tf, label, limits)
+            _check_declared(label, members, compressed, limits)
+            return _write_members(
+                members, dest, label, compressed, limits, lambda m: _tar_open(tf, m, label)
+            )
+    except (UnsafeArchiveError, FormatError):
+        raise
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # a real I/O error (disk full...), not a corrupt archive
+        raise FormatError(
+            f"{label}: corrupt or truncated archive ({exc}); re-download it"
+        ) from None
+
+
+def _zip_open(zf: zipfile.ZipFile, member: _Member) -> IO[bytes]:
+    info = member.key
+    if not isinstance(info, zipfile.ZipInfo):  # pragma: no cover - internal invariant
+        raise TypeError("expected a ZipInfo")
+    return zf.open(info)
+
+
+def _tar_open(tf: tarfile.TarFile, member: _Member, label: str) -> IO[bytes]:
+    info = member.key
+    stream = tf.extractfile(info) if isinstance(info, tarfile.TarInfo) else None
+    if stream is None:  # pragma: no cover - only regular files reach here
+        raise FormatError(f"{label}: cannot read member {member.name!r}")
+    return stream
+
+
+def _check_declared(
+    label: str, members: list[_Member], compressed: int, limits: ArchiveLimits
+) -> None:
+    _check_expansion(label, sum(m.size for m in members), compressed, limits)
+
+
+def _write_members(
+    members: list[_Member],
+    dest: Path,
+    label: str,
+    compressed: int,
+    limits: ArchiveLimits,
+    opener: Callable[[_Member], IO[bytes]],
+) -> list[Path]:
+    seen: set[str] = set()
+    files: list[Path] = []
+    total = 0
+    for member in members:
+        if member.name in seen:
+            raise UnsafeArchiveError(f"{label}: member {member.name!r} appears twice; refusing")
+        seen.add(member.name)
+        target = dest / member.name
+        if member.is_dir:
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists() or target.is_symlink():
+            raise UnsafeArchiveError(f"{label}: member {member.name!r} clashes with a folder")
+        with opener(member) as source, open(target, "xb") as out:
+            for chunk in iter(lambda: source.read(_READ_SIZE), b""):
+                total += len(chunk)
+                _check_expansion(label, total, compressed, limits)
+                out.write(chunk)
+        files.append(target)
+    return files
+
+
+def iter_regular_files(root: Path) -> Iterator[Path]:
+    """Regular files under ``root``, sorted, never following links."""
+    for folder, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for filename in sorted(filenames):
+            candidate = Path(folder) / filename
+            if candidate.is_file() and not candidate.is_symlink():
+                yield candidate
+
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "ArchiveLimits",
+    "CappedGzipReader",
+    "archive_kind",
+    "extract_archive",
+    "iter_regular_files",
+    "safe_member_name",
+]

@@ -1,0 +1,172 @@
+"""HDF5 passthrough: read two named arrays from an untrusted HDF5 file, safely.
+
+A crafted HDF5 file can crash the HDF5 library (h5py#1183 and several CVEs), and links or
+storage pointing outside the file can read local files. So:
+
+1. the file is first opened and walked in a *subprocess* (:func:`probe`); a crash, hang or
+   error there becomes a :class:`FormatError` in the parent;
+2. the walk rejects external links, datasets with external storage and virtual datasets
+   anywhere in the file (soft links are not followed during the walk);
+3. only then does the parent open the file (read-only) and copy the named arrays in blocks.
+
+Run as ``python -m datastack.preprocessing.hdf5fmt FILE SAMPLES [TARGETS]`` to probe by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from datastack.errors import FormatError
+from datastack.preprocessing.arrays import Pools
+from datastack.preprocessing.inputs import RawInput
+
+PROBE_TIMEOUT = 60.0
+MAX_OBJECTS = 100_000
+
+
+def check_file(h5file: Any, label: str) -> None:
+    """Walk every hard-linked object; raise :class:`FormatError` on anything that reaches out."""
+    import h5py
+
+    stack: list[tuple[str, Any]] = [("/", h5file)]
+    seen = 0
+    visited: set[Any] = set()
+    while stack:
+        path, group = stack.pop()
+        for key in group:
+            seen += 1
+            if seen > MAX_OBJECTS:
+                raise FormatError(f"{label}: more than {MAX_OBJECTS} objects; refused")
+            link = group.get(key, getlink=True)
+            where = f"{path.rstrip('/')}/{key}"
+            if isinstance(link, h5py.ExternalLink):
+                raise FormatError(
+                    f"{label}: {where} is an external link to {link.filename!r}; external links "
+                    "are refused in untrusted files"
+                )
+            if isinstance(link, h5py.SoftLink):
+                continue
+            obj = group.get(key)
+            if isinstance(obj, h5py.Dataset):
+                if obj.is_virtual:
+                    raise FormatError(f"{label}: {where} is a virtual dataset; refused")
+                if obj.external:
+                    raise FormatError(
+                        f"{label}: {where} stores its data in external files; refused"
+                    )
+            elif isinstance(obj, h5py.Group):
+                addr = obj.id.addr if hasattr(obj.id, "addr") else id(obj)
+                if addr not in visited:
+                    visited.add(addr)
+                    stack.append((where, obj))
+
+
+def _describe(h5file: Any, name: str, label: str) -> dict[str, Any]:
+    import h5py
+
+    obj = h5file.get(name)
+    if not isinstance(obj, h5py.Dataset):
+        found = sorted(h5file.keys())
+        raise FormatError(f"{label}: no dataset {name!r} in the file; top level holds {found}")
+    if obj.dtype.kind not in "biufc" or obj.dtype.names is not None:
+        raise FormatError(f"{label}: dataset {name!r} has non-numeric dtype {obj.dtype}")
+    if obj.ndim < 1:
+        raise FormatError(f"{label}: dataset {name!r} is a scalar; expected (N, ...)")
+    return {"shape": list(obj.shape), "dtype": obj.dtype.str}
+
+
+def inspect(path: str | Path, names: Sequence[str], label: str) -> dict[str, Any]:
+    """Open ``path``, check it and describe the named datasets (runs in the probe process)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            check_file(f, label)
+            return {name: _describe(f, name, label) for name in names}
+    except FormatError:
+        raise
+    except Exception as exc:  # h5py raises OSError, KeyError, RuntimeError... on bad files
+        reason = f"{type(exc).__name__}: {exc}"
+        raise FormatError(f"{label}: not a readable HDF5 file ({reason})") from None
+
+
+def probe(path: Path, names: Sequence[str], label: str, timeout: float = PROBE_TIMEOUT) -> None:
+    """Run :func:`inspect` in a subprocess; turn a crash, hang or error into FormatError."""
+    command = [sys.executable, "-m", "datastack.preprocessing.hdf5fmt", str(path), label, *names]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise FormatError(
+            f"{label}: probing the HDF5 file took over {timeout:g} s; refused"
+        ) from None
+    if done.returncode == 0:
+        return
+    message = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    if done.returncode == 3 and message:
+        raise FormatError(message)
+    raise FormatError(
+        f"{label}: the HDF5 library failed on this file (probe exit code {done.returncode}: "
+        f"{done.stderr.strip()[-300:]!r}); the file is corrupt or hostile"
+    )
+
+
+def hdf5_pools(
+    inputs: Sequence[RawInput],
+    workdir: Path,
+    samples_name: str,
+    targets_name: str | None,
+    *,
+    subprocess_probe: bool = True,
+) -> tuple[Pools, list[Any]]:
+    """Open each split group's HDF5 file safely and return its named datasets.
+
+    Returns the pools and the open ``h5py.File`` objects (close them when done).
+    """
+    import h5py
+
+    names = [samples_name] + ([targets_name] if targets_name else [])
+    pools: Pools = {}
+    handles: list[Any] = []
+    groups: dict[str | None, list[RawInput]] = {}
+    for raw in inputs:
+        groups.setdefault(raw.split, []).append(raw)
+    try:
+        for group, members in groups.items():
+            if len(members) != 1:
+                names_found = [m.name for m in members]
+                raise FormatError(f"hdf5: expected one file per split, got {names_found}")
+            raw = members[0]
+            path = raw.local_path(workdir)
+            if subprocess_probe:
+                probe(path, names, raw.name)
+            inspect(path, names, raw.name)
+            handle = h5py.File(path, "r")
+            handles.append(handle)
+            pools[group] = (
+                handle[samples_name],
+                handle[targets_name] if targets_name else None,
+            )
+    except BaseException:
+        for handle in handles:
+            handle.close()
+        raise
+    return pools, handles
+
+
+def _main(argv: list[str]) -> int:
+    path, label, *names = argv
+    try:
+        print(json.dumps(inspect(path, names, label)))
+    except FormatError as exc:
+        print(str(exc))
+        return 3
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through probe()
+    raise SystemExit(_main(sys.argv[1:]))

@@ -1,0 +1,158 @@
+"""Raw inputs: a source's bytes after safe decompression / extraction, opened on demand.
+
+``prepare_inputs`` turns each ``(SourceSpec, StreamedResource)`` into one or more
+:class:`RawInput`: a plain source is itself; ``*.gz`` is wrapped in a capped gzip reader; a
+tar/zip archive is copied into the work folder and extracted safely, and each extracted file
+(or only ``member:``) becomes an input carrying the archive's role and split.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from datastack.errors import FormatError
+from datastack.preprocessing.archives import (
+    DEFAULT_LIMITS,
+    ArchiveLimits,
+    CappedGzipReader,
+    extract_archive,
+)
+from datastack.resources import StreamedResource
+from datastack.specs import SourceSpec
+
+
+@dataclass
+class RawInput:
+    """One file to parse: ``open()`` returns a fresh binary stream of its (decompressed) bytes.
+
+    ``path`` is set when the bytes are a plain local file (memory-mapping and HDF5 use it);
+    ``size`` is the byte size when known without reading.
+    """
+
+    source: SourceSpec
+    name: str
+    open: Callable[[], IO[bytes]]
+    size: int | None = None
+    path: Path | None = None
+
+    @property
+    def role(self) -> str | None:
+        return self.source.role
+
+    @property
+    def split(self) -> str | None:
+        return self.source.split
+
+    def local_path(self, workdir: Path) -> Path:
+        """A local file with these bytes (copied into ``workdir`` when needed)."""
+        if self.path is not None:
+            return self.path
+        target = workdir / f"input-{len(list(workdir.iterdir()))}-{self.name.replace('/', '_')}"
+        with self.open() as stream, open(target, "wb") as out:
+            shutil.copyfileobj(stream, out, 1024 * 1024)
+        self.path = target
+        self.size = target.stat().st_size
+        return target
+
+
+class _Unclosing(io.RawIOBase):
+    """A view of a resource that rewinds it and does not close it (the caller owns it)."""
+
+    def __init__(self, resource: StreamedResource) -> None:
+        super().__init__()
+        self._res = resource
+        if resource.seekable():
+            resource.seek(0)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        return self._res.readinto(buffer)
+
+
+def _resource_path(resource: StreamedResource) -> Path | None:
+    """The local file behind a resource made by ``StreamedResource.from_path``, if any."""
+    path = getattr(getattr(resource, "_opener", None), "path", None)
+    return Path(path) if isinstance(path, str) and os.path.isfile(path) else None
+
+
+def _plain_input(source: SourceSpec, resource: StreamedResource) -> RawInput:
+    path = _resource_path(resource)
+    if path is not None:
+        return RawInput(
+            source, source.filename, lambda: open(path, "rb"), path.stat().st_size, path
+        )
+    size: int | None
+    try:
+        size = resource.size
+    except (OSError, ValueError):
+        size = None
+    return RawInput(source, source.filename, lambda: _Unclosing(resource), size)  # type: ignore[arg-type,return-value]
+
+
+def prepare_inputs(
+    sources: Sequence[tuple[SourceSpec, StreamedResource]],
+    workdir: Path,
+    limits: ArchiveLimits = DEFAULT_LIMITS,
+) -> list[RawInput]:
+    """Expand sources into raw inputs (see module docstring)."""
+    inputs: list[RawInput] = []
+    for index, (source, resource) in enumerate(sources):
+        kind = source.compression
+        plain = _plain_input(source, resource)
+        if plain.path is None and not resource.seekable():
+            plain.local_path(workdir)  # readers may open an input twice (header, then data)
+            plain.open = _path_opener(plain.local_path(workdir))
+        if kind is None:
+            inputs.append(plain)
+        elif kind == "gzip":
+            inputs.append(_gzip_input(source, source.filename, plain.open, limits))
+        else:
+            archive = plain.local_path(workdir)
+            files = extract_archive(
+                archive, workdir / f"extract-{index}", name=source.filename, limits=limits
+            )
+            inputs.extend(_archive_inputs(source, files, workdir / f"extract-{index}", limits))
+    return inputs
+
+
+def _gzip_input(
+    source: SourceSpec, name: str, opener: Callable[[], IO[bytes]], limits: ArchiveLimits
+) -> RawInput:
+    return RawInput(source, name, lambda: CappedGzipReader(opener(), name, limits))  # type: ignore[arg-type,return-value]
+
+
+def _archive_inputs(
+    source: SourceSpec, files: list[Path], root: Path, limits: ArchiveLimits
+) -> list[RawInput]:
+    members = {file.relative_to(root).as_posix(): file for file in files}
+    if source.member is not None:
+        if source.member not in members:
+            shown = ", ".join(sorted(members)[:20]) or "(none)"
+            raise FormatError(
+                f"{source.filename}: member {source.member!r} not found in the archive; "
+                f"it holds: {shown}"
+            )
+        members = {source.member: members[source.member]}
+    out = []
+    for rel, file in members.items():
+        label = f"{source.filename}!{rel}"
+        if rel.lower().endswith(".gz"):
+            out.append(_gzip_input(source, label, _path_opener(file), limits))
+        else:
+            out.append(RawInput(source, label, _path_opener(file), file.stat().st_size, file))
+    return out
+
+
+def _path_opener(path: Path) -> Callable[[], IO[bytes]]:
+    return lambda: open(path, "rb")
+
+
+__all__ = ["RawInput", "prepare_inputs"]
