@@ -1,0 +1,434 @@
+"""A read-through block cache and the seekable reader built on it.
+
+Remote storage (GridFS) answers one query per round trip, so random access must not go
+through a cursor that is thrown away on every seek. Instead a resource is cut into fixed-size
+*blocks* (for GridFS: exactly its chunks) and read through a process-wide LRU of blocks:
+
+- :class:`BlockCache` is the LRU, bounded in bytes and shared by every reader in the process
+  (the key of a block includes the identity of the file it belongs to);
+- :class:`BlockReader` is a seekable ``io.RawIOBase`` over one file. It depends only on a
+  ``fetch(block_numbers) -> {block_number: bytes}`` callable, so it is tested with no I/O
+  (the model is fsspec's ``caching.py``). Missing blocks of one read are fetched in one call;
+  when reads turn sequential, the reader reads ahead, doubling the window up to
+  ``readahead_bytes``; :meth:`BlockReader.prefetch` loads the missing blocks of many byte
+  ranges in a single call (one ``$in`` query on GridFS).
+
+Everything runs in the caller's thread: there is no background thread (h5py calls back into
+Python from file-like objects, and a prefetch thread touching it could deadlock).
+
+>>> data = bytes(range(256)) * 40                       # 10240 bytes, blocks of 1024
+>>> calls = []
+>>> def fetch(numbers):
+...     calls.append(list(numbers))
+...     return {n: data[n * 1024:(n + 1) * 1024] for n in numbers}
+>>> reader = BlockReader(("demo", 1), len(data), 1024, fetch, cache=BlockCache(1 << 20))
+>>> _ = reader.seek(1000); reader.read(48) == data[1000:1048]
+True
+>>> calls                                               # one fetch for the two blocks touched
+[[0, 1]]
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from datastack.errors import ConfigurationError, StorageError
+
+Fetch = Callable[[Sequence[int]], Mapping[int, bytes]]
+"""Fetch blocks by number; return ``{number: bytes}`` for every number asked."""
+
+DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
+CACHE_BYTES_ENV = "DATASTACK_CACHE_BYTES"
+DEFAULT_READAHEAD_BYTES = 64 * 1024 * 1024
+
+_ALL_CACHES: weakref.WeakSet[BlockCache] = weakref.WeakSet()
+
+
+class BlockCache:
+    """A thread-safe LRU of blocks, bounded by the total bytes it holds.
+
+    Keys are ``(file_key, block_number)`` tuples. A block larger than the whole budget is
+    never stored. ``max_bytes=0`` disables caching (readers still work).
+
+    >>> cache = BlockCache(max_bytes=10)
+    >>> cache.put(("f", 0), b"12345"); cache.put(("f", 1), b"67890"); cache.put(("f", 2), b"x")
+    >>> cache.get(("f", 0)) is None, cache.nbytes            # the oldest block was evicted
+    (True, 6)
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        if max_bytes < 0:
+            raise ConfigurationError(f"cache size must be >= 0 bytes, got {max_bytes}")
+        self._max_bytes = int(max_bytes)
+        self._blocks: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._nbytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+        _ALL_CACHES.add(self)
+
+    @property
+    def max_bytes(self) -> int:
+        """The budget in bytes."""
+        return self._max_bytes
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes currently held."""
+        return self._nbytes
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def resize(self, max_bytes: int) -> None:
+        """Change the budget, evicting the least recently used blocks if needed."""
+        if max_bytes < 0:
+            raise ConfigurationError(f"cache size must be >= 0 bytes, got {max_bytes}")
+        with self._lock:
+            self._max_bytes = int(max_bytes)
+            self._evict()
+
+    def get(self, key: Hashable) -> bytes | None:
+        """The block stored under ``key`` (marking it recently used), or None."""
+        with self._lock:
+            data = self._blocks.get(key)
+            if data is None:
+                self.misses += 1
+                return None
+            self._blocks.move_to_end(key)
+            self.hits += 1
+            return data
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._blocks
+
+    def put(self, key: Hashable, data: bytes) -> None:
+        """Store a block, evicting least recently used blocks beyond the budget."""
+        size = len(data)
+        with self._lock:
+            old = self._blocks.pop(key, None)
+            if old is not None:
+                self._nbytes -= len(old)
+            if size > self._max_bytes:
+                return
+            self._blocks[key] = data
+            self._nbytes += size
+            self._evict()
+
+    def discard(self, file_key: Hashable) -> int:
+        """Drop every block of one file; return how many were dropped."""
+        with self._lock:
+            doomed = [k for k in self._blocks if isinstance(k, tuple) and k[0] == file_key]
+            for k in doomed:
+                self._nbytes -= len(self._blocks.pop(k))
+            return len(doomed)
+
+    def clear(self) -> None:
+        """Drop every block and reset the counters."""
+        with self._lock:
+            self._blocks.clear()
+            self._nbytes = 0
+            self.hits = self.misses = self.evictions = 0
+
+    def stats(self) -> dict[str, int]:
+        """Counters: blocks, bytes, max_bytes, hits, misses, evictions."""
+        return {
+            "blocks": len(self._blocks),
+            "bytes": self._nbytes,
+            "max_bytes": self._max_bytes,
+            "hits": self.hits,
+            "misses": self.misses,
+            "evictions": self.evictions,
+        }
+
+    def _evict(self) -> None:
+        while self._nbytes > self._max_bytes and self._blocks:
+            _, data = self._blocks.popitem(last=False)
+            self._nbytes -= len(data)
+            self.evictions += 1
+
+    def _after_fork(self) -> None:
+        # A lock held by another thread at fork time would stay locked forever in the child.
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<BlockCache {self._nbytes}/{self._max_bytes} bytes, {len(self._blocks)} blocks>"
+
+
+def _reinit_after_fork() -> None:
+    for cache in list(_ALL_CACHES):
+        cache._after_fork()
+
+
+os.register_at_fork(after_in_child=_reinit_after_fork)
+
+_DEFAULT_CACHE: BlockCache | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def cache_bytes_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """The cache budget from ``$DATASTACK_CACHE_BYTES`` (bytes; suffixes K, M, G allowed)."""
+    raw = (os.environ if environ is None else environ).get(CACHE_BYTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_CACHE_BYTES
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = raw.upper().removesuffix("IB").removesuffix("B")
+    factor = units.get(text[-1:], 1)
+    number = text[:-1] if text[-1:] in units else text
+    try:
+        value = int(float(number) * factor)
+    except ValueError:
+        raise ConfigurationError(
+            f"{CACHE_BYTES_ENV}={raw!r} is not a size: expected bytes such as 268435456 or 256M"
+        ) from None
+    if value < 0:
+        raise ConfigurationError(f"{CACHE_BYTES_ENV}={raw!r} must be >= 0")
+    return value
+
+
+def default_cache() -> BlockCache:
+    """The process-wide block cache (created on first use from ``$DATASTACK_CACHE_BYTES``)."""
+    global _DEFAULT_CACHE
+    if _DEFAULT_CACHE is None:
+        with _DEFAULT_LOCK:
+            if _DEFAULT_CACHE is None:
+                _DEFAULT_CACHE = BlockCache(cache_bytes_from_env())
+    return _DEFAULT_CACHE
+
+
+def set_cache_bytes(max_bytes: int) -> BlockCache:
+    """Resize the process-wide block cache (0 disables it) and return it."""
+    cache = default_cache()
+    cache.resize(max_bytes)
+    return cache
+
+
+class BlockReader(io.RawIOBase):
+    """A seekable binary reader over fixed-size blocks fetched through a :class:`BlockCache`.
+
+    Parameters
+    ----------
+    key:
+        Identity of the file; blocks are cached under ``(key, block_number)``. Two readers
+        with the same key share blocks, so the key must change whenever the content does
+        (GridFS: the file ``_id``).
+    size:
+        Total size in bytes.
+    block_size:
+        Size of every block but the last (GridFS: the file's ``chunkSize``).
+    fetch:
+        ``fetch(block_numbers) -> {number: bytes}``; called once per read for all missing
+        blocks (sorted, unique). Must return every block asked, each of the exact length.
+    cache:
+        The cache to share (default: :func:`default_cache`).
+    readahead_bytes:
+        Largest read-ahead window once reads turn sequential (0 disables read-ahead). It
+        also bounds how much one fetch returns.
+    name:
+        Shown in error messages (the identifier).
+    """
+
+    def __init__(
+        self,
+        key: Hashable,
+        size: int,
+        block_size: int,
+        fetch: Fetch,
+        *,
+        cache: BlockCache | None = None,
+        readahead_bytes: int = DEFAULT_READAHEAD_BYTES,
+        name: str = "",
+    ) -> None:
+        super().__init__()
+        if block_size <= 0:
+            raise ConfigurationError(f"block_size must be positive, got {block_size}")
+        if size < 0:
+            raise ConfigurationError(f"size must be >= 0, got {size}")
+        self.key = key
+        self.size = int(size)
+        self.block_size = int(block_size)
+        self.name = name or repr(key)
+        self._fetch = fetch
+        self._cache = default_cache() if cache is None else cache
+        self._nblocks = -(-self.size // self.block_size)
+        self._max_window = max(1, readahead_bytes // self.block_size)
+        self._readahead = readahead_bytes > 0
+        self._pos = 0
+        self._last_end = -1
+        self._window = 0  # read-ahead window in blocks; grows while reads are sequential
+        self._local: dict[int, bytes] = {}  # blocks of the last fetch (works with no cache)
+        self.fetch_calls = 0
+
+    # -- io ------------------------------------------------------------------------------------
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        self._check_open()
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._check_open()
+        if whence == io.SEEK_SET:
+            target = offset
+        elif whence == io.SEEK_CUR:
+            target = self._pos + offset
+        elif whence == io.SEEK_END:
+            target = self.size + offset
+        else:
+            raise ValueError(f"invalid whence {whence!r}: expected 0, 1 or 2")
+        if target < 0:
+            raise OSError(f"negative seek position {target} in {self.name}")
+        self._pos = target
+        return target
+
+    def readinto(self, buffer: Any) -> int:
+        self._check_open()
+        view = memoryview(buffer).cast("B")
+        done = 0
+        for part in self._parts(len(view)):  # copied group by group: memory stays bounded
+            view[done : done + len(part)] = part
+            done += len(part)
+        return done
+
+    def read(self, size: int | None = -1) -> bytes:
+        self._check_open()
+        if size is None or size < 0:
+            size = max(0, self.size - self._pos)
+        parts = list(self._parts(size))
+        if len(parts) == 1:  # inside one block: a single copy of the slice
+            return bytes(parts[0])
+        return b"".join(parts)
+
+    def _parts(self, size: int) -> Iterator[memoryview]:
+        """Views of the block slices holding the next ``size`` bytes; advances the position."""
+        start = self._pos
+        count = min(size, self.size - start)
+        if count <= 0:
+            return
+        end = start + count
+        self._note_access(start, end)
+        bs = self.block_size
+        first, last = start // bs, (end - 1) // bs
+        number = first
+        while number <= last:
+            group_end = min(last, number + self._max_window - 1)
+            ahead = range(0)
+            if group_end == last and self._window:
+                ahead = range(last + 1, min(self._nblocks, last + 1 + self._window))
+            blocks = self._blocks(range(number, group_end + 1), ahead)
+            for n in range(number, group_end + 1):
+                lo = max(start, n * bs) - n * bs
+                hi = min(end, (n + 1) * bs) - n * bs
+                yield memoryview(blocks[n])[lo:hi]
+            number = group_end + 1
+        self._pos = end
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def prefetch(self, ranges: Iterable[tuple[int, int]]) -> int:
+        """Load every missing block covering the byte ranges ``[(start, end), ...]`` at once.
+
+        One ``fetch`` call for all of them (one ``$in`` query on GridFS). Returns how many
+        blocks were fetched.
+        """
+        self._check_open()
+        numbers: set[int] = set()
+        for start, end in ranges:
+            start, end = max(0, int(start)), min(self.size, int(end))
+            if end > start:
+                numbers.update(range(start // self.block_size, (end - 1) // self.block_size + 1))
+        missing = [n for n in sorted(numbers) if (self.key, n) not in self._cache]
+        if missing:
+            self._local = self._fetch_checked(missing)
+        return len(missing)
+
+    # -- blocks --------------------------------------------------------------------------------
+    def _note_access(self, start: int, end: int) -> None:
+        sequential = self._last_end >= 0 and self._last_end <= start <= self._last_end + (
+            self.block_size
+        )
+        if sequential and self._readahead:
+            self._window = min(self._max_window, max(1, self._window * 2))
+        else:
+            self._window = 0
+        self._last_end = end
+
+    def _blocks(self, needed: range, ahead: range) -> dict[int, bytes]:
+        """The ``needed`` blocks: from this reader's last fetch, the cache, or one fetch.
+
+        Read-ahead happens only on a miss: the missing blocks of ``ahead`` join the fetch of
+        the missing needed ones, so a sequential pass costs one fetch per window.
+        """
+        found: dict[int, bytes] = {}
+        missing: list[int] = []
+        for n in needed:
+            data = self._local.get(n)
+            if data is None:
+                data = self._cache.get((self.key, n))
+            if data is None:
+                missing.append(n)
+            else:
+                found[n] = data
+        if missing:
+            missing.extend(
+                n for n in ahead if n not in self._local and (self.key, n) not in self._cache
+            )
+            fetched = self._fetch_checked(missing)
+            self._local = fetched
+            found.update(fetched)
+        return found
+
+    def _fetch_checked(self, numbers: list[int]) -> dict[int, bytes]:
+        self.fetch_calls += 1
+        result = self._fetch(numbers)
+        out: dict[int, bytes] = {}
+        for n in numbers:
+            data = result.get(n)
+            expected = min(self.block_size, self.size - n * self.block_size)
+            if data is None or len(data) != expected:
+                actual = "missing" if data is None else f"{len(data)} bytes"
+                raise StorageError(
+                    f"block {n} of {self.name} is {actual}, expected {expected} bytes: the "
+                    "resource was deleted or replaced while being read, or is corrupt; open "
+                    "it again with get_resource()"
+                )
+            data = bytes(data)
+            out[n] = data
+            self._cache.put((self.key, n), data)
+        return out
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError(f"I/O operation on closed reader {self.name}")
+
+    def close(self) -> None:
+        self._local = {}
+        super().close()
+
+    def __repr__(self) -> str:
+        return f"<BlockReader {self.name} size={self.size} block={self.block_size}>"
+
+
+__all__ = [
+    "CACHE_BYTES_ENV",
+    "DEFAULT_CACHE_BYTES",
+    "DEFAULT_READAHEAD_BYTES",
+    "BlockCache",
+    "BlockReader",
+    "Fetch",
+    "cache_bytes_from_env",
+    "default_cache",
+    "set_cache_bytes",
+]

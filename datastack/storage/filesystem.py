@@ -1,0 +1,273 @@
+"""Filesystem storage: one file per resource under a root folder, written atomically.
+
+A write goes to a temporary file in the destination folder, is fsynced, verified, then moved
+into place with ``os.replace`` (atomic on POSIX) and the folder is fsynced: a crash leaves
+either the old file or the new one under the identifier, never a half. Temporary files are
+named ``.tmp-<random>.`` -- a trailing dot no valid identifier can have -- so they are never
+listed and never collide with a resource; :meth:`FileStorageConnector.sweep_temporary`
+removes the leftovers of crashed writers.
+
+>>> import tempfile
+>>> store = FileStorageConnector(tempfile.mkdtemp())
+>>> store.set_resource("iris/v1/data.csv", b"5.1,3.5,1.4,0.2,setosa\\n").size
+23
+>>> store.list_resources("iris/")
+['iris/v1/data.csv']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from datastack._uri import StorageLocation
+from datastack.errors import ConfigurationError, InvalidIdentifierError, StorageError
+from datastack.resources import DEFAULT_CHUNK_SIZE, StreamedResource
+from datastack.storage.base import HashingReader, StorageConnector, Verifier
+
+TEMP_PREFIX = ".tmp-"
+TEMP_SUFFIX = "."
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether a file name is a datastack temporary (``.tmp-<random>.``).
+
+    >>> is_temporary_name(".tmp-3fa2b1."), is_temporary_name("data.h5")
+    (True, False)
+    """
+    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
+
+
+RESOURCES_DIR = "resources"
+
+
+class FileStorageConnector(StorageConnector):
+    """Store resources as files under ``root`` (created on the first write).
+
+    Parameters
+    ----------
+    root:
+        The folder holding the resources; identifier ``a/b.h5`` is stored as ``root/a/b.h5``.
+    fsync:
+        Flush file and folder to disk before a write returns (default True; turn off only
+        for scratch stores).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> store = FileStorageConnector(tempfile.mkdtemp())
+    >>> _ = store.set_resource("a/b.bin", b"abc")
+    >>> with store.get_resource("a/b.bin") as res:
+    ...     res.read()
+    b'abc'
+    """
+
+    scheme = "file"
+
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
+        root_str = os.fspath(root)
+        if not root_str or "\x00" in root_str:
+            raise ConfigurationError(f"storage root {root_str!r} must be a non-empty path")
+        self.root = Path(os.path.abspath(root_str))
+        self.fsync = fsync
+
+    @classmethod
+    def from_location(cls, location: StorageLocation) -> FileStorageConnector:
+        """The connector for a parsed ``file`` storage URI (used by ``storage.connect``).
+
+        Resources live in ``<path>/resources``; the filesystem catalog uses ``<path>/catalog``.
+        """
+        if location.kind != "file" or location.path is None:
+            raise ConfigurationError(
+                f"expected a path or file:// URI, got {location.redacted!r} ({location.kind})"
+            )
+        return cls(location.path / RESOURCES_DIR)
+
+    # -- paths ---------------------------------------------------------------------------------
+    def _path(self, identifier: str) -> str:
+        """The absolute path of ``identifier``; refuses anything resolving outside the root."""
+        root = os.path.realpath(self.root)
+        path = os.path.join(root, *identifier.split("/"))
+        real = os.path.realpath(path)
+        if os.path.commonpath([root, real]) != root or real == root:
+            raise InvalidIdentifierError(
+                f"identifier {identifier!r} resolves to {real!r}, outside the storage root "
+                f"{root!r} (a symbolic link?); nothing was read or written"
+            )
+        return path
+
+    def _uri(self) -> str:
+        return self.root.as_uri()
+
+    # -- primitives ----------------------------------------------------------------------------
+    def _open(self, identifier: str) -> StreamedResource:
+        path = self._path(identifier)
+        try:
+            if os.path.isfile(path):
+                return StreamedResource.from_path(identifier, path)
+        except FileNotFoundError:  # deleted between the check and the size lookup
+            pass
+        raise self._not_found(identifier)
+
+    def _exists(self, identifier: str) -> bool:
+        return os.path.isfile(self._path(identifier))
+
+    def _write(self, identifier: str, reader: HashingReader, verify: Verifier) -> None:
+        path = self._path(identifier)
+        folder = os.path.dirname(path)
+        fd, tmp = self._create_temporary(identifier, folder)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while True:
+                    chunk = reader.read(DEFAULT_CHUNK_SIZE)  # source errors propagate as they are
+                    if not chunk:
+                        break
+                    self._disk(identifier, out.write, chunk)
+                self._disk(identifier, out.flush)
+                if self.fsync:
+                    self._disk(identifier, os.fsync, out.fileno())
+            verify()
+            if os.path.isdir(path):
+                raise StorageError(
+                    f"cannot store {identifier!r}: {path!r} is a folder of other resources; "
+                    "choose another identifier"
+                )
+            self._disk(identifier, os.replace, tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        if self.fsync:
+            _fsync_dir(folder)
+
+    def _disk(self, identifier: str, func: Any, *args: Any) -> Any:
+        """Call a file operation; an OSError (disk full, quota...) becomes a StorageError."""
+        try:
+            return func(*args)
+        except OSError as exc:
+            raise StorageError(
+                f"could not store {identifier!r} under {self.root}: {exc.strerror or exc}; "
+                "the temporary file was removed and nothing was stored"
+            ) from exc
+
+    def _create_temporary(self, identifier: str, folder: str) -> tuple[int, str]:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        for attempt in range(3):  # a concurrent delete may remove an empty folder under us
+            try:
+                os.makedirs(folder, exist_ok=True)
+                tmp = os.path.join(folder, f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}")
+                return os.open(tmp, flags, 0o666), tmp
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+            except (FileExistsError, NotADirectoryError) as exc:
+                raise StorageError(
+                    f"cannot store {identifier!r}: a parent of {folder!r} is a file "
+                    f"({exc.strerror}); choose another identifier"
+                ) from exc
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot create a temporary file for {identifier!r} in {folder!r}: "
+                    f"{exc.strerror or exc}"
+                ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _delete(self, identifier: str) -> bool:
+        path = self._path(identifier)
+        if not os.path.isfile(path):
+            return False
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        self._prune_empty_folders(os.path.dirname(path))
+        return True
+
+    def _prune_empty_folders(self, folder: str) -> None:
+        root = os.path.realpath(self.root)
+        while os.path.realpath(folder) != root and folder.startswith(root):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                return
+            folder = os.path.dirname(folder)
+
+    def _list(self, prefix: str) -> list[str]:
+        root = os.path.realpath(self.root)
+        # Start the walk at the deepest folder the prefix names.
+        folder_part = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = os.path.join(root, *folder_part.split("/")) if folder_part else root
+        if not os.path.isdir(start):
+            return []
+        found: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+            rel_dir = os.path.relpath(dirpath, root)
+            for name in filenames:
+                if is_temporary_name(name):
+                    continue
+                full = os.path.join(dirpath, name)
+                if os.path.islink(full) or not os.path.isfile(full):
+                    continue
+                identifier = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
+                if identifier.startswith(prefix):
+                    found.append(identifier)
+        return found
+
+    # -- maintenance ---------------------------------------------------------------------------
+    def sweep_temporary(self, older_than_seconds: float = 3600.0) -> int:
+        """Remove temporary files not modified for ``older_than_seconds``; return the count.
+
+        Temporary files are the leftovers of writers that crashed (SIGKILL, power loss) before
+        the rename. A live writer keeps touching its file, so a grace window of minutes is safe.
+        """
+        if not os.path.isdir(self.root):
+            return 0
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+            for name in filenames:
+                if not is_temporary_name(name):
+                    continue
+                full = os.path.join(dirpath, name)
+                try:
+                    if os.lstat(full).st_mtime <= cutoff:
+                        os.unlink(full)
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+        return removed
+
+    # -- pickling ------------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": str(self.root), "fsync": self.fsync}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["root"], fsync=state["fsync"])  # type: ignore[misc]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FileStorageConnector) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.root))
+
+
+__all__ = ["TEMP_PREFIX", "FileStorageConnector", "is_temporary_name"]
