@@ -1,0 +1,503 @@
+"""The :class:`Catalog` interface: versions, atomic publish, leases and GC over two stores.
+
+The public methods validate their arguments and hold the protocol; a store implements a few
+primitives (insert a record if absent, load records, one conditional status update, and the
+lease operations). See ``docs/catalog.md`` for the publish protocol and its guarantees.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+import random
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from datastack.catalog.lease import DEFAULT_TTL, Lease, LeaseState, default_owner
+from datastack.catalog.record import (
+    DELETED,
+    PENDING,
+    PUBLISHED,
+    VersionRecord,
+    utcnow,
+)
+from datastack.errors import (
+    CatalogError,
+    ConfigurationError,
+    DatasetNotFoundError,
+    InvalidIdentifierError,
+    LockHeldError,
+    PublishError,
+    VersionNotFoundError,
+)
+from datastack.identifiers import validate_dataset_name, validate_identifier
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.catalog.gc import GCReport
+    from datastack.storage.base import StorageConnector
+
+#: Resources of a version deleted less than this many seconds ago are kept (readers may still
+#: be using them); pending versions younger than this are treated as in progress.
+DEFAULT_GRACE_SECONDS = 3600.0
+
+Token = int | Lease | None
+
+_PUBLISH_FIELDS = ("resources", "splits", "schema", "encodings", "extra", "description")
+
+
+def _token_value(token: Token) -> int | None:
+    if token is None:
+        return None
+    if isinstance(token, Lease):
+        return token.token
+    if isinstance(token, bool) or not isinstance(token, int):
+        raise ConfigurationError(f"lease token must be an int or a Lease, got {token!r}")
+    return token
+
+
+def _validate_version(name: str, version: object) -> int:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidIdentifierError(
+            f"invalid version {version!r} of dataset {name!r}: expected an int >= 1"
+        )
+    return version
+
+
+def _validate_resources(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for item in items:
+        entry = dict(item)
+        entry["identifier"] = validate_identifier(entry.get("identifier"))
+        out.append(entry)
+    return out
+
+
+class Catalog(abc.ABC):
+    """Versioned dataset records with atomic publish, refresh leases and garbage collection.
+
+    Use :func:`datastack.catalog.open_catalog` to get the catalog of a storage URI.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from datastack.catalog import FileCatalog, VersionRecord
+    >>> catalog = FileCatalog(tempfile.mkdtemp())
+    >>> with catalog.lease("iris") as lease:
+    ...     rec = catalog.begin(VersionRecord(name="iris", spec_hash="h"), token=lease)
+    ...     # ... write and verify every resource under datasets/iris/v1/ ...
+    ...     catalog.publish("iris", rec.version, token=lease).status
+    'published'
+    >>> catalog.latest("iris").version
+    1
+    """
+
+    # -- primitives (implemented by stores) ---------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def location(self) -> str:
+        """Where the catalog lives, for messages (credentials redacted)."""
+
+    @abc.abstractmethod
+    def _insert(self, record: VersionRecord) -> bool:
+        """Store ``record`` unless (name, version) exists; return False if it exists."""
+
+    @abc.abstractmethod
+    def _records(self, name: str) -> list[VersionRecord]:
+        """Every record of ``name`` (any status), sorted by version."""
+
+    @abc.abstractmethod
+    def _names(self) -> list[str]:
+        """Every dataset name with at least one record."""
+
+    @abc.abstractmethod
+    def _transition(
+        self, name: str, version: int, from_status: Sequence[str], changes: Mapping[str, Any]
+    ) -> VersionRecord | None:
+        """Atomically apply ``changes`` if the record's status is in ``from_status``.
+
+        Returns the updated record, or None when no record matched.
+        """
+
+    @abc.abstractmethod
+    def _lease_acquire(self, name: str, owner: str, ttl: float) -> tuple[bool, LeaseState]:
+        """Take the lease if free, expired or already ours; (acquired, state now)."""
+
+    @abc.abstractmethod
+    def _lease_renew(self, name: str, owner: str, token: int, ttl: float) -> LeaseState | None:
+        """Extend our unexpired lease; None if it is no longer ours."""
+
+    @abc.abstractmethod
+    def _lease_release(self, name: str, owner: str, token: int) -> None:
+        """Free our lease (keep the token counter)."""
+
+    @abc.abstractmethod
+    def _lease_state(self, name: str) -> LeaseState | None:
+        """The stored lease of ``name``, if any."""
+
+    # -- overridable fast paths ---------------------------------------------------------------
+    def _get(self, name: str, version: int) -> VersionRecord | None:
+        return next((r for r in self._records(name) if r.version == version), None)
+
+    def _latest_published(self, name: str) -> VersionRecord | None:
+        published = [r for r in self._records(name) if r.status == PUBLISHED]
+        return published[-1] if published else None
+
+    def _max_version(self, name: str) -> int:
+        records = self._records(name)
+        return records[-1].version if records else 0
+
+    # -- reading ------------------------------------------------------------------------------
+    def latest(self, name: str) -> VersionRecord:
+        """The newest published version of ``name``.
+
+        Raises :class:`DatasetNotFoundError` (naming the catalog and the known datasets) when
+        ``name`` has no published version.
+        """
+        name = validate_dataset_name(name)
+        record = self._latest_published(name)
+        if record is None:
+            raise self._dataset_not_found(name)
+        return record
+
+    def get(self, name: str, version: int, *, include_all: bool = False) -> VersionRecord:
+        """Version ``version`` of ``name``; only published ones unless ``include_all``."""
+        name = validate_dataset_name(name)
+        version = _validate_version(name, version)
+        record = self._get(name, version)
+        if record is None or (not include_all and record.status != PUBLISHED):
+            known = [r.version for r in self._records(name) if r.status == PUBLISHED]
+            if not known and not include_all:
+                raise self._dataset_not_found(name)
+            state = "" if record is None else f" (it is {record.status})"
+            raise VersionNotFoundError(
+                f"dataset {name!r} has no published version {version}{state} in "
+                f"{self.location}; published versions: {known or 'none'}"
+            )
+        return record
+
+    def versions(self, name: str, *, include_all: bool = False) -> list[VersionRecord]:
+        """Records of ``name`` by increasing version: published only, or all statuses."""
+        name = validate_dataset_name(name)
+        records = self._records(name)
+        return records if include_all else [r for r in records if r.status == PUBLISHED]
+
+    def datasets(self, *, include_unpublished: bool = False) -> list[str]:
+        """Sorted names of datasets with a published version (or with any record)."""
+        names = sorted(self._names())
+        if include_unpublished:
+            return names
+        return [n for n in names if self._latest_published(n) is not None]
+
+    def next_version(self, name: str) -> int:
+        """The next free version number of ``name`` (numbers are never reused)."""
+        return self._max_version(validate_dataset_name(name)) + 1
+
+    def find_identical(
+        self, name: str, spec_hash: str, source_checksums: Iterable[str]
+    ) -> VersionRecord | None:
+        """The latest published version if it has this spec hash and these source checksums.
+
+        The refresh asks this before retrieving anything: identical content is not published
+        again. Only the *latest* version counts: content that reverts to an older version is
+        published anew so that "latest" always reflects the sources.
+        """
+        name = validate_dataset_name(name)
+        record = self._latest_published(name)
+        if record is None:
+            return None
+        if record.spec_hash == spec_hash and record.matches_checksums(source_checksums):
+            return record
+        return None
+
+    def referenced_resources(
+        self, *, grace_seconds: float = DEFAULT_GRACE_SECONDS, now: dt.datetime | None = None
+    ) -> set[str]:
+        """Identifiers that must not be deleted.
+
+        Those of published versions, of pending versions younger than ``grace_seconds`` (a
+        writer is at work), and of published-then-deleted versions deleted less than
+        ``grace_seconds`` ago (a reader may still be using them).
+        """
+        now = now or utcnow()
+        cutoff = now - dt.timedelta(seconds=grace_seconds)
+        keep: set[str] = set()
+        for name in self._names():
+            for record in self._records(name):
+                if self._protects(record, cutoff):
+                    keep.update(record.resource_identifiers)
+        return keep
+
+    @staticmethod
+    def _protects(record: VersionRecord, cutoff: dt.datetime) -> bool:
+        if record.status == PUBLISHED:
+            return True
+        if record.status == PENDING:
+            return record.created_at is None or record.created_at > cutoff
+        return (
+            record.published_at is not None
+            and record.deleted_at is not None
+            and record.deleted_at > cutoff
+        )
+
+    # -- writing ------------------------------------------------------------------------------
+    def begin(
+        self,
+        record: VersionRecord | str,
+        *,
+        token: Token = None,
+        lease_token: Token = None,
+        **fields: Any,
+    ) -> VersionRecord:
+        """Reserve a version: store ``record`` as *pending* (invisible to readers).
+
+        ``record`` is a :class:`VersionRecord`, or a dataset name with the record's fields as
+        keywords (``begin("iris", spec_hash=..., sources=[...])``). With version 0 (the
+        default) the next free number is allocated; an explicit number that already exists
+        raises :class:`CatalogError` (two writers cannot reserve the same version). With
+        ``token`` (alias ``lease_token``), the lease must still be held.
+        """
+        if isinstance(record, str):
+            record = VersionRecord(name=record, **fields)
+        elif fields:
+            record = record.replace(**fields)
+        value = _token_value(token if token is not None else lease_token)
+        name = record.name
+        if value is not None:
+            self._check_token(name, value, "begin a version")
+        explicit = record.version != 0
+        for _ in range(100):
+            version = record.version if explicit else self.next_version(name)
+            pending = record.replace(
+                version=version,
+                status=PENDING,
+                created_at=utcnow(),
+                published_at=None,
+                deleted_at=None,
+                lease_token=value,
+                resources=_validate_resources(record.resources),
+            )
+            if self._insert(pending):
+                return pending
+            if explicit:
+                existing = self._get(name, version)
+                status = existing.status if existing else "unknown"
+                raise CatalogError(
+                    f"version {version} of dataset {name!r} already exists in {self.location} "
+                    f"(status {status}); another writer reserved it. Hold the dataset's lease "
+                    "while refreshing, or let begin() allocate the number (version=0)"
+                )
+        raise CatalogError(f"could not allocate a version of {name!r} in {self.location}")
+
+    def publish(
+        self,
+        name: str,
+        version: int,
+        *,
+        token: Token = None,
+        lease_token: Token = None,
+        resources: Iterable[Mapping[str, Any]] | None = None,
+        splits: Mapping[str, int] | None = None,
+        schema: Mapping[str, Any] | None = None,
+        encodings: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        description: str | None = None,
+    ) -> VersionRecord:
+        """Flip a pending version to published: one atomic update of one record.
+
+        Call it only after every resource of the version is written and verified. The keyword
+        arguments fill in what was learnt while writing (they are part of the same update).
+        With ``token``, the lease must still be current: a writer whose lease expired and was
+        taken over gets :class:`LockHeldError` and nothing changes (``lease_token`` is an
+        alias of ``token``).
+        """
+        name = validate_dataset_name(name)
+        version = _validate_version(name, version)
+        value = _token_value(token if token is not None else lease_token)
+        changes: dict[str, Any] = {"status": PUBLISHED, "published_at": utcnow()}
+        given = {
+            "resources": None if resources is None else _validate_resources(resources),
+            "splits": None if splits is None else {str(k): int(v) for k, v in splits.items()},
+            "schema": None if schema is None else dict(schema),
+            "encodings": None if encodings is None else dict(encodings),
+            "extra": None if extra is None else dict(extra),
+            "description": description,
+        }
+        changes.update({k: v for k, v in given.items() if v is not None})
+        if value is not None:
+            self._check_token(name, value, f"publish version {version}")
+        updated = self._transition(name, version, (PENDING,), changes)
+        if updated is None:
+            existing = self._get(name, version)
+            if existing is None:
+                raise VersionNotFoundError(
+                    f"cannot publish version {version} of {name!r}: no such version in "
+                    f"{self.location}; call begin() first"
+                )
+            raise PublishError(
+                f"cannot publish version {version} of {name!r}: it is {existing.status}, "
+                "expected pending (aborted by GC or another writer?); the previous version "
+                "is unchanged"
+            )
+        return updated
+
+    def abort(self, name: str, version: int) -> None:
+        """Give up a pending version: it becomes *deleted* (its number is not reused).
+
+        Aborting a version that is already deleted does nothing; a published one raises.
+        """
+        name = validate_dataset_name(name)
+        version = _validate_version(name, version)
+        if self._transition(name, version, (PENDING,), {"status": DELETED, "deleted_at": utcnow()}):
+            return
+        existing = self._get(name, version)
+        if existing is None:
+            raise VersionNotFoundError(f"dataset {name!r} has no version {version} to abort")
+        if existing.status == PUBLISHED:
+            raise CatalogError(
+                f"version {version} of {name!r} is published; use delete_version() to remove it"
+            )
+
+    def delete_version(self, name: str, version: int) -> VersionRecord:
+        """Mark a version deleted; GC removes its resources after the grace period."""
+        name = validate_dataset_name(name)
+        version = _validate_version(name, version)
+        updated = self._transition(
+            name, version, (PENDING, PUBLISHED), {"status": DELETED, "deleted_at": utcnow()}
+        )
+        if updated is not None:
+            return updated
+        existing = self._get(name, version)
+        if existing is None:
+            raise VersionNotFoundError(
+                f"dataset {name!r} has no version {version} in {self.location}"
+            )
+        return existing
+
+    # -- leases -------------------------------------------------------------------------------
+    def lease(
+        self,
+        name: str,
+        owner: str | None = None,
+        ttl: float = DEFAULT_TTL,
+        wait: float = 0.0,
+    ) -> Lease:
+        """Acquire the refresh lease of ``name`` for ``ttl`` seconds.
+
+        If another owner holds an unexpired lease, poll for up to ``wait`` seconds, then raise
+        :class:`LockHeldError` naming the holder and when its lease expires. Each acquisition
+        gets a larger fencing token than the previous one of that dataset.
+        """
+        name = validate_dataset_name(name)
+        if not ttl > 0:
+            raise ConfigurationError(f"lease ttl must be > 0 seconds, got {ttl!r}")
+        owner = owner or default_owner()
+        deadline = time.monotonic() + max(0.0, float(wait))
+        delay = 0.02
+        while True:
+            acquired, state = self._lease_acquire(name, owner, float(ttl))
+            if acquired:
+                return Lease(self, state, float(ttl))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LockHeldError(
+                    f"{state.describe(utcnow())} in {self.location}; another refresh is "
+                    f"running: wait for it (wait=SECONDS) or retry after the lease expires"
+                )
+            time.sleep(min(remaining, delay * (0.5 + random.random())))
+            delay = min(delay * 2, 1.0)
+
+    def acquire_lease(
+        self,
+        name: str,
+        owner: str | None = None,
+        ttl: float = DEFAULT_TTL,
+        wait: float = 0.0,
+    ) -> Lease:
+        """Same as :meth:`lease` (a name that reads well outside a ``with`` block)."""
+        return self.lease(name, owner=owner, ttl=ttl, wait=wait)
+
+    def release_lease(self, name: str, token: Token) -> bool:
+        """Release the lease of ``name`` if ``token`` is still its current token.
+
+        For callers that kept only the token (e.g. a later task of the same flow run).
+        Returns False (and changes nothing) if the lease was taken over meanwhile.
+        """
+        name = validate_dataset_name(name)
+        value = _token_value(token)
+        if value is None:
+            raise ConfigurationError("release_lease needs the lease token")
+        state = self._lease_state(name)
+        if state is None or state.owner is None or state.token != value:
+            return False
+        self._lease_release(name, state.owner, value)
+        return True
+
+    def lease_state(self, name: str) -> LeaseState | None:
+        """The stored lease of ``name`` (holder, token, expiry), or None if never taken."""
+        return self._lease_state(validate_dataset_name(name))
+
+    def _lease_is_current(self, name: str, token: int) -> bool:
+        state = self._lease_state(name)
+        return state is not None and state.token == token and not state.expired(utcnow())
+
+    def _check_token(self, name: str, token: int, action: str) -> None:
+        if not self._lease_is_current(name, token):
+            state = self._lease_state(name)
+            detail = state.describe(utcnow()) if state else f"no lease of {name!r} exists"
+            raise LockHeldError(
+                f"cannot {action} of {name!r} with lease token {token}: the lease was lost "
+                f"({detail}); nothing was changed. Retry the refresh with a new lease"
+            )
+
+    def _renew_lease(self, lease: Lease, ttl: float) -> dt.datetime | None:
+        if not ttl > 0:
+            raise ConfigurationError(f"lease ttl must be > 0 seconds, got {ttl!r}")
+        if lease.released:
+            raise LockHeldError(
+                f"cannot renew the lease of {lease.name!r} (token {lease.token}): it was "
+                "released; acquire a new one with Catalog.lease()"
+            )
+        state = self._lease_renew(lease.name, lease.owner, lease.token, ttl)
+        if state is None:
+            self._check_token(lease.name, lease.token, "renew the lease")
+            raise LockHeldError(f"cannot renew the lease of {lease.name!r}: it was lost")
+        return state.expires_at
+
+    def _release_lease(self, lease: Lease) -> None:
+        self._lease_release(lease.name, lease.owner, lease.token)
+
+    # -- garbage collection -------------------------------------------------------------------
+    def gc(
+        self,
+        storage: StorageConnector,
+        keep: int = 3,
+        grace_seconds: float = DEFAULT_GRACE_SECONDS,
+        *,
+        names: Iterable[str] | None = None,
+        dry_run: bool = False,
+    ) -> GCReport:
+        """Delete versions beyond the newest ``keep`` and unreferenced resources.
+
+        See :func:`datastack.catalog.gc.collect_garbage` for the rules.
+        """
+        from datastack.catalog.gc import collect_garbage
+
+        return collect_garbage(
+            self, storage, keep=keep, grace_seconds=grace_seconds, names=names, dry_run=dry_run
+        )
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _dataset_not_found(self, name: str) -> DatasetNotFoundError:
+        known = self.datasets()
+        listing = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "") if known else "none"
+        return DatasetNotFoundError(
+            f"no published dataset {name!r} in the catalog at {self.location}; known datasets: "
+            f"{listing}. Refresh it first (datastack refresh {name} --spec FILE)"
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location!r})"
+
+
+__all__ = ["DEFAULT_GRACE_SECONDS", "Catalog", "Token"]

@@ -1,0 +1,225 @@
+"""Garbage collection: old versions, their resources, and leftovers of crashed writers.
+
+Per dataset, while holding that dataset's lease (so no refresh of it is writing; a held lease
+makes GC skip the dataset and say so):
+
+1. published versions beyond the newest ``keep`` are marked *deleted* (the latest never is);
+   pending versions older than ``grace_seconds`` (their writer crashed) are aborted;
+2. resources under ``datasets/<name>/`` are deleted unless *protected*: referenced by (or under
+   the ``datasets/<name>/v<N>/`` prefix of) a published version, a pending version younger than
+   the grace period, or a version that was published and deleted less than ``grace_seconds``
+   ago -- a reader that opened it before the deletion may still be reading. A second GC after
+   the grace period removes those;
+3. the storage's own sweeps run (``sweep_orphans`` for GridFS chunks without a files document,
+   ``sweep_temporary`` for temporary files), with the same grace period.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from datastack.catalog.lease import default_owner
+from datastack.catalog.record import (
+    DELETED,
+    PENDING,
+    PUBLISHED,
+    RESOURCE_ROOT,
+    VersionRecord,
+    utcnow,
+    version_prefix,
+)
+from datastack.errors import ConfigurationError, InvalidIdentifierError, LockHeldError
+from datastack.identifiers import validate_dataset_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.catalog.base import Catalog
+    from datastack.storage.base import StorageConnector
+
+#: Lease duration GC takes per dataset (renewed between steps).
+GC_LEASE_TTL = 300.0
+
+
+@dataclasses.dataclass
+class GCReport:
+    """What a GC run did (or, with ``dry_run``, would do)."""
+
+    deleted_versions: list[tuple[str, int]] = dataclasses.field(default_factory=list)
+    aborted_versions: list[tuple[str, int]] = dataclasses.field(default_factory=list)
+    deleted_resources: list[str] = dataclasses.field(default_factory=list)
+    kept_in_grace: list[str] = dataclasses.field(default_factory=list)
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+    storage_sweep: dict[str, Any] = dataclasses.field(default_factory=dict)
+    dry_run: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (for ``datastack gc --json``)."""
+        data = dataclasses.asdict(self)
+        data["deleted_versions"] = [list(v) for v in self.deleted_versions]
+        data["aborted_versions"] = [list(v) for v in self.aborted_versions]
+        return data
+
+    def summary(self) -> str:
+        """One line for people."""
+        verb = "would delete" if self.dry_run else "deleted"
+        text = (
+            f"{verb} {len(self.deleted_versions)} version(s) and "
+            f"{len(self.deleted_resources)} resource(s); aborted "
+            f"{len(self.aborted_versions)} stale pending version(s); kept "
+            f"{len(self.kept_in_grace)} resource(s) within the grace period"
+        )
+        if self.skipped:
+            text += f"; skipped (lease held): {', '.join(sorted(self.skipped))}"
+        return text
+
+
+def _protected(record: VersionRecord, cutoff: dt.datetime) -> bool:
+    from datastack.catalog.base import Catalog
+
+    return Catalog._protects(record, cutoff)
+
+
+def _storage_names(storage: StorageConnector) -> set[str]:
+    names = set()
+    for identifier in storage.list_resources(f"{RESOURCE_ROOT}/"):
+        parts = identifier.split("/")
+        if len(parts) >= 3:
+            try:
+                names.add(validate_dataset_name(parts[1]))
+            except InvalidIdentifierError:
+                continue
+    return names
+
+
+def _refs(records: Iterable[VersionRecord], cutoff: dt.datetime) -> tuple[set[str], set[str]]:
+    """(identifiers, prefixes) protected by ``records``."""
+    ids: set[str] = set()
+    prefixes: set[str] = set()
+    for record in records:
+        if _protected(record, cutoff):
+            ids.update(record.resource_identifiers)
+            prefixes.add(version_prefix(record.name, record.version))
+    return ids, prefixes
+
+
+def collect_garbage(
+    catalog: Catalog,
+    storage: StorageConnector,
+    *,
+    keep: int = 3,
+    grace_seconds: float = 3600.0,
+    names: Iterable[str] | None = None,
+    dry_run: bool = False,
+) -> GCReport:
+    """Delete versions beyond the newest ``keep`` per dataset and unreferenced resources.
+
+    Parameters
+    ----------
+    keep:
+        Published versions to keep per dataset (>= 1: the latest is never deleted).
+    grace_seconds:
+        Resources of versions deleted less than this long ago stay (readers may use them);
+        pending versions younger than this are in progress; storage sweeps use it too.
+    names:
+        Only these datasets (default: every dataset in the catalog or under ``datasets/``).
+    dry_run:
+        Report without changing anything.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from datastack.catalog import FileCatalog
+    >>> from datastack.storage import connect
+    >>> root = tempfile.mkdtemp()
+    >>> FileCatalog(root).gc(connect(root), keep=2).deleted_versions
+    []
+    """
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ConfigurationError(f"gc keep must be an int >= 1 (the latest stays), got {keep!r}")
+    if grace_seconds < 0:
+        raise ConfigurationError(f"gc grace_seconds must be >= 0, got {grace_seconds!r}")
+    report = GCReport(dry_run=dry_run)
+    now = utcnow()
+    cutoff = now - dt.timedelta(seconds=grace_seconds)
+    if names is None:
+        targets = sorted(set(catalog.datasets(include_unpublished=True)) | _storage_names(storage))
+    else:
+        targets = sorted({validate_dataset_name(n) for n in names})
+    # Protected identifiers of every dataset: a record may reference another dataset's files.
+    all_records = {
+        n: catalog.versions(n, include_all=True) for n in catalog.datasets(include_unpublished=True)
+    }
+    owner = f"gc:{default_owner()}"
+    for name in targets:
+        try:
+            lease = catalog.lease(name, owner=owner, ttl=GC_LEASE_TTL)
+        except LockHeldError as exc:
+            report.skipped[name] = str(exc)
+            continue
+        with lease:
+            records = _mark(catalog, name, keep, cutoff, report, dry_run)
+            all_records[name] = records
+            lease.renew()
+            # Grace is measured from now, after marking: with grace 0 what this run deleted goes.
+            cutoff = utcnow() - dt.timedelta(seconds=grace_seconds)
+            ids: set[str] = set()
+            prefixes: set[str] = set()
+            for recs in all_records.values():
+                more_ids, more_prefixes = _refs(recs, cutoff)
+                ids |= more_ids
+                prefixes |= more_prefixes
+            in_grace = {
+                i
+                for r in records
+                if r.status not in (PUBLISHED, PENDING) and _protected(r, cutoff)
+                for i in r.resource_identifiers
+            }
+            for identifier in storage.list_resources(f"{RESOURCE_ROOT}/{name}/"):
+                if identifier in ids or any(identifier.startswith(p) for p in prefixes):
+                    if identifier in in_grace:
+                        report.kept_in_grace.append(identifier)
+                    continue
+                if not dry_run:
+                    storage.delete_resource(identifier, missing_ok=True)
+                report.deleted_resources.append(identifier)
+    if not dry_run:
+        for method in ("sweep_orphans", "sweep_temporary"):
+            sweep = getattr(storage, method, None)
+            if callable(sweep):
+                report.storage_sweep[method] = sweep(grace_seconds)
+    return report
+
+
+def _mark(
+    catalog: Catalog, name: str, keep: int, cutoff: dt.datetime, report: GCReport, dry_run: bool
+) -> list[VersionRecord]:
+    """Mark old published and stale pending versions deleted; return the updated records."""
+    records = catalog.versions(name, include_all=True)
+    published = [r for r in records if r.status == PUBLISHED]
+    doomed = {r.version for r in published[:-keep]} if len(published) > keep else set()
+    updated = []
+    for record in records:
+        if record.version in doomed:
+            report.deleted_versions.append((name, record.version))
+            if dry_run:
+                record = record.replace(status=DELETED, deleted_at=utcnow())
+            else:
+                record = catalog.delete_version(name, record.version)
+        elif (
+            record.status == PENDING
+            and record.created_at is not None
+            and (record.created_at <= cutoff)
+        ):
+            report.aborted_versions.append((name, record.version))
+            if dry_run:
+                record = record.replace(status=DELETED, deleted_at=utcnow())
+            else:
+                catalog.abort(name, record.version)
+                record = catalog.get(name, record.version, include_all=True)
+        updated.append(record)
+    return updated
+
+
+__all__ = ["GCReport", "collect_garbage"]
