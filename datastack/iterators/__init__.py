@@ -1,0 +1,92 @@
+"""Iterators: lazy format iterators over streams and the stacked iterators on top.
+
+Samples are tuples ``(sample, target, ...)``. Every iterator has ``len``, Python-style indexing
+(negative indices, ``IndexError`` when out of range), slicing into views, ``get_batch`` for many
+samples at once, and stacking helpers (``view``, ``shuffle``, ``map``, ``map_targets``,
+``in_memory``, ``+``). Everything is picklable; format iterators reopen their streams in each
+process. h5py is imported by the HDF5 iterator on use; torch only by
+:mod:`datastack.iterators.torch`.
+
+>>> from datastack.iterators import SequenceDatasetIterator, select
+>>> it = SequenceDatasetIterator(list(range(10)), [i % 2 for i in range(10)])
+>>> len(select({"train": it}, "train[:20%]+train[-2:]"))
+4
+"""
+
+from __future__ import annotations
+
+from datastack.iterators.arrays import IDXDatasetIterator, NPYDatasetIterator, NPZDatasetIterator
+from datastack.iterators.base import (
+    Batch,
+    DatasetIterator,
+    DatasetMeta,
+    InformedDatasetIterator,
+    InformedDatasetIteratorIF,
+    IteratorMeta,
+    Sample,
+    SequenceDatasetIterator,
+)
+from datastack.iterators.csv import CSVDatasetIterator, read_csv_arrays
+from datastack.iterators.hdf5 import HDF5DatasetIterator, split_iterators
+from datastack.iterators.report import IteratorReport, report
+from datastack.iterators.selection import parse_split_expression, select
+from datastack.iterators.splitters import (
+    KFoldSplitter,
+    NestedCVFold,
+    NestedCVSplitter,
+    RandomSplitter,
+    Splitter,
+    SplitterFactory,
+    StratifiedSplitter,
+    k_fold_split,
+    nested_cv_split,
+    random_split,
+    stratified_split,
+)
+from datastack.iterators.views import (
+    CombinedDatasetIterator,
+    DatasetIteratorView,
+    InMemoryDatasetIterator,
+    MappedDatasetIterator,
+    ShuffledDatasetIterator,
+    TargetMappedDatasetIterator,
+)
+
+__all__ = [
+    "Batch",
+    "CSVDatasetIterator",
+    "CombinedDatasetIterator",
+    "DatasetIterator",
+    "DatasetIteratorView",
+    "DatasetMeta",
+    "HDF5DatasetIterator",
+    "IDXDatasetIterator",
+    "InMemoryDatasetIterator",
+    "InformedDatasetIterator",
+    "InformedDatasetIteratorIF",
+    "IteratorMeta",
+    "IteratorReport",
+    "KFoldSplitter",
+    "MappedDatasetIterator",
+    "NPYDatasetIterator",
+    "NPZDatasetIterator",
+    "NestedCVFold",
+    "NestedCVSplitter",
+    "RandomSplitter",
+    "Sample",
+    "SequenceDatasetIterator",
+    "ShuffledDatasetIterator",
+    "Splitter",
+    "SplitterFactory",
+    "StratifiedSplitter",
+    "TargetMappedDatasetIterator",
+    "k_fold_split",
+    "nested_cv_split",
+    "parse_split_expression",
+    "random_split",
+    "read_csv_arrays",
+    "report",
+    "select",
+    "split_iterators",
+    "stratified_split",
+]

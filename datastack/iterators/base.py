@@ -1,0 +1,344 @@
+"""The iterator base: a sized, indexable sequence of sample tuples ``(sample, target, ...)``.
+
+Subclasses implement two methods, :meth:`DatasetIterator.__len__` and
+:meth:`DatasetIterator._get` (one already-normalised index ``0 <= i < len``), and may override
+:meth:`DatasetIterator._get_batch` (many normalised indices, columns of stacked arrays) and
+:meth:`DatasetIterator._get_targets`. The base turns these into Python-sequence semantics:
+
+- ``it[i]`` with negative indices; out of range raises ``IndexError`` (never StopIteration);
+- ``it[a:b:c]`` (any step, negative too) returns a ``DatasetIteratorView``;
+- ``it[array]`` / :meth:`DatasetIterator.get_batch` return a tuple of stacked numpy arrays;
+- stacking helpers: :meth:`view`, :meth:`shuffle`, :meth:`map`, :meth:`map_targets`,
+  :meth:`in_memory`, ``+`` / :meth:`combine`.
+
+>>> from datastack.iterators import SequenceDatasetIterator
+>>> it = SequenceDatasetIterator([10, 11, 12, 13], [0, 1, 0, 1])
+>>> it[-1], len(it[1:3]), [s for s, _ in it[::-2]]
+((13, 1), 2, [13, 11])
+>>> it.get_batch([3, 0])[0]
+array([13, 10])
+"""
+
+from __future__ import annotations
+
+import abc
+import operator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from datastack.errors import FormatError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.iterators.views import (
+        CombinedDatasetIterator,
+        DatasetIteratorView,
+        InMemoryDatasetIterator,
+        MappedDatasetIterator,
+        ShuffledDatasetIterator,
+        TargetMappedDatasetIterator,
+    )
+
+Sample = tuple[Any, ...]
+Batch = tuple[NDArray[Any], ...]
+Indices = NDArray[np.int64]
+
+
+def normalize_index(index: Any, length: int, owner: object = None) -> int:
+    """``index`` as an int in ``[0, length)``, Python-style (negative counts from the end).
+
+    >>> normalize_index(-1, 5)
+    4
+    """
+    try:
+        i = operator.index(index)
+    except TypeError:
+        raise TypeError(
+            f"indices must be integers, slices or integer arrays, not {type(index).__name__}"
+        ) from None
+    j = i + length if i < 0 else i
+    if not 0 <= j < length:
+        where = f" of {owner!r}" if owner is not None else ""
+        raise IndexError(f"index {i} is out of range{where} (length {length})")
+    return j
+
+
+def normalize_indices(indices: Any, length: int, owner: object = None) -> Indices:
+    """A 1-D int64 array of indices in ``[0, length)`` (negatives wrapped; bool masks allowed).
+
+    >>> normalize_indices([0, -1], 3).tolist()
+    [0, 2]
+    """
+    array = np.asarray(indices)
+    if array.dtype == np.bool_:
+        if array.shape != (length,):
+            raise IndexError(f"boolean mask of shape {array.shape} does not match length {length}")
+        return np.flatnonzero(array).astype(np.int64)
+    if array.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if array.ndim != 1 or array.dtype.kind not in "iu":
+        raise TypeError(
+            f"batch indices must be a 1-D sequence of integers, got shape {array.shape} "
+            f"and dtype {array.dtype}"
+        )
+    out = array.astype(np.int64, copy=True)
+    out[out < 0] += length
+    bad = (out < 0) | (out >= length)
+    if bad.any():
+        first = int(array[np.flatnonzero(bad)[0]])
+        where = f" of {owner!r}" if owner is not None else ""
+        raise IndexError(f"index {first} is out of range{where} (length {length})")
+    return out
+
+
+def stack_samples(samples: Sequence[Sample], owner: object = None) -> Batch:
+    """Stack sample tuples column-wise into numpy arrays (one per tuple position)."""
+    if not samples:
+        return ()
+    width = len(samples[0])
+    if any(len(s) != width for s in samples):
+        raise FormatError(f"samples of {owner!r} have different tuple lengths; cannot stack them")
+    try:
+        return tuple(np.stack([np.asarray(s[k]) for s in samples]) for k in range(width))
+    except ValueError as exc:
+        raise FormatError(
+            f"samples of {owner!r} cannot be stacked into arrays ({exc}); they differ in shape. "
+            "Read them one by one or map them to a common shape first"
+        ) from None
+
+
+def unstack_batch(batch: Batch, count: int) -> list[Sample]:
+    """The inverse of :func:`stack_samples`: ``count`` tuples of rows."""
+    return [tuple(column[i] for column in batch) for i in range(count)]
+
+
+class DatasetIterator(abc.ABC):
+    """A sized, indexable sequence of samples; each sample is a tuple ``(sample, target, ...)``.
+
+    Implement ``__len__`` and ``_get``; everything else is built on them.
+    """
+
+    # -- to implement -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def __len__(self) -> int:
+        """Number of samples."""
+
+    @abc.abstractmethod
+    def _get(self, index: int) -> Sample:
+        """The sample at ``index``; ``0 <= index < len(self)`` is guaranteed by the caller."""
+
+    def _get_batch(self, indices: Indices) -> Batch:
+        """Stacked columns of the samples at valid ``indices`` (in that order, duplicates kept)."""
+        return stack_samples([self._get(int(i)) for i in indices], self)
+
+    def _get_targets(self, target_pos: int) -> NDArray[Any]:
+        """All targets (position ``target_pos``) in order; override when cheaper than reading."""
+        return np.asarray([self._get(i)[target_pos] for i in range(len(self))])
+
+    @property
+    def underlying_iterators(self) -> list[DatasetIterator]:
+        """The iterators this one reads from (empty for a source)."""
+        return []
+
+    def close(self) -> None:
+        """Release open files/streams (of this iterator and those under it); reopened lazily."""
+        for child in self.underlying_iterators:
+            child.close()
+
+    # -- sequence protocol --------------------------------------------------------------------
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, slice):
+            from datastack.iterators.views import DatasetIteratorView
+
+            return DatasetIteratorView(self, np.arange(len(self), dtype=np.int64)[key])
+        if isinstance(key, (np.ndarray, list, range)):
+            return self.get_batch(key)
+        return self._get(normalize_index(key, len(self), self))
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self)):
+            yield self._get(i)
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    # -- batches ------------------------------------------------------------------------------
+    def get_batch(self, indices: Iterable[int] | NDArray[Any]) -> Batch:
+        """Read many samples at once: a tuple of stacked arrays, rows in the requested order.
+
+        Duplicates and negative indices are allowed; out-of-range raises ``IndexError``.
+
+        >>> from datastack.iterators import SequenceDatasetIterator
+        >>> samples, targets = SequenceDatasetIterator([[1, 2], [3, 4]], [7, 8]).get_batch([1, 1])
+        >>> samples.tolist(), targets.tolist()
+        ([[3, 4], [3, 4]], [8, 8])
+        """
+        if not isinstance(indices, np.ndarray):
+            indices = list(indices)
+        n = len(self)
+        idx = normalize_indices(indices, n, self)
+        if idx.size == 0:
+            if n == 0:
+                return ()
+            return tuple(column[:0] for column in self._get_batch(np.zeros(1, dtype=np.int64)))
+        return self._get_batch(idx)
+
+    def get_targets(self, target_pos: int = 1) -> NDArray[Any]:
+        """All targets as one array (read eagerly stored labels where the format has them)."""
+        return self._get_targets(target_pos)
+
+    # -- stacking -----------------------------------------------------------------------------
+    def view(self, indices: Iterable[int] | NDArray[Any]) -> DatasetIteratorView:
+        """A view over ``indices`` (any order, duplicates allowed; a view of a view collapses)."""
+        from datastack.iterators.views import DatasetIteratorView
+
+        return DatasetIteratorView(self, indices)
+
+    def shuffle(self, seed: int | None = None) -> ShuffledDatasetIterator:
+        """A reproducible permutation of this iterator (a random seed is drawn and kept if None)."""
+        from datastack.iterators.views import ShuffledDatasetIterator
+
+        return ShuffledDatasetIterator(self, seed)
+
+    def map(self, fn: Callable[[Sample], Sample]) -> MappedDatasetIterator:
+        """Apply a picklable ``fn(sample_tuple) -> sample_tuple`` on access."""
+        from datastack.iterators.views import MappedDatasetIterator
+
+        return MappedDatasetIterator(self, fn)
+
+    def map_targets(
+        self, mapping: Mapping[Any, Any] | Callable[[Any], Any], target_pos: int = 1
+    ) -> TargetMappedDatasetIterator:
+        """Relabel targets with a dict or a picklable callable."""
+        from datastack.iterators.views import TargetMappedDatasetIterator
+
+        return TargetMappedDatasetIterator(self, mapping, target_pos)
+
+    def in_memory(self, progress: bool = True) -> InMemoryDatasetIterator:
+        """Read everything now (with a progress bar unless ``progress=False``)."""
+        from datastack.iterators.views import InMemoryDatasetIterator
+
+        return InMemoryDatasetIterator(self, progress=progress)
+
+    def combine(self, *others: DatasetIterator) -> CombinedDatasetIterator:
+        """This iterator followed by ``others``."""
+        from datastack.iterators.views import CombinedDatasetIterator
+
+        return CombinedDatasetIterator([self, *others])
+
+    def __add__(self, other: object) -> CombinedDatasetIterator:
+        if not isinstance(other, DatasetIterator):
+            return NotImplemented
+        from datastack.iterators.views import CombinedDatasetIterator
+
+        left = self.iterators if isinstance(self, CombinedDatasetIterator) else [self]
+        return CombinedDatasetIterator([*left, other])
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+
+@dataclass(frozen=True)
+class IteratorMeta:
+    """Where things are in a sample tuple."""
+
+    sample_pos: int = 0
+    target_pos: int = 1
+    tag_pos: int = 2
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """What an iterator holds: identifier, dataset name, tag (the split) and positions."""
+
+    identifier: str = ""
+    dataset_name: str = ""
+    dataset_tag: str = ""
+    iterator_meta: IteratorMeta = field(default_factory=IteratorMeta)
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "identifier": self.identifier,
+            "dataset_name": self.dataset_name,
+            "dataset_tag": self.dataset_tag,
+            "sample_pos": self.iterator_meta.sample_pos,
+            "target_pos": self.iterator_meta.target_pos,
+            "tag_pos": self.iterator_meta.tag_pos,
+        }
+
+
+class InformedDatasetIteratorIF(DatasetIterator):
+    """An iterator that knows its :class:`DatasetMeta`."""
+
+    @property
+    @abc.abstractmethod
+    def dataset_meta(self) -> DatasetMeta:
+        """Name, tag and sample/target/tag positions of this iterator."""
+
+
+class InformedDatasetIterator(InformedDatasetIteratorIF):
+    """Attach :class:`DatasetMeta` to any iterator (reads pass straight through).
+
+    >>> from datastack.iterators import SequenceDatasetIterator
+    >>> meta = DatasetMeta(dataset_tag="t")
+    >>> it = InformedDatasetIterator(SequenceDatasetIterator([1], [0]), meta)
+    >>> it.dataset_meta.dataset_tag, it[0]
+    ('t', (1, 0))
+    """
+
+    def __init__(self, iterator: DatasetIterator, dataset_meta: DatasetMeta) -> None:
+        self.iterator = iterator
+        self._meta = dataset_meta
+
+    @property
+    def dataset_meta(self) -> DatasetMeta:
+        return self._meta
+
+    def __len__(self) -> int:
+        return len(self.iterator)
+
+    def _get(self, index: int) -> Sample:
+        return self.iterator._get(index)
+
+    def _get_batch(self, indices: Indices) -> Batch:
+        return self.iterator._get_batch(indices)
+
+    def _get_targets(self, target_pos: int) -> NDArray[Any]:
+        return self.iterator._get_targets(target_pos)
+
+    @property
+    def underlying_iterators(self) -> list[DatasetIterator]:
+        return [self.iterator]
+
+
+class SequenceDatasetIterator(DatasetIterator):
+    """A source over parallel in-memory sequences: sample ``i`` is ``(s0[i], s1[i], ...)``.
+
+    >>> SequenceDatasetIterator(["a", "b"], [0, 1])[1]
+    ('b', 1)
+    """
+
+    def __init__(self, *sequences: Sequence[Any]) -> None:
+        if not sequences:
+            raise ValueError("SequenceDatasetIterator needs at least one sequence")
+        lengths = {len(s) for s in sequences}
+        if len(lengths) != 1:
+            raise FormatError(
+                f"SequenceDatasetIterator: sequences have different lengths {sorted(lengths)}; "
+                "they must be equally long"
+            )
+        self.sequences = sequences
+        self._length = lengths.pop()
+
+    def __len__(self) -> int:
+        return self._length
+
+    def _get(self, index: int) -> Sample:
+        return tuple(s[index] for s in self.sequences)
+
+    def _get_targets(self, target_pos: int) -> NDArray[Any]:
+        return np.asarray(self.sequences[target_pos])

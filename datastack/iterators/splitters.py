@@ -1,0 +1,269 @@
+"""Splitters: random, stratified, k-fold and nested cross-validation, returning views.
+
+All splits are deterministic given the seed (numpy's ``default_rng``; the same result with or
+without scikit-learn installed). Split sizes use the largest-remainder rule, so they always sum
+to the length; indices inside a split are sorted (reads stay local; shuffle at load time).
+
+>>> from datastack.iterators import SequenceDatasetIterator
+>>> it = SequenceDatasetIterator(list(range(10)), [0] * 5 + [1] * 5)
+>>> parts = stratified_split(it, {"train": 0.6, "test": 0.4}, seed=0)
+>>> {k: len(v) for k, v in parts.items()}, sorted(parts["test"].get_targets().tolist())
+({'train': 6, 'test': 4}, [0, 0, 1, 1])
+>>> [len(f["test"]) for f in k_fold_split(it, k=3)]
+[4, 3, 3]
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from datastack.errors import ConfigurationError
+from datastack.iterators.base import DatasetIterator, Indices
+from datastack.iterators.views import DatasetIteratorView
+
+
+def _check_ratios(ratios: Mapping[str, float]) -> dict[str, float]:
+    if not ratios:
+        raise ConfigurationError(
+            "split ratios are empty; expected e.g. {'train': 0.8, 'test': 0.2}"
+        )
+    clean: dict[str, float] = {}
+    for name, ratio in ratios.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"split names must be non-empty strings, got {name!r}")
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio >= 0:
+            raise ConfigurationError(f"split {name!r}: ratio must be a number >= 0, got {ratio!r}")
+        clean[name] = float(ratio)
+    total = math.fsum(clean.values())
+    if abs(total - 1.0) > 1e-6:
+        raise ConfigurationError(
+            f"split ratios must sum to 1, got {total:g} ({clean}); adjust them"
+        )
+    return clean
+
+
+def split_sizes(n: int, ratios: Mapping[str, float]) -> dict[str, int]:
+    """Sizes that sum to ``n``: floors plus the largest remainders (ties: first listed).
+
+    >>> split_sizes(10, {"a": 0.55, "b": 0.45})
+    {'a': 6, 'b': 4}
+    """
+    clean = _check_ratios(ratios)
+    exact = {k: r * n for k, r in clean.items()}
+    sizes = {k: math.floor(v) for k, v in exact.items()}
+    left = n - sum(sizes.values())
+    by_remainder = sorted(clean, key=lambda k: -(exact[k] - sizes[k]))
+    for k in by_remainder[:left]:
+        sizes[k] += 1
+    return sizes
+
+
+def _cut(order: Indices, sizes: Mapping[str, int]) -> dict[str, Indices]:
+    out, start = {}, 0
+    for name, size in sizes.items():
+        out[name] = order[start : start + size]
+        start += size
+    return out
+
+
+def _views(it: DatasetIterator, parts: Mapping[str, Indices]) -> dict[str, DatasetIteratorView]:
+    return {name: DatasetIteratorView(it, np.sort(idx)) for name, idx in parts.items()}
+
+
+def random_split(
+    it: DatasetIterator, ratios: Mapping[str, float], seed: int = 0
+) -> dict[str, DatasetIteratorView]:
+    """Disjoint random views with sizes ``ratios x len(it)`` (summing to ``len(it)``)."""
+    n = len(it)
+    order = np.random.default_rng(seed).permutation(n).astype(np.int64)
+    return _views(it, _cut(order, split_sizes(n, ratios)))
+
+
+def stratified_split(
+    it: DatasetIterator, ratios: Mapping[str, float], seed: int = 0, target_pos: int = 1
+) -> dict[str, DatasetIteratorView]:
+    """Like :func:`random_split`, but every class is split with the same ratios."""
+    targets = it.get_targets(target_pos)
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[Indices]] = {name: [] for name in _check_ratios(ratios)}
+    for label in np.unique(targets):
+        members = np.flatnonzero(targets == label).astype(np.int64)
+        members = members[rng.permutation(len(members))]
+        for name, idx in _cut(members, split_sizes(len(members), ratios)).items():
+            parts[name].append(idx)
+    empty = np.zeros(0, np.int64)
+    return _views(it, {k: np.concatenate(v) if v else empty for k, v in parts.items()})
+
+
+def _fold_ids(n: int, k: int, seed: int, targets: NDArray[Any] | None) -> tuple[Indices, Indices]:
+    """``(order, fold_of_position)``: samples in a shuffled (class-grouped) order, round-robin."""
+    if not isinstance(k, int) or k < 2:
+        raise ConfigurationError(f"k-fold needs k >= 2 folds, got {k!r}")
+    if k > n:
+        raise ConfigurationError(f"k-fold with k={k} needs at least {k} samples, got {n}")
+    rng = np.random.default_rng(seed)
+    if targets is None:
+        order = rng.permutation(n).astype(np.int64)
+    else:
+        groups = []
+        for label in np.unique(targets):
+            members = np.flatnonzero(targets == label).astype(np.int64)
+            groups.append(members[rng.permutation(len(members))])
+        order = np.concatenate(groups)
+    return order, np.arange(n, dtype=np.int64) % k
+
+
+def k_fold_split(
+    it: DatasetIterator,
+    k: int = 5,
+    seed: int = 0,
+    stratified: bool = False,
+    target_pos: int = 1,
+) -> list[dict[str, DatasetIteratorView]]:
+    """``k`` folds ``{"train": view, "test": view}``; every sample is in exactly one test fold.
+
+    Stratified folds deal each class round-robin over the folds, so every fold keeps the
+    class proportions (up to one sample per class).
+    """
+    targets = it.get_targets(target_pos) if stratified else None
+    order, fold = _fold_ids(len(it), k, seed, targets)
+    return [_views(it, {"train": order[fold != f], "test": order[fold == f]}) for f in range(k)]
+
+
+@dataclass
+class NestedCVFold:
+    """One outer fold: its train/test views and the inner folds over its train part."""
+
+    train: DatasetIteratorView
+    test: DatasetIteratorView
+    inner: list[dict[str, DatasetIteratorView]] = field(default_factory=list)
+
+
+def nested_cv_split(
+    it: DatasetIterator,
+    outer_folds: int = 5,
+    inner_folds: int = 2,
+    seed: int = 0,
+    outer_stratification: bool = False,
+    inner_stratification: bool = False,
+    target_pos: int = 1,
+) -> list[NestedCVFold]:
+    """Nested cross-validation: ``outer_folds`` folds, each with ``inner_folds`` folds
+    (keys ``"train"``/``"val"``) over its train part. Inner views index ``it`` directly."""
+    outer = k_fold_split(it, outer_folds, seed, outer_stratification, target_pos)
+    result = []
+    for i, fold in enumerate(outer):
+        inner = k_fold_split(
+            fold["train"], inner_folds, seed + 1 + i, inner_stratification, target_pos
+        )
+        result.append(
+            NestedCVFold(
+                fold["train"],
+                fold["test"],
+                [{"train": f["train"], "val": f["test"]} for f in inner],
+            )
+        )
+    return result
+
+
+# -- the original's object interface --------------------------------------------------------------
+class Splitter(abc.ABC):
+    """Something that splits an iterator (``split(it)``)."""
+
+    @abc.abstractmethod
+    def split(self, it: DatasetIterator) -> Any:
+        """Split ``it`` into views."""
+
+
+@dataclass
+class RandomSplitter(Splitter):
+    ratios: Mapping[str, float]
+    seed: int = 0
+
+    def split(self, it: DatasetIterator) -> dict[str, DatasetIteratorView]:
+        return random_split(it, self.ratios, self.seed)
+
+
+@dataclass
+class StratifiedSplitter(Splitter):
+    ratios: Mapping[str, float]
+    seed: int = 0
+    target_pos: int = 1
+
+    def split(self, it: DatasetIterator) -> dict[str, DatasetIteratorView]:
+        return stratified_split(it, self.ratios, self.seed, self.target_pos)
+
+
+@dataclass
+class KFoldSplitter(Splitter):
+    k: int = 5
+    seed: int = 0
+    stratified: bool = False
+    target_pos: int = 1
+
+    def split(self, it: DatasetIterator) -> list[dict[str, DatasetIteratorView]]:
+        return k_fold_split(it, self.k, self.seed, self.stratified, self.target_pos)
+
+
+@dataclass
+class NestedCVSplitter(Splitter):
+    num_outer_loop_folds: int = 5
+    num_inner_loop_folds: int = 2
+    seed: int = 0
+    outer_stratification: bool = False
+    inner_stratification: bool = False
+    target_pos: int = 1
+
+    def split(self, it: DatasetIterator) -> list[NestedCVFold]:
+        return nested_cv_split(
+            it,
+            self.num_outer_loop_folds,
+            self.num_inner_loop_folds,
+            self.seed,
+            self.outer_stratification,
+            self.inner_stratification,
+            self.target_pos,
+        )
+
+
+class SplitterFactory:
+    """Named constructors, as in the original package."""
+
+    @staticmethod
+    def get_random_splitter(ratios: Mapping[str, float], seed: int = 0) -> RandomSplitter:
+        return RandomSplitter(ratios, seed)
+
+    @staticmethod
+    def get_stratified_splitter(
+        ratios: Mapping[str, float], seed: int = 0, target_pos: int = 1
+    ) -> StratifiedSplitter:
+        return StratifiedSplitter(ratios, seed, target_pos)
+
+    @staticmethod
+    def get_kfold_splitter(k: int = 5, seed: int = 0, stratified: bool = False) -> KFoldSplitter:
+        return KFoldSplitter(k, seed, stratified)
+
+    @staticmethod
+    def get_nested_cv_splitter(
+        num_outer_loop_folds: int = 5,
+        num_inner_loop_folds: int = 2,
+        inner_stratification: bool = True,
+        outer_stratification: bool = True,
+        target_pos: int = 1,
+        seed: int = 0,
+    ) -> NestedCVSplitter:
+        return NestedCVSplitter(
+            num_outer_loop_folds,
+            num_inner_loop_folds,
+            seed,
+            outer_stratification,
+            inner_stratification,
+            target_pos,
+        )

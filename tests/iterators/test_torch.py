@@ -1,0 +1,58 @@
+"""The PyTorch adapter: DataLoader workers over a GridFS-backed HDF5 dataset."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any
+
+import numpy as np
+import pytest
+
+from datastack.iterators import split_iterators
+
+pytestmark = pytest.mark.torch
+
+
+def with_pid(sample: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (*sample, np.int64(os.getpid()))
+
+
+@pytest.mark.mongo
+def test_dataloader_two_workers_equals_single_process(
+    mongo_uri: str, dataset: dict[str, Any]
+) -> None:
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DataLoader
+
+    from datastack.iterators.torch import TorchDataset, as_torch_dataset, worker_init_fn
+    from datastack.storage import connect
+
+    store = connect(mongo_uri)
+    store.set_resource("demo/v1/data.h5", dataset["path"])
+    train = split_iterators(store.get_resource("demo/v1/data.h5"))["train"]
+    stack = train.shuffle(seed=11)[::2].map(with_pid)
+    assert len(stack) == 300 and stack[0][0].shape == (4, 3)  # parent opened its own handles
+    ds = as_torch_dataset(stack)
+    assert isinstance(pickle.loads(pickle.dumps(ds)), TorchDataset)
+
+    def batches(workers: int) -> list[tuple[Any, ...]]:
+        loader = DataLoader(
+            ds,
+            batch_size=32,
+            num_workers=workers,
+            worker_init_fn=worker_init_fn if workers else None,
+        )
+        return list(loader)
+
+    single, multi = batches(0), batches(2)
+    assert len(single) == len(multi) == 10
+    for a, b in zip(single, multi, strict=True):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert isinstance(single[0][0], torch.Tensor) and single[0][0].shape == (32, 4, 3)
+    worker_pids = {int(p) for batch in multi for p in batch[2]}
+    assert len(worker_pids) == 2 and os.getpid() not in worker_pids
+    view = stack.iterator
+    expected = dataset["x"][:600][view.iterator.permutation[view.indices]]
+    got = torch.cat([b[0] for b in multi]).numpy()
+    assert np.array_equal(got, expected)
