@@ -211,6 +211,7 @@ def test_failures_leave_catalog_unchanged(
     if fault == "checksum":
         source["sha256"] = "0" * 64
     elif fault == "404":
+        httpserver.expect_request("/missing.csv").respond_with_data("gone", status=404)
         source["url"] = httpserver.url_for("/missing.csv")
         source["sha256"] = "1" * 64
     else:
