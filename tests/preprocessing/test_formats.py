@@ -233,7 +233,8 @@ def test_layout_chunks_compression_attrs(tmp_path: Path) -> None:
     with h5py.File(tmp_path / "o.h5") as f:
         assert f.attrs["name"] == "ds" and f.attrs["datastack_format"] == 1
         samples = f["train/samples"]
-        assert samples.chunks == (SAMPLE_CHUNK_BYTES // 784, 28, 28) == (83, 28, 28)
+        assert samples.chunks == (SAMPLE_CHUNK_BYTES // 784, 28, 28) == (41, 28, 28)
+        assert not samples.shuffle
         assert samples.compression == "lzf"
         assert f["train"].attrs["length"] == 3000
     assert not list(tmp_path.glob(".datastack-prep-*")), "work folder left behind"
