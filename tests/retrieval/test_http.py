@@ -227,7 +227,7 @@ def test_server_without_range_restarts_cleanly(
     assert store.get_resource(ID).read() == payload
     # the resume attempt got a 200 with the whole body, which was reused for the restart
     assert len(server.requests) == 2
-    assert files_under(tmp_path / "store") == [ID]
+    assert files_under(tmp_path / "store" / "resources") == [ID]
 
 
 def test_changed_validator_restarts_instead_of_splicing(
