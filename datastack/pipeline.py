@@ -35,13 +35,14 @@ from datastack.errors import (
     LockHeldError,
     NotFoundError,
     SpecError,
+    StorageError,
 )
 from datastack.identifiers import validate_identifier
 from datastack.specs import DatasetSpec, SourceSpec, load_spec
 
 log = logging.getLogger("datastack.pipeline")
 
-DEFAULT_LEASE_TTL = 3600.0
+DEFAULT_LEASE_TTL = 300.0  # renewed every ttl/3 by LeaseKeeper while the refresh runs
 
 
 @dataclass
@@ -131,6 +132,55 @@ def _source_checksums(spec: DatasetSpec) -> list[str]:
     return [f"{s.checksum[0]}:{s.checksum[1].lower()}" for s in spec.sources]
 
 
+def _isolated_child(conn: Any, func: Any, args: tuple[Any, ...]) -> None:
+    try:
+        conn.send(("ok", func(*args)))
+    except BaseException as exc:
+        try:
+            conn.send(("error", exc))
+        except Exception:  # unpicklable exception: send its text
+            conn.send(("error", StorageError(f"{type(exc).__name__}: {exc}")))
+    finally:
+        conn.close()
+
+
+def run_isolated(func: Any, *args: Any, what: str) -> Any:
+    """Run ``func(*args)`` in a forked child process and return its result.
+
+    HDF5 (through h5py) can crash the whole process on hostile files or when the disk fills up
+    mid-write (measured: a segfault while closing a half-written file); in a child, such a crash
+    becomes a :class:`StorageError` and the caller cleans up. Set ``DATASTACK_ISOLATE=0`` to run
+    in-process (debugging), and on platforms without ``fork`` it always does.
+    """
+    import multiprocessing
+
+    if os.environ.get("DATASTACK_ISOLATE", "1") == "0" or "fork" not in (
+        multiprocessing.get_all_start_methods()
+    ):
+        return func(*args)
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_isolated_child, args=(child, func, args), daemon=True)
+    process.start()
+    child.close()
+    try:
+        status, payload = parent.recv()
+    except EOFError:
+        process.join()
+        code = process.exitcode
+        detail = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        raise StorageError(
+            f"{what} crashed ({detail}) while writing the HDF5 file: is the disk full or an "
+            "input file corrupt? Nothing was published; free space or fix the input and retry"
+        ) from None
+    finally:
+        parent.close()
+    process.join()
+    if status == "error":
+        raise payload
+    return payload
+
+
 # -- steps ---------------------------------------------------------------------------------
 def check_sources(spec: DatasetSpec, storage: str | None = None) -> SourcesCheck:
     """Decide whether ``spec`` needs a new version, without downloading anything.
@@ -203,19 +253,22 @@ def retrieve_sources(spec: DatasetSpec, storage: str | None = None) -> list[dict
             "identifier": identifier,
         }
         if store.has_resource(identifier):
-            record.update(size=store.get_resource(identifier).size, etag=None,
-                          last_modified=None, reused=True)
+            record.update(
+                size=store.get_resource(identifier).size, etag=None, last_modified=None, reused=True
+            )
         else:
-            definition = ResourceDefinition(identifier, source.url, sha256=source.sha256,
-                                            md5=source.md5)
+            definition = ResourceDefinition(
+                identifier, source.url, sha256=source.sha256, md5=source.md5
+            )
             try:
                 retriever: Any = retriever_for(definition, store)
                 infos = retriever.retrieve_with_info([definition])
             except DatastackError as exc:
                 raise type(exc)(f"dataset {spec.name!r}: {exc}") from None
             info = infos[0]
-            record.update(size=info.size, etag=info.etag, last_modified=info.last_modified,
-                          reused=False)
+            record.update(
+                size=info.size, etag=info.etag, last_modified=info.last_modified, reused=False
+            )
             if info.sha256 and not record["sha256"]:
                 record["sha256_computed"] = info.sha256
         records.append(record)
@@ -258,7 +311,9 @@ def prepare_version(
         ]
         with tempfile.TemporaryDirectory(prefix="datastack-prepare-") as tmp:
             out = Path(tmp) / "data.h5"
-            prepared = preprocess(spec, inputs, out)
+            prepared = run_isolated(
+                preprocess, spec, inputs, out, what=f"{spec.name}: preprocessing"
+            )
             for _, resource in inputs:
                 resource.close()
             info = store.set_resource(data_identifier(spec.name, version), out)
@@ -268,9 +323,17 @@ def prepare_version(
     return PreparedVersion(
         name=spec.name,
         version=version,
-        resources=[info.to_dict(), *({"identifier": s["identifier"], "size": s.get("size"),
-                                      "sha256": s.get("sha256") or s.get("sha256_computed")}
-                                     for s in sources)],
+        resources=[
+            info.to_dict(),
+            *(
+                {
+                    "identifier": s["identifier"],
+                    "size": s.get("size"),
+                    "sha256": s.get("sha256") or s.get("sha256_computed"),
+                }
+                for s in sources
+            ),
+        ],
         splits=dict(prepared.splits),
         schema=dict(prepared.schema),
         encodings=dict(getattr(prepared, "encodings", {}) or {}),
@@ -335,6 +398,43 @@ def release_lease(name: str, storage: str | None, token: int) -> None:
     open_catalog(storage).release_lease(name, token)
 
 
+class LeaseKeeper:
+    """Renews a held lease every ``ttl / 3`` seconds on a daemon thread until stopped.
+
+    A refresh may run longer than its lease TTL (a large download); the heartbeat keeps the
+    lease while the process is alive, and a crashed process stops renewing, so the lease
+    expires ``ttl`` seconds later and another refresh can take over (with a larger token).
+    """
+
+    def __init__(self, lease: Any, interval_s: float) -> None:
+        import threading
+
+        self.lease = lease
+        self.interval_s = max(0.05, interval_s)
+        self.lost: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"datastack-lease-{lease.name}", daemon=True
+        )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.lease.renew()
+            except DatastackError as exc:  # lost, or storage unavailable: publish will fence
+                self.lost = exc
+                log.warning("%s: lease heartbeat stopped: %s", self.lease.name, redact(str(exc)))
+                return
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
 def refresh_dataset(
     spec: DatasetSpec,
     storage: str | None = None,
@@ -353,39 +453,50 @@ def refresh_dataset(
     storage = default_storage_uri(storage)
 
     def result(status: str, version: int | None, reason: str, **kw: Any) -> RefreshResult:
-        return RefreshResult(spec.name, status, version, redact(reason),
-                             round(time.monotonic() - started, 3), **kw)
+        return RefreshResult(
+            spec.name, status, version, redact(reason), round(time.monotonic() - started, 3), **kw
+        )
+
+    from datastack.catalog import open_catalog
 
     try:
-        token = acquire_lease(spec.name, storage, ttl_s=lease_ttl_s, wait_s=wait_s)
+        lease = open_catalog(storage).acquire_lease(spec.name, ttl=lease_ttl_s, wait=wait_s)
     except LockHeldError as exc:
         return result("locked", None, str(exc))
     except DatastackError as exc:
         return result("failed", None, f"{type(exc).__name__}: {exc}")
+    token = int(lease.token)
+    keeper = LeaseKeeper(lease, lease_ttl_s / 3)
     try:
+        keeper.__enter__()
         check = check_sources(spec, storage)
         if not check.changed and not force:
             return result("unchanged", check.latest_version, check.reason)
         sources = retrieve_sources(spec, storage)
         prepared = prepare_version(spec, sources, storage, producer=producer)
-        record = publish_version(spec, sources, prepared, storage, lease_token=token,
-                                 force=force)
+        record = publish_version(spec, sources, prepared, storage, lease_token=token, force=force)
         if record is None:
             return result("unchanged", check.latest_version, "identical content already published")
-        return result("published", int(record["version"]), f"published version {record['version']}",
-                      splits=dict(record.get("splits", {})))
+        return result(
+            "published",
+            int(record["version"]),
+            f"published version {record['version']}",
+            splits=dict(record.get("splits", {})),
+        )
     except DatastackError as exc:
         log.error("%s: refresh failed: %s", spec.name, redact(str(exc)))
         return result("failed", None, f"{type(exc).__name__}: {exc}")
     finally:
+        keeper.__exit__()
         try:
             release_lease(spec.name, storage, token)
         except DatastackError as exc:  # pragma: no cover - logged, the lease expires anyway
             log.warning("%s: could not release lease: %s", spec.name, redact(str(exc)))
 
 
-def select_specs(spec_path: str | os.PathLike[str],
-                 names: Sequence[str] | None = None) -> list[DatasetSpec]:
+def select_specs(
+    spec_path: str | os.PathLike[str], names: Sequence[str] | None = None
+) -> list[DatasetSpec]:
     """The datasets of a spec file, restricted to ``names`` (unknown names are a SpecError)."""
     specs = load_spec(Path(spec_path))
     if not names:
