@@ -1,0 +1,32 @@
+"""Prefect orchestration of datastack (the ``flows`` extra): refresh flows and their tasks.
+
+The flows are thin: every step is a plain function of :mod:`datastack.pipeline`. Names are
+imported lazily so that ``import flows`` does not import Prefect.
+
+>>> from flows import run_refresh, refresh_all_flow            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DatasetRefreshFailed",
+    "is_transient",
+    "refresh_all_flow",
+    "refresh_dataset_flow",
+    "resolve_storage",
+    "run_refresh",
+    "summary_markdown",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'flows' has no attribute {name!r}")
+    module = "flows.tasks" if name == "is_transient" else "flows.refresh"
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = sorted(_EXPORTS)

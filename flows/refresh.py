@@ -1,0 +1,376 @@
+"""Prefect flows that refresh datasets: check sources -> retrieve -> prepare -> publish.
+
+Thin orchestration over :mod:`datastack.pipeline` (plain functions a test can call directly).
+Prefect adds retries with backoff on the network steps, timeouts, run logging, one summary
+artifact per run, scheduling (``deployments/``) and scale-out (threads or a Dask cluster).
+
+Credentials never travel as parameters: flows take the *name* of an environment variable
+(default ``DATASTACK_STORAGE``) or of a Prefect ``Secret`` block holding the storage URI, resolve
+it inside the run, and only ever log or display it redacted.
+
+>>> from flows.refresh import run_refresh                     # doctest: +SKIP
+>>> results = run_refresh("datasets.yaml", storage="mongodb://u:p@db/team")  # doctest: +SKIP
+>>> [(r.name, r.status, r.version) for r in results]          # doctest: +SKIP
+[('iris', 'published', 1)]
+
+Deployments load this file by path (``flows/refresh.py:refresh_dataset_flow``); it imports its
+tasks from the ``flows`` package, found from the project folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.client.schemas.objects import State
+from prefect.states import Failed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from datastack._uri import STORAGE_ENV, default_storage_uri, parse_storage_uri, redact
+from datastack.errors import ConfigurationError
+
+try:
+    from flows.tasks import (
+        RETRIEVE_TIMEOUT_S,
+        DatasetRefreshFailed,
+        Tuning,
+        _refresh_one,
+        refresh_dataset_task,
+        resolve_storage,
+    )
+except ModuleNotFoundError:  # loaded by file path from outside the project folder
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from flows.tasks import (
+        RETRIEVE_TIMEOUT_S,
+        DatasetRefreshFailed,
+        Tuning,
+        _refresh_one,
+        refresh_dataset_task,
+        resolve_storage,
+    )
+
+ENGINES = ("prefect", "auto", "local")
+TASK_RUNNERS = ("thread", "dask")
+ARTIFACT_KEY = "datastack-refresh"
+
+
+# -- summary artifact --------------------------------------------------------------------------
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def summary_markdown(rows: Sequence[dict[str, Any]], storage: str) -> str:
+    """Markdown summary of a refresh run: counts, then one table row per dataset.
+
+    >>> print(summary_markdown([{"name": "iris", "status": "published", "version": 2,
+    ...     "splits": {"train": 120}, "duration_s": 1.5, "reason": "etag changed"}],
+    ...     "mongodb://u:pw@h/db").splitlines()[0])
+    # datastack refresh: 1 published, 0 unchanged, 0 failed
+    """
+    counts = {key: sum(r["status"] == key for r in rows) for key in ("published", "unchanged")}
+    failed = len(rows) - sum(counts.values())
+    lines = [
+        f"# datastack refresh: {counts['published']} published, {counts['unchanged']} unchanged, "
+        f"{failed} failed",
+        "",
+        f"Storage: `{redact(storage)}`",
+        "",
+        "| dataset | status | version | splits | duration (s) | reason |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        version = f"v{r['version']}" if r.get("version") is not None else "-"
+        splits = ", ".join(f"{k}={v}" for k, v in (r.get("splits") or {}).items()) or "-"
+        lines.append(
+            f"| {_cell(r['name'])} | {_cell(r['status'])} | {version} | {_cell(splits)} | "
+            f"{float(r.get('duration_s') or 0.0):.2f} | {_cell(redact(str(r.get('reason', ''))))} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _publish_summary(rows: Sequence[dict[str, Any]], storage: str) -> str:
+    failed = [
+        f"{r['name']} ({r['status']})"
+        for r in rows
+        if r["status"] not in {"published", "unchanged"}
+    ]
+    create_markdown_artifact(
+        summary_markdown(rows, storage),
+        key=ARTIFACT_KEY,
+        description=f"{len(rows)} dataset(s); failed: {', '.join(failed) or 'none'}",
+    )
+    return ", ".join(failed)
+
+
+def _finish(rows: list[dict[str, Any]], storage: str) -> list[dict[str, Any]] | State[Any]:
+    failed = _publish_summary(rows, storage)
+    if not failed:
+        return rows
+    message = f"{len(failed.split(', '))} of {len(rows)} dataset(s) did not refresh: {failed}"
+    get_run_logger().error(message)
+    return Failed(message=message, data=DatasetRefreshFailed(message, rows))
+
+
+# -- flows -------------------------------------------------------------------------------------
+@flow(name="refresh-dataset", log_prints=False, validate_parameters=True)
+def refresh_dataset_flow(
+    name: str,
+    spec_path: str,
+    storage_env: str = STORAGE_ENV,
+    storage_secret: str | None = None,
+    force: bool = False,
+    lease_ttl_s: float = 3600.0,
+    lease_wait_s: float = 0.0,
+    retries: int = 3,
+    retry_delay_s: float = 2.0,
+    retrieve_timeout_s: float = RETRIEVE_TIMEOUT_S,
+) -> list[dict[str, Any]] | State[Any]:
+    """Refresh one dataset of a spec: lease -> check -> retrieve -> prepare -> publish.
+
+    ``storage_env`` names the environment variable holding the storage URI (or
+    ``storage_secret`` a Prefect Secret block): the URI itself is never a parameter.
+    Returns ``[result dict]``; the run ends Failed when the dataset failed or was locked.
+    """
+    from datastack.specs import load_spec
+
+    storage = resolve_storage(storage_env, storage_secret)
+    get_run_logger().info("refreshing %s from %s into %s", name, spec_path, redact(storage))
+    specs = load_spec(Path(spec_path))
+    if name not in specs:
+        raise ConfigurationError(
+            f"dataset {name!r} is not in spec {spec_path!r}; it defines: {', '.join(specs)}"
+        )
+    tuning = Tuning(
+        retries=retries,
+        retry_delay_s=retry_delay_s,
+        lease_ttl_s=lease_ttl_s,
+        lease_wait_s=lease_wait_s,
+        retrieve_timeout_s=retrieve_timeout_s,
+    )
+    row = _refresh_one(specs[name], storage_env, storage_secret, force, tuning)
+    return _finish([row], storage)
+
+
+def _task_runner(
+    kind: str,
+    dask_address: str | None,
+    dask_workers: int,
+    max_workers: int,
+    worker_env: dict[str, str],
+) -> Any:
+    if kind == "thread":
+        return ThreadPoolTaskRunner(max_workers=max_workers)
+    if kind != "dask":
+        raise ConfigurationError(f"task_runner must be one of {TASK_RUNNERS}, got {kind!r}")
+    try:
+        from prefect_dask.task_runners import DaskTaskRunner
+    except ImportError:
+        from datastack.errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            "task_runner='dask' needs prefect-dask: pip install 'datastack[flows]'"
+        ) from None
+    if dask_address:
+        return DaskTaskRunner(address=dask_address)
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": dask_workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+            "env": worker_env,
+        }
+    )
+
+
+def _local_worker_env(storage_env: str) -> dict[str, str]:
+    """Environment for local Dask workers: this run's API server and the storage variable."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        env = {"PREFECT_API_URL": str(client.api_url).rstrip("/")}
+    if storage_env in os.environ:
+        env[storage_env] = os.environ[storage_env]
+    return env
+
+
+@flow(name="refresh-all", log_prints=False, validate_parameters=True)
+def refresh_all_flow(
+    spec_path: str,
+    names: list[str] | None = None,
+    storage_env: str = STORAGE_ENV,
+    storage_secret: str | None = None,
+    force: bool = False,
+    task_runner: str = "thread",
+    dask_address: str | None = None,
+    dask_workers: int = 2,
+    max_workers: int = 4,
+    lease_ttl_s: float = 3600.0,
+    lease_wait_s: float = 0.0,
+    retries: int = 3,
+    retry_delay_s: float = 2.0,
+    retrieve_timeout_s: float = RETRIEVE_TIMEOUT_S,
+) -> list[dict[str, Any]] | State[Any]:
+    """Refresh every dataset of a spec (or ``names``) in parallel; one failure stops no other.
+
+    ``task_runner="thread"`` runs datasets on threads of this process; ``"dask"`` on a local
+    Dask cluster of ``dask_workers`` processes, or on the scheduler at ``dask_address`` (its
+    workers need ``PREFECT_API_URL`` and the storage variable or Secret block). Returns the list
+    of result dicts; the run ends Failed naming the datasets that failed or were locked.
+    """
+    from datastack.specs import load_spec
+
+    storage = resolve_storage(storage_env, storage_secret)
+    specs = load_spec(Path(spec_path))
+    selected = list(names) if names else list(specs)
+    unknown = [n for n in selected if n not in specs]
+    if unknown:
+        raise ConfigurationError(
+            f"dataset(s) {', '.join(unknown)} not in spec {spec_path!r}; it defines: "
+            f"{', '.join(specs)}"
+        )
+    logger = get_run_logger()
+    logger.info(
+        "refreshing %d dataset(s) into %s on %s",
+        len(selected),
+        redact(storage),
+        dask_address or task_runner,
+    )
+    env = _local_worker_env(storage_env) if task_runner == "dask" and not dask_address else {}
+    runner = _task_runner(task_runner, dask_address, dask_workers, max_workers, env)
+    tuning = Tuning(
+        retries=retries,
+        retry_delay_s=retry_delay_s,
+        lease_ttl_s=lease_ttl_s,
+        lease_wait_s=lease_wait_s,
+        retrieve_timeout_s=retrieve_timeout_s,
+    )
+    rows: list[dict[str, Any]] = []
+    with runner:
+        futures = [
+            (
+                name,
+                runner.submit(
+                    refresh_dataset_task,
+                    parameters={
+                        "name": name,
+                        "spec_path": str(spec_path),
+                        "storage_env": storage_env,
+                        "storage_secret": storage_secret,
+                        "force": force,
+                        "tuning": tuning,
+                    },
+                ),
+            )
+            for name in selected
+        ]
+        for name, future in futures:
+            outcome = future.result(raise_on_failure=False)
+            if isinstance(outcome, DatasetRefreshFailed) and outcome.results:
+                rows.append(outcome.results[0])
+            elif isinstance(outcome, BaseException):
+                rows.append(
+                    {
+                        "name": name,
+                        "status": "failed",
+                        "version": None,
+                        "splits": {},
+                        "reason": f"{type(outcome).__name__}: {redact(str(outcome))}",
+                        "duration_s": 0.0,
+                    }
+                )
+            else:
+                rows.append(outcome)
+    return _finish(rows, storage)
+
+
+# -- plain Python entry (the CLI calls this) ---------------------------------------------------
+@contextmanager
+def _env(name: str, value: str | None) -> Iterator[None]:
+    old = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if value is not None:
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
+
+
+def _absolute_storage(storage: str) -> str:
+    """Make a relative filesystem path absolute so workers in other folders agree."""
+    location = parse_storage_uri(storage)
+    if location.kind == "file" and "://" not in storage and location.path is not None:
+        return str(location.path.resolve())
+    return storage
+
+
+def run_refresh(
+    spec_path: str | os.PathLike[str],
+    names: Sequence[str] | None = None,
+    storage: str | None = None,
+    *,
+    force: bool = False,
+    engine: str = "prefect",
+    **flow_options: Any,
+) -> list[Any]:
+    """Refresh datasets of a spec through ``refresh_all_flow``; returns ``RefreshResult`` s.
+
+    The storage URI is handed to the flow run through ``$DATASTACK_STORAGE`` (set for the call
+    and restored after: not for concurrent calls with different storages in one process),
+    never as a parameter. ``flow_options`` go to :func:`refresh_all_flow` (``task_runner``,
+    ``dask_address``, ``retries``, ``retry_delay_s``...). ``engine="local"`` skips Prefect.
+
+    >>> results = run_refresh("datasets.yaml", ["iris"], "/data/store")  # doctest: +SKIP
+    """
+    from datastack.pipeline import RefreshResult, refresh
+
+    if engine not in ENGINES:
+        raise ConfigurationError(f"engine must be one of {ENGINES}, got {engine!r}")
+    uri = _absolute_storage(default_storage_uri(storage))
+    spec_file = str(Path(spec_path).resolve())
+    if engine == "local":
+        return list(refresh(spec_file, names, uri, force=force))
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    # This call waits for its own run, so Prefect's crash-detection heartbeats (meant for runs
+    # on workers) are off: their thread sleeps in 1 s steps and costs up to 1 s at exit.
+    no_heartbeats = temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+    with _env(STORAGE_ENV, uri), no_heartbeats:
+        state = refresh_all_flow(
+            spec_file,
+            list(names) if names else None,
+            storage_env=STORAGE_ENV,
+            force=force,
+            return_state=True,
+            **flow_options,
+        )
+    outcome: Any = state.result(raise_on_failure=False)
+    rows: list[dict[str, Any]]
+    if isinstance(outcome, DatasetRefreshFailed):
+        rows = outcome.results
+    elif isinstance(outcome, BaseException):
+        raise outcome
+    else:
+        rows = list(outcome)
+    fields = {"name", "status", "version", "reason", "duration_s", "splits"}
+    return [RefreshResult(**{k: v for k, v in row.items() if k in fields}) for row in rows]
+
+
+__all__ = [
+    "DatasetRefreshFailed",
+    "refresh_all_flow",
+    "refresh_dataset_flow",
+    "resolve_storage",
+    "run_refresh",
+    "summary_markdown",
+]
