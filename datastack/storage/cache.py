@@ -13,8 +13,13 @@ through a cursor that is thrown away on every seek. Instead a resource is cut in
   ``readahead_bytes``; :meth:`BlockReader.prefetch` loads the missing blocks of many byte
   ranges in a single call (one ``$in`` query on GridFS).
 
-Everything runs in the caller's thread: there is no background thread (h5py calls back into
-Python from file-like objects, and a prefetch thread touching it could deadlock).
+With ``background=True`` (what GridFS readers use) the next read-ahead window is fetched on a
+small thread pool while the caller consumes the current one, so the server's work overlaps the
+caller's (one fetch in flight per reader; the window is capped at a quarter of the cache
+budget, so memory stays bounded by it). That thread touches only ``fetch`` (pymongo) and the
+cache, never h5py: h5py calls back into Python from file-like objects, and a thread touching
+it could deadlock. A failed read-ahead is simply fetched again in the caller's thread, which
+raises the error. See docs/performance.md for the measurements.
 
 >>> data = bytes(range(256)) * 40                       # 10240 bytes, blocks of 1024
 >>> calls = []
@@ -36,6 +41,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from datastack.errors import ConfigurationError, StorageError
@@ -45,7 +51,8 @@ Fetch = Callable[[Sequence[int]], Mapping[int, bytes]]
 
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 CACHE_BYTES_ENV = "DATASTACK_CACHE_BYTES"
-DEFAULT_READAHEAD_BYTES = 64 * 1024 * 1024
+DEFAULT_READAHEAD_BYTES = 16 * 1024 * 1024
+READAHEAD_THREADS = 4
 
 _ALL_CACHES: weakref.WeakSet[BlockCache] = weakref.WeakSet()
 
@@ -72,6 +79,7 @@ class BlockCache:
         self.hits = 0
         self.misses = 0
         self.evictions = 0
+        self.generation = 0  # bumped by clear()/discard(): readers drop their own blocks too
         _ALL_CACHES.add(self)
 
     @property
@@ -128,6 +136,7 @@ class BlockCache:
             doomed = [k for k in self._blocks if isinstance(k, tuple) and k[0] == file_key]
             for k in doomed:
                 self._nbytes -= len(self._blocks.pop(k))
+            self.generation += 1
             return len(doomed)
 
     def clear(self) -> None:
@@ -136,6 +145,7 @@ class BlockCache:
             self._blocks.clear()
             self._nbytes = 0
             self.hits = self.misses = self.evictions = 0
+            self.generation += 1
 
     def stats(self) -> dict[str, int]:
         """Counters: blocks, bytes, max_bytes, hits, misses, evictions."""
@@ -163,6 +173,8 @@ class BlockCache:
 
 
 def _reinit_after_fork() -> None:
+    global _DEFAULT_LOCK
+    _DEFAULT_LOCK = threading.Lock()
     for cache in list(_ALL_CACHES):
         cache._after_fork()
 
@@ -210,6 +222,23 @@ def set_cache_bytes(max_bytes: int) -> BlockCache:
     return cache
 
 
+_EXECUTORS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _readahead_executor() -> ThreadPoolExecutor:
+    """The process's read-ahead threads (a forked child gets its own on first use)."""
+    pid = os.getpid()
+    executor = _EXECUTORS.get(pid)
+    if executor is None:
+        with _DEFAULT_LOCK:
+            executor = _EXECUTORS.get(pid)
+            if executor is None:
+                _EXECUTORS.clear()  # a parent's executor has no threads in this process
+                executor = ThreadPoolExecutor(READAHEAD_THREADS, "datastack-readahead")
+                _EXECUTORS[pid] = executor
+    return executor
+
+
 class BlockReader(io.RawIOBase):
     """A seekable binary reader over fixed-size blocks fetched through a :class:`BlockCache`.
 
@@ -226,11 +255,18 @@ class BlockReader(io.RawIOBase):
     fetch:
         ``fetch(block_numbers) -> {number: bytes}``; called once per read for all missing
         blocks (sorted, unique). Must return every block asked, each of the exact length.
+        With ``background=True`` it is also called from a read-ahead thread, so it must be
+        thread-safe (a pymongo collection is); it must never call back into h5py.
     cache:
         The cache to share (default: :func:`default_cache`).
     readahead_bytes:
         Largest read-ahead window once reads turn sequential (0 disables read-ahead). It
-        also bounds how much one fetch returns.
+        also bounds how much one fetch returns. The window is further capped at a quarter of
+        the cache budget, so read-ahead never pushes out more than it brings.
+    background:
+        Fetch the next read-ahead window on a background thread while the caller consumes
+        the current one (one fetch in flight per reader at most). Off when the cache is
+        disabled (``max_bytes=0``).
     name:
         Shown in error messages (the identifier).
     """
@@ -244,6 +280,7 @@ class BlockReader(io.RawIOBase):
         *,
         cache: BlockCache | None = None,
         readahead_bytes: int = DEFAULT_READAHEAD_BYTES,
+        background: bool = False,
         name: str = "",
     ) -> None:
         super().__init__()
@@ -260,11 +297,20 @@ class BlockReader(io.RawIOBase):
         self._nblocks = -(-self.size // self.block_size)
         self._max_window = max(1, readahead_bytes // self.block_size)
         self._readahead = readahead_bytes > 0
+        self._background = background and self._readahead
         self._pos = 0
+        self._last_start = -1
         self._last_end = -1
         self._window = 0  # read-ahead window in blocks; grows while reads are sequential
+        self._ahead_end = 0  # first block that read-ahead has not asked for yet
         self._local: dict[int, bytes] = {}  # blocks of the last fetch (works with no cache)
+        self._ahead: dict[int, bytes] = {}  # blocks of the last finished background fetch
+        self._inflight: Future[dict[int, bytes]] | None = None
+        self._inflight_blocks = range(0)
+        self._pid = os.getpid()
+        self._generation = self._cache.generation
         self.fetch_calls = 0
+        self.background_fetches = 0
 
     # -- io ------------------------------------------------------------------------------------
     def readable(self) -> bool:
@@ -317,9 +363,10 @@ class BlockReader(io.RawIOBase):
         if count <= 0:
             return
         end = start + count
-        self._note_access(start, end)
         bs = self.block_size
         first, last = start // bs, (end - 1) // bs
+        self._sync_generation()
+        self._note_access(start, end, first, last)
         number = first
         while number <= last:
             group_end = min(last, number + self._max_window - 1)
@@ -327,6 +374,8 @@ class BlockReader(io.RawIOBase):
             if group_end == last and self._window:
                 ahead = range(last + 1, min(self._nblocks, last + 1 + self._window))
             blocks = self._blocks(range(number, group_end + 1), ahead)
+            if group_end == last:
+                self._schedule_readahead(last)  # overlaps the copy below and the caller's work
             for n in range(number, group_end + 1):
                 lo = max(start, n * bs) - n * bs
                 hi = min(end, (n + 1) * bs) - n * bs
@@ -341,54 +390,130 @@ class BlockReader(io.RawIOBase):
         """Load every missing block covering the byte ranges ``[(start, end), ...]`` at once.
 
         One ``fetch`` call for all of them (one ``$in`` query on GridFS). Returns how many
-        blocks were fetched.
+        blocks were fetched. Consecutive calls over consecutive ranges (a sequential pass in
+        batches) count as sequential access and start read-ahead past the last range.
         """
         self._check_open()
         numbers: set[int] = set()
+        lo, hi = self.size, 0
         for start, end in ranges:
             start, end = max(0, int(start)), min(self.size, int(end))
             if end > start:
                 numbers.update(range(start // self.block_size, (end - 1) // self.block_size + 1))
-        missing = [n for n in sorted(numbers) if (self.key, n) not in self._cache]
+                lo, hi = min(lo, start), max(hi, end)
+        if not numbers:
+            return 0
+        self._sync_generation()
+        last = (hi - 1) // self.block_size
+        self._note_access(lo, hi, lo // self.block_size, last)
+        needed = sorted(numbers)
+        if self._inflight is not None and any(n in self._inflight_blocks for n in needed):
+            self._collect()
+        missing = [n for n in needed if not self._present(n)]
         if missing:
             self._local = self._fetch_checked(missing)
+        self._schedule_readahead(last)
         return len(missing)
 
     # -- blocks --------------------------------------------------------------------------------
-    def _note_access(self, start: int, end: int) -> None:
-        sequential = self._last_end >= 0 and self._last_end <= start <= self._last_end + (
-            self.block_size
+    def _note_access(self, start: int, end: int, first: int, last: int) -> None:
+        """Track sequential access: grow the read-ahead window, or reset it on a random miss.
+
+        A read that is not sequential but finds all its blocks present (an HDF5 metadata
+        lookup, a re-read inside the last batch) leaves the sequential stream alone.
+        """
+        sequential = (
+            self._last_start <= start <= self._last_end + self.block_size
+            and end > self._last_end >= 0
         )
         if sequential and self._readahead:
-            self._window = min(self._max_window, max(1, self._window * 2))
+            cap = max(1, min(self._max_window, self._cache.max_bytes // (4 * self.block_size)))
+            self._window = min(cap, max(1, self._window * 2))
+        elif not sequential and all(self._present(n) for n in range(first, last + 1)):
+            return
         else:
             self._window = 0
-        self._last_end = end
+            self._ahead_end = 0
+        self._last_start, self._last_end = start, end
+
+    def _sync_generation(self) -> None:
+        if self._generation != self._cache.generation:  # the cache was cleared: so are we
+            self._generation = self._cache.generation
+            self._local, self._ahead = {}, {}
+
+    def _present(self, n: int) -> bool:
+        return n in self._local or n in self._ahead or (self.key, n) in self._cache
+
+    def _lookup(self, n: int) -> bytes | None:
+        data = self._local.get(n)
+        if data is None:
+            data = self._ahead.get(n)
+        if data is None:
+            data = self._cache.get((self.key, n))
+        return data
 
     def _blocks(self, needed: range, ahead: range) -> dict[int, bytes]:
-        """The ``needed`` blocks: from this reader's last fetch, the cache, or one fetch.
+        """The ``needed`` blocks: from the last fetches, the cache, the fetch in flight, or one
+        fetch now.
 
-        Read-ahead happens only on a miss: the missing blocks of ``ahead`` join the fetch of
-        the missing needed ones, so a sequential pass costs one fetch per window.
+        Read-ahead joins a miss: the missing blocks of ``ahead`` (not already in flight) join
+        the fetch of the missing needed ones, so a sequential pass costs one fetch per window
+        even without the background thread.
         """
         found: dict[int, bytes] = {}
         missing: list[int] = []
         for n in needed:
-            data = self._local.get(n)
-            if data is None:
-                data = self._cache.get((self.key, n))
+            data = self._lookup(n)
             if data is None:
                 missing.append(n)
             else:
                 found[n] = data
+        if self._inflight is not None and any(n in self._inflight_blocks for n in missing):
+            self._collect()
+            for n in missing:
+                if (data := self._lookup(n)) is not None:
+                    found[n] = data
+            missing = [n for n in missing if n not in found]
         if missing:
-            missing.extend(
-                n for n in ahead if n not in self._local and (self.key, n) not in self._cache
-            )
-            fetched = self._fetch_checked(missing)
+            extra = [n for n in ahead if not self._present(n) and n not in self._inflight_blocks]
+            fetched = self._fetch_checked(missing + extra)
             self._local = fetched
             found.update(fetched)
+            if extra:
+                self._ahead_end = max(self._ahead_end, extra[-1] + 1)
         return found
+
+    def _schedule_readahead(self, last: int) -> None:
+        """Keep one window of blocks past ``last`` in flight on the read-ahead thread."""
+        if not (self._background and self._window and self._cache.max_bytes):
+            return
+        if self._pid != os.getpid():  # forked: the parent's fetch never lands here
+            self._inflight, self._inflight_blocks, self._pid = None, range(0), os.getpid()
+        if self._inflight is not None:
+            if not self._inflight.done():
+                return
+            self._collect()
+        start = max(self._ahead_end, last + 1)
+        if start - (last + 1) >= self._window:
+            return  # a whole window past `last` is already loaded
+        stop = min(self._nblocks, start + self._window)
+        numbers = [n for n in range(start, stop) if not self._present(n)]
+        self._ahead_end = stop
+        if numbers:
+            self._inflight_blocks = range(numbers[0], numbers[-1] + 1)
+            self._inflight = _readahead_executor().submit(self._fetch_checked, numbers)
+            self.background_fetches += 1
+
+    def _collect(self) -> None:
+        """Wait for the fetch in flight; keep its blocks (a failure is retried in the caller's
+        thread, which raises it properly)."""
+        future, self._inflight, self._inflight_blocks = self._inflight, None, range(0)
+        if future is None or self._pid != os.getpid():
+            return
+        try:
+            self._ahead = future.result()
+        except Exception:  # the blocks are fetched again in the caller, which raises
+            self._ahead = {}
 
     def _fetch_checked(self, numbers: list[int]) -> dict[int, bytes]:
         self.fetch_calls += 1
@@ -414,7 +539,8 @@ class BlockReader(io.RawIOBase):
             raise ValueError(f"I/O operation on closed reader {self.name}")
 
     def close(self) -> None:
-        self._local = {}
+        self._local, self._ahead = {}, {}
+        self._inflight, self._inflight_blocks = None, range(0)  # a fetch in flight just lands
         super().close()
 
     def __repr__(self) -> str:
@@ -425,6 +551,7 @@ __all__ = [
     "CACHE_BYTES_ENV",
     "DEFAULT_CACHE_BYTES",
     "DEFAULT_READAHEAD_BYTES",
+    "READAHEAD_THREADS",
     "BlockCache",
     "BlockReader",
     "Fetch",

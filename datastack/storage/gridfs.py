@@ -125,6 +125,9 @@ class GridFSStorageConnector(StorageConnector):
         Chunk bytes sent per ``insert_many`` while uploading.
     readahead_bytes:
         Largest read-ahead window of readers once access turns sequential.
+    background_readahead:
+        Fetch the next read-ahead window on a background thread (pymongo only) while the
+        caller consumes the current one; see docs/performance.md.
 
     Example
     -------
@@ -144,6 +147,7 @@ class GridFSStorageConnector(StorageConnector):
         timeout_ms: int | None = None,
         write_batch_bytes: int = DEFAULT_WRITE_BATCH_BYTES,
         readahead_bytes: int = DEFAULT_READAHEAD_BYTES,
+        background_readahead: bool = True,
     ) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}", bucket or ""):
             raise ConfigurationError(f"GridFS bucket {bucket!r} must match [A-Za-z0-9._-]{{1,64}}")
@@ -158,6 +162,7 @@ class GridFSStorageConnector(StorageConnector):
         self.timeout_ms = timeout_ms
         self.write_batch_bytes = int(write_batch_bytes)
         self.readahead_bytes = int(readahead_bytes)
+        self.background_readahead = bool(background_readahead)
         self._fixed_db: Any = None
         self._secret_uri = ""
         if uri is None and database is not None and not isinstance(database, str):
@@ -273,6 +278,7 @@ class GridFSStorageConnector(StorageConnector):
             fetch,
             cache=default_cache(),
             readahead_bytes=self.readahead_bytes,
+            background=self.background_readahead,
             name=f"{identifier!r} (GridFS file {file_id}) in {self._display}",
         )
 
@@ -283,9 +289,10 @@ class GridFSStorageConnector(StorageConnector):
         if not numbers:
             return {}
         first, last = numbers[0], numbers[-1]
-        if last - first + 1 == len(numbers):
-            selector: dict[str, Any] = {"$gte": first, "$lt": last + 1}
-        else:
+        selector: Any = first  # one block: an equality match is the cheapest query
+        if len(numbers) > 1 and last - first + 1 == len(numbers):
+            selector = {"$gte": first, "$lt": last + 1}
+        elif len(numbers) > 1:
             selector = {"$in": list(numbers)}
         with self._errors(f"reading {identifier!r}"):
             cursor = self.chunks.find(
@@ -350,26 +357,42 @@ class GridFSStorageConnector(StorageConnector):
             self._delete_files([doc["_id"] for doc in older])
 
     def _upload_chunks(self, file_id: Any, reader: HashingReader) -> None:
+        """Send the chunks in ``write_batch_bytes`` batches, one ``insert_many`` in flight on a
+        helper thread while the next batch is read and hashed here (so at most two batches are
+        in memory). A failed insert is raised here; the caller aborts the upload."""
+        from concurrent.futures import Future, ThreadPoolExecutor
+
         chunks, files = self.chunks, self.files
         batch: list[dict[str, Any]] = []
         batch_bytes = 0
         number = 0
         beat = time.monotonic()
-        while True:
-            data = _read_exactly(reader, self.chunk_size)
-            if data:
-                batch.append({"files_id": file_id, "n": number, "data": data})
-                batch_bytes += len(data)
-                number += 1
-            last = len(data) < self.chunk_size
-            if batch and (last or batch_bytes >= self.write_batch_bytes):
-                chunks.insert_many(batch, ordered=True)
-                batch, batch_bytes = [], 0
-                if time.monotonic() - beat > HEARTBEAT_SECONDS:
-                    files.update_one({"_id": file_id}, {"$set": {"uploadDate": _utcnow()}})
-                    beat = time.monotonic()
-            if last:
-                return
+        with ThreadPoolExecutor(1, "datastack-upload") as sender:
+            pending: Future[Any] | None = None
+            try:
+                while True:
+                    data = _read_exactly(reader, self.chunk_size)
+                    if data:
+                        batch.append({"files_id": file_id, "n": number, "data": data})
+                        batch_bytes += len(data)
+                        number += 1
+                    last = len(data) < self.chunk_size
+                    if batch and (last or batch_bytes >= self.write_batch_bytes):
+                        if pending is not None:
+                            pending.result()
+                        pending = sender.submit(chunks.insert_many, batch, ordered=True)
+                        batch, batch_bytes = [], 0
+                        if time.monotonic() - beat > HEARTBEAT_SECONDS:
+                            files.update_one({"_id": file_id}, {"$set": {"uploadDate": _utcnow()}})
+                            beat = time.monotonic()
+                    if last:
+                        break
+                if pending is not None:
+                    pending.result()
+            except BaseException:
+                if pending is not None:  # let it land before the caller deletes the chunks
+                    pending.cancel() or pending.exception()
+                raise
 
     def _publish(
         self, identifier: str, file_id: Any, temp_name: str, reader: HashingReader
@@ -494,6 +517,7 @@ class GridFSStorageConnector(StorageConnector):
             "timeout_ms": self.timeout_ms,
             "write_batch_bytes": self.write_batch_bytes,
             "readahead_bytes": self.readahead_bytes,
+            "background_readahead": self.background_readahead,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -1,0 +1,181 @@
+"""Background read-ahead of BlockReader: overlap, bounds, failures, and a real GridFS pass."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pytest
+
+from datastack.errors import StorageError
+from datastack.storage.cache import BlockCache, BlockReader
+
+BLOCK = 100
+
+
+class ThreadFetch:
+    """Serves blocks, records (thread name, numbers) per call; read-ahead calls can be held."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.calls: list[tuple[str, list[int]]] = []
+        self.release = threading.Event()
+        self.release.set()
+        self.fail_background = 0
+        self.held: set[int] | None = None  # hold only read-ahead calls asking for these
+        self.lock = threading.Lock()
+
+    def __call__(self, numbers: Sequence[int]) -> Mapping[int, bytes]:
+        name = threading.current_thread().name
+        with self.lock:
+            self.calls.append((name, list(numbers)))
+        if name.startswith("datastack-readahead"):
+            if self.held is None or self.held.intersection(numbers):
+                assert self.release.wait(10), "read-ahead fetch held too long"
+            if self.fail_background:
+                self.fail_background -= 1
+                raise ConnectionError("server went away")
+        return {n: self.data[n * BLOCK : (n + 1) * BLOCK] for n in numbers}
+
+    def blocks(self, background: bool | None = None) -> list[int]:
+        return [
+            n
+            for name, numbers in self.calls
+            if background is None or name.startswith("datastack-readahead") == background
+            for n in numbers
+        ]
+
+
+def make(
+    size: int = 20_000, cache_bytes: int = 1 << 20, readahead: int = 1_600
+) -> tuple[bytes, ThreadFetch, BlockReader, BlockCache]:
+    data = os.urandom(size)
+    fetch = ThreadFetch(data)
+    cache = BlockCache(cache_bytes)
+    reader = BlockReader(
+        "f", size, BLOCK, fetch, cache=cache, readahead_bytes=readahead, background=True
+    )
+    return data, fetch, reader, cache
+
+
+def test_sequential_pass_reads_ahead_on_the_background_thread_once_per_block() -> None:
+    data, fetch, reader, _ = make()
+    assert b"".join(iter(lambda: reader.read(70), b"")) == data
+    assert sorted(fetch.blocks()) == list(range(200))  # every block exactly once
+    assert len(fetch.blocks(background=True)) > 150  # most of the pass came from read-ahead
+    assert reader.background_fetches >= 10
+
+
+def test_caller_consumes_the_current_window_while_the_next_is_in_flight() -> None:
+    data, fetch, reader, _ = make()
+    fetch.release.clear()  # read-ahead fetches block until released
+    # block 0, then blocks 1-2 (window 1 joins the miss), then block 2 from memory while
+    # blocks 3-4 are fetched on the read-ahead thread: the caller does not wait for them
+    out = [reader.read(100) for _ in range(3)]
+    in_flight = reader._inflight
+    assert in_flight is not None and not in_flight.done()
+    assert b"".join(out) == data[:300]
+    fetch.release.set()
+    assert b"".join(iter(lambda: reader.read(100), b"")) == data[300:]
+    assert sorted(fetch.blocks()) == list(range(200))
+
+
+def test_random_access_never_reads_ahead() -> None:
+    _, fetch, reader, _ = make()
+    for pos in np.random.default_rng(0).permutation(200)[:50].tolist():
+        reader.seek(pos * BLOCK + 7)
+        reader.read(10)
+    assert fetch.blocks(background=True) == [] and reader.background_fetches == 0
+
+
+def test_window_is_capped_by_a_quarter_of_the_cache_and_off_without_cache() -> None:
+    data, fetch, reader, _ = make(cache_bytes=800, readahead=1_600)
+    assert b"".join(iter(lambda: reader.read(50), b"")) == data
+    assert max(len(c) for _, c in fetch.calls) <= 2  # 800 / 4 / 100 blocks, not 16
+    data, fetch, reader, _ = make(cache_bytes=0)
+    assert b"".join(iter(lambda: reader.read(50), b"")) == data
+    assert fetch.blocks(background=True) == []
+
+
+def test_failed_read_ahead_is_retried_in_the_callers_thread() -> None:
+    data, fetch, reader, _ = make()
+    fetch.fail_background = 3
+    assert b"".join(iter(lambda: reader.read(100), b"")) == data
+
+
+def test_read_ahead_errors_surface_as_storage_errors_from_the_caller() -> None:
+    def short(numbers: Sequence[int]) -> Mapping[int, bytes]:
+        return {n: b"x" * (BLOCK if n < 10 else 5) for n in numbers}
+
+    reader = BlockReader(
+        "s",
+        5_000,
+        BLOCK,
+        short,
+        cache=BlockCache(1 << 20),
+        readahead_bytes=800,
+        background=True,
+        name="x/short",
+    )
+    with pytest.raises(StorageError, match=r"block 1\d of x/short is 5 bytes"):
+        while reader.read(100):
+            pass
+
+
+def test_batches_over_consecutive_ranges_read_ahead_and_never_fetch_twice() -> None:
+    data, fetch, reader, _ = make()
+    for lo in range(0, 20_000, 700):  # batches whose ranges touch the previous one's end
+        ranges = [(s, min(s + 90, 20_000)) for s in range(max(0, lo - 50), lo + 700, 90)]
+        reader.prefetch(ranges)
+        for s, e in ranges:
+            reader.seek(s)
+            assert reader.read(e - s) == data[s:e]
+    assert sorted(fetch.blocks()) == list(range(200))
+    assert len(fetch.blocks(background=True)) > 100
+
+
+def test_cached_side_reads_do_not_break_the_sequential_stream() -> None:
+    data, fetch, reader, _ = make()
+    reader.read(50)  # block 0: the "metadata" block, now cached
+    for _ in range(40):
+        here = reader.tell()
+        reader.seek(10)
+        assert reader.read(20) == data[10:30]  # a cached lookup elsewhere
+        reader.seek(here)
+        assert reader.read(100) == data[here : here + 100]
+    assert reader._window > 1 and fetch.blocks(background=True)
+
+
+def test_clearing_the_cache_drops_the_readers_own_blocks_too() -> None:
+    data, fetch, reader, cache = make()
+    reader.read(300)
+    calls = len(fetch.calls)
+    cache.clear()
+    reader.seek(0)
+    assert reader.read(300) == data[:300]
+    assert len(fetch.calls) > calls
+
+
+def test_a_forked_reader_forgets_the_parents_fetch_in_flight() -> None:
+    data, fetch, reader, _ = make()
+    fetch.release.clear()
+    fetch.held = {3}  # the fetch in flight after three reads (blocks 3-4) never lands
+    for _ in range(3):
+        reader.read(100)
+    assert reader._inflight is not None
+    reader._pid = -1  # what a forked child sees: the fetch in flight belongs to another process
+    assert b"".join(iter(lambda: reader.read(100), b"")) == data[300:]  # does not wait
+    fetch.release.set()
+
+
+def test_background_pass_over_gridfs_matches_the_bytes(mongo_uri: str) -> None:
+    from datastack.storage.gridfs import GridFSStorageConnector
+
+    store = GridFSStorageConnector(mongo_uri, chunk_size=16 * 1024, readahead_bytes=128 * 1024)
+    payload = os.urandom(3 * 1024 * 1024 + 123)
+    store.set_resource("ra/data.bin", payload)
+    with store.get_resource("ra/data.bin") as res:
+        assert b"".join(res.iter_chunks(10_000)) == payload
+        assert res.stream.background_fetches > 5  # type: ignore[attr-defined]
