@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from datastack._fs import fsync_dir
 from datastack._uri import StorageLocation
 from datastack.catalog.base import Catalog
 from datastack.catalog.lease import LeaseState
@@ -37,13 +38,6 @@ _VERSION_FILE = re.compile(r"v([1-9][0-9]*)\.json\Z")
 LEASE_FILE = "LEASE.json"
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 class FileCatalog(Catalog):
@@ -121,7 +115,7 @@ class FileCatalog(Catalog):
                 os.unlink(tmp)
             raise CatalogError(f"cannot write catalog file {path}: {exc}; nothing changed") from exc
         if self.fsync:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
 
     @staticmethod
     def _read_json(path: Path) -> dict[str, Any] | None:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from datastack._fs import fsync_dir
 from datastack._uri import StorageLocation
 from datastack.errors import ConfigurationError, InvalidIdentifierError, StorageError
 from datastack.resources import DEFAULT_CHUNK_SIZE, StreamedResource
@@ -42,17 +43,6 @@ def is_temporary_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
-        pass
-    finally:
-        os.close(fd)
 
 
 RESOURCES_DIR = "resources"
@@ -155,7 +145,7 @@ class FileStorageConnector(StorageConnector):
                 os.unlink(tmp)
             raise
         if self.fsync:
-            _fsync_dir(folder)
+            fsync_dir(folder)
 
     def _disk(self, identifier: str, func: Any, *args: Any) -> Any:
         """Call a file operation; an OSError (disk full, quota...) becomes a StorageError."""
