@@ -150,3 +150,16 @@ __all__ = [
     "mongo_errors",
     "scrub",
 ]
+
+
+def durable(collection: Any) -> Any:
+    """``collection`` with a journaled majority write concern (where the driver supports it)."""
+    from pymongo.write_concern import WriteConcern
+
+    with_options = getattr(collection, "with_options", None)
+    if with_options is None:  # pragma: no cover - test doubles
+        return collection
+    try:
+        return with_options(write_concern=WriteConcern(w="majority", j=True))
+    except (TypeError, NotImplementedError):  # pragma: no cover - mongomock variants
+        return collection

@@ -150,12 +150,15 @@ def run_isolated(func: Any, *args: Any, what: str) -> Any:
     HDF5 (through h5py) can crash the whole process on hostile files or when the disk fills up
     mid-write (measured: a segfault while closing a half-written file); in a child, such a crash
     becomes a :class:`StorageError` and the caller cleans up. Set ``DATASTACK_ISOLATE=0`` to run
-    in-process (debugging), and on platforms without ``fork`` it always does.
+    in-process (debugging); it always does on platforms without ``fork`` and inside daemonic
+    processes (Dask workers), which may not start children.
     """
     import multiprocessing
 
-    if os.environ.get("DATASTACK_ISOLATE", "1") == "0" or "fork" not in (
-        multiprocessing.get_all_start_methods()
+    if (
+        os.environ.get("DATASTACK_ISOLATE", "1") == "0"
+        or "fork" not in multiprocessing.get_all_start_methods()
+        or multiprocessing.current_process().daemon  # e.g. a Dask worker: no children allowed
     ):
         return func(*args)
     ctx = multiprocessing.get_context("fork")

@@ -176,8 +176,11 @@ class MongoCatalog(Catalog):
     ) -> VersionRecord | None:
         from pymongo import ReturnDocument
 
+        from datastack._mongo import durable
+
         with self._errors(f"updating {name!r} v{version}"):
-            doc = self._records_coll().find_one_and_update(
+            # journaled: a published flip survives a server crash
+            doc = durable(self._records_coll()).find_one_and_update(
                 {
                     "name": {"$eq": name},
                     "version": {"$eq": version},

@@ -33,7 +33,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import IO, Any, cast
 
-from datastack._mongo import get_client, mongo_errors, scrub
+from datastack._mongo import durable, get_client, mongo_errors, scrub
 from datastack._uri import StorageLocation, parse_storage_uri, redact
 from datastack.errors import ConfigurationError, StorageError
 from datastack.resources import StreamedResource
@@ -407,7 +407,9 @@ class GridFSStorageConnector(StorageConnector):
             previous = _naive_utc(newest["uploadDate"])
             if previous >= upload_date:  # keep "newest uploadDate wins" strictly ordered
                 upload_date = previous + dt.timedelta(milliseconds=1)
-        result = self.files.update_one(
+        # Journaled, majority write: once the resource is visible it survives a server crash
+        # (the journal flush also covers the chunks written before it).
+        result = durable(self.files).update_one(
             {"_id": file_id, "filename": temp_name},
             {
                 "$set": {
@@ -526,3 +528,4 @@ class GridFSStorageConnector(StorageConnector):
 
 
 __all__ = ["DEFAULT_BUCKET", "DEFAULT_CHUNK_SIZE", "GridFSStorageConnector"]
+

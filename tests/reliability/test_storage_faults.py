@@ -61,10 +61,11 @@ def test_sigkill_mid_upload_keeps_old_content_and_sweep_removes_leftovers(
     store = connect(storage)
     store.set_resource(IDENT, old)
     marker, log = tmp_path / "cue", tmp_path / "child.log"
-    # 12 MB: past the first 8 MB insert_many batch of GridFS, so chunks are really written.
+    # Cue at 18 MB of 24: GridFS keeps one 8 MiB insert_many in flight while it reads the next
+    # batch, so past 16 MiB the first batch has certainly been written.
     proc = start_child(
-        {"mode": "upload", "storage": storage, "identifier": IDENT, "size": 12_000_000,
-         "seed": 2, "cue_bytes": 10_000_000, "marker": str(marker)},
+        {"mode": "upload", "storage": storage, "identifier": IDENT, "size": 24_000_000,
+         "seed": 2, "cue_bytes": 18_000_000, "marker": str(marker)},
         log,
     )
     wait_for_file(marker, proc, log)
