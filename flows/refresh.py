@@ -345,6 +345,10 @@ def run_refresh(
     # This call waits for its own run, so Prefect's crash-detection heartbeats (meant for runs
     # on workers) are off: their thread sleeps in 1 s steps and costs up to 1 s at exit.
     no_heartbeats = temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+    # Without PREFECT_API_URL, Prefect starts a temporary server in this process; its services
+    # log harmless CancelledError tracebacks while it shuts down. Keep only real errors.
+    if not os.environ.get("PREFECT_API_URL"):
+        os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
     with _env(STORAGE_ENV, uri), no_heartbeats:
         state = refresh_all_flow(
             spec_file,

@@ -379,7 +379,8 @@ def _refresh_one(
                 status, reason = "unchanged", "identical content already published"
             else:
                 status, version = "published", record.get("version")
-                reason = check["reason"] or ("forced" if force else "sources changed")
+                why = "forced" if force else (check["reason"] or "sources changed")
+                reason = f"published version {version}: {why}"
     except LockHeldError as exc:
         status, reason = "locked", redact(str(exc))
     except Exception as exc:
