@@ -44,6 +44,9 @@ FORMATS = ("csv", "npy", "npz", "hdf5", "idx")
 ROLES = ("samples", "targets")
 SCHEMES = ("http", "https", "file")
 SPLIT_SUM_TOLERANCE = 1e-6
+#: Storage compression of the canonical HDF5 file (key ``compression:``); ``none`` by default.
+COMPRESSIONS = ("none", "lzf", "gzip")
+DEFAULT_COMPRESSION = "none"
 _SPLIT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
 _DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
 _PREPROCESSOR_RE = re.compile(rf"{_DOTTED}:{_DOTTED}\Z")
@@ -51,7 +54,7 @@ _PREPROCESSOR_RE = re.compile(rf"{_DOTTED}:{_DOTTED}\Z")
 _TOP_KEYS = ("datasets",)
 _DATASET_KEYS = (
     "description", "sources", "format", "csv", "hdf5", "npz", "splits", "stratify", "seed",
-    "schedule", "preprocessor", "extra",
+    "schedule", "preprocessor", "extra", "compression",
 )
 _SOURCE_KEYS = ("url", "sha256", "md5", "role", "filename", "split", "member")
 _CSV_KEYS = ("header", "skip_rows", "target", "delimiter", "categorical", "missing", "encoding")
@@ -136,12 +139,15 @@ class DatasetSpec:
     preprocessor: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     origin: str = "<string>"
+    compression: str = DEFAULT_COMPRESSION
 
     def fingerprint(self) -> str:
         """Stable sha256 over everything that shapes the prepared data.
 
         URLs, ``description``, ``schedule`` and ``origin`` are left out: moving a file or a mirror
         with the same checksum, or changing the cron, does not make the data different.
+        ``compression`` counts only when it is not the default, so specs written before the key
+        existed keep their fingerprint.
 
         >>> a = load_spec("datasets: {x: {sources: [{url: 'https://a/x.csv', md5: " + repr("0" * 32)
         ...               + "}], format: csv}}")["x"]
@@ -151,6 +157,8 @@ class DatasetSpec:
         payload = asdict(self)
         for key in ("description", "schedule", "origin"):
             payload.pop(key)
+        if self.compression == DEFAULT_COMPRESSION:
+            payload.pop("compression")
         for source in payload["sources"]:
             source.pop("url")
         if self.format != "csv":
@@ -504,6 +512,14 @@ def _dataset(name: Any, raw: Any, origin: str, base_dir: Path | None) -> Dataset
         except ValueError as exc:
             raise ctx.fail("schedule", f"invalid cron expression {schedule!r}: {exc}") from None
     extra = dict(_mapping(ctx, raw.get("extra", {}), "extra"))
+    compression = raw.get("compression", DEFAULT_COMPRESSION)
+    if not isinstance(compression, str) or compression not in COMPRESSIONS:
+        shown = "null" if compression is None else repr(compression)
+        raise ctx.fail(
+            "compression",
+            f"expected one of {', '.join(COMPRESSIONS)}, got {shown}; 'none' (the default) "
+            "reads fastest, 'lzf' or 'gzip' make the stored file smaller",
+        )
     description = raw.get("description", "")
     return DatasetSpec(
         name=name,
@@ -520,6 +536,7 @@ def _dataset(name: Any, raw: Any, origin: str, base_dir: Path | None) -> Dataset
         preprocessor=preprocessor,
         extra=extra,
         origin=origin,
+        compression=compression,
     )
 
 
@@ -583,6 +600,8 @@ def load_spec(path_or_text: str | os.PathLike[str]) -> dict[str, DatasetSpec]:
 
 
 __all__ = [
+    "COMPRESSIONS",
+    "DEFAULT_COMPRESSION",
     "FORMATS",
     "ArrayNames",
     "CsvOptions",

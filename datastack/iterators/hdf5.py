@@ -5,11 +5,20 @@ holding ``samples`` (N, ...) and ``targets`` (N, ...) chunked along axis 0. The 
 on the :class:`~datastack.resources.StreamedResource` (no copy to disk, no full read) on first
 access in the current process; labels are read eagerly (they are small), samples on demand.
 
-Batch reads (:meth:`HDF5DatasetIterator.get_batch`) sort and dedupe the indices, group them by
-HDF5 chunk, and *before* reading hand the byte ranges of every chunk needed to
-``resource.prefetch`` (the chunk index is read once per dataset with ``chunk_iter``), so a
-GridFS-backed file fetches all missing blocks in one round trip; then one slice read per chunk,
-and the rows are put back in the requested order.
+A local file is opened with HDF5's own driver on the stream's file descriptor
+(``/proc/self/fd/<n>``: the same inode, no Python call per chunk read); any other stream
+(GridFS, bytes) goes through h5py's file-object driver.
+
+Batch reads (:meth:`HDF5DatasetIterator.get_batch`) take the cheapest path that keeps the
+requested order and duplicates: a sorted contiguous run ``lo..hi-1`` is one ``dset[lo:hi]``
+read; sorted unique indices are read one slice per run of adjacent chunks with no reordering;
+anything else is sorted and deduped first, then put back in the requested order. When the
+stream takes hints (GridFS), the byte ranges of every chunk needed go to ``resource.prefetch``
+*before* reading (the chunk index is read once per dataset with ``chunk_iter``), so all missing
+blocks come in one round trip; for a local file no ranges are computed. On such a stream a
+contiguous run of *unfiltered* rows (the default canonical layout) is then read as plain bytes,
+one ``readinto`` per run of chunks adjacent in the file, instead of one h5py call and one
+Python read per chunk; compressed data always goes through h5py.
 
 >>> import tempfile, os, numpy as np, h5py
 >>> from datastack.resources import StreamedResource
@@ -54,6 +63,7 @@ class _Column:
     chunked: bool
     chunk_ranges: dict[int, list[tuple[int, int]]] | None = None  # row-chunk -> byte ranges
     offset: int | None = None  # contiguous data: file offset of row 0
+    raw_starts: NDArray[np.int64] | None = None  # file offset of each raw row group (-1: not)
 
     def ranges_for(self, groups: NDArray[np.int64]) -> list[tuple[int, int]]:
         """Byte ranges in the file holding the given row groups (chunks)."""
@@ -68,6 +78,58 @@ class _Column:
             return []
         step = self.rows_per_group * self.row_bytes
         return [(self.offset + g * step, self.offset + (g + 1) * step) for g in groups.tolist()]
+
+    def raw_segments(self, lo: int, hi: int) -> list[tuple[int, int, int]] | None:
+        """``[(first_row, end_row, file_offset), ...]`` covering rows ``lo..hi-1`` when they are
+        stored raw (no filter, native byte order): each segment is one plain byte range of
+        the file. ``None`` when the rows must go through h5py (compressed data...).
+
+        True of the default canonical layout (uncompressed chunks, mostly written one after
+        the other) and of contiguous datasets; the per-chunk offsets come from the chunk
+        index, read once.
+        """
+        starts = self._raw_starts()
+        if starts is None:
+            return None
+        rows, step = self.rows_per_group, self.rows_per_group * self.row_bytes
+        g0, g1 = lo // rows, (hi - 1) // rows
+        span = starts[g0 : g1 + 1]
+        if bool((span < 0).any()):
+            return None
+        breaks = (np.flatnonzero(span[1:] != span[:-1] + step) + 1).tolist()
+        out: list[tuple[int, int, int]] = []
+        row = lo
+        for b in [*breaks, g1 - g0 + 1]:
+            end = min(hi, (g0 + b) * rows)
+            out.append((row, end, int(starts[row // rows]) + (row % rows) * self.row_bytes))
+            row = end
+        return out
+
+    def _raw_starts(self) -> NDArray[np.int64] | None:
+        if self.raw_starts is None:
+            self.raw_starts = self._find_raw_starts()
+        return None if self.raw_starts.size == 0 else self.raw_starts
+
+    def _find_raw_starts(self) -> NDArray[np.int64]:
+        """File offset of each row group (-1: not stored raw); empty when nothing is raw."""
+        dset, none = self.dset, np.zeros(0, dtype=np.int64)
+        if dset.dtype.kind not in "biufc" or not dset.dtype.isnative or self.row_bytes == 0:
+            return none
+        if dset.id.get_create_plist().get_nfilters():
+            return none
+        step = self.rows_per_group * self.row_bytes
+        groups = -(-int(dset.shape[0]) // self.rows_per_group)
+        if not self.chunked:
+            if self.offset is None:
+                return none
+            return self.offset + step * np.arange(groups, dtype=np.int64)
+        if self.chunk_ranges is None:
+            self.chunk_ranges = _chunk_index(self.dset)
+        starts = np.full(groups, -1, dtype=np.int64)
+        for g, ranges in self.chunk_ranges.items():
+            if len(ranges) == 1 and ranges[0][1] - ranges[0][0] == step and 0 <= g < groups:
+                starts[g] = ranges[0][0]
+        return starts
 
     def groups_between(self, lo: int, hi: int) -> NDArray[np.int64]:
         """The row groups (chunks) holding rows ``lo..hi-1``."""
@@ -130,9 +192,11 @@ def _h5_file(h5py: Any, resource: StreamedResource) -> Any:
     local = _local_fd_path(resource)
     if local is not None:
         try:
-            return h5py.File(local, "r", rdcc_nbytes=RDCC_NBYTES, locking=False)
+            # Default locking: HDF5 shares one handle per inode in a process and refuses a
+            # second open with other locking flags, so a user's plain h5py.File must match.
+            return h5py.File(local, "r", rdcc_nbytes=RDCC_NBYTES)
         except OSError:
-            pass  # e.g. a procfs quirk: the file-object driver reads the same bytes
+            pass  # locked by a writer, a procfs quirk...: the file-object driver still reads
     return h5py.File(resource, "r", rdcc_nbytes=RDCC_NBYTES)
 
 
@@ -298,7 +362,9 @@ class HDF5DatasetIterator(ProcessLocalIterator[_Opened]):
         """Rows ``lo..hi-1``: one slice read per column (the sequential fast path)."""
         if st.can_prefetch:
             self._prefetch(st, lambda column: column.groups_between(lo, hi))
-        samples = st.samples.dset[lo:hi]
+            samples = _read_raw_rows(st.resource, st.samples, lo, hi)
+        else:  # a local file: HDF5's own driver is as fast as it gets
+            samples = st.samples.dset[lo:hi]
         if st.targets is None:
             return (samples,)
         if st.target_values is not None:
@@ -351,6 +417,30 @@ class HDF5DatasetIterator(ProcessLocalIterator[_Opened]):
 
     def __repr__(self) -> str:
         return f"<HDF5DatasetIterator {self._where()}>"
+
+
+def _read_raw_rows(resource: StreamedResource, column: _Column, lo: int, hi: int) -> Any:
+    """Rows ``lo..hi-1`` read straight from the stream when they are stored raw: one read per
+    run of adjacent chunks instead of one HDF5 call and one Python read per chunk. Otherwise
+    (compressed data) through h5py."""
+    segments = column.raw_segments(lo, hi)
+    if segments is None:
+        return column.dset[lo:hi]
+    out = np.empty((hi - lo, *column.dset.shape[1:]), dtype=column.dset.dtype)
+    view = out.data.cast("B")
+    for first, end, offset in segments:
+        part = view[(first - lo) * column.row_bytes : (end - lo) * column.row_bytes]
+        resource.seek(offset)
+        done = 0
+        while done < len(part):
+            got = resource.readinto(part[done:])
+            if not got:
+                raise FormatError(
+                    f"{resource.identifier}: the file ends inside rows {first}..{end - 1}; it "
+                    "is truncated, re-run the preprocessing"
+                )
+            done += got
+    return out
 
 
 def _distinct(sorted_values: NDArray[np.int64]) -> NDArray[np.int64]:

@@ -30,7 +30,12 @@ from datastack.preprocessing.csvfmt import CsvParser
 from datastack.preprocessing.hdf5fmt import hdf5_pools
 from datastack.preprocessing.inputs import RawInput, prepare_inputs
 from datastack.preprocessing.splits import split_indices
-from datastack.preprocessing.writer import CanonicalWriter, PreparedData, read_prepared
+from datastack.preprocessing.writer import (
+    CanonicalWriter,
+    PreparedData,
+    default_compression,
+    read_prepared,
+)
 from datastack.resources import StreamedResource
 from datastack.specs import DatasetSpec, SourceSpec
 
@@ -105,7 +110,8 @@ def preprocess(
 
 def _run_custom(spec: DatasetSpec, sources: Sources, out: Path) -> PreparedData:
     preprocessor = load_preprocessor(spec.preprocessor or "", spec.name)
-    result = preprocessor(spec, sources, out)
+    with default_compression(spec.compression):  # its write_arrays calls follow the spec
+        result = preprocessor(spec, sources, out)
     if not isinstance(result, PreparedData):
         raise FormatError(
             f"{spec.name}: preprocessor {spec.preprocessor!r} returned {type(result).__name__}, "
@@ -148,7 +154,7 @@ def _convert(
             )
         else:
             raise SpecError(f"dataset {spec.name!r}: key 'format': unsupported {spec.format!r}")
-        with CanonicalWriter(out, spec.name) as writer:
+        with CanonicalWriter(out, spec.name, spec.compression) as writer:
             _write_splits(spec, pools, writer)
             return writer.prepared(features, target, encodings)
     finally:

@@ -66,3 +66,28 @@ def test_gridfs_batch_prefetches_in_one_round_trip(
     assert np.array_equal(samples, dataset["x"][idx])
     assert reader.fetch_calls - before == 1
     store.close()
+
+
+@pytest.mark.mongo
+def test_gridfs_contiguous_batch_still_prefetches(
+    mongo_uri: str, dataset: dict[str, Any], fresh_cache: None
+) -> None:
+    """The sequential fast path (one slice read) still loads its blocks in one fetch."""
+    from datastack.storage.cache import default_cache
+    from datastack.storage.gridfs import GridFSStorageConnector
+
+    store = GridFSStorageConnector(mongo_uri, chunk_size=4096, readahead_bytes=0)
+    store.set_resource("demo/data.h5", dataset["path"])
+    it = HDF5DatasetIterator(store.get_resource("demo/data.h5"), "train")
+    it.get_batch([0, 599])
+    state = it._state()
+    assert state.can_prefetch and state.file.driver == "fileobj"
+    reader = state.resource.stream
+    default_cache().clear()
+    reader._local = {}
+    before = reader.fetch_calls
+    samples, targets = it.get_batch(range(100, 300))
+    assert np.array_equal(samples, dataset["x"][100:300])
+    assert np.array_equal(targets, dataset["y"][100:300])
+    assert reader.fetch_calls - before == 1
+    store.close()

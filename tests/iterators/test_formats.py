@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import itertools
 import pickle
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from datastack.errors import ConfigurationError, FormatError, SplitNotFoundError
 from datastack.iterators import (
@@ -66,6 +69,167 @@ def test_hdf5_lazy_targets_and_unlabelled(tmp_path: Path) -> None:
     assert np.array_equal(lazy.get_batch([39, 2, 2])[1], y[[39, 2, 2]])
     raw = HDF5DatasetIterator(res, "raw")
     assert len(raw[0]) == 1 and len(raw.get_batch([1, 0])) == 1
+
+
+class _HintedBytes(io.BytesIO):
+    """An in-memory stream that takes prefetch hints, as GridFS readers do (records them)."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.hints: list[list[tuple[int, int]]] = []
+
+    def prefetch(self, ranges: list[tuple[int, int]]) -> None:
+        self.hints.append(list(ranges))
+
+
+def _resource(path: Path, how: str) -> StreamedResource:
+    """The file as a local path (HDF5's driver), plain bytes, or bytes that take hints."""
+    if how == "path":
+        return StreamedResource.from_path("d.h5", path)
+    data = path.read_bytes()
+    if how == "bytes":
+        return StreamedResource.from_bytes("d.h5", data)
+    return StreamedResource("d.h5", lambda: _HintedBytes(data), size=len(data))
+
+
+@pytest.fixture(scope="module")
+def batch_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, np.ndarray]:
+    """Groups: ``chunked`` (the default canonical layout), ``plain`` (contiguous), ``lzf``,
+    ``scattered`` (raw chunks out of order in the file)."""
+    from datastack.preprocessing.writer import CanonicalWriter
+
+    x, y = mnist_like(90)
+    path = tmp_path_factory.mktemp("batch") / "d.h5"
+    with pytest.MonkeyPatch.context() as mp, CanonicalWriter(path, "demo") as writer:
+        mp.setattr("datastack.preprocessing.writer.SAMPLE_CHUNK_BYTES", 7 * 48)  # 7-row chunks
+        writer.add_split("chunked", x, y)
+    write_h5(path.with_name("other.h5"), {"plain": (x, y)}, chunk_rows=None)
+    write_h5(path.with_name("lzf.h5"), {"lzf": (x, y)}, chunk_rows=7)
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        scattered = f.create_group("scattered")  # raw chunks allocated last-first
+        dset = scattered.create_dataset("samples", shape=x.shape, dtype=x.dtype, chunks=(7, 4, 3))
+        for lo in reversed(range(0, 90, 7)):
+            dset[lo : lo + 7] = x[lo : lo + 7]
+        scattered.create_dataset("targets", data=y)
+        for name in ("other.h5", "lzf.h5"):
+            with h5py.File(path.with_name(name), "r") as src:
+                for group in src:
+                    src.copy(src[group], f, group)
+    return path, x, y
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    kind=st.sampled_from(["run", "sorted", "any"]),
+    lo=st.integers(0, 89),
+    size=st.integers(1, 40),
+    picks=st.lists(st.integers(-90, 89), min_size=1, max_size=40),
+    group=st.sampled_from(["chunked", "plain", "lzf", "scattered"]),
+    how=st.sampled_from(["path", "bytes", "hinted"]),
+    eager=st.booleans(),
+)
+def test_hdf5_batch_paths_match_numpy(
+    batch_file: tuple[Path, np.ndarray, np.ndarray],
+    kind: str,
+    lo: int,
+    size: int,
+    picks: list[int],
+    group: str,
+    how: str,
+    eager: bool,
+) -> None:
+    """Contiguous runs, sorted unique indices and arbitrary ones (duplicates, negatives), over
+    every layout and every kind of stream (raw reads only happen on streams that take hints)."""
+    path, x, y = batch_file
+    if kind == "run":
+        idx = list(range(lo, min(lo + size, 90)))
+    elif kind == "sorted":
+        idx = sorted({p % 90 for p in picks})
+    else:
+        idx = picks
+    it = HDF5DatasetIterator(_resource(path, how), group, eager_targets=eager)
+    samples, targets = it.get_batch(idx)
+    assert np.array_equal(samples, x[idx]) and np.array_equal(targets, y[idx])
+    assert samples.dtype == x.dtype and targets.dtype == y.dtype
+    it.close()
+
+
+def test_hdf5_hinted_stream_reads_raw_rows_after_one_hint(
+    batch_file: tuple[Path, np.ndarray, np.ndarray],
+) -> None:
+    """On a stream that takes hints, a contiguous run is hinted, then read as plain bytes."""
+    path, x, _ = batch_file
+    it = HDF5DatasetIterator(_resource(path, "hinted"), "chunked")
+    assert len(it) == 90
+    state = it._state()
+    stream = state.resource.stream
+    assert state.can_prefetch and stream.hints == []
+    assert np.array_equal(it.get_batch(range(3, 80))[0], x[3:80])
+    assert len(stream.hints) == 1 and stream.hints[0]
+    assert state.samples.dset.chunks[0] == 7 and state.samples.dset.compression is None
+    segments = state.samples.raw_segments(3, 80)
+    assert segments is not None and segments[0][0] == 3 and segments[-1][1] == 80
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(segments))
+    scattered = HDF5DatasetIterator(_resource(path, "hinted"), "scattered")
+    assert np.array_equal(scattered.get_batch(range(3, 80))[0], x[3:80])
+    pieces = scattered._state().samples.raw_segments(3, 80)
+    assert pieces is not None and len(pieces) == 12  # one per chunk: none adjacent in order
+    scattered.close()
+    lzf = HDF5DatasetIterator(_resource(path, "hinted"), "lzf")
+    assert np.array_equal(lzf.get_batch(range(3, 80))[0], x[3:80])
+    assert lzf._state().samples.raw_segments(3, 80) is None  # compressed: through h5py
+    it.close()
+    lzf.close()
+
+
+def test_hdf5_local_file_coexists_with_plain_h5py(tmp_path: Path) -> None:
+    """HDF5 shares one handle per file in a process: opening the same file with plain h5py
+    before or after the iterator must work (same locking flags)."""
+    import h5py
+
+    x, y = mnist_like(20)
+    path = write_h5(tmp_path / "d.h5", {"train": (x, y)}, chunk_rows=8)
+    with h5py.File(path, "r") as before:
+        it = HDF5DatasetIterator(StreamedResource.from_path("d.h5", path), "train")
+        assert np.array_equal(it.get_batch(range(20))[0], before["train/samples"][()])
+        with h5py.File(path, "r") as after:
+            assert np.array_equal(after["train/targets"][()], it.get_targets())
+        it.close()
+
+
+def test_hdf5_contiguous_batch_owns_its_targets(
+    batch_file: tuple[Path, np.ndarray, np.ndarray],
+) -> None:
+    path, _, y = batch_file
+    it = HDF5DatasetIterator(StreamedResource.from_path("d.h5", path), "chunked")
+    _, targets = it.get_batch(range(10, 20))
+    targets[:] = -1  # must not write into the eagerly loaded labels
+    assert np.array_equal(it.get_batch(range(10, 20))[1], y[10:20])
+    it.close()
+
+
+def test_hdf5_local_file_uses_native_driver_on_the_same_inode(tmp_path: Path) -> None:
+    """A local file is read by HDF5's own driver (no Python call per chunk) and no chunk byte
+    ranges are computed for it; a file replaced after opening is still the old one."""
+    x, y = mnist_like(50)
+    path = write_h5(tmp_path / "d.h5", {"train": (x, y)}, chunk_rows=8)
+    it = HDF5DatasetIterator(StreamedResource.from_path("d.h5", path), "train")
+    assert len(it) == 50
+    state = it._state()
+    assert state.file.driver == "sec2" and not state.can_prefetch
+    write_h5(tmp_path / "new.h5", {"train": (x[:5] + 1, y[:5])}, chunk_rows=8)
+    (tmp_path / "new.h5").replace(path)  # a new version published over the path
+    assert np.array_equal(it.get_batch(range(50))[0], x)
+    assert np.array_equal(it.get_batch([40, 2, 2])[0], x[[40, 2, 2]])
+    assert state.samples.chunk_ranges is None  # no prefetch hook: no byte ranges built
+    it.close()
+    in_memory = HDF5DatasetIterator(StreamedResource.from_bytes("d.h5", path.read_bytes()))
+    in_memory.group = "train"
+    assert in_memory._state().file.driver == "fileobj"
+    assert np.array_equal(in_memory.get_batch([4, 3])[0], x[:5][[4, 3]] + 1)
+    in_memory.close()
 
 
 def test_hdf5_garbage_is_format_error() -> None:

@@ -161,6 +161,45 @@ def test_custom_preprocessor_by_import_path(tmp_path: Path) -> None:
     np.testing.assert_array_equal(out["targets"], [1, 8, 27])
 
 
+class ExplicitGzipPreprocessor:
+    """Passes compression explicitly: that wins over the spec's setting."""
+
+    def __call__(self, spec: DatasetSpec, sources: object, out_path: Path) -> PreparedData:
+        return write_arrays(
+            out_path, spec.name, {"train": (np.zeros((4, 3)), None)}, compression="gzip"
+        )
+
+
+@pytest.mark.parametrize(
+    ("reference", "compression", "expected"),
+    [
+        ("SquaresPreprocessor", None, None),
+        ("SquaresPreprocessor", "lzf", "lzf"),
+        ("ExplicitGzipPreprocessor", "lzf", "gzip"),
+    ],
+)
+def test_custom_preprocessor_follows_spec_compression(
+    tmp_path: Path, reference: str, compression: str | None, expected: str | None
+) -> None:
+    """write_arrays without compression= in a custom preprocessor uses the spec's key."""
+    import h5py
+
+    from datastack.preprocessing.writer import current_default_compression
+
+    (tmp_path / "n.txt").write_text("1\n2\n3\n")
+    fields = {} if compression is None else {"compression": compression}
+    spec = make_spec(
+        tmp_path,
+        ["n.txt"],
+        preprocessor=f"tests.preprocessing.test_builtin_and_custom:{reference}",
+        **fields,
+    )
+    preprocess(spec, resources(spec), tmp_path / "o.h5")
+    with h5py.File(tmp_path / "o.h5") as f:
+        assert f["train/samples"].compression == expected
+    assert current_default_compression() == "none"  # reset after the call
+
+
 def test_custom_preprocessor_errors(tmp_path: Path) -> None:
     (tmp_path / "n.txt").write_text("1\n")
     missing = make_spec(tmp_path, ["n.txt"], preprocessor="no_such_module_x:Thing")

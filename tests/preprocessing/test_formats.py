@@ -220,24 +220,50 @@ def test_hdf5_passthrough(tmp_path: Path) -> None:
         np.testing.assert_array_equal(out[split]["targets"], y[idx])
 
 
-def test_layout_chunks_compression_attrs(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("compression", "h5_filter", "opts"),
+    [(None, None, None), ("none", None, None), ("lzf", "lzf", None), ("gzip", "gzip", 4)],
+)
+def test_layout_chunks_compression_attrs(
+    tmp_path: Path, compression: str | None, h5_filter: str | None, opts: int | None
+) -> None:
+    """Default: uncompressed, ~32 KiB chunks along axis 0, no shuffle; the spec picks lzf/gzip."""
     x = RNG.integers(0, 255, (3000, 28, 28), dtype=np.uint8)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", np.arange(3000))
+    fields = {} if compression is None else {"compression": compression}
     spec = make_spec(
         tmp_path,
         [{"name": "x.npy", "role": "samples"}, {"name": "y.npy", "role": "targets"}],
         format="npy",
+        **fields,
     )
     run(spec, tmp_path / "o.h5")
     with h5py.File(tmp_path / "o.h5") as f:
         assert f.attrs["name"] == "ds" and f.attrs["datastack_format"] == 1
-        samples = f["train/samples"]
-        assert samples.chunks == (SAMPLE_CHUNK_BYTES // 784, 28, 28) == (41, 28, 28)
-        assert not samples.shuffle
-        assert samples.compression == "lzf"
+        for role in ("samples", "targets"):
+            dset = f[f"train/{role}"]
+            assert dset.compression == h5_filter and dset.compression_opts == opts
+            assert not dset.shuffle and dset.chunks is not None
+        assert f["train/samples"].chunks == (SAMPLE_CHUNK_BYTES // 784, 28, 28) == (41, 28, 28)
+        np.testing.assert_array_equal(f["train/samples"][()], x)
         assert f["train"].attrs["length"] == 3000
+    # HDF5 1.10 format (superblock v3): compact chunk index, one round trip per remote read
+    assert (tmp_path / "o.h5").read_bytes()[8] == 3
     assert not list(tmp_path.glob(".datastack-prep-*")), "work folder left behind"
+
+
+def test_writer_rejects_unknown_compression(tmp_path: Path) -> None:
+    from datastack.errors import ConfigurationError
+    from datastack.preprocessing.writer import CanonicalWriter, write_arrays
+
+    with pytest.raises(ConfigurationError, match=r"'zstd' is not supported; expected one of"):
+        write_arrays(
+            tmp_path / "o.h5", "ds", {"train": (np.zeros((2, 1)), None)}, compression="zstd"
+        )
+    assert not list(tmp_path.iterdir()), "nothing left behind"
+    with CanonicalWriter(tmp_path / "w.h5", "ds", compression=None) as writer:
+        assert writer.compression == "none"
 
 
 def test_split_rules() -> None:

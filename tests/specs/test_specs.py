@@ -378,6 +378,23 @@ def test_fingerprint_is_stable_and_meaningful() -> None:
     assert parse_spec(again, "other.yaml")["ds"].fingerprint() == base.fingerprint()
 
 
+def test_compression_key_validated_and_fingerprinted_only_when_set() -> None:
+    base = parse(splits={"train": 0.8, "test": 0.2})
+    assert base.compression == "none"
+    # Same value as before the key existed: a default spec keeps its published versions.
+    assert base.fingerprint() == (
+        "60f53f87e61c8d733714e80b333b36425cf136a01bb2334c2abc1b27f47a4161"
+    )
+    explicit = parse(splits={"train": 0.8, "test": 0.2}, compression="none")
+    assert explicit.fingerprint() == base.fingerprint()
+    lzf = parse(splits={"train": 0.8, "test": 0.2}, compression="lzf")
+    gzip = parse(splits={"train": 0.8, "test": 0.2}, compression="gzip")
+    assert lzf.compression == "lzf" and gzip.compression == "gzip"
+    assert len({base.fingerprint(), lzf.fingerprint(), gzip.fingerprint()}) == 3
+    for bad, shown in (("zstd", "'zstd'"), (None, "null"), (True, "True"), ("LZF", "'LZF'")):
+        rejects("compression", rf"expected one of none, lzf, gzip, got {shown}", compression=bad)
+
+
 def test_text_and_path_inputs(tmp_path: Path) -> None:
     text = (
         "datasets:\n  a:\n    format: csv\n"
