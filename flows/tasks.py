@@ -210,14 +210,21 @@ def acquire_lease_task(
     return int(token)
 
 
+# Network and storage steps: exponential backoff with jitter, never retrying permanent errors
+# (4xx, checksum, spec, format, held lease); side effects, so never cached.
+_RETRIED: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": _retry_transient,
+    "cache_policy": NO_CACHE,
+}
+
+
 @task(
     name="check-sources",
     task_run_name="check-sources[{spec.name}]",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=_retry_transient,
-    cache_policy=NO_CACHE,
+    **_RETRIED,
 )
 def check_sources_task(
     spec: Any, storage_env: str, storage_secret: str | None, tuning: Tuning
@@ -239,11 +246,7 @@ def check_sources_task(
 @task(
     name="retrieve-sources",
     task_run_name="retrieve-sources[{spec.name}]",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=_retry_transient,
-    cache_policy=NO_CACHE,
+    **_RETRIED,
 )
 def retrieve_task(
     spec: Any, storage_env: str, storage_secret: str | None, tuning: Tuning
@@ -282,11 +285,7 @@ def prepare_task(
 @task(
     name="publish-version",
     task_run_name="publish-version[{spec.name}]",
-    retries=2,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=_retry_transient,
-    cache_policy=NO_CACHE,
+    **{**_RETRIED, "retries": 2},
 )
 def publish_task(
     spec: Any,
