@@ -49,7 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
         "not re-published. Exit 0 when every requested dataset is current.",
     )
     p.add_argument("names", nargs="*", metavar="NAME", help="datasets to refresh (default: all)")
-    p.add_argument("--spec", required=True, metavar="FILE", help="dataset spec (YAML)")
+    p.add_argument(
+        "--spec",
+        default=None,
+        metavar="FILE",
+        help="dataset spec (YAML); default: the built-in definitions (mnist, fashion-mnist, "
+        "kmnist, cifar10)",
+    )
     _storage_arg(p)
     p.add_argument("--force", action="store_true", help="publish a new version even if unchanged")
     p.add_argument(
@@ -125,8 +131,20 @@ def _print_json(data: Any) -> None:
 def _cmd_refresh(args: argparse.Namespace) -> int:
     from datastack.pipeline import run_refresh
 
+    spec = args.spec
+    if spec is None:
+        from datastack.builtin import builtin_spec_path
+
+        spec = str(builtin_spec_path())
+        if not args.names:
+            from datastack.errors import ConfigurationError
+
+            raise ConfigurationError(
+                "name the built-in datasets to refresh (e.g. `datastack refresh mnist`), or "
+                "pass --spec FILE to refresh every dataset of your own spec"
+            )
     results = run_refresh(
-        args.spec, names=args.names or None, storage=args.storage, force=args.force,
+        spec, names=args.names or None, storage=args.storage, force=args.force,
         engine=args.engine,
     )
     failed = [r for r in results if r.status not in {"published", "unchanged"}]

@@ -493,7 +493,8 @@ class Catalog(abc.ABC):
         listing = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "") if known else "none"
         return DatasetNotFoundError(
             f"no published dataset {name!r} in the catalog at {self.location}; known datasets: "
-            f"{listing}. Refresh it first (datastack refresh {name} --spec FILE)"
+            f"{listing}. Refresh it first: `datastack refresh {name} --spec FILE` (or without "
+            "--spec for a built-in dataset such as mnist)"
         )
 
     def __repr__(self) -> str:

@@ -91,3 +91,13 @@ def test_import_is_light_and_fast() -> None:
                          check=True).stdout.split(" ", 1)
     assert out[1].strip() == "[]"
     assert float(out[0]) < 0.5  # generous: measured ~5 ms; guards against heavy imports
+
+
+def test_refresh_without_spec_uses_builtin_definitions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["refresh", "--storage", str(tmp_path)]) == EXIT_USAGE
+    assert "datastack refresh mnist" in capsys.readouterr().err
+    assert main(["refresh", "no-such-set", "--storage", str(tmp_path)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "mnist" in err and "fashion-mnist" in err and "no-such-set" in err
