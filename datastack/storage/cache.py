@@ -13,10 +13,11 @@ through a cursor that is thrown away on every seek. Instead a resource is cut in
   ``readahead_bytes``; :meth:`BlockReader.prefetch` loads the missing blocks of many byte
   ranges in a single call (one ``$in`` query on GridFS).
 
-With ``background=True`` (what GridFS readers use) the next read-ahead window is fetched on a
+With ``background=True`` (what GridFS readers use) the next read-ahead windows are fetched on a
 small thread pool while the caller consumes the current one, so the server's work overlaps the
-caller's (one fetch in flight per reader; the window is capped at a quarter of the cache
-budget, so memory stays bounded by it). That thread touches only ``fetch`` (pymongo) and the
+caller's and the client's decoding (up to ``READAHEAD_DEPTH`` windows in flight per reader,
+each one contiguous run of blocks; all of them together are capped at a quarter of the cache
+budget, so memory stays bounded by it). Those threads touch only ``fetch`` (pymongo) and the
 cache, never h5py: h5py calls back into Python from file-like objects, and a thread touching
 it could deadlock. A failed read-ahead is simply fetched again in the caller's thread, which
 raises the error. See docs/performance.md for the measurements.
@@ -51,8 +52,11 @@ Fetch = Callable[[Sequence[int]], Mapping[int, bytes]]
 
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
 CACHE_BYTES_ENV = "DATASTACK_CACHE_BYTES"
-DEFAULT_READAHEAD_BYTES = 16 * 1024 * 1024
-READAHEAD_THREADS = 4
+DEFAULT_READAHEAD_BYTES = 8 * 1024 * 1024
+READAHEAD_THREADS = 6
+#: Read-ahead windows kept in flight per reader (the server works on the next window while
+#: the client decodes the previous one). See docs/performance.md.
+READAHEAD_DEPTH = 3
 
 _ALL_CACHES: weakref.WeakSet[BlockCache] = weakref.WeakSet()
 
@@ -264,9 +268,12 @@ class BlockReader(io.RawIOBase):
         also bounds how much one fetch returns. The window is further capped at a quarter of
         the cache budget, so read-ahead never pushes out more than it brings.
     background:
-        Fetch the next read-ahead window on a background thread while the caller consumes
-        the current one (one fetch in flight per reader at most). Off when the cache is
-        disabled (``max_bytes=0``).
+        Fetch the next read-ahead windows on background threads while the caller consumes
+        the current one (up to ``readahead_depth`` fetches in flight per reader). Off when
+        the cache is disabled (``max_bytes=0``).
+    readahead_depth:
+        Background windows in flight per reader. Every window is capped so that all of them
+        together hold at most a quarter of the cache budget.
     name:
         Shown in error messages (the identifier).
     """
@@ -281,6 +288,7 @@ class BlockReader(io.RawIOBase):
         cache: BlockCache | None = None,
         readahead_bytes: int = DEFAULT_READAHEAD_BYTES,
         background: bool = False,
+        readahead_depth: int = READAHEAD_DEPTH,
         name: str = "",
     ) -> None:
         super().__init__()
@@ -288,6 +296,8 @@ class BlockReader(io.RawIOBase):
             raise ConfigurationError(f"block_size must be positive, got {block_size}")
         if size < 0:
             raise ConfigurationError(f"size must be >= 0, got {size}")
+        if readahead_depth < 1:
+            raise ConfigurationError(f"readahead_depth must be >= 1, got {readahead_depth}")
         self.key = key
         self.size = int(size)
         self.block_size = int(block_size)
@@ -298,15 +308,15 @@ class BlockReader(io.RawIOBase):
         self._max_window = max(1, readahead_bytes // self.block_size)
         self._readahead = readahead_bytes > 0
         self._background = background and self._readahead
+        self._depth = int(readahead_depth) if self._background else 1
         self._pos = 0
         self._last_start = -1
         self._last_end = -1
         self._window = 0  # read-ahead window in blocks; grows while reads are sequential
         self._ahead_end = 0  # first block that read-ahead has not asked for yet
         self._local: dict[int, bytes] = {}  # blocks of the last fetch (works with no cache)
-        self._ahead: dict[int, bytes] = {}  # blocks of the last finished background fetch
-        self._inflight: Future[dict[int, bytes]] | None = None
-        self._inflight_blocks = range(0)
+        self._ahead: dict[int, bytes] = {}  # blocks of finished background fetches, unread
+        self._inflight: list[tuple[range, Future[dict[int, bytes]]]] = []  # oldest first
         self._pid = os.getpid()
         self._generation = self._cache.generation
         self.fetch_calls = 0
@@ -407,8 +417,7 @@ class BlockReader(io.RawIOBase):
         last = (hi - 1) // self.block_size
         self._note_access(lo, hi, lo // self.block_size, last)
         needed = sorted(numbers)
-        if self._inflight is not None and any(n in self._inflight_blocks for n in needed):
-            self._collect()
+        self._collect(needed)
         missing = [n for n in needed if not self._present(n)]
         if missing:
             self._local = self._fetch_checked(missing)
@@ -427,7 +436,8 @@ class BlockReader(io.RawIOBase):
             and end > self._last_end >= 0
         )
         if sequential and self._readahead:
-            cap = max(1, min(self._max_window, self._cache.max_bytes // (4 * self.block_size)))
+            quarter = self._cache.max_bytes // (4 * self._depth * self.block_size)
+            cap = max(1, min(self._max_window, quarter))
             self._window = min(cap, max(1, self._window * 2))
         elif not sequential and all(self._present(n) for n in range(first, last + 1)):
             return
@@ -468,14 +478,13 @@ class BlockReader(io.RawIOBase):
                 missing.append(n)
             else:
                 found[n] = data
-        if self._inflight is not None and any(n in self._inflight_blocks for n in missing):
-            self._collect()
+        if missing and self._collect(missing):
             for n in missing:
                 if (data := self._lookup(n)) is not None:
                     found[n] = data
             missing = [n for n in missing if n not in found]
         if missing:
-            extra = [n for n in ahead if not self._present(n) and n not in self._inflight_blocks]
+            extra = [n for n in ahead if not self._present(n) and not self._in_flight(n)]
             fetched = self._fetch_checked(missing + extra)
             self._local = fetched
             found.update(fetched)
@@ -484,36 +493,64 @@ class BlockReader(io.RawIOBase):
         return found
 
     def _schedule_readahead(self, last: int) -> None:
-        """Keep one window of blocks past ``last`` in flight on the read-ahead thread."""
+        """Keep up to ``depth`` windows of blocks past ``last`` in flight on read-ahead threads.
+
+        Each window is one contiguous run of blocks (one range query on GridFS). Windows that
+        landed meanwhile are collected without waiting.
+        """
         if not (self._background and self._window and self._cache.max_bytes):
             return
-        if self._pid != os.getpid():  # forked: the parent's fetch never lands here
-            self._inflight, self._inflight_blocks, self._pid = None, range(0), os.getpid()
-        if self._inflight is not None:
-            if not self._inflight.done():
-                return
-            self._collect()
-        start = max(self._ahead_end, last + 1)
-        if start - (last + 1) >= self._window:
-            return  # a whole window past `last` is already loaded
-        stop = min(self._nblocks, start + self._window)
-        numbers = [n for n in range(start, stop) if not self._present(n)]
-        self._ahead_end = stop
-        if numbers:
-            self._inflight_blocks = range(numbers[0], numbers[-1] + 1)
-            self._inflight = _readahead_executor().submit(self._fetch_checked, numbers)
-            self.background_fetches += 1
+        if self._pid != os.getpid():  # forked: the parent's fetches never land here
+            self._inflight, self._pid = [], os.getpid()
+        self._collect_done()
+        horizon = last + 1 + self._window * self._depth
+        while len(self._inflight) < self._depth:
+            start = max(self._ahead_end, last + 1)
+            stop = min(self._nblocks, start + self._window)
+            if start >= self._nblocks or start + self._window > horizon:
+                return  # the next full window would go past `depth` windows ahead of `last`
+            numbers = [n for n in range(start, stop) if not self._present(n)]
+            self._ahead_end = stop
+            if numbers:
+                future = _readahead_executor().submit(self._fetch_checked, numbers)
+                self._inflight.append((range(numbers[0], numbers[-1] + 1), future))
+                self.background_fetches += 1
 
-    def _collect(self) -> None:
-        """Wait for the fetch in flight; keep its blocks (a failure is retried in the caller's
-        thread, which raises it properly)."""
-        future, self._inflight, self._inflight_blocks = self._inflight, None, range(0)
-        if future is None or self._pid != os.getpid():
-            return
+    def _in_flight(self, n: int) -> bool:
+        return any(n in blocks for blocks, _ in self._inflight)
+
+    def _collect(self, numbers: Sequence[int]) -> bool:
+        """Wait for the fetches in flight that hold any of ``numbers`` (and older ones); keep
+        their blocks. Return whether any was waited for."""
+        if not self._inflight or self._pid != os.getpid():
+            return False
+        upto = 0
+        for i, (blocks, _) in enumerate(self._inflight):
+            if any(n in blocks for n in numbers):
+                upto = i + 1
+        if not upto:
+            return False
+        done, self._inflight = self._inflight[:upto], self._inflight[upto:]
+        for _, future in done:
+            self._land(future)
+        return True
+
+    def _collect_done(self) -> None:
+        """Keep the blocks of the fetches that already finished, without waiting."""
+        while self._inflight and self._inflight[0][1].done():
+            self._land(self._inflight.pop(0)[1])
+
+    def _land(self, future: Future[dict[int, bytes]]) -> None:
+        """Add a finished fetch's blocks to ``_ahead``, dropping the ones already read past
+        (they stay in the cache). A failure is retried in the caller's thread, which raises."""
         try:
-            self._ahead = future.result()
+            blocks = future.result()
         except Exception:  # the blocks are fetched again in the caller, which raises
-            self._ahead = {}
+            return
+        floor = max(0, self._last_start) // self.block_size
+        ahead = {n: data for n, data in self._ahead.items() if n >= floor}
+        ahead.update(blocks)
+        self._ahead = ahead
 
     def _fetch_checked(self, numbers: list[int]) -> dict[int, bytes]:
         self.fetch_calls += 1
@@ -529,7 +566,8 @@ class BlockReader(io.RawIOBase):
                     "resource was deleted or replaced while being read, or is corrupt; open "
                     "it again with get_resource()"
                 )
-            data = bytes(data)
+            if type(data) is not bytes:  # pymongo hands bytes over as is: no copy then
+                data = bytes(data)
             out[n] = data
             self._cache.put((self.key, n), data)
         return out
@@ -540,7 +578,7 @@ class BlockReader(io.RawIOBase):
 
     def close(self) -> None:
         self._local, self._ahead = {}, {}
-        self._inflight, self._inflight_blocks = None, range(0)  # a fetch in flight just lands
+        self._inflight = []  # a fetch in flight just lands (in the cache)
         super().close()
 
     def __repr__(self) -> str:
@@ -551,6 +589,7 @@ __all__ = [
     "CACHE_BYTES_ENV",
     "DEFAULT_CACHE_BYTES",
     "DEFAULT_READAHEAD_BYTES",
+    "READAHEAD_DEPTH",
     "READAHEAD_THREADS",
     "BlockCache",
     "BlockReader",

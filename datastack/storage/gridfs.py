@@ -126,8 +126,9 @@ class GridFSStorageConnector(StorageConnector):
     readahead_bytes:
         Largest read-ahead window of readers once access turns sequential.
     background_readahead:
-        Fetch the next read-ahead window on a background thread (pymongo only) while the
-        caller consumes the current one; see docs/performance.md.
+        Fetch the next read-ahead windows on background threads (pymongo only; up to
+        ``READAHEAD_DEPTH`` range queries in flight per reader) while the caller consumes the
+        current one; see docs/performance.md.
 
     Example
     -------

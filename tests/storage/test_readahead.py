@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from datastack.errors import StorageError
-from datastack.storage.cache import BlockCache, BlockReader
+from datastack.storage.cache import READAHEAD_DEPTH, BlockCache, BlockReader
 
 BLOCK = 100
 
@@ -74,8 +74,7 @@ def test_caller_consumes_the_current_window_while_the_next_is_in_flight() -> Non
     # block 0, then blocks 1-2 (window 1 joins the miss), then block 2 from memory while
     # blocks 3-4 are fetched on the read-ahead thread: the caller does not wait for them
     out = [reader.read(100) for _ in range(3)]
-    in_flight = reader._inflight
-    assert in_flight is not None and not in_flight.done()
+    assert reader._inflight and not any(f.done() for _, f in reader._inflight)
     assert b"".join(out) == data[:300]
     fetch.release.set()
     assert b"".join(iter(lambda: reader.read(100), b"")) == data[300:]
@@ -91,12 +90,46 @@ def test_random_access_never_reads_ahead() -> None:
 
 
 def test_window_is_capped_by_a_quarter_of_the_cache_and_off_without_cache() -> None:
-    data, fetch, reader, _ = make(cache_bytes=800, readahead=1_600)
+    data, fetch, reader, _ = make(cache_bytes=2_400, readahead=1_600)
     assert b"".join(iter(lambda: reader.read(50), b"")) == data
-    assert max(len(c) for _, c in fetch.calls) <= 2  # 800 / 4 / 100 blocks, not 16
+    # 2400 / 4 / 100 = 6 blocks for all the windows in flight together: 2 per window, not 16
+    assert max(len(c) for name, c in fetch.calls if name.startswith("datastack-")) <= 2
     data, fetch, reader, _ = make(cache_bytes=0)
     assert b"".join(iter(lambda: reader.read(50), b"")) == data
     assert fetch.blocks(background=True) == []
+
+
+def test_several_windows_are_in_flight_at_once_each_one_contiguous_run() -> None:
+    data, fetch, reader, _ = make(readahead=800)
+    fetch.held = set(range(16, 200))  # read-ahead asking for blocks past 15 waits for release
+    fetch.release.clear()
+    for _ in range(13):  # blocks 0-12, sequential: the window grows to 8 blocks
+        reader.read(100)
+    windows = [blocks for blocks, future in reader._inflight if not future.done()]
+    assert 2 <= len(windows) <= READAHEAD_DEPTH  # several held windows in flight at once
+    assert all(len(w) <= 8 for w in windows)
+    assert [w.start for w in windows[1:]] == [w.stop for w in windows[:-1]]  # back to back
+    assert windows[-1].stop <= 13 + 8 * READAHEAD_DEPTH  # never more than depth windows ahead
+    fetch.release.set()
+    assert b"".join(iter(lambda: reader.read(100), b"")) == data[1_300:]
+    assert sorted(fetch.blocks()) == list(range(200))  # every block exactly once
+    for _, numbers in fetch.calls:
+        assert numbers == list(range(numbers[0], numbers[-1] + 1))  # one range query each
+
+
+def test_read_ahead_keeps_the_blocks_object_it_was_given() -> None:
+    data = os.urandom(1_000)
+    served: dict[int, bytes] = {}
+
+    def fetch(numbers: Sequence[int]) -> Mapping[int, bytes]:
+        for n in numbers:
+            served[n] = data[n * BLOCK : (n + 1) * BLOCK]
+        return {n: served[n] for n in numbers}
+
+    cache = BlockCache(1 << 20)
+    reader = BlockReader("k", 1_000, BLOCK, fetch, cache=cache, background=True)
+    assert reader.read() == data
+    assert all(cache.get(("k", n)) is served[n] for n in range(10))  # no copy per block
 
 
 def test_failed_read_ahead_is_retried_in_the_callers_thread() -> None:
@@ -164,7 +197,7 @@ def test_a_forked_reader_forgets_the_parents_fetch_in_flight() -> None:
     fetch.held = {3}  # the fetch in flight after three reads (blocks 3-4) never lands
     for _ in range(3):
         reader.read(100)
-    assert reader._inflight is not None
+    assert reader._inflight
     reader._pid = -1  # what a forked child sees: the fetch in flight belongs to another process
     assert b"".join(iter(lambda: reader.read(100), b"")) == data[300:]  # does not wait
     fetch.release.set()
