@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from datastack._cron import validate_cron
 from datastack.errors import InvalidIdentifierError, SpecError
 from datastack.identifiers import validate_dataset_name, validate_identifier
 
@@ -388,74 +389,6 @@ def _splits(ctx: _Ctx, raw: Any) -> dict[str, float]:
     return out
 
 
-# -- cron ----------------------------------------------------------------------------------------
-_MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
-_DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
-_CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
-    ("minute", 0, 59, {}),
-    ("hour", 0, 23, {}),
-    ("day of month", 1, 31, {}),
-    ("month", 1, 12, {m: i + 1 for i, m in enumerate(_MONTHS)}),
-    ("day of week", 0, 7, {d: i for i, d in enumerate(_DAYS)}),
-)
-_CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
-
-
-def validate_cron(expression: str) -> str:
-    """Return ``expression`` if it is a valid 5-field cron expression, else raise ``ValueError``.
-
-    Fields: minute, hour, day of month, month (1-12 or jan-dec), day of week (0-7 or sun-sat);
-    each a ``*``, a value, a range ``a-b``, with an optional step ``/n``, or a comma list of those.
-    The macros ``@hourly``, ``@daily``, ``@weekly``, ``@monthly``, ``@yearly`` are accepted.
-
-    >>> validate_cron("*/15 3 * jan-jun mon,fri")
-    '*/15 3 * jan-jun mon,fri'
-    >>> validate_cron("61 * * * *")
-    Traceback (most recent call last):
-    ...
-    ValueError: minute: 61 is out of range 0-59
-    """
-    text = expression.strip()
-    if text.lower() in _CRON_MACROS:
-        return expression
-    fields = text.split()
-    if len(fields) != 5:
-        raise ValueError(
-            f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
-        )
-    for value, (label, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
-        for item in value.split(","):
-            _cron_item(item, label, low, high, names)
-    return expression
-
-
-def _cron_item(item: str, label: str, low: int, high: int, names: dict[str, int]) -> None:
-    def number(token: str) -> int:
-        if token.lower() in names:
-            return names[token.lower()]
-        if not token.isdigit():
-            raise ValueError(f"{label}: {token!r} is not a number" + (" or name" if names else ""))
-        number_ = int(token)
-        if not low <= number_ <= high:
-            raise ValueError(f"{label}: {number_} is out of range {low}-{high}")
-        return number_
-
-    if not item:
-        raise ValueError(f"{label}: empty list item")
-    base, _, step = item.partition("/")
-    if "/" in item and (not step.isdigit() or not 1 <= int(step) <= high - low + 1):
-        raise ValueError(f"{label}: step {step!r} must be an integer in 1-{high - low + 1}")
-    if base == "*":
-        return
-    start, dash, end = base.partition("-")
-    first = number(start)
-    if dash:
-        last = number(end)
-        if last < first:
-            raise ValueError(f"{label}: range {base!r} goes backwards")
-
-
-# -- datasets ------------------------------------------------------------------------------------
 def _dataset(name: Any, raw: Any, origin: str, base_dir: Path | None) -> DatasetSpec:
     ctx = _Ctx(origin, str(name), base_dir)
     try:
