@@ -36,24 +36,17 @@ from datastack._uri import STORAGE_ENV, default_storage_uri, parse_storage_uri, 
 from datastack.errors import ConfigurationError
 
 try:
-    from flows.tasks import (
-        RETRIEVE_TIMEOUT_S,
-        DatasetRefreshFailed,
-        Tuning,
-        _refresh_one,
-        refresh_dataset_task,
-        resolve_storage,
-    )
+    import flows.tasks  # noqa: F401
 except ModuleNotFoundError:  # loaded by file path from outside the project folder
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from flows.tasks import (
-        RETRIEVE_TIMEOUT_S,
-        DatasetRefreshFailed,
-        Tuning,
-        _refresh_one,
-        refresh_dataset_task,
-        resolve_storage,
-    )
+from flows.tasks import (
+    RETRIEVE_TIMEOUT_S,
+    DatasetRefreshFailed,
+    Tuning,
+    _refresh_one,
+    refresh_dataset_task,
+    resolve_storage,
+)
 
 ENGINES = ("prefect", "auto", "local")
 TASK_RUNNERS = ("thread", "dask")
