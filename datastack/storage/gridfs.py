@@ -38,8 +38,9 @@ from datastack._uri import StorageLocation, parse_storage_uri, redact
 from datastack.errors import ConfigurationError, StorageError
 from datastack.resources import StreamedResource
 from datastack.storage.base import HashingReader, StorageConnector, Verifier
-from datastack.storage.cache import DEFAULT_READAHEAD_BYTES, BlockReader, default_cache
+from datastack.storage.cache import default_cache
 from datastack.storage.filesystem import TEMP_PREFIX, is_temporary_name
+from datastack.storage.reader import DEFAULT_READAHEAD_BYTES, BlockReader
 
 _log = logging.getLogger(__name__)
 

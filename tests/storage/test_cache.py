@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from datastack.errors import ConfigurationError, StorageError
-from datastack.storage.cache import BlockCache, BlockReader, cache_bytes_from_env
+from datastack.storage.cache import BlockCache, cache_bytes_from_env
+from datastack.storage.reader import BlockReader
 
 BLOCK = 100
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from datastack.errors import StorageError
-from datastack.storage.cache import READAHEAD_DEPTH, BlockCache, BlockReader
+from datastack.storage.cache import BlockCache
+from datastack.storage.reader import READAHEAD_DEPTH, BlockReader
 
 BLOCK = 100
 

@@ -1,0 +1,425 @@
+"""A seekable reader over fixed-size blocks, fetched through the block cache.
+
+Remote storage (GridFS) answers one query per round trip, so random access must not go
+through a cursor that is thrown away on every seek. Instead a resource is cut into fixed-size
+*blocks* (for GridFS: exactly its chunks) and read through a process-wide LRU of blocks:
+
+- :class:`BlockCache` is the LRU, bounded in bytes and shared by every reader in the process
+  (the key of a block includes the identity of the file it belongs to);
+- :class:`BlockReader` is a seekable ``io.RawIOBase`` over one file. It depends only on a
+  ``fetch(block_numbers) -> {block_number: bytes}`` callable, so it is tested with no I/O
+  (the model is fsspec's ``caching.py``). Missing blocks of one read are fetched in one call;
+  when reads turn sequential, the reader reads ahead, doubling the window up to
+  ``readahead_bytes``; :meth:`BlockReader.prefetch` loads the missing blocks of many byte
+  ranges in a single call (one ``$in`` query on GridFS).
+
+With ``background=True`` (what GridFS readers use) the next read-ahead windows are fetched on a
+small thread pool while the caller consumes the current one, so the server's work overlaps the
+caller's and the client's decoding (up to ``READAHEAD_DEPTH`` windows in flight per reader,
+each one contiguous run of blocks; all of them together are capped at a quarter of the cache
+budget, so memory stays bounded by it). Those threads touch only ``fetch`` (pymongo) and the
+cache, never h5py: h5py calls back into Python from file-like objects, and a thread touching
+it could deadlock. A failed read-ahead is simply fetched again in the caller's thread, which
+raises the error. See docs/performance.md for the measurements.
+
+>>> data = bytes(range(256)) * 40                       # 10240 bytes, blocks of 1024
+>>> calls = []
+>>> def fetch(numbers):
+...     calls.append(list(numbers))
+...     return {n: data[n * 1024:(n + 1) * 1024] for n in numbers}
+>>> reader = BlockReader(("demo", 1), len(data), 1024, fetch, cache=BlockCache(1 << 20))
+>>> _ = reader.seek(1000); reader.read(48) == data[1000:1048]
+True
+>>> calls                                               # one fetch for the two blocks touched
+[[0, 1]]
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from datastack.errors import ConfigurationError, StorageError
+from datastack.storage.cache import BlockCache, default_cache
+
+Fetch = Callable[[Sequence[int]], Mapping[int, bytes]]
+"""Fetch blocks by number; return ``{number: bytes}`` for every number asked."""
+
+DEFAULT_READAHEAD_BYTES = 8 * 1024 * 1024
+READAHEAD_THREADS = 6
+#: Read-ahead windows kept in flight per reader (the server works on the next window while
+#: the client decodes the previous one). See docs/performance.md.
+READAHEAD_DEPTH = 3
+
+_EXECUTOR_LOCK = threading.Lock()
+os.register_at_fork(after_in_child=lambda: globals().update(_EXECUTOR_LOCK=threading.Lock()))
+_EXECUTORS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _readahead_executor() -> ThreadPoolExecutor:
+    """The process's read-ahead threads (a forked child gets its own on first use)."""
+    pid = os.getpid()
+    executor = _EXECUTORS.get(pid)
+    if executor is None:
+        with _EXECUTOR_LOCK:
+            executor = _EXECUTORS.get(pid)
+            if executor is None:
+                _EXECUTORS.clear()  # a parent's executor has no threads in this process
+                executor = ThreadPoolExecutor(READAHEAD_THREADS, "datastack-readahead")
+                _EXECUTORS[pid] = executor
+    return executor
+
+
+class BlockReader(io.RawIOBase):
+    """A seekable binary reader over fixed-size blocks fetched through a :class:`BlockCache`.
+
+    Parameters
+    ----------
+    key:
+        Identity of the file; blocks are cached under ``(key, block_number)``. Two readers
+        with the same key share blocks, so the key must change whenever the content does
+        (GridFS: the file ``_id``).
+    size:
+        Total size in bytes.
+    block_size:
+        Size of every block but the last (GridFS: the file's ``chunkSize``).
+    fetch:
+        ``fetch(block_numbers) -> {number: bytes}``; called once per read for all missing
+        blocks (sorted, unique). Must return every block asked, each of the exact length.
+        With ``background=True`` it is also called from a read-ahead thread, so it must be
+        thread-safe (a pymongo collection is); it must never call back into h5py.
+    cache:
+        The cache to share (default: :func:`default_cache`).
+    readahead_bytes:
+        Largest read-ahead window once reads turn sequential (0 disables read-ahead). It
+        also bounds how much one fetch returns. The window is further capped at a quarter of
+        the cache budget, so read-ahead never pushes out more than it brings.
+    background:
+        Fetch the next read-ahead windows on background threads while the caller consumes
+        the current one (up to ``readahead_depth`` fetches in flight per reader). Off when
+        the cache is disabled (``max_bytes=0``).
+    readahead_depth:
+        Background windows in flight per reader. Every window is capped so that all of them
+        together hold at most a quarter of the cache budget.
+    name:
+        Shown in error messages (the identifier).
+    """
+
+    def __init__(
+        self,
+        key: Hashable,
+        size: int,
+        block_size: int,
+        fetch: Fetch,
+        *,
+        cache: BlockCache | None = None,
+        readahead_bytes: int = DEFAULT_READAHEAD_BYTES,
+        background: bool = False,
+        readahead_depth: int = READAHEAD_DEPTH,
+        name: str = "",
+    ) -> None:
+        super().__init__()
+        if block_size <= 0:
+            raise ConfigurationError(f"block_size must be positive, got {block_size}")
+        if size < 0:
+            raise ConfigurationError(f"size must be >= 0, got {size}")
+        if readahead_depth < 1:
+            raise ConfigurationError(f"readahead_depth must be >= 1, got {readahead_depth}")
+        self.key = key
+        self.size = int(size)
+        self.block_size = int(block_size)
+        self.name = name or repr(key)
+        self._fetch = fetch
+        self._cache = default_cache() if cache is None else cache
+        self._nblocks = -(-self.size // self.block_size)
+        self._max_window = max(1, readahead_bytes // self.block_size)
+        self._readahead = readahead_bytes > 0
+        self._background = background and self._readahead
+        self._depth = int(readahead_depth) if self._background else 1
+        self._pos = 0
+        self._last_start = -1
+        self._last_end = -1
+        self._window = 0  # read-ahead window in blocks; grows while reads are sequential
+        self._ahead_end = 0  # first block that read-ahead has not asked for yet
+        self._local: dict[int, bytes] = {}  # blocks of the last fetch (works with no cache)
+        self._ahead: dict[int, bytes] = {}  # blocks of finished background fetches, unread
+        self._inflight: list[tuple[range, Future[dict[int, bytes]]]] = []  # oldest first
+        self._pid = os.getpid()
+        self._generation = self._cache.generation
+        self.fetch_calls = 0
+        self.background_fetches = 0
+
+    # -- io ------------------------------------------------------------------------------------
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        self._check_open()
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._check_open()
+        if whence == io.SEEK_SET:
+            target = offset
+        elif whence == io.SEEK_CUR:
+            target = self._pos + offset
+        elif whence == io.SEEK_END:
+            target = self.size + offset
+        else:
+            raise ValueError(f"invalid whence {whence!r}: expected 0, 1 or 2")
+        if target < 0:
+            raise OSError(f"negative seek position {target} in {self.name}")
+        self._pos = target
+        return target
+
+    def readinto(self, buffer: Any) -> int:
+        self._check_open()
+        view = memoryview(buffer).cast("B")
+        done = 0
+        for part in self._parts(len(view)):  # copied group by group: memory stays bounded
+            view[done : done + len(part)] = part
+            done += len(part)
+        return done
+
+    def read(self, size: int | None = -1) -> bytes:
+        self._check_open()
+        if size is None or size < 0:
+            size = max(0, self.size - self._pos)
+        parts = list(self._parts(size))
+        if len(parts) == 1:  # inside one block: a single copy of the slice
+            return bytes(parts[0])
+        return b"".join(parts)
+
+    def _parts(self, size: int) -> Iterator[memoryview]:
+        """Views of the block slices holding the next ``size`` bytes; advances the position."""
+        start = self._pos
+        count = min(size, self.size - start)
+        if count <= 0:
+            return
+        end = start + count
+        bs = self.block_size
+        first, last = start // bs, (end - 1) // bs
+        self._sync_generation()
+        self._note_access(start, end, first, last)
+        number = first
+        while number <= last:
+            group_end = min(last, number + self._max_window - 1)
+            ahead = range(0)
+            if group_end == last and self._window:
+                ahead = range(last + 1, min(self._nblocks, last + 1 + self._window))
+            blocks = self._blocks(range(number, group_end + 1), ahead)
+            if group_end == last:
+                self._schedule_readahead(last)  # overlaps the copy below and the caller's work
+            for n in range(number, group_end + 1):
+                lo = max(start, n * bs) - n * bs
+                hi = min(end, (n + 1) * bs) - n * bs
+                yield memoryview(blocks[n])[lo:hi]
+            number = group_end + 1
+        self._pos = end
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def prefetch(self, ranges: Iterable[tuple[int, int]]) -> int:
+        """Load every missing block covering the byte ranges ``[(start, end), ...]`` at once.
+
+        One ``fetch`` call for all of them (one ``$in`` query on GridFS). Returns how many
+        blocks were fetched. Consecutive calls over consecutive ranges (a sequential pass in
+        batches) count as sequential access and start read-ahead past the last range.
+        """
+        self._check_open()
+        numbers: set[int] = set()
+        lo, hi = self.size, 0
+        for start, end in ranges:
+            start, end = max(0, int(start)), min(self.size, int(end))
+            if end > start:
+                numbers.update(range(start // self.block_size, (end - 1) // self.block_size + 1))
+                lo, hi = min(lo, start), max(hi, end)
+        if not numbers:
+            return 0
+        self._sync_generation()
+        last = (hi - 1) // self.block_size
+        self._note_access(lo, hi, lo // self.block_size, last)
+        needed = sorted(numbers)
+        self._collect(needed)
+        missing = [n for n in needed if not self._present(n)]
+        if missing:
+            self._local = self._fetch_checked(missing)
+        self._schedule_readahead(last)
+        return len(missing)
+
+    # -- blocks --------------------------------------------------------------------------------
+    def _note_access(self, start: int, end: int, first: int, last: int) -> None:
+        """Track sequential access: grow the read-ahead window, or reset it on a random miss.
+
+        A read that is not sequential but finds all its blocks present (an HDF5 metadata
+        lookup, a re-read inside the last batch) leaves the sequential stream alone.
+        """
+        sequential = (
+            self._last_start <= start <= self._last_end + self.block_size
+            and end > self._last_end >= 0
+        )
+        if sequential and self._readahead:
+            quarter = self._cache.max_bytes // (4 * self._depth * self.block_size)
+            cap = max(1, min(self._max_window, quarter))
+            self._window = min(cap, max(1, self._window * 2))
+        elif not sequential and all(self._present(n) for n in range(first, last + 1)):
+            return
+        else:
+            self._window = 0
+            self._ahead_end = 0
+        self._last_start, self._last_end = start, end
+
+    def _sync_generation(self) -> None:
+        if self._generation != self._cache.generation:  # the cache was cleared: so are we
+            self._generation = self._cache.generation
+            self._local, self._ahead = {}, {}
+
+    def _present(self, n: int) -> bool:
+        return n in self._local or n in self._ahead or (self.key, n) in self._cache
+
+    def _lookup(self, n: int) -> bytes | None:
+        data = self._local.get(n)
+        if data is None:
+            data = self._ahead.get(n)
+        if data is None:
+            data = self._cache.get((self.key, n))
+        return data
+
+    def _blocks(self, needed: range, ahead: range) -> dict[int, bytes]:
+        """The ``needed`` blocks: from the last fetches, the cache, the fetch in flight, or one
+        fetch now.
+
+        Read-ahead joins a miss: the missing blocks of ``ahead`` (not already in flight) join
+        the fetch of the missing needed ones, so a sequential pass costs one fetch per window
+        even without the background thread.
+        """
+        found: dict[int, bytes] = {}
+        missing: list[int] = []
+        for n in needed:
+            data = self._lookup(n)
+            if data is None:
+                missing.append(n)
+            else:
+                found[n] = data
+        if missing and self._collect(missing):
+            for n in missing:
+                if (data := self._lookup(n)) is not None:
+                    found[n] = data
+            missing = [n for n in missing if n not in found]
+        if missing:
+            extra = [n for n in ahead if not self._present(n) and not self._in_flight(n)]
+            fetched = self._fetch_checked(missing + extra)
+            self._local = fetched
+            found.update(fetched)
+            if extra:
+                self._ahead_end = max(self._ahead_end, extra[-1] + 1)
+        return found
+
+    def _schedule_readahead(self, last: int) -> None:
+        """Keep up to ``depth`` windows of blocks past ``last`` in flight on read-ahead threads.
+
+        Each window is one contiguous run of blocks (one range query on GridFS). Windows that
+        landed meanwhile are collected without waiting.
+        """
+        if not (self._background and self._window and self._cache.max_bytes):
+            return
+        if self._pid != os.getpid():  # forked: the parent's fetches never land here
+            self._inflight, self._pid = [], os.getpid()
+        self._collect_done()
+        horizon = last + 1 + self._window * self._depth
+        while len(self._inflight) < self._depth:
+            start = max(self._ahead_end, last + 1)
+            stop = min(self._nblocks, start + self._window)
+            if start >= self._nblocks or start + self._window > horizon:
+                return  # the next full window would go past `depth` windows ahead of `last`
+            numbers = [n for n in range(start, stop) if not self._present(n)]
+            self._ahead_end = stop
+            if numbers:
+                future = _readahead_executor().submit(self._fetch_checked, numbers)
+                self._inflight.append((range(numbers[0], numbers[-1] + 1), future))
+                self.background_fetches += 1
+
+    def _in_flight(self, n: int) -> bool:
+        return any(n in blocks for blocks, _ in self._inflight)
+
+    def _collect(self, numbers: Sequence[int]) -> bool:
+        """Wait for the fetches in flight that hold any of ``numbers`` (and older ones); keep
+        their blocks. Return whether any was waited for."""
+        if not self._inflight or self._pid != os.getpid():
+            return False
+        upto = 0
+        for i, (blocks, _) in enumerate(self._inflight):
+            if any(n in blocks for n in numbers):
+                upto = i + 1
+        if not upto:
+            return False
+        done, self._inflight = self._inflight[:upto], self._inflight[upto:]
+        for _, future in done:
+            self._land(future)
+        return True
+
+    def _collect_done(self) -> None:
+        """Keep the blocks of the fetches that already finished, without waiting."""
+        while self._inflight and self._inflight[0][1].done():
+            self._land(self._inflight.pop(0)[1])
+
+    def _land(self, future: Future[dict[int, bytes]]) -> None:
+        """Add a finished fetch's blocks to ``_ahead``, dropping the ones already read past
+        (they stay in the cache). A failure is retried in the caller's thread, which raises."""
+        try:
+            blocks = future.result()
+        except Exception:  # the blocks are fetched again in the caller, which raises
+            return
+        floor = max(0, self._last_start) // self.block_size
+        ahead = {n: data for n, data in self._ahead.items() if n >= floor}
+        ahead.update(blocks)
+        self._ahead = ahead
+
+    def _fetch_checked(self, numbers: list[int]) -> dict[int, bytes]:
+        self.fetch_calls += 1
+        result = self._fetch(numbers)
+        out: dict[int, bytes] = {}
+        for n in numbers:
+            data = result.get(n)
+            expected = min(self.block_size, self.size - n * self.block_size)
+            if data is None or len(data) != expected:
+                actual = "missing" if data is None else f"{len(data)} bytes"
+                raise StorageError(
+                    f"block {n} of {self.name} is {actual}, expected {expected} bytes: the "
+                    "resource was deleted or replaced while being read, or is corrupt; open "
+                    "it again with get_resource()"
+                )
+            if type(data) is not bytes:  # pymongo hands bytes over as is: no copy then
+                data = bytes(data)
+            out[n] = data
+            self._cache.put((self.key, n), data)
+        return out
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError(f"I/O operation on closed reader {self.name}")
+
+    def close(self) -> None:
+        self._local, self._ahead = {}, {}
+        self._inflight = []  # a fetch in flight just lands (in the cache)
+        super().close()
+
+    def __repr__(self) -> str:
+        return f"<BlockReader {self.name} size={self.size} block={self.block_size}>"
+
+
+__all__ = [
+    "DEFAULT_READAHEAD_BYTES",
+    "READAHEAD_DEPTH",
+    "READAHEAD_THREADS",
+    "BlockReader",
+    "Fetch",
+]
