@@ -3,7 +3,7 @@
     python benchmarks/iterators.py [--quick] [--reads 2000] [--uri mongodb://host:port]
 
 Writes a 60000 x 28 x 28 float32 + int64 labels dataset (``--quick``: 10000) with the
-preprocessing writer (canonical layout: chunked along axis 0, lzf), stores it in GridFS on a
+preprocessing writer (canonical layout: chunked along axis 0, default compression), stores it in GridFS on a
 SecantusDB process started here (unless ``--uri``), then measures in the same run:
 
 1. ``--reads`` random single-sample reads ``it[i]`` through datastack over GridFS (a fresh
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     print(
         f"\n{args.reads} random reads of {n} x 28 x 28 float32 ({results['file_mib']} MiB "
-        "HDF5, lzf, chunked along axis 0)"
+        "HDF5, canonical layout: uncompressed, chunked along axis 0)"
     )
     print(f"{'measurement':44} {'us/sample':>10} {'ratio':>8}")
     for name, us, ratio in rows:
