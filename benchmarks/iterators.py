@@ -3,8 +3,8 @@
     python benchmarks/iterators.py [--quick] [--reads 2000] [--uri mongodb://host:port]
 
 Writes a 60000 x 28 x 28 float32 + int64 labels dataset (``--quick``: 10000) with the
-preprocessing writer (canonical layout: chunked along axis 0, default compression), stores it in GridFS on a
-SecantusDB process started here (unless ``--uri``), then measures in the same run:
+preprocessing writer (canonical layout: chunked along axis 0, default compression), stores it
+in GridFS on a SecantusDB process started here (unless ``--uri``), then measures in the same run:
 
 1. ``--reads`` random single-sample reads ``it[i]`` through datastack over GridFS (a fresh
    process-wide block cache, file open included; then the same count again, warm) vs. ``h5py`` on
