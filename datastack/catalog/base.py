@@ -407,15 +407,8 @@ class Catalog(abc.ABC):
             time.sleep(min(remaining, delay * (0.5 + random.random())))
             delay = min(delay * 2, 1.0)
 
-    def acquire_lease(
-        self,
-        name: str,
-        owner: str | None = None,
-        ttl: float = DEFAULT_TTL,
-        wait: float = 0.0,
-    ) -> Lease:
-        """Same as :meth:`lease` (a name that reads well outside a ``with`` block)."""
-        return self.lease(name, owner=owner, ttl=ttl, wait=wait)
+    #: Same as :meth:`lease` (a name that reads well outside a ``with`` block).
+    acquire_lease = lease
 
     def release_lease(self, name: str, token: Token) -> bool:
         """Release the lease of ``name`` if ``token`` is still its current token.
