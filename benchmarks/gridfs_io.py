@@ -15,11 +15,9 @@ For each chunk size (255 KiB, 1 MiB) this stores one resource and measures, in t
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -136,24 +134,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     size = (32 if args.quick else 128) * MIB
-    server = None
-    tmp = tempfile.TemporaryDirectory(prefix="datastack-bench-")
-    base = args.uri
-    if base is None:
-        from tests.mongo_server import MongoServer
+    from _common import mongo_server, write_results
 
-        server = MongoServer(Path(tmp.name) / "db").start()
-        base = server.uri
-    uri = f"{base.rstrip('/')}/bench_io"
     rng = random.Random(0)
-    rows = []
-    try:
-        for chunk_size in (255 * 1024, MIB):
-            rows.append(measure(uri, chunk_size, size, rng))
-    finally:
-        if server is not None:
-            server.stop()
-        tmp.cleanup()
+    with mongo_server(args.uri) as base:
+        uri = f"{base}/bench_io"
+        rows = [measure(uri, chunk_size, size, rng) for chunk_size in (255 * 1024, MIB)]
     print(f"resource: {size // MIB} MiB on SecantusDB (127.0.0.1); medians")
     print(
         "| chunk | store MB/s (raw insert_many) | random 4 KiB uncached ms (raw find_one) | "
@@ -169,10 +155,7 @@ def main() -> None:
             f"x{r['batch256_ms'] / r['raw_batch256_ms']:.2f} | {r['seq_mb_s']:.0f} "
             f"({r['raw_seq_mb_s']:.0f}) x{r['seq_mb_s'] / r['raw_seq_mb_s']:.2f} |"
         )
-    results = ROOT / "benchmarks" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    path = results / "gridfs_io.json"
-    path.write_text(json.dumps({"size_mib": size // MIB, "rows": rows}, indent=2))
+    path = write_results("gridfs_io.json", {"size_mib": size // MIB, "rows": rows})
     print(f"\nwrote {path}")
 
 

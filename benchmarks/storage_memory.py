@@ -22,7 +22,6 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -146,17 +145,12 @@ def main() -> None:
         return
     sizes = args.sizes or ([16, 64] if args.quick else [64, 256, 512])
     sys.path.insert(0, str(ROOT))
-    server = None
-    tmp = tempfile.TemporaryDirectory(prefix="datastack-bench-")
-    base = args.uri
-    if base is None:
-        from tests.mongo_server import MongoServer
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _common import mongo_server, write_results
 
-        server = MongoServer(Path(tmp.name) / "db").start()
-        base = server.uri
-    uri = f"{base.rstrip('/')}/bench_memory"
     rows = []
-    try:
+    with mongo_server(args.uri) as base:
+        uri = f"{base}/bench_memory"
         for size in sizes:
             row: dict[str, Any] = {"size_mib": size}
             for mode in ("store", "raw_insert", "raw_find", "read"):
@@ -173,10 +167,6 @@ def main() -> None:
                 f"{row['raw_find']['mb_per_s']:6.1f}  ratio {row['read_ratio']:.2f}",
                 flush=True,
             )
-    finally:
-        if server is not None:
-            server.stop()
-        tmp.cleanup()
     print()
     print(
         "| size | peak RSS (MiB) | RSS growth (MiB) | store MB/s | raw insert_many MB/s | "
@@ -191,10 +181,7 @@ def main() -> None:
             f"{r['read']['mb_per_s']:.0f} | {r['raw_find']['mb_per_s']:.0f} | "
             f"{r['read_ratio']:.2f} |"
         )
-    results = ROOT / "benchmarks" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    path = results / "storage_memory.json"
-    path.write_text(json.dumps({"chunk_size": args.chunk_size, "rows": rows}, indent=2))
+    path = write_results("storage_memory.json", {"chunk_size": args.chunk_size, "rows": rows})
     print(f"\nwrote {path}")
 
 
