@@ -19,19 +19,27 @@ __version__ = "0.1.0"
 
 # Public name -> module that defines it (imported lazily on first attribute access).
 _LAZY = {
+    "DatasetFactory": "datastack.factory",
+    "SplitExpression": "datastack.splits",
+    "Store": "datastack.store",
     "StreamedResource": "datastack.resources",
     "StreamedTextResource": "datastack.resources",
     "StorageConnector": "datastack.storage.base",
     "connect": "datastack.storage",
     "load": "datastack.api",
+    "open_store": "datastack.store",
     "refresh": "datastack.api",
     "errors": "datastack.errors",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from datastack.api import load, refresh
+    from datastack.factory import DatasetFactory
     from datastack.resources import StreamedResource, StreamedTextResource
+    from datastack.splits import SplitExpression
     from datastack.storage import connect
     from datastack.storage.base import StorageConnector
+    from datastack.store import Store, open_store
 
 
 def __getattr__(name: str) -> Any:
@@ -49,12 +57,16 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "DatasetFactory",
     "DatastackError",
+    "SplitExpression",
     "StorageConnector",
+    "Store",
     "StreamedResource",
     "StreamedTextResource",
     "__version__",
     "connect",
     "load",
+    "open_store",
     "refresh",
 ]

@@ -1,8 +1,45 @@
-"""Small filesystem helpers shared by the filesystem storage connector and catalog."""
+"""Filesystem plumbing shared by the filesystem storage connector and the filesystem catalog.
+
+One way to replace a file: :func:`atomic_write` writes a temporary file in the destination
+folder, flushes and fsyncs it, moves it over the destination with ``os.replace`` (atomic on
+POSIX) and fsyncs the folder, so a crash leaves the old file or the new one, never a half.
+Temporary files are named ``.tmp-<random>.``: the trailing dot is something no valid
+identifier has, so they are never listed as resources and never collide with one.
+
+>>> import os, tempfile
+>>> path = os.path.join(tempfile.mkdtemp(), "a", "x.txt")
+>>> with atomic_write(path) as out:
+...     _ = out.write(b"hello")
+>>> open(path, "rb").read(), [n for n in os.listdir(os.path.dirname(path))]
+(b'hello', ['x.txt'])
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+TEMP_PREFIX = ".tmp-"
+TEMP_SUFFIX = "."
+
+OnError = Callable[[OSError], BaseException]
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether a file name is a datastack temporary (``.tmp-<random>.``).
+
+    >>> is_temporary_name(".tmp-3fa2b1."), is_temporary_name("data.h5")
+    (True, False)
+    """
+    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
+
+
+def temporary_name() -> str:
+    """A fresh temporary file name (``.tmp-<16 hex>.``)."""
+    return f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -17,3 +54,74 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def create_temporary(folder: str) -> tuple[int, str]:
+    """Create the folder (if needed) and a new temporary file in it: ``(fd, path)``.
+
+    Retries when a concurrent delete prunes the freshly created empty folder.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for attempt in range(3):
+        try:
+            os.makedirs(folder, exist_ok=True)
+            tmp = os.path.join(folder, temporary_name())
+            return os.open(tmp, flags, 0o666), tmp
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _raise(exc: OSError) -> BaseException:
+    return exc
+
+
+@contextlib.contextmanager
+def atomic_write(
+    path: str | os.PathLike[str], *, fsync: bool = True, on_error: OnError = _raise
+) -> Iterator[BinaryIO]:
+    """Write ``path`` atomically: the block writes to the yielded temporary file.
+
+    On a normal exit the file is flushed, fsynced (unless ``fsync=False``), renamed over
+    ``path`` and the folder fsynced. On any exception the temporary file is removed and the
+    exception propagates; ``os.replace`` never runs, so ``path`` keeps its old content. An
+    ``OSError`` of this helper's own steps (create, flush, fsync, rename) is passed through
+    ``on_error`` (e.g. to raise a ``StorageError``); errors raised by the block pass unchanged.
+    """
+    target = os.fspath(path)
+    folder = os.path.dirname(target) or "."
+    try:
+        fd, tmp = create_temporary(folder)
+    except OSError as exc:
+        raise on_error(exc) from exc
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+            try:
+                out.flush()
+                if fsync:
+                    os.fsync(out.fileno())
+            except OSError as exc:
+                raise on_error(exc) from exc
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise on_error(exc) from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if fsync:
+        fsync_dir(folder)
+
+
+__all__ = [
+    "TEMP_PREFIX",
+    "TEMP_SUFFIX",
+    "atomic_write",
+    "create_temporary",
+    "fsync_dir",
+    "is_temporary_name",
+    "temporary_name",
+]

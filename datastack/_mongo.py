@@ -11,7 +11,9 @@ turned into :class:`~datastack.errors.StorageUnavailableError` with the URI reda
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
+import re
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -142,16 +144,6 @@ def mongo_errors(uri: str, what: str = "") -> Iterator[None]:
         raise StorageError(f"MongoDB at {where} failed{action} ({detail})") from None
 
 
-__all__ = [
-    "DEFAULT_TIMEOUTS_MS",
-    "client_settings",
-    "close_clients",
-    "get_client",
-    "mongo_errors",
-    "scrub",
-]
-
-
 def durable(collection: Any) -> Any:
     """``collection`` with a journaled majority write concern (where the driver supports it)."""
     from pymongo.write_concern import WriteConcern
@@ -163,3 +155,136 @@ def durable(collection: Any) -> Any:
         return with_options(write_concern=WriteConcern(w="majority", j=True))
     except (TypeError, NotImplementedError):  # pragma: no cover - mongomock variants
         return collection
+
+
+# -- BSON times ----------------------------------------------------------------------------
+def bson_now() -> dt.datetime:
+    """Now as the naive UTC datetime with millisecond precision that BSON stores."""
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def naive_utc(value: dt.datetime) -> dt.datetime:
+    """``value`` as a naive UTC datetime (what BSON stores and returns)."""
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
+_DATABASE_RE = re.compile(r"[A-Za-z0-9_-]{1,63}")
+
+
+class MongoHandle:
+    """Where a MongoDB-backed component lives: one database, by URI or by ``Database`` object.
+
+    Shared by the GridFS connector and the MongoDB catalog: it holds the URI (never shown),
+    a redacted display string, lazy per-process clients (:func:`get_client`), the mapping of
+    driver errors to datastack errors, index creation once per process, and the pickling
+    rule (a handle built on a ``Database`` object -- tests, mongomock -- cannot be pickled).
+
+    >>> handle = MongoHandle("mongodb://alice:s3cret@db.example/team")
+    >>> handle.display, handle.database_name
+    ('mongodb://alice:***@db.example/team', 'team')
+    """
+
+    def __init__(
+        self, uri: str, *, database: str | None = None, timeout_ms: int | None = None
+    ) -> None:
+        from datastack._uri import parse_storage_uri
+        from datastack.errors import ConfigurationError
+
+        if not isinstance(uri, str) or "://" not in uri:
+            raise ConfigurationError(
+                f"MongoDB storage needs a mongodb:// URI, got {redact(str(uri))!r}: expected "
+                "mongodb://[user:pass@]host[:port]/DBNAME"
+            )
+        name = database or parse_storage_uri(uri).database
+        if not name or not _DATABASE_RE.fullmatch(name):
+            raise ConfigurationError(f"invalid database name {name!r} for {redact(uri)}")
+        self.uri = uri
+        self.database_name = name
+        self.timeout_ms = timeout_ms
+        self.display = redact(uri)
+        self._fixed_db: Any = None
+        self._indexed: dict[str, int] = {}
+        self._index_lock = threading.Lock()
+
+    @classmethod
+    def from_database(cls, db: Any) -> MongoHandle:
+        """A handle on an existing ``Database`` (pymongo or mongomock); not picklable."""
+        self = cls.__new__(cls)
+        self.uri = ""
+        self.database_name = str(db.name)
+        self.timeout_ms = None
+        self.display = f"mongodb://{type(db.client).__module__}/{self.database_name}"
+        self._fixed_db = db
+        self._indexed = {}
+        self._index_lock = threading.Lock()
+        return self
+
+    @property
+    def fixed(self) -> bool:
+        """Whether the handle wraps a ``Database`` object instead of a URI."""
+        return self._fixed_db is not None
+
+    def db(self) -> Any:
+        """The ``Database`` (connecting lazily, one client per process and URI)."""
+        if self._fixed_db is not None:
+            return self._fixed_db
+        return get_client(self.uri, timeout_ms=self.timeout_ms)[self.database_name]
+
+    def errors(self, what: str = "") -> contextlib.AbstractContextManager[None]:
+        """Driver errors inside the block become datastack errors naming ``what``."""
+        return mongo_errors(self.uri or self.display, what)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with this handle's credentials removed."""
+        return scrub(text, self.uri)
+
+    @property
+    def cache_origin(self) -> tuple[Any, ...]:
+        """A key that identifies this database across handles (for process-wide caches)."""
+        if self._fixed_db is not None:
+            return ("db", id(self._fixed_db.client), self.database_name)
+        return ("uri", self.display, self.database_name)
+
+    def ensure_indexes(self, key: str, create: Any) -> None:
+        """Call ``create(db)`` once per process for ``key`` (idempotent index creation)."""
+        if self._indexed.get(key) == os.getpid():
+            return
+        with self._index_lock:
+            if self._indexed.get(key) == os.getpid():
+                return
+            with self.errors(f"creating indexes ({key})"):
+                create(self.db())
+            self._indexed[key] = os.getpid()
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self._fixed_db is not None:
+            raise TypeError(
+                f"a MongoDB handle on a Database object ({self.display}) cannot be pickled; "
+                "build it from a URI (mongodb://host/DBNAME) to send it to other processes"
+            )
+        return {"uri": self.uri, "database": self.database_name, "timeout_ms": self.timeout_ms}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(  # type: ignore[misc]
+            state["uri"], database=state["database"], timeout_ms=state["timeout_ms"]
+        )
+
+    def __repr__(self) -> str:
+        return f"MongoHandle({self.display!r})"
+
+
+__all__ = [
+    "DEFAULT_TIMEOUTS_MS",
+    "MongoHandle",
+    "bson_now",
+    "client_settings",
+    "close_clients",
+    "durable",
+    "get_client",
+    "mongo_errors",
+    "naive_utc",
+    "scrub",
+]

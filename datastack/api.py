@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from datastack._uri import default_storage_uri
-from datastack.errors import ConfigurationError, FormatError
+from datastack.errors import ConfigurationError
 from datastack.identifiers import validate_dataset_name
-from datastack.pipeline import RefreshResult, data_identifier
-from datastack.pipeline import refresh as _refresh
 
 if TYPE_CHECKING:  # pragma: no cover
+    from datastack.factory import DatasetFactory
     from datastack.iterators import DatasetIterator
+    from datastack.pipeline import RefreshResult
+    from datastack.store import Store
 
 
 def load(
@@ -20,7 +21,8 @@ def load(
     split: str = "train",
     *,
     version: int | None = None,
-    storage: str | os.PathLike[str] | None = None,
+    storage: Store | str | os.PathLike[str] | None = None,
+    factory: DatasetFactory | None = None,
 ) -> DatasetIterator:
     """Return a lazy iterator over one split of a published dataset.
 
@@ -34,7 +36,12 @@ def load(
     version:
         Pin a version (an int from ``datastack show NAME``); default: latest published.
     storage:
-        Storage URI; default ``$DATASTACK_STORAGE`` or ``./.datastack``.
+        Storage URI (or a :class:`~datastack.store.Store`); default ``$DATASTACK_STORAGE`` or
+        ``./.datastack``.
+    factory:
+        The :class:`~datastack.factory.DatasetFactory` that reads the published version into
+        iterators; default: the canonical HDF5 layout. (The catalog never makes a reader
+        import code: a dataset with a layout of its own is read by passing its factory.)
 
     The returned iterator supports ``len``, indexing (samples are tuples ``(sample, target)``),
     slicing into views, stacking (``shuffle``, ``map``, ...) and pickling (DataLoader workers
@@ -43,35 +50,28 @@ def load(
     >>> it = load("iris", split="train[:10%]")     # doctest: +SKIP
     >>> sample, target = it[0]                       # doctest: +SKIP
     """
-    from datastack.catalog import open_catalog
-    from datastack.iterators import HDF5DatasetIterator, select
-    from datastack.storage import connect
+    from datastack.factory import DatasetFactory
+    from datastack.iterators import select
+    from datastack.splits import SplitExpression
+    from datastack.store import Store
 
     name = validate_dataset_name(name)
-    if version is not None and (not isinstance(version, int) or version < 1):
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or version < 1
+    ):
         raise ConfigurationError(f"version must be a positive int, got {version!r}")
-    uri = default_storage_uri(storage)
-    catalog = open_catalog(uri)
-    record = catalog.get(name, version) if version is not None else catalog.latest(name)
-    identifier = data_identifier(record.name, record.version)
-    if not any(r.get("identifier") == identifier for r in record.resources):
-        raise FormatError(
-            f"{name} v{record.version}: the catalog record lists no data file {identifier!r}; "
-            "it was not published by this datastack version"
-        )
-    store = connect(uri)
-    splits: dict[str, Any] = {
-        split_name: HDF5DatasetIterator(store.get_resource(identifier), group=split_name)
-        for split_name in record.splits
-    }
-    return select(splits, split)  # type: ignore[no-any-return]
+    expression = SplitExpression.from_spec(split)  # a malformed split fails before any I/O
+    store = Store.open(storage)
+    record = store.catalog.get(name, version) if version is not None else store.catalog.latest(name)
+    reader = factory if factory is not None else DatasetFactory()
+    return select(reader.iterators(record, store), expression)
 
 
 def refresh(
     spec: str | os.PathLike[str],
-    names: list[str] | None = None,
+    names: Sequence[str] | None = None,
     *,
-    storage: str | None = None,
+    storage: Store | str | os.PathLike[str] | None = None,
     force: bool = False,
 ) -> list[RefreshResult]:
     """Refresh datasets of a spec file in this process (no Prefect). See ``datastack refresh``.
@@ -80,4 +80,6 @@ def refresh(
     >>> [(r.name, r.status) for r in results]          # doctest: +SKIP
     [('iris', 'published'), ...]
     """
-    return _refresh(spec, names, storage, force=force)
+    from datastack.pipeline import refresh as run
+
+    return run(spec, names, storage, force=force)

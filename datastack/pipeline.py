@@ -1,8 +1,11 @@
-"""The refresh pipeline as plain functions: check -> retrieve -> prepare -> publish.
+"""The refresh sequence, written once: lease -> check -> retrieve -> prepare -> publish.
 
-Each step is a function of (spec, storage URI, plain data) so that Prefect tasks (``flows/``)
-and tests call exactly the same code; :func:`refresh_dataset` runs them all in-process under
-the dataset's lease. Nothing here imports prefect.
+Every step is a plain function of objects -- a :class:`~datastack.factory.DatasetFactory`
+(what the dataset is) and a :class:`~datastack.store.Store` (where it lives) -- so tests call
+them directly. :func:`refresh_dataset` runs them under the dataset's lease and makes every
+status decision; an *engine* only chooses how each step executes: here in this process
+(:func:`run_here`), or as a Prefect task with retries (``flows/``, through ``run_step``).
+Nothing here imports Prefect.
 
 Resource layout in a storage::
 
@@ -21,28 +24,26 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from datastack._uri import default_storage_uri, redact
-from datastack.errors import (
-    ConfigurationError,
-    DatastackError,
-    LockHeldError,
-    NotFoundError,
-    SpecError,
-    StorageError,
-)
+from datastack._isolation import run_isolated
+from datastack._uri import redact
+from datastack.errors import DatastackError, LockHeldError, NotFoundError
+from datastack.factory import DatasetFactory, data_identifier, factory_for
 from datastack.identifiers import validate_identifier
-from datastack.specs import DatasetSpec, SourceSpec, load_spec
+from datastack.specs import DatasetSpec, SourceSpec, load_selected
+from datastack.store import Store
 
 log = logging.getLogger("datastack.pipeline")
 
-DEFAULT_LEASE_TTL = 300.0  # renewed every ttl/3 by LeaseKeeper while the refresh runs
+T = TypeVar("T")
+
+#: Lease TTL of a refresh (seconds); the lease is renewed every ``ttl / 3`` while it runs.
+DEFAULT_LEASE_TTL = 300.0
 
 
 @dataclass
@@ -62,6 +63,11 @@ class RefreshResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RefreshResult:
+        fields = {"name", "status", "version", "reason", "duration_s", "splits"}
+        return cls(**{k: v for k, v in data.items() if k in fields})
 
 
 @dataclass
@@ -95,7 +101,23 @@ class PreparedVersion:
         return cls(**data)
 
 
+class StepRunner(Protocol):
+    """How an engine executes one step: ``run_step("retrieve-sources", fn, *args)``."""
+
+    def __call__(self, step: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T: ...
+
+
+def run_here(step: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """The local engine's step runner: call the step in this thread."""
+    return fn(*args, **kwargs)
+
+
 # -- helpers -------------------------------------------------------------------------------
+def as_factory(dataset: DatasetFactory | DatasetSpec) -> DatasetFactory:
+    """A factory for ``dataset`` (a spec gets the factory its ``factory:`` key names)."""
+    return dataset if isinstance(dataset, DatasetFactory) else factory_for(dataset)
+
+
 def _filename(source: SourceSpec) -> str:
     name = source.filename or unquote(urlsplit(source.url).path).rsplit("/", 1)[-1] or "source"
     try:
@@ -110,13 +132,8 @@ def raw_identifier(spec: DatasetSpec, source: SourceSpec) -> str:
     return f"datasets/{spec.name}/raw/{algo}-{digest.lower()}/{_filename(source)}"
 
 
-def data_identifier(name: str, version: int) -> str:
-    """Identifier of the canonical HDF5 file of ``name`` version ``version``."""
-    return f"datasets/{name}/v{version}/data.h5"
-
-
 def default_producer() -> dict[str, Any]:
-    """Lineage of an in-process run (flows add their flow run id)."""
+    """Lineage of an in-process run (engines add their own, e.g. the flow run id)."""
     from datastack import __version__
 
     return {
@@ -132,72 +149,26 @@ def _source_checksums(spec: DatasetSpec) -> list[str]:
     return [f"{s.checksum[0]}:{s.checksum[1].lower()}" for s in spec.sources]
 
 
-def _isolated_child(conn: Any, func: Any, args: tuple[Any, ...]) -> None:
-    try:
-        conn.send(("ok", func(*args)))
-    except BaseException as exc:
-        try:
-            conn.send(("error", exc))
-        except Exception:  # unpicklable exception: send its text
-            conn.send(("error", StorageError(f"{type(exc).__name__}: {exc}")))
-    finally:
-        conn.close()
-
-
-def run_isolated(func: Any, *args: Any, what: str) -> Any:
-    """Run ``func(*args)`` in a forked child process and return its result.
-
-    HDF5 (through h5py) can crash the whole process on hostile files or when the disk fills up
-    mid-write (measured: a segfault while closing a half-written file); in a child, such a crash
-    becomes a :class:`StorageError` and the caller cleans up. Set ``DATASTACK_ISOLATE=0`` to run
-    in-process (debugging); it always does on platforms without ``fork`` and inside daemonic
-    processes (Dask workers), which may not start children.
-    """
-    import multiprocessing
-
-    if (
-        os.environ.get("DATASTACK_ISOLATE", "1") == "0"
-        or "fork" not in multiprocessing.get_all_start_methods()
-        or multiprocessing.current_process().daemon  # e.g. a Dask worker: no children allowed
-    ):
-        return func(*args)
-    ctx = multiprocessing.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_isolated_child, args=(child, func, args), daemon=True)
-    process.start()
-    child.close()
-    try:
-        status, payload = parent.recv()
-    except EOFError:
-        process.join()
-        code = process.exitcode
-        detail = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        raise StorageError(
-            f"{what} crashed ({detail}) while writing the HDF5 file: is the disk full or an "
-            "input file corrupt? Nothing was published; free space or fix the input and retry"
-        ) from None
-    finally:
-        parent.close()
-    process.join()
-    if status == "error":
-        raise payload
-    return payload
+def _spec_url(spec: DatasetSpec, redacted_url: str) -> str:
+    """The URL (with credentials) of the spec source whose redacted form is ``redacted_url``."""
+    for source in spec.sources:
+        if redact(source.url) == redacted_url:
+            return source.url
+    return redacted_url
 
 
 # -- steps ---------------------------------------------------------------------------------
-def check_sources(spec: DatasetSpec, storage: str | None = None) -> SourcesCheck:
-    """Decide whether ``spec`` needs a new version, without downloading anything.
+def check_sources(dataset: DatasetFactory | DatasetSpec, store: Store) -> SourcesCheck:
+    """Decide whether the dataset needs a new version, without downloading anything.
 
     The checksums in the spec pin the content, so an unchanged spec means unchanged data. For
-    HTTP sources whose previous retrieval recorded an ETag / Last-Modified, a conditional request
-    checks upstream: if upstream changed while the spec did not, a warning says to update the
-    checksum (the old version stays current).
+    HTTP sources whose previous retrieval recorded an ETag / Last-Modified, a conditional
+    request checks upstream: if upstream changed while the spec did not, a warning says to
+    update the checksum (the old version stays current).
     """
-    from datastack.catalog import open_catalog
-
-    catalog = open_catalog(storage)
+    spec = as_factory(dataset).spec
     try:
-        latest = catalog.latest(spec.name)
+        latest = store.catalog.latest(spec.name)
     except NotFoundError:
         return SourcesCheck(True, "no published version yet")
     if latest.spec_hash != spec.fingerprint():
@@ -227,23 +198,17 @@ def check_sources(spec: DatasetSpec, storage: str | None = None) -> SourcesCheck
     )
 
 
-def _spec_url(spec: DatasetSpec, redacted_url: str) -> str:
-    """The URL (with credentials) of the spec source whose redacted form is ``redacted_url``."""
-    for source in spec.sources:
-        if redact(source.url) == redacted_url:
-            return source.url
-    return redacted_url
-
-
-def retrieve_sources(spec: DatasetSpec, storage: str | None = None) -> list[dict[str, Any]]:
-    """Store every raw source of ``spec`` (verified by checksum); return their records.
+def retrieve_sources(
+    dataset: DatasetFactory | DatasetSpec, store: Store, *, deadline_s: float | None = None
+) -> list[dict[str, Any]]:
+    """Store every raw source (verified by checksum); return their records.
 
     Sources already stored under their content-addressed identifier are not downloaded again.
+    ``deadline_s`` bounds each download (headers, body and retries).
     """
-    from datastack.retrieval import ResourceDefinition, retriever_for
-    from datastack.storage import connect
+    from datastack.retrieval import ResourceDefinition, Retriever, retriever_for
 
-    store = connect(storage)
+    spec = as_factory(dataset).spec
     records: list[dict[str, Any]] = []
     for source in spec.sources:
         identifier = raw_identifier(spec, source)
@@ -255,20 +220,19 @@ def retrieve_sources(spec: DatasetSpec, storage: str | None = None) -> list[dict
             "split": source.split,
             "identifier": identifier,
         }
-        if store.has_resource(identifier):
-            record.update(
-                size=store.get_resource(identifier).size, etag=None, last_modified=None, reused=True
-            )
+        if store.storage.has_resource(identifier):
+            size = store.storage.get_resource(identifier).size
+            record.update(size=size, etag=None, last_modified=None, reused=True)
         else:
             definition = ResourceDefinition(
                 identifier, source.url, sha256=source.sha256, md5=source.md5
             )
+            options = {} if deadline_s is None else {"deadline": deadline_s}
             try:
-                retriever: Any = retriever_for(definition, store)
-                infos = retriever.retrieve_with_info([definition])
+                retriever: Retriever = retriever_for(definition, store.storage, **options)
+                (info,) = retriever.retrieve_with_info([definition])
             except DatastackError as exc:
                 raise type(exc)(f"dataset {spec.name!r}: {exc}") from None
-            info = infos[0]
             record.update(
                 size=info.size, etag=info.etag, last_modified=info.last_modified, reused=False
             )
@@ -279,24 +243,25 @@ def retrieve_sources(spec: DatasetSpec, storage: str | None = None) -> list[dict
     return records
 
 
+def _prepare_in_child(factory: DatasetFactory, inputs: Any, out: Path) -> Any:
+    return factory.prepare(inputs, out)
+
+
 def prepare_version(
-    spec: DatasetSpec,
+    dataset: DatasetFactory | DatasetSpec,
     sources: Sequence[dict[str, Any]],
-    storage: str | None = None,
+    store: Store,
     *,
     producer: dict[str, Any] | None = None,
 ) -> PreparedVersion:
-    """Reserve the next version, preprocess the raw sources into its HDF5 file and store it.
+    """Reserve the next version, prepare the raw sources into its HDF5 file and store it.
 
     The version is recorded as *pending*: readers do not see it until :func:`publish_version`.
+    Preparation runs in a forked child (``datastack._isolation``).
     """
-    from datastack.catalog import open_catalog
-    from datastack.preprocessing import preprocess
-    from datastack.storage import connect
-
-    store = connect(storage)
-    catalog = open_catalog(storage)
-    record = catalog.begin(
+    factory = as_factory(dataset)
+    spec = factory.spec
+    record = store.catalog.begin(
         spec.name,
         spec_hash=spec.fingerprint(),
         sources=list(sources),
@@ -306,37 +271,35 @@ def prepare_version(
     )
     version = record.version
     try:
-        by_id = {s["identifier"]: s for s in sources}
+        stored = {s["identifier"] for s in sources}
         inputs = [
-            (source, store.get_resource(raw_identifier(spec, source)))
+            (source, store.storage.get_resource(raw_identifier(spec, source)))
             for source in spec.sources
-            if raw_identifier(spec, source) in by_id
+            if raw_identifier(spec, source) in stored
         ]
         with tempfile.TemporaryDirectory(prefix="datastack-prepare-") as tmp:
             out = Path(tmp) / "data.h5"
             prepared = run_isolated(
-                preprocess, spec, inputs, out, what=f"{spec.name}: preprocessing"
+                _prepare_in_child, factory, inputs, out, what=f"{spec.name}: preprocessing"
             )
             for _, resource in inputs:
                 resource.close()
-            info = store.set_resource(data_identifier(spec.name, version), out)
+            info = store.storage.set_resource(data_identifier(spec.name, version), out)
     except BaseException:
-        catalog.abort(spec.name, version)
+        store.catalog.abort(spec.name, version)
         raise
+    raw = [
+        {
+            "identifier": s["identifier"],
+            "size": s.get("size"),
+            "sha256": s.get("sha256") or s.get("sha256_computed"),
+        }
+        for s in sources
+    ]
     return PreparedVersion(
         name=spec.name,
         version=version,
-        resources=[
-            info.to_dict(),
-            *(
-                {
-                    "identifier": s["identifier"],
-                    "size": s.get("size"),
-                    "sha256": s.get("sha256") or s.get("sha256_computed"),
-                }
-                for s in sources
-            ),
-        ],
+        resources=[info.to_dict(), *raw],
         splits=dict(prepared.splits),
         schema=dict(prepared.schema),
         encodings=dict(getattr(prepared, "encodings", {}) or {}),
@@ -345,10 +308,10 @@ def prepare_version(
 
 
 def publish_version(
-    spec: DatasetSpec,
+    dataset: DatasetFactory | DatasetSpec,
     sources: Sequence[dict[str, Any]],
     prepared: PreparedVersion,
-    storage: str | None = None,
+    store: Store,
     *,
     lease_token: int | None = None,
     force: bool = False,
@@ -358,9 +321,8 @@ def publish_version(
     Returns None (and drops the pending version) when the latest published version already has
     identical content (same spec hash and source checksums), unless ``force``.
     """
-    from datastack.catalog import open_catalog
-
-    catalog = open_catalog(storage)
+    spec = as_factory(dataset).spec
+    catalog = store.catalog
     if not force:
         same = catalog.find_identical(spec.name, spec.fingerprint(), _source_checksums(spec))
         if same is not None:
@@ -380,185 +342,126 @@ def publish_version(
 
 
 def acquire_lease(
+    store: Store,
     name: str,
-    storage: str | None = None,
     *,
     owner: str | None = None,
     ttl_s: float = DEFAULT_LEASE_TTL,
     wait_s: float = 0.0,
 ) -> int:
     """Take the refresh lease of ``name``; returns its fencing token (LockHeldError if held)."""
-    from datastack.catalog import open_catalog
-
-    lease = open_catalog(storage).acquire_lease(name, owner=owner, ttl=ttl_s, wait=wait_s)
-    return int(lease.token)
+    return int(store.catalog.acquire_lease(name, owner=owner, ttl=ttl_s, wait=wait_s).token)
 
 
-def release_lease(name: str, storage: str | None, token: int) -> None:
+def release_lease(store: Store, name: str, token: int) -> None:
     """Release the lease taken with ``token`` (a lease already taken over is left alone)."""
-    from datastack.catalog import open_catalog
-
-    open_catalog(storage).release_lease(name, token)
+    store.catalog.release_lease(name, token)
 
 
-class LeaseKeeper:
-    """Renews a held lease every ``ttl / 3`` seconds on a daemon thread until stopped.
-
-    A refresh may run longer than its lease TTL (a large download); the heartbeat keeps the
-    lease while the process is alive, and a crashed process stops renewing, so the lease
-    expires ``ttl`` seconds later and another refresh can take over (with a larger token).
-    """
-
-    def __init__(self, lease: Any, interval_s: float) -> None:
-        import threading
-
-        self.lease = lease
-        self.interval_s = max(0.05, interval_s)
-        self.lost: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"datastack-lease-{lease.name}", daemon=True
-        )
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.lease.renew()
-            except DatastackError as exc:  # lost, or storage unavailable: publish will fence
-                self.lost = exc
-                log.warning("%s: lease heartbeat stopped: %s", self.lease.name, redact(str(exc)))
-                return
-
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-
+# -- the sequence --------------------------------------------------------------------------
 def refresh_dataset(
-    spec: DatasetSpec,
-    storage: str | None = None,
+    dataset: DatasetFactory | DatasetSpec,
+    store: Store,
     *,
     force: bool = False,
     producer: dict[str, Any] | None = None,
     lease_ttl_s: float = DEFAULT_LEASE_TTL,
     wait_s: float = 0.0,
+    retrieve_deadline_s: float | None = None,
+    owner: str | None = None,
+    run_step: StepRunner = run_here,
 ) -> RefreshResult:
-    """check -> retrieve -> prepare -> publish ``spec`` under its lease, in this process.
+    """check -> retrieve -> prepare -> publish one dataset under its lease.
 
-    Never raises for a dataset-level failure: the result says ``failed`` / ``locked`` with a
-    one-line reason (credentials redacted). The previous version stays published on failure.
+    The lease is renewed by a heartbeat for the whole refresh. Never raises for a
+    dataset-level failure: the result says ``failed`` / ``locked`` with a one-line reason
+    (credentials redacted). The previous version stays published on failure. ``run_step``
+    executes each step (see :class:`StepRunner`); ``owner`` names the lease holder (default
+    ``host:pid:random``).
     """
     started = time.monotonic()
-    storage = default_storage_uri(storage)
+    name = dataset.name if isinstance(dataset, DatasetSpec) else dataset.spec.name
 
     def result(status: str, version: int | None, reason: str, **kw: Any) -> RefreshResult:
-        return RefreshResult(
-            spec.name, status, version, redact(reason), round(time.monotonic() - started, 3), **kw
-        )
-
-    from datastack.catalog import open_catalog
+        elapsed = round(time.monotonic() - started, 3)
+        return RefreshResult(name, status, version, redact(reason), elapsed, **kw)
 
     try:
-        lease = open_catalog(storage).acquire_lease(spec.name, ttl=lease_ttl_s, wait=wait_s)
+        factory = as_factory(dataset)
+        lease = run_step(
+            "acquire-lease",
+            store.catalog.acquire_lease,
+            name,
+            ttl=lease_ttl_s,
+            wait=wait_s,
+            owner=owner,
+        )
     except LockHeldError as exc:
         return result("locked", None, str(exc))
     except DatastackError as exc:
         return result("failed", None, f"{type(exc).__name__}: {exc}")
-    token = int(lease.token)
-    keeper = LeaseKeeper(lease, lease_ttl_s / 3)
     try:
-        keeper.__enter__()
-        check = check_sources(spec, storage)
-        if not check.changed and not force:
-            return result("unchanged", check.latest_version, check.reason)
-        sources = retrieve_sources(spec, storage)
-        prepared = prepare_version(spec, sources, storage, producer=producer)
-        record = publish_version(spec, sources, prepared, storage, lease_token=token, force=force)
+        with lease.keep_alive():
+            check = run_step("check-sources", check_sources, factory, store)
+            if not check.changed and not force:
+                return result("unchanged", check.latest_version, check.reason)
+            sources = run_step(
+                "retrieve-sources", retrieve_sources, factory, store,
+                deadline_s=retrieve_deadline_s,
+            )
+            prepared = run_step(
+                "prepare-version", prepare_version, factory, sources, store, producer=producer
+            )
+            record = run_step(
+                "publish-version", publish_version, factory, sources, prepared, store,
+                lease_token=lease.token, force=force,
+            )
         if record is None:
             return result("unchanged", check.latest_version, "identical content already published")
+        why = "forced" if force else check.reason if check.latest_version else "first version"
         return result(
-            "published",
-            int(record["version"]),
-            f"published version {record['version']}",
-            splits=dict(record.get("splits", {})),
+            "published", int(record["version"]), why, splits=dict(record.get("splits", {}))
         )
     except DatastackError as exc:
-        log.error("%s: refresh failed: %s", spec.name, redact(str(exc)))
+        log.error("%s: refresh failed: %s", name, redact(str(exc)))
         return result("failed", None, f"{type(exc).__name__}: {exc}")
     finally:
-        keeper.__exit__()
         try:
-            release_lease(spec.name, storage, token)
+            run_step("release-lease", lease.release)
         except DatastackError as exc:  # pragma: no cover - logged, the lease expires anyway
-            log.warning("%s: could not release lease: %s", spec.name, redact(str(exc)))
-
-
-def select_specs(
-    spec_path: str | os.PathLike[str], names: Sequence[str] | None = None
-) -> list[DatasetSpec]:
-    """The datasets of a spec file, restricted to ``names`` (unknown names are a SpecError)."""
-    specs = load_spec(Path(spec_path))
-    if not names:
-        return list(specs.values())
-    unknown = [n for n in names if n not in specs]
-    if unknown:
-        raise SpecError(
-            f"{os.fspath(spec_path)}: no dataset named {', '.join(map(repr, unknown))}; the spec "
-            f"defines {', '.join(sorted(specs)) or 'nothing'}"
-        )
-    return [specs[n] for n in names]
+            log.warning("%s: could not release lease: %s", name, redact(str(exc)))
 
 
 def refresh(
     spec_path: str | os.PathLike[str],
     names: Sequence[str] | None = None,
-    storage: str | None = None,
+    storage: Store | str | os.PathLike[str] | None = None,
     *,
     force: bool = False,
 ) -> list[RefreshResult]:
-    """Refresh datasets of a spec file in this process, without Prefect (library-only path)."""
-    specs = select_specs(spec_path, names)
-    return [refresh_dataset(spec, storage, force=force) for spec in specs]
+    """Refresh datasets of a spec file in this process, without an orchestrator."""
+    specs = load_selected(spec_path, names)
+    store = Store.open(storage)
+    return [refresh_dataset(spec, store, force=force) for spec in specs]
 
 
-def run_refresh(
-    spec_path: str | os.PathLike[str],
-    names: Sequence[str] | None = None,
-    storage: str | None = None,
-    *,
-    force: bool = False,
-    engine: str = "auto",
-) -> list[RefreshResult]:
-    """What ``datastack refresh`` runs: the Prefect flow (``flows``) or the local pipeline.
-
-    ``engine``: "prefect" (requires the ``flows`` extra), "local", or "auto" (Prefect when
-    installed). The spec is validated before any flow starts.
-    """
-    select_specs(spec_path, names)  # validate first: an invalid spec never reaches a flow
-    if engine not in {"auto", "prefect", "local"}:
-        raise ConfigurationError(f"engine must be auto, prefect or local, got {engine!r}")
-    if engine != "local":
-        import importlib
-
-        try:
-            flows = importlib.import_module("flows.refresh")
-        except ImportError as exc:
-            if engine == "prefect":
-                raise ConfigurationError(
-                    f"the prefect engine needs the flows extra ({exc}): pip install "
-                    "'datastack[flows]' and run from the project folder"
-                ) from None
-        else:
-            results: list[RefreshResult] = flows.run_refresh(
-                spec_path, names=names, storage=storage, force=force
-            )
-            return results
-    return refresh(spec_path, names, storage, force=force)
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
+__all__ = [
+    "DEFAULT_LEASE_TTL",
+    "PreparedVersion",
+    "RefreshResult",
+    "SourcesCheck",
+    "StepRunner",
+    "acquire_lease",
+    "as_factory",
+    "check_sources",
+    "data_identifier",
+    "default_producer",
+    "prepare_version",
+    "publish_version",
+    "raw_identifier",
+    "refresh",
+    "refresh_dataset",
+    "release_lease",
+    "retrieve_sources",
+    "run_here",
+]

@@ -1,8 +1,9 @@
 """Prefect flows that refresh datasets: check sources -> retrieve -> prepare -> publish.
 
-Thin orchestration over :mod:`datastack.pipeline` (plain functions a test can call directly).
-Prefect adds retries with backoff on the network steps, timeouts, run logging, one summary
-artifact per run, scheduling (``deployments/``) and scale-out (threads or a Dask cluster).
+Thin orchestration: each dataset runs :func:`datastack.pipeline.refresh_dataset` (the same
+sequence as the local engine) with its steps as Prefect tasks (:mod:`flows.tasks`). Prefect
+adds retries with backoff on the network steps, run logging, one summary artifact per run,
+scheduling (``deployments/``) and scale-out (threads or a Dask cluster).
 
 Credentials never travel as parameters: flows take the *name* of an environment variable
 (default ``DATASTACK_STORAGE``) or of a Prefect ``Secret`` block holding the storage URI, resolve
@@ -32,8 +33,10 @@ from prefect.client.schemas.objects import State
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from datastack._uri import STORAGE_ENV, default_storage_uri, parse_storage_uri, redact
+from datastack._uri import STORAGE_ENV, redact
 from datastack.errors import ConfigurationError
+from datastack.pipeline import DEFAULT_LEASE_TTL, RefreshResult
+from datastack.store import Store
 
 try:
     import flows.tasks  # noqa: F401
@@ -42,13 +45,12 @@ except ModuleNotFoundError:  # loaded by file path from outside the project fold
 from flows.tasks import (
     RETRIEVE_TIMEOUT_S,
     DatasetRefreshFailed,
-    Tuning,
-    _refresh_one,
+    RefreshSettings,
     refresh_dataset_task,
+    refresh_one,
     resolve_storage,
 )
 
-ENGINES = ("prefect", "auto", "local")
 TASK_RUNNERS = ("thread", "dask")
 ARTIFACT_KEY = "datastack-refresh"
 
@@ -118,7 +120,7 @@ def refresh_dataset_flow(
     storage_env: str = STORAGE_ENV,
     storage_secret: str | None = None,
     force: bool = False,
-    lease_ttl_s: float = 3600.0,
+    lease_ttl_s: float = DEFAULT_LEASE_TTL,
     lease_wait_s: float = 0.0,
     retries: int = 3,
     retry_delay_s: float = 2.0,
@@ -130,23 +132,19 @@ def refresh_dataset_flow(
     ``storage_secret`` a Prefect Secret block): the URI itself is never a parameter.
     Returns ``[result dict]``; the run ends Failed when the dataset failed or was locked.
     """
-    from datastack.specs import load_spec
+    from datastack.specs import load_selected
 
     storage = resolve_storage(storage_env, storage_secret)
     get_run_logger().info("refreshing %s from %s into %s", name, spec_path, redact(storage))
-    specs = load_spec(Path(spec_path))
-    if name not in specs:
-        raise ConfigurationError(
-            f"dataset {name!r} is not in spec {spec_path!r}; it defines: {', '.join(specs)}"
-        )
-    tuning = Tuning(
+    load_selected(Path(spec_path), [name])  # an unknown name fails the run before any step
+    settings = RefreshSettings(
         retries=retries,
         retry_delay_s=retry_delay_s,
         lease_ttl_s=lease_ttl_s,
         lease_wait_s=lease_wait_s,
         retrieve_timeout_s=retrieve_timeout_s,
     )
-    row = _refresh_one(specs[name], storage_env, storage_secret, force, tuning)
+    row = refresh_one(name, spec_path, storage_env, storage_secret, force, settings)
     return _finish([row], storage)
 
 
@@ -204,7 +202,7 @@ def refresh_all_flow(
     dask_address: str | None = None,
     dask_workers: int = 2,
     max_workers: int = 4,
-    lease_ttl_s: float = 3600.0,
+    lease_ttl_s: float = DEFAULT_LEASE_TTL,
     lease_wait_s: float = 0.0,
     retries: int = 3,
     retry_delay_s: float = 2.0,
@@ -217,17 +215,10 @@ def refresh_all_flow(
     workers need ``PREFECT_API_URL`` and the storage variable or Secret block). Returns the list
     of result dicts; the run ends Failed naming the datasets that failed or were locked.
     """
-    from datastack.specs import load_spec
+    from datastack.specs import load_selected
 
     storage = resolve_storage(storage_env, storage_secret)
-    specs = load_spec(Path(spec_path))
-    selected = list(names) if names else list(specs)
-    unknown = [n for n in selected if n not in specs]
-    if unknown:
-        raise ConfigurationError(
-            f"dataset(s) {', '.join(unknown)} not in spec {spec_path!r}; it defines: "
-            f"{', '.join(specs)}"
-        )
+    selected = [spec.name for spec in load_selected(Path(spec_path), names)]
     logger = get_run_logger()
     logger.info(
         "refreshing %d dataset(s) into %s on %s",
@@ -237,7 +228,7 @@ def refresh_all_flow(
     )
     env = _local_worker_env(storage_env) if task_runner == "dask" and not dask_address else {}
     runner = _task_runner(task_runner, dask_address, dask_workers, max_workers, env)
-    tuning = Tuning(
+    settings = RefreshSettings(
         retries=retries,
         retry_delay_s=retry_delay_s,
         lease_ttl_s=lease_ttl_s,
@@ -257,7 +248,7 @@ def refresh_all_flow(
                         "storage_env": storage_env,
                         "storage_secret": storage_secret,
                         "force": force,
-                        "tuning": tuning,
+                        "settings": settings,
                     },
                 ),
             )
@@ -299,40 +290,21 @@ def _env(name: str, value: str | None) -> Iterator[None]:
                 os.environ[name] = old
 
 
-def _absolute_storage(storage: str) -> str:
-    """Make a relative filesystem path absolute so workers in other folders agree."""
-    location = parse_storage_uri(storage)
-    if location.kind == "file" and "://" not in storage and location.path is not None:
-        return str(location.path.resolve())
-    return storage
-
-
-def run_refresh(
+def run_flow(
     spec_path: str | os.PathLike[str],
-    names: Sequence[str] | None = None,
-    storage: str | None = None,
+    names: Sequence[str] | None,
+    store: Store,
     *,
     force: bool = False,
-    engine: str = "prefect",
     **flow_options: Any,
-) -> list[Any]:
+) -> list[RefreshResult]:
     """Refresh datasets of a spec through ``refresh_all_flow``; returns ``RefreshResult`` s.
 
     The storage URI is handed to the flow run through ``$DATASTACK_STORAGE`` (set for the call
     and restored after: not for concurrent calls with different storages in one process),
     never as a parameter. ``flow_options`` go to :func:`refresh_all_flow` (``task_runner``,
-    ``dask_address``, ``retries``, ``retry_delay_s``...). ``engine="local"`` skips Prefect.
-
-    >>> results = run_refresh("datasets.yaml", ["iris"], "/data/store")  # doctest: +SKIP
+    ``dask_address``, ``retries``, ``retry_delay_s``...).
     """
-    from datastack.pipeline import RefreshResult, refresh
-
-    if engine not in ENGINES:
-        raise ConfigurationError(f"engine must be one of {ENGINES}, got {engine!r}")
-    uri = _absolute_storage(default_storage_uri(storage))
-    spec_file = str(Path(spec_path).resolve())
-    if engine == "local":
-        return list(refresh(spec_file, names, uri, force=force))
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     # This call waits for its own run, so Prefect's crash-detection heartbeats (meant for runs
@@ -342,9 +314,9 @@ def run_refresh(
     # log harmless CancelledError tracebacks while it shuts down. Keep only real errors.
     if not os.environ.get("PREFECT_API_URL"):
         os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
-    with _env(STORAGE_ENV, uri), no_heartbeats:
+    with _env(STORAGE_ENV, store.connection_uri), no_heartbeats:
         state = refresh_all_flow(
-            spec_file,
+            str(Path(spec_path).resolve()),
             list(names) if names else None,
             storage_env=STORAGE_ENV,
             force=force,
@@ -359,15 +331,23 @@ def run_refresh(
         raise outcome
     else:
         rows = list(outcome)
-    fields = {"name", "status", "version", "reason", "duration_s", "splits"}
-    return [RefreshResult(**{k: v for k, v in row.items() if k in fields}) for row in rows]
+    return [RefreshResult.from_dict(row) for row in rows]
 
 
-__all__ = [
-    "DatasetRefreshFailed",
-    "refresh_all_flow",
-    "refresh_dataset_flow",
-    "resolve_storage",
-    "run_refresh",
-    "summary_markdown",
-]
+def run_refresh(
+    spec_path: str | os.PathLike[str],
+    names: Sequence[str] | None = None,
+    storage: str | None = None,
+    *,
+    force: bool = False,
+    engine: str = "prefect",
+    **flow_options: Any,
+) -> list[RefreshResult]:
+    """Refresh datasets of a spec with an engine (``prefect`` by default); see
+    :func:`datastack.engines.run_refresh`.
+
+    >>> results = run_refresh("datasets.yaml", ["iris"], "/data/store")  # doctest: +SKIP
+    """
+    from datastack.engines import run_refresh as run
+
+    return run(spec_path, names, storage, force=force, engine=engine, **flow_options)

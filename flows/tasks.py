@@ -1,10 +1,16 @@
-"""Prefect tasks of the refresh flows: one per pipeline step, plus the per-dataset unit.
+"""Prefect tasks of the refresh flows: the pipeline's own steps, each run as a task.
 
-Each task is a thin wrapper over a plain function of :mod:`datastack.pipeline`. Tasks receive
-the *name* of the environment variable (or Prefect Secret block) that holds the storage URI,
-never the URI itself, and resolve it where they run (a thread, a Dask worker, a worker's
-subprocess). Network steps retry transient failures with exponential backoff and jitter;
-4xx answers, checksum mismatches and spec errors fail at once (:func:`is_transient`).
+The refresh sequence is :func:`datastack.pipeline.refresh_dataset` -- the same function the
+local engine runs -- with a step runner (:class:`PrefectSteps`) that executes each step as a
+Prefect task: ``acquire-lease[name]``, ``check-sources[name]``, ``retrieve-sources[name]``,
+``prepare-version[name]``, ``publish-version[name]``, with retries (exponential backoff and
+jitter) on the network and storage steps. Status decisions, the lease heartbeat and the
+result are the pipeline's.
+
+Tasks receive the *name* of the environment variable (or Prefect Secret block) that holds the
+storage URI, never the URI itself, and resolve it where they run (a thread, a Dask worker, a
+worker's subprocess). 4xx answers, checksum mismatches and spec errors are not retried
+(:func:`is_transient`).
 
 >>> from flows.tasks import is_transient
 >>> from datastack.errors import ChecksumError
@@ -17,33 +23,31 @@ from __future__ import annotations
 import os
 import re
 import socket
-import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 from prefect.states import Failed
-from prefect.tasks import exponential_backoff
+from prefect.tasks import Task, exponential_backoff
+from prefect.utilities.annotations import quote
 
 from datastack._uri import STORAGE_ENV, default_storage_uri, redact
 from datastack.errors import (
     ConfigurationError,
     DatastackError,
-    LockHeldError,
     RetrievalError,
     StorageUnavailableError,
 )
+from datastack.pipeline import DEFAULT_LEASE_TTL
 
-CHECK_TIMEOUT_S = 300.0
+T = TypeVar("T")
+
+#: Overall deadline of one source download (headers, body and retries), seconds.
 RETRIEVE_TIMEOUT_S = 4 * 3600.0
-PREPARE_TIMEOUT_S = 4 * 3600.0
-PUBLISH_TIMEOUT_S = 1800.0
 _HTTP_STATUS_RE = re.compile(r"\b(?:HTTP|status)\s*(?:code\s*)?[: ]?\s*(\d{3})\b", re.IGNORECASE)
 
 
@@ -130,8 +134,73 @@ def _retry_transient(task_: Any, task_run: Any, state: State[Any]) -> bool:
     return False
 
 
-# -- tasks -------------------------------------------------------------------------------------
-def _producer() -> dict[str, Any]:
+# -- steps as tasks ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RefreshSettings:
+    """Retry, deadline and lease settings of one refresh (plain data: picklable to Dask)."""
+
+    retries: int = 3
+    retry_delay_s: float = 2.0
+    lease_ttl_s: float = DEFAULT_LEASE_TTL
+    lease_wait_s: float = 0.0
+    retrieve_timeout_s: float = RETRIEVE_TIMEOUT_S
+
+
+#: Steps that talk to the network or the storage: retried when the failure is transient.
+_RETRIED_STEPS = {
+    "acquire-lease",
+    "check-sources",
+    "retrieve-sources",
+    "publish-version",
+    "release-lease",
+}
+
+
+_NETWORK_STEPS = {"check-sources", "retrieve-sources"}
+
+
+def _run_step(dataset: str, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """The body of every step task: call the pipeline's step."""
+    return fn(*args, **kwargs)
+
+
+_TASKS: dict[str, Task[..., Any]] = {}
+
+
+def _step_task(step: str) -> Task[..., Any]:
+    if step not in _TASKS:
+        _TASKS[step] = task(
+            _run_step,
+            name=step,
+            task_run_name=f"{step}[{{dataset}}]",
+            cache_policy=NO_CACHE,
+            retry_condition_fn=_retry_transient,
+        )
+    return _TASKS[step]
+
+
+class PrefectSteps:
+    """A :class:`datastack.pipeline.StepRunner` running each step as a Prefect task."""
+
+    def __init__(self, dataset: str, settings: RefreshSettings) -> None:
+        self.dataset = dataset
+        self.settings = settings
+
+    def __call__(self, step: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        runner = _step_task(step)
+        if step in _RETRIED_STEPS:
+            retries = self.settings.retries if step in _NETWORK_STEPS else 2
+            runner = runner.with_options(
+                retries=retries,
+                retry_delay_seconds=exponential_backoff(backoff_factor=self.settings.retry_delay_s),
+                retry_jitter_factor=0.5,
+            )
+        result: T = runner(self.dataset, quote(fn), quote(args), quote(kwargs))
+        return result
+
+
+def producer() -> dict[str, Any]:
+    """Lineage of a run under Prefect: the local lineage plus the flow run."""
     import prefect
     from prefect.runtime import flow_run
 
@@ -147,263 +216,7 @@ def _producer() -> dict[str, Any]:
     }
 
 
-def _bounded(seconds: float | None, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` and give up after ``seconds``: raises ``TimeoutError`` (transient).
-
-    Prefect's ``timeout_seconds`` cannot interrupt blocking I/O in worker threads (the task
-    threads of ``refresh_all``), so network steps run in a helper thread that is abandoned on
-    timeout. Only steps that hold no h5py state are bounded this way (an abandoned thread inside
-    h5py would hold its global lock).
-    """
-    if not seconds:
-        return fn(*args, **kwargs)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"datastack-{fn.__name__}")
-    try:
-        return pool.submit(fn, *args, **kwargs).result(timeout=seconds)
-    except FutureTimeout:
-        raise TimeoutError(
-            f"{fn.__name__} did not finish within {seconds:g} s; abandoned. Retry, or raise the "
-            "timeout if the source is large or slow"
-        ) from None
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
-@dataclass(frozen=True)
-class Tuning:
-    """Retry, timeout and lease settings of one refresh (plain data: picklable to Dask)."""
-
-    retries: int = 3
-    retry_delay_s: float = 2.0
-    lease_ttl_s: float = 3600.0
-    lease_wait_s: float = 0.0
-    check_timeout_s: float = CHECK_TIMEOUT_S
-    retrieve_timeout_s: float = RETRIEVE_TIMEOUT_S
-    publish_timeout_s: float = PUBLISH_TIMEOUT_S
-
-    def network(self) -> dict[str, Any]:
-        """``with_options`` of the network tasks: retries with exponential backoff + jitter."""
-        return {
-            "retries": self.retries,
-            "retry_delay_seconds": exponential_backoff(backoff_factor=self.retry_delay_s),
-        }
-
-
-@task(name="acquire-lease", task_run_name="acquire-lease[{name}]", cache_policy=NO_CACHE)
-def acquire_lease_task(
-    name: str, storage_env: str, storage_secret: str | None, tuning: Tuning
-) -> int:
-    """Take the dataset's refresh lease (raises LockHeldError when another run holds it)."""
-    from datastack.pipeline import acquire_lease
-
-    owner = f"{socket.gethostname()}:{os.getpid()}:{_producer()['flow_run_id']}"
-    token = _bounded(
-        tuning.check_timeout_s + tuning.lease_wait_s,
-        acquire_lease,
-        name,
-        resolve_storage(storage_env, storage_secret),
-        owner=owner,
-        ttl_s=tuning.lease_ttl_s,
-        wait_s=tuning.lease_wait_s,
-    )
-    get_run_logger().info("%s: lease acquired (token %s)", name, token)
-    return int(token)
-
-
-# Network and storage steps: exponential backoff with jitter, never retrying permanent errors
-# (4xx, checksum, spec, format, held lease); side effects, so never cached.
-_RETRIED: dict[str, Any] = {
-    "retries": 3,
-    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
-    "retry_jitter_factor": 0.5,
-    "retry_condition_fn": _retry_transient,
-    "cache_policy": NO_CACHE,
-}
-
-
-@task(
-    name="check-sources",
-    task_run_name="check-sources[{spec.name}]",
-    **_RETRIED,
-)
-def check_sources_task(
-    spec: Any, storage_env: str, storage_secret: str | None, tuning: Tuning
-) -> dict[str, Any]:
-    """Ask upstream (conditional requests, no download) whether the sources changed."""
-    from datastack.pipeline import check_sources
-
-    check = _bounded(
-        tuning.check_timeout_s, check_sources, spec, resolve_storage(storage_env, storage_secret)
-    )
-    get_run_logger().info("%s: sources changed=%s (%s)", spec.name, check.changed, check.reason)
-    return {
-        "changed": check.changed,
-        "reason": check.reason,
-        "latest_version": check.latest_version,
-    }
-
-
-@task(
-    name="retrieve-sources",
-    task_run_name="retrieve-sources[{spec.name}]",
-    **_RETRIED,
-)
-def retrieve_task(
-    spec: Any, storage_env: str, storage_secret: str | None, tuning: Tuning
-) -> list[dict[str, Any]]:
-    """Download and checksum-verify every source; returns source records (URLs redacted)."""
-    from datastack.pipeline import retrieve_sources
-
-    sources: list[dict[str, Any]] = _bounded(
-        tuning.retrieve_timeout_s,
-        retrieve_sources,
-        spec,
-        resolve_storage(storage_env, storage_secret),
-    )
-    size = sum(int(s.get("size") or 0) for s in sources)
-    get_run_logger().info("%s: retrieved %d source(s), %d bytes", spec.name, len(sources), size)
-    return sources
-
-
-@task(name="prepare-version", task_run_name="prepare-version[{spec.name}]", cache_policy=NO_CACHE)
-def prepare_task(
-    spec: Any, sources: list[dict[str, Any]], storage_env: str, storage_secret: str | None
-) -> dict[str, Any]:
-    """Preprocess into HDF5 and upload the resources (not yet visible in the catalog).
-
-    Not bounded by a timeout: h5py work cannot be abandoned safely (see :func:`_bounded`).
-    """
-    from datastack.pipeline import prepare_version
-
-    prepared = prepare_version(
-        spec, sources, resolve_storage(storage_env, storage_secret), producer=_producer()
-    )
-    get_run_logger().info("%s: prepared version %s uploaded", spec.name, prepared.version)
-    return dict(prepared.to_dict())
-
-
-@task(
-    name="publish-version",
-    task_run_name="publish-version[{spec.name}]",
-    **{**_RETRIED, "retries": 2},
-)
-def publish_task(
-    spec: Any,
-    sources: list[dict[str, Any]],
-    prepared: dict[str, Any],
-    storage_env: str,
-    storage_secret: str | None,
-    lease_token: int | None,
-    force: bool,
-    tuning: Tuning,
-) -> dict[str, Any] | None:
-    """Flip the catalog to the new version; None when identical content is already published."""
-    from datastack.pipeline import PreparedVersion, publish_version
-
-    record = _bounded(
-        tuning.publish_timeout_s,
-        publish_version,
-        spec,
-        sources,
-        PreparedVersion.from_dict(prepared),
-        resolve_storage(storage_env, storage_secret),
-        lease_token=lease_token,
-        force=force,
-    )
-    logger = get_run_logger()
-    if record is None:
-        logger.info("%s: identical content already published; no new version", spec.name)
-        return None
-    logger.info("%s: published version %s", spec.name, record.get("version"))
-    return dict(record)
-
-
-@task(
-    name="release-lease",
-    task_run_name="release-lease[{name}]",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=1,
-)
-def release_lease_task(
-    name: str, storage_env: str, storage_secret: str | None, token: int, tuning: Tuning
-) -> None:
-    """Give the lease back (it also expires by itself after its TTL)."""
-    from datastack.pipeline import release_lease
-
-    _bounded(
-        tuning.check_timeout_s,
-        release_lease,
-        name,
-        resolve_storage(storage_env, storage_secret),
-        token,
-    )
-
-
 # -- one dataset -------------------------------------------------------------------------------
-def _splits(record: dict[str, Any] | None) -> dict[str, int]:
-    splits = (record or {}).get("splits") or {}
-    return {str(k): int(v) for k, v in dict(splits).items()}
-
-
-def _refresh_one(
-    spec: Any, storage_env: str, storage_secret: str | None, force: bool, tuning: Tuning
-) -> dict[str, Any]:
-    """Run the steps for one dataset as Prefect tasks; never raises, returns a result dict."""
-    from datastack.pipeline import RefreshResult
-
-    network = tuning.network()
-    logger = get_run_logger()
-    start = time.perf_counter()
-    token: int | None = None
-    record: dict[str, Any] | None = None
-    status, version, reason = "failed", None, ""
-    try:
-        token = acquire_lease_task(spec.name, storage_env, storage_secret, tuning)
-        check = check_sources_task.with_options(**network)(
-            spec, storage_env, storage_secret, tuning
-        )
-        version = check["latest_version"]
-        if check["changed"] is False and not force:
-            status, reason = "unchanged", check["reason"] or "sources unchanged"
-        else:
-            sources = retrieve_task.with_options(**network)(
-                spec, storage_env, storage_secret, tuning
-            )
-            prepared = prepare_task(spec, sources, storage_env, storage_secret)
-            record = publish_task(
-                spec, sources, prepared, storage_env, storage_secret, token, force, tuning
-            )
-            if record is None:
-                status, reason = "unchanged", "identical content already published"
-            else:
-                status, version = "published", record.get("version")
-                why = "forced" if force else (check["reason"] or "sources changed")
-                reason = f"published version {version}: {why}"
-    except LockHeldError as exc:
-        status, reason = "locked", redact(str(exc))
-    except Exception as exc:
-        status, reason = "failed", f"{type(exc).__name__}: {redact(str(exc))}"
-    finally:
-        if token is not None:
-            try:
-                release_lease_task(spec.name, storage_env, storage_secret, token, tuning)
-            except Exception as exc:
-                logger.warning("%s: could not release lease: %s", spec.name, redact(str(exc)))
-    result = RefreshResult(
-        name=spec.name,
-        status=status,
-        version=version,
-        reason=reason,
-        duration_s=round(time.perf_counter() - start, 3),
-        splits=_splits(record),
-    )
-    row = dict(result.to_dict())
-    log = logger.error if status in {"failed", "locked"} else logger.info
-    log("%s: %s%s %s", spec.name, status, f" v{version}" if version is not None else "", reason)
-    return row
-
-
 class DatasetRefreshFailed(DatastackError):
     """One or more datasets failed or were locked; ``results`` holds every result dict."""
 
@@ -415,6 +228,42 @@ class DatasetRefreshFailed(DatastackError):
         return (type(self), (self.message, self.results))
 
 
+def refresh_one(
+    name: str,
+    spec_path: str,
+    storage_env: str,
+    storage_secret: str | None,
+    force: bool,
+    settings: RefreshSettings,
+) -> dict[str, Any]:
+    """Refresh one dataset of a spec with the pipeline, its steps as Prefect tasks.
+
+    Never raises for a dataset-level failure; returns the result dict (logged once).
+    """
+    from datastack.pipeline import refresh_dataset
+    from datastack.specs import load_selected
+    from datastack.store import Store
+
+    (spec,) = load_selected(Path(spec_path), [name])
+    store = Store.open(resolve_storage(storage_env, storage_secret))
+    lineage = producer()
+    result = refresh_dataset(
+        spec,
+        store,
+        force=force,
+        producer=lineage,
+        lease_ttl_s=settings.lease_ttl_s,
+        wait_s=settings.lease_wait_s,
+        retrieve_deadline_s=settings.retrieve_timeout_s,
+        owner=f"{socket.gethostname()}:{os.getpid()}:{lineage['flow_run_id']}",
+        run_step=PrefectSteps(name, settings),
+    )
+    version = f" v{result.version}" if result.version is not None else ""
+    log = get_run_logger().error if not result.ok else get_run_logger().info
+    log("%s: %s%s: %s", name, result.status, version, result.reason)
+    return result.to_dict()
+
+
 @task(name="refresh-dataset", task_run_name="refresh-dataset[{name}]", cache_policy=NO_CACHE)
 def refresh_dataset_task(
     name: str,
@@ -422,7 +271,7 @@ def refresh_dataset_task(
     storage_env: str,
     storage_secret: str | None,
     force: bool,
-    tuning: Tuning,
+    settings: RefreshSettings,
 ) -> dict[str, Any] | State[Any]:
     """One dataset as a task (fan-out unit for threads or Dask).
 
@@ -430,13 +279,7 @@ def refresh_dataset_task(
     result dict) when the dataset failed or was locked: the task run shows Failed without a
     traceback, and the reason was already logged.
     """
-    from datastack.specs import load_spec
-
-    try:
-        spec = load_spec(Path(spec_path))[name]
-    except KeyError:
-        raise ConfigurationError(f"dataset {name!r} is not in spec {spec_path!r}") from None
-    row = _refresh_one(spec, storage_env, storage_secret, force, tuning)
+    row = refresh_one(name, spec_path, storage_env, storage_secret, force, settings)
     if row["status"] in {"failed", "locked"}:
         message = f"{name}: {row['status']}: {row['reason']}"
         return Failed(message=message, data=DatasetRefreshFailed(message, [row]))
@@ -444,15 +287,13 @@ def refresh_dataset_task(
 
 
 __all__ = [
+    "RETRIEVE_TIMEOUT_S",
     "DatasetRefreshFailed",
-    "Tuning",
-    "acquire_lease_task",
-    "check_sources_task",
+    "PrefectSteps",
+    "RefreshSettings",
     "is_transient",
-    "prepare_task",
-    "publish_task",
+    "producer",
     "refresh_dataset_task",
-    "release_lease_task",
+    "refresh_one",
     "resolve_storage",
-    "retrieve_task",
 ]

@@ -8,8 +8,8 @@ ensure_venv dev,flows
 # CPU build of PyTorch for the DataLoader tests (the torch tests skip if it cannot be installed).
 "$VENV/bin/python" -m pip install -q "torch==2.13.0" \
   || echo "warning: torch==2.13.0 could not be installed; tests marked 'torch' will be skipped"
-echo "== ruff check datastack"
-"$VENV/bin/ruff" check datastack
+echo "== ruff check datastack data_stack flows deployments"
+"$VENV/bin/ruff" check datastack data_stack flows deployments
 echo "== mypy datastack"
 "$VENV/bin/mypy" datastack
 echo "== pytest"

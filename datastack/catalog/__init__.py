@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from datastack._uri import parse_storage_uri
+from datastack._registry import Registry
+from datastack._uri import StorageLocation, parse_storage_uri
 from datastack.catalog.base import DEFAULT_GRACE_SECONDS, Catalog
 from datastack.catalog.filestore import FileCatalog
 from datastack.catalog.gc import GCReport, collect_garbage
@@ -32,6 +33,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from datastack.catalog.mongostore import MongoCatalog
 
 
+#: Storage URI kind -> catalog class (each has ``from_location(StorageLocation)``).
+STORES: Registry[type[Catalog]] = Registry("catalog store")
+STORES.register("file", "datastack.catalog.filestore:FileCatalog")
+STORES.register("mongodb", "datastack.catalog.mongostore:MongoCatalog", extra="mongo")
+
+
+def catalog_for(location: StorageLocation) -> Catalog:
+    """The catalog of a parsed storage URI."""
+    return STORES.get(location.kind).from_location(location)  # type: ignore[attr-defined,no-any-return]
+
+
 def open_catalog(uri: str | os.PathLike[str] | None = None) -> Catalog:
     """The catalog of a storage URI (or ``$DATASTACK_STORAGE``, or ``./.datastack``).
 
@@ -39,12 +51,7 @@ def open_catalog(uri: str | os.PathLike[str] | None = None) -> Catalog:
     ``mongodb://.../DBNAME`` URI gives a :class:`MongoCatalog` in DBNAME. Nothing connects
     until the first call.
     """
-    location = parse_storage_uri(uri)
-    if location.kind == "mongodb":
-        from datastack.catalog.mongostore import MongoCatalog
-
-        return MongoCatalog.from_location(location)
-    return FileCatalog.from_location(location)
+    return catalog_for(parse_storage_uri(uri))
 
 
 def __getattr__(name: str) -> Any:
@@ -61,6 +68,7 @@ __all__ = [
     "DELETED",
     "PENDING",
     "PUBLISHED",
+    "STORES",
     "Catalog",
     "FileCatalog",
     "GCReport",
@@ -68,6 +76,7 @@ __all__ = [
     "LeaseState",
     "MongoCatalog",
     "VersionRecord",
+    "catalog_for",
     "collect_garbage",
     "open_catalog",
     "version_prefix",

@@ -21,12 +21,11 @@ import contextlib
 import json
 import os
 import re
-import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from datastack._fs import fsync_dir
+from datastack._fs import atomic_write
 from datastack._uri import StorageLocation
 from datastack.catalog.base import Catalog
 from datastack.catalog.lease import LeaseState
@@ -36,8 +35,6 @@ from datastack.identifiers import validate_dataset_name
 
 _VERSION_FILE = re.compile(r"v([1-9][0-9]*)\.json\Z")
 LEASE_FILE = "LEASE.json"
-
-
 
 
 class FileCatalog(Catalog):
@@ -102,20 +99,15 @@ class FileCatalog(Catalog):
             os.close(fd)  # closing releases the flock
 
     def _write_json(self, path: Path, data: Mapping[str, Any]) -> None:
-        tmp = path.with_name(f".tmp-{secrets.token_hex(8)}.")
-        try:
-            with open(tmp, "x", encoding="utf-8") as out:
-                json.dump(data, out, indent=1, sort_keys=True)
-                out.flush()
-                if self.fsync:
-                    os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise CatalogError(f"cannot write catalog file {path}: {exc}; nothing changed") from exc
-        if self.fsync:
-            fsync_dir(path.parent)
+        def failed(exc: OSError) -> CatalogError:
+            return CatalogError(f"cannot write catalog file {path}: {exc}; nothing changed")
+
+        text = json.dumps(data, indent=1, sort_keys=True).encode("utf-8")
+        with atomic_write(path, fsync=self.fsync, on_error=failed) as out:
+            try:
+                out.write(text)
+            except OSError as exc:
+                raise failed(exc) from exc
 
     @staticmethod
     def _read_json(path: Path) -> dict[str, Any] | None:

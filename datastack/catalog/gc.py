@@ -10,8 +10,8 @@ makes GC skip the dataset and say so):
    the grace period, or a version that was published and deleted less than ``grace_seconds``
    ago -- a reader that opened it before the deletion may still be reading. A second GC after
    the grace period removes those;
-3. the storage's own sweeps run (``sweep_orphans`` for GridFS chunks without a files document,
-   ``sweep_temporary`` for temporary files), with the same grace period.
+3. the storage's own sweep runs (:meth:`StorageConnector.sweep`: GridFS chunks without a files
+   document, temporary files of crashed writers), with the same grace period.
 """
 
 from __future__ import annotations
@@ -164,32 +164,41 @@ def collect_garbage(
             lease.renew()
             # Grace is measured from now, after marking: with grace 0 what this run deleted goes.
             cutoff = utcnow() - dt.timedelta(seconds=grace_seconds)
-            ids: set[str] = set()
-            prefixes: set[str] = set()
-            for recs in all_records.values():
-                more_ids, more_prefixes = _refs(recs, cutoff)
-                ids |= more_ids
-                prefixes |= more_prefixes
-            in_grace = {
-                i
-                for r in records
-                if r.status not in (PUBLISHED, PENDING) and _protected(r, cutoff)
-                for i in r.resource_identifiers
-            }
-            for identifier in storage.list_resources(f"{RESOURCE_ROOT}/{name}/"):
-                if identifier in ids or any(identifier.startswith(p) for p in prefixes):
-                    if identifier in in_grace:
-                        report.kept_in_grace.append(identifier)
-                    continue
-                if not dry_run:
-                    storage.delete_resource(identifier, missing_ok=True)
-                report.deleted_resources.append(identifier)
+            _delete_unreferenced(storage, name, records, all_records, cutoff, report)
     if not dry_run:
-        for method in ("sweep_orphans", "sweep_temporary"):
-            sweep = getattr(storage, method, None)
-            if callable(sweep):
-                report.storage_sweep[method] = sweep(grace_seconds)
+        report.storage_sweep = storage.sweep(grace_seconds)
     return report
+
+
+def _delete_unreferenced(
+    storage: StorageConnector,
+    name: str,
+    records: list[VersionRecord],
+    all_records: dict[str, list[VersionRecord]],
+    cutoff: dt.datetime,
+    report: GCReport,
+) -> None:
+    """Delete the resources under ``datasets/<name>/`` that no protected record references."""
+    ids: set[str] = set()
+    prefixes: set[str] = set()
+    for recs in all_records.values():
+        more_ids, more_prefixes = _refs(recs, cutoff)
+        ids |= more_ids
+        prefixes |= more_prefixes
+    in_grace = {
+        i
+        for r in records
+        if r.status not in (PUBLISHED, PENDING) and _protected(r, cutoff)
+        for i in r.resource_identifiers
+    }
+    for identifier in storage.list_resources(f"{RESOURCE_ROOT}/{name}/"):
+        if identifier in ids or any(identifier.startswith(p) for p in prefixes):
+            if identifier in in_grace:
+                report.kept_in_grace.append(identifier)
+            continue
+        if not report.dry_run:
+            storage.delete_resource(identifier, missing_ok=True)
+        report.deleted_resources.append(identifier)
 
 
 def _mark(

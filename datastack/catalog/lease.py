@@ -16,17 +16,24 @@ one, so a writer that stalled past its expiry cannot publish over a newer writer
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import logging
 import os
 import socket
+import threading
 import uuid
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from datastack.errors import LockHeldError
+from datastack._uri import redact
+from datastack.errors import DatastackError, LockHeldError
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.catalog.base import Catalog
+
+_log = logging.getLogger("datastack.catalog")
 
 #: Default lease duration (seconds). A refresh renews its lease while it works.
 DEFAULT_TTL = 600.0
@@ -93,6 +100,23 @@ class Lease:
             self.catalog._release_lease(self)
             self.released = True
 
+    @contextlib.contextmanager
+    def keep_alive(self, interval: float | None = None) -> Iterator[Heartbeat]:
+        """Renew the lease every ``interval`` seconds (default ``ttl / 3``) while the block runs.
+
+        A refresh may run longer than its lease TTL (a large download): the heartbeat keeps
+        the lease while the process is alive; a killed process stops renewing, so the lease
+        expires ``ttl`` seconds later and another refresh takes over with a larger token. A
+        lost lease is not raised here (publish is fenced by the token); ``heartbeat.lost``
+        says why the renewals stopped.
+        """
+        heartbeat = Heartbeat(self, self.ttl / 3 if interval is None else interval)
+        heartbeat.start()
+        try:
+            yield heartbeat
+        finally:
+            heartbeat.stop()
+
     def is_held(self) -> bool:
         """Whether the store still records this lease as current and unexpired."""
         return self.catalog._lease_is_current(self.name, self.token)
@@ -111,4 +135,36 @@ class Lease:
         return f"Lease({self.name!r}, owner={self.owner!r}, token={self.token}, expires={expires})"
 
 
-__all__ = ["DEFAULT_TTL", "Lease", "LeaseState", "default_owner"]
+class Heartbeat:
+    """Renews a :class:`Lease` every ``interval_s`` on a daemon thread until stopped."""
+
+    def __init__(self, lease: Lease, interval_s: float) -> None:
+        self.lease = lease
+        self.interval_s = max(0.05, float(interval_s))
+        self.lost: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"datastack-lease-{lease.name}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.lease.renew()
+            except DatastackError as exc:  # lost, or storage unavailable: publish will fence
+                self.lost = exc
+                _log.warning(
+                    "%s: lease heartbeat stopped: %s", self.lease.name, redact(str(exc))
+                )
+                return
+
+
+__all__ = ["DEFAULT_TTL", "Heartbeat", "Lease", "LeaseState", "default_owner"]

@@ -13,12 +13,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from datastack._mongo import get_client, mongo_errors
+from datastack._mongo import MongoHandle, naive_utc
 from datastack._uri import StorageLocation, parse_storage_uri, redact
 from datastack.catalog.base import Catalog
 from datastack.catalog.lease import LeaseState
@@ -30,15 +28,11 @@ LEASES = "datastack_leases"
 _DATES = ("created_at", "published_at", "deleted_at")
 
 
-def _naive(value: dt.datetime) -> dt.datetime:
-    return value.astimezone(dt.UTC).replace(tzinfo=None)
-
-
 def _to_doc(record: VersionRecord) -> dict[str, Any]:
     doc = record.to_dict()
     for key in _DATES:
         value = getattr(record, key)
-        doc[key] = None if value is None else _naive(value)
+        doc[key] = None if value is None else naive_utc(value)
     doc["_id"] = f"{record.name}/v{record.version}"
     return doc
 
@@ -48,7 +42,12 @@ def _from_doc(doc: Mapping[str, Any]) -> VersionRecord:
 
 
 def _bson_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _naive(v) if isinstance(v, dt.datetime) else v for k, v in changes.items()}
+    return {k: naive_utc(v) if isinstance(v, dt.datetime) else v for k, v in changes.items()}
+
+
+def _create_indexes(db: Any) -> None:
+    db[RECORDS].create_index([("name", 1), ("version", 1)], unique=True)
+    db[RECORDS].create_index([("name", 1), ("status", 1), ("version", -1)])
 
 
 class MongoCatalog(Catalog):
@@ -61,9 +60,9 @@ class MongoCatalog(Catalog):
     timeout_ms:
         Server selection / connect timeout (``None``: the ``datastack._mongo`` defaults).
 
-    The catalog holds only the URI and connects lazily (one client per process), so it can
-    be pickled to workers. :meth:`from_database` wraps an existing ``Database`` (pymongo or
-    mongomock) for tests; that one is not picklable.
+    The catalog holds only its :class:`~datastack._mongo.MongoHandle` (the URI) and connects
+    lazily (one client per process), so it can be pickled to workers. :meth:`from_database`
+    wraps an existing ``Database`` (pymongo or mongomock) for tests; that one is not picklable.
 
     Example
     -------
@@ -72,18 +71,16 @@ class MongoCatalog(Catalog):
     3
     """
 
-    def __init__(self, uri: str, *, timeout_ms: int | None = None) -> None:
+    def __init__(self, uri: str | MongoHandle, *, timeout_ms: int | None = None) -> None:
+        if isinstance(uri, MongoHandle):
+            self.mongo = uri
+            return
         location = parse_storage_uri(uri)
         if location.kind != "mongodb" or location.database is None:
             raise ConfigurationError(
                 f"MongoCatalog needs mongodb://host/DBNAME, got {redact(str(uri))!r}"
             )
-        self._uri = location.uri
-        self.database_name = location.database
-        self.timeout_ms = timeout_ms
-        self._fixed_db: Any = None
-        self._indexed_pid = -1
-        self._index_lock = threading.Lock()
+        self.mongo = MongoHandle(location.uri, database=location.database, timeout_ms=timeout_ms)
 
     @classmethod
     def from_location(cls, location: StorageLocation) -> MongoCatalog:
@@ -92,42 +89,26 @@ class MongoCatalog(Catalog):
     @classmethod
     def from_database(cls, db: Any) -> MongoCatalog:
         """A catalog on an existing ``Database`` object (pymongo or mongomock); not picklable."""
-        self = cls.__new__(cls)
-        self._uri = ""
-        self.database_name = str(db.name)
-        self.timeout_ms = None
-        self._fixed_db = db
-        self._indexed_pid = -1
-        self._index_lock = threading.Lock()
-        return self
+        return cls(MongoHandle.from_database(db))
+
+    @property
+    def database_name(self) -> str:
+        return self.mongo.database_name
 
     @property
     def location(self) -> str:
-        if self._fixed_db is not None:
-            return f"mongodb://{type(self._fixed_db.client).__module__}/{self.database_name}"
-        return redact(self._uri)
+        return self.mongo.display
 
     # -- connection ----------------------------------------------------------------------------
-    def _db(self) -> Any:
-        if self._fixed_db is not None:
-            return self._fixed_db
-        return get_client(self._uri, timeout_ms=self.timeout_ms)[self.database_name]
-
     def _errors(self, what: str) -> Any:
-        return mongo_errors(self._uri or self.location, what)
+        return self.mongo.errors(what)
 
     def _records_coll(self) -> Any:
-        db = self._db()
-        if self._indexed_pid != os.getpid():
-            with self._index_lock, self._errors("creating catalog indexes"):
-                coll = db[RECORDS]
-                coll.create_index([("name", 1), ("version", 1)], unique=True)
-                coll.create_index([("name", 1), ("status", 1), ("version", -1)])
-                self._indexed_pid = os.getpid()
-        return db[RECORDS]
+        self.mongo.ensure_indexes("catalog", _create_indexes)
+        return self.mongo.db()[RECORDS]
 
     def _leases(self) -> Any:
-        return self._db()[LEASES]
+        return self.mongo.db()[LEASES]
 
     # -- records -------------------------------------------------------------------------------
     def _insert(self, record: VersionRecord) -> bool:
@@ -204,7 +185,7 @@ class MongoCatalog(Catalog):
         from pymongo import ReturnDocument
         from pymongo.errors import DuplicateKeyError
 
-        now = _naive(utcnow())
+        now = naive_utc(utcnow())
         with self._errors(f"acquiring the lease of {name!r}"):
             try:
                 doc = self._leases().find_one_and_update(
@@ -236,7 +217,7 @@ class MongoCatalog(Catalog):
     def _lease_renew(self, name: str, owner: str, token: int, ttl: float) -> LeaseState | None:
         from pymongo import ReturnDocument
 
-        now = _naive(utcnow())
+        now = naive_utc(utcnow())
         with self._errors(f"renewing the lease of {name!r}"):
             doc = self._leases().find_one_and_update(
                 {
@@ -267,15 +248,10 @@ class MongoCatalog(Catalog):
 
     # -- pickling ------------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        if self._fixed_db is not None:
-            raise TypeError(
-                f"{self!r} wraps a Database object and cannot be pickled; build it from a URI "
-                "(MongoCatalog('mongodb://host/DBNAME')) to send it to other processes"
-            )
-        return {"uri": self._uri, "timeout_ms": self.timeout_ms}
+        return {"mongo": self.mongo}  # raises TypeError for a catalog on a Database object
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["uri"], timeout_ms=state["timeout_ms"])  # type: ignore[misc]
+        self.mongo = state["mongo"]
 
 
 __all__ = ["LEASES", "RECORDS", "MongoCatalog"]

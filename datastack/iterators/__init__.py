@@ -16,27 +16,17 @@ process. h5py is imported by the HDF5 iterator on use; torch only by
 from __future__ import annotations
 
 from datastack.iterators.arrays import IDXDatasetIterator, NPYDatasetIterator, NPZDatasetIterator
-from datastack.iterators.base import (
-    Batch,
-    DatasetIterator,
-    DatasetMeta,
-    InformedDatasetIterator,
-    InformedDatasetIteratorIF,
-    IteratorMeta,
-    Sample,
-    SequenceDatasetIterator,
-)
-from datastack.iterators.csv import CSVDatasetIterator, read_csv_arrays
+from datastack.iterators.base import Batch, DatasetIterator, Sample, SequenceDatasetIterator
+from datastack.iterators.csv import CSVDatasetIterator
 from datastack.iterators.hdf5 import HDF5DatasetIterator, split_iterators
 from datastack.iterators.report import IteratorReport, report
-from datastack.iterators.selection import parse_split_expression, select
+from datastack.iterators.selection import select
 from datastack.iterators.splitters import (
     KFoldSplitter,
     NestedCVFold,
     NestedCVSplitter,
     RandomSplitter,
     Splitter,
-    SplitterFactory,
     StratifiedSplitter,
     k_fold_split,
     nested_cv_split,
@@ -51,6 +41,7 @@ from datastack.iterators.views import (
     ShuffledDatasetIterator,
     TargetMappedDatasetIterator,
 )
+from datastack.splits import SplitExpression, parse_split_expression
 
 __all__ = [
     "Batch",
@@ -58,13 +49,9 @@ __all__ = [
     "CombinedDatasetIterator",
     "DatasetIterator",
     "DatasetIteratorView",
-    "DatasetMeta",
     "HDF5DatasetIterator",
     "IDXDatasetIterator",
     "InMemoryDatasetIterator",
-    "InformedDatasetIterator",
-    "InformedDatasetIteratorIF",
-    "IteratorMeta",
     "IteratorReport",
     "KFoldSplitter",
     "MappedDatasetIterator",
@@ -76,15 +63,14 @@ __all__ = [
     "Sample",
     "SequenceDatasetIterator",
     "ShuffledDatasetIterator",
+    "SplitExpression",
     "Splitter",
-    "SplitterFactory",
     "StratifiedSplitter",
     "TargetMappedDatasetIterator",
     "k_fold_split",
     "nested_cv_split",
     "parse_split_expression",
     "random_split",
-    "read_csv_arrays",
     "report",
     "select",
     "split_iterators",

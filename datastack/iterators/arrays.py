@@ -26,49 +26,23 @@ import math
 import struct
 import zipfile
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from datastack.errors import FormatError
+from datastack.formats import idx, npy
+from datastack.formats._arrays import Reader as Readable
+from datastack.formats._arrays import check_payload
+from datastack.formats._arrays import read_exact as _read_exact
 from datastack.iterators._process import ProcessLocalIterator, private_copy
 from datastack.iterators.base import Batch, Indices, Sample
 from datastack.resources import StreamedResource
 
-MAX_NPY_HEADER = 10_000
 #: Upper bound on what a compressed member / gzipped IDX file may inflate to in memory.
 MAX_DECOMPRESSED_BYTES = 8 * 1024**3
-IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _COALESCE_GAP_BYTES = 64 * 1024
-
-
-class Readable(Protocol):
-    """Anything with ``read(n) -> bytes``."""
-
-    def read(self, size: int = -1, /) -> bytes: ...
-
-
-def _read_exact(stream: Readable, n: int, name: str, what: str) -> bytes:
-    data = stream.read(n)
-    if len(data) != n:
-        raise FormatError(f"{name}: truncated {what}: expected {n} bytes, got {len(data)}")
-    return data
-
-
-def _check_size(name: str, shape: tuple[int, ...], dtype: np.dtype[Any], available: int) -> None:
-    """Refuse a header whose array does not fill exactly the ``available`` bytes."""
-    nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes > available:
-        raise FormatError(
-            f"{name}: header claims shape {shape} of {dtype} ({nbytes} bytes) but only "
-            f"{available} bytes follow it; the file is truncated or the header is wrong"
-        )
-    if nbytes < available:
-        raise FormatError(
-            f"{name}: {available - nbytes} unexpected bytes after the {nbytes} bytes of "
-            f"shape {shape} of {dtype}; the file is corrupt"
-        )
 
 
 class _Rows:
@@ -153,34 +127,19 @@ Rows = _Rows | _MemoryRows
 
 
 @dataclass
-class _Opened:
+class _OpenArrays:
+    """What an array iterator holds open in one process."""
+
     streams: list[StreamedResource]
     samples: Rows
     targets: NDArray[Any] | None
 
 
-# -- headers -------------------------------------------------------------------------------------
+# -- headers (parsed by the format modules) ---------------------------------------------------
 def read_npy_header(stream: Readable, name: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
-    """Parse a ``.npy`` header at the stream's position: ``(shape, dtype)``; refuses pickles."""
-    fmt = np.lib.format
-    try:
-        version = fmt.read_magic(stream)
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(
-                stream, max_header_size=MAX_NPY_HEADER
-            )
-        else:
-            shape, fortran, dtype = fmt.read_array_header_2_0(
-                stream, max_header_size=MAX_NPY_HEADER
-            )
-    except (ValueError, EOFError, SyntaxError, TypeError, OSError) as exc:
-        raise FormatError(f"{name}: not a valid .npy file ({exc})") from None
-    if dtype.hasobject:
-        raise FormatError(
-            f"{name}: the array holds Python objects, which needs pickle; refused "
-            "(allow_pickle is never enabled). Save a plain numeric array instead"
-        )
-    shape = tuple(int(d) for d in shape)
+    """``(shape, dtype)`` of a ``.npy`` whose rows can be read by seek (see
+    :func:`datastack.formats.npy.read_npy_header`; 0-d and Fortran-order arrays refused)."""
+    shape, fortran, dtype = npy.read_npy_header(stream, name, numeric_only=False)
     if not shape:
         raise FormatError(f"{name}: a 0-d array has no samples; expected shape (N, ...)")
     if fortran and len(shape) > 1:
@@ -195,7 +154,7 @@ def _npy_rows(stream: StreamedResource, start: int, available: int, name: str) -
     stream.seek(start)
     shape, dtype = read_npy_header(stream, name)
     header = stream.tell() - start
-    _check_size(name, shape, dtype, available - header)
+    check_payload(name, shape, dtype, available - header)
     return _Rows(stream, start + header, shape, dtype)
 
 
@@ -215,24 +174,18 @@ def _memory_npy(data: bytes, name: str) -> _MemoryRows:
 
     stream = io.BytesIO(data)
     shape, dtype = read_npy_header(stream, name)
-    _check_size(name, shape, dtype, len(data) - stream.tell())
+    check_payload(name, shape, dtype, len(data) - stream.tell())
     array = np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=stream.tell())
     return _MemoryRows(array.reshape(shape).astype(dtype.newbyteorder("="), copy=True))
 
 
 def _idx_header(stream: Readable, name: str) -> tuple[tuple[int, ...], np.dtype[Any], int]:
-    magic = _read_exact(stream, 4, name, "IDX header")
-    if magic[:2] != b"\0\0" or magic[2] not in IDX_DTYPES or not 1 <= magic[3] <= 8:
-        raise FormatError(
-            f"{name}: not an IDX file (magic {magic.hex()}; expected 0000, a type code in "
-            f"{[hex(k) for k in IDX_DTYPES]} and 1-8 dimensions)"
-        )
-    dims = struct.unpack(f">{magic[3]}I", _read_exact(stream, 4 * magic[3], name, "IDX dims"))
-    return tuple(int(d) for d in dims), np.dtype(IDX_DTYPES[magic[2]]), 4 + 4 * magic[3]
+    shape, dtype = idx.read_idx_header(stream, name)
+    return shape, dtype, idx.header_size(shape)
 
 
 # -- iterators -----------------------------------------------------------------------------------
-class _ArrayIterator(ProcessLocalIterator[_Opened]):
+class _ArrayIterator(ProcessLocalIterator[_OpenArrays]):
     """Shared reads of the array formats: samples by seek, targets eagerly."""
 
     name = ""
@@ -241,32 +194,32 @@ class _ArrayIterator(ProcessLocalIterator[_Opened]):
         return len(self._state().samples)
 
     def _get(self, index: int) -> Sample:
-        st = self._state()
-        if st.targets is None:
-            return (st.samples.row(index),)
-        return (st.samples.row(index), st.targets[index])
+        state = self._state()
+        if state.targets is None:
+            return (state.samples.row(index),)
+        return (state.samples.row(index), state.targets[index])
 
     def _get_batch(self, indices: Indices) -> Batch:
-        st = self._state()
+        state = self._state()
         uniq, inverse = np.unique(indices, return_inverse=True)
-        samples = st.samples.rows(uniq)[inverse]
-        if st.targets is None:
+        samples = state.samples.rows(uniq)[inverse]
+        if state.targets is None:
             return (samples,)
-        return (samples, st.targets[indices])
+        return (samples, state.targets[indices])
 
     def _get_targets(self, target_pos: int) -> NDArray[Any]:
-        st = self._state()
-        if target_pos == 1 and st.targets is not None:
-            return st.targets
+        state = self._state()
+        if target_pos == 1 and state.targets is not None:
+            return state.targets
         return super()._get_targets(target_pos)
 
-    def _close_state(self, state: _Opened) -> None:
+    def _close_state(self, state: _OpenArrays) -> None:
         for stream in state.streams:
             stream.close()
 
     def _pair(
         self, streams: list[StreamedResource], samples: Rows, targets: Rows | None
-    ) -> _Opened:
+    ) -> _OpenArrays:
         values = None
         if targets is not None:
             values = targets.all()
@@ -275,7 +228,7 @@ class _ArrayIterator(ProcessLocalIterator[_Opened]):
                     f"{self.name}: {len(samples)} samples but {len(values)} targets; they "
                     "must have the same length"
                 )
-        return _Opened(streams, samples, values)
+        return _OpenArrays(streams, samples, values)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -298,7 +251,7 @@ class NPYDatasetIterator(_ArrayIterator):
         self.targets = targets
         self.name = samples.identifier
 
-    def _open(self) -> _Opened:
+    def _open(self) -> _OpenArrays:
         streams = [private_copy(r) for r in (self.samples, self.targets) if r is not None]
         rows = [_npy_rows(s, 0, s.size, s.identifier) for s in streams]
         return self._pair(streams, rows[0], rows[1] if len(rows) > 1 else None)
@@ -352,7 +305,7 @@ class NPZDatasetIterator(_ArrayIterator):
             raise FormatError(f"{where}: corrupt compressed member ({exc})") from None
         return _memory_npy(data, where)
 
-    def _open(self) -> _Opened:
+    def _open(self) -> _OpenArrays:
         stream = private_copy(self.resource)
         try:
             zf = zipfile.ZipFile(stream)
@@ -393,15 +346,15 @@ class IDXDatasetIterator(_ArrayIterator):
                     data = _read_capped(gz, nbytes, name)
             except (EOFError, OSError, gzip.BadGzipFile) as exc:
                 raise FormatError(f"{name}: corrupt or truncated gzip ({exc})") from None
-            _check_size(name, shape, dtype, len(data))
+            check_payload(name, shape, dtype, len(data))
             array = np.frombuffer(data, dtype=dtype).reshape(shape)
             return _MemoryRows(array.astype(dtype.newbyteorder("=")))
         stream.seek(0)
         shape, dtype, header = _idx_header(stream, name)
-        _check_size(name, shape, dtype, stream.size - header)
+        check_payload(name, shape, dtype, stream.size - header)
         return _Rows(stream, header, shape, dtype)
 
-    def _open(self) -> _Opened:
+    def _open(self) -> _OpenArrays:
         streams = [private_copy(r) for r in (self.samples, self.targets) if r is not None]
         rows = [self._rows(s) for s in streams]
         return self._pair(streams, rows[0], rows[1] if len(rows) > 1 else None)

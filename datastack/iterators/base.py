@@ -24,7 +24,6 @@ from __future__ import annotations
 import abc
 import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -239,80 +238,6 @@ class DatasetIterator(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"
-
-
-@dataclass(frozen=True)
-class IteratorMeta:
-    """Where things are in a sample tuple."""
-
-    sample_pos: int = 0
-    target_pos: int = 1
-    tag_pos: int = 2
-
-
-@dataclass(frozen=True)
-class DatasetMeta:
-    """What an iterator holds: identifier, dataset name, tag (the split) and positions."""
-
-    identifier: str = ""
-    dataset_name: str = ""
-    dataset_tag: str = ""
-    iterator_meta: IteratorMeta = field(default_factory=IteratorMeta)
-    attributes: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "identifier": self.identifier,
-            "dataset_name": self.dataset_name,
-            "dataset_tag": self.dataset_tag,
-            "sample_pos": self.iterator_meta.sample_pos,
-            "target_pos": self.iterator_meta.target_pos,
-            "tag_pos": self.iterator_meta.tag_pos,
-        }
-
-
-class InformedDatasetIteratorIF(DatasetIterator):
-    """An iterator that knows its :class:`DatasetMeta`."""
-
-    @property
-    @abc.abstractmethod
-    def dataset_meta(self) -> DatasetMeta:
-        """Name, tag and sample/target/tag positions of this iterator."""
-
-
-class InformedDatasetIterator(InformedDatasetIteratorIF):
-    """Attach :class:`DatasetMeta` to any iterator (reads pass straight through).
-
-    >>> from datastack.iterators import SequenceDatasetIterator
-    >>> meta = DatasetMeta(dataset_tag="t")
-    >>> it = InformedDatasetIterator(SequenceDatasetIterator([1], [0]), meta)
-    >>> it.dataset_meta.dataset_tag, it[0]
-    ('t', (1, 0))
-    """
-
-    def __init__(self, iterator: DatasetIterator, dataset_meta: DatasetMeta) -> None:
-        self.iterator = iterator
-        self._meta = dataset_meta
-
-    @property
-    def dataset_meta(self) -> DatasetMeta:
-        return self._meta
-
-    def __len__(self) -> int:
-        return len(self.iterator)
-
-    def _get(self, index: int) -> Sample:
-        return self.iterator._get(index)
-
-    def _get_batch(self, indices: Indices) -> Batch:
-        return self.iterator._get_batch(indices)
-
-    def _get_targets(self, target_pos: int) -> NDArray[Any]:
-        return self.iterator._get_targets(target_pos)
-
-    @property
-    def underlying_iterators(self) -> list[DatasetIterator]:
-        return [self.iterator]
 
 
 class SequenceDatasetIterator(DatasetIterator):

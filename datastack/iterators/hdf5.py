@@ -44,7 +44,7 @@ from numpy.typing import NDArray
 
 from datastack.errors import FormatError, SplitNotFoundError
 from datastack.iterators._process import ProcessLocalIterator, private_copy
-from datastack.iterators.base import Batch, DatasetMeta, Indices, Sample
+from datastack.iterators.base import Batch, Indices, Sample
 from datastack.resources import StreamedResource
 
 #: h5py's raw chunk cache per dataset (decompressed chunks); a few chunks of ~64 KiB-1 MiB.
@@ -54,8 +54,8 @@ CONTIGUOUS_GROUP_BYTES = 256 * 1024
 
 
 @dataclass
-class _Column:
-    """One dataset of the group plus its cached chunk index."""
+class _StoredArray:
+    """One HDF5 dataset of the split group, with its chunk index read once."""
 
     dset: Any
     rows_per_group: int
@@ -200,7 +200,7 @@ def _h5_file(h5py: Any, resource: StreamedResource) -> Any:
     return h5py.File(resource, "r", rdcc_nbytes=RDCC_NBYTES)
 
 
-def _column(dset: Any, where: str) -> _Column:
+def _stored_array(dset: Any, where: str) -> _StoredArray:
     if dset.is_virtual or dset.external:
         raise FormatError(
             f"{where} is a virtual dataset or uses external storage; refused because it "
@@ -210,18 +210,18 @@ def _column(dset: Any, where: str) -> _Column:
         raise FormatError(f"{where} is a scalar; expected an array of shape (N, ...)")
     row_bytes = int(np.prod(dset.shape[1:], dtype=np.int64)) * dset.dtype.itemsize
     if dset.chunks is not None:
-        return _Column(dset, int(dset.chunks[0]), row_bytes, chunked=True)
+        return _StoredArray(dset, int(dset.chunks[0]), row_bytes, chunked=True)
     offset = dset.id.get_offset()
     rows = max(1, CONTIGUOUS_GROUP_BYTES // max(1, row_bytes))
-    return _Column(dset, rows, row_bytes, chunked=False, offset=offset)
+    return _StoredArray(dset, rows, row_bytes, chunked=False, offset=offset)
 
 
 @dataclass
-class _Opened:
+class _OpenFile:
     resource: StreamedResource
     file: Any
-    samples: _Column
-    targets: _Column | None
+    samples: _StoredArray
+    targets: _StoredArray | None
     target_values: NDArray[Any] | None
     length: int
     attrs: dict[str, Any] = field(default_factory=dict)
@@ -230,7 +230,7 @@ class _Opened:
     can_prefetch: bool = False
 
 
-class HDF5DatasetIterator(ProcessLocalIterator[_Opened]):
+class HDF5DatasetIterator(ProcessLocalIterator[_OpenFile]):
     """Samples ``(sample, target)`` of one group of an HDF5 file read lazily from a stream.
 
     Parameters
@@ -266,7 +266,7 @@ class HDF5DatasetIterator(ProcessLocalIterator[_Opened]):
         path = "/" + "/".join(p for p in (self.group.strip("/"), name) if p)
         return f"{self.resource.identifier}:{path}"
 
-    def _open(self) -> _Opened:
+    def _open(self) -> _OpenFile:
         import h5py
 
         resource = private_copy(self.resource)
@@ -284,7 +284,7 @@ class HDF5DatasetIterator(ProcessLocalIterator[_Opened]):
             resource.close()
             raise
 
-    def _read_layout(self, resource: StreamedResource, file: Any) -> _Opened:
+    def _read_layout(self, resource: StreamedResource, file: Any) -> _OpenFile:
         import h5py
 
         group = file[self.group] if self.group.strip("/") in file or self.group == "/" else None
@@ -299,11 +299,11 @@ class HDF5DatasetIterator(ProcessLocalIterator[_Opened]):
                 f"{self._where()} has no dataset {self.samples_name!r} (found: "
                 f"{', '.join(sorted(group)) or 'nothing'})"
             )
-        samples = _column(group[self.samples_name], self._where(self.samples_name))
+        samples = _stored_array(group[self.samples_name], self._where(self.samples_name))
         length = int(samples.dset.shape[0])
         targets = values = None
         if self.targets_name in group:
-            targets = _column(group[self.targets_name], self._where(self.targets_name))
+            targets = _stored_array(group[self.targets_name], self._where(self.targets_name))
             if targets.dset.shape[0] != length:
                 raise FormatError(
                     f"{self._where()}: {length} samples but {targets.dset.shape[0]} targets; "
@@ -313,9 +313,9 @@ class HDF5DatasetIterator(ProcessLocalIterator[_Opened]):
                 values = targets.dset[()]
         attrs = {k: _plain(v) for k, v in file.attrs.items()}
         can_prefetch = callable(getattr(resource.stream, "prefetch", None))
-        return _Opened(resource, file, samples, targets, values, length, attrs, can_prefetch)
+        return _OpenFile(resource, file, samples, targets, values, length, attrs, can_prefetch)
 
-    def _close_state(self, state: _Opened) -> None:
+    def _close_state(self, state: _OpenFile) -> None:
         try:
             state.file.close()
         finally:
@@ -326,77 +326,79 @@ class HDF5DatasetIterator(ProcessLocalIterator[_Opened]):
         return self._state().length
 
     def _get(self, index: int) -> Sample:
-        st = self._state()
-        sample = st.samples.dset[index]
-        if st.targets is None:
+        state = self._state()
+        sample = state.samples.dset[index]
+        if state.targets is None:
             return (sample,)
-        target = st.target_values[index] if st.target_values is not None else st.targets.dset[index]
+        if state.target_values is not None:
+            return (sample, state.target_values[index])
+        target = state.targets.dset[index]
         return (sample, target)
 
     def _get_batch(self, indices: Indices) -> Batch:
-        st = self._state()
+        state = self._state()
         n = len(indices)
         steps = np.diff(indices)
         if n == 1 or bool((steps > 0).all()):  # sorted, unique: no inverse permutation
             lo, hi = int(indices[0]), int(indices[-1]) + 1
             if hi - lo == n:  # a contiguous run: one slice per column
-                return self._read_run(st, lo, hi)
-            return self._read_rows(st, indices, None)
+                return self._read_run(state, lo, hi)
+            return self._read_rows(state, indices, None)
         uniq, inverse = np.unique(indices, return_inverse=True)
-        return self._read_rows(st, uniq, inverse, indices)
+        return self._read_rows(state, uniq, inverse, indices)
 
-    def _lazy_columns(self, st: _Opened) -> list[_Column]:
-        if st.targets is not None and st.target_values is None:
-            return [st.samples, st.targets]
-        return [st.samples]
+    def _lazy_columns(self, state: _OpenFile) -> list[_StoredArray]:
+        if state.targets is not None and state.target_values is None:
+            return [state.samples, state.targets]
+        return [state.samples]
 
-    def _prefetch(self, st: _Opened, groups_of: Any) -> None:
+    def _prefetch(self, state: _OpenFile, groups_of: Any) -> None:
         """Hand the byte ranges of the row groups each column needs to the stream."""
         ranges: list[tuple[int, int]] = []
-        for column in self._lazy_columns(st):
+        for column in self._lazy_columns(state):
             ranges.extend(column.ranges_for(groups_of(column)))
         if ranges:
-            st.resource.prefetch(sorted(ranges))
+            state.resource.prefetch(sorted(ranges))
 
-    def _read_run(self, st: _Opened, lo: int, hi: int) -> Batch:
+    def _read_run(self, state: _OpenFile, lo: int, hi: int) -> Batch:
         """Rows ``lo..hi-1``: one slice read per column (the sequential fast path)."""
-        if st.can_prefetch:
-            self._prefetch(st, lambda column: column.groups_between(lo, hi))
-            samples = _read_raw_rows(st.resource, st.samples, lo, hi)
+        if state.can_prefetch:
+            self._prefetch(state, lambda column: column.groups_between(lo, hi))
+            samples = _read_raw_rows(state.resource, state.samples, lo, hi)
         else:  # a local file: HDF5's own driver is as fast as it gets
-            samples = st.samples.dset[lo:hi]
-        if st.targets is None:
+            samples = state.samples.dset[lo:hi]
+        if state.targets is None:
             return (samples,)
-        if st.target_values is not None:
-            return (samples, st.target_values[lo:hi].copy())
-        return (samples, st.targets.dset[lo:hi])
+        if state.target_values is not None:
+            return (samples, state.target_values[lo:hi].copy())
+        return (samples, state.targets.dset[lo:hi])
 
     def _read_rows(
         self,
-        st: _Opened,
+        state: _OpenFile,
         uniq: Indices,
         inverse: Indices | None,
         indices: Indices | None = None,
     ) -> Batch:
         """Rows ``uniq`` (sorted, unique), then ``[inverse]`` to restore the requested order."""
-        if st.can_prefetch:
-            self._prefetch(st, lambda column: _distinct(uniq // column.rows_per_group))
-        samples = st.samples.read_sorted(uniq)
+        if state.can_prefetch:
+            self._prefetch(state, lambda column: _distinct(uniq // column.rows_per_group))
+        samples = state.samples.read_sorted(uniq)
         if inverse is not None:
             samples = samples[inverse]
-        if st.targets is None:
+        if state.targets is None:
             return (samples,)
-        if st.target_values is not None:
-            return (samples, st.target_values[uniq if indices is None else indices])
-        targets = st.targets.read_sorted(uniq)
+        if state.target_values is not None:
+            return (samples, state.target_values[uniq if indices is None else indices])
+        targets = state.targets.read_sorted(uniq)
         return (samples, targets if inverse is None else targets[inverse])
 
     def _get_targets(self, target_pos: int) -> NDArray[Any]:
-        st = self._state()
-        if target_pos == 1 and st.targets is not None:
-            if st.target_values is not None:
-                return st.target_values
-            return np.asarray(st.targets.dset[()])
+        state = self._state()
+        if target_pos == 1 and state.targets is not None:
+            if state.target_values is not None:
+                return state.target_values
+            return np.asarray(state.targets.dset[()])
         return super()._get_targets(target_pos)
 
     # -- metadata ---------------------------------------------------------------------------
@@ -406,20 +408,20 @@ class HDF5DatasetIterator(ProcessLocalIterator[_Opened]):
         return dict(self._state().attrs)
 
     @property
-    def dataset_meta(self) -> DatasetMeta:
-        """Identifier, dataset name (file attribute ``name``) and tag (the group)."""
-        return DatasetMeta(
-            identifier=self.resource.identifier,
-            dataset_name=str(self._state().attrs.get("name", "")),
-            dataset_tag=self.group.strip("/"),
-            attributes=self.attrs,
-        )
+    def dataset_name(self) -> str:
+        """The dataset name stored in the file (attribute ``name``), or ``""``."""
+        return str(self._state().attrs.get("name", ""))
+
+    @property
+    def split(self) -> str:
+        """The split group this iterator reads."""
+        return self.group.strip("/")
 
     def __repr__(self) -> str:
         return f"<HDF5DatasetIterator {self._where()}>"
 
 
-def _read_raw_rows(resource: StreamedResource, column: _Column, lo: int, hi: int) -> Any:
+def _read_raw_rows(resource: StreamedResource, column: _StoredArray, lo: int, hi: int) -> Any:
     """Rows ``lo..hi-1`` read straight from the stream when they are stored raw: one read per
     run of adjacent chunks instead of one HDF5 call and one Python read per chunk. Otherwise
     (compressed data) through h5py."""

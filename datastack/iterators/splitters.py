@@ -1,8 +1,9 @@
 """Splitters: random, stratified, k-fold and nested cross-validation, returning views.
 
 All splits are deterministic given the seed (numpy's ``default_rng``; the same result with or
-without scikit-learn installed). Split sizes use the largest-remainder rule, so they always sum
-to the length; indices inside a split are sorted (reads stay local; shuffle at load time).
+without scikit-learn installed). Sizes come from :func:`datastack.splits.split_sizes` (the
+largest-remainder rule, the same arithmetic as a spec's ``splits:``), so they always sum to the
+length; indices inside a split are sorted (reads stay local; shuffle at load time).
 
 >>> from datastack.iterators import SequenceDatasetIterator
 >>> it = SequenceDatasetIterator(list(range(10)), [0] * 5 + [1] * 5)
@@ -16,7 +17,6 @@ to the length; indices inside a split are sorted (reads stay local; shuffle at l
 from __future__ import annotations
 
 import abc
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,50 +27,7 @@ from numpy.typing import NDArray
 from datastack.errors import ConfigurationError
 from datastack.iterators.base import DatasetIterator, Indices
 from datastack.iterators.views import DatasetIteratorView
-
-
-def _check_ratios(ratios: Mapping[str, float]) -> dict[str, float]:
-    if not ratios:
-        raise ConfigurationError(
-            "split ratios are empty; expected e.g. {'train': 0.8, 'test': 0.2}"
-        )
-    clean: dict[str, float] = {}
-    for name, ratio in ratios.items():
-        if not isinstance(name, str) or not name:
-            raise ConfigurationError(f"split names must be non-empty strings, got {name!r}")
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio >= 0:
-            raise ConfigurationError(f"split {name!r}: ratio must be a number >= 0, got {ratio!r}")
-        clean[name] = float(ratio)
-    total = math.fsum(clean.values())
-    if abs(total - 1.0) > 1e-6:
-        raise ConfigurationError(
-            f"split ratios must sum to 1, got {total:g} ({clean}); adjust them"
-        )
-    return clean
-
-
-def split_sizes(n: int, ratios: Mapping[str, float]) -> dict[str, int]:
-    """Sizes that sum to ``n``: floors plus the largest remainders (ties: first listed).
-
-    >>> split_sizes(10, {"a": 0.55, "b": 0.45})
-    {'a': 6, 'b': 4}
-    """
-    clean = _check_ratios(ratios)
-    exact = {k: r * n for k, r in clean.items()}
-    sizes = {k: math.floor(v) for k, v in exact.items()}
-    left = n - sum(sizes.values())
-    by_remainder = sorted(clean, key=lambda k: -(exact[k] - sizes[k]))
-    for k in by_remainder[:left]:
-        sizes[k] += 1
-    return sizes
-
-
-def _cut(order: Indices, sizes: Mapping[str, int]) -> dict[str, Indices]:
-    out, start = {}, 0
-    for name, size in sizes.items():
-        out[name] = order[start : start + size]
-        start += size
-    return out
+from datastack.splits import check_ratios, class_members, cut, split_sizes
 
 
 def _views(it: DatasetIterator, parts: Mapping[str, Indices]) -> dict[str, DatasetIteratorView]:
@@ -83,7 +40,7 @@ def random_split(
     """Disjoint random views with sizes ``ratios x len(it)`` (summing to ``len(it)``)."""
     n = len(it)
     order = np.random.default_rng(seed).permutation(n).astype(np.int64)
-    return _views(it, _cut(order, split_sizes(n, ratios)))
+    return _views(it, cut(order, split_sizes(n, ratios)))
 
 
 def stratified_split(
@@ -92,11 +49,10 @@ def stratified_split(
     """Like :func:`random_split`, but every class is split with the same ratios."""
     targets = it.get_targets(target_pos)
     rng = np.random.default_rng(seed)
-    parts: dict[str, list[Indices]] = {name: [] for name in _check_ratios(ratios)}
-    for label in np.unique(targets):
-        members = np.flatnonzero(targets == label).astype(np.int64)
+    parts: dict[str, list[Indices]] = {name: [] for name in check_ratios(ratios)}
+    for members in class_members(targets):
         members = members[rng.permutation(len(members))]
-        for name, idx in _cut(members, split_sizes(len(members), ratios)).items():
+        for name, idx in cut(members, split_sizes(len(members), ratios)).items():
             parts[name].append(idx)
     empty = np.zeros(0, np.int64)
     return _views(it, {k: np.concatenate(v) if v else empty for k, v in parts.items()})
@@ -112,10 +68,7 @@ def _fold_ids(n: int, k: int, seed: int, targets: NDArray[Any] | None) -> tuple[
     if targets is None:
         order = rng.permutation(n).astype(np.int64)
     else:
-        groups = []
-        for label in np.unique(targets):
-            members = np.flatnonzero(targets == label).astype(np.int64)
-            groups.append(members[rng.permutation(len(members))])
+        groups = [m[rng.permutation(len(m))] for m in class_members(targets)]
         order = np.concatenate(groups)
     return order, np.arange(n, dtype=np.int64) % k
 
@@ -230,40 +183,4 @@ class NestedCVSplitter(Splitter):
             self.outer_stratification,
             self.inner_stratification,
             self.target_pos,
-        )
-
-
-class SplitterFactory:
-    """Named constructors, as in the original package."""
-
-    @staticmethod
-    def get_random_splitter(ratios: Mapping[str, float], seed: int = 0) -> RandomSplitter:
-        return RandomSplitter(ratios, seed)
-
-    @staticmethod
-    def get_stratified_splitter(
-        ratios: Mapping[str, float], seed: int = 0, target_pos: int = 1
-    ) -> StratifiedSplitter:
-        return StratifiedSplitter(ratios, seed, target_pos)
-
-    @staticmethod
-    def get_kfold_splitter(k: int = 5, seed: int = 0, stratified: bool = False) -> KFoldSplitter:
-        return KFoldSplitter(k, seed, stratified)
-
-    @staticmethod
-    def get_nested_cv_splitter(
-        num_outer_loop_folds: int = 5,
-        num_inner_loop_folds: int = 2,
-        inner_stratification: bool = True,
-        outer_stratification: bool = True,
-        target_pos: int = 1,
-        seed: int = 0,
-    ) -> NestedCVSplitter:
-        return NestedCVSplitter(
-            num_outer_loop_folds,
-            num_inner_loop_folds,
-            seed,
-            outer_stratification,
-            inner_stratification,
-            target_pos,
         )

@@ -7,8 +7,8 @@ Public API::
     PreparedData            # splits {name: length}, schema, encodings
     write_arrays(out_path, name, {split: (samples, targets)}) -> PreparedData
     read_prepared(path) -> PreparedData          # check a canonical file
-    ArchiveLimits, extract_archive, CappedGzipReader      # safe decompression helpers
-    split_sizes, split_indices                           # how splits are materialised
+    ArchiveLimits, extract_archive, CappedGzipReader      # safe decompression (datastack.formats)
+    split_sizes, split_indices                           # split arithmetic (datastack.splits)
 
 Heavy imports (h5py) happen inside the functions that need them.
 
@@ -19,14 +19,13 @@ Heavy imports (h5py) happen inside the functions that need them.
 
 from __future__ import annotations
 
-from datastack.preprocessing.archives import (
+from datastack.formats.archives import (
     DEFAULT_LIMITS,
     ArchiveLimits,
     CappedGzipReader,
     extract_archive,
 )
 from datastack.preprocessing.pipeline import Preprocessor, load_preprocessor, preprocess
-from datastack.preprocessing.splits import split_indices, split_sizes
 from datastack.preprocessing.writer import (
     FORMAT_VERSION,
     CanonicalWriter,
@@ -34,6 +33,7 @@ from datastack.preprocessing.writer import (
     read_prepared,
     write_arrays,
 )
+from datastack.splits import split_indices, split_sizes
 
 __all__ = [
     "DEFAULT_LIMITS",

@@ -24,12 +24,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from datastack.errors import FormatError, SpecError
-from datastack.preprocessing.archives import DEFAULT_LIMITS, ArchiveLimits
-from datastack.preprocessing.arrays import Pools, idx_pools, npy_pools, npz_pools
-from datastack.preprocessing.csvfmt import CsvParser
-from datastack.preprocessing.hdf5fmt import hdf5_pools
-from datastack.preprocessing.inputs import RawInput, prepare_inputs
-from datastack.preprocessing.splits import split_indices
+from datastack.formats import SplitArrays, get_format
+from datastack.formats.archives import DEFAULT_LIMITS, ArchiveLimits
+from datastack.formats.inputs import RawInput, prepare_inputs
 from datastack.preprocessing.writer import (
     CanonicalWriter,
     PreparedData,
@@ -38,6 +35,7 @@ from datastack.preprocessing.writer import (
 )
 from datastack.resources import StreamedResource
 from datastack.specs import DatasetSpec, SourceSpec
+from datastack.splits import split_indices
 
 Sources = Sequence[tuple[SourceSpec, StreamedResource]]
 
@@ -135,59 +133,23 @@ def _convert(
     limits: ArchiveLimits,
     probe_hdf5: bool,
 ) -> PreparedData:
-    features: list[str] | None = None
-    target: str | None = None
-    encodings: dict[str, list[str]] = {}
-    handles: list[Any] = []
+    if spec.format is None:
+        raise SpecError(f"dataset {spec.name!r}: key 'format': missing")
+    decoded = get_format(spec.format).decode(spec, inputs, workdir, limits, probe=probe_hdf5)
     try:
-        if spec.format == "csv":
-            pools, features, target, encodings = _csv_pools(spec, inputs)
-        elif spec.format == "npy":
-            pools = npy_pools(inputs, workdir, limits)
-        elif spec.format == "idx":
-            pools = idx_pools(inputs, workdir, limits)
-        elif spec.format == "npz":
-            pools = npz_pools(inputs, workdir, limits, spec.npz.samples, spec.npz.targets)
-        elif spec.format == "hdf5":
-            pools, handles = hdf5_pools(
-                inputs, workdir, spec.hdf5.samples, spec.hdf5.targets, subprocess_probe=probe_hdf5
-            )
-        else:
-            raise SpecError(f"dataset {spec.name!r}: key 'format': unsupported {spec.format!r}")
         with CanonicalWriter(out, spec.name, spec.compression) as writer:
-            _write_splits(spec, pools, writer)
-            return writer.prepared(features, target, encodings)
+            _write_splits(spec, decoded.parts, writer)
+            return writer.prepared(decoded.features, decoded.target, decoded.encodings)
     finally:
-        for handle in handles:
-            handle.close()
+        decoded.close()
 
 
-def _csv_pools(
-    spec: DatasetSpec, inputs: list[RawInput]
-) -> tuple[Pools, list[str], str | None, dict[str, list[str]]]:
-    parser = CsvParser(spec.csv)
-    order: list[str | None] = []
-    parts = []
-    for raw in inputs:
-        parts.append(parser.parse(raw))
-        order.append(raw.split)
-    finished = parser.finish(parts)
-    grouped: dict[str | None, list[tuple[Any, Any]]] = {}
-    for split, part in zip(order, finished, strict=True):
-        grouped.setdefault(split, []).append(part)
-    pools: Pools = {
-        split: (np.concatenate([p[0] for p in group]), np.concatenate([p[1] for p in group]))
-        for split, group in grouped.items()
-    }
-    return pools, parser.features, parser.target_name, parser.encodings()
-
-
-def _write_splits(spec: DatasetSpec, pools: Pools, writer: CanonicalWriter) -> None:
-    if None not in pools:  # the sources name their splits
-        for split, (samples, targets) in pools.items():
+def _write_splits(spec: DatasetSpec, parts: SplitArrays, writer: CanonicalWriter) -> None:
+    if None not in parts:  # the sources name their splits
+        for split, (samples, targets) in parts.items():
             writer.add_split(str(split), samples, targets)
         return
-    samples, targets = pools[None]
+    samples, targets = parts[None]
     if targets is not None and targets.shape[0] != samples.shape[0]:
         raise FormatError(
             f"{spec.name}: {samples.shape[0]} samples but {targets.shape[0]} targets; the "
@@ -201,8 +163,8 @@ def _write_splits(spec: DatasetSpec, pools: Pools, writer: CanonicalWriter) -> N
         if targets is None or len(targets.shape) != 1:
             raise FormatError(f"{spec.name}: stratify needs 1-D targets")
         labels = np.asarray(targets[:])
-    parts = split_indices(samples.shape[0], spec.splits, spec.seed, labels)
-    for split, indices in parts.items():
+    chosen = split_indices(samples.shape[0], spec.splits, spec.seed, labels)
+    for split, indices in chosen.items():
         writer.add_split(split, samples, targets, indices)
 
 

@@ -42,13 +42,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from datastack.errors import ConfigurationError, FormatError
-from datastack.specs import COMPRESSIONS, DEFAULT_COMPRESSION
+from datastack.formats.base import ArrayLike
+from datastack.specs.model import COMPRESSIONS, DEFAULT_COMPRESSION
 
 FORMAT_VERSION = 1
 SAMPLE_CHUNK_BYTES = 32 * 1024
@@ -110,18 +111,6 @@ def _h5_filter(compression: str) -> dict[str, Any]:
     if compression == "gzip":
         return {"compression": "gzip", "compression_opts": GZIP_LEVEL}
     return {"compression": compression}
-
-
-class ArrayLike(Protocol):
-    """What the writer needs from an input array: numpy, memmap or an h5py dataset."""
-
-    @property
-    def shape(self) -> tuple[int, ...]: ...
-
-    @property
-    def dtype(self) -> np.dtype[Any]: ...
-
-    def __getitem__(self, key: Any) -> Any: ...
 
 
 @dataclass

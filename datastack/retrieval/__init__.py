@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from datastack.retrieval._policy import Backoff
 from datastack.retrieval.base import (
+    RETRIEVERS,
     SUPPORTED_SCHEMES,
     ResourceDefinition,
     Retriever,
@@ -54,6 +55,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "RETRIEVERS",
     "SUPPORTED_SCHEMES",
     "Backoff",
     "ChangeCheck",

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+from datastack._registry import Registry
 from datastack._uri import redact
 from datastack.errors import ConfigurationError, UnsupportedSchemeError
 from datastack.identifiers import validate_identifier
@@ -144,9 +145,14 @@ class SourceInfo:
 class Retriever(Protocol):
     """Anything that stores verified resources from definitions (HTTP, file, S3, a database).
 
-    ``retrieve`` stores each definition under its identifier, verified against its checksum,
-    and returns the identifiers in order. It raises from the ``DatastackError`` tree.
+    ``retrieve_with_info`` (what the refresh pipeline calls) stores each definition under its
+    identifier, verified against its checksum, and returns what the source said of each
+    (:class:`SourceInfo`: size, ETag, Last-Modified, digests), in order; ``retrieve`` is the
+    same returning only the identifiers. Both raise from the ``DatastackError`` tree.
     """
+
+    def retrieve_with_info(self, definitions: Iterable[ResourceDefinition]) -> list[SourceInfo]:
+        ...
 
     def retrieve(self, definitions: Iterable[ResourceDefinition]) -> list[str]: ...
 
@@ -186,9 +192,17 @@ class _SchemeDispatcher:
             check_scheme(d.source)
         out: list[SourceInfo] = []
         for d in defs:
-            kind = "file" if d.scheme == "file" else "http"
-            out.extend(self._retrievers[kind].retrieve_with_info([d]))  # type: ignore[attr-defined]
+            out.extend(self._retrievers[d.scheme].retrieve_with_info([d]))
         return out
+
+
+#: URL scheme -> ``make_retriever(storage, options) -> Retriever`` of the module serving it.
+RETRIEVERS: Registry[Callable[[StorageConnector, dict[str, Any]], Retriever]] = Registry(
+    "URL scheme"
+)
+RETRIEVERS.register("http", "datastack.retrieval.http:make_retriever")
+RETRIEVERS.register("https", "datastack.retrieval.http:make_retriever")
+RETRIEVERS.register("file", "datastack.retrieval.file:make_retriever")
 
 
 def retriever_for(
@@ -198,8 +212,9 @@ def retriever_for(
 ) -> Retriever:
     """The built-in retriever for a URL or for definitions (checked before any I/O).
 
-    ``options`` go to :class:`~datastack.retrieval.http.HTTPRetriever` (timeouts, retries,
-    progress...). Mixed http/file definitions get a retriever that dispatches per definition.
+    ``options`` go to the retriever of each scheme (:class:`~datastack.retrieval.http.
+    HTTPRetriever`: timeouts, retries, deadline, progress...; file: deadline). Definitions of
+    mixed schemes get a retriever that dispatches per definition.
 
     >>> from datastack.storage.base import StorageConnector
     >>> retriever_for("ftp://example.org/x.csv", storage=None)  # type: ignore[arg-type]
@@ -213,20 +228,8 @@ def retriever_for(
         sources = [url_or_definitions.source]
     else:
         sources = [d.source for d in url_or_definitions]
-    kinds = {"file" if check_scheme(s) == "file" else "http" for s in sources}
-    retrievers: dict[str, Retriever] = {}
-    if "http" in kinds:
-        from datastack.retrieval.http import HTTPRetriever
-
-        retrievers["http"] = HTTPRetriever(storage, **options)
-    if "file" in kinds:
-        from datastack.retrieval.file import FileRetriever
-
-        retrievers["file"] = FileRetriever(storage)
+    schemes = sorted({check_scheme(s) for s in sources}) or ["file"]
+    retrievers = {scheme: RETRIEVERS.get(scheme)(storage, dict(options)) for scheme in schemes}
     if len(retrievers) == 1:
         return next(iter(retrievers.values()))
-    if not retrievers:
-        from datastack.retrieval.file import FileRetriever
-
-        return FileRetriever(storage)
     return _SchemeDispatcher(retrievers)

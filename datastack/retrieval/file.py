@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.utils import formatdate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from datastack._uri import redact
@@ -63,8 +63,9 @@ class FileRetriever:
     :class:`~datastack.retrieval.base.SourceInfo` (mtime as an HTTP-date in ``last_modified``).
     """
 
-    def __init__(self, storage: StorageConnector) -> None:
+    def __init__(self, storage: StorageConnector, *, deadline: float | None = None) -> None:
         self.storage = storage
+        self.deadline = deadline
 
     def retrieve(self, definitions: Iterable[ResourceDefinition]) -> list[str]:
         """Copy, verify and store each definition; return the identifiers in order."""
@@ -106,3 +107,9 @@ class FileRetriever:
             retrieved_at=datetime.now(UTC),
             identifier=stored.identifier,
         )
+
+
+def make_retriever(storage: StorageConnector, options: dict[str, Any]) -> FileRetriever:
+    """The retriever of ``file://`` URLs and paths (``retrieval.RETRIEVERS`` entry); of the
+    download options only ``deadline`` applies."""
+    return FileRetriever(storage, deadline=options.get("deadline"))

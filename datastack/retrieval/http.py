@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
-from typing import IO, TYPE_CHECKING, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
 
 import requests
@@ -210,6 +210,11 @@ class HTTPRetriever:
             retrieved_at=datetime.now(UTC),
             identifier=stored.identifier,
         )
+
+
+def make_retriever(storage: StorageConnector, options: dict[str, Any]) -> HTTPRetriever:
+    """The retriever of http(s) URLs (``retrieval.RETRIEVERS`` entry)."""
+    return HTTPRetriever(storage, **options)
 
 
 @dataclass(frozen=True)

@@ -11,30 +11,21 @@ b'hi'
 
 from __future__ import annotations
 
-import importlib
 import os
-from collections.abc import Callable
 
+from datastack._registry import Registry
 from datastack._uri import StorageLocation, parse_storage_uri, redact
-from datastack.errors import MissingDependencyError
 from datastack.storage.base import HashingReader, ResourceInfo, StorageConnector
 
-# kind -> (module, factory attribute, extra that provides its dependencies)
-_REGISTRY: dict[str, tuple[str, str, str]] = {
-    "file": ("datastack.storage.filesystem", "FileStorageConnector", ""),
-    "mongodb": ("datastack.storage.gridfs", "GridFSStorageConnector", "mongo"),
-}
+#: Storage URI kind -> connector class (each has ``from_location(StorageLocation)``).
+BACKENDS: Registry[type[StorageConnector]] = Registry("storage backend")
+BACKENDS.register("file", "datastack.storage.filesystem:FileStorageConnector")
+BACKENDS.register("mongodb", "datastack.storage.gridfs:GridFSStorageConnector", extra="mongo")
 
 
-def _factory(kind: str) -> Callable[[StorageLocation], StorageConnector]:
-    module_name, attr, extra = _REGISTRY[kind]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingDependencyError(
-            f"the {kind!r} storage backend needs {exc.name!r}: pip install 'datastack[{extra}]'"
-        ) from exc
-    return getattr(module, attr).from_location  # type: ignore[no-any-return]
+def connector_for(location: StorageLocation) -> StorageConnector:
+    """The connector of a parsed storage URI."""
+    return BACKENDS.get(location.kind).from_location(location)  # type: ignore[attr-defined,no-any-return]
 
 
 def connect(uri: str | os.PathLike[str] | None = None) -> StorageConnector:
@@ -44,16 +35,17 @@ def connect(uri: str | os.PathLike[str] | None = None) -> StorageConnector:
     - ``mongodb://[user:pass@]host[:port]/DBNAME``:
       :class:`~datastack.storage.gridfs.GridFSStorageConnector` (bucket in DBNAME)
     """
-    location = parse_storage_uri(uri)
-    return _factory(location.kind)(location)
+    return connector_for(parse_storage_uri(uri))
 
 
 __all__ = [
+    "BACKENDS",
     "HashingReader",
     "ResourceInfo",
     "StorageConnector",
     "StorageLocation",
     "connect",
+    "connector_for",
     "parse_storage_uri",
     "redact",
 ]

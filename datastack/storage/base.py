@@ -1,7 +1,8 @@
 """The storage interface: a narrow set of primitives, a validating public API on top.
 
 A backend implements five private primitives (``_open``, ``_write``, ``_exists``, ``_delete``,
-``_list``); the public verbs validate identifiers once and delegate. Backends never re-validate
+``_list``), and ``_sweep`` when crashed writers can leave something behind; the public verbs
+validate identifiers once and delegate. Backends never re-validate
 and know nothing about file types.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from datastack.errors import ChecksumError, ResourceNotFoundError
+from datastack.errors import ChecksumError, ConfigurationError, ResourceNotFoundError
 from datastack.identifiers import validate_identifier, validate_prefix
 from datastack.resources import DEFAULT_CHUNK_SIZE, StreamedResource, as_binary_stream
 
@@ -88,8 +89,8 @@ class StorageConnector(abc.ABC):
 
     Public verbs (validate, then call the primitives): :meth:`get_resource`,
     :meth:`set_resource`, :meth:`has_resource`, :meth:`delete_resource`,
-    :meth:`list_resources`. Connectors are picklable: they hold configuration only and
-    (re)connect lazily in each process.
+    :meth:`list_resources`, :meth:`sweep`. Connectors are picklable: they hold configuration
+    only and (re)connect lazily in each process.
     """
 
     #: Short backend name, e.g. ``"file"`` or ``"gridfs"``.
@@ -155,6 +156,16 @@ class StorageConnector(abc.ABC):
         """Sorted identifiers starting with ``prefix`` (a plain string prefix)."""
         return sorted(self._list(validate_prefix(prefix)))
 
+    def sweep(self, grace_seconds: float = 3600.0) -> dict[str, int]:
+        """Remove what crashed writers left behind, older than ``grace_seconds``.
+
+        Returns counts by kind (e.g. ``{"temporary_files": 2}``); live writers are never
+        touched (they refresh what they write within the grace window).
+        """
+        if not grace_seconds >= 0:
+            raise ConfigurationError(f"grace_seconds must be >= 0, got {grace_seconds!r}")
+        return self._sweep(float(grace_seconds))
+
     def close(self) -> None:
         """Release connections (a connector reconnects lazily if used again)."""
         return None
@@ -204,3 +215,7 @@ class StorageConnector(abc.ABC):
 
     @abc.abstractmethod
     def _list(self, prefix: str) -> list[str]: ...
+
+    def _sweep(self, grace_seconds: float) -> dict[str, int]:
+        """Remove leftovers of crashed writers (default: a backend that leaves none)."""
+        return {}

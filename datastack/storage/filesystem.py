@@ -4,8 +4,8 @@ A write goes to a temporary file in the destination folder, is fsynced, verified
 into place with ``os.replace`` (atomic on POSIX) and the folder is fsynced: a crash leaves
 either the old file or the new one under the identifier, never a half. Temporary files are
 named ``.tmp-<random>.`` -- a trailing dot no valid identifier can have -- so they are never
-listed and never collide with a resource; :meth:`FileStorageConnector.sweep_temporary`
-removes the leftovers of crashed writers.
+listed and never collide with a resource; :meth:`FileStorageConnector.sweep` removes the
+leftovers of crashed writers.
 
 >>> import tempfile
 >>> store = FileStorageConnector(tempfile.mkdtemp())
@@ -17,33 +17,16 @@ removes the leftovers of crashed writers.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 import time
 from pathlib import Path
 from typing import Any
 
-from datastack._fs import fsync_dir
+from datastack._fs import TEMP_PREFIX, atomic_write, is_temporary_name
 from datastack._uri import StorageLocation
 from datastack.errors import ConfigurationError, InvalidIdentifierError, StorageError
 from datastack.resources import DEFAULT_CHUNK_SIZE, StreamedResource
 from datastack.storage.base import HashingReader, StorageConnector, Verifier
-
-TEMP_PREFIX = ".tmp-"
-TEMP_SUFFIX = "."
-
-
-def is_temporary_name(name: str) -> bool:
-    """Whether a file name is a datastack temporary (``.tmp-<random>.``).
-
-    >>> is_temporary_name(".tmp-3fa2b1."), is_temporary_name("data.h5")
-    (True, False)
-    """
-    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
-
-
-
 
 RESOURCES_DIR = "resources"
 
@@ -121,63 +104,33 @@ class FileStorageConnector(StorageConnector):
 
     def _write(self, identifier: str, reader: HashingReader, verify: Verifier) -> None:
         path = self._path(identifier)
-        folder = os.path.dirname(path)
-        fd, tmp = self._create_temporary(identifier, folder)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                while True:
-                    chunk = reader.read(DEFAULT_CHUNK_SIZE)  # source errors propagate as they are
-                    if not chunk:
-                        break
-                    self._disk(identifier, out.write, chunk)
-                self._disk(identifier, out.flush)
-                if self.fsync:
-                    self._disk(identifier, os.fsync, out.fileno())
+
+        def disk_error(exc: OSError) -> StorageError:
+            if isinstance(exc, (FileExistsError, NotADirectoryError)):
+                return StorageError(
+                    f"cannot store {identifier!r}: a parent of {os.path.dirname(path)!r} is a "
+                    f"file ({exc.strerror}); choose another identifier"
+                )
+            return StorageError(
+                f"could not store {identifier!r} under {self.root}: {exc.strerror or exc}; "
+                "the temporary file was removed and nothing was stored"
+            )
+
+        with atomic_write(path, fsync=self.fsync, on_error=disk_error) as out:
+            while True:
+                chunk = reader.read(DEFAULT_CHUNK_SIZE)  # source errors propagate as they are
+                if not chunk:
+                    break
+                try:
+                    out.write(chunk)
+                except OSError as exc:
+                    raise disk_error(exc) from exc
             verify()
             if os.path.isdir(path):
                 raise StorageError(
                     f"cannot store {identifier!r}: {path!r} is a folder of other resources; "
                     "choose another identifier"
                 )
-            self._disk(identifier, os.replace, tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        if self.fsync:
-            fsync_dir(folder)
-
-    def _disk(self, identifier: str, func: Any, *args: Any) -> Any:
-        """Call a file operation; an OSError (disk full, quota...) becomes a StorageError."""
-        try:
-            return func(*args)
-        except OSError as exc:
-            raise StorageError(
-                f"could not store {identifier!r} under {self.root}: {exc.strerror or exc}; "
-                "the temporary file was removed and nothing was stored"
-            ) from exc
-
-    def _create_temporary(self, identifier: str, folder: str) -> tuple[int, str]:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        for attempt in range(3):  # a concurrent delete may remove an empty folder under us
-            try:
-                os.makedirs(folder, exist_ok=True)
-                tmp = os.path.join(folder, f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}")
-                return os.open(tmp, flags, 0o666), tmp
-            except FileNotFoundError:
-                if attempt == 2:
-                    raise
-            except (FileExistsError, NotADirectoryError) as exc:
-                raise StorageError(
-                    f"cannot store {identifier!r}: a parent of {folder!r} is a file "
-                    f"({exc.strerror}); choose another identifier"
-                ) from exc
-            except OSError as exc:
-                raise StorageError(
-                    f"cannot create a temporary file for {identifier!r} in {folder!r}: "
-                    f"{exc.strerror or exc}"
-                ) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _delete(self, identifier: str) -> bool:
         path = self._path(identifier)
@@ -222,15 +175,15 @@ class FileStorageConnector(StorageConnector):
         return found
 
     # -- maintenance ---------------------------------------------------------------------------
-    def sweep_temporary(self, older_than_seconds: float = 3600.0) -> int:
-        """Remove temporary files not modified for ``older_than_seconds``; return the count.
+    def _sweep(self, grace_seconds: float) -> dict[str, int]:
+        """Remove temporary files not modified for ``grace_seconds``.
 
         Temporary files are the leftovers of writers that crashed (SIGKILL, power loss) before
         the rename. A live writer keeps touching its file, so a grace window of minutes is safe.
         """
         if not os.path.isdir(self.root):
-            return 0
-        cutoff = time.time() - older_than_seconds
+            return {"temporary_files": 0}
+        cutoff = time.time() - grace_seconds
         removed = 0
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
@@ -244,7 +197,7 @@ class FileStorageConnector(StorageConnector):
                         removed += 1
                 except FileNotFoundError:
                     continue
-        return removed
+        return {"temporary_files": removed}
 
     # -- pickling ------------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:

@@ -148,7 +148,7 @@ def test_storage_sweeps_run(backend: tuple[str, Any]) -> None:
     assert leftovers(storage)["temporary"] == 1
     time.sleep(0.05)  # strictly older than the (zero) grace period, at millisecond precision
     report = catalog.gc(storage, keep=1, grace_seconds=0)
-    assert report.storage_sweep  # sweep_orphans (GridFS) / sweep_temporary (files) ran
+    assert report.storage_sweep  # the storage sweep (GridFS orphans / temporary files) ran
     assert leftovers(storage)["temporary"] == 0
 
 

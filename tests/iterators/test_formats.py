@@ -20,7 +20,6 @@ from datastack.iterators import (
     IDXDatasetIterator,
     NPYDatasetIterator,
     NPZDatasetIterator,
-    read_csv_arrays,
     split_iterators,
 )
 from datastack.resources import StreamedResource
@@ -45,7 +44,7 @@ def test_hdf5_reads_match_arrays(tmp_path: Path, chunk_rows: int | None) -> None
     samples, targets = it.get_batch(idx)
     assert np.array_equal(samples, x[idx]) and np.array_equal(targets, y[idx])
     assert np.array_equal(it.get_targets(), y)
-    assert it.dataset_meta.dataset_name == "demo" and it.dataset_meta.dataset_tag == "train"
+    assert it.dataset_name == "demo" and it.split == "train"
     clone = pickle.loads(pickle.dumps(it))
     assert not clone.is_open
     assert np.array_equal(clone.get_batch([5, 1])[0], x[[5, 1]])
@@ -360,17 +359,23 @@ def test_csv_options_and_iterator() -> None:
         delimiter=";",
         target="species",
     )
-    assert len(it) == 3 and it[1][0].tolist() == [3.0, 4.5] and it[1][1] == "virginica"
-    assert it.map_targets({"setosa": 0, "virginica": 1}).get_targets().tolist() == [0, 1, 0]
-    x, y, names = read_csv_arrays(io.BytesIO(b"1,9,2\n3,8,4\n"), header=False, target=1)
-    assert names == ["0", "1", "2"] and x.tolist() == [[1, 2], [3, 4]] and y.tolist() == [9, 8]
+    # The published-dataset policy: a text target becomes class codes over the sorted labels.
+    assert len(it) == 3 and it[1][0].tolist() == [3.0, 4.5] and it[1][1] == 1
+    assert it.encodings == {"species": ["setosa", "virginica"]}
+    assert it.get_targets().tolist() == [0, 1, 0]
+    no_header = CSVDatasetIterator(
+        StreamedResource.from_bytes("n.csv", b"1,9,2\n3,8,4\n"), header=False, target=1
+    )
+    x, y = no_header.get_batch([0, 1])
+    assert no_header.column_names == ["column_0", "column_1", "column_2"]
+    assert x.tolist() == [[1, 2], [3, 4]] and y.tolist() == [9, 8]
 
 
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        (b"a,b,c\n1,2,3\n4,5\n", r"data row 2 \(near line 3\) has 2 fields, expected 3"),
-        (b"a,b,c\n1,2,3\n4,x,6\n", r"data row 2 \(near line 3\), column 'b': 'x' is not a number"),
+        (b"a,b,c\n1,2,3\n4,5\n", r"row 3: expected 3 fields, got 2"),
+        (b"a,b,c\n1,2,3\n4,x,6\n", r"row 3, column 'b' \(index 1\): 'x' is not a number"),
         (b"a,b\n", "no data rows"),
         (b"", "no data rows"),
         (b"a,b\n1,\x002\n", "NUL"),
@@ -380,12 +385,13 @@ def test_csv_options_and_iterator() -> None:
 )
 def test_csv_malformed(text: bytes, match: str) -> None:
     with pytest.raises(FormatError, match=match):
-        read_csv_arrays(io.BytesIO(text), name="bad.csv")
+        len(CSVDatasetIterator(StreamedResource.from_bytes("bad.csv", text)))
 
 
 def test_csv_bad_target_option() -> None:
-    with pytest.raises(ConfigurationError, match="columns: a, b"):
-        read_csv_arrays(io.BytesIO(b"a,b\n1,2\n"), target="zz")
+    it = CSVDatasetIterator(StreamedResource.from_bytes("t.csv", b"a,b\n1,2\n"), target="zz")
+    with pytest.raises(FormatError, match=r"not in header \['a', 'b'\]"):
+        len(it)
 
 
 def test_huge_npy_header_allocates_nothing() -> None:

@@ -11,8 +11,9 @@ from datastack.errors import ConfigurationError, SplitNotFoundError
 from datastack.iterators import (
     CombinedDatasetIterator,
     DatasetIteratorView,
+    NestedCVSplitter,
+    RandomSplitter,
     SequenceDatasetIterator,
-    SplitterFactory,
     k_fold_split,
     nested_cv_split,
     parse_split_expression,
@@ -91,9 +92,9 @@ def test_nested_cv() -> None:
         assert inner_val == members(fold.train)  # inner folds cover the outer train part
         assert not inner_val & members(fold.test)
         assert fold.inner[0]["val"].iterator is it  # views collapse onto the source
-    splitter = SplitterFactory.get_nested_cv_splitter(3, 2, seed=0)
+    splitter = NestedCVSplitter(3, 2, seed=0)
     assert len(splitter.split(it)) == 3
-    assert len(SplitterFactory.get_random_splitter({"a": 1.0}).split(it)["a"]) == 60
+    assert len(RandomSplitter({"a": 1.0}).split(it)["a"]) == 60
 
 
 # -- split expressions -----------------------------------------------------------------------------
@@ -148,7 +149,8 @@ def test_select_malformed(expr: str) -> None:
 def test_select_unknown_split_lists_available() -> None:
     with pytest.raises(SplitNotFoundError, match="available: test, train"):
         select(SPLITS, "train+valid[:5]")
-    assert parse_split_expression("a[1%:-3]") == [("a", "1%", "-3")]
+    parsed = parse_split_expression("a[1%:-3]")
+    assert parsed.to_spec() == "a[1%:-3]" and parsed.splits == ["a"]
 
 
 # -- reports ---------------------------------------------------------------------------------------

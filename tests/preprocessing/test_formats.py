@@ -38,14 +38,14 @@ def test_csv_header_numeric_with_splits(tmp_path: Path, in_memory: bool) -> None
     prepared = run(spec, tmp_path / "out.h5", in_memory=in_memory)
     expected = np.genfromtxt(tmp_path / "d.csv", delimiter=",", skip_header=1)
     out = read_h5(tmp_path / "out.h5")
-    assert prepared.splits == {"train": 73, "test": 30} == split_sizes(103, spec.splits or {})
+    assert prepared.splits == {"train": 72, "test": 31} == split_sizes(103, spec.splits or {})
     parts = split_indices(103, {"train": 0.7, "test": 0.3}, seed=7)
     for split, idx in parts.items():
         np.testing.assert_array_equal(out[split]["samples"], expected[idx, :3])
         np.testing.assert_array_equal(out[split]["targets"], expected[idx, 3].astype(np.int64))
         assert out[split]["targets"].dtype == np.int64
     assert prepared.schema["features"] == ["a", "b", "c"] and prepared.schema["target"] == "y"
-    assert prepared.schema["splits"]["train"]["samples"] == {"shape": [73, 3], "dtype": "f8"}
+    assert prepared.schema["splits"]["train"]["samples"] == {"shape": [72, 3], "dtype": "f8"}
 
 
 def test_csv_no_header_gzip_skip_rows_delimiter_target_index(tmp_path: Path) -> None:
@@ -267,7 +267,8 @@ def test_writer_rejects_unknown_compression(tmp_path: Path) -> None:
 
 
 def test_split_rules() -> None:
-    assert split_sizes(10, {"a": 0.33, "b": 0.33, "c": 0.34}) == {"a": 4, "b": 3, "c": 3}
+    # largest remainder: 3.3, 3.3, 3.4 -> the leftover sample goes to c
+    assert split_sizes(10, {"a": 0.33, "b": 0.33, "c": 0.34}) == {"a": 3, "b": 3, "c": 4}
     assert split_sizes(0, {"a": 0.5, "b": 0.5}) == {"a": 0, "b": 0}
     one = split_indices(100, {"a": 0.5, "b": 0.5}, seed=1)
     two = split_indices(100, {"a": 0.5, "b": 0.5}, seed=1)

@@ -134,14 +134,16 @@ def test_disk_full_during_refresh(tmp_path: Path) -> None:
 
 
 def test_disk_full_while_writing_the_hdf5_file(tmp_path: Path) -> None:
-    from datastack.pipeline import retrieve_sources, select_specs
+    from datastack.pipeline import retrieve_sources
+    from datastack.specs import load_selected as select_specs
+    from datastack.store import Store
 
     storage = str(tmp_path / "store")
     spec = tmp_path / "spec.yaml"
     write_arrays(tmp_path / "v1", 1000, 1024, seed=2)  # 4 MB of data; the limit is 1 MB
     arrays_spec(spec, "h5full", tmp_path / "v1")
     [parsed] = select_specs(spec)
-    retrieve_sources(parsed, storage)  # raw sources stored: the child fails in preprocessing
+    retrieve_sources(parsed, Store.open(storage))  # raw sources stored: the child fails in preprocessing
     child_tmp = tmp_path / "child-tmp"
     child_tmp.mkdir()
     result = run_child(

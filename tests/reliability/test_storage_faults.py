@@ -48,9 +48,9 @@ def _chunks(store: Any) -> int:
 
 def _sweep(store: Any) -> None:
     if isinstance(store, FileStorageConnector):
-        store.sweep_temporary(older_than_seconds=0)
+        store.sweep(0)
     else:
-        store.sweep_orphans(grace_seconds=0)
+        store.sweep(0)
 
 
 @pytest.mark.slow
@@ -153,7 +153,7 @@ def test_mongo_stopped_mid_write_is_unavailable_in_bounded_time(own_mongo: Mongo
     fresh = GridFSStorageConnector(uri, timeout_ms=5000)
     assert fresh.get_resource(IDENT).read() == old
     assert fresh.list_resources("") == [IDENT]
-    fresh.sweep_orphans(grace_seconds=0)
+    fresh.sweep(0)
     assert _temporaries(fresh) == 0
     assert _chunks(fresh) == math.ceil(len(old) / DEFAULT_CHUNK_SIZE)
     new = payload(400_000, seed=8)

@@ -54,7 +54,7 @@ def plant_temporary(store: StorageConnector) -> None:
     assert isinstance(store, GridFSStorageConnector)
     from bson import ObjectId
 
-    from datastack.storage.gridfs import _utcnow
+    from datastack._mongo import bson_now as _utcnow
 
     file_id = ObjectId()
     store.files.insert_one(

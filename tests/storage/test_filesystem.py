@@ -75,7 +75,7 @@ def test_sweep_temporary(tmp_path: Path) -> None:
     old = time.time() - 7200
     os.utime(stale, (old, old))
     (tmp_path / "a" / ".tmp-lookalike").write_bytes(b"z")  # no trailing dot: a user's file
-    assert store.sweep_temporary(older_than_seconds=3600) == 1
+    assert store.sweep(3600) == {"temporary_files": 1}
     assert not stale.exists() and fresh.exists()
     assert store.list_resources() == ["a/.tmp-lookalike", "a/data"]
 
@@ -117,5 +117,5 @@ def test_sigkill_mid_write_keeps_old_version(tmp_path: Path) -> None:
     assert store.get_resource("v/data").read() == b"old"
     temps = [n for n in os.listdir(tmp_path / "v") if is_temporary_name(n)]
     assert len(temps) == 1 and store.list_resources() == ["v/data"]
-    assert store.sweep_temporary(older_than_seconds=0) == 1
+    assert store.sweep(0) == {"temporary_files": 1}
     assert os.listdir(tmp_path / "v") == ["data"]

@@ -64,7 +64,7 @@ def _old_object_id(hours: float) -> Any:
 def test_sweep_orphans_respects_grace(gstore: GridFSStorageConnector) -> None:
     from bson import ObjectId
 
-    from datastack.storage.gridfs import _utcnow
+    from datastack._mongo import bson_now as _utcnow
 
     gstore.set_resource("keep/me", payload(600_000))
     old_orphan, fresh_orphan = _old_object_id(2), ObjectId()
@@ -86,14 +86,14 @@ def test_sweep_orphans_respects_grace(gstore: GridFSStorageConnector) -> None:
         )
         gstore.chunks.insert_one({"files_id": fid, "n": 0, "data": b"y"})
 
-    counts = gstore.sweep_orphans(grace_seconds=3600)
+    counts = gstore.sweep(3600)
 
     assert counts == {"pending_files": 1, "orphan_files": 1, "orphan_chunks": 4}
     owners = set(gstore.chunks.distinct("files_id", {"n": {"$gte": 0}}))
     assert old_orphan not in owners and stale_pending not in owners
     assert fresh_orphan in owners and live_pending in owners
     assert gstore.get_resource("keep/me").read() == payload(600_000)
-    assert gstore.sweep_orphans(grace_seconds=3600) == dict.fromkeys(counts, 0)
+    assert gstore.sweep(3600) == dict.fromkeys(counts, 0)
 
 
 def test_random_reads_use_one_chunk_query_and_the_cache(gstore: GridFSStorageConnector) -> None:

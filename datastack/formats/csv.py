@@ -22,20 +22,67 @@ import codecs
 import csv
 import io
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from datastack._checks import Checker
 from datastack.errors import FormatError
-from datastack.preprocessing.inputs import RawInput
-from datastack.specs import CsvOptions
+from datastack.formats.archives import ArchiveLimits
+from datastack.formats.base import Decoded, Format, SplitArrays
+from datastack.formats.inputs import RawInput
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.iterators.base import DatasetIterator
+    from datastack.resources import StreamedResource
+    from datastack.specs import DatasetSpec
 
 MAX_FIELD = 128 * 1024
 MAX_LINE = 64 * 1024 * 1024
 _BLOCK_ROWS = 8192
+DEFAULT_MISSING = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "?")
+_OPTION_KEYS = ("header", "skip_rows", "target", "delimiter", "categorical", "missing", "encoding")
+
+
+@dataclass(frozen=True)
+class CsvOptions:
+    """Options of the ``csv:`` block (all optional)."""
+
+    header: bool = True
+    skip_rows: int = 0
+    target: str | int | None = None
+    delimiter: str = ","
+    categorical: tuple[str | int, ...] = ()
+    missing: tuple[str, ...] = DEFAULT_MISSING
+    encoding: str = "utf-8"
+
+
+def parse_csv_options(raw: Mapping[str, Any], check: Checker) -> CsvOptions:
+    """Validate a ``csv:`` block (see ``docs/specs.md``)."""
+    check.keys(raw, _OPTION_KEYS)
+    header = check.boolean(raw.get("header", True), "header")
+    skip_rows = check.integer(raw.get("skip_rows", 0), "skip_rows")
+    target = raw.get("target")
+    if target is not None:
+        target = check.column(target, "target")
+    if isinstance(target, str) and not header:
+        raise check.fail("target", f"target {target!r} is a name but header is false; use an index")
+    delimiter = check.string(raw.get("delimiter", ","), "delimiter")
+    if len(delimiter) != 1 or delimiter in "\r\n\"" or delimiter.isalnum():
+        raise check.fail("delimiter", f"expected one separator character, got {delimiter!r}")
+    categorical = check.columns(raw.get("categorical", []), "categorical")
+    missing = check.strings(raw.get("missing", list(DEFAULT_MISSING)), "missing",
+                            "strings that mean 'missing'")
+    encoding = check.string(raw.get("encoding", "utf-8"), "encoding")
+    try:
+        "".encode(encoding)
+    except LookupError:
+        raise check.fail("encoding", f"unknown text encoding {encoding!r}") from None
+    return CsvOptions(header, skip_rows, target, delimiter, categorical, missing, encoding)
 
 
 def _label_key(label: str) -> tuple[int, float, str]:
@@ -46,7 +93,9 @@ def _label_key(label: str) -> tuple[int, float, str]:
 
 
 @dataclass
-class _Column:
+class _ColumnState:
+    """What the parser learnt of one column so far (kind, category codes, missing values)."""
+
     name: str
     categorical: bool | None = None  # None until the first non-missing value
     codes: dict[str, int] = field(default_factory=dict)  # first-appearance codes
@@ -66,9 +115,7 @@ class _Column:
 class CsvParser:
     """Parse one or more CSV inputs sharing columns and encodings.
 
-    >>> from datastack.specs import CsvOptions, SourceSpec
-    >>> raw = RawInput(SourceSpec("file:///x.csv", md5="0" * 32, filename="x.csv"), "x.csv",
-    ...                lambda: io.BytesIO(b"a,b,cls\\n1,2,x\\n3,,y\\n"))
+    >>> raw = RawInput(None, "x.csv", lambda: io.BytesIO(b"a,b,cls\\n1,2,x\\n3,,y\\n"))
     >>> parser = CsvParser(CsvOptions(target="cls"))
     >>> [(samples, targets)] = parser.finish([parser.parse(raw)])
     >>> samples.tolist(), targets.tolist(), parser.encodings()
@@ -78,7 +125,7 @@ class CsvParser:
     def __init__(self, options: CsvOptions) -> None:
         self.options = options
         self.missing = frozenset(options.missing)
-        self.columns: list[_Column] | None = None
+        self.columns: list[_ColumnState] | None = None
         self.target_index = -1
         self._raw_targets: list[NDArray[np.float64]] = []
 
@@ -205,7 +252,7 @@ class CsvParser:
                 f"{name}: row {line}: found {len(names)} column; need features and a target "
                 f"(is the delimiter {self.options.delimiter!r} right?)"
             )
-        self.columns = [_Column(n) for n in names]
+        self.columns = [_ColumnState(n) for n in names]
         self.target_index = self._resolve(name, self.options.target, names, "target")
         if self.target_index < 0:
             self.target_index = len(names) - 1
@@ -293,4 +340,91 @@ def _number(text: str) -> float | None:
         return None
 
 
-__all__ = ["MAX_FIELD", "CsvParser"]
+@dataclass
+class CsvTable:
+    """A parsed CSV: float64 feature matrix, typed targets, column names and encodings."""
+
+    samples: NDArray[np.float64]
+    targets: NDArray[Any]
+    features: list[str]
+    target: str | None
+    encodings: dict[str, list[str]]
+    #: How many feature columns stand before the target column in the file.
+    features_before_target: int = 0
+
+
+def read_csv(raw: RawInput, options: CsvOptions = CsvOptions()) -> CsvTable:
+    """Parse one CSV input with the published-dataset policy (module docstring).
+
+    >>> table = read_csv(RawInput(None, "t.csv", lambda: io.BytesIO(b"a,b,y\\n1,,s\\n2,3,t\\n")))
+    >>> table.samples.tolist(), table.targets.tolist(), table.encodings
+    ([[1.0, nan], [2.0, 3.0]], [0, 1], {'y': ['s', 't']})
+    """
+    parser = CsvParser(options)
+    [(samples, targets)] = parser.finish([parser.parse(raw)])
+    return CsvTable(
+        samples,
+        targets,
+        parser.features,
+        parser.target_name,
+        parser.encodings(),
+        parser.target_index,
+    )
+
+
+class CsvFormat(Format):
+    """Delimited text tables (``csv:`` block): numeric features, categorical codes, NaN."""
+
+    name = "csv"
+    options_key = "csv"
+
+    def default_options(self) -> CsvOptions:
+        return CsvOptions()
+
+    def parse_options(self, raw: Mapping[str, Any], check: Checker) -> CsvOptions:
+        return parse_csv_options(raw, check)
+
+    def decode(
+        self,
+        spec: DatasetSpec,
+        inputs: list[RawInput],
+        workdir: Path,
+        limits: ArchiveLimits,
+        *,
+        probe: bool = True,
+    ) -> Decoded:
+        parser = CsvParser(spec.options or CsvOptions())
+        parsed = [parser.parse(raw) for raw in inputs]
+        grouped: dict[str | None, list[tuple[Any, Any]]] = {}
+        for raw, part in zip(inputs, parser.finish(parsed), strict=True):
+            grouped.setdefault(raw.split, []).append(part)
+        parts: SplitArrays = {
+            split: (
+                np.concatenate([p[0] for p in group]),
+                np.concatenate([p[1] for p in group]),
+            )
+            for split, group in grouped.items()
+        }
+        return Decoded(parts, parser.features, parser.target_name, parser.encodings())
+
+    def iterator(
+        self, resources: Sequence[StreamedResource], options: Any = None
+    ) -> DatasetIterator:
+        from datastack.iterators.csv import CSVDatasetIterator
+
+        return CSVDatasetIterator(resources[0], options=options or CsvOptions())
+
+
+FORMAT = CsvFormat()
+
+__all__ = [
+    "DEFAULT_MISSING",
+    "FORMAT",
+    "MAX_FIELD",
+    "CsvFormat",
+    "CsvOptions",
+    "CsvParser",
+    "CsvTable",
+    "parse_csv_options",
+    "read_csv",
+]

@@ -3,13 +3,13 @@
 A crafted HDF5 file can crash the HDF5 library (h5py#1183 and several CVEs), and links or
 storage pointing outside the file can read local files. So:
 
-1. the file is first opened and walked in a *subprocess* (:func:`probe`); a crash, hang or
+1. the file is first opened and walked in a *subprocess* (:func:`probe_file`); a crash, hang or
    error there becomes a :class:`FormatError` in the parent;
 2. the walk rejects external links, datasets with external storage and virtual datasets
    anywhere in the file (soft links are not followed during the walk);
 3. only then does the parent open the file (read-only) and copy the named arrays in blocks.
 
-Run as ``python -m datastack.preprocessing.hdf5fmt FILE SAMPLES [TARGETS]`` to probe by hand.
+Run as ``python -m datastack.formats.hdf5 FILE LABEL SAMPLES [TARGETS]`` to probe by hand.
 """
 
 from __future__ import annotations
@@ -17,13 +17,27 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from datastack._checks import Checker
 from datastack.errors import FormatError
-from datastack.preprocessing.arrays import Pools
-from datastack.preprocessing.inputs import RawInput
+from datastack.formats.archives import ArchiveLimits
+from datastack.formats.base import (
+    ArrayNames,
+    Decoded,
+    Format,
+    SplitArrays,
+    one_per_split,
+    parse_array_names,
+)
+from datastack.formats.inputs import RawInput
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.iterators.base import DatasetIterator
+    from datastack.resources import StreamedResource
+    from datastack.specs import DatasetSpec
 
 PROBE_TIMEOUT = 60.0
 MAX_OBJECTS = 100_000
@@ -95,9 +109,11 @@ def inspect(path: str | Path, names: Sequence[str], label: str) -> dict[str, Any
         raise FormatError(f"{label}: not a readable HDF5 file ({reason})") from None
 
 
-def probe(path: Path, names: Sequence[str], label: str, timeout: float = PROBE_TIMEOUT) -> None:
+def probe_file(
+    path: Path, names: Sequence[str], label: str, timeout: float = PROBE_TIMEOUT
+) -> None:
     """Run :func:`inspect` in a subprocess; turn a crash, hang or error into FormatError."""
-    command = [sys.executable, "-m", "datastack.preprocessing.hdf5fmt", str(path), label, *names]
+    command = [sys.executable, "-m", "datastack.formats.hdf5", str(path), label, *names]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -115,47 +131,66 @@ def probe(path: Path, names: Sequence[str], label: str, timeout: float = PROBE_T
     )
 
 
-def hdf5_pools(
-    inputs: Sequence[RawInput],
-    workdir: Path,
-    samples_name: str,
-    targets_name: str | None,
-    *,
-    subprocess_probe: bool = True,
-) -> tuple[Pools, list[Any]]:
-    """Open each split group's HDF5 file safely and return its named datasets.
+class Hdf5Format(Format):
+    """Two named arrays of an HDF5 file per split (``hdf5: {samples: x, targets: y}``)."""
 
-    Returns the pools and the open ``h5py.File`` objects (close them when done).
-    """
-    import h5py
+    name = "hdf5"
+    options_key = "hdf5"
 
-    names = [samples_name] + ([targets_name] if targets_name else [])
-    pools: Pools = {}
-    handles: list[Any] = []
-    groups: dict[str | None, list[RawInput]] = {}
-    for raw in inputs:
-        groups.setdefault(raw.split, []).append(raw)
-    try:
-        for group, members in groups.items():
-            if len(members) != 1:
-                names_found = [m.name for m in members]
-                raise FormatError(f"hdf5: expected one file per split, got {names_found}")
-            raw = members[0]
-            path = raw.local_path(workdir)
-            if subprocess_probe:
-                probe(path, names, raw.name)
-            inspect(path, names, raw.name)
-            handle = h5py.File(path, "r")
-            handles.append(handle)
-            pools[group] = (
-                handle[samples_name],
-                handle[targets_name] if targets_name else None,
-            )
-    except BaseException:
-        for handle in handles:
-            handle.close()
-        raise
-    return pools, handles
+    def default_options(self) -> ArrayNames:
+        return ArrayNames()
+
+    def parse_options(self, raw: Mapping[str, Any], check: Checker) -> ArrayNames:
+        return parse_array_names(raw, check)
+
+    def decode(
+        self,
+        spec: DatasetSpec,
+        inputs: list[RawInput],
+        workdir: Path,
+        limits: ArchiveLimits,
+        *,
+        probe: bool = True,
+    ) -> Decoded:
+        """Open each split's file safely (probed in a subprocess) and return its datasets.
+
+        The returned :class:`Decoded` holds the open ``h5py.File`` objects: close it.
+        """
+        import h5py
+
+        options: ArrayNames = spec.options or ArrayNames()
+        names = [options.samples] + ([options.targets] if options.targets else [])
+        decoded = Decoded({})
+        parts: SplitArrays = decoded.parts
+        try:
+            for group, raw in one_per_split(inputs, "hdf5").items():
+                path = raw.local_path(workdir)
+                if probe:
+                    probe_file(path, names, raw.name)
+                inspect(path, names, raw.name)
+                handle = h5py.File(path, "r")
+                decoded.handles.append(handle)
+                parts[group] = (
+                    handle[options.samples],
+                    handle[options.targets] if options.targets else None,
+                )
+        except BaseException:
+            decoded.close()
+            raise
+        return decoded
+
+    def iterator(
+        self, resources: Sequence[StreamedResource], options: Any = None
+    ) -> DatasetIterator:
+        from datastack.iterators.hdf5 import HDF5DatasetIterator
+
+        names = options or ArrayNames()
+        return HDF5DatasetIterator(
+            resources[0], "/", samples=names.samples, targets=names.targets or "targets"
+        )
+
+
+FORMAT = Hdf5Format()
 
 
 def _main(argv: list[str]) -> int:
@@ -166,6 +201,17 @@ def _main(argv: list[str]) -> int:
         print(str(exc))
         return 3
     return 0
+
+
+__all__ = [
+    "FORMAT",
+    "MAX_OBJECTS",
+    "PROBE_TIMEOUT",
+    "Hdf5Format",
+    "check_file",
+    "inspect",
+    "probe_file",
+]
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised through probe()

@@ -24,152 +24,33 @@ datastack.errors.SpecError: <string>: dataset 'iris': key 'formt': unknown key; 
 
 from __future__ import annotations
 
-import difflib
-import hashlib
-import json
 import math
 import os
 import posixpath
 import re
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from datastack._checks import Checker
 from datastack._cron import validate_cron
 from datastack.errors import InvalidIdentifierError, SpecError
 from datastack.identifiers import validate_dataset_name, validate_identifier
+from datastack.specs.model import COMPRESSIONS, DEFAULT_COMPRESSION, DatasetSpec, SourceSpec
 
-FORMATS = ("csv", "npy", "npz", "hdf5", "idx")
 ROLES = ("samples", "targets")
 SCHEMES = ("http", "https", "file")
-SPLIT_SUM_TOLERANCE = 1e-6
-#: Storage compression of the canonical HDF5 file (key ``compression:``); ``none`` by default.
-COMPRESSIONS = ("none", "lzf", "gzip")
-DEFAULT_COMPRESSION = "none"
 _SPLIT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
 _DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
-_PREPROCESSOR_RE = re.compile(rf"{_DOTTED}:{_DOTTED}\Z")
+_IMPORT_PATH_RE = re.compile(rf"{_DOTTED}:{_DOTTED}\Z")
 
 _TOP_KEYS = ("datasets",)
 _DATASET_KEYS = (
-    "description", "sources", "format", "csv", "hdf5", "npz", "splits", "stratify", "seed",
-    "schedule", "preprocessor", "extra", "compression",
+    "description", "sources", "format", "splits", "stratify", "seed",
+    "schedule", "preprocessor", "factory", "extra", "compression",
 )
 _SOURCE_KEYS = ("url", "sha256", "md5", "role", "filename", "split", "member")
-_CSV_KEYS = ("header", "skip_rows", "target", "delimiter", "categorical", "missing", "encoding")
-_ARRAY_KEYS = ("samples", "targets")
-DEFAULT_MISSING = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "?")
-
-
-# -- dataclasses ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SourceSpec:
-    """One raw source of a dataset.
-
-    ``filename`` defaults to the last segment of the URL path; gzip (``.gz``) and archives
-    (``.tar``, ``.tar.gz``, ``.tgz``, ``.zip``) are detected from it. ``split`` assigns the source
-    to a predefined split (MNIST's train/test files); ``member`` picks one file in an archive.
-    """
-
-    url: str
-    sha256: str | None = None
-    md5: str | None = None
-    role: str | None = None
-    filename: str = ""
-    split: str | None = None
-    member: str | None = None
-
-    @property
-    def checksum(self) -> tuple[str, str]:
-        """``("sha256", hex)`` when a sha256 is given, else ``("md5", hex)``."""
-        if self.sha256:
-            return ("sha256", self.sha256)
-        return ("md5", self.md5 or "")
-
-    @property
-    def compression(self) -> str | None:
-        """``"tar"``, ``"zip"``, ``"gzip"`` or ``None``, from the filename suffix."""
-        name = self.filename.lower()
-        if name.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
-            return "tar"
-        if name.endswith(".zip"):
-            return "zip"
-        if name.endswith(".gz"):
-            return "gzip"
-        return None
-
-
-@dataclass(frozen=True)
-class CsvOptions:
-    """Options of the ``csv:`` block (all optional)."""
-
-    header: bool = True
-    skip_rows: int = 0
-    target: str | int | None = None
-    delimiter: str = ","
-    categorical: tuple[str | int, ...] = ()
-    missing: tuple[str, ...] = DEFAULT_MISSING
-    encoding: str = "utf-8"
-
-
-@dataclass(frozen=True)
-class ArrayNames:
-    """Names of the samples/targets arrays inside an HDF5 or NPZ file."""
-
-    samples: str = "samples"
-    targets: str | None = "targets"
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """A validated dataset definition. See ``docs/specs.md``."""
-
-    name: str
-    sources: tuple[SourceSpec, ...]
-    format: str | None = None
-    description: str = ""
-    csv: CsvOptions = field(default_factory=CsvOptions)
-    hdf5: ArrayNames = field(default_factory=ArrayNames)
-    npz: ArrayNames = field(default_factory=ArrayNames)
-    splits: dict[str, float] | None = None
-    stratify: bool = False
-    seed: int = 0
-    schedule: str | None = None
-    preprocessor: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    origin: str = "<string>"
-    compression: str = DEFAULT_COMPRESSION
-
-    def fingerprint(self) -> str:
-        """Stable sha256 over everything that shapes the prepared data.
-
-        URLs, ``description``, ``schedule`` and ``origin`` are left out: moving a file or a mirror
-        with the same checksum, or changing the cron, does not make the data different.
-        ``compression`` counts only when it is not the default, so specs written before the key
-        existed keep their fingerprint.
-
-        >>> a = load_spec("datasets: {x: {sources: [{url: 'https://a/x.csv', md5: " + repr("0" * 32)
-        ...               + "}], format: csv}}")["x"]
-        >>> len(a.fingerprint())
-        64
-        """
-        payload = asdict(self)
-        for key in ("description", "schedule", "origin"):
-            payload.pop(key)
-        if self.compression == DEFAULT_COMPRESSION:
-            payload.pop("compression")
-        for source in payload["sources"]:
-            source.pop("url")
-        if self.format != "csv":
-            payload.pop("csv")
-        if self.format != "hdf5":
-            payload.pop("hdf5")
-        if self.format != "npz":
-            payload.pop("npz")
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 # -- errors --------------------------------------------------------------------------------------
@@ -184,51 +65,33 @@ def _error(origin: str, dataset: str | None, key: str | None, reason: str) -> Sp
     return exc
 
 
-class _Ctx:
-    """Where we are in the document, for error messages."""
+class _Ctx(Checker):
+    """Where we are in the document (file, dataset), for error messages."""
 
     def __init__(self, origin: str, dataset: str | None = None, base_dir: Path | None = None):
+        super().__init__(lambda key, reason: _error(origin, dataset, key, reason))
         self.origin = origin
         self.dataset = dataset
         self.base_dir = base_dir
 
-    def fail(self, key: str | None, reason: str) -> SpecError:
-        return _error(self.origin, self.dataset, key, reason)
-
-    def check_keys(self, mapping: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
-        for key in mapping:
-            if not isinstance(key, str):
-                raise self.fail(f"{prefix}{key!r}", "keys must be strings")
-            if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise self.fail(
-                    prefix + key, f"unknown key; {hint}allowed keys: {', '.join(allowed)}"
-                )
+    def check_keys(self, mapping: Mapping[str, Any], allowed: Sequence[str], prefix: str) -> None:
+        self.child(prefix).keys(mapping, allowed)
 
 
 def _mapping(ctx: _Ctx, value: Any, key: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ctx.fail(key, f"expected a mapping, got {type(value).__name__}")
-    return value
+    return ctx.mapping(value, key)
 
 
 def _bool(ctx: _Ctx, value: Any, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise ctx.fail(key, f"expected true or false, got {value!r}")
-    return value
+    return ctx.boolean(value, key)
 
 
 def _int(ctx: _Ctx, value: Any, key: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ctx.fail(key, f"expected an integer >= {minimum}, got {value!r}")
-    return value
+    return ctx.integer(value, key, minimum)
 
 
 def _str(ctx: _Ctx, value: Any, key: str) -> str:
-    if not isinstance(value, str):
-        raise ctx.fail(key, f"expected a string, got {type(value).__name__} {value!r}")
-    return value
+    return ctx.string(value, key)
 
 
 # -- sources -------------------------------------------------------------------------------------
@@ -325,54 +188,13 @@ def _split_name(ctx: _Ctx, value: Any, key: str) -> str:
 
 
 # -- blocks --------------------------------------------------------------------------------------
-def _csv_options(ctx: _Ctx, raw: Any) -> CsvOptions:
-    raw = _mapping(ctx, raw, "csv")
-    ctx.check_keys(raw, _CSV_KEYS, "csv.")
-    header = _bool(ctx, raw.get("header", True), "csv.header")
-    skip_rows = _int(ctx, raw.get("skip_rows", 0), "csv.skip_rows")
-    target = raw.get("target")
-    if target is not None and (isinstance(target, bool) or not isinstance(target, (str, int))):
-        raise ctx.fail("csv.target", f"expected a column name or index, got {target!r}")
-    if isinstance(target, str) and not header:
-        raise ctx.fail(
-            "csv.target", f"target {target!r} is a name but header is false; use an index"
-        )
-    delimiter = _str(ctx, raw.get("delimiter", ","), "csv.delimiter")
-    if len(delimiter) != 1 or delimiter in "\r\n\"" or delimiter.isalnum():
-        raise ctx.fail("csv.delimiter", f"expected one separator character, got {delimiter!r}")
-    categorical = raw.get("categorical", [])
-    if not isinstance(categorical, list) or any(
-        isinstance(c, bool) or not isinstance(c, (str, int)) for c in categorical
-    ):
-        raise ctx.fail("csv.categorical", "expected a list of column names or indices")
-    missing = raw.get("missing", list(DEFAULT_MISSING))
-    if not isinstance(missing, list) or not all(isinstance(m, str) for m in missing):
-        raise ctx.fail("csv.missing", "expected a list of strings that mean 'missing'")
-    encoding = _str(ctx, raw.get("encoding", "utf-8"), "csv.encoding")
-    try:
-        "".encode(encoding)
-    except LookupError:
-        raise ctx.fail("csv.encoding", f"unknown text encoding {encoding!r}") from None
-    return CsvOptions(
-        header, skip_rows, target, delimiter, tuple(categorical), tuple(missing), encoding
-    )
-
-
-def _array_names(ctx: _Ctx, raw: Any, key: str) -> ArrayNames:
-    raw = _mapping(ctx, raw, key)
-    ctx.check_keys(raw, _ARRAY_KEYS, key + ".")
-    samples = _str(ctx, raw.get("samples", "samples"), key + ".samples")
-    targets = raw.get("targets", "targets")
-    if targets is not None:
-        targets = _str(ctx, targets, key + ".targets")
-    return ArrayNames(samples, targets)
-
-
 def _splits(ctx: _Ctx, raw: Any) -> dict[str, float]:
+    from datastack.errors import ConfigurationError
+    from datastack.splits import check_ratios
+
     raw = _mapping(ctx, raw, "splits")
     if not raw:
         raise ctx.fail("splits", "expected at least one split, e.g. {train: 0.8, test: 0.2}")
-    out: dict[str, float] = {}
     for name, ratio in raw.items():
         key = f"splits.{name}"
         _split_name(ctx, name, key)
@@ -382,11 +204,86 @@ def _splits(ctx: _Ctx, raw: Any) -> dict[str, float]:
             raise ctx.fail(key, f"expected a number between 0 and 1, got {ratio!r}")
         if not 0 < ratio <= 1:
             raise ctx.fail(key, f"expected a ratio in (0, 1], got {ratio!r}")
-        out[name] = float(ratio)
-    total = sum(out.values())
-    if abs(total - 1.0) > SPLIT_SUM_TOLERANCE:
-        raise ctx.fail("splits", f"ratios must sum to 1, got {total:g}")
-    return out
+    try:
+        return check_ratios(raw)
+    except ConfigurationError as exc:
+        raise ctx.fail("splits", str(exc)) from None
+
+
+def _import_path(ctx: _Ctx, raw: Mapping[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    if value is not None and (not isinstance(value, str) or not _IMPORT_PATH_RE.match(value)):
+        raise ctx.fail(key, f"expected 'module.path:attr', got {value!r:.80}")
+    return value
+
+
+def _format(ctx: _Ctx, raw: Mapping[str, Any], custom: bool) -> tuple[str | None, Any]:
+    """The ``format:`` name and its options block, validated by the format itself."""
+    from datastack.formats import FORMATS
+
+    known = ", ".join(FORMATS.names())
+    fmt = raw.get("format")
+    if fmt is None and not custom:
+        raise ctx.fail("format", f"missing; expected one of {known}")
+    if fmt is not None and (not isinstance(fmt, str) or fmt not in FORMATS):
+        raise ctx.fail("format", f"unknown format {fmt!r:.80}; expected one of {known}")
+    for name in FORMATS.names():  # a block of another format is a mistake
+        key = FORMATS.get(name).options_key
+        if key and key in raw and name != fmt:
+            raise ctx.fail(
+                key, f"this block is for format {name!r}, but the spec says format: {fmt}"
+            )
+    if fmt is None:
+        return None, None
+    handler = FORMATS.get(fmt)
+    if handler.options_key is None or handler.options_key not in raw:
+        return fmt, handler.default_options()
+    block = _mapping(ctx, raw[handler.options_key], handler.options_key)
+    return fmt, handler.parse_options(block, ctx.child(f"{handler.options_key}."))
+
+
+def _sources(ctx: _Ctx, raw: Mapping[str, Any], fmt: str | None, custom: bool) -> tuple[
+    SourceSpec, ...
+]:
+    raw_sources = raw.get("sources")
+    if not isinstance(raw_sources, list) or not raw_sources:
+        raise ctx.fail("sources", "expected a non-empty list of {url, sha256|md5} mappings")
+    sources = tuple(_source(ctx, s, i) for i, s in enumerate(raw_sources))
+    names = [s.filename for s in sources]
+    if len(set(names)) != len(names):
+        raise ctx.fail("sources", f"two sources share a filename ({names}); set filename:")
+    assigned = [s.split for s in sources if s.split is not None]
+    if assigned and len(assigned) != len(sources):
+        raise ctx.fail("sources", "either every source names its split or none does")
+    if assigned and raw.get("splits") is not None:
+        raise ctx.fail("splits", "sources already name their splits; remove splits: or split:")
+    if fmt is not None and not custom:
+        from datastack.formats import get_format
+
+        get_format(fmt).check_sources(sources, ctx)
+    return sources
+
+
+def _compression(ctx: _Ctx, raw: Mapping[str, Any]) -> str:
+    compression = raw.get("compression", DEFAULT_COMPRESSION)
+    if not isinstance(compression, str) or compression not in COMPRESSIONS:
+        shown = "null" if compression is None else repr(compression)
+        raise ctx.fail(
+            "compression",
+            f"expected one of {', '.join(COMPRESSIONS)}, got {shown}; 'none' (the default) "
+            "reads fastest, 'lzf' or 'gzip' make the stored file smaller",
+        )
+    return compression
+
+
+def _schedule(ctx: _Ctx, raw: Mapping[str, Any]) -> str | None:
+    schedule = raw.get("schedule")
+    if schedule is not None:
+        try:
+            validate_cron(_str(ctx, schedule, "schedule"))
+        except ValueError as exc:
+            raise ctx.fail("schedule", f"invalid cron expression {schedule!r}: {exc}") from None
+    return schedule
 
 
 def _dataset(name: Any, raw: Any, origin: str, base_dir: Path | None) -> DatasetSpec:
@@ -398,78 +295,37 @@ def _dataset(name: Any, raw: Any, origin: str, base_dir: Path | None) -> Dataset
     if raw is None:
         raise ctx.fail("sources", "missing; the dataset needs sources")
     raw = _mapping(ctx, raw, "(definition)")
-    ctx.check_keys(raw, _DATASET_KEYS, "")
-    preprocessor = raw.get("preprocessor")
-    if preprocessor is not None and (
-        not isinstance(preprocessor, str) or not _PREPROCESSOR_RE.match(preprocessor)
-    ):
-        raise ctx.fail("preprocessor", f"expected 'module.path:attr', got {preprocessor!r}")
-    fmt = raw.get("format")
-    if fmt is None and preprocessor is None:
-        raise ctx.fail("format", f"missing; expected one of {', '.join(FORMATS)}")
-    if fmt is not None and fmt not in FORMATS:
-        raise ctx.fail("format", f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    raw_sources = raw.get("sources")
-    if not isinstance(raw_sources, list) or not raw_sources:
-        raise ctx.fail("sources", "expected a non-empty list of {url, sha256|md5} mappings")
-    sources = tuple(_source(ctx, s, i) for i, s in enumerate(raw_sources))
-    names = [s.filename for s in sources]
-    if len(set(names)) != len(names):
-        raise ctx.fail("sources", f"two sources share a filename ({names}); set filename:")
+    from datastack.formats import FORMATS
+
+    blocks = [k for n in FORMATS.names() if (k := FORMATS.get(n).options_key)]
+    ctx.check_keys(raw, (*_DATASET_KEYS, *blocks), "")
+    preprocessor = _import_path(ctx, raw, "preprocessor")
+    factory = _import_path(ctx, raw, "factory")
+    if preprocessor is not None and factory is not None:
+        raise ctx.fail("factory", "give either factory: or preprocessor:, not both")
+    custom = preprocessor is not None or factory is not None
+    fmt, options = _format(ctx, raw, custom)
+    sources = _sources(ctx, raw, fmt, custom)
     splits = None if raw.get("splits") is None else _splits(ctx, raw["splits"])
-    assigned = [s.split for s in sources if s.split is not None]
-    if assigned and len(assigned) != len(sources):
-        raise ctx.fail("sources", "either every source names its split or none does")
-    if assigned and splits is not None:
-        raise ctx.fail("splits", "sources already name their splits; remove splits: or split:")
-    if fmt == "npy" and preprocessor is None:
-        groups: dict[str | None, list[str | None]] = {}
-        for s in sources:
-            groups.setdefault(s.split, []).append(s.role)
-        for group, roles in groups.items():
-            if sorted(r or "" for r in roles) not in (["samples"], ["samples", "targets"]):
-                where = f" of split {group!r}" if group else ""
-                raise ctx.fail(
-                    "sources",
-                    f"npy sources{where} need role: samples (and optionally one role: targets), "
-                    f"got roles {roles}",
-                )
     stratify = _bool(ctx, raw.get("stratify", False), "stratify")
     if stratify and splits is None:
         raise ctx.fail("stratify", "stratify: true needs splits:")
-    seed = _int(ctx, raw.get("seed", 0), "seed")
-    schedule = raw.get("schedule")
-    if schedule is not None:
-        try:
-            validate_cron(_str(ctx, schedule, "schedule"))
-        except ValueError as exc:
-            raise ctx.fail("schedule", f"invalid cron expression {schedule!r}: {exc}") from None
-    extra = dict(_mapping(ctx, raw.get("extra", {}), "extra"))
-    compression = raw.get("compression", DEFAULT_COMPRESSION)
-    if not isinstance(compression, str) or compression not in COMPRESSIONS:
-        shown = "null" if compression is None else repr(compression)
-        raise ctx.fail(
-            "compression",
-            f"expected one of {', '.join(COMPRESSIONS)}, got {shown}; 'none' (the default) "
-            "reads fastest, 'lzf' or 'gzip' make the stored file smaller",
-        )
     description = raw.get("description", "")
     return DatasetSpec(
         name=name,
         sources=sources,
         format=fmt,
         description=_str(ctx, description if description is not None else "", "description"),
-        csv=_csv_options(ctx, raw.get("csv", {})),
-        hdf5=_array_names(ctx, raw.get("hdf5", {}), "hdf5"),
-        npz=_array_names(ctx, raw.get("npz", {}), "npz"),
+        options=options,
         splits=splits,
         stratify=stratify,
-        seed=seed,
-        schedule=schedule,
+        seed=_int(ctx, raw.get("seed", 0), "seed"),
+        schedule=_schedule(ctx, raw),
         preprocessor=preprocessor,
-        extra=extra,
+        factory=factory,
+        extra=dict(_mapping(ctx, raw.get("extra", {}), "extra")),
         origin=origin,
-        compression=compression,
+        compression=_compression(ctx, raw),
     )
 
 
@@ -532,15 +388,23 @@ def load_spec(path_or_text: str | os.PathLike[str]) -> dict[str, DatasetSpec]:
     return parse_spec(document, origin, base_dir)
 
 
-__all__ = [
-    "COMPRESSIONS",
-    "DEFAULT_COMPRESSION",
-    "FORMATS",
-    "ArrayNames",
-    "CsvOptions",
-    "DatasetSpec",
-    "SourceSpec",
-    "load_spec",
-    "parse_spec",
-    "validate_cron",
-]
+def select_specs(
+    specs: Mapping[str, DatasetSpec], names: Sequence[str] | None, origin: str = "the spec"
+) -> list[DatasetSpec]:
+    """The datasets ``names`` of ``specs`` (all when ``names`` is empty), in that order.
+
+    The one check that requested names exist: an unknown name is a :class:`SpecError`
+    listing what the spec defines.
+    """
+    if not names:
+        return list(specs.values())
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise SpecError(
+            f"{origin}: no dataset named {', '.join(map(repr, unknown))}; the spec defines "
+            f"{', '.join(sorted(specs)) or 'nothing'}"
+        )
+    return [specs[n] for n in dict.fromkeys(names)]
+
+
+__all__ = ["load_spec", "parse_spec", "select_specs"]

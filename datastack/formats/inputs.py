@@ -14,28 +14,31 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from datastack.errors import FormatError
-from datastack.preprocessing.archives import (
+from datastack.formats.archives import (
     DEFAULT_LIMITS,
     ArchiveLimits,
     CappedGzipReader,
     extract_archive,
 )
 from datastack.resources import StreamedResource
-from datastack.specs import SourceSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.specs import SourceSpec
 
 
 @dataclass
 class RawInput:
     """One file to parse: ``open()`` returns a fresh binary stream of its (decompressed) bytes.
 
-    ``path`` is set when the bytes are a plain local file (memory-mapping and HDF5 use it);
-    ``size`` is the byte size when known without reading.
+    ``source`` is the spec source it came from (``None`` for a stream read directly, e.g. by
+    a raw-stream iterator); ``path`` is set when the bytes are a plain local file
+    (memory-mapping and HDF5 use it); ``size`` is the byte size when known without reading.
     """
 
-    source: SourceSpec
+    source: SourceSpec | None
     name: str
     open: Callable[[], IO[bytes]]
     size: int | None = None
@@ -43,11 +46,29 @@ class RawInput:
 
     @property
     def role(self) -> str | None:
-        return self.source.role
+        return None if self.source is None else self.source.role
 
     @property
     def split(self) -> str | None:
-        return self.source.split
+        return None if self.source is None else self.source.split
+
+    @classmethod
+    def from_resource(cls, resource: StreamedResource) -> RawInput:
+        """A raw input over a stream (each ``open()`` reads a fresh, unopened copy)."""
+        import copy
+
+        def opener() -> IO[bytes]:
+            fresh = copy.copy(resource)  # opens its own stream (never shares the original's)
+            if fresh.seekable():
+                fresh.seek(0)
+            return fresh  # type: ignore[return-value]
+
+        size: int | None
+        try:
+            size = resource.size
+        except (OSError, ValueError):
+            size = None
+        return cls(None, resource.identifier, opener, size, _resource_path(resource))
 
     def local_path(self, workdir: Path) -> Path:
         """A local file with these bytes (copied into ``workdir`` when needed)."""

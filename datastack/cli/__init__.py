@@ -1,0 +1,76 @@
+"""The ``datastack`` command: one module per group of subcommands.
+
+Exit codes: 0 success; 1 a requested dataset failed (one line per failure on stderr);
+2 bad usage or invalid input (spec, URI, name); 3 storage unavailable; 4 not found.
+
+Each module of this package adds its subcommands with ``register(subparsers)``, setting
+``run(args) -> exit code`` as the parser default; :func:`main` maps errors to exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from datastack._uri import redact
+from datastack.cli._common import (
+    EXIT_FAILED,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+)
+from datastack.errors import DatastackError, NotFoundError, StorageUnavailableError
+
+#: The modules that add subcommands, in the order ``--help`` lists them.
+COMMAND_MODULES = ("datastack.cli.refresh", "datastack.cli.catalog")
+
+
+def _version() -> str:
+    from datastack import __version__
+
+    return f"datastack {__version__}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="datastack",
+        description="Retrieve, store and serve machine-learning datasets.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``datastack`` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+        return code
+    except StorageUnavailableError as exc:
+        print(f"datastack: storage unavailable: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except NotFoundError as exc:
+        print(f"datastack: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except DatastackError as exc:
+        print(f"datastack: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+]

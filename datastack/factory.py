@@ -1,0 +1,227 @@
+"""``DatasetFactory``: the object that defines a dataset and turns it into iterators.
+
+A factory answers three questions, one per stage of a dataset's life:
+
+1. **retrieve** -- which sources make the dataset (:attr:`DatasetFactory.spec`: URLs and
+   checksums, splits, schedule...);
+2. **prepare** -- how the raw sources become the canonical HDF5 file of a version
+   (:meth:`DatasetFactory.prepare`);
+3. **iterators** -- how a published version becomes one iterator per split
+   (:meth:`DatasetFactory.iterators`; ``datastack.load`` calls it).
+
+Two kinds ship: :class:`SpecDatasetFactory`, the spec-driven path (a YAML spec's formats and
+``preprocessor:`` hook), and the base class itself, which a user subclasses to define a dataset
+in Python (``docs/factories.md`` has a worked example). A spec names a subclass with
+``factory: mypkg.module:MyFactory``: it is built with that spec and prepares the data in code.
+
+>>> import tempfile, numpy as np
+>>> from datastack.preprocessing import write_arrays
+>>> from datastack.specs import SourceSpec
+>>> class Squares(DatasetFactory):
+...     name = "squares"
+...     sources = (SourceSpec("file:///dev/null", md5="d41d8cd98f00b204e9800998ecf8427e",
+...                           filename="empty"),)
+...     def prepare(self, sources, out_path):
+...         x = np.arange(10, dtype=np.float32)[:, None]
+...         return write_arrays(out_path, self.name, {"train": (x, (x ** 2).ravel())})
+>>> storage = tempfile.mkdtemp()
+>>> Squares().refresh(storage=storage).status
+'published'
+>>> Squares().load("train", storage=storage)[3][1]
+np.float32(9.0)
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from datastack.errors import ConfigurationError, FormatError, SpecError
+from datastack.specs.model import DEFAULT_COMPRESSION, DatasetSpec, SourceSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.catalog.record import VersionRecord
+    from datastack.iterators.base import DatasetIterator
+    from datastack.pipeline import RefreshResult
+    from datastack.preprocessing.writer import PreparedData
+    from datastack.resources import StreamedResource
+    from datastack.store import Store
+
+#: The raw sources handed to :meth:`DatasetFactory.prepare`: each spec source with a lazy
+#: stream over its stored (checksum-verified) bytes.
+Sources = Sequence[tuple[SourceSpec, "StreamedResource"]]
+
+
+def data_identifier(name: str, version: int) -> str:
+    """Identifier of the canonical HDF5 file of ``name`` version ``version``.
+
+    >>> data_identifier("iris", 3)
+    'datasets/iris/v3/data.h5'
+    """
+    return f"datasets/{name}/v{version}/data.h5"
+
+
+class DatasetFactory:
+    """Defines a dataset (sources, preparation) and reads its published versions.
+
+    Subclass it to define a dataset in Python: set :attr:`name` and :attr:`sources` (and
+    optionally :attr:`description`, :attr:`splits`, :attr:`seed`, :attr:`schedule`), and
+    implement :meth:`prepare`. ``refresh()`` then runs the same pipeline as a YAML spec
+    (lease, checksum-verified retrieval, atomic publish, no new version for unchanged input);
+    ``load()`` reads it back. Override :meth:`iterators` to read a layout of your own.
+
+    The base class with no subclass reads any published dataset (``datastack.load`` uses it).
+    """
+
+    #: Dataset name (``[a-z0-9][a-z0-9._-]*``).
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    #: The raw sources (URL + sha256/md5 each); retrieved and verified before :meth:`prepare`.
+    sources: ClassVar[Sequence[SourceSpec]] = ()
+    #: Split ratios applied by :meth:`prepare` implementations that want them (optional).
+    splits: ClassVar[Mapping[str, float] | None] = None
+    seed: ClassVar[int] = 0
+    #: Cron schedule for the refresh deployment (optional).
+    schedule: ClassVar[str | None] = None
+    compression: ClassVar[str] = DEFAULT_COMPRESSION
+
+    def __init__(self, spec: DatasetSpec | None = None) -> None:
+        self._spec = spec
+
+    # -- 1. retrieve -------------------------------------------------------------------------
+    @property
+    def spec(self) -> DatasetSpec:
+        """The dataset's definition: from a YAML spec, or built from the class attributes."""
+        if self._spec is None:
+            cls = type(self)
+            if not cls.name or not cls.sources:
+                raise ConfigurationError(
+                    f"{cls.__qualname__} defines no dataset: set the class attributes `name` "
+                    "and `sources` (or build it from a spec)"
+                )
+            self._spec = DatasetSpec(
+                name=cls.name,
+                sources=tuple(cls.sources),
+                description=cls.description,
+                splits=dict(cls.splits) if cls.splits else None,
+                seed=cls.seed,
+                schedule=cls.schedule,
+                factory=f"{cls.__module__}:{cls.__qualname__}",
+                origin=f"<{cls.__module__}.{cls.__qualname__}>",
+                compression=cls.compression,
+            )
+        return self._spec
+
+    @property
+    def dataset_name(self) -> str:
+        return self.spec.name
+
+    # -- 2. prepare --------------------------------------------------------------------------
+    def prepare(self, sources: Sources, out_path: Path) -> PreparedData:
+        """Write the canonical HDF5 file of a new version at ``out_path`` from the raw sources.
+
+        ``sources`` pairs each of :attr:`spec` ``.sources`` with a stream of its verified bytes.
+        The easy way is :func:`datastack.preprocessing.write_arrays`; return its
+        :class:`~datastack.preprocessing.PreparedData`. Runs in a child process (a crash of
+        the HDF5 library cannot take the caller down).
+        """
+        raise NotImplementedError(
+            f"{type(self).__qualname__} must implement prepare(sources, out_path) to publish "
+            "a dataset (it only reads published ones otherwise)"
+        )
+
+    # -- 3. iterators ------------------------------------------------------------------------
+    def iterators(self, record: VersionRecord, store: Store) -> dict[str, DatasetIterator]:
+        """One lazy iterator per split of a published version (nothing is read yet)."""
+        from datastack.iterators.hdf5 import HDF5DatasetIterator
+
+        identifier = data_identifier(record.name, record.version)
+        if not any(r.get("identifier") == identifier for r in record.resources):
+            raise FormatError(
+                f"{record.name} v{record.version}: the catalog record lists no data file "
+                f"{identifier!r}; it was not published by this datastack version"
+            )
+        resource = store.storage.get_resource(identifier)
+        return {
+            split: HDF5DatasetIterator(resource, group=split) for split in record.splits
+        }
+
+    # -- conveniences ------------------------------------------------------------------------
+    def refresh(
+        self, *, storage: Store | str | os.PathLike[str] | None = None, force: bool = False
+    ) -> RefreshResult:
+        """Retrieve, prepare and publish this dataset in this process (``datastack refresh``)."""
+        from datastack.pipeline import refresh_dataset
+        from datastack.store import Store
+
+        return refresh_dataset(self, Store.open(storage), force=force)
+
+    def load(
+        self,
+        split: str = "train",
+        *,
+        version: int | None = None,
+        storage: Store | str | os.PathLike[str] | None = None,
+    ) -> DatasetIterator:
+        """The iterator of one split (or split expression) of this dataset's published data."""
+        from datastack.api import load
+
+        return load(self.spec.name, split, version=version, storage=storage, factory=self)
+
+    def __repr__(self) -> str:
+        name = self._spec.name if self._spec is not None else type(self).name
+        return f"<{type(self).__qualname__} {name or '(any dataset)'}>"
+
+
+class SpecDatasetFactory(DatasetFactory):
+    """The spec-driven factory: a YAML spec's format (or its ``preprocessor:``) prepares it."""
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        super().__init__(spec)
+
+    def prepare(self, sources: Sources, out_path: Path) -> PreparedData:
+        from datastack.preprocessing import preprocess
+
+        return preprocess(self.spec, sources, out_path)
+
+
+def load_factory_class(reference: str, dataset: str = "?") -> type[DatasetFactory]:
+    """Import ``"module.path:Class"`` and check it is a :class:`DatasetFactory` subclass."""
+    module_name, _, attr = reference.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise SpecError(
+            f"dataset {dataset!r}: key 'factory': cannot import {reference!r} ({exc}); is the "
+            "module installed and on sys.path?"
+        ) from None
+    if not (isinstance(obj, type) and issubclass(obj, DatasetFactory)):
+        raise SpecError(
+            f"dataset {dataset!r}: key 'factory': {reference!r} is "
+            f"{type(obj).__name__} {obj!r:.60}, not a datastack.DatasetFactory subclass"
+        )
+    return obj
+
+
+def factory_for(spec: DatasetSpec) -> DatasetFactory:
+    """The factory of a spec: the class its ``factory:`` names (built with the spec), else
+    the spec-driven :class:`SpecDatasetFactory`."""
+    if spec.factory is None:
+        return SpecDatasetFactory(spec)
+    cls = load_factory_class(spec.factory, spec.name)
+    return cls(spec)
+
+
+__all__ = [
+    "DatasetFactory",
+    "Sources",
+    "SpecDatasetFactory",
+    "data_identifier",
+    "factory_for",
+    "load_factory_class",
+]

@@ -1,0 +1,324 @@
+"""Split arithmetic, once: ratios -> sizes -> indices, and split expressions.
+
+Everything that cuts a dataset into parts uses these functions: the ``splits:`` of a spec
+(materialised at preprocessing), the splitters of :mod:`datastack.iterators.splitters` and the
+split expressions of ``datastack.load(name, split="train[:10%]")``.
+
+Rounding
+--------
+- **Ratios -> sizes** (:func:`split_sizes`): the largest-remainder rule. Each split gets
+  ``floor(ratio * n)``; the samples left over go one each to the splits with the largest
+  fractional parts (ties: the split listed first). Sizes always sum to ``n`` and each is within
+  one sample of ``ratio * n``.
+- **Percent bounds** (:class:`SplitExpression`): ``p%`` of a split of length ``n`` is
+  ``round(p * n / 100)`` rounding halves up (the "closest" rounding of TFDS / Hugging Face).
+
+>>> split_sizes(7, {"train": 0.2, "val": 0.4, "test": 0.4})
+{'train': 1, 'val': 3, 'test': 3}
+>>> expr = SplitExpression.from_spec("train[:10%]+test[-5:]")
+>>> expr.to_spec(), expr.to_absolute({"train": 150, "test": 30})
+('train[:10%]+test[-5:]', [AbsoluteSlice(split='train', start=0, stop=15), \
+AbsoluteSlice(split='test', start=25, stop=30)])
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from datastack.errors import ConfigurationError, FormatError, SplitNotFoundError
+
+#: Tolerance of "ratios sum to 1".
+RATIO_SUM_TOLERANCE = 1e-6
+#: Most terms a split expression may join with ``+`` (parsing is linear; this bounds it).
+MAX_TERMS = 1000
+#: Longest split expression accepted (characters).
+MAX_EXPRESSION_LENGTH = 64 * 1024
+
+
+# -- ratios -> sizes -> indices --------------------------------------------------------------
+def check_ratios(ratios: Mapping[str, float]) -> dict[str, float]:
+    """``ratios`` as ``{name: float}``, or :class:`ConfigurationError` saying what is wrong.
+
+    Names must be non-empty strings; ratios finite numbers >= 0 summing to 1.
+    """
+    if not isinstance(ratios, Mapping) or not ratios:
+        raise ConfigurationError(
+            f"split ratios must be a non-empty mapping such as {{'train': 0.8, 'test': 0.2}}, "
+            f"got {ratios!r:.80}"
+        )
+    clean: dict[str, float] = {}
+    for name, ratio in ratios.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"split names must be non-empty strings, got {name!r}")
+        if (
+            isinstance(ratio, bool)
+            or not isinstance(ratio, (int, float))
+            or not math.isfinite(ratio)
+            or ratio < 0
+        ):
+            raise ConfigurationError(f"split {name!r}: ratio must be a number >= 0, got {ratio!r}")
+        clean[name] = float(ratio)
+    total = math.fsum(clean.values())
+    if abs(total - 1.0) > RATIO_SUM_TOLERANCE:
+        raise ConfigurationError(
+            f"split ratios must sum to 1, got {total:g} ({clean}); adjust them"
+        )
+    return clean
+
+
+def split_sizes(n: int, ratios: Mapping[str, float]) -> dict[str, int]:
+    """Sizes of each split of ``n`` samples by the largest-remainder rule (module docstring).
+
+    >>> split_sizes(10, {"a": 0.55, "b": 0.45})
+    {'a': 6, 'b': 4}
+    >>> split_sizes(0, {"a": 0.5, "b": 0.5})
+    {'a': 0, 'b': 0}
+    """
+    clean = check_ratios(ratios)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ConfigurationError(f"the number of samples must be an int >= 0, got {n!r}")
+    exact = {name: ratio * n for name, ratio in clean.items()}
+    sizes = {name: math.floor(value + 1e-9) for name, value in exact.items()}
+    left = n - sum(sizes.values())
+    order = sorted(clean, key=lambda name: -(exact[name] - sizes[name]))  # stable: ties first
+    for name in order[: max(0, left)]:
+        sizes[name] += 1
+    return sizes
+
+
+def cut(order: NDArray[np.int64], sizes: Mapping[str, int]) -> dict[str, NDArray[np.int64]]:
+    """Consecutive pieces of ``order`` with the given sizes (in the mapping's order)."""
+    out: dict[str, NDArray[np.int64]] = {}
+    start = 0
+    for name, size in sizes.items():
+        out[name] = order[start : start + size]
+        start += size
+    return out
+
+
+def split_indices(
+    n: int,
+    ratios: Mapping[str, float],
+    seed: int = 0,
+    stratify_by: NDArray[np.generic] | None = None,
+) -> dict[str, NDArray[np.int64]]:
+    """Partition ``range(n)`` into named splits; each index array is sorted ascending.
+
+    One permutation from ``numpy.random.default_rng(seed)`` is cut by :func:`split_sizes`.
+    With ``stratify_by`` (one label per sample), every class (in sorted order) is permuted and
+    cut separately with the same ratios, so each split keeps the class proportions.
+
+    >>> parts = split_indices(10, {"train": 0.8, "test": 0.2}, seed=0)
+    >>> sorted(len(v) for v in parts.values()), sorted(int(i) for v in parts.values() for i in v)
+    ([2, 8], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    """
+    rng = np.random.default_rng(seed)
+    if stratify_by is None:
+        order = rng.permutation(n).astype(np.int64)
+        return {k: np.sort(v) for k, v in cut(order, split_sizes(n, ratios)).items()}
+    labels = np.asarray(stratify_by)
+    if labels.ndim != 1 or len(labels) != n:
+        raise FormatError(
+            f"stratify needs one label per sample (1-D, length {n}), got shape {labels.shape}"
+        )
+    pieces: dict[str, list[NDArray[np.int64]]] = {name: [] for name in check_ratios(ratios)}
+    for members in class_members(labels):
+        shuffled = members[rng.permutation(len(members))]
+        for name, idx in cut(shuffled, split_sizes(len(members), ratios)).items():
+            pieces[name].append(idx)
+    return {
+        name: np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+        for name, parts in pieces.items()
+    }
+
+
+def class_members(labels: NDArray[np.generic]) -> list[NDArray[np.int64]]:
+    """Indices of each class of ``labels``, classes in sorted order (NaN is one class)."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind in "fc":
+        labels = np.where(np.isnan(labels), -np.inf, labels)
+    return [np.flatnonzero(labels == cls).astype(np.int64) for cls in np.unique(labels)]
+
+
+# -- split expressions -----------------------------------------------------------------------
+_BOUND = r"-?\d+(?:\.\d+)?%?"
+_TERM = re.compile(
+    rf"\s*(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]*)\s*"
+    rf"(?:\[\s*(?P<start>{_BOUND})?\s*(?P<colon>:)?\s*(?P<stop>{_BOUND})?\s*\])?\s*"
+)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """One slice bound: a sample count (negative counts from the end) or a percentage."""
+
+    value: float
+    percent: bool
+
+    @classmethod
+    def parse(cls, text: str, expr: str) -> Bound:
+        if text.endswith("%"):
+            value = float(text[:-1])
+            if not -100 <= value <= 100:
+                raise ConfigurationError(f"{expr!r}: percentage {text} outside -100%..100%")
+            return cls(value, True)
+        if "." in text:
+            raise ConfigurationError(
+                f"{expr!r}: {text} is not a whole number of samples (add % for a percentage)"
+            )
+        return cls(int(text), False)
+
+    def resolve(self, n: int) -> int:
+        """The sample position this bound names in a split of ``n`` (clamped to 0..n)."""
+        if self.percent:
+            size = math.floor(abs(self.value) * n / 100 + 0.5)
+            position = n - size if self.value < 0 else size
+        else:
+            position = int(self.value) + n if self.value < 0 else int(self.value)
+        return max(0, min(n, position))
+
+    def to_spec(self) -> str:
+        if self.percent:
+            return f"{self.value:g}%"
+        return str(int(self.value))
+
+
+@dataclass(frozen=True)
+class AbsoluteSlice:
+    """Samples ``start..stop-1`` of one split (resolved against its length)."""
+
+    split: str
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class SplitTerm:
+    """One ``+``-joined term: a split name, sliced or whole."""
+
+    split: str
+    start: Bound | None = None
+    stop: Bound | None = None
+    sliced: bool = False
+
+    def to_spec(self) -> str:
+        if not self.sliced:
+            return self.split
+        start = self.start.to_spec() if self.start else ""
+        stop = self.stop.to_spec() if self.stop else ""
+        return f"{self.split}[{start}:{stop}]"
+
+
+@dataclass(frozen=True)
+class SplitExpression:
+    """A split expression parsed once: ``"train"``, ``"train[:10%]"``, ``"train[10%:20%]"``,
+    ``"train[-100:]"``, ``"train+test"`` -- terms joined by ``+``.
+
+    Bounds are sample counts (negative counts from the end) or percentages of the split's
+    length (rounded to the closest sample, halves up). A slice whose start lies after its
+    stop is an error, never an empty split.
+
+    >>> (SplitExpression.from_spec("a[:5]") + SplitExpression.from_spec("b")).to_spec()
+    'a[:5]+b'
+    """
+
+    terms: tuple[SplitTerm, ...]
+
+    @classmethod
+    def from_spec(cls, text: str) -> SplitExpression:
+        """Parse ``text`` (linear time; at most :data:`MAX_TERMS` terms)."""
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigurationError(
+                f"empty split expression {text!r}; expected e.g. 'train' or 'train[:10%]'"
+            )
+        if len(text) > MAX_EXPRESSION_LENGTH:
+            raise ConfigurationError(
+                f"split expression of {len(text)} characters; at most {MAX_EXPRESSION_LENGTH}"
+            )
+        parts = text.split("+")
+        if len(parts) > MAX_TERMS:
+            raise ConfigurationError(
+                f"split expression with {len(parts)} terms; at most {MAX_TERMS} are allowed"
+            )
+        terms = []
+        for part in parts:
+            match = _TERM.fullmatch(part)
+            if match is None or (("[" in part) and match["colon"] is None):
+                raise ConfigurationError(
+                    f"malformed split expression {text[:200]!r} at {part.strip()[:80]!r}; "
+                    "expected terms like 'train', 'train[:10%]', 'train[10%:20%]', "
+                    "'train[:100]' joined by '+'"
+                )
+            start = Bound.parse(match["start"], text) if match["start"] else None
+            stop = Bound.parse(match["stop"], text) if match["stop"] else None
+            terms.append(SplitTerm(match["name"], start, stop, sliced="[" in part))
+        return cls(tuple(terms))
+
+    def to_spec(self) -> str:
+        """The expression as text (``from_spec(e.to_spec()) == e``)."""
+        return "+".join(term.to_spec() for term in self.terms)
+
+    def __add__(self, other: object) -> SplitExpression:
+        if isinstance(other, str):
+            other = SplitExpression.from_spec(other)
+        if not isinstance(other, SplitExpression):
+            return NotImplemented
+        return SplitExpression(self.terms + other.terms)
+
+    @property
+    def splits(self) -> list[str]:
+        """The split names used, in order of first use."""
+        return list(dict.fromkeys(term.split for term in self.terms))
+
+    def to_absolute(self, lengths: Mapping[str, int]) -> list[AbsoluteSlice]:
+        """Resolve every term against the split lengths.
+
+        Raises :class:`SplitNotFoundError` for an unknown split and
+        :class:`ConfigurationError` for a slice that starts after it stops.
+        """
+        out = []
+        for term in self.terms:
+            if term.split not in lengths:
+                raise SplitNotFoundError(
+                    f"no split {term.split!r} (in {self.to_spec()[:200]!r}); available: "
+                    f"{', '.join(sorted(lengths)) or 'none'}"
+                )
+            n = int(lengths[term.split])
+            start = 0 if term.start is None else term.start.resolve(n)
+            stop = n if term.stop is None else term.stop.resolve(n)
+            if start > stop:
+                raise ConfigurationError(
+                    f"split {term.to_spec()!r} starts at sample {start} but stops at {stop} "
+                    f"(of {n}): the start must not lie after the stop"
+                )
+            out.append(AbsoluteSlice(term.split, start, stop))
+        return out
+
+    def __str__(self) -> str:
+        return self.to_spec()
+
+
+def parse_split_expression(text: str) -> SplitExpression:
+    """Shorthand for :meth:`SplitExpression.from_spec`."""
+    return SplitExpression.from_spec(text)
+
+
+__all__ = [
+    "MAX_TERMS",
+    "AbsoluteSlice",
+    "Bound",
+    "SplitExpression",
+    "SplitTerm",
+    "check_ratios",
+    "class_members",
+    "cut",
+    "parse_split_expression",
+    "split_indices",
+    "split_sizes",
+]

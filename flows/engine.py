@@ -1,0 +1,40 @@
+"""The ``prefect`` refresh engine, registered in the ``datastack.engines`` entry-point group.
+
+Importing this module does not import Prefect: the engine imports :mod:`flows.refresh` (and
+with it Prefect) only when it runs, so ``datastack refresh --engine local`` and every other
+command stay free of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.pipeline import RefreshResult
+    from datastack.store import Store
+
+
+class PrefectEngine:
+    """Runs ``refresh_all_flow`` (one task per dataset, its steps as tasks)."""
+
+    name = "prefect"
+
+    def refresh(
+        self,
+        spec_path: Path,
+        names: Sequence[str],
+        store: Store,
+        *,
+        force: bool = False,
+        **options: Any,
+    ) -> list[RefreshResult]:
+        from flows.refresh import run_flow
+
+        return run_flow(spec_path, names, store, force=force, **options)
+
+
+ENGINE = PrefectEngine()
+
+__all__ = ["ENGINE", "PrefectEngine"]
