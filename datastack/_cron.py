@@ -1,10 +1,14 @@
-"""Validation of 5-field cron expressions (the ``schedule`` of a dataset spec).
+"""Cron expressions (the ``schedule`` of a dataset spec): validation and fire times.
 
-No dependency: Prefect parses the schedule when a deployment is built; this check makes an
-invalid one fail at spec-parsing time, before any download, with the field that is wrong.
+:func:`validate_cron` makes an invalid schedule fail at spec-parsing time, before any download,
+naming the field that is wrong. :func:`fire_times` is the schedule arithmetic (previous/next
+fire times for "overdue"), done by ``cronsim`` (the engine Prefect itself uses). Schedules are
+in UTC.
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 _MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 _DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
@@ -72,4 +76,28 @@ def _cron_item(item: str, label: str, low: int, high: int, names: dict[str, int]
             raise ValueError(f"{label}: range {base!r} goes backwards")
 
 
-# -- datasets ------------------------------------------------------------------------------------
+_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+
+def fire_times(expression: str, after: dt.datetime, count: int) -> list[dt.datetime]:
+    """The next ``count`` fire times of ``expression`` strictly after ``after`` (UTC).
+
+    >>> import datetime as dt
+    >>> [t.minute for t in fire_times("*/5 * * * *", dt.datetime(2026, 1, 1, 10, 2,
+    ...                                 tzinfo=dt.UTC), 2)]
+    [5, 10]
+    """
+    from cronsim import CronSim
+
+    text = _MACROS.get(expression.strip().lower(), expression.strip())
+    start = after.astimezone(dt.UTC) if after.tzinfo else after.replace(tzinfo=dt.UTC)
+    times = CronSim(text, start)
+    return [next(times) for _ in range(count)]

@@ -83,6 +83,10 @@ class UnsafeArchiveError(FormatError):
     """An archive member would escape the extraction folder, is a link/device, or is a bomb."""
 
 
+class GateError(DatastackError, ValueError):
+    """New content failed a validation gate (format, schema, ``expect:``); not published."""
+
+
 # -- I/O ---------------------------------------------------------------------------------------
 class RetrievalError(DatastackError, OSError):
     """A source could not be downloaded or read (after the allowed retries)."""
@@ -120,6 +124,7 @@ __all__ = [
     "DatasetNotFoundError",
     "DatastackError",
     "FormatError",
+    "GateError",
     "InvalidIdentifierError",
     "LockHeldError",
     "MissingDependencyError",

@@ -2,10 +2,14 @@
 
 Every step is a plain function of objects -- a :class:`~datastack.factory.DatasetFactory`
 (what the dataset is) and a :class:`~datastack.store.Store` (where it lives) -- so tests call
-them directly. :func:`refresh_dataset` runs them under the dataset's lease and makes every
-status decision; an *engine* only chooses how each step executes: here in this process
-(:func:`run_here`), or as a Prefect task with retries (``flows/``, through ``run_step``).
-Nothing here imports Prefect.
+them directly. :func:`refresh_dataset` runs them under the dataset's lease, makes every
+status decision and records the dataset's status (freshness) in the catalog; an *engine*
+only chooses how each step executes: here in this process (:func:`run_here`), or as a Prefect
+task with retries (``flows/``, through ``run_step``). Nothing here imports Prefect.
+
+Steps: ``acquire-lease`` -> ``check-sources`` (``datastack.sources``) -> ``retrieve-sources``
+-> ``prepare-version`` -> ``validate-version`` (``datastack.gates``) -> ``publish-version``
+-> ``release-lease``.
 
 Resource layout in a storage::
 
@@ -28,22 +32,34 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
-from urllib.parse import unquote, urlsplit
 
+from datastack import gates
 from datastack._isolation import run_isolated
 from datastack._uri import redact
-from datastack.errors import DatastackError, LockHeldError, NotFoundError
+from datastack.errors import DatastackError, LockHeldError, StorageUnavailableError
 from datastack.factory import DatasetFactory, data_identifier, factory_for
-from datastack.identifiers import validate_identifier
-from datastack.specs import DatasetSpec, SourceSpec, load_selected
+from datastack.sources import (
+    SourcesCheck,
+    check_sources,
+    discard_fetched,
+    latest_record,
+    raw_identifier,
+    retrieve_sources,
+    same_tracked_content,
+    source_checksums,
+)
+from datastack.specs import DatasetSpec, load_selected
 from datastack.store import Store
 
 log = logging.getLogger("datastack.pipeline")
 
 T = TypeVar("T")
 
-#: Lease TTL of a refresh (seconds); the lease is renewed every ``ttl / 3`` while it runs.
-DEFAULT_LEASE_TTL = 300.0
+#: Lease TTL of a refresh (seconds); a heartbeat renews it every ``ttl / 3`` while the refresh
+#: runs, so a killed refresh blocks its dataset for at most a minute (at once on the same host).
+DEFAULT_LEASE_TTL = 60.0
+#: Retries of a step that failed because the storage was unreachable (local engine).
+LOCAL_STORAGE_RETRIES = 2
 
 
 @dataclass
@@ -56,6 +72,7 @@ class RefreshResult:
     reason: str = ""
     duration_s: float = 0.0
     splits: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -66,19 +83,8 @@ class RefreshResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RefreshResult:
-        fields = {"name", "status", "version", "reason", "duration_s", "splits"}
+        fields = {"name", "status", "version", "reason", "duration_s", "splits", "warnings"}
         return cls(**{k: v for k, v in data.items() if k in fields})
-
-
-@dataclass
-class SourcesCheck:
-    """Whether a dataset needs a new version: ``changed`` is False when the latest published
-    version was built from the same spec (same sources and checksums)."""
-
-    changed: bool
-    reason: str
-    latest_version: int | None = None
-    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -92,6 +98,7 @@ class PreparedVersion:
     schema: dict[str, Any]
     encodings: dict[str, Any]
     format: str
+    stats: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,28 +115,26 @@ class StepRunner(Protocol):
 
 
 def run_here(step: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """The local engine's step runner: call the step in this thread."""
-    return fn(*args, **kwargs)
+    """The local engine's step runner: call the step in this thread.
+
+    A step that found the storage unreachable is retried twice (after 1 s and 2 s), so a
+    short MongoDB outage does not fail a refresh; ``prepare-version`` is never retried here.
+    """
+    attempt = 0
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except StorageUnavailableError as exc:
+            if step == "prepare-version" or attempt >= LOCAL_STORAGE_RETRIES:
+                raise
+            attempt += 1
+            log.warning("%s: storage unavailable, retry %d: %s", step, attempt, redact(str(exc)))
+            time.sleep(float(2 ** (attempt - 1)))
 
 
-# -- helpers -------------------------------------------------------------------------------
 def as_factory(dataset: DatasetFactory | DatasetSpec) -> DatasetFactory:
     """A factory for ``dataset`` (a spec gets the factory its ``factory:`` key names)."""
     return dataset if isinstance(dataset, DatasetFactory) else factory_for(dataset)
-
-
-def _filename(source: SourceSpec) -> str:
-    name = source.filename or unquote(urlsplit(source.url).path).rsplit("/", 1)[-1] or "source"
-    try:
-        return validate_identifier(name)
-    except DatastackError:
-        return "source"
-
-
-def raw_identifier(spec: DatasetSpec, source: SourceSpec) -> str:
-    """Content-addressed identifier of a raw source (by its expected checksum)."""
-    algo, digest = source.checksum
-    return f"datasets/{spec.name}/raw/{algo}-{digest.lower()}/{_filename(source)}"
 
 
 def default_producer() -> dict[str, Any]:
@@ -145,106 +150,16 @@ def default_producer() -> dict[str, Any]:
     }
 
 
-def _source_checksums(spec: DatasetSpec) -> list[str]:
-    return [f"{s.checksum[0]}:{s.checksum[1].lower()}" for s in spec.sources]
-
-
-def _spec_url(spec: DatasetSpec, redacted_url: str) -> str:
-    """The URL (with credentials) of the spec source whose redacted form is ``redacted_url``."""
-    for source in spec.sources:
-        if redact(source.url) == redacted_url:
-            return source.url
-    return redacted_url
-
-
 # -- steps ---------------------------------------------------------------------------------
-def check_sources(dataset: DatasetFactory | DatasetSpec, store: Store) -> SourcesCheck:
-    """Decide whether the dataset needs a new version, without downloading anything.
-
-    The checksums in the spec pin the content, so an unchanged spec means unchanged data. For
-    HTTP sources whose previous retrieval recorded an ETag / Last-Modified, a conditional
-    request checks upstream: if upstream changed while the spec did not, a warning says to
-    update the checksum (the old version stays current).
-    """
-    spec = as_factory(dataset).spec
-    try:
-        latest = store.catalog.latest(spec.name)
-    except NotFoundError:
-        return SourcesCheck(True, "no published version yet")
-    if latest.spec_hash != spec.fingerprint():
-        return SourcesCheck(True, "spec changed (sources, checksums or options)", latest.version)
-    warnings: list[str] = []
-    for recorded in latest.sources:
-        etag, modified = recorded.get("etag"), recorded.get("last_modified")
-        url = str(recorded.get("url", ""))
-        if not (etag or modified) or not url.startswith(("http://", "https://")):
-            continue
-        try:
-            from datastack.retrieval import check_changed
-
-            answer = check_changed(_spec_url(spec, url), etag=etag, last_modified=modified)
-        except DatastackError as exc:
-            warnings.append(f"could not check {redact(url)}: {exc}")
-            continue
-        if answer.changed:
-            warnings.append(
-                f"{redact(url)} changed upstream but the spec's checksum did not: update the "
-                "checksum in the spec to publish the new content"
-            )
-    for warning in warnings:
-        log.warning("%s: %s", spec.name, warning)
-    return SourcesCheck(
-        False, f"unchanged since version {latest.version}", latest.version, warnings
-    )
-
-
-def retrieve_sources(
-    dataset: DatasetFactory | DatasetSpec, store: Store, *, deadline_s: float | None = None
-) -> list[dict[str, Any]]:
-    """Store every raw source (verified by checksum); return their records.
-
-    Sources already stored under their content-addressed identifier are not downloaded again.
-    ``deadline_s`` bounds each download (headers, body and retries).
-    """
-    from datastack.retrieval import ResourceDefinition, Retriever, retriever_for
-
-    spec = as_factory(dataset).spec
-    records: list[dict[str, Any]] = []
-    for source in spec.sources:
-        identifier = raw_identifier(spec, source)
-        record: dict[str, Any] = {
-            "url": redact(source.url),
-            "sha256": source.sha256,
-            "md5": source.md5,
-            "role": source.role,
-            "split": source.split,
-            "identifier": identifier,
-        }
-        if store.storage.has_resource(identifier):
-            size = store.storage.get_resource(identifier).size
-            record.update(size=size, etag=None, last_modified=None, reused=True)
-        else:
-            definition = ResourceDefinition(
-                identifier, source.url, sha256=source.sha256, md5=source.md5
-            )
-            options = {} if deadline_s is None else {"deadline": deadline_s}
-            try:
-                retriever: Retriever = retriever_for(definition, store.storage, **options)
-                (info,) = retriever.retrieve_with_info([definition])
-            except DatastackError as exc:
-                raise type(exc)(f"dataset {spec.name!r}: {exc}") from None
-            record.update(
-                size=info.size, etag=info.etag, last_modified=info.last_modified, reused=False
-            )
-            if info.sha256 and not record["sha256"]:
-                record["sha256_computed"] = info.sha256
-        records.append(record)
-        log.info("%s: source %s stored as %s", spec.name, record["url"], identifier)
-    return records
-
-
-def _prepare_in_child(factory: DatasetFactory, inputs: Any, out: Path) -> Any:
-    return factory.prepare(inputs, out)
+def _prepare_in_child(
+    factory: DatasetFactory, inputs: Any, out: Path, with_stats: bool
+) -> tuple[Any, dict[str, Any]]:
+    prepared = factory.prepare(inputs, out)
+    if not with_stats:
+        return prepared, {}
+    target = (prepared.schema or {}).get("target")
+    labels = (prepared.encodings or {}).get(target) if target else None
+    return prepared, gates.file_stats(out, labels)
 
 
 def prepare_version(
@@ -257,7 +172,8 @@ def prepare_version(
     """Reserve the next version, prepare the raw sources into its HDF5 file and store it.
 
     The version is recorded as *pending*: readers do not see it until :func:`publish_version`.
-    Preparation runs in a forked child (``datastack._isolation``).
+    Preparation runs in a forked child (``datastack._isolation``); an HTML/XML page served
+    instead of the data fails the format gate before it is parsed.
     """
     factory = as_factory(dataset)
     spec = factory.spec
@@ -271,16 +187,17 @@ def prepare_version(
     )
     version = record.version
     try:
-        stored = {s["identifier"] for s in sources}
         inputs = [
-            (source, store.storage.get_resource(raw_identifier(spec, source)))
-            for source in spec.sources
-            if raw_identifier(spec, source) in stored
+            (source, store.storage.get_resource(stored["identifier"]))
+            for source, stored in zip(spec.sources, sources, strict=True)
         ]
+        for (_, resource), stored in zip(inputs, sources, strict=True):
+            gates.check_markup(spec, str(stored.get("url")), resource)
         with tempfile.TemporaryDirectory(prefix="datastack-prepare-") as tmp:
             out = Path(tmp) / "data.h5"
-            prepared = run_isolated(
-                _prepare_in_child, factory, inputs, out, what=f"{spec.name}: preprocessing"
+            prepared, stats = run_isolated(
+                _prepare_in_child, factory, inputs, out, gates.needs_stats(spec),
+                what=f"{spec.name}: preprocessing",
             )
             for _, resource in inputs:
                 resource.close()
@@ -289,11 +206,8 @@ def prepare_version(
         store.catalog.abort(spec.name, version)
         raise
     raw = [
-        {
-            "identifier": s["identifier"],
-            "size": s.get("size"),
-            "sha256": s.get("sha256") or s.get("sha256_computed"),
-        }
+        {"identifier": s["identifier"], "size": s.get("size"),
+         "sha256": s.get("sha256") or s.get("sha256_computed")}
         for s in sources
     ]
     return PreparedVersion(
@@ -304,7 +218,22 @@ def prepare_version(
         schema=dict(prepared.schema),
         encodings=dict(getattr(prepared, "encodings", {}) or {}),
         format=spec.format or "custom",
+        stats=stats,
     )
+
+
+def validate_version(
+    dataset: DatasetFactory | DatasetSpec, prepared: PreparedVersion, store: Store
+) -> None:
+    """The validation gates (``datastack.gates``); a failure drops the pending version."""
+    spec = as_factory(dataset).spec
+    try:
+        gates.check_version(
+            spec, prepared.splits, prepared.schema, prepared.stats, latest_record(spec, store)
+        )
+    except BaseException:
+        store.catalog.abort(spec.name, prepared.version)
+        raise
 
 
 def publish_version(
@@ -324,7 +253,8 @@ def publish_version(
     spec = as_factory(dataset).spec
     catalog = store.catalog
     if not force:
-        same = catalog.find_identical(spec.name, spec.fingerprint(), _source_checksums(spec))
+        checksums = source_checksums(list(sources))
+        same = catalog.find_identical(spec.name, spec.fingerprint(), checksums)
         if same is not None:
             catalog.abort(spec.name, prepared.version)
             return None
@@ -359,6 +289,77 @@ def release_lease(store: Store, name: str, token: int) -> None:
 
 
 # -- the sequence --------------------------------------------------------------------------
+@dataclass
+class _Run:
+    """One refresh in progress: what the steps need, and how to word the outcome."""
+
+    factory: DatasetFactory
+    store: Store
+    run_step: StepRunner
+    started: float = field(default_factory=time.monotonic)
+    warnings: list[str] = field(default_factory=list)
+
+    def result(self, status: str, version: int | None, reason: str, **kw: Any) -> RefreshResult:
+        elapsed = round(time.monotonic() - self.started, 3)
+        name = self.factory.spec.name
+        return RefreshResult(
+            name, status, version, redact(reason), elapsed, warnings=self.warnings, **kw
+        )
+
+
+def _sequence(run: _Run, lease: Any, force: bool, producer: Any, deadline: Any) -> RefreshResult:
+    """check -> retrieve -> prepare -> validate -> publish, under a held lease."""
+    factory, store, step = run.factory, run.store, run.run_step
+    check: SourcesCheck = step("check-sources", check_sources, factory, store)
+    run.warnings.extend(check.warnings)
+    if not check.changed and not force:
+        return run.result("unchanged", check.latest_version, check.reason)
+    sources = step("retrieve-sources", retrieve_sources, factory, store, deadline_s=deadline)
+    if check.compare and not force:
+        same = same_tracked_content(factory.spec, sources, store)
+        if same is not None:
+            discard_fetched(sources, store)
+            return run.result("unchanged", same, f"content unchanged since version {same}")
+    try:
+        prepared = step(
+            "prepare-version", prepare_version, factory, sources, store, producer=producer
+        )
+        step("validate-version", validate_version, factory, prepared, store)
+        record = step(
+            "publish-version", publish_version, factory, sources, prepared, store,
+            lease_token=lease.token, force=force,
+        )
+    except BaseException:
+        discard_fetched(sources, store)
+        raise
+    if record is None:
+        discard_fetched(sources, store)
+        return run.result("unchanged", check.latest_version, "identical content already published")
+    why = "forced" if force else check.reason if check.latest_version else "first version"
+    splits = dict(record.get("splits", {}))
+    return run.result("published", int(record["version"]), why, splits=splits)
+
+
+def _record_status(run: _Run, result: RefreshResult, producer: dict[str, Any] | None) -> None:
+    spec = run.factory.spec
+    version = result.version
+    try:
+        if result.status == "failed" and version is None:
+            previous = latest_record(spec, run.store)  # the version that stays served
+            version = previous.version if previous is not None else None
+        run.store.catalog.record_check(
+            spec.name,
+            result.status,
+            reason=result.reason,
+            version=version,
+            flow_run=(producer or {}).get("flow_run_id"),
+            schedule=spec.schedule,
+            warnings=result.warnings,
+        )
+    except DatastackError as exc:  # the refresh's outcome stands; the status is advisory
+        log.warning("%s: could not record the status: %s", spec.name, redact(str(exc)))
+
+
 def refresh_dataset(
     dataset: DatasetFactory | DatasetSpec,
     store: Store,
@@ -371,63 +372,55 @@ def refresh_dataset(
     owner: str | None = None,
     run_step: StepRunner = run_here,
 ) -> RefreshResult:
-    """check -> retrieve -> prepare -> publish one dataset under its lease.
+    """check -> retrieve -> prepare -> validate -> publish one dataset under its lease.
 
-    The lease is renewed by a heartbeat for the whole refresh. Never raises for a
+    The lease is renewed by a heartbeat for the whole refresh (``lease_ttl_s``: a killed
+    refresh blocks nobody for longer; a dead holder on this host is replaced at once);
+    ``wait_s`` waits for a lease another refresh holds, then checks afresh. Never raises for a
     dataset-level failure: the result says ``failed`` / ``locked`` with a one-line reason
-    (credentials redacted). The previous version stays published on failure. ``run_step``
-    executes each step (see :class:`StepRunner`); ``owner`` names the lease holder (default
-    ``host:pid:random``).
+    (credentials redacted); the previous version stays published. The outcome is recorded in
+    the catalog's status of the dataset. ``run_step`` executes each step (see
+    :class:`StepRunner`); ``owner`` names the lease holder (default ``host:pid.start:random``).
     """
-    started = time.monotonic()
-    name = dataset.name if isinstance(dataset, DatasetSpec) else dataset.spec.name
-
-    def result(status: str, version: int | None, reason: str, **kw: Any) -> RefreshResult:
-        elapsed = round(time.monotonic() - started, 3)
-        return RefreshResult(name, status, version, redact(reason), elapsed, **kw)
-
     try:
         factory = as_factory(dataset)
-        lease = run_step(
-            "acquire-lease",
-            store.catalog.acquire_lease,
-            name,
-            ttl=lease_ttl_s,
-            wait=wait_s,
+    except DatastackError as exc:
+        name = dataset.name if isinstance(dataset, DatasetSpec) else str(dataset)
+        return RefreshResult(name, "failed", None, redact(f"{type(exc).__name__}: {exc}"))
+    run = _Run(factory, store, run_step)
+    result = _locked_sequence(run, force, producer, lease_ttl_s, wait_s, retrieve_deadline_s, owner)
+    _record_status(run, result, producer)
+    return result
+
+
+def _locked_sequence(
+    run: _Run,
+    force: bool,
+    producer: dict[str, Any] | None,
+    ttl: float,
+    wait: float,
+    deadline: float | None,
+    owner: str | None,
+) -> RefreshResult:
+    name = run.factory.spec.name
+    try:
+        lease = run.run_step(
+            "acquire-lease", run.store.catalog.acquire_lease, name, ttl=ttl, wait=wait,
             owner=owner,
         )
     except LockHeldError as exc:
-        return result("locked", None, str(exc))
+        return run.result("locked", None, str(exc))
     except DatastackError as exc:
-        return result("failed", None, f"{type(exc).__name__}: {exc}")
+        return run.result("failed", None, f"{type(exc).__name__}: {exc}")
     try:
         with lease.keep_alive():
-            check = run_step("check-sources", check_sources, factory, store)
-            if not check.changed and not force:
-                return result("unchanged", check.latest_version, check.reason)
-            sources = run_step(
-                "retrieve-sources", retrieve_sources, factory, store,
-                deadline_s=retrieve_deadline_s,
-            )
-            prepared = run_step(
-                "prepare-version", prepare_version, factory, sources, store, producer=producer
-            )
-            record = run_step(
-                "publish-version", publish_version, factory, sources, prepared, store,
-                lease_token=lease.token, force=force,
-            )
-        if record is None:
-            return result("unchanged", check.latest_version, "identical content already published")
-        why = "forced" if force else check.reason if check.latest_version else "first version"
-        return result(
-            "published", int(record["version"]), why, splits=dict(record.get("splits", {}))
-        )
+            return _sequence(run, lease, force, producer, deadline)
     except DatastackError as exc:
         log.error("%s: refresh failed: %s", name, redact(str(exc)))
-        return result("failed", None, f"{type(exc).__name__}: {exc}")
+        return run.result("failed", None, f"{type(exc).__name__}: {exc}")
     finally:
         try:
-            run_step("release-lease", lease.release)
+            run.run_step("release-lease", lease.release)
         except DatastackError as exc:  # pragma: no cover - logged, the lease expires anyway
             log.warning("%s: could not release lease: %s", name, redact(str(exc)))
 
@@ -464,4 +457,5 @@ __all__ = [
     "release_lease",
     "retrieve_sources",
     "run_here",
+    "validate_version",
 ]

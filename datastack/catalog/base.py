@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
-import random
-import time
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from datastack.catalog.lease import DEFAULT_TTL, Lease, LeaseState, default_owner
+from datastack.catalog.leasing import LeaseBook, Token, token_value
 from datastack.catalog.record import (
     DELETED,
     PENDING,
@@ -22,12 +21,11 @@ from datastack.catalog.record import (
     VersionRecord,
     utcnow,
 )
+from datastack.catalog.status import StatusBook
 from datastack.errors import (
     CatalogError,
-    ConfigurationError,
     DatasetNotFoundError,
     InvalidIdentifierError,
-    LockHeldError,
     PublishError,
     VersionNotFoundError,
 )
@@ -37,23 +35,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from datastack.catalog.gc import GCReport
     from datastack.storage.base import StorageConnector
 
+log = logging.getLogger("datastack.catalog")
+
 #: Resources of a version deleted less than this many seconds ago are kept (readers may still
 #: be using them); pending versions younger than this are treated as in progress.
 DEFAULT_GRACE_SECONDS = 3600.0
 
-Token = int | Lease | None
 
 _PUBLISH_FIELDS = ("resources", "splits", "schema", "encodings", "extra", "description")
-
-
-def _token_value(token: Token) -> int | None:
-    if token is None:
-        return None
-    if isinstance(token, Lease):
-        return token.token
-    if isinstance(token, bool) or not isinstance(token, int):
-        raise ConfigurationError(f"lease token must be an int or a Lease, got {token!r}")
-    return token
 
 
 def _validate_version(name: str, version: object) -> int:
@@ -73,7 +62,7 @@ def _validate_resources(items: Iterable[Mapping[str, Any]]) -> list[dict[str, An
     return out
 
 
-class Catalog(abc.ABC):
+class Catalog(StatusBook, LeaseBook, abc.ABC):
     """Versioned dataset records with atomic publish, refresh leases and garbage collection.
 
     Use :func:`datastack.catalog.open_catalog` to get the catalog of a storage URI.
@@ -118,22 +107,6 @@ class Catalog(abc.ABC):
 
         Returns the updated record, or None when no record matched.
         """
-
-    @abc.abstractmethod
-    def _lease_acquire(self, name: str, owner: str, ttl: float) -> tuple[bool, LeaseState]:
-        """Take the lease if free, expired or already ours; (acquired, state now)."""
-
-    @abc.abstractmethod
-    def _lease_renew(self, name: str, owner: str, token: int, ttl: float) -> LeaseState | None:
-        """Extend our unexpired lease; None if it is no longer ours."""
-
-    @abc.abstractmethod
-    def _lease_release(self, name: str, owner: str, token: int) -> None:
-        """Free our lease (keep the token counter)."""
-
-    @abc.abstractmethod
-    def _lease_state(self, name: str) -> LeaseState | None:
-        """The stored lease of ``name``, if any."""
 
     # -- overridable fast paths ---------------------------------------------------------------
     def _get(self, name: str, version: int) -> VersionRecord | None:
@@ -261,7 +234,7 @@ class Catalog(abc.ABC):
             record = VersionRecord(name=record, **fields)
         elif fields:
             record = record.replace(**fields)
-        value = _token_value(token if token is not None else lease_token)
+        value = token_value(token if token is not None else lease_token)
         name = record.name
         if value is not None:
             self._check_token(name, value, "begin a version")
@@ -313,7 +286,7 @@ class Catalog(abc.ABC):
         """
         name = validate_dataset_name(name)
         version = _validate_version(name, version)
-        value = _token_value(token if token is not None else lease_token)
+        value = token_value(token if token is not None else lease_token)
         changes: dict[str, Any] = {"status": PUBLISHED, "published_at": utcnow()}
         given = {
             "resources": None if resources is None else _validate_resources(resources),
@@ -373,92 +346,6 @@ class Catalog(abc.ABC):
                 f"dataset {name!r} has no version {version} in {self.location}"
             )
         return existing
-
-    # -- leases -------------------------------------------------------------------------------
-    def lease(
-        self,
-        name: str,
-        owner: str | None = None,
-        ttl: float = DEFAULT_TTL,
-        wait: float = 0.0,
-    ) -> Lease:
-        """Acquire the refresh lease of ``name`` for ``ttl`` seconds.
-
-        If another owner holds an unexpired lease, poll for up to ``wait`` seconds, then raise
-        :class:`LockHeldError` naming the holder and when its lease expires. Each acquisition
-        gets a larger fencing token than the previous one of that dataset.
-        """
-        name = validate_dataset_name(name)
-        if not ttl > 0:
-            raise ConfigurationError(f"lease ttl must be > 0 seconds, got {ttl!r}")
-        owner = owner or default_owner()
-        deadline = time.monotonic() + max(0.0, float(wait))
-        delay = 0.02
-        while True:
-            acquired, state = self._lease_acquire(name, owner, float(ttl))
-            if acquired:
-                return Lease(self, state, float(ttl))
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise LockHeldError(
-                    f"{state.describe(utcnow())} in {self.location}; another refresh is "
-                    f"running: wait for it (wait=SECONDS) or retry after the lease expires"
-                )
-            time.sleep(min(remaining, delay * (0.5 + random.random())))
-            delay = min(delay * 2, 1.0)
-
-    #: Same as :meth:`lease` (a name that reads well outside a ``with`` block).
-    acquire_lease = lease
-
-    def release_lease(self, name: str, token: Token) -> bool:
-        """Release the lease of ``name`` if ``token`` is still its current token.
-
-        For callers that kept only the token (e.g. a later task of the same flow run).
-        Returns False (and changes nothing) if the lease was taken over meanwhile.
-        """
-        name = validate_dataset_name(name)
-        value = _token_value(token)
-        if value is None:
-            raise ConfigurationError("release_lease needs the lease token")
-        state = self._lease_state(name)
-        if state is None or state.owner is None or state.token != value:
-            return False
-        self._lease_release(name, state.owner, value)
-        return True
-
-    def lease_state(self, name: str) -> LeaseState | None:
-        """The stored lease of ``name`` (holder, token, expiry), or None if never taken."""
-        return self._lease_state(validate_dataset_name(name))
-
-    def _lease_is_current(self, name: str, token: int) -> bool:
-        state = self._lease_state(name)
-        return state is not None and state.token == token and not state.expired(utcnow())
-
-    def _check_token(self, name: str, token: int, action: str) -> None:
-        if not self._lease_is_current(name, token):
-            state = self._lease_state(name)
-            detail = state.describe(utcnow()) if state else f"no lease of {name!r} exists"
-            raise LockHeldError(
-                f"cannot {action} of {name!r} with lease token {token}: the lease was lost "
-                f"({detail}); nothing was changed. Retry the refresh with a new lease"
-            )
-
-    def _renew_lease(self, lease: Lease, ttl: float) -> dt.datetime | None:
-        if not ttl > 0:
-            raise ConfigurationError(f"lease ttl must be > 0 seconds, got {ttl!r}")
-        if lease.released:
-            raise LockHeldError(
-                f"cannot renew the lease of {lease.name!r} (token {lease.token}): it was "
-                "released; acquire a new one with Catalog.lease()"
-            )
-        state = self._lease_renew(lease.name, lease.owner, lease.token, ttl)
-        if state is None:
-            self._check_token(lease.name, lease.token, "renew the lease")
-            raise LockHeldError(f"cannot renew the lease of {lease.name!r}: it was lost")
-        return state.expires_at
-
-    def _release_lease(self, lease: Lease) -> None:
-        self._lease_release(lease.name, lease.owner, lease.token)
 
     # -- garbage collection -------------------------------------------------------------------
     def gc(

@@ -5,6 +5,7 @@ Layout::
     <root>/catalog/<name>/v1.json      one record per version (status inside)
     <root>/catalog/<name>/v2.json
     <root>/catalog/<name>/LEASE.json   the refresh lease (owner, token, expiry)
+    <root>/catalog/<name>/STATUS.json  freshness: last check, success, failure, schedule
     <root>/catalog/<name>/.lock        guards read-modify-write of the files above
 
 Every file is replaced atomically (temporary file, fsync, ``os.replace``, fsync of the folder),
@@ -35,6 +36,7 @@ from datastack.identifiers import validate_dataset_name
 
 _VERSION_FILE = re.compile(r"v([1-9][0-9]*)\.json\Z")
 LEASE_FILE = "LEASE.json"
+STATUS_FILE = "STATUS.json"
 
 
 class FileCatalog(Catalog):
@@ -252,6 +254,35 @@ class FileCatalog(Catalog):
 
     def _lease_state(self, name: str) -> LeaseState | None:
         return self._read_lease(self._dir(name), name)
+
+    def _lease_takeover(
+        self, name: str, held: LeaseState, owner: str, ttl: float
+    ) -> LeaseState | None:
+        import datetime as dt
+
+        with self._locked(name) as folder:
+            state = self._read_lease(folder, name)
+            if state is None or state.owner != held.owner or state.token != held.token:
+                return None
+            new = LeaseState(name, owner, state.token + 1, utcnow() + dt.timedelta(seconds=ttl))
+            self._write_lease(folder, new)
+            return new
+
+    # -- status ----------------------------------------------------------------------------
+    def _status_get(self, name: str) -> dict[str, Any] | None:
+        return self._read_json(self._dir(name) / STATUS_FILE)
+
+    def _status_put(self, name: str, doc: Mapping[str, Any]) -> None:
+        with self._locked(name) as folder:
+            self._write_json(folder / STATUS_FILE, doc)
+
+    def _status_names(self) -> list[str]:
+        folder = self.root / "catalog"
+        try:
+            entries = os.listdir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(e for e in entries if (folder / e / STATUS_FILE).is_file())
 
     # -- pickling ------------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:

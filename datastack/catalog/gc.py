@@ -151,7 +151,7 @@ def collect_garbage(
     all_records = {
         n: catalog.versions(n, include_all=True) for n in catalog.datasets(include_unpublished=True)
     }
-    owner = f"gc:{default_owner()}"
+    owner = default_owner("gc")
     for name in targets:
         try:
             lease = catalog.lease(name, owner=owner, ttl=GC_LEASE_TTL)

@@ -31,17 +31,63 @@ from datastack._uri import redact
 from datastack.errors import DatastackError, LockHeldError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from datastack.catalog.base import Catalog
+    from datastack.catalog.leasing import LeaseBook
 
 _log = logging.getLogger("datastack.catalog")
 
-#: Default lease duration (seconds). A refresh renews its lease while it works.
-DEFAULT_TTL = 600.0
+#: Default lease duration (seconds). A holder renews its lease (``keep_alive``) while it works.
+DEFAULT_TTL = 60.0
 
 
-def default_owner() -> str:
-    """A unique owner string: ``host:pid:random`` (no secrets)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+def _start_ticks(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks (Linux), to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def default_owner(tag: str | None = None) -> str:
+    """A unique owner string ``host:pid.start:tag`` (no secrets; ``tag`` default random).
+
+    The host, pid and process start time let another process on the same host tell that the
+    holder is dead (:func:`owner_is_dead`) and take the lease over at once.
+    """
+    pid = os.getpid()
+    start = _start_ticks(pid)
+    ident = f"{pid}.{start}" if start else str(pid)
+    return f"{socket.gethostname()}:{ident}:{tag or uuid.uuid4().hex[:8]}"
+
+
+def owner_is_dead(owner: str | None) -> bool:
+    """Whether ``owner`` names a process of this host that no longer runs.
+
+    False when it cannot tell (another host, an owner string of another form): such a lease
+    is waited out until it expires.
+
+    >>> owner_is_dead(default_owner())
+    False
+    """
+    if not owner:
+        return False
+    host, _, rest = owner.partition(":")
+    ident = rest.partition(":")[0]
+    pid_text, _, start = ident.partition(".")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return bool(start) and _start_ticks(pid) not in (None, start)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +120,7 @@ class Lease:
     :meth:`Catalog.begin` and :meth:`Catalog.publish`.
     """
 
-    def __init__(self, catalog: Catalog, state: LeaseState, ttl: float) -> None:
+    def __init__(self, catalog: LeaseBook, state: LeaseState, ttl: float) -> None:
         if state.owner is None:
             raise LockHeldError(f"internal: lease of {state.name!r} has no owner")
         self.catalog = catalog
@@ -156,15 +202,24 @@ class Heartbeat:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        from datastack.errors import StorageUnavailableError
+
         while not self._stop.wait(self.interval_s):
             try:
                 self.lease.renew()
-            except DatastackError as exc:  # lost, or storage unavailable: publish will fence
+            except StorageUnavailableError as exc:  # a short outage: keep trying until expiry
+                self.lost = exc
+                _log.warning(
+                    "%s: lease renewal failed, retrying: %s", self.lease.name, redact(str(exc))
+                )
+            except DatastackError as exc:  # lost: publish will be fenced by the token
                 self.lost = exc
                 _log.warning(
                     "%s: lease heartbeat stopped: %s", self.lease.name, redact(str(exc))
                 )
                 return
+            else:
+                self.lost = None
 
 
-__all__ = ["DEFAULT_TTL", "Heartbeat", "Lease", "LeaseState", "default_owner"]
+__all__ = ["DEFAULT_TTL", "Heartbeat", "Lease", "LeaseState", "default_owner", "owner_is_dead"]

@@ -25,6 +25,7 @@ from datastack.errors import ConfigurationError
 
 RECORDS = "datastack_catalog"
 LEASES = "datastack_leases"
+STATUS = "datastack_status"
 _DATES = ("created_at", "published_at", "deleted_at")
 
 
@@ -103,18 +104,27 @@ class MongoCatalog(Catalog):
     def _errors(self, what: str) -> Any:
         return self.mongo.errors(what)
 
-    def _records_coll(self) -> Any:
-        self.mongo.ensure_indexes("catalog", _create_indexes)
+    def _records_coll(self, *, write: bool = False) -> Any:
+        """The records collection; indexes are created before the first write only, so that
+        the read path (load, ls, show, status) works with the MongoDB ``read`` role."""
+        if write:
+            self.mongo.ensure_indexes("catalog", _create_indexes)
         return self.mongo.db()[RECORDS]
 
     def _leases(self) -> Any:
-        return self.mongo.db()[LEASES]
+        from datastack._mongo import durable
+
+        # journaled: a fencing token is never handed out twice, even across a server crash
+        return durable(self.mongo.db()[LEASES])
+
+    def _status_coll(self) -> Any:
+        return self.mongo.db()[STATUS]
 
     # -- records -------------------------------------------------------------------------------
     def _insert(self, record: VersionRecord) -> bool:
         from pymongo.errors import DuplicateKeyError
 
-        coll = self._records_coll()
+        coll = self._records_coll(write=True)
         with self._errors(f"reserving {record.name!r} v{record.version}"):
             try:
                 coll.insert_one(_to_doc(record))
@@ -161,7 +171,7 @@ class MongoCatalog(Catalog):
 
         with self._errors(f"updating {name!r} v{version}"):
             # journaled: a published flip survives a server crash
-            doc = durable(self._records_coll()).find_one_and_update(
+            doc = durable(self._records_coll(write=True)).find_one_and_update(
                 {
                     "name": {"$eq": name},
                     "version": {"$eq": version},
@@ -245,6 +255,45 @@ class MongoCatalog(Catalog):
         if state is not None and state.expires_at is not None and state.owner is None:
             return LeaseState(name, None, state.token, None)
         return state
+
+    def _lease_takeover(
+        self, name: str, held: LeaseState, owner: str, ttl: float
+    ) -> LeaseState | None:
+        from pymongo import ReturnDocument
+
+        now = naive_utc(utcnow())
+        with self._errors(f"taking over the lease of {name!r}"):
+            doc = self._leases().find_one_and_update(
+                {"_id": {"$eq": name}, "owner": {"$eq": held.owner}, "token": {"$eq": held.token}},
+                {
+                    "$set": {
+                        "owner": owner,
+                        "expires_at": now + dt.timedelta(seconds=ttl),
+                        "acquired_at": now,
+                    },
+                    "$inc": {"token": 1},
+                },
+                return_document=ReturnDocument.AFTER,
+            )
+        return self._state(name, doc)
+
+    # -- status ----------------------------------------------------------------------------
+    def _status_get(self, name: str) -> dict[str, Any] | None:
+        with self._errors(f"reading the status of {name!r}"):
+            doc = self._status_coll().find_one({"_id": {"$eq": name}})
+        return None if doc is None else {k: v for k, v in doc.items() if k != "_id"}
+
+    def _status_put(self, name: str, doc: Mapping[str, Any]) -> None:
+        from datastack._mongo import durable
+
+        with self._errors(f"writing the status of {name!r}"):
+            durable(self._status_coll()).replace_one(
+                {"_id": {"$eq": name}}, {**doc, "_id": name}, upsert=True
+            )
+
+    def _status_names(self) -> list[str]:
+        with self._errors("listing dataset statuses"):
+            return sorted(str(n) for n in self._status_coll().distinct("_id"))
 
     # -- pickling ------------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:

@@ -65,7 +65,10 @@ class ResourceDefinition:
     source:
         ``http(s)://`` URL, ``file:///abs/path`` or a local path.
     sha256, md5:
-        Expected hex digest; at least one is required (sha256 preferred).
+        Expected hex digest; at least one is required (sha256 preferred) unless ``tracked``.
+    tracked:
+        A source that follows upstream: stored as downloaded, with no checksum to verify
+        (its sha256 is computed and reported in :class:`SourceInfo`).
 
     >>> ResourceDefinition("x/a.bin", "/tmp/a.bin", md5="d41d8cd98f00b204e9800998ecf8427e").md5
     'd41d8cd98f00b204e9800998ecf8427e'
@@ -75,6 +78,7 @@ class ResourceDefinition:
     source: str
     sha256: str | None = None
     md5: str | None = None
+    tracked: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "identifier", validate_identifier(self.identifier))
@@ -89,7 +93,13 @@ class ResourceDefinition:
         object.__setattr__(self, "source", source)
         sha256 = _check_hex("sha256", self.sha256, 64)
         md5 = _check_hex("md5", self.md5, 32)
-        if sha256 is None and md5 is None:
+        if self.tracked:
+            if sha256 is not None or md5 is not None:
+                raise ConfigurationError(
+                    f"resource {self.identifier!r}: a tracked source has no checksum to "
+                    "verify; give either tracked=True or sha256=/md5="
+                )
+        elif sha256 is None and md5 is None:
             raise ConfigurationError(
                 f"resource {self.identifier!r} from {redact(source)!r} has no checksum: give "
                 "sha256=<64 hex> (preferred) or md5=<32 hex>"
@@ -99,7 +109,9 @@ class ResourceDefinition:
 
     @property
     def checksum(self) -> tuple[str, str]:
-        """The strongest checksum given, as ``(algorithm, hexdigest)``."""
+        """The strongest checksum given, as ``(algorithm, hexdigest)`` (empty when tracked)."""
+        if self.tracked:
+            return ("sha256", "")
         if self.sha256 is not None:
             return ("sha256", self.sha256)
         return ("md5", str(self.md5))
@@ -111,10 +123,8 @@ class ResourceDefinition:
 
     def __repr__(self) -> str:
         algo, digest = self.checksum
-        return (
-            f"ResourceDefinition({self.identifier!r}, {redact(self.source)!r}, "
-            f"{algo}={digest[:12]}...)"
-        )
+        pin = "tracked" if self.tracked else f"{algo}={digest[:12]}..."
+        return f"ResourceDefinition({self.identifier!r}, {redact(self.source)!r}, {pin})"
 
 
 @dataclass(frozen=True)

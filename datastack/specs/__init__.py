@@ -33,7 +33,13 @@ from datastack._cron import validate_cron
 from datastack.formats.base import ArrayNames
 from datastack.formats.csv import CsvOptions
 from datastack.specs._parse import load_spec, parse_spec, select_specs
-from datastack.specs.model import COMPRESSIONS, DEFAULT_COMPRESSION, DatasetSpec, SourceSpec
+from datastack.specs.model import (
+    COMPRESSIONS,
+    DEFAULT_COMPRESSION,
+    DatasetSpec,
+    Expectations,
+    SourceSpec,
+)
 
 
 def load_selected(
@@ -49,6 +55,7 @@ __all__ = [
     "ArrayNames",
     "CsvOptions",
     "DatasetSpec",
+    "Expectations",
     "SourceSpec",
     "load_selected",
     "load_spec",

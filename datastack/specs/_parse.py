@@ -37,7 +37,13 @@ from datastack._checks import Checker
 from datastack._cron import validate_cron
 from datastack.errors import InvalidIdentifierError, SpecError
 from datastack.identifiers import validate_dataset_name, validate_identifier
-from datastack.specs.model import COMPRESSIONS, DEFAULT_COMPRESSION, DatasetSpec, SourceSpec
+from datastack.specs.model import (
+    COMPRESSIONS,
+    DEFAULT_COMPRESSION,
+    DatasetSpec,
+    Expectations,
+    SourceSpec,
+)
 
 ROLES = ("samples", "targets")
 SCHEMES = ("http", "https", "file")
@@ -48,9 +54,12 @@ _IMPORT_PATH_RE = re.compile(rf"{_DOTTED}:{_DOTTED}\Z")
 _TOP_KEYS = ("datasets",)
 _DATASET_KEYS = (
     "description", "sources", "format", "splits", "stratify", "seed",
-    "schedule", "preprocessor", "factory", "extra", "compression",
+    "schedule", "preprocessor", "factory", "extra", "compression", "expect",
 )
-_SOURCE_KEYS = ("url", "sha256", "md5", "role", "filename", "split", "member")
+_SOURCE_KEYS = ("url", "sha256", "md5", "track", "role", "filename", "split", "member")
+_EXPECT_KEYS = (
+    "min_samples", "max_samples", "max_change", "classes", "max_missing", "schema_change",
+)
 
 
 # -- errors --------------------------------------------------------------------------------------
@@ -149,9 +158,18 @@ def _source(ctx: _Ctx, raw: Any, index: int) -> SourceSpec:
     url = _resolve_url(ctx, _str(ctx, raw["url"], prefix + "url"), prefix + "url")
     sha256 = raw.get("sha256")
     md5 = raw.get("md5")
-    if sha256 is None and md5 is None:
+    track = _bool(ctx, raw.get("track", False), prefix + "track")
+    if track and (sha256 is not None or md5 is not None):
         raise ctx.fail(
-            prefix + "sha256", "missing checksum; give sha256: <64 hex> (or md5: <32 hex>)"
+            prefix + "track",
+            "a source is either pinned (sha256:/md5:, content must match) or tracked "
+            "(track: true, follows upstream); remove one of them",
+        )
+    if sha256 is None and md5 is None and not track:
+        raise ctx.fail(
+            prefix + "sha256",
+            "missing checksum; give sha256: <64 hex> (or md5: <32 hex>) to pin the content, "
+            "or track: true for a source that changes upstream",
         )
     sha256 = None if sha256 is None else _hex(ctx, sha256, prefix + "sha256", 64)
     md5 = None if md5 is None else _hex(ctx, md5, prefix + "md5", 32)
@@ -178,7 +196,7 @@ def _source(ctx: _Ctx, raw: Any, index: int) -> SourceSpec:
             member = validate_identifier(_str(ctx, member, prefix + "member"))
         except InvalidIdentifierError as exc:
             raise ctx.fail(prefix + "member", str(exc)) from None
-    return SourceSpec(url, sha256, md5, role, filename, split, member)
+    return SourceSpec(url, sha256, md5, role, filename, split, member, track)
 
 
 def _split_name(ctx: _Ctx, value: Any, key: str) -> str:
@@ -208,6 +226,52 @@ def _splits(ctx: _Ctx, raw: Any) -> dict[str, float]:
         return check_ratios(raw)
     except ConfigurationError as exc:
         raise ctx.fail("splits", str(exc)) from None
+
+
+def _fraction(ctx: _Ctx, value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        math.isfinite(value) and value >= 0
+    ):
+        raise ctx.fail(key, f"expected a number >= 0, got {value!r:.80}")
+    return float(value)
+
+
+def _expect(ctx: _Ctx, raw: Any) -> Expectations | None:
+    """The ``expect:`` block: gates a new version must pass before it is published."""
+    if raw is None:
+        return None
+    block = _mapping(ctx, raw, "expect")
+    ctx.check_keys(block, _EXPECT_KEYS, "expect.")
+
+    def count(key: str) -> int | None:
+        value = block.get(key)
+        return None if value is None else _int(ctx, value, f"expect.{key}")
+
+    def fraction(key: str) -> float | None:
+        value = block.get(key)
+        return None if value is None else _fraction(ctx, value, f"expect.{key}")
+
+    classes = block.get("classes")
+    if classes is not None and (
+        not isinstance(classes, list)
+        or not classes
+        or not all(isinstance(c, (str, int)) and not isinstance(c, bool) for c in classes)
+    ):
+        raise ctx.fail("expect.classes", "expected a non-empty list of class labels")
+    expectations = Expectations(
+        min_samples=count("min_samples"),
+        max_samples=count("max_samples"),
+        max_change=fraction("max_change"),
+        classes=None if classes is None else tuple(str(c) for c in classes),
+        max_missing=fraction("max_missing"),
+        schema_change=_bool(ctx, block.get("schema_change", False), "expect.schema_change"),
+    )
+    low, high = expectations.min_samples, expectations.max_samples
+    if low is not None and high is not None and low > high:
+        raise ctx.fail("expect", f"min_samples ({low}) is larger than max_samples ({high})")
+    if expectations.max_missing is not None and expectations.max_missing > 1:
+        raise ctx.fail("expect.max_missing", "expected a fraction between 0 and 1")
+    return expectations
 
 
 def _import_path(ctx: _Ctx, raw: Mapping[str, Any], key: str) -> str | None:
@@ -326,6 +390,7 @@ def _dataset(name: Any, raw: Any, origin: str, base_dir: Path | None) -> Dataset
         extra=dict(_mapping(ctx, raw.get("extra", {}), "extra")),
         origin=origin,
         compression=_compression(ctx, raw),
+        expect=_expect(ctx, raw.get("expect")),
     )
 
 

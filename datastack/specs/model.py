@@ -33,10 +33,19 @@ class SourceSpec:
     filename: str = ""
     split: str | None = None
     member: str | None = None
+    #: Tracked (``track: true``): no checksum, follows upstream; each refresh asks whether it
+    #: changed (conditional request, else download and compare the sha256).
+    track: bool = False
+
+    @property
+    def pinned(self) -> bool:
+        """Whether a checksum pins the content (the opposite of :attr:`track`)."""
+        return not self.track
 
     @property
     def checksum(self) -> tuple[str, str]:
-        """``("sha256", hex)`` when a sha256 is given, else ``("md5", hex)``."""
+        """``("sha256", hex)`` when a sha256 is given, else ``("md5", hex)`` (empty when
+        tracked: the content is known only once downloaded)."""
         if self.sha256:
             return ("sha256", self.sha256)
         return ("md5", self.md5 or "")
@@ -52,6 +61,24 @@ class SourceSpec:
         if name.endswith(".gz"):
             return "gzip"
         return None
+
+
+@dataclass(frozen=True)
+class Expectations:
+    """The ``expect:`` block: gates a new version must pass before it becomes the latest.
+
+    Sample counts are totals over all splits; ``max_change`` is the largest allowed relative
+    change of that total against the previous version (0.5: +-50 %); ``classes`` the allowed
+    target classes; ``max_missing`` the largest allowed fraction of missing feature values;
+    ``schema_change`` lets a tracked dataset change its columns, dtypes or sample shapes.
+    """
+
+    min_samples: int | None = None
+    max_samples: int | None = None
+    max_change: float | None = None
+    classes: tuple[str, ...] | None = None
+    max_missing: float | None = None
+    schema_change: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,6 +105,12 @@ class DatasetSpec:
     extra: dict[str, Any] = field(default_factory=dict)
     origin: str = "<string>"
     compression: str = DEFAULT_COMPRESSION
+    expect: Expectations | None = None
+
+    @property
+    def tracked(self) -> bool:
+        """Whether any source is tracked (follows upstream instead of pinning a checksum)."""
+        return any(s.track for s in self.sources)
 
     def __getattr__(self, key: str) -> Any:
         # A format's spec block by its name (``spec.csv``): only called for unknown attributes.
@@ -94,15 +127,20 @@ class DatasetSpec:
     def fingerprint(self) -> str:
         """Stable sha256 over everything that shapes the prepared data.
 
-        URLs, ``description``, ``schedule`` and ``origin`` are left out: moving a file or a mirror
-        with the same checksum, or changing the cron, does not make the data different.
+        URLs, ``description``, ``schedule``, ``origin`` and ``expect`` are left out: moving a file
+        or a mirror with the same checksum, or changing the cron or the gates, does not make the
+        data different. A source's ``track`` counts only when true.
         ``compression`` counts only when it is not the default, and ``factory`` only when set,
         so specs written before those keys existed keep their fingerprint.
         """
         payload: dict[str, Any] = {
             "name": self.name,
             "sources": [
-                {k: v for k, v in dataclasses.asdict(s).items() if k != "url"}
+                {
+                    k: v
+                    for k, v in dataclasses.asdict(s).items()
+                    if k != "url" and not (k == "track" and not v)
+                }
                 for s in self.sources
             ],
             "format": self.format,
@@ -131,4 +169,4 @@ class DatasetSpec:
         return dataclasses.replace(self, **changes)
 
 
-__all__ = ["COMPRESSIONS", "DEFAULT_COMPRESSION", "DatasetSpec", "SourceSpec"]
+__all__ = ["COMPRESSIONS", "DEFAULT_COMPRESSION", "DatasetSpec", "Expectations", "SourceSpec"]
