@@ -237,6 +237,14 @@ class MongoHandle:
         """Driver errors inside the block become datastack errors naming ``what``."""
         return mongo_errors(self.uri or self.display, what)
 
+    def ping(self, timeout_s: float = 3.0) -> None:
+        """Raise StorageUnavailableError within about ``timeout_s`` if the server is not up."""
+        if self._fixed_db is not None:
+            return
+        client = get_client(self.uri, timeout_ms=max(1, int(timeout_s * 1000)))
+        with self.errors("connecting"):
+            client.admin.command("ping")
+
     def scrub(self, text: str) -> str:
         """``text`` with this handle's credentials removed."""
         return scrub(text, self.uri)

@@ -88,11 +88,15 @@ def run_refresh(
     *,
     force: bool = False,
     engine: str = "auto",
+    wait_s: float = 0.0,
+    quiet: bool = False,
     **options: Any,
 ) -> list[RefreshResult]:
     """What ``datastack refresh`` runs: validate the spec, open the store, run the engine.
 
-    The spec is validated (and the requested names checked) before any engine starts.
+    The spec is validated (and the requested names checked) and the storage checked
+    reachable (a few seconds at most) before any engine starts. ``wait_s`` waits for a lease
+    another refresh holds; ``quiet`` asks the engine not to print its own run logs.
     """
     path = Path(spec_path).resolve()
     specs = load_selected(path, names)
@@ -100,6 +104,7 @@ def run_refresh(
         factory_for(spec)
     selected = [spec.name for spec in specs]
     store = Store.open(storage)
+    store.ping()
     chosen = resolve_engine(engine)
     try:
         runner = ENGINES.get(chosen)
@@ -107,7 +112,9 @@ def run_refresh(
         raise MissingDependencyError(
             f"{exc}; or run without Prefect: --engine local"
         ) from None
-    return runner.refresh(path, selected, store, force=force, **options)
+    if chosen != "local":
+        options["quiet"] = quiet
+    return runner.refresh(path, selected, store, force=force, wait_s=wait_s, **options)
 
 
 __all__ = ["ENGINES", "Engine", "LocalEngine", "resolve_engine", "run_refresh"]

@@ -168,6 +168,7 @@ def prepare_version(
     store: Store,
     *,
     producer: dict[str, Any] | None = None,
+    lease_token: int | None = None,
 ) -> PreparedVersion:
     """Reserve the next version, prepare the raw sources into its HDF5 file and store it.
 
@@ -184,6 +185,7 @@ def prepare_version(
         format=spec.format or "custom",
         description=spec.description,
         producer=producer or default_producer(),
+        lease_token=lease_token,
     )
     version = record.version
     try:
@@ -322,7 +324,8 @@ def _sequence(run: _Run, lease: Any, force: bool, producer: Any, deadline: Any) 
             return run.result("unchanged", same, f"content unchanged since version {same}")
     try:
         prepared = step(
-            "prepare-version", prepare_version, factory, sources, store, producer=producer
+            "prepare-version", prepare_version, factory, sources, store, producer=producer,
+            lease_token=lease.token,
         )
         step("validate-version", validate_version, factory, prepared, store)
         record = step(
@@ -416,7 +419,8 @@ def _locked_sequence(
         with lease.keep_alive():
             return _sequence(run, lease, force, producer, deadline)
     except DatastackError as exc:
-        log.error("%s: refresh failed: %s", name, redact(str(exc)))
+        # reported once, by the caller (the CLI's line, the Prefect task's log)
+        log.info("%s: refresh failed: %s", name, redact(str(exc)))
         return run.result("failed", None, f"{type(exc).__name__}: {exc}")
     finally:
         try:

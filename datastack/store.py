@@ -80,6 +80,10 @@ class Store:
         """``"file"`` or ``"mongodb"`` (``"custom"`` when built from parts)."""
         return parse_storage_uri(self._uri).kind if self._uri else "custom"
 
+    def ping(self, timeout_s: float = 3.0) -> None:
+        """Fail fast (StorageUnavailableError, about ``timeout_s``) if the storage is unusable."""
+        self.storage.ping(timeout_s)
+
     def close(self) -> None:
         """Release connections (both halves reconnect lazily if used again)."""
         self.storage.close()

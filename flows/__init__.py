@@ -9,7 +9,14 @@ imported lazily so that ``import flows`` does not import Prefect.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# The library logs through the ``datastack`` loggers; Prefect ships them to its API (run logs
+# in the UI) only for loggers it is told about, and reads this setting once, at import.
+_extra = os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "")
+if "datastack" not in {n.strip() for n in _extra.split(",")}:
+    os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = ",".join(filter(None, [_extra, "datastack"]))
 
 _EXPORTS = {
     "DatasetRefreshFailed",

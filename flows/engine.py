@@ -7,6 +7,7 @@ command stay free of it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,11 +29,15 @@ class PrefectEngine:
         store: Store,
         *,
         force: bool = False,
+        wait_s: float = 0.0,
+        quiet: bool = False,
         **options: Any,
     ) -> list[RefreshResult]:
+        if quiet:  # the CLI prints one line per dataset itself; Prefect's console stays quiet
+            os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
         from flows.refresh import run_flow
 
-        return run_flow(spec_path, names, store, force=force, **options)
+        return run_flow(spec_path, names, store, force=force, lease_wait_s=wait_s, **options)
 
 
 ENGINE = PrefectEngine()

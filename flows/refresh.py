@@ -34,7 +34,7 @@ from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from datastack._uri import STORAGE_ENV, redact
-from datastack.errors import ConfigurationError
+from datastack.errors import ConfigurationError, DatastackError
 from datastack.pipeline import DEFAULT_LEASE_TTL, RefreshResult
 from datastack.store import Store
 
@@ -53,6 +53,7 @@ from flows.tasks import (
 
 TASK_RUNNERS = ("thread", "dask")
 ARTIFACT_KEY = "datastack-refresh"
+STATUS_ARTIFACT_KEY = "datastack-status"
 
 
 # -- summary artifact --------------------------------------------------------------------------
@@ -86,6 +87,10 @@ def summary_markdown(rows: Sequence[dict[str, Any]], storage: str) -> str:
             f"| {_cell(r['name'])} | {_cell(r['status'])} | {version} | {_cell(splits)} | "
             f"{float(r.get('duration_s') or 0.0):.2f} | {_cell(redact(str(r.get('reason', ''))))} |"
         )
+    warnings = [(r["name"], w) for r in rows for w in r.get("warnings") or []]
+    if warnings:
+        lines += ["", "## Warnings", ""]
+        lines += [f"- **{_cell(name)}**: {_cell(redact(str(w)))}" for name, w in warnings]
     return "\n".join(lines) + "\n"
 
 
@@ -103,6 +108,36 @@ def _publish_summary(rows: Sequence[dict[str, Any]], storage: str) -> str:
     return ", ".join(failed)
 
 
+def _publish_status_table(storage: str) -> None:
+    """A table artifact of every dataset's freshness (what ``datastack status`` shows)."""
+    from prefect.artifacts import create_table_artifact
+
+    from datastack.store import Store
+
+    try:
+        rows = [s.summary() for s in Store.open(storage).catalog.statuses()]
+    except DatastackError as exc:
+        get_run_logger().warning("could not read the dataset statuses: %s", redact(str(exc)))
+        return
+    table = [
+        {
+            "dataset": r["name"],
+            "state": r["state"],
+            "version": r["version"],
+            "schedule": r["schedule"] or "",
+            "last success": r["last_success"] or "",
+            "last failure": (r["last_failure"] or {}).get("reason", "")[:200],
+        }
+        for r in rows
+    ]
+    failing = [r["name"] for r in rows if r["state"] in {"failing", "overdue"}]
+    create_table_artifact(
+        table,
+        key=STATUS_ARTIFACT_KEY,
+        description=f"{len(rows)} dataset(s); failing or overdue: {', '.join(failing) or 'none'}",
+    )
+
+
 def _finish(rows: list[dict[str, Any]], storage: str) -> list[dict[str, Any]] | State[Any]:
     failed = _publish_summary(rows, storage)
     if not failed:
@@ -113,7 +148,22 @@ def _finish(rows: list[dict[str, Any]], storage: str) -> list[dict[str, Any]] | 
 
 
 # -- flows -------------------------------------------------------------------------------------
-@flow(name="refresh-dataset", log_prints=False, validate_parameters=True)
+def _all_run_name() -> str:
+    """``refresh-<spec>-<names or all>`` for runs of :func:`refresh_all_flow`."""
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    names = params.get("names") or []
+    label = "+".join(names) if names else "all"
+    return f"refresh-{Path(str(params.get('spec_path', 'spec'))).stem}-{label}"[:120]
+
+
+@flow(
+    name="refresh-dataset",
+    flow_run_name="refresh-{name}",
+    log_prints=False,
+    validate_parameters=True,
+)
 def refresh_dataset_flow(
     name: str,
     spec_path: str,
@@ -191,7 +241,12 @@ def _local_worker_env(storage_env: str) -> dict[str, str]:
     return env
 
 
-@flow(name="refresh-all", log_prints=False, validate_parameters=True)
+@flow(
+    name="refresh-all",
+    flow_run_name=_all_run_name,
+    log_prints=False,
+    validate_parameters=True,
+)
 def refresh_all_flow(
     spec_path: str,
     names: list[str] | None = None,
@@ -271,6 +326,7 @@ def refresh_all_flow(
                 )
             else:
                 rows.append(outcome)
+    _publish_status_table(storage)
     return _finish(rows, storage)
 
 

@@ -258,10 +258,36 @@ def refresh_one(
         owner=f"{socket.gethostname()}:{os.getpid()}:{lineage['flow_run_id']}",
         run_step=PrefectSteps(name, settings),
     )
+    logger = get_run_logger()
     version = f" v{result.version}" if result.version is not None else ""
-    log = get_run_logger().error if not result.ok else get_run_logger().info
+    log = logger.error if not result.ok else logger.info
     log("%s: %s%s: %s", name, result.status, version, result.reason)
-    return result.to_dict()
+    for warning in result.warnings:  # logged from the task thread: shipped to the API
+        logger.warning("%s: %s", name, redact(warning))
+    row = result.to_dict()
+    _dataset_artifact(row, store)
+    return row
+
+
+def artifact_key(name: str) -> str:
+    """The artifact key of one dataset (Prefect keys: lower-case letters, digits, dashes).
+
+    >>> artifact_key("fashion_mnist.v2")
+    'datastack-refresh-fashion-mnist-v2'
+    """
+    return "datastack-refresh-" + re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+
+
+def _dataset_artifact(row: dict[str, Any], store: Any) -> None:
+    from prefect.artifacts import create_markdown_artifact
+
+    from flows.refresh import summary_markdown
+
+    create_markdown_artifact(
+        summary_markdown([row], store.uri),
+        key=artifact_key(row["name"]),
+        description=f"{row['name']}: {row['status']} {row.get('reason', '')}"[:500],
+    )
 
 
 @task(name="refresh-dataset", task_run_name="refresh-dataset[{name}]", cache_policy=NO_CACHE)

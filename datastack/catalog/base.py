@@ -21,7 +21,7 @@ from datastack.catalog.record import (
     VersionRecord,
     utcnow,
 )
-from datastack.catalog.status import StatusBook
+from datastack.catalog.status import DatasetStatus, StatusBook
 from datastack.errors import (
     CatalogError,
     DatasetNotFoundError,
@@ -212,6 +212,25 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
             and record.deleted_at is not None
             and record.deleted_at > cutoff
         )
+
+    def statuses(self, names: Iterable[str] | None = None) -> list[DatasetStatus]:
+        """The freshness of each dataset (all with a published version or a status document,
+        or ``names``), sorted by name. A dataset published before status documents existed
+        gets one derived from its latest version; an unknown name is DatasetNotFoundError."""
+        known = set(self._status_names()) | set(self.datasets())
+        wanted = sorted(known) if names is None else [validate_dataset_name(n) for n in names]
+        out = []
+        for name in wanted:
+            status = self.status(name)
+            if status is None:
+                if name not in known:
+                    raise self._dataset_not_found(name)
+                latest = self.latest(name)
+                published = latest.published_at.isoformat() if latest.published_at else None
+                success = {"at": published, "version": latest.version, "outcome": "published"}
+                status = DatasetStatus(name, last_success=success)
+            out.append(status)
+        return out
 
     # -- writing ------------------------------------------------------------------------------
     def begin(

@@ -4,7 +4,9 @@ Per dataset, while holding that dataset's lease (so no refresh of it is writing;
 makes GC skip the dataset and say so):
 
 1. published versions beyond the newest ``keep`` are marked *deleted* (the latest never is);
-   pending versions older than ``grace_seconds`` (their writer crashed) are aborted;
+   pending versions are aborted when their writer's lease is gone (written under an older
+   token than the one GC holds now: the writer died or lost its lease -- at once), or when
+   they are older than ``grace_seconds`` (written without a lease);
 2. resources under ``datasets/<name>/`` are deleted unless *protected*: referenced by (or under
    the ``datasets/<name>/v<N>/`` prefix of) a published version, a pending version younger than
    the grace period, or a version that was published and deleted less than ``grace_seconds``
@@ -159,14 +161,19 @@ def collect_garbage(
             report.skipped[name] = str(exc)
             continue
         with lease:
-            records = _mark(catalog, name, keep, cutoff, report, dry_run)
+            records = _mark(catalog, name, keep, cutoff, report, dry_run, lease.token)
             all_records[name] = records
             lease.renew()
             # Grace is measured from now, after marking: with grace 0 what this run deleted goes.
             cutoff = utcnow() - dt.timedelta(seconds=grace_seconds)
             _delete_unreferenced(storage, name, records, all_records, cutoff, report)
+            if not dry_run:  # GC holds the lease: no live writer of this dataset remains
+                swept = storage.sweep(0, prefix=f"{RESOURCE_ROOT}/{name}/")
+                for kind, count in swept.items():
+                    report.storage_sweep[kind] = report.storage_sweep.get(kind, 0) + count
     if not dry_run:
-        report.storage_sweep = storage.sweep(grace_seconds)
+        for kind, count in storage.sweep(grace_seconds).items():
+            report.storage_sweep[kind] = report.storage_sweep.get(kind, 0) + count
     return report
 
 
@@ -201,10 +208,26 @@ def _delete_unreferenced(
         report.deleted_resources.append(identifier)
 
 
+def _abandoned(record: VersionRecord, cutoff: dt.datetime, lease_token: int) -> bool:
+    """A pending version no writer will finish: written under a lease older than the one GC
+    holds now (its writer died or lost it), or older than the grace period."""
+    if record.status != PENDING:
+        return False
+    if record.lease_token is not None and record.lease_token < lease_token:
+        return True
+    return record.created_at is not None and record.created_at <= cutoff
+
+
 def _mark(
-    catalog: Catalog, name: str, keep: int, cutoff: dt.datetime, report: GCReport, dry_run: bool
+    catalog: Catalog,
+    name: str,
+    keep: int,
+    cutoff: dt.datetime,
+    report: GCReport,
+    dry_run: bool,
+    lease_token: int,
 ) -> list[VersionRecord]:
-    """Mark old published and stale pending versions deleted; return the updated records."""
+    """Mark old published and abandoned pending versions deleted; return the updated records."""
     records = catalog.versions(name, include_all=True)
     published = [r for r in records if r.status == PUBLISHED]
     doomed = {r.version for r in published[:-keep]} if len(published) > keep else set()
@@ -216,11 +239,7 @@ def _mark(
                 record = record.replace(status=DELETED, deleted_at=utcnow())
             else:
                 record = catalog.delete_version(name, record.version)
-        elif (
-            record.status == PENDING
-            and record.created_at is not None
-            and (record.created_at <= cutoff)
-        ):
+        elif _abandoned(record, cutoff, lease_token):
             report.aborted_versions.append((name, record.version))
             if dry_run:
                 record = record.replace(status=DELETED, deleted_at=utcnow())

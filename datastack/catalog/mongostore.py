@@ -287,8 +287,9 @@ class MongoCatalog(Catalog):
         from datastack._mongo import durable
 
         with self._errors(f"writing the status of {name!r}"):
+            # ``name`` is a validated dataset name (a plain string: no operator injection)
             durable(self._status_coll()).replace_one(
-                {"_id": {"$eq": name}}, {**doc, "_id": name}, upsert=True
+                {"_id": str(name)}, {**doc, "_id": name}, upsert=True
             )
 
     def _status_names(self) -> list[str]:

@@ -25,7 +25,7 @@ from datastack.cli._common import (
 from datastack.errors import DatastackError, NotFoundError, StorageUnavailableError
 
 #: The modules that add subcommands, in the order ``--help`` lists them.
-COMMAND_MODULES = ("datastack.cli.refresh", "datastack.cli.catalog")
+COMMAND_MODULES = ("datastack.cli.refresh", "datastack.cli.catalog", "datastack.cli.status")
 
 
 def _version() -> str:
@@ -46,9 +46,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging() -> None:
+    """Warnings of the library on stderr; download progress lines too (when not a TTY)."""
+    import logging
+
+    class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+        def emit(self, record: logging.LogRecord) -> None:
+            self.stream = sys.stderr  # the stderr of now (tests and embedders replace it)
+            super().emit(record)
+
+    root = logging.getLogger("datastack")
+    if any(isinstance(h, _Stderr.__mro__[1]) and h.__class__.__name__ == "_Stderr"
+           for h in root.handlers):
+        return
+    handler = _Stderr(sys.stderr)
+    handler.setFormatter(logging.Formatter("datastack: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("datastack.retrieval").setLevel(logging.INFO)
+    root.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``datastack`` command; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # usage errors (exit 2) and --help/--version (exit 0)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    _configure_logging()
     try:
         code: int = args.run(args)
         return code

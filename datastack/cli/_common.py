@@ -49,3 +49,40 @@ def _json_default(value: Any) -> Any:
 
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=_json_default, sort_keys=True))
+
+
+_CONTROL = {c: " " for c in range(32) if c not in (9,)} | {127: " "}
+
+
+def plain(text: Any, limit: int = 10_000) -> str:
+    """Untrusted text (descriptions, column names, reasons) made safe to print: control
+    characters and terminal escapes become spaces, the length is bounded.
+
+    >>> plain("a\\x1b[31mred\\nline")
+    'a [31mred line'
+    """
+    cleaned = str(text).translate(_CONTROL)
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
+
+
+def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """A table on stdout; every cell is plain text (no markup is interpreted)."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=Text(plain(title, 200)))
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(Text(plain(cell)) for cell in row))
+    Console(soft_wrap=True).print(table)
+
+
+def open_store(storage: str | None) -> Any:
+    """The store of ``--storage``, checked reachable within a few seconds (exit 3 if not)."""
+    from datastack.store import Store
+
+    store = Store.open(storage)
+    store.ping()
+    return store

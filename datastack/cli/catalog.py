@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import math
+from typing import TYPE_CHECKING, Any
 
 from datastack._uri import redact
-from datastack.cli._common import EXIT_OK, fmt_size, fmt_time, json_arg, print_json, storage_arg
+from datastack.cli._common import (
+    EXIT_OK,
+    fmt_size,
+    fmt_time,
+    json_arg,
+    open_store,
+    plain,
+    print_json,
+    print_table,
+    storage_arg,
+)
 from datastack.errors import NotFoundError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.catalog.record import VersionRecord
+    from datastack.store import Store
 
 
 def register(sub: Any) -> None:
@@ -18,7 +33,10 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("show", help="show one dataset", description="Versions, sources, schema.")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--version", dest="version_", type=int, default=None, metavar="V")
+    p.add_argument(
+        "--version", dest="version_", type=_positive_int, default=None, metavar="V",
+        help="a published version (default: the latest)",
+    )
     storage_arg(p)
     json_arg(p)
     p.set_defaults(run=run_show)
@@ -28,10 +46,12 @@ def register(sub: Any) -> None:
         help="delete old versions and orphaned resources",
         description="Delete versions beyond the newest N (per dataset) and orphaned resources.",
     )
-    p.add_argument("--keep", type=int, default=3, metavar="N", help="versions to keep (>= 1)")
+    p.add_argument(
+        "--keep", type=_positive_int, default=3, metavar="N", help="versions to keep (>= 1)"
+    )
     p.add_argument(
         "--grace",
-        type=float,
+        type=_seconds,
         default=3600.0,
         metavar="SECONDS",
         help="do not delete anything newer than this (readers may still use it; default 3600)",
@@ -41,10 +61,29 @@ def register(sub: Any) -> None:
     p.set_defaults(run=run_gc)
 
 
-def _summaries(storage: str | None) -> list[dict[str, Any]]:
-    from datastack.store import Store
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if not 1 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
-    catalog = Store.open(storage).catalog
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _summaries(store: Store) -> list[dict[str, Any]]:
+    catalog = store.catalog
+    states = {s.name: s.state() for s in catalog.statuses()}
     rows = []
     for name in catalog.datasets():
         try:
@@ -54,9 +93,10 @@ def _summaries(storage: str | None) -> list[dict[str, Any]]:
         rows.append(
             {
                 "name": name,
+                "state": states.get(name, "fresh"),
                 "version": record.version,
                 "splits": dict(record.splits),
-                "size": sum(int(r.get("size", 0)) for r in record.resources),
+                "size": sum(int(r.get("size") or 0) for r in record.resources),
                 "published_at": record.published_at,
                 "description": record.description,
             }
@@ -65,39 +105,37 @@ def _summaries(storage: str | None) -> list[dict[str, Any]]:
 
 
 def run_ls(args: argparse.Namespace) -> int:
-    rows = _summaries(args.storage)
+    store = open_store(args.storage)
+    rows = _summaries(store)
     if args.json:
         print_json(rows)
         return EXIT_OK
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"datasets in {redact(_storage_label(args.storage))}")
-    for column in ("name", "version", "splits", "size", "published"):
-        table.add_column(column)
-    for row in rows:
-        splits = ", ".join(f"{k}: {v}" for k, v in row["splits"].items())
-        table.add_row(
-            row["name"], str(row["version"]), splits, fmt_size(row["size"]),
-            fmt_time(row["published_at"]),
-        )
-    Console(soft_wrap=True).print(table)
+    print_table(
+        f"datasets in {store.uri}",
+        ["name", "state", "version", "splits", "size", "published"],
+        [
+            [
+                row["name"],
+                row["state"],
+                str(row["version"]),
+                ", ".join(f"{k}: {v}" for k, v in row["splits"].items()),
+                fmt_size(row["size"]),
+                fmt_time(row["published_at"]),
+            ]
+            for row in rows
+        ],
+    )
     if not rows:
         print("no datasets yet: run `datastack refresh --spec FILE`")
     return EXIT_OK
 
 
-def _storage_label(storage: str | None) -> str:
-    from datastack._uri import default_storage_uri
-
-    return default_storage_uri(storage)
-
-
 def run_show(args: argparse.Namespace) -> int:
-    from datastack.store import Store
-
-    catalog = Store.open(args.storage).catalog
-    record = catalog.get(args.name, args.version_) if args.version_ else catalog.latest(args.name)
+    catalog = open_store(args.storage).catalog
+    record = (
+        catalog.get(args.name, args.version_) if args.version_ is not None
+        else catalog.latest(args.name)
+    )
     versions = [
         {"version": v.version, "status": v.status, "published_at": v.published_at}
         for v in catalog.versions(args.name)
@@ -107,41 +145,35 @@ def run_show(args: argparse.Namespace) -> int:
     if args.json:
         print_json(data)
         return EXIT_OK
-    from rich.console import Console
-    from rich.table import Table
+    _print_record(record, versions)
+    return EXIT_OK
 
-    console = Console(soft_wrap=True)
-    console.print(f"[bold]{record.name}[/bold] v{record.version} ({record.status})")
+
+def _print_record(record: VersionRecord, versions: list[dict[str, Any]]) -> None:
+    print(f"{record.name} v{record.version} ({record.status})")
     if record.description:
-        console.print(record.description)
-    console.print(f"format: {record.format}   spec hash: {record.spec_hash[:16]}")
+        print(plain(record.description, 2000))
+    print(f"format: {plain(record.format, 80)}   spec hash: {record.spec_hash[:16]}")
     producer = record.producer or {}
-    console.print(
-        "lineage: "
-        + ", ".join(f"{k}={v}" for k, v in producer.items() if v is not None)
-        + f", published {fmt_time(record.published_at)}"
+    lineage = ", ".join(f"{k}={plain(v, 200)}" for k, v in producer.items() if v is not None)
+    print(f"lineage: {lineage}, published {fmt_time(record.published_at)}")
+    print_table(
+        "versions",
+        ["version", "status", "published"],
+        [[str(v["version"]), v["status"], fmt_time(v["published_at"])] for v in versions],
     )
-    table = Table(title="versions")
-    for column in ("version", "status", "published"):
-        table.add_column(column)
-    for v in versions:
-        table.add_row(str(v["version"]), str(v["status"]), fmt_time(v["published_at"]))
-    console.print(table)
-    table = Table(title="sources")
-    for column in ("url", "checksum", "size", "etag", "last modified"):
-        table.add_column(column)
+    rows = []
     for s in record.sources:
         algo = "sha256" if s.get("sha256") else "md5"
-        table.add_row(
-            redact(str(s.get("url", ""))), f"{algo}:{s.get(algo) or '-'}",
+        pin = "tracked " if s.get("track") else ""
+        rows.append([
+            redact(str(s.get("url", ""))), f"{pin}{algo}:{s.get(algo) or '-'}",
             fmt_size(s.get("size")), str(s.get("etag") or "-"),
             str(s.get("last_modified") or "-"),
-        )
-    console.print(table)
-    table = Table(title="splits and schema")
-    for column in ("split", "samples", "schema"):
-        table.add_column(column)
+        ])
+    print_table("sources", ["url", "checksum", "size", "etag", "last modified"], rows)
     per_split = record.schema.get("splits", {}) if isinstance(record.schema, dict) else {}
+    rows = []
     for split, length in record.splits.items():
         arrays = per_split.get(split, {})
         shown = "; ".join(
@@ -149,29 +181,25 @@ def run_show(args: argparse.Namespace) -> int:
             for array, info in arrays.items()
             if isinstance(info, dict)
         )
-        table.add_row(split, str(length), shown or "-")
-    console.print(table)
+        rows.append([split, str(length), shown or "-"])
+    print_table("splits and schema", ["split", "samples", "schema"], rows)
     features = record.schema.get("features") if isinstance(record.schema, dict) else None
     if features:
-        console.print("features: " + ", ".join(map(str, features)))
+        print(plain("features: " + ", ".join(map(str, features)), 5000))
     for column, classes in (record.encodings or {}).items():
-        console.print(f"encoding {column}: " + ", ".join(f"{i}={c}" for i, c in enumerate(classes)))
-    return EXIT_OK
+        labels = ", ".join(f"{i}={c}" for i, c in enumerate(classes[:200]))
+        more = f" ... ({len(classes)} classes)" if len(classes) > 200 else ""
+        print(plain(f"encoding {column}: {labels}{more}", 5000))
 
 
 def run_gc(args: argparse.Namespace) -> int:
-    from datastack.errors import ConfigurationError
-    from datastack.store import Store
-
-    if args.keep < 1:
-        raise ConfigurationError(f"--keep must be at least 1, got {args.keep}")
-    store = Store.open(args.storage)
+    store = open_store(args.storage)
     report = store.catalog.gc(store.storage, keep=args.keep, grace_seconds=args.grace)
-    data = report.to_dict() if hasattr(report, "to_dict") else dict(vars(report))
+    data = report.to_dict()
     if args.json:
         print_json(data)
     else:
         for key, value in data.items():
-            shown = len(value) if isinstance(value, (list, tuple, set)) else value
+            shown = len(value) if isinstance(value, (list, tuple, set, dict)) else value
             print(f"{key}: {shown}")
     return EXIT_OK

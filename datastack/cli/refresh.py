@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import Any
 
-from datastack.cli._common import EXIT_FAILED, EXIT_OK, print_json, storage_arg
+from datastack.cli._common import EXIT_FAILED, EXIT_OK, plain, print_json, storage_arg
 
 
 def register(sub: Any) -> None:
@@ -34,6 +35,17 @@ def register(sub: Any) -> None:
         help="run through the Prefect flow (prefect), in-process without Prefect (local), "
         "Prefect when installed (auto, the default), or an engine another package registers",
     )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to SECONDS for a lease another refresh holds, then check afresh "
+        "(default: report it as locked at once)",
+    )
+    p.add_argument(
+        "--verbose", action="store_true", help="also show the orchestrator's own run logs"
+    )
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.set_defaults(run=run)
 
@@ -53,17 +65,22 @@ def run(args: argparse.Namespace) -> int:
                 "name the built-in datasets to refresh (e.g. `datastack refresh mnist`), or "
                 "pass --spec FILE to refresh every dataset of your own spec"
             )
+    if not (math.isfinite(args.wait) and args.wait >= 0):
+        from datastack.errors import ConfigurationError
+
+        raise ConfigurationError(f"--wait must be a number of seconds >= 0, got {args.wait}")
     results = run_refresh(
         spec, names=args.names or None, storage=args.storage, force=args.force,
-        engine=args.engine,
+        engine=args.engine, wait_s=args.wait, quiet=not args.verbose,
     )
-    failed = [r for r in results if r.status not in {"published", "unchanged"}]
+    failed = [r for r in results if not r.ok]
     if args.json:
         print_json([r.to_dict() for r in results])
-    else:
-        for r in results:
-            version = f"v{r.version}" if r.version is not None else "-"
-            print(f"{r.name:<24} {r.status:<10} {version:<6} {r.reason}")
-    for r in failed:
-        print(f"datastack: {r.name}: {r.status}: {r.reason}", file=sys.stderr)
+        return EXIT_FAILED if failed else EXIT_OK
+    for r in results:  # one line per dataset: successes on stdout, failures on stderr
+        version = f"v{r.version}" if r.version is not None else "-"
+        line = f"{r.name:<24} {r.status:<10} {version:<6} {plain(r.reason, 2000)}"
+        print(line if r.ok else f"datastack: {line}", file=sys.stdout if r.ok else sys.stderr)
+        for warning in r.warnings:
+            print(f"datastack: warning: {r.name}: {plain(warning, 2000)}", file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK

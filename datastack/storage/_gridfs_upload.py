@@ -185,13 +185,14 @@ def _abort(store: GridFSStorageConnector, file_id: Any) -> None:
         )
 
 
-def sweep(store: GridFSStorageConnector, grace_seconds: float) -> dict[str, int]:
+def sweep(store: GridFSStorageConnector, grace_seconds: float, prefix: str = "") -> dict[str, int]:
     """Delete leftovers of crashed uploads older than ``grace_seconds``.
 
     Removes pending uploads whose heartbeat is older than the grace window (their document
     and chunks), and chunks that have no files document and whose ``files_id`` (an ObjectId,
     which carries its creation time) is older than the grace window. Chunks with non-ObjectId
-    ids and no files document are left alone (their age is unknown).
+    ids and no files document are left alone (their age is unknown). With ``prefix``, only
+    pending uploads whose target identifier starts with it (orphan chunks name no target).
 
     Returns ``{"pending_files": n, "orphan_files": m, "orphan_chunks": k}``.
     """
@@ -201,13 +202,13 @@ def sweep(store: GridFSStorageConnector, grace_seconds: float) -> dict[str, int]
     counts = {"pending_files": 0, "orphan_files": 0, "orphan_chunks": 0}
     files, chunks = store.files, store.chunks
     with store.mongo.errors("sweeping orphans"):
-        stale = files.find(
-            {
-                "filename": {"$regex": "^" + re.escape(TEMP_PREFIX)},
-                "uploadDate": {"$lt": cutoff},
-            },
-            {"_id": 1, "filename": 1},
-        )
+        query: dict[str, Any] = {
+            "filename": {"$regex": "^" + re.escape(TEMP_PREFIX)},
+            "uploadDate": {"$lt": cutoff},
+        }
+        if prefix:
+            query["metadata.datastack.target"] = {"$regex": "^" + re.escape(prefix)}
+        stale = files.find(query, {"_id": 1, "filename": 1})
         for doc in list(stale):
             if not is_temporary_name(str(doc.get("filename"))):
                 continue
@@ -216,6 +217,8 @@ def sweep(store: GridFSStorageConnector, grace_seconds: float) -> dict[str, int]
             ).deleted_count
             files.delete_one({"_id": doc["_id"], "uploadDate": {"$lt": cutoff}})
             counts["pending_files"] += 1
+        if prefix:
+            return counts
         owners = [
             fid
             for fid in chunks.distinct("files_id", {"n": {"$gte": 0}})

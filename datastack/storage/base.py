@@ -156,15 +156,25 @@ class StorageConnector(abc.ABC):
         """Sorted identifiers starting with ``prefix`` (a plain string prefix)."""
         return sorted(self._list(validate_prefix(prefix)))
 
-    def sweep(self, grace_seconds: float = 3600.0) -> dict[str, int]:
+    def sweep(self, grace_seconds: float = 3600.0, *, prefix: str = "") -> dict[str, int]:
         """Remove what crashed writers left behind, older than ``grace_seconds``.
 
-        Returns counts by kind (e.g. ``{"temporary_files": 2}``); live writers are never
-        touched (they refresh what they write within the grace window).
+        With ``prefix``, only leftovers of writes to identifiers under it (the caller knows no
+        writer is live there, e.g. it holds the dataset's lease, and may pass 0). Returns
+        counts by kind (e.g. ``{"temporary_files": 2}``); live writers are never touched
+        (they refresh what they write within the grace window).
         """
         if not grace_seconds >= 0:
             raise ConfigurationError(f"grace_seconds must be >= 0, got {grace_seconds!r}")
-        return self._sweep(float(grace_seconds))
+        return self._sweep(float(grace_seconds), validate_prefix(prefix))
+
+    def ping(self, timeout_s: float = 3.0) -> None:
+        """Fail within about ``timeout_s`` if the storage cannot be used at all.
+
+        Raises :class:`~datastack.errors.StorageUnavailableError` (server unreachable) or
+        :class:`~datastack.errors.ConfigurationError` (e.g. a storage root that is a file).
+        """
+        return None
 
     def close(self) -> None:
         """Release connections (a connector reconnects lazily if used again)."""
@@ -216,6 +226,6 @@ class StorageConnector(abc.ABC):
     @abc.abstractmethod
     def _list(self, prefix: str) -> list[str]: ...
 
-    def _sweep(self, grace_seconds: float) -> dict[str, int]:
+    def _sweep(self, grace_seconds: float, prefix: str) -> dict[str, int]:
         """Remove leftovers of crashed writers (default: a backend that leaves none)."""
         return {}

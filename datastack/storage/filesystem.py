@@ -89,6 +89,15 @@ class FileStorageConnector(StorageConnector):
     def _uri(self) -> str:
         return self.root.as_uri()
 
+    def ping(self, timeout_s: float = 3.0) -> None:
+        """The storage folder must be a folder (or not exist yet: created on the first write)."""
+        for folder in (self.root, self.root.parent):
+            if folder.exists() and not folder.is_dir():
+                raise ConfigurationError(
+                    f"storage root {folder} is not a folder; point --storage (or "
+                    "$DATASTACK_STORAGE) at a folder, or at mongodb://host/DBNAME"
+                )
+
     # -- primitives ----------------------------------------------------------------------------
     def _open(self, identifier: str) -> StreamedResource:
         path = self._path(identifier)
@@ -175,17 +184,19 @@ class FileStorageConnector(StorageConnector):
         return found
 
     # -- maintenance ---------------------------------------------------------------------------
-    def _sweep(self, grace_seconds: float) -> dict[str, int]:
+    def _sweep(self, grace_seconds: float, prefix: str) -> dict[str, int]:
         """Remove temporary files not modified for ``grace_seconds``.
 
         Temporary files are the leftovers of writers that crashed (SIGKILL, power loss) before
         the rename. A live writer keeps touching its file, so a grace window of minutes is safe.
         """
-        if not os.path.isdir(self.root):
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = os.path.join(self.root, *folder.split("/")) if folder else str(self.root)
+        if not os.path.isdir(start):
             return {"temporary_files": 0}
         cutoff = time.time() - grace_seconds
         removed = 0
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        for dirpath, dirnames, filenames in os.walk(start):
             dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
             for name in filenames:
                 if not is_temporary_name(name):

@@ -188,6 +188,10 @@ class GridFSStorageConnector(StorageConnector):
     def _uri(self) -> str:
         return self.mongo.display
 
+    def ping(self, timeout_s: float = 3.0) -> None:
+        """One ``ping`` command with a short server selection timeout."""
+        self.mongo.ping(timeout_s)
+
     @property
     def _cache_origin(self) -> tuple[Any, ...]:
         return (*self.mongo.cache_origin, self.bucket)
@@ -294,9 +298,9 @@ class GridFSStorageConnector(StorageConnector):
         return bool(ids)
 
     # -- maintenance ---------------------------------------------------------------------------
-    def _sweep(self, grace_seconds: float) -> dict[str, int]:
+    def _sweep(self, grace_seconds: float, prefix: str) -> dict[str, int]:
         """Leftovers of crashed uploads (see :func:`datastack.storage._gridfs_upload.sweep`)."""
-        return upload.sweep(self, grace_seconds)
+        return upload.sweep(self, grace_seconds, prefix)
 
     # -- pickling ------------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:

@@ -229,5 +229,10 @@ def test_failures_leave_catalog_unchanged(
         assert "404" in err
     else:
         assert "splits" in err
-    assert ls_json(storage, capsys) == before
+    after = ls_json(storage, capsys)
+    # The catalog is unchanged (same version, files, times); only the freshness says so:
+    # a failed check makes the dataset "failing" (a spec rejected before any run does not).
+    assert after["table"].pop("state") == ("fresh" if fault == "invalid-spec" else "failing")
+    assert before["table"].pop("state") == "fresh"
+    assert after == before
     assert len(datastack.load("table", split="train", storage=storage)) == 40

@@ -163,3 +163,15 @@ def test_prefect_deploy_to_process_pool_and_worker_run(
         output = _stop(worker)
     assert state.is_completed(), (state, output[-3000:])
     assert open_catalog(str(storage_dir)).latest("pooled").version == 1
+
+
+def test_alert_automation_file_is_a_valid_prefect_automation() -> None:
+    """docs/living.md tells operators to create it with `prefect automation create`."""
+    import yaml
+    from prefect.events.schemas.automations import AutomationCore
+
+    path = Path(__file__).resolve().parents[2] / "deployments" / "alert-on-failure.yaml"
+    [automation] = yaml.safe_load(path.read_text())["automations"]
+    model = AutomationCore.model_validate(automation)
+    assert model.trigger.expect == {"prefect.flow-run.Failed"}
+    assert model.actions[0].type == "send-notification"

@@ -70,7 +70,7 @@ def test_refresh_all_into_filesystem_then_unchanged(
         assert [n for n in names if n.startswith(step)] == [f"{step}[alpha]", f"{step}[beta]"]
     assert all(r.state.is_completed() for r in runs)
 
-    (artifact,) = artifacts(prefect_client, flow_run_id(state))
+    (artifact,) = summary_artifacts(prefect_client, flow_run_id(state))
     assert artifact.key == ARTIFACT_KEY and artifact.type == "markdown"
     assert artifact.data.startswith("# datastack refresh: 2 published, 0 unchanged, 0 failed")
     assert "| alpha | published | v1 | train=32, test=8 |" in artifact.data
@@ -79,7 +79,7 @@ def test_refresh_all_into_filesystem_then_unchanged(
     assert again.is_completed()
     assert {r["status"] for r in again.result()} == {"unchanged"}
     assert [v.version for v in catalog.versions("alpha")] == [1]
-    (artifact,) = artifacts(prefect_client, flow_run_id(again))
+    (artifact,) = summary_artifacts(prefect_client, flow_run_id(again))
     assert "0 published, 2 unchanged, 0 failed" in artifact.data
     later = task_runs(prefect_client, flow_run_id(again))
     assert not [r for r in later if r.name.startswith("retrieve-sources")]
@@ -161,7 +161,7 @@ def test_one_failing_dataset_leaves_the_others_published(
     (retrieve_two,) = [r for r in task_runs(prefect_client, flow_run_id(state))
                        if r.name == "retrieve-sources[two]"]
     assert retrieve_two.run_count == 1
-    (artifact,) = artifacts(prefect_client, flow_run_id(state))
+    (artifact,) = summary_artifacts(prefect_client, flow_run_id(state))
     assert "2 published, 0 unchanged, 1 failed" in artifact.data
     assert "| two | failed | - |" in artifact.data
 
@@ -193,12 +193,14 @@ def test_credentials_never_appear_in_parameters_logs_or_artifacts(
 ) -> None:
     """A URI with user:SENTINELPASSWORD: whatever the server makes of the credentials
     (SecantusDB runs without auth), the password shows up nowhere the API exposes."""
-    from flows.refresh import run_refresh
+    from datastack.store import Store
+    from flows.refresh import run_flow
 
     host_and_db = mongo_uri.split("://", 1)[1]
     secret_uri = f"mongodb://reader:{SENTINEL}@{host_and_db}"
     spec = write_spec(tmp_path / "spec.yaml", [serve_csv("zeta", rows=12)])
-    results = run_refresh(spec, storage=secret_uri, retry_delay_s=0.1)
+    # The flow itself (the CLI would refuse the failing login before starting it, exit 2).
+    results = run_flow(spec, None, Store.open(secret_uri), retry_delay_s=0.1)
     assert len(results) == 1
     assert SENTINEL not in repr(results)
 
@@ -214,6 +216,13 @@ def test_credentials_never_appear_in_parameters_logs_or_artifacts(
     text = "\n".join(exposed)
     assert SENTINEL not in text
     assert "reader:***@" in text  # the redacted form is what is shown
+
+
+def summary_artifacts(client: Any, run_id: Any) -> list[Any]:
+    """The run's summary artifact (beside it: one per dataset and the status table)."""
+    from flows.refresh import ARTIFACT_KEY
+
+    return [a for a in artifacts(client, run_id) if a.key == ARTIFACT_KEY]
 
 
 def _latest_refresh_all_filter() -> dict[str, Any]:
