@@ -13,16 +13,78 @@ from datastack.errors import ConfigurationError
 DEFAULT_STORAGE = "./.datastack"
 STORAGE_ENV = "DATASTACK_STORAGE"
 
-_USERINFO_RE = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_HOST_CHAR = re.compile(r"[A-Za-z0-9\[_-]")
+
+
+def _last_userinfo_at(region: str) -> int:
+    """Index of the last ``@`` of ``region`` that a host follows, or -1."""
+    at = region.rfind("@")
+    while at >= 0:
+        if at + 1 < len(region) and _HOST_CHAR.match(region, at + 1):
+            return at
+        at = region.rfind("@", 0, at)
+    return -1
 
 
 def redact(text: str) -> str:
-    """Replace the password of every ``scheme://user:password@`` in ``text`` with ``***``.
+    """Hide the credentials of every URI in ``text``: ``scheme://user:***@host...``.
+
+    Parsed, not pattern-matched: after ``scheme://``, everything up to the *last* ``@`` that a
+    host follows (before the next URI or the end of the line) is userinfo, so a password may
+    hold ``/ @ : % # ?`` or spaces. The user name (before the first ``:``) is kept; userinfo
+    without a ``:`` (a token) is hidden whole. Works on text that is not a valid URI too.
 
     >>> redact("mongodb://alice:s3cret@db.example:27017/team?authSource=admin")
     'mongodb://alice:***@db.example:27017/team?authSource=admin'
+    >>> redact("storage URI 'mongodb://alice:pa/SE@CRET x@127.0.0.1:27123/team' names no db")
+    "storage URI 'mongodb://alice:***@127.0.0.1:27123/team' names no db"
+    >>> redact("https://ghp_TOKEN@github.com/x.csv and file:///tmp/a@b.csv")
+    'https://***@github.com/x.csv and file:///tmp/a@b.csv'
     """
-    return _USERINFO_RE.sub(r"\g<scheme>\g<user>:***@", text)
+    if "://" not in text or "@" not in text:
+        return text
+    out: list[str] = []
+    pos = 0
+    while (match := _SCHEME_RE.search(text, pos)) is not None:
+        start = match.end()
+        following = _SCHEME_RE.search(text, start)
+        end = following.start() if following is not None else len(text)
+        newline = text.find("\n", start, end)
+        region = text[start : newline if newline >= 0 else end]
+        if region.startswith("/"):  # file:///path or a URI without an authority: no userinfo
+            out.append(text[pos:start])
+            pos = start
+            continue
+        at = _last_userinfo_at(region)
+        out.append(text[pos:start])
+        if at < 0:
+            pos = start
+            continue
+        user, colon, _ = region[:at].partition(":")
+        out.append(f"{user}:***@" if colon else "***@")
+        pos = start + at + 1
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _check_hosts(uri: str) -> None:
+    """Refuse a MongoDB URI whose host list has an empty host or a port that is not a number."""
+    rest = uri.split("://", 1)[1]
+    at = _last_userinfo_at(rest)
+    authority = (rest[at + 1 :] if at >= 0 else rest).split("/", 1)[0].split("?", 1)[0]
+    for host in authority.split(","):
+        port = ""
+        if host.startswith("["):  # [IPv6]:port
+            port = host.partition("]")[2].removeprefix(":")
+        elif ":" in host:
+            port = host.rsplit(":", 1)[1]
+        valid_port = not port or (port.isascii() and port.isdigit() and 0 < int(port) < 65536)
+        if not host.strip() or host.endswith(":") or not valid_port:
+            raise ConfigurationError(
+                f"storage URI {redact(uri)!r}: host {redact(host)!r} needs a port number between "
+                "1 and 65535 (mongodb://[user:pass@]host[:port][,host2...]/DBNAME)"
+            )
 
 
 def default_storage_uri(uri: str | os.PathLike[str] | None = None) -> str:
@@ -53,6 +115,7 @@ def parse_storage_uri(uri: str | os.PathLike[str] | None = None) -> StorageLocat
         raise ConfigurationError("storage URI contains a NUL character")
     scheme = raw.split("://", 1)[0].lower() if "://" in raw else ""
     if scheme in {"mongodb", "mongodb+srv"}:
+        _check_hosts(raw)
         parts = urlsplit(raw)
         database = unquote(parts.path.lstrip("/"))
         if not database or "/" in database:

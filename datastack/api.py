@@ -57,9 +57,9 @@ def load(
 
     name = validate_dataset_name(name)
     if version is not None and (
-        isinstance(version, bool) or not isinstance(version, int) or version < 1
+        isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 2**63
     ):
-        raise ConfigurationError(f"version must be a positive int, got {version!r}")
+        raise ConfigurationError(f"version must be a positive int (64 bits), got {version!r:.40}")
     expression = SplitExpression.from_spec(split)  # a malformed split fails before any I/O
     store = Store.open(storage)
     record = store.catalog.get(name, version) if version is not None else store.catalog.latest(name)

@@ -181,6 +181,10 @@ class SpecDatasetFactory(DatasetFactory):
 
     def __init__(self, spec: DatasetSpec) -> None:
         super().__init__(spec)
+        if spec.preprocessor is not None:  # a bad import path is a spec error, before any I/O
+            from datastack.preprocessing import load_preprocessor
+
+            load_preprocessor(spec.preprocessor, spec.name)
 
     def prepare(self, sources: Sources, out_path: Path) -> PreparedData:
         from datastack.preprocessing import preprocess
@@ -208,6 +212,11 @@ def load_factory_class(reference: str, dataset: str = "?") -> type[DatasetFactor
     return obj
 
 
+def as_factory(dataset: DatasetFactory | DatasetSpec) -> DatasetFactory:
+    """A factory for ``dataset`` (a spec gets the factory its ``factory:`` key names)."""
+    return dataset if isinstance(dataset, DatasetFactory) else factory_for(dataset)
+
+
 def factory_for(spec: DatasetSpec) -> DatasetFactory:
     """The factory of a spec: the class its ``factory:`` names (built with the spec), else
     the spec-driven :class:`SpecDatasetFactory`."""
@@ -221,6 +230,7 @@ __all__ = [
     "DatasetFactory",
     "Sources",
     "SpecDatasetFactory",
+    "as_factory",
     "data_identifier",
     "factory_for",
     "load_factory_class",

@@ -25,19 +25,19 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from datastack import gates
-from datastack._isolation import run_isolated
 from datastack._uri import redact
-from datastack.errors import DatastackError, LockHeldError, StorageUnavailableError
-from datastack.factory import DatasetFactory, data_identifier, factory_for
+from datastack._workdirs import sweep_work_dirs
+from datastack.errors import (
+    DatastackError,
+    LockHeldError,
+    StorageUnavailableError,
+)
+from datastack.factory import DatasetFactory, as_factory, data_identifier
 from datastack.sources import (
     SourcesCheck,
     check_sources,
@@ -46,10 +46,17 @@ from datastack.sources import (
     raw_identifier,
     retrieve_sources,
     same_tracked_content,
-    source_checksums,
 )
 from datastack.specs import DatasetSpec, load_selected
 from datastack.store import Store
+from datastack.versions import (
+    PreparedVersion,
+    default_producer,
+    drop_version,
+    prepare_version,
+    publish_version,
+    validate_version,
+)
 
 log = logging.getLogger("datastack.pipeline")
 
@@ -87,27 +94,6 @@ class RefreshResult:
         return cls(**{k: v for k, v in data.items() if k in fields})
 
 
-@dataclass
-class PreparedVersion:
-    """A version whose resources are written and verified, reserved but not yet published."""
-
-    name: str
-    version: int
-    resources: list[dict[str, Any]]
-    splits: dict[str, int]
-    schema: dict[str, Any]
-    encodings: dict[str, Any]
-    format: str
-    stats: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PreparedVersion:
-        return cls(**data)
-
-
 class StepRunner(Protocol):
     """How an engine executes one step: ``run_step("retrieve-sources", fn, *args)``."""
 
@@ -130,147 +116,6 @@ def run_here(step: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T
             attempt += 1
             log.warning("%s: storage unavailable, retry %d: %s", step, attempt, redact(str(exc)))
             time.sleep(float(2 ** (attempt - 1)))
-
-
-def as_factory(dataset: DatasetFactory | DatasetSpec) -> DatasetFactory:
-    """A factory for ``dataset`` (a spec gets the factory its ``factory:`` key names)."""
-    return dataset if isinstance(dataset, DatasetFactory) else factory_for(dataset)
-
-
-def default_producer() -> dict[str, Any]:
-    """Lineage of an in-process run (engines add their own, e.g. the flow run id)."""
-    from datastack import __version__
-
-    return {
-        "flow_run_id": None,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "datastack_version": __version__,
-        "engine": "local",
-    }
-
-
-# -- steps ---------------------------------------------------------------------------------
-def _prepare_in_child(
-    factory: DatasetFactory, inputs: Any, out: Path, with_stats: bool
-) -> tuple[Any, dict[str, Any]]:
-    prepared = factory.prepare(inputs, out)
-    if not with_stats:
-        return prepared, {}
-    target = (prepared.schema or {}).get("target")
-    labels = (prepared.encodings or {}).get(target) if target else None
-    return prepared, gates.file_stats(out, labels)
-
-
-def prepare_version(
-    dataset: DatasetFactory | DatasetSpec,
-    sources: Sequence[dict[str, Any]],
-    store: Store,
-    *,
-    producer: dict[str, Any] | None = None,
-    lease_token: int | None = None,
-) -> PreparedVersion:
-    """Reserve the next version, prepare the raw sources into its HDF5 file and store it.
-
-    The version is recorded as *pending*: readers do not see it until :func:`publish_version`.
-    Preparation runs in a forked child (``datastack._isolation``); an HTML/XML page served
-    instead of the data fails the format gate before it is parsed.
-    """
-    factory = as_factory(dataset)
-    spec = factory.spec
-    record = store.catalog.begin(
-        spec.name,
-        spec_hash=spec.fingerprint(),
-        sources=list(sources),
-        format=spec.format or "custom",
-        description=spec.description,
-        producer=producer or default_producer(),
-        lease_token=lease_token,
-    )
-    version = record.version
-    try:
-        inputs = [
-            (source, store.storage.get_resource(stored["identifier"]))
-            for source, stored in zip(spec.sources, sources, strict=True)
-        ]
-        for (_, resource), stored in zip(inputs, sources, strict=True):
-            gates.check_markup(spec, str(stored.get("url")), resource)
-        with tempfile.TemporaryDirectory(prefix="datastack-prepare-") as tmp:
-            out = Path(tmp) / "data.h5"
-            prepared, stats = run_isolated(
-                _prepare_in_child, factory, inputs, out, gates.needs_stats(spec),
-                what=f"{spec.name}: preprocessing",
-            )
-            for _, resource in inputs:
-                resource.close()
-            info = store.storage.set_resource(data_identifier(spec.name, version), out)
-    except BaseException:
-        store.catalog.abort(spec.name, version)
-        raise
-    raw = [
-        {"identifier": s["identifier"], "size": s.get("size"),
-         "sha256": s.get("sha256") or s.get("sha256_computed")}
-        for s in sources
-    ]
-    return PreparedVersion(
-        name=spec.name,
-        version=version,
-        resources=[info.to_dict(), *raw],
-        splits=dict(prepared.splits),
-        schema=dict(prepared.schema),
-        encodings=dict(getattr(prepared, "encodings", {}) or {}),
-        format=spec.format or "custom",
-        stats=stats,
-    )
-
-
-def validate_version(
-    dataset: DatasetFactory | DatasetSpec, prepared: PreparedVersion, store: Store
-) -> None:
-    """The validation gates (``datastack.gates``); a failure drops the pending version."""
-    spec = as_factory(dataset).spec
-    try:
-        gates.check_version(
-            spec, prepared.splits, prepared.schema, prepared.stats, latest_record(spec, store)
-        )
-    except BaseException:
-        store.catalog.abort(spec.name, prepared.version)
-        raise
-
-
-def publish_version(
-    dataset: DatasetFactory | DatasetSpec,
-    sources: Sequence[dict[str, Any]],
-    prepared: PreparedVersion,
-    store: Store,
-    *,
-    lease_token: int | None = None,
-    force: bool = False,
-) -> dict[str, Any] | None:
-    """Publish a prepared version in one atomic catalog step; returns the record as a dict.
-
-    Returns None (and drops the pending version) when the latest published version already has
-    identical content (same spec hash and source checksums), unless ``force``.
-    """
-    spec = as_factory(dataset).spec
-    catalog = store.catalog
-    if not force:
-        checksums = source_checksums(list(sources))
-        same = catalog.find_identical(spec.name, spec.fingerprint(), checksums)
-        if same is not None:
-            catalog.abort(spec.name, prepared.version)
-            return None
-    record = catalog.publish(
-        spec.name,
-        prepared.version,
-        lease_token=lease_token,
-        splits=prepared.splits,
-        schema=prepared.schema,
-        encodings=prepared.encodings,
-        resources=prepared.resources,
-    )
-    log.info("%s: published version %d", spec.name, record.version)
-    return dict(record.to_dict())
 
 
 def acquire_lease(
@@ -322,6 +167,7 @@ def _sequence(run: _Run, lease: Any, force: bool, producer: Any, deadline: Any) 
         if same is not None:
             discard_fetched(sources, store)
             return run.result("unchanged", same, f"content unchanged since version {same}")
+    prepared = None
     try:
         prepared = step(
             "prepare-version", prepare_version, factory, sources, store, producer=producer,
@@ -333,6 +179,8 @@ def _sequence(run: _Run, lease: Any, force: bool, producer: Any, deadline: Any) 
             lease_token=lease.token, force=force,
         )
     except BaseException:
+        if prepared is not None:
+            drop_version(store, factory.spec.name, prepared.version)
         discard_fetched(sources, store)
         raise
     if record is None:
@@ -391,6 +239,7 @@ def refresh_dataset(
         name = dataset.name if isinstance(dataset, DatasetSpec) else str(dataset)
         return RefreshResult(name, "failed", None, redact(f"{type(exc).__name__}: {exc}"))
     run = _Run(factory, store, run_step)
+    sweep_work_dirs()  # what killed refreshes on this host left in the temp folder
     result = _locked_sequence(run, force, producer, lease_ttl_s, wait_s, retrieve_deadline_s, owner)
     _record_status(run, result, producer)
     return result

@@ -111,7 +111,7 @@ def check_sources(dataset: DatasetFactory | DatasetSpec, store: Store) -> Source
     Pinned sources are unchanged when the spec is; a conditional request only produces a
     warning when upstream moved. Tracked sources are asked with a conditional request.
     """
-    from datastack.pipeline import as_factory
+    from datastack.factory import as_factory
 
     spec = as_factory(dataset).spec
     latest = latest_record(spec, store)
@@ -206,7 +206,7 @@ def retrieve_sources(
     downloaded again; tracked sources are always fetched. ``deadline_s`` bounds each download
     (headers, body and retries).
     """
-    from datastack.pipeline import as_factory
+    from datastack.factory import as_factory
 
     spec = as_factory(dataset).spec
     latest = latest_record(spec, store)

@@ -46,7 +46,7 @@ _PUBLISH_FIELDS = ("resources", "splits", "schema", "encodings", "extra", "descr
 
 
 def _validate_version(name: str, version: object) -> int:
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 2**63:
         raise InvalidIdentifierError(
             f"invalid version {version!r} of dataset {name!r}: expected an int >= 1"
         )

@@ -172,8 +172,11 @@ def collect_garbage(
                 for kind, count in swept.items():
                     report.storage_sweep[kind] = report.storage_sweep.get(kind, 0) + count
     if not dry_run:
+        from datastack._workdirs import sweep_work_dirs
+
         for kind, count in storage.sweep(grace_seconds).items():
             report.storage_sweep[kind] = report.storage_sweep.get(kind, 0) + count
+        report.storage_sweep["work_dirs"] = sweep_work_dirs()
     return report
 
 

@@ -20,13 +20,13 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
-import os
 import socket
 import threading
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from datastack._procs import is_gone, process_tag
 from datastack._uri import redact
 from datastack.errors import DatastackError, LockHeldError
 
@@ -39,27 +39,13 @@ _log = logging.getLogger("datastack.catalog")
 DEFAULT_TTL = 60.0
 
 
-def _start_ticks(pid: int) -> str | None:
-    """The start time of process ``pid`` in clock ticks (Linux), to tell a reused pid apart."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            text = stat.read().decode("ascii", "replace")
-    except OSError:
-        return None
-    fields = text.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else None
-
-
 def default_owner(tag: str | None = None) -> str:
     """A unique owner string ``host:pid.start:tag`` (no secrets; ``tag`` default random).
 
     The host, pid and process start time let another process on the same host tell that the
     holder is dead (:func:`owner_is_dead`) and take the lease over at once.
     """
-    pid = os.getpid()
-    start = _start_ticks(pid)
-    ident = f"{pid}.{start}" if start else str(pid)
-    return f"{socket.gethostname()}:{ident}:{tag or uuid.uuid4().hex[:8]}"
+    return f"{socket.gethostname()}:{process_tag()}:{tag or uuid.uuid4().hex[:8]}"
 
 
 def owner_is_dead(owner: str | None) -> bool:
@@ -74,20 +60,9 @@ def owner_is_dead(owner: str | None) -> bool:
     if not owner:
         return False
     host, _, rest = owner.partition(":")
-    ident = rest.partition(":")[0]
-    pid_text, _, start = ident.partition(".")
-    if host != socket.gethostname() or not pid_text.isdigit():
+    if host != socket.gethostname():
         return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return bool(start) and _start_ticks(pid) not in (None, start)
+    return is_gone(rest.partition(":")[0])
 
 
 @dataclasses.dataclass(frozen=True)

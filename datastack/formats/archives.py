@@ -25,6 +25,7 @@ import posixpath
 import shutil
 import stat
 import tarfile
+import unicodedata
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -35,6 +36,11 @@ from typing import IO
 from datastack.errors import FormatError, UnsafeArchiveError
 
 _READ_SIZE = 1024 * 1024
+#: Longest member name part and path (bytes), as on Linux filesystems.
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4096
+#: Zip compression methods the standard library decodes (deflate64 and others are refused).
+_ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 
 
 @dataclass(frozen=True)
@@ -156,11 +162,20 @@ def safe_member_name(archive: str, name: str) -> str:
         raise UnsafeArchiveError(f"{archive}: member {name!r} is an absolute path; refusing it")
     if ".." in name.split("/"):
         raise UnsafeArchiveError(f"{archive}: member {name!r} escapes the folder ('..'); refusing")
-    normalised = posixpath.normpath(name)
+    normalised = unicodedata.normalize("NFC", posixpath.normpath(name))
     if normalised in ("", ".") and not name.endswith("/"):
         raise UnsafeArchiveError(f"{archive}: member {name!r} has no usable name")
     if any(ord(ch) < 32 for ch in normalised):
         raise UnsafeArchiveError(f"{archive}: member {name!r} contains control characters")
+    encoded = normalised.encode("utf-8", "surrogateescape")
+    if len(encoded) > MAX_PATH_BYTES or any(
+        len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES
+        for part in normalised.split("/")
+    ):
+        raise UnsafeArchiveError(
+            f"{archive}: member {name[:80]!r}... has a name over {MAX_NAME_BYTES} bytes per "
+            f"part or {MAX_PATH_BYTES} in all; refused"
+        )
     return normalised
 
 
@@ -209,6 +224,12 @@ def _scan_zip(zf: zipfile.ZipFile, archive: str, limits: ArchiveLimits) -> list[
             raise UnsafeArchiveError(f"{archive}: member {info.filename!r} is a special file")
         if info.flag_bits & 0x1:
             raise FormatError(f"{archive}: member {info.filename!r} is encrypted; not supported")
+        if info.compress_type not in _ZIP_METHODS:
+            raise FormatError(
+                f"{archive}: member {info.filename!r} uses zip compression method "
+                f"{info.compress_type} (e.g. deflate64), which is not supported; re-pack it "
+                "with deflate"
+            )
         members.append(_Member(name, info.file_size, info.is_dir(), info))
     return members
 
@@ -250,7 +271,7 @@ def _extract(path: Path, dest: Path, label: str, limits: ArchiveLimits) -> list[
     compressed = path.stat().st_size
     try:
         if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
+            with _open_zip(path, label) as zf:
                 members = _scan_zip(zf, label, limits)
                 _check_declared(label, members, compressed, limits)
                 return _write_members(
@@ -269,6 +290,15 @@ def _extract(path: Path, dest: Path, label: str, limits: ArchiveLimits) -> list[
             raise  # a real I/O error (disk full...), not a corrupt archive
         raise FormatError(
             f"{label}: corrupt or truncated archive ({exc}); re-download it"
+        ) from None
+
+
+def _open_zip(path: Path, label: str) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except UnicodeDecodeError:
+        raise FormatError(
+            f"{label}: a member name is flagged UTF-8 but is not valid UTF-8; corrupt archive"
         ) from None
 
 
@@ -312,14 +342,22 @@ def _write_members(
         if member.is_dir:
             target.mkdir(parents=True, exist_ok=True)
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists() or target.is_symlink():
-            raise UnsafeArchiveError(f"{label}: member {member.name!r} clashes with a folder")
-        with opener(member) as source, open(target, "xb") as out:
-            for chunk in iter(lambda: source.read(_READ_SIZE), b""):
-                total += len(chunk)
-                _check_expansion(label, total, compressed, limits)
-                out.write(chunk)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists() or target.is_symlink():
+                raise UnsafeArchiveError(f"{label}: member {member.name!r} clashes with a folder")
+            with opener(member) as source, open(target, "xb") as out:
+                for chunk in iter(lambda: source.read(_READ_SIZE), b""):
+                    total += len(chunk)
+                    _check_expansion(label, total, compressed, limits)
+                    out.write(chunk)
+        except (FileExistsError, NotADirectoryError, IsADirectoryError):
+            raise UnsafeArchiveError(
+                f"{label}: member {member.name!r} clashes with another member of the same name "
+                "(a file and a folder); refused"
+            ) from None
+        except NotImplementedError as exc:
+            raise FormatError(f"{label}: member {member.name!r}: {exc}") from None
         files.append(target)
     return files
 

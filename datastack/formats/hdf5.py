@@ -15,6 +15,7 @@ Run as ``python -m datastack.formats.hdf5 FILE LABEL SAMPLES [TARGETS]`` to prob
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -22,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datastack._checks import Checker
-from datastack.errors import FormatError
-from datastack.formats.archives import ArchiveLimits
+from datastack.errors import FormatError, UnsafeArchiveError
+from datastack.formats.archives import DEFAULT_LIMITS, ArchiveLimits
 from datastack.formats.base import (
     ArrayNames,
     Decoded,
@@ -41,6 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 PROBE_TIMEOUT = 60.0
 MAX_OBJECTS = 100_000
+#: Largest HDF5 chunk read from an untrusted file (bytes): h5py decodes a chunk whole.
+MAX_CHUNK_BYTES = 256 * 1024 * 1024
 
 
 def check_file(h5file: Any, label: str) -> None:
@@ -80,6 +83,31 @@ def check_file(h5file: Any, label: str) -> None:
                     stack.append((where, obj))
 
 
+def _check_size(obj: Any, name: str, label: str) -> None:
+    """Bound what a dataset declares before anything is read (small files can declare a lot:
+    unwritten chunks are fill values, a single chunk can be gigabytes)."""
+    limits = DEFAULT_LIMITS
+    declared = int(math.prod(obj.shape)) * obj.dtype.itemsize
+    if declared > limits.max_total_bytes:
+        raise UnsafeArchiveError(
+            f"{label}: dataset {name!r} declares {declared} bytes ({obj.shape} of {obj.dtype}), "
+            f"over the cap of {limits.max_total_bytes} bytes; refused before reading"
+        )
+    stored = int(obj.id.get_storage_size())
+    if declared > limits.ratio_floor and declared > limits.max_ratio * max(stored, 1):
+        raise UnsafeArchiveError(
+            f"{label}: dataset {name!r} declares {declared} bytes but stores {stored}: it is "
+            "mostly unwritten (fill values) and would expand without bound; refused"
+        )
+    if obj.chunks is not None:
+        chunk = int(math.prod(obj.chunks)) * obj.dtype.itemsize
+        if chunk > MAX_CHUNK_BYTES:
+            raise UnsafeArchiveError(
+                f"{label}: dataset {name!r} has chunks of {chunk} bytes ({obj.chunks}); at most "
+                f"{MAX_CHUNK_BYTES} bytes per chunk are read (one chunk is decoded whole)"
+            )
+
+
 def _describe(h5file: Any, name: str, label: str) -> dict[str, Any]:
     import h5py
 
@@ -91,6 +119,14 @@ def _describe(h5file: Any, name: str, label: str) -> dict[str, Any]:
         raise FormatError(f"{label}: dataset {name!r} has non-numeric dtype {obj.dtype}")
     if obj.ndim < 1:
         raise FormatError(f"{label}: dataset {name!r} is a scalar; expected (N, ...)")
+    _check_size(obj, name, label)
+    for index in range(obj.id.get_create_plist().get_nfilters()):
+        code = obj.id.get_create_plist().get_filter(index)[0]
+        if not h5py.h5z.filter_avail(code):
+            raise FormatError(
+                f"{label}: dataset {name!r} uses HDF5 filter {code}, which this installation "
+                "cannot decode; store it uncompressed or with gzip/lzf"
+            )
     return {"shape": list(obj.shape), "dtype": obj.dtype.str}
 
 

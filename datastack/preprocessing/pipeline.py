@@ -68,11 +68,38 @@ def load_preprocessor(reference: str, dataset: str = "?") -> Preprocessor:
             f"dataset {dataset!r}: key 'preprocessor': cannot import {reference!r} ({exc}); "
             "is the module installed and on sys.path?"
         ) from None
+    _check_shape(obj, reference, dataset)
     if isinstance(obj, type):
         obj = obj()
-    if not callable(obj):
-        raise SpecError(f"dataset {dataset!r}: key 'preprocessor': {reference!r} is not callable")
     return obj  # type: ignore[no-any-return]
+
+
+def _check_shape(obj: Any, reference: str, dataset: str) -> None:
+    """A preprocessor is a function, or a class whose instances are called, taking
+    ``(spec, sources, out_path)``: anything else (``os:system``, ``sys:exit``, a string) is
+    refused before it is called or instantiated."""
+    import inspect
+
+    target = obj.__call__ if isinstance(obj, type) else obj
+    if not callable(obj) or (isinstance(obj, type) and "__call__" not in vars(obj) and not any(
+        "__call__" in vars(base) for base in obj.__mro__[1:-1]
+    )):
+        raise SpecError(
+            f"dataset {dataset!r}: key 'preprocessor': {reference!r} is {type(obj).__name__}, "
+            "not a function or a class with __call__(spec, sources, out_path)"
+        )
+    try:
+        signature = inspect.signature(target)
+        args = ("self", "spec", "sources", "out") if isinstance(obj, type) else (
+            "spec", "sources", "out"
+        )
+        signature.bind(*args)
+    except (TypeError, ValueError):
+        raise SpecError(
+            f"dataset {dataset!r}: key 'preprocessor': {reference!r} does not take "
+            "(spec, sources, out_path); a preprocessor is a function or a class with "
+            "__call__(self, spec, sources, out_path)"
+        ) from None
 
 
 def preprocess(

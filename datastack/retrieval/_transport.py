@@ -17,6 +17,7 @@ import urllib3.exceptions
 
 from datastack._uri import redact
 from datastack.errors import RetrievalError
+from datastack.retrieval._deadline import header_deadline
 from datastack.retrieval._policy import DownloadBudget, parse_retry_after
 from datastack.retrieval.progress import Progress
 
@@ -112,39 +113,57 @@ class Transport:
             connect, read = min(connect, left), min(read, left)
         return (connect, read)
 
+    def _request(
+        self, method: str, url: str, headers: dict[str, str], budget: DownloadBudget
+    ) -> requests.Response:
+        """One request, errors sorted into transient (retried) and permanent ones.
+
+        The response headers must be complete within connect + read timeout of wall-clock
+        time, also when they trickle in a byte at a time (each byte resets a read timeout).
+        """
+        auth = self.auth if _origin(url) == self.origin else None
+        timeouts = self._timeouts(budget)
+        with header_deadline(sum(timeouts)) as fired:
+            try:
+                return self.session.request(
+                    method,
+                    url,
+                    headers={**_BASE_HEADERS, **headers},
+                    auth=auth,
+                    stream=True,
+                    timeout=timeouts,
+                    allow_redirects=False,
+                    # explicit, so REQUESTS_CA_BUNDLE does not override a session's own CA file
+                    verify=self.session.verify,
+                )
+            except requests.exceptions.RequestException as exc:
+                if fired:
+                    raise RetrievalError(
+                        f"{self._show(url)} did not send complete response headers within "
+                        f"{sum(timeouts):g} s (a trickling server?); gave up, nothing was stored"
+                    ) from None
+                if isinstance(exc, requests.exceptions.SSLError):
+                    raise RetrievalError(
+                        f"TLS error for {self._show(url)}: {describe(exc)}; not retried"
+                    ) from None
+                if isinstance(
+                    exc,
+                    requests.exceptions.ConnectionError
+                    | requests.exceptions.Timeout
+                    | requests.exceptions.ChunkedEncodingError,
+                ):
+                    raise Transient(describe(exc)) from None
+                raise RetrievalError(
+                    f"request to {self._show(url)} failed: {describe(exc)}"
+                ) from None
+
     def send(
         self, method: str, url: str, headers: dict[str, str], budget: DownloadBudget
     ) -> requests.Response:
         """One request, following at most ``max_redirects`` redirects, each hop checked."""
         current = url
         for _hop in range(self.max_redirects + 1):
-            auth = self.auth if _origin(current) == self.origin else None
-            try:
-                response = self.session.request(
-                    method,
-                    current,
-                    headers={**_BASE_HEADERS, **headers},
-                    auth=auth,
-                    stream=True,
-                    timeout=self._timeouts(budget),
-                    allow_redirects=False,
-                    # explicit, so REQUESTS_CA_BUNDLE does not override a session's own CA file
-                    verify=self.session.verify,
-                )
-            except requests.exceptions.SSLError as exc:
-                raise RetrievalError(
-                    f"TLS error for {self._show(current)}: {describe(exc)}; not retried"
-                ) from None
-            except (
-                requests.exceptions.ConnectionError,
-                requests.exceptions.Timeout,
-                requests.exceptions.ChunkedEncodingError,
-            ) as exc:
-                raise Transient(describe(exc)) from None
-            except requests.exceptions.RequestException as exc:
-                raise RetrievalError(
-                    f"request to {self._show(current)} failed: {describe(exc)}"
-                ) from None
+            response = self._request(method, current, headers, budget)
             if not response.is_redirect:
                 return response
             location = response.headers.get("location", "")
@@ -204,10 +223,13 @@ class Transport:
 
 
 def content_length(response: requests.Response) -> int | None:
+    """The declared body size, or None when absent or not plain ASCII digits (ignored then:
+    the checksum, and the deadline, still bound the body)."""
     value = response.headers.get("Content-Length")
-    if value is None or not value.strip().isdigit():
+    text = value.strip() if isinstance(value, str) else ""
+    if not text or not (text.isascii() and text.isdigit()) or len(text) > 19:
         return None
-    return int(value)
+    return int(text)
 
 
 class ResumableBody:

@@ -11,12 +11,14 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any
+from stat import S_ISDIR, S_ISREG
+from typing import IO, TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
 
 from datastack._uri import redact
@@ -56,6 +58,44 @@ host 'fileserver': ...
     return unquote(parts.path)
 
 
+#: Largest file source (bytes); ``DATASTACK_MAX_SOURCE_BYTES`` overrides it.
+MAX_FILE_BYTES = int(os.environ.get("DATASTACK_MAX_SOURCE_BYTES", str(1 << 40)))
+
+
+class _Bounded(io.RawIOBase):
+    """A file read up to the size it had when opened: a file that grows while being read (a
+    log, a pseudo-file) fails instead of filling the storage."""
+
+    def __init__(self, raw: Any, size: int, shown: str) -> None:
+        super().__init__()
+        self._raw, self._left, self._shown = raw, size, shown
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = self._left if size is None or size < 0 else min(size, self._left)
+        data = self._raw.read(want) if want else b""
+        self._left -= len(data)
+        if self._left == 0 and want == 0 and self._raw.read(1):
+            raise RetrievalError(
+                f"{self._shown} grew while it was copied; copy a file that is not being written"
+            )
+        return bytes(data)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(memoryview(buffer)))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def fileno(self) -> int:
+        return int(self._raw.fileno())
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 class FileRetriever:
     """Copies local files into ``storage``, verifying checksums before they become visible.
 
@@ -80,21 +120,40 @@ class FileRetriever:
     def _copy(self, definition: ResourceDefinition, path: str) -> SourceInfo:
         shown = redact(definition.source)
         try:
-            handle = open(path, "rb")  # noqa: SIM115 - closed below
+            # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below
+            fd = os.open(os.path.realpath(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         except OSError as exc:
             raise RetrievalError(
                 f"cannot read {shown}: {exc.strerror or exc}; check the path exists and is a "
                 "readable file"
             ) from None
+        stat = os.fstat(fd)
+        if not S_ISREG(stat.st_mode):
+            os.close(fd)
+            kind = "a folder" if S_ISDIR(stat.st_mode) else "a device, FIFO or socket"
+            raise RetrievalError(
+                f"cannot read {shown}: it is {kind}, not a regular file; file sources must be "
+                "regular files"
+            )
+        if stat.st_size > MAX_FILE_BYTES:
+            os.close(fd)
+            raise RetrievalError(
+                f"cannot read {shown}: {stat.st_size} bytes is over the limit of "
+                f"{MAX_FILE_BYTES} bytes for one source (DATASTACK_MAX_SOURCE_BYTES)"
+            )
+        os.set_blocking(fd, True)
+        handle = _Bounded(os.fdopen(fd, "rb"), stat.st_size, shown)
         with handle:
-            stat = os.fstat(handle.fileno())
             try:
                 stored = self.storage.set_resource(
-                    definition.identifier, handle, sha256=definition.sha256, md5=definition.md5
+                    definition.identifier,
+                    cast("IO[bytes]", handle),
+                    sha256=definition.sha256,
+                    md5=definition.md5,
                 )
             except ChecksumError as exc:
                 raise ChecksumError(f"copy of {shown} failed verification: {exc}") from None
-            except IsADirectoryError:
+            except IsADirectoryError:  # pragma: no cover - refused above
                 raise RetrievalError(f"cannot read {shown}: it is a directory") from None
         logger.info("copied %s (%d bytes) to %s", shown, stored.size, stored.identifier)
         return SourceInfo(

@@ -24,6 +24,7 @@ import requests
 
 from datastack._uri import redact
 from datastack.errors import ChecksumError, ConfigurationError, RetrievalError
+from datastack.retrieval._deadline import mount
 from datastack.retrieval._policy import Backoff, DownloadBudget
 from datastack.retrieval._transport import (
     Restart,
@@ -120,7 +121,7 @@ class HTTPRetriever:
         if self._session is not None:
             return self._session
         if self._own_session is None:
-            self._own_session = requests.Session()
+            self._own_session = mount(requests.Session())
             self._own_session.max_redirects = self.max_redirects
         return self._own_session
 
@@ -274,7 +275,7 @@ def check_changed(
         return _check_file(url, last_modified)
     clean, auth = split_credentials(url)
     own = session is None
-    sess = session or requests.Session()
+    sess = session or mount(requests.Session())
     budget = DownloadBudget(
         redact(url), max_retries=max_retries, backoff=backoff or Backoff(), deadline=None
     )

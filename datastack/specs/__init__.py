@@ -32,7 +32,8 @@ from pathlib import Path
 from datastack._cron import validate_cron
 from datastack.formats.base import ArrayNames
 from datastack.formats.csv import CsvOptions
-from datastack.specs._parse import load_spec, parse_spec, select_specs
+from datastack.specs._load import load_spec
+from datastack.specs._parse import parse_spec, select_specs
 from datastack.specs.model import (
     COMPRESSIONS,
     DEFAULT_COMPRESSION,

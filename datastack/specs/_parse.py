@@ -51,6 +51,10 @@ _SPLIT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
 _DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
 _IMPORT_PATH_RE = re.compile(rf"{_DOTTED}:{_DOTTED}\Z")
 
+#: Deepest nesting and most values allowed in an ``extra:`` block.
+MAX_EXTRA_DEPTH = 32
+MAX_EXTRA_VALUES = 10_000
+
 _TOP_KEYS = ("datasets",)
 _DATASET_KEYS = (
     "description", "sources", "format", "splits", "stratify", "seed",
@@ -274,6 +278,45 @@ def _expect(ctx: _Ctx, raw: Any) -> Expectations | None:
     return expectations
 
 
+def _extra(ctx: _Ctx, raw: Any) -> dict[str, Any]:
+    """The ``extra:`` block: plain data (strings as keys; strings, numbers, booleans, null,
+    dates, lists and mappings as values), at most 32 levels deep, so that its fingerprint is
+    canonical (a set, whose order changes from run to run, is refused)."""
+    import datetime as dt
+
+    count = 0
+
+    def check(value: Any, where: str, depth: int) -> Any:
+        nonlocal count
+        count += 1
+        if count > MAX_EXTRA_VALUES:
+            raise ctx.fail("extra", f"more than {MAX_EXTRA_VALUES} values; keep extra: small")
+        if depth > MAX_EXTRA_DEPTH:
+            raise ctx.fail(where, f"nested deeper than {MAX_EXTRA_DEPTH} levels")
+        if isinstance(value, Mapping):
+            out = {}
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    shown = f"{type(key).__name__} {key!r:.40}"
+                    raise ctx.fail(where, f"keys must be strings, got {shown}")
+                out[key] = check(item, f"{where}.{key}", depth + 1)
+            return out
+        if isinstance(value, list):
+            return [check(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value)]
+        if isinstance(value, (dt.date, dt.datetime)):
+            return value.isoformat()
+        if value is None or isinstance(value, (str, bool, int, float)):
+            return value
+        raise ctx.fail(
+            where,
+            f"{type(value).__name__} values are not allowed (only strings, numbers, booleans, "
+            "null, dates, lists and mappings: a fingerprint must not depend on ordering)",
+        )
+
+    checked: dict[str, Any] = check(_mapping(ctx, raw, "extra"), "extra", 0)
+    return checked
+
+
 def _import_path(ctx: _Ctx, raw: Mapping[str, Any], key: str) -> str | None:
     value = raw.get(key)
     if value is not None and (not isinstance(value, str) or not _IMPORT_PATH_RE.match(value)):
@@ -387,7 +430,7 @@ def _dataset(name: Any, raw: Any, origin: str, base_dir: Path | None) -> Dataset
         schedule=_schedule(ctx, raw),
         preprocessor=preprocessor,
         factory=factory,
-        extra=dict(_mapping(ctx, raw.get("extra", {}), "extra")),
+        extra=_extra(ctx, raw.get("extra", {})),
         origin=origin,
         compression=_compression(ctx, raw),
         expect=_expect(ctx, raw.get("expect")),
@@ -420,39 +463,6 @@ def parse_spec(
     }
 
 
-def load_spec(path_or_text: str | os.PathLike[str]) -> dict[str, DatasetSpec]:
-    """Load a YAML spec from a file path or from YAML text.
-
-    A ``pathlib.Path`` (or a one-line string naming an existing file or ending in ``.yaml`` /
-    ``.yml``) is read as a file whose folder anchors relative paths; any other string is parsed as
-    YAML text relative to the current directory. Uses ``yaml.safe_load`` only.
-    """
-    import yaml
-
-    text: str
-    origin = "<string>"
-    base_dir: Path | None = None
-    is_path = isinstance(path_or_text, os.PathLike) or (
-        "\n" not in path_or_text
-        and (path_or_text.endswith((".yaml", ".yml")) or os.path.isfile(path_or_text))
-    )
-    if is_path:
-        path = Path(path_or_text)
-        origin = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise _error(origin, None, None, f"cannot read spec file: {exc}") from None
-        base_dir = path.resolve().parent
-    else:
-        text = str(path_or_text)
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise _error(origin, None, None, f"invalid YAML: {exc}") from None
-    return parse_spec(document, origin, base_dir)
-
-
 def select_specs(
     specs: Mapping[str, DatasetSpec], names: Sequence[str] | None, origin: str = "the spec"
 ) -> list[DatasetSpec]:
@@ -472,4 +482,4 @@ def select_specs(
     return [specs[n] for n in dict.fromkeys(names)]
 
 
-__all__ = ["load_spec", "parse_spec", "select_specs"]
+__all__ = ["parse_spec", "select_specs"]

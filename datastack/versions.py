@@ -1,0 +1,261 @@
+"""The prepare half of a refresh: a pending version, its validation gates, its publication.
+
+``prepare_version`` reserves the next version number (a *pending* record, invisible to
+readers), prepares the raw sources into the canonical HDF5 file in a forked child and uploads
+it; ``validate_version`` runs the gates (``datastack.gates``); ``publish_version`` flips the
+record to published in one atomic catalog step. A failed attempt is dropped at once
+(:func:`drop_version`): its record aborted, its files deleted.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from datastack import gates
+from datastack._isolation import run_isolated
+from datastack._workdirs import work_dir
+from datastack.errors import DatastackError, FormatError, StorageError
+from datastack.factory import DatasetFactory, as_factory, data_identifier
+from datastack.sources import latest_record, source_checksums
+from datastack.specs import DatasetSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.store import Store
+
+log = logging.getLogger("datastack.pipeline")
+
+
+def default_producer() -> dict[str, Any]:
+    """Lineage of an in-process run (engines add their own, e.g. the flow run id)."""
+    from datastack import __version__
+
+    return {
+        "flow_run_id": None,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "datastack_version": __version__,
+        "engine": "local",
+    }
+
+
+@dataclass
+class PreparedVersion:
+    """A version whose resources are written and verified, reserved but not yet published."""
+
+    name: str
+    version: int
+    resources: list[dict[str, Any]]
+    splits: dict[str, int]
+    schema: dict[str, Any]
+    encodings: dict[str, Any]
+    format: str
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreparedVersion:
+        return cls(**data)
+
+
+def _prepare_in_child(
+    factory: DatasetFactory, inputs: Any, out: Path, with_stats: bool
+) -> tuple[Any, dict[str, Any]]:
+    try:
+        prepared = factory.prepare(inputs, out)
+    except DatastackError:
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise StorageError(
+                f"{factory.spec.name}: no space to write the HDF5 file ({exc}); nothing was "
+                "published, free space and retry"
+            ) from None
+        raise FormatError(
+            f"{factory.spec.name}: preprocessing failed reading the sources ({type(exc).__name__}"
+            f": {exc}); the input is corrupt or unsupported"
+        ) from None
+    except (ValueError, TypeError, KeyError, RuntimeError, MemoryError) as exc:
+        raise FormatError(
+            f"{factory.spec.name}: preprocessing failed ({type(exc).__name__}: {exc}); the "
+            "input is corrupt or of an unexpected shape"
+        ) from None
+    if not with_stats:
+        return prepared, {}
+    target = (prepared.schema or {}).get("target")
+    labels = (prepared.encodings or {}).get(target) if target else None
+    return prepared, gates.file_stats(out, labels)
+
+
+def prepare_version(
+    dataset: DatasetFactory | DatasetSpec,
+    sources: Sequence[dict[str, Any]],
+    store: Store,
+    *,
+    producer: dict[str, Any] | None = None,
+    lease_token: int | None = None,
+) -> PreparedVersion:
+    """Reserve the next version, prepare the raw sources into its HDF5 file and store it.
+
+    The version is recorded as *pending*: readers do not see it until :func:`publish_version`.
+    Preparation runs in a forked child (``datastack._isolation``); an HTML/XML page served
+    instead of the data fails the format gate before it is parsed.
+    """
+    factory = as_factory(dataset)
+    spec = factory.spec
+    record = store.catalog.begin(
+        spec.name,
+        spec_hash=spec.fingerprint(),
+        sources=list(sources),
+        format=spec.format or "custom",
+        description=spec.description,
+        producer=producer or default_producer(),
+        lease_token=lease_token,
+    )
+    version = record.version
+    try:
+        inputs = [
+            (source, store.storage.get_resource(stored["identifier"]))
+            for source, stored in zip(spec.sources, sources, strict=True)
+        ]
+        for (_, resource), stored in zip(inputs, sources, strict=True):
+            gates.check_markup(spec, str(stored.get("url")), resource)
+        with work_dir() as tmp:
+            out = tmp / "data.h5"
+            prepared, stats = run_isolated(
+                _prepare_in_child, factory, inputs, out, gates.needs_stats(spec),
+                what=f"{spec.name}: preprocessing",
+            )
+            for _, resource in inputs:
+                resource.close()
+            _fit_catalog_document(spec.name, prepared)  # before uploading anything
+            info = store.storage.set_resource(data_identifier(spec.name, version), out)
+    except BaseException:
+        store.catalog.abort(spec.name, version)
+        raise
+    raw = [
+        {"identifier": s["identifier"], "size": s.get("size"),
+         "sha256": s.get("sha256") or s.get("sha256_computed")}
+        for s in sources
+    ]
+    return PreparedVersion(
+        name=spec.name,
+        version=version,
+        resources=[info.to_dict(), *raw],
+        splits=dict(prepared.splits),
+        schema=dict(prepared.schema),
+        encodings=dict(getattr(prepared, "encodings", {}) or {}),
+        format=spec.format or "custom",
+        stats=stats,
+    )
+
+
+#: A catalog record is one MongoDB document (at most 16 MB): label lists larger than this are
+#: kept in the data file only, the record holds their first labels and the count.
+MAX_RECORD_LABELS_BYTES = 2 * 1024 * 1024
+RECORD_LABELS_KEPT = 1000
+MAX_RECORD_BYTES = 12 * 1024 * 1024
+
+
+def _fit_catalog_document(name: str, prepared: Any) -> None:
+    """Make the version's record fit in one catalog document, before anything is uploaded."""
+    import json
+
+    encodings = dict(getattr(prepared, "encodings", {}) or {})
+    size = len(json.dumps(encodings, default=str))
+    if size > MAX_RECORD_LABELS_BYTES:
+        truncated = {col: len(labels) for col, labels in encodings.items()}
+        prepared.encodings = {col: list(v[:RECORD_LABELS_KEPT]) for col, v in encodings.items()}
+        schema = dict(prepared.schema or {})
+        schema.pop("encodings", None)
+        schema["encodings_truncated"] = truncated
+        prepared.schema = schema
+        log.warning(
+            "%s: %d bytes of category labels: the catalog keeps the first %d per column, the "
+            "data file all of them", name, size, RECORD_LABELS_KEPT,
+        )
+    total = len(json.dumps([prepared.schema, prepared.encodings, prepared.splits], default=str))
+    if total > MAX_RECORD_BYTES:
+        raise FormatError(
+            f"{name}: the version's schema and labels take {total} bytes, more than a catalog "
+            f"record can hold ({MAX_RECORD_BYTES}); reduce the number of columns or classes"
+        )
+
+
+def drop_version(store: Store, name: str, version: int) -> None:
+    """Remove what a failed attempt wrote (its pending record and files), best effort."""
+    from datastack.catalog.record import version_prefix
+
+    try:
+        store.catalog.abort(name, version)
+        for identifier in store.storage.list_resources(version_prefix(name, version)):
+            store.storage.delete_resource(identifier, missing_ok=True)
+    except DatastackError as exc:  # GC removes it later
+        log.warning("%s: could not remove the failed version %d: %s", name, version, exc)
+
+
+def validate_version(
+    dataset: DatasetFactory | DatasetSpec, prepared: PreparedVersion, store: Store
+) -> None:
+    """The validation gates (``datastack.gates``); a failure drops the pending version."""
+    spec = as_factory(dataset).spec
+    try:
+        gates.check_version(
+            spec, prepared.splits, prepared.schema, prepared.stats, latest_record(spec, store)
+        )
+    except BaseException:
+        store.catalog.abort(spec.name, prepared.version)
+        raise
+
+
+def publish_version(
+    dataset: DatasetFactory | DatasetSpec,
+    sources: Sequence[dict[str, Any]],
+    prepared: PreparedVersion,
+    store: Store,
+    *,
+    lease_token: int | None = None,
+    force: bool = False,
+) -> dict[str, Any] | None:
+    """Publish a prepared version in one atomic catalog step; returns the record as a dict.
+
+    Returns None (and drops the pending version) when the latest published version already has
+    identical content (same spec hash and source checksums), unless ``force``.
+    """
+    spec = as_factory(dataset).spec
+    catalog = store.catalog
+    if not force:
+        checksums = source_checksums(list(sources))
+        same = catalog.find_identical(spec.name, spec.fingerprint(), checksums)
+        if same is not None:
+            catalog.abort(spec.name, prepared.version)
+            return None
+    record = catalog.publish(
+        spec.name,
+        prepared.version,
+        lease_token=lease_token,
+        splits=prepared.splits,
+        schema=prepared.schema,
+        encodings=prepared.encodings,
+        resources=prepared.resources,
+    )
+    log.info("%s: published version %d", spec.name, record.version)
+    return dict(record.to_dict())
+
+
+__all__ = [
+    "PreparedVersion",
+    "default_producer",
+    "drop_version",
+    "prepare_version",
+    "publish_version",
+    "validate_version",
+]
