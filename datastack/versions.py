@@ -103,44 +103,47 @@ def prepare_version(
     producer: dict[str, Any] | None = None,
     lease_token: int | None = None,
 ) -> PreparedVersion:
-    """Reserve the next version, prepare the raw sources into its HDF5 file and store it.
+    """Prepare the raw sources into a version's HDF5 file, reserve its number, store it.
 
-    The version is recorded as *pending*: readers do not see it until :func:`publish_version`.
-    Preparation runs in a forked child (``datastack._isolation``); an HTML/XML page served
-    instead of the data fails the format gate before it is parsed.
+    Preparation runs first, in a forked child (``datastack._isolation``) and a temporary
+    folder: content that fails to parse (or an HTML/XML page served instead of the data,
+    refused by the format gate before parsing) leaves the catalog untouched. Only then is the
+    next version reserved as *pending* (readers do not see it until :func:`publish_version`)
+    and the file uploaded.
     """
     factory = as_factory(dataset)
     spec = factory.spec
-    record = store.catalog.begin(
-        spec.name,
-        spec_hash=spec.fingerprint(),
-        sources=list(sources),
-        format=spec.format or "custom",
-        description=spec.description,
-        producer=producer or default_producer(),
-        lease_token=lease_token,
-    )
-    version = record.version
-    try:
-        inputs = [
-            (source, store.storage.get_resource(stored["identifier"]))
-            for source, stored in zip(spec.sources, sources, strict=True)
-        ]
-        for (_, resource), stored in zip(inputs, sources, strict=True):
-            gates.check_markup(spec, str(stored.get("url")), resource)
-        with work_dir() as tmp:
+    inputs = [
+        (source, store.storage.get_resource(stored["identifier"]))
+        for source, stored in zip(spec.sources, sources, strict=True)
+    ]
+    with work_dir() as tmp:
+        try:
+            for (_, resource), stored in zip(inputs, sources, strict=True):
+                gates.check_markup(spec, str(stored.get("url")), resource)
             out = tmp / "data.h5"
             prepared, stats = run_isolated(
                 _prepare_in_child, factory, inputs, out, gates.needs_stats(spec),
                 what=f"{spec.name}: preprocessing",
             )
+        finally:
             for _, resource in inputs:
                 resource.close()
-            _fit_catalog_document(spec.name, prepared)  # before uploading anything
-            info = store.storage.set_resource(data_identifier(spec.name, version), out)
-    except BaseException:
-        store.catalog.abort(spec.name, version)
-        raise
+        _fit_catalog_document(spec.name, prepared)  # before anything is written
+        record = store.catalog.begin(
+            spec.name,
+            spec_hash=spec.fingerprint(),
+            sources=list(sources),
+            format=spec.format or "custom",
+            description=spec.description,
+            producer=producer or default_producer(),
+            lease_token=lease_token,
+        )
+        try:
+            info = store.storage.set_resource(data_identifier(spec.name, record.version), out)
+        except BaseException:
+            drop_version(store, spec.name, record.version)
+            raise
     raw = [
         {"identifier": s["identifier"], "size": s.get("size"),
          "sha256": s.get("sha256") or s.get("sha256_computed")}
@@ -148,7 +151,7 @@ def prepare_version(
     ]
     return PreparedVersion(
         name=spec.name,
-        version=version,
+        version=record.version,
         resources=[info.to_dict(), *raw],
         splits=dict(prepared.splits),
         schema=dict(prepared.schema),

@@ -125,7 +125,7 @@ class Transport:
         timeouts = self._timeouts(budget)
         with header_deadline(sum(timeouts)) as fired:
             try:
-                return self.session.request(
+                response = self.session.request(
                     method,
                     url,
                     headers={**_BASE_HEADERS, **headers},
@@ -136,6 +136,10 @@ class Transport:
                     # explicit, so REQUESTS_CA_BUNDLE does not override a session's own CA file
                     verify=self.session.verify,
                 )
+                if not fired:
+                    return response
+                response.close()  # cut short by the deadline: its headers are not to be trusted
+                raise requests.exceptions.ConnectionError("response headers cut by the deadline")
             except requests.exceptions.RequestException as exc:
                 if fired:
                     raise RetrievalError(

@@ -41,7 +41,20 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger("datastack.retrieval")
 
-DEFAULT_TIMEOUT = (10.0, 60.0)
+def _timeouts_from_env(text: str | None) -> tuple[float, float]:
+    """``DATASTACK_HTTP_TIMEOUT="CONNECT,READ"`` (seconds); default 10 s and 60 s."""
+    try:
+        connect, read = (float(part) for part in (text or "10,60").split(","))
+    except ValueError:
+        raise ConfigurationError(
+            f"DATASTACK_HTTP_TIMEOUT must be CONNECT,READ in seconds (e.g. 10,60), got {text!r}"
+        ) from None
+    return (connect, read)
+
+
+#: ``(connect, read)`` seconds of every request; the response headers must be complete within
+#: their sum. ``DATASTACK_HTTP_TIMEOUT=CONNECT,READ`` sets them for a whole process.
+DEFAULT_TIMEOUT = _timeouts_from_env(os.environ.get("DATASTACK_HTTP_TIMEOUT"))
 DEFAULT_DEADLINE = 6 * 3600.0
 
 
