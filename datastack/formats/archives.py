@@ -28,7 +28,7 @@ import tarfile
 import unicodedata
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -57,7 +57,23 @@ class ArchiveLimits:
     ratio_floor: int = 64 * 1024**2
 
 
-DEFAULT_LIMITS = ArchiveLimits()
+def limits_from_env(environ: Mapping[str, str] | None = None) -> ArchiveLimits:
+    """The caps, with ``DATASTACK_MAX_EXPANDED_BYTES``, ``DATASTACK_MAX_EXPANSION_RATIO`` and
+    ``DATASTACK_MAX_ARCHIVE_MEMBERS`` overriding the defaults (read once, at import)."""
+    env = os.environ if environ is None else environ
+    base = ArchiveLimits()
+    try:
+        return ArchiveLimits(
+            max_members=int(env.get("DATASTACK_MAX_ARCHIVE_MEMBERS", base.max_members)),
+            max_total_bytes=int(env.get("DATASTACK_MAX_EXPANDED_BYTES", base.max_total_bytes)),
+            max_ratio=float(env.get("DATASTACK_MAX_EXPANSION_RATIO", base.max_ratio)),
+            ratio_floor=base.ratio_floor,
+        )
+    except ValueError as exc:
+        raise FormatError(f"invalid DATASTACK_MAX_* setting: {exc}") from None
+
+
+DEFAULT_LIMITS = limits_from_env()
 
 
 def _check_expansion(name: str, expanded: int, compressed: int, limits: ArchiveLimits) -> None:

@@ -604,3 +604,27 @@ def test_every_issue_item_has_a_case() -> None:
         assert any(name.startswith(group) for name in CASES), group
     assert len([n for n in CASES if n.startswith("password-")]) == 2 * len(PASSWORDS)
 
+
+
+@pytest.mark.mongo
+@pytest.mark.slow
+def test_many_distinct_labels_fit_the_catalog_document(mongo_uri: str, tmp_path: Path) -> None:
+    """400k distinct labels: more than a 16 MB MongoDB document once listed in the record.
+    The record keeps the first labels and the count, the data file all of them; nothing is
+    left behind by a failed attempt (there is none)."""
+    import datastack
+    from datastack.store import Store
+
+    rows = "".join(f"{i % 97},label-{i:07d}\n" for i in range(400_000))
+    data = tmp_path / "many.csv"
+    data.write_text("x,label\n" + rows)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"datasets:\n  many:\n    sources: [{{url: {data.as_uri()}, "
+                    f"sha256: {sha(data)}}}]\n    format: csv\n")
+    [result] = datastack.refresh(spec, storage=mongo_uri)
+    assert result.status == "published", result.reason
+    record = Store.open(mongo_uri).catalog.latest("many")
+    assert len(record.encodings["label"]) == 1000
+    assert record.schema["encodings_truncated"] == {"label": 400_000}
+    it = datastack.load("many", storage=mongo_uri)
+    assert len(it) == 400_000 and int(it[399_999][1]) == 399_999
