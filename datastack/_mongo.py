@@ -233,6 +233,16 @@ class MongoHandle:
             return self._fixed_db
         return get_client(self.uri, timeout_ms=self.timeout_ms)[self.database_name]
 
+    def ping(self, timeout_s: float) -> None:
+        """Raise :class:`StorageUnavailableError` unless the server answers within
+        ``timeout_s`` (server selection included: a fast failure on first contact)."""
+        if self._fixed_db is not None:
+            return
+        import pymongo
+
+        with self.errors("checking that the server is reachable"), pymongo.timeout(timeout_s):
+            self.db().command("ping")
+
     def errors(self, what: str = "") -> contextlib.AbstractContextManager[None]:
         """Driver errors inside the block become datastack errors naming ``what``."""
         return mongo_errors(self.uri or self.display, what)

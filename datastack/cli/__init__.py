@@ -25,7 +25,7 @@ from datastack.cli._common import (
 from datastack.errors import DatastackError, NotFoundError, StorageUnavailableError
 
 #: The modules that add subcommands, in the order ``--help`` lists them.
-COMMAND_MODULES = ("datastack.cli.refresh", "datastack.cli.catalog")
+COMMAND_MODULES = ("datastack.cli.refresh", "datastack.cli.catalog", "datastack.cli.pull")
 
 
 def _version() -> str:
