@@ -159,9 +159,11 @@ def hdf5_storage_blocks(resource: Any, dset: Any) -> StorageBlocks | None:
     ids = np.where(ends > starts, starts // block, -1 - np.arange(len(starts)))
 
     def prefetch(indices: Indices) -> None:
-        spans = {(int(a), int(b)) for a, b in zip(starts[indices], ends[indices], strict=True)}
-        ranges = sorted(span for span in spans if span[1] > span[0])
-        if ranges:
+        first, where = np.unique(starts[indices], return_index=True)  # one range per chunk
+        last = ends[indices][where]
+        keep = last > first
+        if keep.any():
+            ranges = list(zip(first[keep].tolist(), last[keep].tolist(), strict=True))
             resource.prefetch(ranges, wait=False)
 
     return StorageBlocks(ids.astype(np.int64), block, prefetch)

@@ -50,7 +50,7 @@ WINDOW_CACHE_FRACTION = 3
 #: :func:`~datastack.iterators.blocks.block_aware_order`: fewer double fetches at unit edges).
 UNITS_PER_WINDOW = 2
 #: Batches of this process whose blocks are requested ahead of time.
-LOOKAHEAD_BATCHES = 2
+LOOKAHEAD_BATCHES = 4
 
 
 def _iterator_of(dataset: Any) -> DatasetIterator:
@@ -163,6 +163,13 @@ class _Lookahead:
     def __init__(self, order: _Order) -> None:
         self.order = order
         self._positions: tuple[int, int, NDArray[np.int64]] | None = None
+        self._hinted: tuple[tuple[int, int], NDArray[np.bool_]] | None = None
+
+    def _hinted_positions(self, count: int) -> NDArray[np.bool_]:
+        key = (os.getpid(), self.order.epoch)
+        if self._hinted is None or self._hinted[0] != key:
+            self._hinted = (key, np.zeros(count, dtype=bool))
+        return self._hinted[1]
 
     def _position_of(self, iterator: DatasetIterator, first: int) -> int:
         order = self.order
@@ -183,10 +190,13 @@ class _Lookahead:
             return  # not reading in this sampler's order: no hint
         stride = size * _workers()  # with n workers, this process reads every n-th batch
         steps = range(1, LOOKAHEAD_BATCHES + 1)
-        ahead = [mine[at + k * stride : at + k * stride + size] for k in steps]
-        wanted = np.concatenate(ahead)
-        if len(wanted):
-            blocks.prefetch(wanted)  # blocks present or in flight are skipped by the reader
+        spans = [np.arange(at + k * stride, min(len(mine), at + k * stride + size)) for k in steps]
+        positions = np.concatenate(spans)
+        hinted = self._hinted_positions(len(mine))
+        positions = positions[~hinted[positions]]  # each position is hinted once
+        if len(positions):
+            hinted[positions] = True
+            blocks.prefetch(mine[positions])  # the reader skips blocks present or in flight
 
 
 def _workers() -> int:

@@ -151,6 +151,7 @@ class BlockReader(io.RawIOBase):
         self._inflight: list[tuple[range | frozenset[int], Future[dict[int, bytes]]]] = []
         self._pid = os.getpid()
         self._hinted = False  # prefetch hints arrive (a sampler's order): no guessed read-ahead
+        self._memo: tuple[int, bytes] | None = None  # the last block of the fast path
         self._generation = self._cache.generation
         self.fetch_calls = 0
         self.background_fetches = 0
@@ -184,11 +185,34 @@ class BlockReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         self._check_open()
         view = memoryview(buffer).cast("B")
+        if self._hinted and self._read_one_block(view):
+            return len(view)
         done = 0
         for part in self._parts(len(view)):  # copied group by group: memory stays bounded
             view[done : done + len(part)] = part
             done += len(part)
         return done
+
+    def _read_one_block(self, view: memoryview) -> bool:
+        """The fast path of hinted (sampler-driven) readers: a read inside one block that is
+        present is one slice copy, with no access tracking (there is no read-ahead to steer).
+        The block of the previous such read is kept at hand (HDF5 chunks of one block are
+        read one after another)."""
+        start, count, bs = self._pos, len(view), self.block_size
+        number = start // bs
+        if not count or (start + count - 1) // bs != number or start + count > self.size:
+            return False
+        if self._generation != self._cache.generation:
+            return False  # the slow path drops what the cache dropped
+        memo = self._memo
+        data = memo[1] if memo is not None and memo[0] == number else self._lookup(number)
+        if data is None:
+            return False
+        self._memo = (number, data)
+        offset = start - number * bs
+        view[:] = memoryview(data)[offset : offset + count]
+        self._pos = start + count
+        return True
 
     def read(self, size: int | None = -1) -> bytes:
         self._check_open()
@@ -321,7 +345,7 @@ class BlockReader(io.RawIOBase):
     def _sync_generation(self) -> None:
         if self._generation != self._cache.generation:  # the cache was cleared: so are we
             self._generation = self._cache.generation
-            self._local, self._ahead = {}, {}
+            self._local, self._ahead, self._memo = {}, {}, None
 
     def _present(self, n: int) -> bool:
         return n in self._local or n in self._ahead or (self.key, n) in self._cache
@@ -449,7 +473,7 @@ class BlockReader(io.RawIOBase):
             raise ValueError(f"I/O operation on closed reader {self.name}")
 
     def close(self) -> None:
-        self._local, self._ahead = {}, {}
+        self._local, self._ahead, self._memo = {}, {}, None
         self._inflight = []  # a fetch in flight just lands (in the cache)
         super().close()
 
