@@ -121,10 +121,12 @@ def test_read_plan_hints_the_next_batches() -> None:
     it = _blocky(1000, 10)
     sampler = DatasetSampler(it, seed=0, window_blocks=4)
     order = np.asarray(list(sampler))
-    it.get_batch(order[:32])
-    assert len(it.hints) == 1 and np.array_equal(it.hints[0], order[32:96])
+    it.get_batch(order[:32])  # hints the next LOOKAHEAD_BATCHES batches
+    assert len(it.hints) == 1 and np.array_equal(it.hints[0], order[32 : 32 * 5])
+    it.get_batch(order[32:64])  # only the batch not hinted yet
+    assert len(it.hints) == 2 and np.array_equal(it.hints[1], order[32 * 5 : 32 * 6])
     it.get_batch(np.arange(32))  # not the sampler's order: no hint
-    assert len(it.hints) == 1
+    assert len(it.hints) == 2
 
 
 def test_a_lambda_in_a_stack_fails_at_pickling_with_a_clear_error() -> None:
