@@ -138,7 +138,15 @@ def resolve_version(store: Store, name: str, version: int | None) -> VersionReco
 
     cache = default_disk_cache()
     store.offline = False
-    if cache is None or not store.storage.remote:
+    if not store.storage.remote:
+        return _online_record(store, name, version)
+    if cache is None:
+        if is_offline():
+            raise NotCachedError(
+                f"offline ({OFFLINE_ENV}=1) but the local cache is disabled "
+                "(DATASTACK_CACHE_DIR_BYTES=0): nothing can be served; give the cache a size "
+                f"and `datastack pull {name}` while the storage is reachable"
+            )
         return _online_record(store, name, version)
     if is_offline():
         reason = f"offline ({OFFLINE_ENV}=1)"

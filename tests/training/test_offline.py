@@ -95,6 +95,10 @@ def test_offline_env_and_read_through_fill(mongo_uri: str, tmp_path: Path, cache
     monkeypatch.setenv("DATASTACK_OFFLINE", "1")
     with pytest.raises(NotCachedError, match="offline .DATASTACK_OFFLINE=1.*datastack pull"):
         datastack.load("digits", storage=mongo_uri)
+    monkeypatch.setenv("DATASTACK_CACHE_DIR_BYTES", "0")
+    with pytest.raises(NotCachedError, match="local cache is disabled"):
+        datastack.load("digits", storage=mongo_uri)
+    monkeypatch.setenv("DATASTACK_CACHE_DIR_BYTES", "1G")
     monkeypatch.delenv("DATASTACK_OFFLINE")
     online = datastack.load("digits", storage=mongo_uri)  # starts a background fill
     assert np.allclose(online.get_batch(range(400))[0], x)
