@@ -85,6 +85,11 @@ class StreamedResource(io.RawIOBase):
 
     # -- lazy stream -----------------------------------------------------------------------
     @property
+    def opener(self) -> Opener:
+        """The callable that opens a new stream over this resource (picklable)."""
+        return self._opener
+
+    @property
     def is_open(self) -> bool:
         """Whether the underlying stream has been opened yet."""
         return self._stream is not None
@@ -156,15 +161,18 @@ class StreamedResource(io.RawIOBase):
                 self._stream = None
         super().close()
 
-    def prefetch(self, ranges: list[tuple[int, int]]) -> None:
+    def prefetch(self, ranges: list[tuple[int, int]], *, wait: bool = True) -> None:
         """Hint that the byte ranges ``[(start, end), ...]`` will be read soon.
 
-        Backends with a block cache (GridFS) fetch all missing blocks in one round trip;
-        for other streams this is a no-op.
+        Backends with a block cache (GridFS) fetch all missing blocks in one round trip
+        (on a read-ahead thread with ``wait=False``); for other streams this is a no-op.
         """
         hook = getattr(self.stream, "prefetch", None)
         if hook is not None and ranges:
-            hook(ranges)
+            if wait:
+                hook(ranges)
+            else:
+                hook(ranges, wait=False)
 
     # -- chunks ----------------------------------------------------------------------------
     def iter_chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:

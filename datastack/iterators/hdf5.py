@@ -420,6 +420,14 @@ class HDF5DatasetIterator(ProcessLocalIterator[_OpenFile]):
     def __repr__(self) -> str:
         return f"<HDF5DatasetIterator {self._where()}>"
 
+    def storage_blocks(self) -> Any:
+        """The storage block of each sample when the file is read in remote blocks (GridFS),
+        so that a sampler reads each block about once per epoch; None for a local file."""
+        from datastack.iterators.blocks import hdf5_storage_blocks
+
+        state = self._state()
+        return hdf5_storage_blocks(state.resource, state.file[self.group][self.samples_name])
+
 
 def _read_raw_rows(resource: StreamedResource, column: _StoredArray, lo: int, hi: int) -> Any:
     """Rows ``lo..hi-1`` read straight from the stream when they are stored raw: one read per

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datastack.iterators.base import DatasetIterator, Sample
+from datastack.iterators.sampler import DatasetSampler as DatasetSampler  # re-export
 
 
 def _convert(value: Any) -> Any:

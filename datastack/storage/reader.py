@@ -147,8 +147,11 @@ class BlockReader(io.RawIOBase):
         self._ahead_end = 0  # first block that read-ahead has not asked for yet
         self._local: dict[int, bytes] = {}  # blocks of the last fetch (works with no cache)
         self._ahead: dict[int, bytes] = {}  # blocks of finished background fetches, unread
-        self._inflight: list[tuple[range, Future[dict[int, bytes]]]] = []  # oldest first
+        #: fetches in flight, oldest first: read-ahead windows (ranges), prefetch hints (sets)
+        self._inflight: list[tuple[range | frozenset[int], Future[dict[int, bytes]]]] = []
         self._pid = os.getpid()
+        self._hinted = False  # prefetch hints arrive (a sampler's order): no guessed read-ahead
+        self._memo: tuple[int, bytes] | None = None  # the last block of the fast path
         self._generation = self._cache.generation
         self.fetch_calls = 0
         self.background_fetches = 0
@@ -182,11 +185,34 @@ class BlockReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         self._check_open()
         view = memoryview(buffer).cast("B")
+        if self._hinted and self._read_one_block(view):
+            return len(view)
         done = 0
         for part in self._parts(len(view)):  # copied group by group: memory stays bounded
             view[done : done + len(part)] = part
             done += len(part)
         return done
+
+    def _read_one_block(self, view: memoryview) -> bool:
+        """The fast path of hinted (sampler-driven) readers: a read inside one block that is
+        present is one slice copy, with no access tracking (there is no read-ahead to steer).
+        The block of the previous such read is kept at hand (HDF5 chunks of one block are
+        read one after another)."""
+        start, count, bs = self._pos, len(view), self.block_size
+        number = start // bs
+        if not count or (start + count - 1) // bs != number or start + count > self.size:
+            return False
+        if self._generation != self._cache.generation:
+            return False  # the slow path drops what the cache dropped
+        memo = self._memo
+        data = memo[1] if memo is not None and memo[0] == number else self._lookup(number)
+        if data is None:
+            return False
+        self._memo = (number, data)
+        offset = start - number * bs
+        view[:] = memoryview(data)[offset : offset + count]
+        self._pos = start + count
+        return True
 
     def read(self, size: int | None = -1) -> bytes:
         self._check_open()
@@ -227,14 +253,21 @@ class BlockReader(io.RawIOBase):
     def readall(self) -> bytes:
         return self.read(-1)
 
-    def prefetch(self, ranges: Iterable[tuple[int, int]]) -> int:
+    def prefetch(self, ranges: Iterable[tuple[int, int]], *, wait: bool = True) -> int:
         """Load every missing block covering the byte ranges ``[(start, end), ...]`` at once.
 
         One ``fetch`` call for all of them (one ``$in`` query on GridFS). Returns how many
         blocks were fetched. Consecutive calls over consecutive ranges (a sequential pass in
         batches) count as sequential access and start read-ahead past the last range.
+
+        With ``wait=False`` the fetch runs on a read-ahead thread (a hint for reads to come,
+        e.g. the next batches of a sampler's order) and returns at once; the blocks land in
+        the block cache, and a read that needs them waits for that fetch. Ignored without
+        background read-ahead or with the cache disabled.
         """
         self._check_open()
+        if not wait:
+            return self._prefetch_later(ranges)
         numbers: set[int] = set()
         lo, hi = self.size, 0
         for start, end in ranges:
@@ -246,14 +279,46 @@ class BlockReader(io.RawIOBase):
             return 0
         self._sync_generation()
         last = (hi - 1) // self.block_size
-        self._note_access(lo, hi, lo // self.block_size, last)
         needed = sorted(numbers)
+        # Only a contiguous run of blocks can continue a sequential pass: scattered ranges
+        # (a shuffled batch) must not start read-ahead of blocks nobody asked for.
+        contiguous = needed[-1] - needed[0] + 1 == len(needed)
+        if contiguous:
+            self._note_access(lo, hi, lo // self.block_size, last)
         self._collect(needed)
         missing = [n for n in needed if not self._present(n)]
         if missing:
             self._local = self._fetch_checked(missing)
-        self._schedule_readahead(last)
+        if contiguous:
+            self._schedule_readahead(last)
         return len(missing)
+
+    def _prefetch_later(self, ranges: Iterable[tuple[int, int]]) -> int:
+        if not (self._background and self._cache.max_bytes) or self._pid != os.getpid():
+            return 0
+        # The caller knows the order: from now on it says what to fetch, and guessing by
+        # sequential read-ahead (sorted reads inside a shuffled batch look sequential) would
+        # only push the hinted blocks out of the cache.
+        self._hinted = True
+        self._window = 0
+        self._sync_generation()
+        self._collect_done()
+        bs = self.block_size
+        numbers: set[int] = set()
+        for start, end in ranges:
+            start, end = max(0, int(start)), min(self.size, int(end))
+            if end > start:
+                numbers.update(range(start // bs, (end - 1) // bs + 1))
+        missing = sorted(n for n in numbers if not self._present(n) and not self._in_flight(n))
+        if missing:
+            future = _readahead_executor().submit(self._fetch_into_cache, missing)
+            self._inflight.append((frozenset(missing), future))
+            self.background_fetches += 1
+        return len(missing)
+
+    def _fetch_into_cache(self, numbers: list[int]) -> dict[int, bytes]:
+        self._fetch_checked(numbers)  # kept by the cache only: its budget bounds them
+        return {}
 
     # -- blocks --------------------------------------------------------------------------------
     def _note_access(self, start: int, end: int, first: int, last: int) -> None:
@@ -266,7 +331,7 @@ class BlockReader(io.RawIOBase):
             self._last_start <= start <= self._last_end + self.block_size
             and end > self._last_end >= 0
         )
-        if sequential and self._readahead:
+        if sequential and self._readahead and not self._hinted:
             quarter = self._cache.max_bytes // (4 * self._depth * self.block_size)
             cap = max(1, min(self._max_window, quarter))
             self._window = min(cap, max(1, self._window * 2))
@@ -280,7 +345,7 @@ class BlockReader(io.RawIOBase):
     def _sync_generation(self) -> None:
         if self._generation != self._cache.generation:  # the cache was cleared: so are we
             self._generation = self._cache.generation
-            self._local, self._ahead = {}, {}
+            self._local, self._ahead, self._memo = {}, {}, None
 
     def _present(self, n: int) -> bool:
         return n in self._local or n in self._ahead or (self.key, n) in self._cache
@@ -408,7 +473,7 @@ class BlockReader(io.RawIOBase):
             raise ValueError(f"I/O operation on closed reader {self.name}")
 
     def close(self) -> None:
-        self._local, self._ahead = {}, {}
+        self._local, self._ahead, self._memo = {}, {}, None
         self._inflight = []  # a fetch in flight just lands (in the cache)
         super().close()
 
