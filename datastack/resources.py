@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Iterator
+import stat
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -174,6 +175,44 @@ class StreamedResource(io.RawIOBase):
             else:
                 hook(ranges, wait=False)
 
+    def read_at(self, pieces: Sequence[tuple[int, memoryview]]) -> int:
+        """Fill each ``(offset, view)`` with the bytes at ``offset``; returns the bytes read
+        (less than asked only at the end of the stream). Does not move the position.
+
+        A gather of scattered rows: the stream's own ``read_at`` when it has one (GridFS: one
+        fetch for all missing blocks), ``preadv`` on a local file, else seek and read.
+        """
+        stream = self.stream
+        hook = getattr(stream, "read_at", None)
+        if hook is not None:
+            return int(hook(pieces))
+        fd = _regular_fd(stream)
+        done = 0
+        if fd is not None:
+            for offset, view in pieces:
+                got = 0
+                while got < len(view):
+                    n = os.preadv(fd, [view[got:]], offset + got)
+                    if not n:
+                        break
+                    got += n
+                done += got
+            return done
+        here = stream.tell()
+        try:
+            for offset, view in pieces:
+                stream.seek(offset)
+                got = 0
+                while got < len(view):
+                    n = self.readinto(view[got:])
+                    if not n:
+                        break
+                    got += n
+                done += got
+        finally:
+            stream.seek(here)
+        return done
+
     # -- chunks ----------------------------------------------------------------------------
     def iter_chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
         """Yield the rest of the stream in chunks of at most ``chunk_size`` bytes."""
@@ -259,3 +298,14 @@ def as_binary_stream(data: StreamedResource | IO[bytes] | bytes | bytearray | Pa
     raise TypeError(
         f"expected bytes, a pathlib.Path or a binary file-like object, got {type(data).__name__}"
     )
+
+
+def _regular_fd(stream: Any) -> int | None:
+    """The descriptor of a regular local file under ``stream`` (plain file objects only)."""
+    if not isinstance(stream, (io.BufferedReader, io.FileIO)):
+        return None
+    try:
+        fd = stream.fileno()
+        return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except (OSError, ValueError):
+        return None

@@ -253,6 +253,61 @@ class BlockReader(io.RawIOBase):
     def readall(self) -> bytes:
         return self.read(-1)
 
+    def read_at(self, pieces: Sequence[tuple[int, memoryview]]) -> int:
+        """Fill each ``(offset, view)`` with the bytes at ``offset`` (a gather of scattered
+        rows); returns the bytes copied (less than asked only past the end).
+
+        The blocks of all pieces are looked up once and the missing ones come in one fetch;
+        a piece inside one block (a row of a few KB) is then one slice copy. The position
+        does not move, and no sequential access is assumed (no read-ahead is started).
+        """
+        self._check_open()
+        bs, size = self.block_size, self.size
+        numbers: set[int] = set()
+        for offset, view in pieces:
+            end = min(size, offset + len(view))
+            if end > offset >= 0:
+                numbers.update(range(offset // bs, (end - 1) // bs + 1))
+        self._sync_generation()
+        needed = sorted(numbers)
+        blocks = self._blocks_for(needed)
+        done = 0
+        for offset, view in pieces:
+            end = min(size, offset + len(view))
+            at = offset
+            while at < end:
+                n = at // bs
+                upto = min(end, (n + 1) * bs)
+                block = memoryview(blocks[n])
+                view[at - offset : upto - offset] = block[at - n * bs : upto - n * bs]
+                at = upto
+            done += max(0, end - offset)
+        return done
+
+    def _blocks_for(self, needed: list[int]) -> dict[int, bytes]:
+        """The blocks ``needed`` (sorted): present ones, then one fetch for the rest."""
+        found: dict[int, bytes] = {}
+        missing: list[int] = []
+        for n in needed:
+            data = self._lookup(n)
+            if data is None:
+                missing.append(n)
+            else:
+                found[n] = data
+        if missing and self._collect(missing):
+            still = []
+            for n in missing:
+                if (data := self._lookup(n)) is not None:
+                    found[n] = data
+                else:
+                    still.append(n)
+            missing = still
+        if missing:
+            fetched = self._fetch_checked(missing)
+            self._local = fetched
+            found.update(fetched)
+        return found
+
     def prefetch(self, ranges: Iterable[tuple[int, int]], *, wait: bool = True) -> int:
         """Load every missing block covering the byte ranges ``[(start, end), ...]`` at once.
 
