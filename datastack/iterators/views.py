@@ -45,6 +45,8 @@ class DatasetIteratorView(DatasetIterator):
     (('b',), [1], 'SequenceDatasetIterator')
     """
 
+    keeps_fields = True
+
     iterator: DatasetIterator
     indices: Indices
 
@@ -84,6 +86,8 @@ class CombinedDatasetIterator(DatasetIterator):
     >>> len(c), c[2], c[-3]
     (3, ('c',), ('a',))
     """
+
+    keeps_fields = True
 
     def __init__(self, iterators: Sequence[DatasetIterator]) -> None:
         for it in iterators:
@@ -157,6 +161,8 @@ class ShuffledDatasetIterator(DatasetIterator):
     ([0, 1, 2, 3, 4], True)
     """
 
+    keeps_fields = True
+
     def __init__(self, iterator: DatasetIterator, seed: int | None = None) -> None:
         if seed is None:
             seed = int(np.random.SeedSequence().entropy) % (2**63)  # type: ignore[arg-type]
@@ -197,6 +203,8 @@ class InMemoryDatasetIterator(DatasetIterator):
     >>> [int(v) for v in m[1]], m.columns[0].tolist()
     ([2, 1], [1, 2])
     """
+
+    keeps_fields = True
 
     def __init__(
         self, iterator: DatasetIterator, progress: bool = True, batch_size: int = 1024
