@@ -187,6 +187,18 @@ def default_names(width: int) -> list[str]:
     return [("samples", "targets")[i] if i < 2 else f"field_{i}" for i in range(width)]
 
 
+def object_column(values: Sequence[Any]) -> NDArray[Any]:
+    """A 1-D object array holding ``values`` as they are (strings, bytes, ragged arrays).
+
+    >>> object_column([np.zeros(2), np.zeros(3)]).shape
+    (2,)
+    """
+    out = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        out[i] = value
+    return out
+
+
 # -- storage of variable-length values ---------------------------------------------------------
 def encode_value(field: Field, value: Any) -> tuple[NDArray[Any], tuple[int, ...]]:
     """One sample as ``(flat values, shape)`` for the values + offsets layout."""
@@ -346,6 +358,7 @@ __all__ = [
     "fields_to_schema",
     "image_shape",
     "infer_field",
+    "object_column",
     "pillow",
     "schema_fields",
     "verify_image",

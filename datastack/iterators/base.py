@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from datastack.errors import FormatError
+from datastack.fields import object_column
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.fields import Field
@@ -92,18 +93,6 @@ def normalize_indices(indices: Any, length: int, owner: object = None) -> Indice
         first = int(array[np.flatnonzero(bad)[0]])
         where = f" of {owner!r}" if owner is not None else ""
         raise IndexError(f"index {first} is out of range{where} (length {length})")
-    return out
-
-
-def object_column(values: Sequence[Any]) -> NDArray[Any]:
-    """A 1-D object array holding ``values`` as they are (strings, bytes, ragged arrays).
-
-    >>> object_column([np.zeros(2), np.zeros(3)]).shape
-    (2,)
-    """
-    out = np.empty(len(values), dtype=object)
-    for i, value in enumerate(values):
-        out[i] = value
     return out
 
 

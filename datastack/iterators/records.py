@@ -34,9 +34,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from datastack.errors import FormatError, SplitNotFoundError
-from datastack.fields import LABEL, Field, decode_value, fields_from_schema
+from datastack.fields import LABEL, Field, decode_value, fields_from_schema, object_column
 from datastack.iterators._process import ProcessLocalIterator, private_copy
-from datastack.iterators.base import Batch, Indices, Sample, object_column
+from datastack.iterators.base import Batch, Indices, Sample
 from datastack.iterators.hdf5 import _h5_file, _read_raw_rows, _stored_array, _StoredArray
 from datastack.resources import StreamedResource
 

@@ -160,9 +160,17 @@ class FieldAppender:
             shapes[self.length :] = np.asarray([shape for _, shape in encoded], np.int64)
         self._value_ends[field.stored_name] = total
 
-    def described(self) -> dict[str, dict[str, Any]]:
-        """``{field: {"shape", "dtype"}}`` of what was written (the schema's ``splits`` entry)."""
+    def described(self, classic: bool = False) -> dict[str, dict[str, Any]]:
+        """``{field: {"shape", "dtype", "kind"}}`` of what was written (the schema's ``splits``
+        entry); ``classic``: as in layout version 1 (by dataset name, short dtypes)."""
         out: dict[str, dict[str, Any]] = {}
+        if classic:
+            for field in self.fields:
+                dset = self.group[field.stored_name]
+                out[field.stored_name] = {
+                    "shape": list(dset.shape), "dtype": dset.dtype.str.lstrip("<>=|")
+                }
+            return out
         for field in self.fields:
             shape = [self.length, *(field.shape or [])] if field.shape is not None else None
             out[field.name] = {"shape": shape, "dtype": field.dtype, "kind": field.kind}
@@ -195,6 +203,17 @@ class StagedRows:
             shape = None if shapes is None else tuple(int(d) for d in shapes[i])
             out.append(decode_value(self.field, flat, shape, decode_images=False))
         return out
+
+
+def is_classic(fields: Sequence[Field]) -> bool:
+    """Whether fields are the classic pair of layout version 1: fixed numeric ``samples`` and
+    optionally ``targets`` datasets (files readers of version 1 read unchanged)."""
+    stored = [f.stored_name for f in fields]
+    return (
+        0 < len(fields) <= 2
+        and stored == ["samples", "targets"][: len(fields)]
+        and not any(f.variable for f in fields)
+    )
 
 
 def _block_rows(fields: Sequence[Field]) -> int:
@@ -252,4 +271,5 @@ __all__ = [
     "StagedRows",
     "Transform",
     "copy_fields",
+    "is_classic",
 ]

@@ -24,7 +24,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from datastack.errors import FormatError, SpecError
-from datastack.formats import SplitArrays, get_format
+from datastack.fields import LABEL
+from datastack.formats import Decoded, SplitArrays, get_format
 from datastack.formats.archives import DEFAULT_LIMITS, ArchiveLimits
 from datastack.formats.inputs import RawInput, prepare_inputs
 from datastack.preprocessing.writer import (
@@ -138,10 +139,42 @@ def _convert(
     decoded = get_format(spec.format).decode(spec, inputs, workdir, limits, probe=probe_hdf5)
     try:
         with CanonicalWriter(out, spec.name, spec.compression) as writer:
-            _write_splits(spec, decoded.parts, writer)
-            return writer.prepared(decoded.features, decoded.target, decoded.encodings)
+            if decoded.fields is not None:
+                _write_field_splits(spec, decoded, writer)
+            else:
+                _write_splits(spec, decoded.parts, writer)
+            return writer.prepared(
+                decoded.features, decoded.target, decoded.encodings, decoded.schema_extra
+            )
     finally:
         decoded.close()
+
+
+def _stratify_labels(spec: DatasetSpec, decoded: Decoded, columns: Any) -> Any:
+    """The final class codes of the label field (else the last field) of all rows."""
+    fields = decoded.fields or []
+    chosen = next((f for f in fields if f.kind == LABEL), fields[-1])
+    if chosen.variable or chosen.shape:
+        raise FormatError(f"{spec.name}: stratify needs a label or 1-D target field")
+    labels = np.asarray(columns[chosen.name][:])
+    transform = decoded.transforms.get(chosen.name)
+    return transform(labels) if transform is not None else labels
+
+
+def _write_field_splits(spec: DatasetSpec, decoded: Decoded, writer: CanonicalWriter) -> None:
+    fields, transforms = decoded.fields or [], decoded.transforms
+    if None not in decoded.columns:  # the sources name their splits
+        for split, columns in decoded.columns.items():
+            writer.add_fields(str(split), fields, columns, None, transforms)
+        return
+    columns = decoded.columns[None]
+    if not spec.splits:
+        writer.add_fields("train", fields, columns, None, transforms)
+        return
+    labels = _stratify_labels(spec, decoded, columns) if spec.stratify else None
+    n = len(columns[fields[0].name])
+    for split, indices in split_indices(n, spec.splits, spec.seed, labels).items():
+        writer.add_fields(split, fields, columns, indices, transforms)
 
 
 def _write_splits(spec: DatasetSpec, parts: SplitArrays, writer: CanonicalWriter) -> None:

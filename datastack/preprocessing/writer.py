@@ -50,7 +50,7 @@ from numpy.typing import NDArray
 from datastack.errors import ConfigurationError, FormatError
 from datastack.fields import ARRAY, LABEL, Field, fields_from_schema, fields_to_schema
 from datastack.formats.base import ArrayLike
-from datastack.preprocessing.columns import FieldAppender, Transform, copy_fields
+from datastack.preprocessing.columns import FieldAppender, Transform, copy_fields, is_classic
 from datastack.specs.model import COMPRESSIONS, DEFAULT_COMPRESSION
 
 FORMAT_VERSION = 1
@@ -283,7 +283,7 @@ class CanonicalWriter:
         """Record the length of a split written with :meth:`begin_split`."""
         appender.group.attrs["length"] = appender.length
         self.splits[split] = appender.length
-        self.arrays[split] = appender.described()
+        self.arrays[split] = appender.described(is_classic(appender.fields))
         return appender.length
 
     def prepared(
@@ -297,7 +297,9 @@ class CanonicalWriter:
         enc = {k: [str(v) for v in vals] for k, vals in (encodings or {}).items()}
         fields = self.fields or classic_fields(self.arrays, features, target, enc)
         schema: dict[str, Any] = {
-            "format_version": FORMAT_VERSION if self.fields is None else FIELDS_FORMAT_VERSION,
+            "format_version": FORMAT_VERSION
+            if self.fields is None or is_classic(self.fields)
+            else FIELDS_FORMAT_VERSION,
             "splits": self.arrays,
             "features": list(features) if features is not None else None,
             "target": target,
