@@ -19,6 +19,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("show", help="show one dataset", description="Versions, sources, schema.")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--version", dest="version_", type=int, default=None, metavar="V")
+    p.add_argument("--preview", metavar="FILE.png", default=None,
+                   help="also draw a picture of the first samples into FILE.png")
     storage_arg(p)
     json_arg(p)
     p.set_defaults(run=run_show)
@@ -104,6 +106,9 @@ def run_show(args: argparse.Namespace) -> int:
     ]
     data = record.to_dict()
     data["versions"] = versions
+    if getattr(args, "preview", None):
+        _write_preview(args, record)
+        data["preview"] = args.preview
     if args.json:
         print_json(data)
         return EXIT_OK
@@ -157,6 +162,15 @@ def run_show(args: argparse.Namespace) -> int:
     for column, classes in (record.encodings or {}).items():
         console.print(f"encoding {column}: " + ", ".join(f"{i}={c}" for i, c in enumerate(classes)))
     return EXIT_OK
+
+
+def _write_preview(args: argparse.Namespace, record: Any) -> None:
+    from datastack.api import load
+    from datastack.preview import render_preview
+
+    split = next(iter(record.splits), "train")
+    it = load(record.name, split, version=record.version, storage=args.storage)
+    render_preview(it, args.preview, title=f"{record.name} v{record.version} / {split}")
 
 
 def run_gc(args: argparse.Namespace) -> int:
