@@ -276,8 +276,9 @@ class TablePolicy:
             column.any_missing = True
         if len(known):
             column.categorical = False
-            if column.integral and not bool(
-                np.all(np.mod(known, 1) == 0) and np.all(np.abs(known) < 2**53)
+            finite = bool(np.isfinite(known).all())
+            if column.integral and not (
+                finite and bool((np.mod(known, 1) == 0).all() and (np.abs(known) < 2**53).all())
             ):
                 column.integral = False
 

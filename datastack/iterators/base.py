@@ -99,6 +99,8 @@ def normalize_indices(indices: Any, length: int, owner: object = None) -> Indice
 def stack_column(values: Sequence[Any]) -> NDArray[Any]:
     """One column of a batch: stacked when the values share a numeric shape, else (strings,
     bytes, ragged arrays, images of different sizes) a 1-D object array of the values."""
+    if not values:
+        return np.zeros(0)
     if any(isinstance(v, (str, bytes)) for v in values):
         return object_column(values)
     arrays = [np.asarray(v) for v in values]
@@ -144,7 +146,7 @@ class DatasetIterator(abc.ABC):
 
     def _get_targets(self, target_pos: int) -> NDArray[Any]:
         """All targets (position ``target_pos``) in order; override when cheaper than reading."""
-        return np.asarray([self._get(i)[target_pos] for i in range(len(self))])
+        return stack_column([self._get(i)[target_pos] for i in range(len(self))])
 
     @property
     def underlying_iterators(self) -> list[DatasetIterator]:

@@ -172,7 +172,7 @@ class FieldAppender:
                 }
             return out
         for field in self.fields:
-            shape = [self.length, *(field.shape or [])] if field.shape is not None else None
+            shape = [self.length, *(field.shape or [])]  # None: a variable dimension
             out[field.name] = {"shape": shape, "dtype": field.dtype, "kind": field.kind}
         return out
 

@@ -184,8 +184,10 @@ def test_excel_reads_cached_values_never_formulas(tmp_path: Path) -> None:
 def test_json_non_finite_literals_are_documented_floats(tmp_path: Path) -> None:
     path = tmp_path / "n.json"
     path.write_text('[{"a": NaN, "b": Infinity, "y": 1}, {"a": 1, "b": -Infinity, "y": 0}]')
-    it = datastack.formats.open_iterator("json", [datastack.StreamedResource.from_path(
-        "n.json", str(path))])
+    from datastack.formats import open_iterator
+    from datastack.resources import StreamedResource
+
+    it = open_iterator("json", [StreamedResource.from_path("n.json", str(path))])
     x, y = it.get_batch([0, 1])
     assert np.isnan(x[0, 0]) and x[0, 1] == np.inf and x[1, 1] == -np.inf
 
