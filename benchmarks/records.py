@@ -151,10 +151,6 @@ def _loader_pass(dataset: Any, **kw: Any) -> float:
     return count / elapsed
 
 
-def best(fn: Any, repeat: int) -> float:
-    return max(fn() for _ in range(repeat))
-
-
 def build(work: Path, images: list[tuple[Path, int]], texts: list[str], mongo: str) -> dict:
     """Publish the data in every system (not timed)."""
     import datasets as hf
@@ -205,32 +201,35 @@ def _mds(local: Path, column: str, fn: Any) -> Any:
 
 
 def measure_loaders(work: Path, stores: dict[str, str], repeat: int) -> dict[str, float]:
+    """Samples/s of one DataLoader pass per system; rounds alternate the systems (the machine
+    is shared: each figure is the best of ``repeat`` rounds)."""
     import datasets as hf
+    from streaming.base.util import clean_stale_shared_memory
     from torchvision.datasets import ImageFolder
 
     import datastack
     from datastack.iterators.torch import TorchDataset
 
-    rates: dict[str, float] = {}
+    passes: dict[str, Any] = {}
     for name, uri in stores.items():
         images = datastack.load("photos", storage=uri).with_image_options(decode=False)
-        rates[f"images datastack {name}"] = best(
-            lambda i=images: _loader_pass(TorchDataset(i.map(_ds_image))), repeat)
+        passes[f"images datastack {name}"] = TorchDataset(images.map(_ds_image))
         text = datastack.load("corpus", storage=uri)
-        rates[f"text datastack {name}"] = best(
-            lambda t=text: _loader_pass(TorchDataset(t.map(_ds_text))), repeat)
-    folder = ImageFolder(str(work / "images"), transform=transform_image)
-    rates["images torchvision ImageFolder"] = best(lambda: _loader_pass(folder), repeat)
-    hf_images = HFImages(hf.load_from_disk(str(work / "hf-images")), "image", transform_bytes)
-    rates["images HF datasets"] = best(lambda: _loader_pass(hf_images), repeat)
-    hf_text = HFImages(hf.load_from_disk(str(work / "hf-text")), "text", text_length)
-    rates["text HF datasets"] = best(lambda: _loader_pass(hf_text), repeat)
-    for kind, column, fn in (("images", "image", transform_bytes), ("text", "text", text_length)):
-        from streaming.base.util import clean_stale_shared_memory
-
-        clean_stale_shared_memory()
-        mds = _mds(work / f"mds-{kind}", column, fn)
-        rates[f"{kind} MosaicML streaming (MDS)"] = best(lambda m=mds: _loader_pass(m), repeat)
+        passes[f"text datastack {name}"] = TorchDataset(text.map(_ds_text))
+    passes["images torchvision ImageFolder"] = ImageFolder(str(work / "images"),
+                                                           transform=transform_image)
+    passes["images HF datasets"] = HFImages(hf.load_from_disk(str(work / "hf-images")), "image",
+                                            transform_bytes)
+    passes["text HF datasets"] = HFImages(hf.load_from_disk(str(work / "hf-text")), "text",
+                                          text_length)
+    clean_stale_shared_memory()
+    passes["images MosaicML streaming (MDS)"] = _mds(work / "mds-images", "image",
+                                                     transform_bytes)
+    passes["text MosaicML streaming (MDS)"] = _mds(work / "mds-text", "text", text_length)
+    rates: dict[str, float] = {}
+    for _ in range(repeat):
+        for key, dataset in passes.items():
+            rates[key] = max(rates.get(key, 0.0), _loader_pass(dataset))
     return rates
 
 
@@ -344,7 +343,7 @@ def main() -> None:
         _csv_child(args.csv_child)
         return
     images_n, texts_n = (300, 2000) if args.quick else (args.images, args.texts)
-    repeat = 1 if args.quick else 2
+    repeat = 1 if args.quick else 3
     with tempfile.TemporaryDirectory(prefix="datastack-records-") as tmp, mongo_server(
         args.mongo_uri
     ) as mongo:

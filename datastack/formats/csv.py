@@ -36,7 +36,7 @@ from datastack.formats._table_policy import (
     parse_table_keys,
 )
 from datastack.formats.inputs import RawInput
-from datastack.formats.tables import BLOCK_ROWS, TableFormat
+from datastack.formats.tables import TableFormat, row_blocks
 
 MAX_FIELD = 128 * 1024
 MAX_LINE = 64 * 1024 * 1024
@@ -180,27 +180,26 @@ class CsvFormat(TableFormat):
         return parse_csv_options(raw, check)
 
     def blocks(self, raw: RawInput, options: Any) -> Iterator[Block]:
-        names: list[str] | None = None
-        rows: list[list[str]] = []
-        lines: list[int] = []
-        for line, fields in _records(raw, options):
-            if names is None:
-                if options.header:
-                    names = _header(raw.name, line, fields, options.delimiter)
-                    continue
-                names = _header(raw.name, line, [""] * len(fields), options.delimiter)
-            if len(fields) != len(names):
-                raise FormatError(
-                    f"{raw.name}: row {line}: expected {len(names)} fields, got {len(fields)} "
-                    "(ragged row); fix the file, rows are never dropped"
-                )
-            rows.append(fields)
-            lines.append(line)
-            if len(rows) >= BLOCK_ROWS:
-                yield Block(names, list(zip(*rows, strict=True)), lines)
-                rows, lines = [], []
-        if rows and names is not None:
-            yield Block(names, list(zip(*rows, strict=True)), lines)
+        names: list[str] = []
+        return row_blocks(names, _data_rows(raw, options, names))
+
+
+def _data_rows(
+    raw: RawInput, options: CsvOptions, names: list[str]
+) -> Iterator[tuple[int, list[str]]]:
+    """The data records; fills ``names`` from the header (or ``column_<i>``) first."""
+    for line, fields in _records(raw, options):
+        if not names:
+            shown = fields if options.header else [""] * len(fields)
+            names.extend(_header(raw.name, line, shown, options.delimiter))
+            if options.header:
+                continue
+        if len(fields) != len(names):
+            raise FormatError(
+                f"{raw.name}: row {line}: expected {len(names)} fields, got {len(fields)} "
+                "(ragged row); fix the file, rows are never dropped"
+            )
+        yield line, fields
 
 
 FORMAT = CsvFormat()

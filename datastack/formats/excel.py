@@ -18,9 +18,9 @@ from typing import IO, Any
 from datastack._checks import Checker
 from datastack.errors import FormatError, MissingDependencyError, UnsafeArchiveError
 from datastack.formats._seekable import seekable_input
-from datastack.formats._table_policy import DEFAULT_MISSING, Block
+from datastack.formats._table_policy import Block, TableOptions
 from datastack.formats.inputs import RawInput
-from datastack.formats.tables import BLOCK_ROWS, TableFormat
+from datastack.formats.tables import TableFormat, row_blocks
 
 MAX_EXPANDED_BYTES = 1024**3
 MAX_RATIO = 200
@@ -29,18 +29,12 @@ MAX_MEMBERS = 10_000
 
 
 @dataclass(frozen=True)
-class ExcelOptions:
-    """Options of the ``excel:`` block."""
+class ExcelOptions(TableOptions):
+    """Options of the ``excel:`` block: the table options plus the sheet and its header."""
 
     sheet: str | int = 0
     header: bool = True
     skip_rows: int = 0
-    target: str | int | None = None
-    categorical: tuple[str | int, ...] = ()
-    missing: tuple[str, ...] = DEFAULT_MISSING
-    text: tuple[str | int, ...] = ()
-    features: tuple[str | int, ...] | None = None
-    dtype: str = "float32"
 
 
 def check_zip_caps(stream: IO[bytes], name: str) -> None:
@@ -111,36 +105,32 @@ class ExcelFormat(TableFormat):
                 raise FormatError(f"{raw.name}: not a readable .xlsx workbook ({exc})") from None
             try:
                 sheet = _sheet(workbook, options.sheet, raw.name)
-                yield from _sheet_blocks(sheet.iter_rows(values_only=True), raw.name, options)
+                names: list[str] = []
+                rows = _sheet_rows(sheet.iter_rows(values_only=True), raw.name, options, names)
+                yield from row_blocks(names, rows)
             finally:
                 workbook.close()
 
 
-def _sheet_blocks(rows: Iterator[tuple[Any, ...]], name: str, options: Any) -> Iterator[Block]:
-    names: list[str] | None = None
-    block: list[list[Any]] = []
-    numbers: list[int] = []
+def _sheet_rows(
+    rows: Iterator[tuple[Any, ...]], name: str, options: Any, names: list[str]
+) -> Iterator[tuple[int, list[Any]]]:
+    """Non-empty rows after ``skip_rows``; fills ``names`` from the header row first."""
     for number, cells in enumerate(rows, start=1):
         if number <= options.skip_rows or all(c is None or c == "" for c in cells):
             continue
         values = list(cells)
-        if names is None:
+        if not names:
             width = max(i + 1 for i, c in enumerate(values) if c not in (None, ""))
             if options.header:
-                names = [str(c).strip() if c is not None else f"column_{i}"
-                         for i, c in enumerate(values[:width])]
+                names.extend(str(c).strip() if c is not None else f"column_{i}"
+                             for i, c in enumerate(values[:width]))
                 continue
-            names = [f"column_{i}" for i in range(width)]
+            names.extend(f"column_{i}" for i in range(width))
         if any(c not in (None, "") for c in values[len(names):]):
             raise FormatError(f"{name}: row {number}: values beyond the {len(names)} columns "
                               "of the header (ragged row)")
-        block.append((values + [None] * len(names))[: len(names)])
-        numbers.append(number)
-        if len(block) >= BLOCK_ROWS:
-            yield Block(names, list(zip(*block, strict=True)), numbers)
-            block, numbers = [], []
-    if block and names is not None:
-        yield Block(names, list(zip(*block, strict=True)), numbers)
+        yield number, (values + [None] * len(names))[: len(names)]
 
 
 FORMAT = ExcelFormat()

@@ -32,7 +32,7 @@ from typing import Any
 from datastack.errors import FormatError
 from datastack.formats._table_policy import Block
 from datastack.formats.inputs import RawInput
-from datastack.formats.tables import BLOCK_ROWS, TableFormat
+from datastack.formats.tables import TableFormat, row_blocks
 
 #: Largest JSON Lines line / JSON array element.
 MAX_RECORD_BYTES = 64 * 1024 * 1024
@@ -73,17 +73,17 @@ def _decode(text: str, pos: int, where: str) -> tuple[Any, int]:
 class _Records:
     """Turn JSON objects into rows of the columns fixed by the first one."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, names: list[str]) -> None:
         self.name = name
-        self.names: list[str] | None = None
+        self.names = names  # filled from the first record
         self.position: dict[str, int] = {}
 
     def row(self, record: Any, number: int) -> list[Any]:
         if not isinstance(record, dict):
             raise FormatError(f"{self.name}: row {number}: expected an object, got "
                               f"{type(record).__name__}")
-        if self.names is None:
-            self.names = [str(k) for k in record]
+        if not self.names:
+            self.names.extend(str(k) for k in record)
             self.position = {k: i for i, k in enumerate(self.names)}
         out: list[Any] = [None] * len(self.names)
         for key, value in record.items():
@@ -101,17 +101,9 @@ class _Records:
 
 
 def _blocks(name: str, records: Iterator[tuple[int, Any]]) -> Iterator[Block]:
-    rows: list[list[Any]] = []
-    numbers: list[int] = []
-    table = _Records(name)
-    for number, record in records:
-        rows.append(table.row(record, number))
-        numbers.append(number)
-        if len(rows) >= BLOCK_ROWS:
-            yield Block(list(table.names or []), list(zip(*rows, strict=True)), numbers)
-            rows, numbers = [], []
-    if rows:
-        yield Block(list(table.names or []), list(zip(*rows, strict=True)), numbers)
+    names: list[str] = []
+    table = _Records(name, names)
+    return row_blocks(names, ((number, table.row(record, number)) for number, record in records))
 
 
 def _lines(raw: RawInput) -> Iterator[tuple[int, Any]]:

@@ -22,7 +22,7 @@ class names when categorical). Without text columns the file keeps the classic l
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -96,6 +96,27 @@ class TableFormat(Format):
         from datastack.iterators.csv import TableDatasetIterator
 
         return TableDatasetIterator(resources[0], self.name, options)
+
+
+def row_blocks(names: list[str], rows: Iterable[tuple[int, Sequence[Any]]]) -> Iterator[Block]:
+    """Rows ``(row number, cells)`` gathered into column blocks of :data:`BLOCK_ROWS` rows.
+
+    ``names`` may be filled by the row iterator itself (from a header) before its first row.
+
+    >>> names = ["a", "y"]
+    >>> [b.columns for b in row_blocks(names, [(2, ["1", "x"]), (3, ["2", "y"])])]
+    [[('1', '2'), ('x', 'y')]]
+    """
+    block: list[Sequence[Any]] = []
+    numbers: list[int] = []
+    for number, cells in rows:
+        block.append(cells)
+        numbers.append(number)
+        if len(block) >= BLOCK_ROWS:
+            yield Block(list(names), list(zip(*block, strict=True)), numbers)
+            block, numbers = [], []
+    if block:
+        yield Block(list(names), list(zip(*block, strict=True)), numbers)
 
 
 def classic_names(fields: list[Field]) -> list[Field]:
@@ -192,5 +213,6 @@ __all__ = [
     "TableData",
     "TableFormat",
     "read_table",
+    "row_blocks",
     "stage_table",
 ]

@@ -26,6 +26,7 @@ with Pillow on access (never at open), as stored or converted to one ``image_mod
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +38,13 @@ from datastack.errors import FormatError, SplitNotFoundError
 from datastack.fields import LABEL, Field, decode_value, fields_from_schema, object_column
 from datastack.iterators._process import ProcessLocalIterator, private_copy
 from datastack.iterators.base import Batch, Indices, Sample
-from datastack.iterators.hdf5 import _h5_file, _read_raw_rows, _stored_array, _StoredArray
+from datastack.iterators.hdf5 import (
+    _h5_file,
+    _local_fd_path,
+    _read_raw_rows,
+    _stored_array,
+    _StoredArray,
+)
 from datastack.resources import StreamedResource
 
 #: Fixed fields whose whole column is at most this many bytes are read eagerly on open.
@@ -66,6 +73,23 @@ class _Column:
     offsets: NDArray[np.int64] | None = None
     shapes: NDArray[np.int64] | None = None
     values: NDArray[Any] | None = None  # an eagerly read fixed column
+    #: File offset of each chunk of raw (unfiltered) values, -1 where not raw; None: use h5py.
+    raw_starts: NDArray[np.int64] | None = None
+
+    def raw_range(self, lo: int, hi: int) -> tuple[int, int] | None:
+        """``(file offset, byte count)`` of values ``lo..hi-1`` when they lie in adjacent raw
+        chunks (the default layout): one plain read, no h5py call."""
+        starts = self.raw_starts
+        if starts is None:
+            return None
+        rows, item = self.stored.rows_per_group, self.stored.row_bytes
+        g0, g1 = lo // rows, (hi - 1) // rows
+        first = int(starts[g0])
+        if first < 0:
+            return None
+        if g1 != g0 and not bool((np.diff(starts[g0 : g1 + 1]) == rows * item).all()):
+            return None
+        return first + (lo - g0 * rows) * item, (hi - lo) * item
 
 
 @dataclass
@@ -76,6 +100,8 @@ class _OpenRecords:
     length: int
     can_prefetch: bool
     attrs: dict[str, Any] = field(default_factory=dict)
+    #: The descriptor of a local file (``os.pread``), else None (reads go through the stream).
+    fd: int | None = None
 
 
 class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
@@ -140,7 +166,8 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
         columns = [self._column(group, f, length) for f in fields.values()]
         attrs = {"name": str(file.attrs.get("name", "")), "schema": schema}
         can_prefetch = callable(getattr(resource.stream, "prefetch", None))
-        return _OpenRecords(resource, file, columns, length, can_prefetch, attrs)
+        fd = int(resource.stream.fileno()) if _local_fd_path(resource) is not None else None
+        return _OpenRecords(resource, file, columns, length, can_prefetch, attrs, fd)
 
     def _column(self, group: Any, fld: Field, length: int) -> _Column:
         where = f"{self.resource.identifier}:/{self.group}/{fld.stored_name}"
@@ -160,7 +187,8 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
         if int(offsets[-1]) > stored.dset.shape[0]:
             raise FormatError(f"{where}: offsets run past the values; the file is truncated")
         shapes = np.asarray(node["shapes"][()], np.int64) if "shapes" in node else None
-        return _Column(fld, stored, offsets, shapes)
+        raw = stored._raw_starts()
+        return _Column(fld, stored, offsets, shapes, raw_starts=raw)
 
     def _close_state(self, state: _OpenRecords) -> None:
         try:
@@ -183,11 +211,28 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
         )
 
     def _read_span(self, state: _OpenRecords, column: _Column, lo: int, hi: int) -> Any:
+        dtype = column.stored.dset.dtype
         if hi <= lo:
-            return np.zeros(0, dtype=column.stored.dset.dtype)
-        if state.can_prefetch:
-            return _read_raw_rows(state.resource, column.stored, lo, hi)
-        return column.stored.dset[lo:hi]
+            return np.zeros(0, dtype=dtype)
+        raw = column.raw_range(lo, hi)
+        if raw is None:
+            if state.can_prefetch:
+                return _read_raw_rows(state.resource, column.stored, lo, hi)
+            return column.stored.dset[lo:hi]
+        offset, size = raw
+        if state.fd is not None:
+            data: bytes | bytearray = os.pread(state.fd, size, offset)
+        else:
+            data = bytearray(size)
+            state.resource.seek(offset)
+            view, done = memoryview(data), 0
+            while done < size and (got := state.resource.readinto(view[done:])):
+                done += got
+            data = data[:done]
+        if len(data) != size:
+            raise FormatError(f"{self.resource.identifier}: the file ends inside a sample; it "
+                              "is truncated, re-run the preprocessing")
+        return np.frombuffer(data, dtype=dtype)
 
     def _value(self, state: _OpenRecords, column: _Column, index: int) -> Any:
         if column.values is not None:

@@ -245,11 +245,13 @@ def copy_fields(
     bounded blocks; ``transforms[name]`` maps a fixed field's block first (category codes)."""
     fields = appender.fields
     total = len(columns[fields[0].name]) if fields else 0
-    rows = np.arange(total, dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
+    rows = None if indices is None else np.asarray(indices, np.int64)
+    count = total if rows is None else len(rows)
     step = _block_rows(fields)
     transforms = transforms or {}
-    for start in range(0, len(rows), step):
-        wanted = rows[start : start + step]
+    for start in range(0, count, step):  # no index array the size of the input
+        wanted = (np.arange(start, min(count, start + step), dtype=np.int64) if rows is None
+                  else rows[start : start + step])
         block: dict[str, Any] = {}
         for field in fields:
             source = columns[field.name]

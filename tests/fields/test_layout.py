@@ -64,3 +64,42 @@ def test_new_modules_import_no_optional_heavy_dependency() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.mongo
+def test_one_random_text_over_gridfs_costs_at_most_two_block_reads(
+    tmp_path: Path, mongo_uri: str
+) -> None:
+    from datastack.iterators.records import RecordsDatasetIterator
+    from datastack.storage.cache import default_cache
+    from datastack.storage.gridfs import GridFSStorageConnector
+    from tests.fields.realdata import descr_texts
+
+    corpus = "\n".join(sorted(descr_texts().values()))
+    rng = np.random.default_rng(0)
+    starts = rng.integers(0, len(corpus) - 3000, 3000)
+    texts = [corpus[s : s + int(n)] for s, n in zip(starts, rng.integers(20, 3000, 3000),
+                                                    strict=True)]
+    datastack.publish("texts", {"text": texts, "y": np.arange(3000) % 3}, target="y",
+                      storage=tmp_path / "s")
+    [path] = list((tmp_path / "s").rglob("data.h5"))
+    store = GridFSStorageConnector(mongo_uri, chunk_size=64 * 1024, readahead_bytes=0)
+    store.set_resource("t/data.h5", path)
+    it = RecordsDatasetIterator(store.get_resource("t/data.h5"), "train")
+    it[0]  # open: metadata, offsets and labels
+    reader = it._state().resource.stream
+    worst = 0
+    for i in rng.choice(3000, size=40, replace=False).tolist():
+        default_cache().clear()
+        reader._local = {}
+        before = reader.fetch_calls
+        text, label = it[i]
+        assert text == texts[i] and int(label) == i % 3
+        worst = max(worst, reader.fetch_calls - before)
+    assert 1 <= worst <= 2
+    default_cache().clear()
+    reader._local = {}
+    before = reader.fetch_calls
+    batch = it.get_batch(rng.choice(3000, size=64, replace=False))
+    assert reader.fetch_calls - before == 1 and len(batch[0]) == 64
+    store.close()

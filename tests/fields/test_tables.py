@@ -203,3 +203,34 @@ def test_spec_option_errors(tmp_path: Path) -> None:
         spec = write_spec(tmp_path / "s.yaml", "t", [path], body)
         with pytest.raises(DatastackError, match=key.replace(".", r"\.")):
             datastack.refresh(spec, storage=str(tmp_path / "store"))
+
+
+def test_blocks_of_a_streamed_table_get_one_set_of_codes(tmp_path: Path, monkeypatch: Any) -> None:
+    """Read in many small blocks (as a large file is), the codes are those of one whole read."""
+    from datastack.formats import tables
+
+    frame = pd.read_csv(penguins_csv()).iloc[::-1]  # classes first seen in another order
+    path = tmp_path / "p.csv"
+    frame.to_csv(path, index=False)
+    spec = write_spec(tmp_path / "s.yaml", "p", [path],
+                      "    format: csv\n    csv: {target: species, text: [island]}\n"
+                      "    splits: {train: 0.5, test: 0.5}\n    stratify: true\n")
+    whole = str(tmp_path / "whole")
+    [result] = datastack.refresh(spec, storage=whole)
+    assert result.status == "published", result.reason
+    monkeypatch.setattr(tables, "BLOCK_ROWS", 7)
+    small = str(tmp_path / "small")
+    [again] = datastack.refresh(spec, storage=small)
+    assert again.status == "published", again.reason
+    for split in ("train", "test"):
+        a = datastack.load("p", split, storage=whole)
+        b = datastack.load("p", split, storage=small)
+        for col_a, col_b in zip(a.get_batch(range(len(a))), b.get_batch(range(len(b))),
+                                strict=True):
+            np.testing.assert_array_equal(col_a, col_b)
+    it = datastack.load("p", "train+test", storage=small)
+    names = it.fields["species"].names
+    x, island, species = it.get_batch(range(len(it)))
+    assert sorted(set(island)) == ["Biscoe", "Dream", "Torgersen"]
+    counts = frame["species"].value_counts()
+    assert {n: int((species == i).sum()) for i, n in enumerate(names)} == counts.to_dict()
