@@ -243,6 +243,12 @@ class DatasetIterator(abc.ABC):
             return tuple(column[:0] for column in self._get_batch(np.zeros(1, dtype=np.int64)))
         return self._get_batch(idx)
 
+    def get_samples(self, indices: Iterable[int] | NDArray[Any]) -> list[Sample]:
+        """Many samples as a list of tuples, read as one batch (what a DataLoader worker
+        wants: no stacking of values it will collate anyway)."""
+        indices = indices if isinstance(indices, np.ndarray) else list(indices)
+        return unstack_batch(self.get_batch(indices), len(indices))
+
     def get_targets(self, target_pos: int = 1) -> NDArray[Any]:
         """All targets as one array (read eagerly stored labels where the format has them)."""
         return self._get_targets(target_pos)

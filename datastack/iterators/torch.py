@@ -30,6 +30,9 @@ from torch.utils.data import Dataset
 from datastack.iterators.base import DatasetIterator, Sample
 
 RAGGED_MODES = ("list", "pad")
+#: numpy scalars a batch hands to ``collate`` as Python scalars: default_collate makes them
+#: one tensor of the same dtype (int64, float64, bool), much cheaper than a 0-d tensor each.
+_COLLATED_SCALARS = (np.int64, np.float64, np.bool_)
 
 
 def _convert(value: Any) -> Any:
@@ -124,8 +127,13 @@ class TorchDataset(Dataset[Sample]):
         return self._out(self.iterator[index])
 
     def __getitems__(self, indices: list[int]) -> list[Sample]:
-        batch = self.iterator.get_batch(indices)
-        return [self._out(tuple(column[i] for column in batch)) for i in range(len(indices))]
+        samples = self.iterator.get_samples(indices)
+        if not self.to_tensor:
+            return samples
+        return [
+            tuple(v.item() if isinstance(v, _COLLATED_SCALARS) else _convert(v) for v in s)
+            for s in samples
+        ]
 
     def __repr__(self) -> str:
         return f"TorchDataset({self.iterator!r})"

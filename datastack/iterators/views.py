@@ -30,7 +30,6 @@ from datastack.iterators.base import (
     Sample,
     normalize_indices,
     stack_samples,
-    unstack_batch,
 )
 
 
@@ -267,9 +266,12 @@ class MappedDatasetIterator(DatasetIterator):
         return out if isinstance(out, tuple) else tuple(out)
 
     def _get_batch(self, indices: Indices) -> Batch:
-        batch = self.iterator._get_batch(indices)
-        rows = unstack_batch(batch, len(indices))
-        return stack_samples([self._apply(row) for row in rows], self)
+        return stack_samples(self.get_samples(indices), self)
+
+    def get_samples(self, indices: Iterable[int] | NDArray[Any]) -> list[Sample]:
+        """The mapped samples of one underlying batch read, not stacked again."""
+        rows = self.iterator.get_samples(indices)
+        return [self._apply(row) for row in rows]
 
     @property
     def underlying_iterators(self) -> list[DatasetIterator]:

@@ -234,3 +234,15 @@ def test_blocks_of_a_streamed_table_get_one_set_of_codes(tmp_path: Path, monkeyp
     assert sorted(set(island)) == ["Biscoe", "Dream", "Torgersen"]
     counts = frame["species"].value_counts()
     assert {n: int((species == i).sum()) for i, n in enumerate(names)} == counts.to_dict()
+
+
+def test_csv_byte_order_mark_is_stripped(tmp_path: Path) -> None:
+    from datastack.formats import open_iterator
+    from datastack.resources import StreamedResource
+    from datastack.specs import CsvOptions
+
+    data = "\ufeffname,score,grade\nÅsa,1.5,a\nZoë,2,b\n".encode()
+    options = CsvOptions(target="grade", text=("name",))
+    it = open_iterator("csv", [StreamedResource.from_bytes("bom.csv", data)], options)
+    assert it.column_names == ["name", "score", "grade"]
+    assert [s[1] for s in it] == ["Åsa", "Zoë"] and it[1][0].tolist() == [2.0]
