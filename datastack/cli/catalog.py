@@ -159,6 +159,10 @@ def run_show(args: argparse.Namespace) -> int:
     features = record.schema.get("features") if isinstance(record.schema, dict) else None
     if features:
         console.print("features: " + ", ".join(map(str, features)))
+    for field in (record.schema.get("fields") or []) if isinstance(record.schema, dict) else []:
+        shape = "x".join("?" if d is None else str(d) for d in field.get("shape") or []) or "-"
+        kind, dtype = field.get("kind"), field.get("dtype")
+        console.print(f"field {field.get('name')}: {kind} {dtype} {shape}")
     for column, classes in (record.encodings or {}).items():
         console.print(f"encoding {column}: " + ", ".join(f"{i}={c}" for i, c in enumerate(classes)))
     return EXIT_OK
