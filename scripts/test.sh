@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/_venv.sh
-ensure_venv dev,flows
+ensure_venv dev,flows,images,tables
 # CPU build of PyTorch for the DataLoader tests (the torch tests skip if it cannot be installed).
 "$VENV/bin/python" -m pip install -q "torch==2.13.0" \
   || echo "warning: torch==2.13.0 could not be installed; tests marked 'torch' will be skipped"

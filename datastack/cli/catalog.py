@@ -37,6 +37,8 @@ def register(sub: Any) -> None:
         "--version", dest="version_", type=_positive_int, default=None, metavar="V",
         help="a published version (default: the latest)",
     )
+    p.add_argument("--preview", metavar="FILE.png", default=None,
+                   help="also draw a picture of the first samples into FILE.png")
     storage_arg(p)
     json_arg(p)
     p.set_defaults(run=run_show)
@@ -142,6 +144,9 @@ def run_show(args: argparse.Namespace) -> int:
     ]
     data = record.to_dict()
     data["versions"] = versions
+    if getattr(args, "preview", None):
+        _write_preview(args, record)
+        data["preview"] = args.preview
     if args.json:
         print_json(data)
         return EXIT_OK
@@ -186,10 +191,23 @@ def _print_record(record: VersionRecord, versions: list[dict[str, Any]]) -> None
     features = record.schema.get("features") if isinstance(record.schema, dict) else None
     if features:
         print(plain("features: " + ", ".join(map(str, features)), 5000))
+    for field in (record.schema.get("fields") or []) if isinstance(record.schema, dict) else []:
+        shape = "x".join("?" if d is None else str(d) for d in field.get("shape") or []) or "-"
+        kind, dtype = field.get("kind"), field.get("dtype")
+        print(plain(f"field {field.get('name')}: {kind} {dtype} {shape}", 500))
     for column, classes in (record.encodings or {}).items():
         labels = ", ".join(f"{i}={c}" for i, c in enumerate(classes[:200]))
         more = f" ... ({len(classes)} classes)" if len(classes) > 200 else ""
         print(plain(f"encoding {column}: {labels}{more}", 5000))
+
+
+def _write_preview(args: argparse.Namespace, record: Any) -> None:
+    from datastack.api import load
+    from datastack.preview import render_preview
+
+    split = next(iter(record.splits), "train")
+    it = load(record.name, split, version=record.version, storage=args.storage)
+    render_preview(it, args.preview, title=f"{record.name} v{record.version} / {split}")
 
 
 def run_gc(args: argparse.Namespace) -> int:

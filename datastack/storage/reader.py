@@ -38,42 +38,19 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 from datastack.errors import ConfigurationError, StorageError
+from datastack.storage._readahead import READAHEAD_DEPTH, READAHEAD_THREADS
+from datastack.storage._readahead import readahead_executor as _readahead_executor
 from datastack.storage.cache import BlockCache, default_cache
 
 Fetch = Callable[[Sequence[int]], Mapping[int, bytes]]
 """Fetch blocks by number; return ``{number: bytes}`` for every number asked."""
 
 DEFAULT_READAHEAD_BYTES = 8 * 1024 * 1024
-READAHEAD_THREADS = 6
-#: Read-ahead windows kept in flight per reader (the server works on the next window while
-#: the client decodes the previous one). See docs/performance.md.
-READAHEAD_DEPTH = 3
-
-_EXECUTOR_LOCK = threading.Lock()
-os.register_at_fork(after_in_child=lambda: globals().update(_EXECUTOR_LOCK=threading.Lock()))
-_EXECUTORS: dict[int, ThreadPoolExecutor] = {}
-
-
-def _readahead_executor() -> ThreadPoolExecutor:
-    """The process's read-ahead threads (a forked child gets its own on first use)."""
-    pid = os.getpid()
-    executor = _EXECUTORS.get(pid)
-    if executor is None:
-        with _EXECUTOR_LOCK:
-            executor = _EXECUTORS.get(pid)
-            if executor is None:
-                _EXECUTORS.clear()  # a parent's executor has no threads in this process
-                executor = ThreadPoolExecutor(READAHEAD_THREADS, "datastack-readahead")
-                _EXECUTORS[pid] = executor
-    return executor
-
-
 class BlockReader(io.RawIOBase):
     """A seekable binary reader over fixed-size blocks fetched through a :class:`BlockCache`.
 
@@ -270,7 +247,7 @@ class BlockReader(io.RawIOBase):
                 numbers.update(range(offset // bs, (end - 1) // bs + 1))
         self._sync_generation()
         needed = sorted(numbers)
-        blocks = self._blocks_for(needed)
+        blocks = self._blocks(needed, range(0))
         done = 0
         for offset, view in pieces:
             end = min(size, offset + len(view))
@@ -283,30 +260,6 @@ class BlockReader(io.RawIOBase):
                 at = upto
             done += max(0, end - offset)
         return done
-
-    def _blocks_for(self, needed: list[int]) -> dict[int, bytes]:
-        """The blocks ``needed`` (sorted): present ones, then one fetch for the rest."""
-        found: dict[int, bytes] = {}
-        missing: list[int] = []
-        for n in needed:
-            data = self._lookup(n)
-            if data is None:
-                missing.append(n)
-            else:
-                found[n] = data
-        if missing and self._collect(missing):
-            still = []
-            for n in missing:
-                if (data := self._lookup(n)) is not None:
-                    found[n] = data
-                else:
-                    still.append(n)
-            missing = still
-        if missing:
-            fetched = self._fetch_checked(missing)
-            self._local = fetched
-            found.update(fetched)
-        return found
 
     def prefetch(self, ranges: Iterable[tuple[int, int]], *, wait: bool = True) -> int:
         """Load every missing block covering the byte ranges ``[(start, end), ...]`` at once.
@@ -413,7 +366,7 @@ class BlockReader(io.RawIOBase):
             data = self._cache.get((self.key, n))
         return data
 
-    def _blocks(self, needed: range, ahead: range) -> dict[int, bytes]:
+    def _blocks(self, needed: Sequence[int], ahead: range) -> dict[int, bytes]:
         """The ``needed`` blocks: from the last fetches, the cache, the fetch in flight, or one
         fetch now.
 
