@@ -35,6 +35,7 @@ from numpy.typing import NDArray
 from datastack._checks import Checker
 from datastack.errors import FormatError
 from datastack.fields import ARRAY, LABEL, STRING, Field
+from datastack.formats._numbers import NumberError, needs_checking, parse_number
 
 DEFAULT_MISSING = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "?")
 FEATURE_DTYPES = ("float32", "float64")
@@ -99,19 +100,6 @@ def _label_of(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
-
-
-def _as_number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
 
 
 @dataclass
@@ -257,18 +245,19 @@ class TablePolicy:
 
     def _numeric(self, i: int, cells: Any, rows: Sequence[int], where: str) -> NDArray[Any]:
         column = self.columns[i]
-        if isinstance(cells, np.ndarray) and cells.dtype.kind in "biuf" and not column.categorical:
-            values = cells.astype(np.float64)
-            self._note_numbers(column, values)
-            return values
-        if not column.categorical:
-            try:
+        if column.categorical:
+            return self._cells(i, list(cells), rows, where)
+        try:
+            if isinstance(cells, np.ndarray) and cells.dtype.kind in "biuf":
+                values = cells.astype(np.float64)
+            else:
                 values = np.array(cells, dtype=np.float64)
-            except (ValueError, TypeError):
-                return self._cells(i, list(cells), rows, where)
-            self._note_numbers(column, values)
-            return values
-        return self._cells(i, list(cells), rows, where)
+        except (ValueError, TypeError, OverflowError):
+            return self._cells(i, list(cells), rows, where)
+        if needs_checking(cells, values):  # numpy accepts 1_000, 1e400 -> inf, rounds 2^53+1
+            return self._cells(i, list(cells), rows, where)
+        self._note_numbers(column, values)
+        return values
 
     def _note_numbers(self, column: ColumnState, values: NDArray[np.float64]) -> None:
         known = values[~np.isnan(values)]
@@ -295,7 +284,10 @@ class TablePolicy:
                                       "target class")
                 out[k] = math.nan
                 continue
-            number = _as_number(cell)
+            try:
+                number = parse_number(cell)
+            except NumberError as exc:
+                raise FormatError(f"{where}: row {row}, column {column.name!r}: {exc}") from None
             if column.categorical is None:
                 column.categorical = number is None
             if column.categorical:

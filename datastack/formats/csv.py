@@ -36,7 +36,7 @@ from datastack.formats._table_policy import (
     parse_table_keys,
 )
 from datastack.formats.inputs import RawInput
-from datastack.formats.tables import TableFormat, row_blocks
+from datastack.formats.tables import MAX_COLUMNS, TableFormat, row_blocks
 
 MAX_FIELD = 128 * 1024
 MAX_LINE = 64 * 1024 * 1024
@@ -88,8 +88,12 @@ class _DecodedLines:
     Undecodable bytes become surrogate escapes and set :attr:`invalid`, so the caller can name
     the column holding them."""
 
-    def __init__(self, binary: Any, encoding: str) -> None:
+    def __init__(self, binary: Any, encoding: str, delimiter: str = ",") -> None:
         self._reader = io.BufferedReader(binary, 1024 * 1024)
+        self._delimiter = delimiter
+        #: delimiters seen since the current record began (reset by the caller per record):
+        #: a record with too many fields is refused before the csv module builds it
+        self.record_fields = 1
         self._decoder = codecs.getincrementaldecoder(encoding)("surrogateescape")
         self._strip_bom = codecs.lookup(encoding).name == "utf-8"
         self.count = 0
@@ -113,21 +117,35 @@ class _DecodedLines:
             text = text.removeprefix("\ufeff")
         if _SURROGATE.search(text):
             self.invalid = True
+        self.record_fields += text.count(self._delimiter)
+        if self.record_fields > MAX_COLUMNS:
+            raise _TooWide(self.count)
         return text
+
+
+class _TooWide(Exception):
+    """A record with more fields than :data:`~datastack.formats.tables.MAX_COLUMNS`."""
 
 
 def _records(raw: RawInput, options: CsvOptions) -> Iterator[tuple[int, list[str]]]:
     """``(line number, fields)`` of every non-empty record after ``skip_rows``."""
     csv.field_size_limit(MAX_FIELD)
     with raw.open() as binary:
-        lines = _DecodedLines(binary, options.encoding)
+        lines = _DecodedLines(binary, options.encoding, options.delimiter)
         reader = csv.reader(lines, delimiter=options.delimiter, strict=True)
         skipped = 0
         while True:
             try:
+                lines.record_fields = 1
                 fields = next(reader)
             except StopIteration:
                 return
+            except _TooWide as exc:
+                raise FormatError(
+                    f"{raw.name}: row {exc.args[0]}: more than {MAX_COLUMNS} fields in one "
+                    f"record; tables are limited to {MAX_COLUMNS} columns (is the delimiter "
+                    f"{options.delimiter!r} right? DATASTACK_MAX_COLUMNS raises the limit)"
+                ) from None
             except UnicodeDecodeError as exc:  # codecs without surrogateescape support
                 raise FormatError(
                     f"{raw.name}: row {lines.count}: bytes not valid {options.encoding} "

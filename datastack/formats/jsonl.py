@@ -30,9 +30,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from datastack.errors import FormatError
+from datastack.formats._numbers import json_float
 from datastack.formats._table_policy import Block
 from datastack.formats.inputs import RawInput
-from datastack.formats.tables import TableFormat, row_blocks
+from datastack.formats.tables import MAX_COLUMNS, TableFormat, row_blocks
 
 #: Largest JSON Lines line / JSON array element.
 MAX_RECORD_BYTES = 64 * 1024 * 1024
@@ -46,7 +47,13 @@ class _Duplicate(ValueError):
     pass
 
 
+class _TooWide(ValueError):
+    pass
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len(pairs) > MAX_COLUMNS:
+        raise _TooWide(len(pairs))
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
@@ -55,7 +62,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates)
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_float=json_float)
 
 
 def _decode(text: str, pos: int, where: str) -> tuple[Any, int]:
@@ -64,6 +71,10 @@ def _decode(text: str, pos: int, where: str) -> tuple[Any, int]:
         return _DECODER.raw_decode(text, pos)
     except _Duplicate as exc:
         raise FormatError(f"{where}: duplicate key {exc.args[0]!r} in an object; keep one"
+                          ) from None
+    except _TooWide as exc:
+        raise FormatError(f"{where}: {exc.args[0]} keys in one record; tables are limited to "
+                          f"{MAX_COLUMNS} columns (DATASTACK_MAX_COLUMNS raises the limit)"
                           ) from None
     except RecursionError:
         raise FormatError(f"{where}: JSON nested too deeply (refused); tables hold flat records"

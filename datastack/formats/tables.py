@@ -22,6 +22,7 @@ class names when categorical). Without text columns the file keeps the classic l
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Rows per block read from a table (bounded memory whatever the file size).
 BLOCK_ROWS = 16384
+#: Cells per block at most: a wide table gets fewer rows per block (memory per block stays
+#: ~100 MB of parsed cells whatever the width).
+BLOCK_CELLS = 1 << 20
+#: Columns (fields per row) a table may have; a wider header or record is refused, naming
+#: the row, before it is parsed (``DATASTACK_MAX_COLUMNS`` overrides).
+MAX_COLUMNS = int(os.environ.get("DATASTACK_MAX_COLUMNS", 100_000))
 
 
 class TableFormat(Format):
@@ -112,7 +119,7 @@ def row_blocks(names: list[str], rows: Iterable[tuple[int, Sequence[Any]]]) -> I
     for number, cells in rows:
         block.append(cells)
         numbers.append(number)
-        if len(block) >= BLOCK_ROWS:
+        if len(block) >= max(1, min(BLOCK_ROWS, BLOCK_CELLS // max(1, len(cells)))):
             yield Block(list(names), list(zip(*block, strict=True)), numbers)
             block, numbers = [], []
     if block:

@@ -247,3 +247,16 @@ def test_csv_byte_order_mark_is_stripped(tmp_path: Path) -> None:
     it = open_iterator("csv", [StreamedResource.from_bytes("bom.csv", data)], options)
     assert it.column_names == ["name", "score", "grade"]
     assert [s[1] for s in it] == ["Åsa", "Zoë"] and it[1][0].tolist() == [2.0]
+
+
+def test_wide_rows_make_smaller_blocks() -> None:
+    """Memory per block is bounded by cells, not rows: a 50k-column table is read in blocks
+    of BLOCK_CELLS // 50k rows."""
+    from datastack.formats.tables import BLOCK_CELLS, BLOCK_ROWS, row_blocks
+
+    width = 50_000
+    rows = ((n, ("1",) * width) for n in range(2, 2 + 100))
+    sizes = [len(block.rows) for block in row_blocks([f"c{i}" for i in range(width)], rows)]
+    assert max(sizes) == BLOCK_CELLS // width and sum(sizes) == 100
+    narrow = [len(b.rows) for b in row_blocks(["a", "y"], ((n, ("1", "2")) for n in range(40000)))]
+    assert narrow[0] == BLOCK_ROWS

@@ -518,6 +518,78 @@ def _storage5(world: World) -> Case:
     return Case({"code": code}, (2,))
 
 
+# -- 7. CSV and JSON cells ----------------------------------------------------------------------
+@case("csv-20m-fields-in-one-line")
+def _wide_line(world: World) -> Case:
+    path = world.file("wide.csv", b"1," * 20_000_000 + b"x\n1,2\n")  # 40 MB header line
+    return Case(world.refresh("wideline", {"sources": [src(path)], "format": "csv"}), (1,),
+                ("wide.csv", "row 1", "more than 100000 fields"), seconds=60, peak_mib=500)
+
+
+@case("csv-wide-table-bounded-blocks")
+def _wide_table(world: World) -> Case:
+    cols = 20_000
+    header = ",".join(f"c{i}" for i in range(cols)) + ",label\n"
+    row = ",".join("1.5" for _ in range(cols))
+    body = "".join(f"{row},{'xy'[r % 2]}\n" for r in range(300))  # 6M cells, ~24 MB
+    path = world.file("widetable.csv", (header + body).encode())
+    return Case(world.refresh("widetable", {"sources": [src(path)], "format": "csv"}), (0,),
+                seconds=120, peak_mib=900, catalog_unchanged=False)
+
+
+@case("csv-bom-is-stripped")
+def _bom(world: World) -> Case:
+    path = world.file("bom.csv", b"\xef\xbb\xbf" + b"a,b,label\n1,2,x\n3,4,y\n")
+    spec = world.spec("bom", {"sources": [src(path)], "format": "csv"})
+    code = (
+        "import datastack\nfrom datastack.cli import main\n"
+        f"assert main(['refresh', '--spec', {str(spec)!r}, '--storage', "
+        f"{str(world.storage)!r}, '--engine', 'local']) == 0\n"
+        f"it = datastack.load('bom', storage={str(world.storage)!r})\n"
+        "assert it[0][0].tolist() == [1.0, 2.0], it[0]\n"
+        f"record = datastack.Store.open({str(world.storage)!r}).catalog.latest('bom')\n"
+        "assert '\\ufeff' not in repr(record.schema), record.schema\n"
+    )
+    return Case({"code": code}, (0,), catalog_unchanged=False)
+
+
+def _numbers_case(world: World, name: str, data: bytes, *needles: str,
+                  fmt: str = "csv") -> Case:
+    path = world.file(f"{name}.{fmt}", data)
+    return Case(world.refresh(name, {"sources": [src(path)], "format": fmt}), (1,),
+                (f"{name}.{fmt}", *needles))
+
+
+@case("csv-number-overflow-1e400")
+def _overflow(world: World) -> Case:
+    return _numbers_case(world, "overflow", b"a,b,label\n1,2,x\n1e400,4,y\n",
+                         "row 3", "'a'", "1e400 overflows float64")
+
+
+@case("csv-number-with-underscore")
+def _underscore(world: World) -> Case:
+    return _numbers_case(world, "underscore", b"a,b,label\n1,2,x\n1_000,4,y\n",
+                         "row 3", "'1_000' is not a number")
+
+
+@case("csv-number-full-width-digits")
+def _fullwidth(world: World) -> Case:
+    data = "a,b,label\n1,2,x\n\uff11\uff12,4,y\n".encode()
+    return _numbers_case(world, "fullwidth", data, "row 3", "is not a number")
+
+
+@case("csv-integer-above-2-53")
+def _big_integer(world: World) -> Case:
+    return _numbers_case(world, "bigint", b"a,label\n1,3\n2,9007199254740993\n",
+                         "row 3", "'label'", "above 2^53")
+
+
+@case("jsonl-number-overflow-1e400")
+def _json_overflow(world: World) -> Case:
+    data = b'{"a": 1, "label": "x"}\n{"a": 1e400, "label": "y"}\n'
+    return _numbers_case(world, "jsonoverflow", data, "1e400 overflows float64", fmt="jsonl")
+
+
 # -- 6. leftovers ------------------------------------------------------------------------------
 @case("work-dirs-of-dead-refreshes")
 def _leftovers(world: World) -> Case:
@@ -599,7 +671,9 @@ def test_every_issue_item_has_a_case() -> None:
               "member-other", "npy-zero", "split-rounds", "markup", "tar-long", "tar-file-then",
               "zip-utf8", "zip-deflate64", "zip-encrypted", "hdf5-corrupt", "content-length",
               "extra-non-string", "extra-5000", "preprocessor-", "mongodb-port",
-              "version-beyond", "gc-grace", "load-storage", "work-dirs"]
+              "version-beyond", "gc-grace", "load-storage", "work-dirs", "csv-20m-fields",
+              "csv-wide-table", "csv-bom", "csv-number-overflow", "csv-number-with-underscore",
+              "csv-number-full-width", "csv-integer-above", "jsonl-number-overflow"]
     for group in groups:
         assert any(name.startswith(group) for name in CASES), group
     assert len([n for n in CASES if n.startswith("password-")]) == 2 * len(PASSWORDS)
