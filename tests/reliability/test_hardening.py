@@ -320,6 +320,44 @@ def _zero_cols(world: World) -> Case:
     return Case(world.refresh("zerocols", dataset), (0, 1), catalog_unchanged=False)
 
 
+def _zero_case(world: World, name: str, filename: str, data: bytes, fmt: str) -> Case:
+    path = world.file(filename, data)
+    return Case(world.refresh(name, {"sources": [src(path)], "format": fmt}), (0, 1),
+                catalog_unchanged=False)
+
+
+@case("zero-length-csv-header-only")
+def _zero_csv(world: World) -> Case:
+    return _zero_case(world, "zerocsv", "h.csv", b"a,b,label\n", "csv")
+
+
+@case("zero-length-jsonl-empty")
+def _zero_jsonl(world: World) -> Case:
+    return _zero_case(world, "zerojsonl", "e.jsonl", b"\n", "jsonl")
+
+
+@case("zero-length-json-empty-array")
+def _zero_json(world: World) -> Case:
+    return _zero_case(world, "zerojson", "e.json", b"[]", "json")
+
+
+@case("zero-length-parquet-no-rows")
+def _zero_parquet(world: World) -> Case:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"a": pa.array([], pa.float64()), "label": pa.array([], pa.string())}),
+                   sink)
+    return _zero_case(world, "zeroparquet", "e.parquet", sink.getvalue(), "parquet")
+
+
+@case("zero-length-idx-no-items")
+def _zero_idx(world: World) -> Case:
+    return _zero_case(world, "zeroidx", "e.idx", struct.pack(">BBBBIII", 0, 0, 8, 3, 0, 28, 28),
+                      "idx")
+
+
 @case("split-rounds-to-zero")
 def _split_zero(world: World) -> Case:
     x = world.file("x.npy", _npy(np.arange(6, dtype=np.float32).reshape(3, 2)))
