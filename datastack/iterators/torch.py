@@ -21,6 +21,7 @@ or with ``ragged="pad"`` as ``(padded tensor, bool mask)``; strings become a lis
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -42,8 +43,19 @@ def _convert(value: Any) -> Any:
             return torch.from_numpy(np.ascontiguousarray(value))
         return value
     if isinstance(value, np.generic) and value.dtype.kind in "biufc":
-        return torch.as_tensor(value.item())
+        return torch.from_numpy(np.asarray(value))  # a 0-d tensor of the value's dtype
     return value
+
+
+def _column_values(column: Any) -> Sequence[Any]:
+    """The values of one batch column as ``__getitems__`` hands them to ``collate``: the same
+    types :func:`_convert` gives value by value (int64/float64/bool scalars as Python
+    scalars, other numeric values as tensors of their dtype, the rest as they are)."""
+    if isinstance(column, np.ndarray) and column.dtype.kind in "biufc":
+        if column.ndim == 1 and column.dtype.type in _COLLATED_SCALARS:
+            return column.tolist()  # type: ignore[no-any-return]
+        return torch.from_numpy(np.ascontiguousarray(column)).unbind(0)
+    return [_convert(v) for v in column]
 
 
 def pad_tensors(values: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,6 +140,12 @@ class TorchDataset(Dataset[Sample]):
         return self._out(self.iterator[index])
 
     def __getitems__(self, indices: list[int]) -> list[Sample]:
+        if self.to_tensor and type(self.iterator).get_samples is DatasetIterator.get_samples:
+            # a batch read as columns: each numeric column becomes one tensor, cut into row
+            # views (one conversion per column, not one per value)
+            batch = self.iterator.get_batch(indices)
+            columns = [_column_values(column) for column in batch]
+            return list(zip(*columns, strict=True))
         samples = self.iterator.get_samples(indices)
         if not self.to_tensor:
             return samples

@@ -56,3 +56,41 @@ def test_dataloader_two_workers_equals_single_process(
     expected = dataset["x"][:600][view.iterator.permutation[view.indices]]
     got = torch.cat([b[0] for b in multi]).numpy()
     assert np.array_equal(got, expected)
+
+
+def test_batch_items_match_item_by_item_for_every_dtype() -> None:
+    """``__getitems__`` converts whole columns; what collate receives must be what the value
+    by value path gives (same types and dtypes), so batches do not change with the path."""
+    from torch.utils.data import default_collate
+
+    from datastack.iterators.base import DatasetIterator
+    from datastack.iterators.torch import TorchDataset
+
+    class Columns(DatasetIterator):
+        def __init__(self, *cols: np.ndarray) -> None:
+            self.cols = cols
+
+        def __len__(self) -> int:
+            return len(self.cols[0])
+
+        def _get(self, index: int) -> tuple[Any, ...]:
+            return tuple(c[index] for c in self.cols)
+
+        def _get_batch(self, indices: Any) -> tuple[Any, ...]:
+            return tuple(c[indices] for c in self.cols)
+
+    n = 12
+    columns = (
+        np.arange(n * 6, dtype=np.float32).reshape(n, 2, 3),
+        np.arange(n, dtype=np.int64),
+        np.arange(n, dtype=np.float32) / 3,
+        np.arange(n, dtype=np.int32),
+        np.arange(n) % 2 == 0,
+    )
+    ds = TorchDataset(Columns(*columns))
+    idx = [5, 0, 11, 5]
+    fast = default_collate(ds.__getitems__(idx))
+    slow = default_collate([ds[i] for i in idx])
+    for a, b, col in zip(fast, slow, columns, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape and bool((a == b).all())
+        assert np.array_equal(a.numpy(), col[idx])
