@@ -18,6 +18,7 @@ b'world'
 from __future__ import annotations
 
 import io
+import mmap
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
@@ -212,6 +213,17 @@ class StreamedResource(io.RawIOBase):
         finally:
             stream.seek(here)
         return done
+
+    def memory_map(self) -> mmap.mmap | None:
+        """A read-only memory map of the whole stream when it is a regular local file (else
+        None). The map stays valid after the stream is closed or the file unlinked."""
+        fd = _regular_fd(self.stream)
+        if fd is None:
+            return None
+        try:
+            return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):  # an empty file, a file system without mmap
+            return None
 
     # -- chunks ----------------------------------------------------------------------------
     def iter_chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:

@@ -32,6 +32,55 @@ class _StoredArray:
     chunk_ranges: dict[int, list[tuple[int, int]]] | None = None  # row-chunk -> byte ranges
     offset: int | None = None  # contiguous data: file offset of row 0
     raw_starts: NDArray[np.int64] | None = None  # file offset of each raw row group (-1: not)
+    mapped: NDArray[Any] | None = None  # rows over a memory map of the local file
+    mapped_groups: NDArray[np.int64] | None = None  # row of `mapped` where each group starts
+    map_tried: bool = False
+
+    def gather(self, resource: StreamedResource, rows: Any) -> Any:
+        """Rows ``rows`` (an index or an index array, any order) gathered from a memory map
+        of the local file when the rows are stored raw; None when they cannot be (not a
+        local file, compressed...).
+
+        Every chunk of the canonical layout starts a whole number of rows after the lowest
+        one (HDF5 puts its index nodes between chunks; they are row-sized multiples in the
+        layouts checked), so the file from the first chunk on is viewed as an array of rows
+        and any batch is one numpy gather, with no call per chunk or row (what a
+        memmap-backed loader does). The canonical file is never changed in place (a new
+        version is a new file; GC unlinks), so the mapping stays valid while open.
+        """
+        if not self.map_tried:
+            self.map_tried = True
+            self._map(resource)
+        if self.mapped is None:
+            return None
+        if self.mapped_groups is None:
+            return self.mapped[rows]
+        per = self.rows_per_group
+        return self.mapped[self.mapped_groups[rows // per] + rows % per]
+
+    def _map(self, resource: StreamedResource) -> None:
+        starts = self._raw_starts()
+        n, size = int(self.dset.shape[0]), self.row_bytes
+        if starts is None or n == 0 or bool((starts < 0).any()):
+            return
+        first = int(starts.min())
+        if bool(((starts - first) % size != 0).any()):
+            return
+        groups = (starts - first) // size
+        per = self.rows_per_group
+        last_rows = n - (len(starts) - 1) * per
+        memory = resource.memory_map()
+        if memory is None:
+            return
+        available = (len(memory) - first) // size
+        full_end = int(groups[:-1].max()) + per if len(groups) > 1 else 0
+        if int(groups[-1]) + last_rows > available or full_end > available:
+            return  # truncated: the read path says so
+        items = available * (size // self.dset.dtype.itemsize)
+        rows = np.frombuffer(memory, dtype=self.dset.dtype, count=items, offset=first)
+        self.mapped = rows.reshape((available, *self.dset.shape[1:]))
+        uniform = bool((groups == per * np.arange(len(groups))).all())
+        self.mapped_groups = None if uniform else groups
 
     def ranges_for(self, groups: NDArray[np.int64]) -> list[tuple[int, int]]:
         """Byte ranges in the file holding the given row groups (chunks)."""

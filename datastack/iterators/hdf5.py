@@ -200,16 +200,27 @@ class HDF5DatasetIterator(ProcessLocalIterator[_OpenFile]):
 
     def _get(self, index: int) -> Sample:
         state = self._state()
-        sample = state.samples.dset[index]
+        sample = _gather(state, state.samples, index)
+        if sample is None:
+            sample = state.samples.dset[index]
         if state.targets is None:
             return (sample,)
         if state.target_values is not None:
             return (sample, state.target_values[index])
-        target = state.targets.dset[index]
-        return (sample, target)
+        target = _gather(state, state.targets, index)
+        return (sample, state.targets.dset[index] if target is None else target)
 
     def _get_batch(self, indices: Indices) -> Batch:
         state = self._state()
+        samples = _gather(state, state.samples, indices)
+        if samples is not None:  # a local raw file: any batch is one gather per column
+            if state.targets is None:
+                return (samples,)
+            if state.target_values is not None:
+                return (samples, state.target_values[indices])
+            targets = _gather(state, state.targets, indices)
+            if targets is not None:
+                return (samples, targets)
         n = len(indices)
         steps = np.diff(indices)
         if n == 1 or bool((steps > 0).all()):  # sorted, unique: no inverse permutation
@@ -309,6 +320,16 @@ class HDF5DatasetIterator(ProcessLocalIterator[_OpenFile]):
 
         state = self._state()
         return hdf5_storage_blocks(state.resource, state.file[self.group][self.samples_name])
+
+
+def _gather(state: _OpenFile, column: _StoredArray, rows: Any) -> Any:
+    """Rows of ``column`` copied from a memory map of a local raw file, else None."""
+    if state.can_prefetch:
+        return None
+    found = column.gather(state.resource, rows)
+    if found is None or isinstance(rows, np.ndarray):
+        return found  # fancy indexing copies already
+    return np.array(found)[()]  # one row: a copy, not a view of the map
 
 
 def _plain(value: Any) -> Any:

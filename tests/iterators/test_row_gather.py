@@ -73,3 +73,20 @@ def test_a_file_cut_inside_the_rows_is_a_format_error(tmp_path: Path) -> None:
     state.resource.stream.truncate(last - 100)  # the stream loses its tail after opening
     with pytest.raises(FormatError, match="truncated"):
         it.get_batch(np.array([5, 399]))
+
+
+@pytest.mark.parametrize("layout", ["chunked", "chunked-reversed", "contiguous"])
+def test_local_raw_files_are_gathered_from_a_memory_map(tmp_path: Path, layout: str) -> None:
+    """The fast path for local files (one numpy gather per batch) is taken for raw layouts,
+    and a single sample is a private copy, not a view of the map."""
+    options = dict(LAYOUTS[layout])
+    reverse = bool(options.pop("_reverse", False))
+    data = np.random.default_rng(0).random((203, 3, 4)).astype("<f4")
+    _write(tmp_path / "d.h5", data, reverse, **options)
+    it = HDF5DatasetIterator(StreamedResource.from_path("d.h5", tmp_path / "d.h5"), "g")
+    sample = it[7][0]
+    state = it._state()
+    assert state.samples.mapped is not None
+    assert sample.flags.writeable and not np.shares_memory(sample, state.samples.mapped)
+    assert np.array_equal(sample, data[7])
+    assert it.get_batch(np.array([9, 2, 9]))[0].flags.writeable
