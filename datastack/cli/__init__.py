@@ -25,7 +25,12 @@ from datastack.cli._common import (
 from datastack.errors import DatastackError, NotFoundError, StorageUnavailableError
 
 #: The modules that add subcommands, in the order ``--help`` lists them.
-COMMAND_MODULES = ("datastack.cli.refresh", "datastack.cli.catalog", "datastack.cli.status")
+COMMAND_MODULES = (
+    "datastack.cli.refresh",
+    "datastack.cli.catalog",
+    "datastack.cli.status",
+    "datastack.cli.web",
+)
 
 
 def _version() -> str:
