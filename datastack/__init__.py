@@ -3,6 +3,8 @@
 >>> import datastack
 >>> it = datastack.load("iris", split="train")          # doctest: +SKIP
 >>> sample, target = it[0][:2]                          # doctest: +SKIP
+>>> it.fields, it.as_dict()[0]                           # doctest: +SKIP
+>>> datastack.publish("penguins", df, target="species")  # doctest: +SKIP
 
 Heavy modules (h5py, pymongo, requests) are imported on first use, never at ``import datastack``;
 prefect and torch are never imported by this package.
@@ -29,12 +31,14 @@ _LAZY = {
     "load": "datastack.api",
     "open_store": "datastack.store",
     "refresh": "datastack.api",
+    "publish": "datastack.publish",
     "errors": "datastack.errors",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.api import load, refresh
     from datastack.factory import DatasetFactory
+    from datastack.publish import publish
     from datastack.resources import StreamedResource, StreamedTextResource
     from datastack.splits import SplitExpression
     from datastack.storage import connect
@@ -47,7 +51,7 @@ def __getattr__(name: str) -> Any:
     if module_name is None:
         raise AttributeError(f"module 'datastack' has no attribute {name!r}")
     module = importlib.import_module(module_name)
-    value = module if module_name.endswith(name) else getattr(module, name)
+    value = getattr(module, name, module)  # a module named like its function gives the function
     globals()[name] = value
     return value
 
@@ -68,5 +72,6 @@ __all__ = [
     "connect",
     "load",
     "open_store",
+    "publish",
     "refresh",
 ]

@@ -145,6 +145,11 @@ class DatasetFactory:
                 f"{identifier!r}; it was not published by this datastack version"
             )
         resource = store.storage.get_resource(identifier)
+        schema = record.schema if isinstance(record.schema, dict) else {}
+        if schema.get("format_version") == 2:  # named fields (docs/fields.md)
+            from datastack.iterators.records import RecordsDatasetIterator
+
+            return {split: RecordsDatasetIterator(resource, split) for split in record.splits}
         return {
             split: HDF5DatasetIterator(resource, group=split) for split in record.splits
         }

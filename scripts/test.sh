@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/_venv.sh
-ensure_venv dev,flows,web
+ensure_venv dev,flows,images,tables,web
 # Headless Chromium from the Debian packages for the browser tests (tests/web/test_browser.py
 # drives it with Playwright; never `playwright install`). Without apt the test skips and says so.
 if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then

@@ -35,6 +35,8 @@ def register(sub: Any) -> None:
         "--version", dest="version_", type=_positive_int, default=None, metavar="V",
         help="a published version (default: the latest)",
     )
+    p.add_argument("--preview", metavar="FILE.png", default=None,
+                   help="also draw a picture of the first samples into FILE.png")
     storage_arg(p)
     json_arg(p)
     p.set_defaults(run=run_show)
@@ -116,6 +118,9 @@ def run_show(args: argparse.Namespace) -> int:
         else catalog.latest(args.name)
     )
     data = details_of(record, catalog.versions(args.name))
+    if getattr(args, "preview", None):
+        _write_preview(args, record)
+        data["preview"] = args.preview
     if args.json:
         print_json(data)
         return EXIT_OK
@@ -164,6 +169,15 @@ def _print_record(record: VersionRecord, versions: list[dict[str, Any]]) -> None
         labels = ", ".join(f"{i}={c}" for i, c in enumerate(classes[:200]))
         more = f" ... ({len(classes)} classes)" if len(classes) > 200 else ""
         print(plain(f"encoding {column}: {labels}{more}", 5000))
+
+
+def _write_preview(args: argparse.Namespace, record: Any) -> None:
+    from datastack.api import load
+    from datastack.preview import render_preview
+
+    split = next(iter(record.splits), "train")
+    it = load(record.name, split, version=record.version, storage=args.storage)
+    render_preview(it, args.preview, title=f"{record.name} v{record.version} / {split}")
 
 
 def run_gc(args: argparse.Namespace) -> int:

@@ -1,16 +1,17 @@
 """Input formats: one module per format, one registry (``format:`` name -> :class:`Format`).
 
 The registry is what spec validation, preprocessing and the raw-stream iterators all ask, so a
-format's parser exists once (see :mod:`datastack.formats.base`). Built in: ``csv``, ``npy``,
-``npz``, ``hdf5``, ``idx``. Another package adds one with an entry point in the
-``datastack.formats`` group naming its :class:`Format` instance, or by calling
+format's parser exists once (see :mod:`datastack.formats.base`). Built in: ``csv``, ``jsonl``,
+``json``, ``parquet``, ``excel`` (tables, one typing policy: :mod:`datastack.formats.tables`),
+``imagefolder``, ``npy``, ``npz``, ``hdf5``, ``idx``. Another package adds one with an entry
+point in the ``datastack.formats`` group naming its :class:`Format` instance, or by calling
 ``FORMATS.register(name, "module:OBJECT")``.
 
 Containers are not formats: gzip (``.gz``), tar and zip sources are expanded safely first
 (:mod:`datastack.formats.archives`, :mod:`datastack.formats.inputs`).
 
 >>> get_format("csv").options_key, format_names()[:3]
-('csv', ['csv', 'hdf5', 'idx'])
+('csv', ['csv', 'excel', 'hdf5'])
 >>> import io
 >>> from datastack.resources import StreamedResource
 >>> it = open_iterator("csv", [StreamedResource.from_bytes("t.csv", b"a,y\\n1,x\\n2,y\\n")])
@@ -32,8 +33,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: ``format:`` name -> the format object.
 FORMATS: Registry[Format] = Registry("format", entry_points="datastack.formats")
-for _name in ("csv", "npy", "npz", "hdf5", "idx"):
+for _name in ("csv", "npy", "npz", "hdf5", "idx", "parquet", "excel", "imagefolder"):
     FORMATS.register(_name, f"datastack.formats.{_name}:FORMAT")
+FORMATS.register("jsonl", "datastack.formats.jsonl:JSONL_FORMAT")
+FORMATS.register("json", "datastack.formats.jsonl:JSON_FORMAT")
 
 
 def get_format(name: str) -> Format:

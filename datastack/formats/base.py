@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -29,6 +29,7 @@ import numpy as np
 
 from datastack._checks import Checker
 from datastack.errors import FormatError
+from datastack.fields import Field
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.formats.archives import ArchiveLimits
@@ -62,6 +63,12 @@ class Decoded:
     ``features`` / ``target`` name the columns of tabular data; ``encodings`` maps a column to
     its category labels (code ``i`` is ``labels[i]``). ``handles`` are open files the arrays
     read from; :meth:`close` releases them once the arrays are copied.
+
+    Formats with named fields (tables, images) set ``fields`` and give their data as
+    ``columns`` per split (``{split: {field name: array-like or RowSource}}``, see
+    :mod:`datastack.preprocessing.columns`) instead of ``parts``; ``transforms`` map a fixed
+    field's blocks on copy (category codes), ``schema_extra`` goes into the schema (e.g. the
+    count of skipped images).
     """
 
     parts: SplitArrays
@@ -69,6 +76,10 @@ class Decoded:
     target: str | None = None
     encodings: dict[str, list[str]] = field(default_factory=dict)
     handles: list[Any] = field(default_factory=list)
+    fields: list[Field] | None = None
+    columns: dict[str | None, dict[str, Any]] = field(default_factory=dict)
+    transforms: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
+    schema_extra: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
         for handle in self.handles:

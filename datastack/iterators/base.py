@@ -30,8 +30,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from datastack.errors import FormatError
+from datastack.fields import object_column
 
 if TYPE_CHECKING:  # pragma: no cover
+    from datastack.fields import Field
+    from datastack.iterators.named import DictView
     from datastack.iterators.views import (
         CombinedDatasetIterator,
         DatasetIteratorView,
@@ -93,20 +96,28 @@ def normalize_indices(indices: Any, length: int, owner: object = None) -> Indice
     return out
 
 
+def stack_column(values: Sequence[Any]) -> NDArray[Any]:
+    """One column of a batch: stacked when the values share a numeric shape, else (strings,
+    bytes, ragged arrays, images of different sizes) a 1-D object array of the values."""
+    if not values:
+        return np.zeros(0)
+    if any(isinstance(v, (str, bytes)) for v in values):
+        return object_column(values)
+    arrays = [np.asarray(v) for v in values]
+    first = arrays[0].shape if arrays else ()
+    if any(a.shape != first or a.dtype.kind not in "biufcU" for a in arrays):
+        return object_column(values)
+    return np.stack(arrays)
+
+
 def stack_samples(samples: Sequence[Sample], owner: object = None) -> Batch:
-    """Stack sample tuples column-wise into numpy arrays (one per tuple position)."""
+    """Stack sample tuples column-wise (one array per tuple position; see :func:`stack_column`)."""
     if not samples:
         return ()
     width = len(samples[0])
     if any(len(s) != width for s in samples):
         raise FormatError(f"samples of {owner!r} have different tuple lengths; cannot stack them")
-    try:
-        return tuple(np.stack([np.asarray(s[k]) for s in samples]) for k in range(width))
-    except ValueError as exc:
-        raise FormatError(
-            f"samples of {owner!r} cannot be stacked into arrays ({exc}); they differ in shape. "
-            "Read them one by one or map them to a common shape first"
-        ) from None
+    return tuple(stack_column([s[k] for s in samples]) for k in range(width))
 
 
 def unstack_batch(batch: Batch, count: int) -> list[Sample]:
@@ -135,12 +146,59 @@ class DatasetIterator(abc.ABC):
 
     def _get_targets(self, target_pos: int) -> NDArray[Any]:
         """All targets (position ``target_pos``) in order; override when cheaper than reading."""
-        return np.asarray([self._get(i)[target_pos] for i in range(len(self))])
+        return stack_column([self._get(i)[target_pos] for i in range(len(self))])
 
     @property
     def underlying_iterators(self) -> list[DatasetIterator]:
         """The iterators this one reads from (empty for a source)."""
         return []
+
+    #: Whether samples are those of the first underlying iterator, field for field (views,
+    #: shuffles, combinations); ``False``: the fields are described from the first sample.
+    keeps_fields: bool = False
+
+    # -- fields -------------------------------------------------------------------------------
+    @property
+    def fields(self) -> dict[str, Field]:
+        """Ordered ``name -> Field`` (kind, dtype, shape, names...) of the sample tuple.
+
+        >>> from datastack.iterators import SequenceDatasetIterator
+        >>> f = SequenceDatasetIterator(["a"], [1]).fields
+        >>> [(name, v.kind) for name, v in f.items()]
+        [('samples', 'string'), ('targets', 'array')]
+        """
+        from datastack.fields import default_names, infer_field
+
+        children = self.underlying_iterators
+        if self.keeps_fields and children:
+            return children[0].fields
+        if len(self) == 0:
+            return {}
+        sample = self._get(0)
+        return {n: infer_field(n, v) for n, v in zip(default_names(len(sample)), sample,
+                                                     strict=True)}
+
+    def as_dict(self) -> DictView:
+        """A view whose samples are dicts keyed by field name (``it.as_dict()[0]["image"]``)."""
+        from datastack.iterators.named import DictView
+
+        return DictView(self)
+
+    def with_image_options(self, *, mode: str | None = None, decode: bool = True) -> Any:
+        """The same stack with image fields converted to ``mode`` (``"RGB"``, ``"L"``...) or
+        left as encoded bytes (``decode=False``); iterators without images are unchanged."""
+        import copy
+
+        children = self.underlying_iterators
+        if not children:
+            return self
+        clone = copy.copy(self)
+        new = [c.with_image_options(mode=mode, decode=decode) for c in children]
+        if hasattr(clone, "iterators"):
+            clone.iterators = new
+        elif hasattr(clone, "iterator"):
+            clone.iterator = new[0]
+        return clone
 
     def close(self) -> None:
         """Release open files/streams (of this iterator and those under it); reopened lazily."""
@@ -184,6 +242,12 @@ class DatasetIterator(abc.ABC):
                 return ()
             return tuple(column[:0] for column in self._get_batch(np.zeros(1, dtype=np.int64)))
         return self._get_batch(idx)
+
+    def get_samples(self, indices: Iterable[int] | NDArray[Any]) -> list[Sample]:
+        """Many samples as a list of tuples, read as one batch (what a DataLoader worker
+        wants: no stacking of values it will collate anyway)."""
+        indices = indices if isinstance(indices, np.ndarray) else list(indices)
+        return unstack_batch(self.get_batch(indices), len(indices))
 
     def get_targets(self, target_pos: int = 1) -> NDArray[Any]:
         """All targets as one array (read eagerly stored labels where the format has them)."""

@@ -1,9 +1,10 @@
-"""CSV format iterator: the file is parsed once into arrays (CSV cannot be seeked by row).
+"""Table format iterators: a table file parsed once per process (tables cannot be seeked by row).
 
-The parser is the one preprocessing uses (:mod:`datastack.formats.csv`), so a CSV read as a
-raw stream gives exactly the samples of the same CSV once published: numeric features as
-float64 (NaN for missing values), categorical columns as integer codes over the sorted labels,
-the target as class codes when categorical (labels in :attr:`CSVDatasetIterator.encodings`).
+The blocks and the typing policy are those preprocessing uses (:mod:`datastack.formats.tables`),
+so a table read as a raw stream gives exactly the samples of the same table once published:
+numeric features as float32 (NaN for missing values; ``dtype: float64`` keeps doubles),
+categorical columns as integer codes over the sorted labels, text columns as strings, the
+target as class codes when categorical (labels in :attr:`TableDatasetIterator.encodings`).
 
 >>> from datastack.resources import StreamedResource
 >>> it = CSVDatasetIterator(StreamedResource.from_bytes("t.csv", b"a,b,label\\n1,2,x\\n3,4.5,y\\n"))
@@ -15,17 +16,69 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from numpy.typing import NDArray
 
-from datastack.formats.csv import CsvOptions, CsvTable, read_csv
+from datastack.errors import FormatError
+from datastack.fields import Field
+from datastack.formats.csv import CsvOptions
 from datastack.formats.inputs import RawInput
+from datastack.formats.tables import TableData, TableFormat, read_table
 from datastack.iterators._process import ProcessLocalIterator
 from datastack.iterators.base import Batch, Indices, Sample
 from datastack.resources import StreamedResource
 
 
-class CSVDatasetIterator(ProcessLocalIterator[CsvTable]):
-    """Samples ``(features, target)`` of a CSV resource, parsed once per process.
+class TableDatasetIterator(ProcessLocalIterator[TableData]):
+    """A table file read directly (parsed once per process with the format's blocks and the
+    shared policy): samples ``(features, text..., target)``."""
+
+    def __init__(self, resource: StreamedResource, format_name: str, options: Any = None) -> None:
+        self.resource = resource
+        self.format_name = format_name
+        self.options = options
+
+    def _open(self) -> TableData:
+        from datastack.formats import get_format
+
+        fmt = get_format(self.format_name)
+        if not isinstance(fmt, TableFormat):
+            raise FormatError(f"format {self.format_name!r} is not a table format")
+        options = self.options if self.options is not None else fmt.default_options()
+        return read_table(fmt, RawInput.from_resource(self.resource), options)
+
+    def __len__(self) -> int:
+        return len(self._state().columns[0])
+
+    def _get(self, index: int) -> Sample:
+        return tuple(column[index] for column in self._state().columns)
+
+    def _get_batch(self, indices: Indices) -> Batch:
+        return tuple(column[indices] for column in self._state().columns)
+
+    def _get_targets(self, target_pos: int) -> NDArray[Any]:
+        return np.asarray(self._state().columns[target_pos])
+
+    @property
+    def fields(self) -> dict[str, Field]:
+        return {f.name: f for f in self._state().fields}
+
+    @property
+    def encodings(self) -> dict[str, list[str]]:
+        """Column -> category labels (code ``i`` is ``labels[i]``)."""
+        return dict(self._state().encodings)
+
+    @property
+    def column_names(self) -> list[str]:
+        """Every column in file order."""
+        return list(self._state().names)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.format_name} {self.resource.identifier}>"
+
+
+class CSVDatasetIterator(TableDatasetIterator):
+    """Samples ``(features, text..., target)`` of a CSV resource, parsed once per process.
 
     Pass ``options`` (a :class:`~datastack.formats.csv.CsvOptions`, the spec's ``csv:``
     block), or the same options as keywords.
@@ -40,48 +93,10 @@ class CSVDatasetIterator(ProcessLocalIterator[CsvTable]):
     ) -> None:
         if options is not None and keywords:
             raise TypeError("pass either options= or CSV option keywords, not both")
-        if "categorical" in keywords:
-            keywords["categorical"] = tuple(keywords["categorical"])
-        if "missing" in keywords:
-            keywords["missing"] = tuple(keywords["missing"])
-        self.resource = resource
-        self.options = options or CsvOptions(**keywords)
-
-    def _open(self) -> CsvTable:
-        return read_csv(RawInput.from_resource(self.resource), self.options)
-
-    @property
-    def column_names(self) -> list[str]:
-        """Every column in file order (features and the target)."""
-        table = self._state()
-        names = list(table.features)
-        if table.target is not None:
-            names.insert(table.features_before_target, table.target)
-        return names
-
-    @property
-    def encodings(self) -> dict[str, list[str]]:
-        """Column -> category labels (code ``i`` is ``labels[i]``)."""
-        return dict(self._state().encodings)
-
-    def __len__(self) -> int:
-        return len(self._state().samples)
-
-    def _get(self, index: int) -> Sample:
-        table = self._state()
-        return (table.samples[index], table.targets[index])
-
-    def _get_batch(self, indices: Indices) -> Batch:
-        table = self._state()
-        return (table.samples[indices], table.targets[indices])
-
-    def _get_targets(self, target_pos: int) -> NDArray[Any]:
-        if target_pos == 1:
-            return self._state().targets
-        return super()._get_targets(target_pos)
-
-    def __repr__(self) -> str:
-        return f"<CSVDatasetIterator {self.resource.identifier}>"
+        for key in ("categorical", "missing", "text", "features"):
+            if keywords.get(key) is not None:
+                keywords[key] = tuple(keywords[key])
+        super().__init__(resource, "csv", options or CsvOptions(**keywords))
 
 
-__all__ = ["CSVDatasetIterator"]
+__all__ = ["CSVDatasetIterator", "TableDatasetIterator"]

@@ -417,6 +417,15 @@ class HDF5DatasetIterator(ProcessLocalIterator[_OpenFile]):
         """The split group this iterator reads."""
         return self.group.strip("/")
 
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The canonical file's fields (its schema names them), else described from sample 0."""
+        from datastack.fields import schema_fields
+
+        state = self._state()
+        found = schema_fields(state.attrs.get("schema"), 1 if state.targets is None else 2)
+        return found if found is not None else super().fields
+
     def __repr__(self) -> str:
         return f"<HDF5DatasetIterator {self._where()}>"
 

@@ -30,6 +30,22 @@ from datastack.iterators.views import DatasetIteratorView
 from datastack.splits import check_ratios, class_members, cut, split_sizes
 
 
+def label_position(it: DatasetIterator, target_pos: int | None = None) -> int:
+    """The tuple position stratification uses: ``target_pos`` when given, else the first
+    label field (a class with names), else position 1 (the classic ``(sample, target)``).
+
+    >>> from datastack.iterators import SequenceDatasetIterator
+    >>> label_position(SequenceDatasetIterator([1, 2], [0, 1]))
+    1
+    """
+    if target_pos is not None:
+        return target_pos
+    from datastack.fields import LABEL
+
+    kinds = [f.kind for f in it.fields.values()]
+    return kinds.index(LABEL) if LABEL in kinds else 1
+
+
 def _views(it: DatasetIterator, parts: Mapping[str, Indices]) -> dict[str, DatasetIteratorView]:
     return {name: DatasetIteratorView(it, np.sort(idx)) for name, idx in parts.items()}
 
@@ -44,10 +60,11 @@ def random_split(
 
 
 def stratified_split(
-    it: DatasetIterator, ratios: Mapping[str, float], seed: int = 0, target_pos: int = 1
+    it: DatasetIterator, ratios: Mapping[str, float], seed: int = 0, target_pos: int | None = None
 ) -> dict[str, DatasetIteratorView]:
-    """Like :func:`random_split`, but every class is split with the same ratios."""
-    targets = it.get_targets(target_pos)
+    """Like :func:`random_split`, but every class is split with the same ratios (classes of
+    the label field, see :func:`label_position`)."""
+    targets = it.get_targets(label_position(it, target_pos))
     rng = np.random.default_rng(seed)
     parts: dict[str, list[Indices]] = {name: [] for name in check_ratios(ratios)}
     for members in class_members(targets):
@@ -78,14 +95,14 @@ def k_fold_split(
     k: int = 5,
     seed: int = 0,
     stratified: bool = False,
-    target_pos: int = 1,
+    target_pos: int | None = None,
 ) -> list[dict[str, DatasetIteratorView]]:
     """``k`` folds ``{"train": view, "test": view}``; every sample is in exactly one test fold.
 
     Stratified folds deal each class round-robin over the folds, so every fold keeps the
     class proportions (up to one sample per class).
     """
-    targets = it.get_targets(target_pos) if stratified else None
+    targets = it.get_targets(label_position(it, target_pos)) if stratified else None
     order, fold = _fold_ids(len(it), k, seed, targets)
     return [_views(it, {"train": order[fold != f], "test": order[fold == f]}) for f in range(k)]
 
@@ -106,7 +123,7 @@ def nested_cv_split(
     seed: int = 0,
     outer_stratification: bool = False,
     inner_stratification: bool = False,
-    target_pos: int = 1,
+    target_pos: int | None = None,
 ) -> list[NestedCVFold]:
     """Nested cross-validation: ``outer_folds`` folds, each with ``inner_folds`` folds
     (keys ``"train"``/``"val"``) over its train part. Inner views index ``it`` directly."""
@@ -148,7 +165,7 @@ class RandomSplitter(Splitter):
 class StratifiedSplitter(Splitter):
     ratios: Mapping[str, float]
     seed: int = 0
-    target_pos: int = 1
+    target_pos: int | None = None
 
     def split(self, it: DatasetIterator) -> dict[str, DatasetIteratorView]:
         return stratified_split(it, self.ratios, self.seed, self.target_pos)
@@ -159,7 +176,7 @@ class KFoldSplitter(Splitter):
     k: int = 5
     seed: int = 0
     stratified: bool = False
-    target_pos: int = 1
+    target_pos: int | None = None
 
     def split(self, it: DatasetIterator) -> list[dict[str, DatasetIteratorView]]:
         return k_fold_split(it, self.k, self.seed, self.stratified, self.target_pos)
@@ -172,7 +189,7 @@ class NestedCVSplitter(Splitter):
     seed: int = 0
     outer_stratification: bool = False
     inner_stratification: bool = False
-    target_pos: int = 1
+    target_pos: int | None = None
 
     def split(self, it: DatasetIterator) -> list[NestedCVFold]:
         return nested_cv_split(

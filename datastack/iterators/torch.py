@@ -9,6 +9,11 @@ clients on first access (``datastack._mongo.get_client`` caches clients per proc
 ``__getitems__`` (used by ``DataLoader`` since torch 2.1) reads a whole batch with one
 ``get_batch`` call, so HDF5 batches are sorted, coalesced and prefetched in one round trip.
 
+Fields of every kind (:mod:`datastack.fields`): numeric and image fields become tensors,
+strings and bytes stay as they are. ``TorchDataset.collate`` (pass it as ``collate_fn``)
+stacks same-shape tensors and collates ragged ones (images of different sizes too) as a list,
+or with ``ragged="pad"`` as ``(padded tensor, bool mask)``; strings become a list.
+
 >>> from torch.utils.data import DataLoader                          # doctest: +SKIP
 >>> loader = DataLoader(as_torch_dataset(it), batch_size=64, num_workers=2,
 ...                     worker_init_fn=worker_init_fn)               # doctest: +SKIP
@@ -24,6 +29,11 @@ from torch.utils.data import Dataset
 
 from datastack.iterators.base import DatasetIterator, Sample
 
+RAGGED_MODES = ("list", "pad")
+#: numpy scalars a batch hands to ``collate`` as Python scalars: default_collate makes them
+#: one tensor of the same dtype (int64, float64, bool), much cheaper than a 0-d tensor each.
+_COLLATED_SCALARS = (np.int64, np.float64, np.bool_)
+
 
 def _convert(value: Any) -> Any:
     if isinstance(value, np.ndarray):
@@ -35,6 +45,48 @@ def _convert(value: Any) -> Any:
     return value
 
 
+def pad_tensors(values: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(padded, mask)``: tensors of one rank padded with zeros to the largest size in every
+    dimension; ``mask`` is True where ``padded`` holds real values.
+
+    >>> padded, mask = pad_tensors([torch.ones(2), torch.ones(3)])
+    >>> padded.tolist(), mask.sum().item()
+    ([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]], 5)
+    """
+    ranks = {v.dim() for v in values}
+    if len(ranks) != 1:
+        raise ValueError(f"cannot pad tensors of different ranks {sorted(ranks)}")
+    size = [max(v.shape[d] for v in values) for d in range(ranks.pop())]
+    padded = values[0].new_zeros((len(values), *size))
+    mask = torch.zeros((len(values), *size), dtype=torch.bool)
+    for i, v in enumerate(values):
+        where: tuple[Any, ...] = (i, *(slice(0, n) for n in v.shape))
+        padded[where] = v
+        mask[where] = True
+    return padded, mask
+
+
+def collate_fields(samples: list[Any], ragged: str = "list") -> Any:
+    """Collate a list of sample tuples (or dicts) field by field (see module docstring)."""
+    if ragged not in RAGGED_MODES:
+        raise ValueError(f"ragged must be one of {RAGGED_MODES}, got {ragged!r}")
+    first = samples[0]
+    if isinstance(first, dict):
+        return {k: _collate_column([s[k] for s in samples], ragged) for k in first}
+    return tuple(_collate_column([s[k] for s in samples], ragged) for k in range(len(first)))
+
+
+def _collate_column(values: list[Any], ragged: str) -> Any:
+    values = [_convert(v) for v in values]
+    if all(isinstance(v, torch.Tensor) for v in values):
+        if len({tuple(v.shape) for v in values}) == 1:
+            return torch.stack(values)
+        return pad_tensors(values) if ragged == "pad" else values
+    if all(isinstance(v, (int, float, bool)) for v in values):
+        return torch.as_tensor(values)
+    return list(values)
+
+
 class TorchDataset(Dataset[Sample]):
     """A map-style dataset over a :class:`~datastack.iterators.DatasetIterator`.
 
@@ -43,14 +95,27 @@ class TorchDataset(Dataset[Sample]):
     iterator:
         Any datastack iterator (format iterator or a stack of wrappers).
     to_tensor:
-        Convert numeric numpy arrays and scalars to tensors (others pass through).
+        Convert numeric numpy arrays and scalars (and images) to tensors; strings and bytes
+        pass through.
+    ragged:
+        How :meth:`collate` joins samples of different shapes: ``"list"`` (a list of tensors)
+        or ``"pad"`` (``(padded tensor, bool mask)``).
     """
 
-    def __init__(self, iterator: DatasetIterator, to_tensor: bool = True) -> None:
+    def __init__(
+        self, iterator: DatasetIterator, to_tensor: bool = True, ragged: str = "list"
+    ) -> None:
         if not isinstance(iterator, DatasetIterator):
             raise TypeError(f"expected a DatasetIterator, got {type(iterator).__name__}")
+        if ragged not in RAGGED_MODES:
+            raise ValueError(f"ragged must be one of {RAGGED_MODES}, got {ragged!r}")
         self.iterator = iterator
         self.to_tensor = to_tensor
+        self.ragged = ragged
+
+    def collate(self, samples: list[Any]) -> Any:
+        """A ``collate_fn`` for every field kind (``DataLoader(ds, collate_fn=ds.collate)``)."""
+        return collate_fields(samples, self.ragged)
 
     def __len__(self) -> int:
         return len(self.iterator)
@@ -62,16 +127,23 @@ class TorchDataset(Dataset[Sample]):
         return self._out(self.iterator[index])
 
     def __getitems__(self, indices: list[int]) -> list[Sample]:
-        batch = self.iterator.get_batch(indices)
-        return [self._out(tuple(column[i] for column in batch)) for i in range(len(indices))]
+        samples = self.iterator.get_samples(indices)
+        if not self.to_tensor:
+            return samples
+        return [
+            tuple(v.item() if isinstance(v, _COLLATED_SCALARS) else _convert(v) for v in s)
+            for s in samples
+        ]
 
     def __repr__(self) -> str:
         return f"TorchDataset({self.iterator!r})"
 
 
-def as_torch_dataset(iterator: DatasetIterator, to_tensor: bool = True) -> TorchDataset:
+def as_torch_dataset(
+    iterator: DatasetIterator, to_tensor: bool = True, ragged: str = "list"
+) -> TorchDataset:
     """Wrap ``iterator`` as a map-style PyTorch dataset (see :class:`TorchDataset`)."""
-    return TorchDataset(iterator, to_tensor=to_tensor)
+    return TorchDataset(iterator, to_tensor=to_tensor, ragged=ragged)
 
 
 def worker_init_fn(worker_id: int) -> None:
@@ -95,4 +167,10 @@ def _forget(it: DatasetIterator) -> None:
         _forget(child)
 
 
-__all__ = ["TorchDataset", "as_torch_dataset", "worker_init_fn"]
+__all__ = [
+    "TorchDataset",
+    "as_torch_dataset",
+    "collate_fields",
+    "pad_tensors",
+    "worker_init_fn",
+]

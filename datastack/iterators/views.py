@@ -30,7 +30,6 @@ from datastack.iterators.base import (
     Sample,
     normalize_indices,
     stack_samples,
-    unstack_batch,
 )
 
 
@@ -44,6 +43,8 @@ class DatasetIteratorView(DatasetIterator):
     >>> v[0], v.indices.tolist(), type(v.iterator).__name__
     (('b',), [1], 'SequenceDatasetIterator')
     """
+
+    keeps_fields = True
 
     iterator: DatasetIterator
     indices: Indices
@@ -84,6 +85,8 @@ class CombinedDatasetIterator(DatasetIterator):
     >>> len(c), c[2], c[-3]
     (3, ('c',), ('a',))
     """
+
+    keeps_fields = True
 
     def __init__(self, iterators: Sequence[DatasetIterator]) -> None:
         for it in iterators:
@@ -157,6 +160,8 @@ class ShuffledDatasetIterator(DatasetIterator):
     ([0, 1, 2, 3, 4], True)
     """
 
+    keeps_fields = True
+
     def __init__(self, iterator: DatasetIterator, seed: int | None = None) -> None:
         if seed is None:
             seed = int(np.random.SeedSequence().entropy) % (2**63)  # type: ignore[arg-type]
@@ -197,6 +202,8 @@ class InMemoryDatasetIterator(DatasetIterator):
     >>> [int(v) for v in m[1]], m.columns[0].tolist()
     ([2, 1], [1, 2])
     """
+
+    keeps_fields = True
 
     def __init__(
         self, iterator: DatasetIterator, progress: bool = True, batch_size: int = 1024
@@ -259,9 +266,12 @@ class MappedDatasetIterator(DatasetIterator):
         return out if isinstance(out, tuple) else tuple(out)
 
     def _get_batch(self, indices: Indices) -> Batch:
-        batch = self.iterator._get_batch(indices)
-        rows = unstack_batch(batch, len(indices))
-        return stack_samples([self._apply(row) for row in rows], self)
+        return stack_samples(self.get_samples(indices), self)
+
+    def get_samples(self, indices: Iterable[int] | NDArray[Any]) -> list[Sample]:
+        """The mapped samples of one underlying batch read, not stacked again."""
+        rows = self.iterator.get_samples(indices)
+        return [self._apply(row) for row in rows]
 
     @property
     def underlying_iterators(self) -> list[DatasetIterator]:

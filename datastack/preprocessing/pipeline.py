@@ -17,13 +17,14 @@ import importlib
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from datastack.errors import FormatError, SpecError
+from datastack.fields import LABEL, Field
 from datastack.formats import SplitArrays, get_format
 from datastack.formats.archives import DEFAULT_LIMITS, ArchiveLimits
 from datastack.formats.inputs import RawInput, prepare_inputs
@@ -165,10 +166,52 @@ def _convert(
     decoded = get_format(spec.format).decode(spec, inputs, workdir, limits, probe=probe_hdf5)
     try:
         with CanonicalWriter(out, spec.name, spec.compression) as writer:
-            _write_splits(spec, decoded.parts, writer)
-            return writer.prepared(decoded.features, decoded.target, decoded.encodings)
+            if decoded.fields is not None:
+                write_field_splits(
+                    spec, decoded.fields, decoded.columns, decoded.transforms, writer
+                )
+            else:
+                _write_splits(spec, decoded.parts, writer)
+            return writer.prepared(
+                decoded.features, decoded.target, decoded.encodings, decoded.schema_extra
+            )
     finally:
         decoded.close()
+
+
+def _stratify_labels(
+    spec: DatasetSpec, fields: Sequence[Field], columns: Any, transforms: Mapping[str, Any]
+) -> Any:
+    """The final class codes of the label field (else the last field) of all rows."""
+    chosen = next((f for f in fields if f.kind == LABEL), fields[-1])
+    if chosen.variable or chosen.shape:
+        raise FormatError(f"{spec.name}: stratify needs a label or 1-D target field")
+    labels = np.asarray(columns[chosen.name][:])
+    transform = transforms.get(chosen.name)
+    return transform(labels) if transform is not None else labels
+
+
+def write_field_splits(
+    spec: DatasetSpec,
+    fields: Sequence[Field],
+    split_columns: Mapping[str | None, Mapping[str, Any]],
+    transforms: Mapping[str, Any],
+    writer: CanonicalWriter,
+) -> None:
+    """Write named fields per split: the splits the sources name, else ``spec.splits`` cut
+    from all rows (stratified by the label field when ``spec.stratify``), else ``train``."""
+    if None not in split_columns:  # the sources name their splits
+        for split, columns in split_columns.items():
+            writer.add_fields(str(split), fields, columns, None, transforms)
+        return
+    columns = split_columns[None]
+    if not spec.splits:
+        writer.add_fields("train", fields, columns, None, transforms)
+        return
+    labels = _stratify_labels(spec, fields, columns, transforms) if spec.stratify else None
+    n = len(columns[fields[0].name])
+    for split, indices in split_indices(n, spec.splits, spec.seed, labels).items():
+        writer.add_fields(split, fields, columns, indices, transforms)
 
 
 def _write_splits(spec: DatasetSpec, parts: SplitArrays, writer: CanonicalWriter) -> None:
@@ -195,4 +238,4 @@ def _write_splits(spec: DatasetSpec, parts: SplitArrays, writer: CanonicalWriter
         writer.add_split(split, samples, targets, indices)
 
 
-__all__ = ["Preprocessor", "load_preprocessor", "preprocess"]
+__all__ = ["Preprocessor", "load_preprocessor", "preprocess", "write_field_splits"]

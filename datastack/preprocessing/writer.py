@@ -48,10 +48,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from datastack.errors import ConfigurationError, FormatError
+from datastack.fields import ARRAY, LABEL, Field, fields_from_schema, fields_to_schema
 from datastack.formats.base import ArrayLike
+from datastack.preprocessing.columns import FieldAppender, Transform, copy_fields, is_classic
 from datastack.specs.model import COMPRESSIONS, DEFAULT_COMPRESSION
 
 FORMAT_VERSION = 1
+#: Layout version of files with fields beyond the classic (samples, targets) pair.
+FIELDS_FORMAT_VERSION = 2
 SAMPLE_CHUNK_BYTES = 32 * 1024
 MIN_CHUNK_ROWS = 4
 MAX_CHUNK_BYTES = 1024 * 1024
@@ -186,6 +190,8 @@ class CanonicalWriter:
         self._file.attrs["name"] = name
         self.splits: dict[str, int] = {}
         self.arrays: dict[str, dict[str, dict[str, Any]]] = {}
+        #: The fields of a version-2 file (set by :meth:`add_fields`), else ``None``.
+        self.fields: list[Field] | None = None
 
     def __enter__(self) -> CanonicalWriter:
         return self
@@ -243,25 +249,102 @@ class CanonicalWriter:
         self.splits[split] = n
         return n
 
+    def add_fields(
+        self,
+        split: str,
+        fields: Sequence[Field],
+        columns: Mapping[str, Any],
+        indices: NDArray[np.int64] | None = None,
+        transforms: Mapping[str, Transform] | None = None,
+    ) -> int:
+        """Copy rows ``indices`` (sorted; ``None``: all) of named fields into ``/<split>``.
+
+        ``columns[name]`` is an array-like for a fixed field, a
+        :class:`~datastack.preprocessing.columns.RowSource` for a variable one. Every split
+        of a file must have the same fields. The file becomes layout version 2
+        (``docs/fields.md``), unless the fields are the classic ``samples``/``targets`` pair.
+        """
+        appender = self.begin_split(split, fields)
+        copy_fields(appender, columns, indices, transforms)
+        return self.end_split(split, appender)
+
+    def begin_split(self, split: str, fields: Sequence[Field]) -> FieldAppender:
+        """Start ``/<split>`` for incremental writes: ``append`` blocks, then :meth:`end_split`."""
+        if split in self.splits or split in self._file:
+            raise FormatError(f"{self.name}: split {split!r} written twice")
+        if self.fields is not None and [f.to_dict() for f in fields] != [
+            f.to_dict() for f in self.fields
+        ]:
+            raise FormatError(f"{self.name}: split {split!r} has other fields than the first")
+        self.fields = list(fields)
+        return FieldAppender(self._file.create_group(split), fields, _h5_filter(self.compression))
+
+    def end_split(self, split: str, appender: FieldAppender) -> int:
+        """Record the length of a split written with :meth:`begin_split`."""
+        appender.group.attrs["length"] = appender.length
+        self.splits[split] = appender.length
+        self.arrays[split] = appender.described(is_classic(appender.fields))
+        return appender.length
+
     def prepared(
         self,
         features: Sequence[str] | None = None,
         target: str | None = None,
         encodings: Mapping[str, Sequence[str]] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> PreparedData:
         """The :class:`PreparedData` for what was written (also stored as file attrs)."""
         enc = {k: [str(v) for v in vals] for k, vals in (encodings or {}).items()}
+        fields = self.fields or classic_fields(self.arrays, features, target, enc)
         schema: dict[str, Any] = {
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION
+            if self.fields is None or is_classic(self.fields)
+            else FIELDS_FORMAT_VERSION,
             "splits": self.arrays,
             "features": list(features) if features is not None else None,
             "target": target,
             "encodings": enc,
+            "fields": fields_to_schema(fields),
+            **dict(extra or {}),
         }
         if self._file.id.valid:
+            self._file.attrs["datastack_format"] = schema["format_version"]
             self._file.attrs["schema"] = json.dumps(schema, sort_keys=True)
             self._file.attrs["encodings"] = json.dumps(enc, sort_keys=True)
         return PreparedData(dict(self.splits), schema, enc)
+
+
+def classic_fields(
+    arrays: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    features: Sequence[str] | None,
+    target: str | None,
+    encodings: Mapping[str, Sequence[str]],
+) -> list[Field]:
+    """The fields of a version-1 file: its ``samples`` and ``targets`` datasets, named after
+    the table's features / target column when it has them.
+
+    >>> [f.name for f in classic_fields({"train": {"samples": {"shape": [3, 2], "dtype": "f4"}}},
+    ...                                 ["a", "b"], None, {})]
+    ['features']
+    """
+    first = next(iter(arrays.values()), {})
+    out: list[Field] = []
+    for role in ("samples", "targets"):
+        info = first.get(role)
+        if info is None:
+            continue
+        dtype = np.dtype(str(info["dtype"])).name
+        shape = tuple(int(d) for d in info["shape"][1:])
+        if role == "samples":
+            name = "features" if features else "samples"
+            columns = tuple(features) if features else None
+            out.append(Field(name, ARRAY, dtype, shape, columns=columns, dataset=role))
+        elif target is not None and target in encodings and not shape:
+            out.append(Field(target, LABEL, dtype, (), names=tuple(encodings[target]),
+                             dataset=role))
+        else:
+            out.append(Field(target or role, ARRAY, dtype, shape, dataset=role))
+    return out
 
 
 def _copy(source: ArrayLike, dset: Any, indices: NDArray[np.int64] | None, dtype: Any) -> None:
@@ -323,55 +406,88 @@ def read_prepared(path: str | os.PathLike[str]) -> PreparedData:
     """Read and check the canonical layout of ``path``; return its :class:`PreparedData`.
 
     Raises :class:`FormatError` when the file is not in the canonical form (a custom
-    preprocessor's output is checked with this).
+    preprocessor's output is checked with this). Reads layout versions 1 and 2.
     """
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
             version = f.attrs.get("datastack_format")
-            if version != FORMAT_VERSION:
+            if version not in (FORMAT_VERSION, FIELDS_FORMAT_VERSION):
                 raise FormatError(
-                    f"{path}: datastack_format attr is {version!r}, expected {FORMAT_VERSION}"
+                    f"{path}: datastack_format attr is {version!r}, expected "
+                    f"{FORMAT_VERSION} or {FIELDS_FORMAT_VERSION}"
                 )
+            schema = json.loads(f.attrs.get("schema", "{}"))
+            encodings = json.loads(f.attrs.get("encodings", "{}"))
             splits: dict[str, int] = {}
             arrays: dict[str, dict[str, dict[str, Any]]] = {}
             for split, group in f.items():
-                if not isinstance(group, h5py.Group) or "samples" not in group:
-                    raise FormatError(f"{path}: /{split} is not a group with a samples dataset")
-                length = int(group.attrs.get("length", -1))
-                arrays[split] = {}
-                for role in ("samples", "targets"):
-                    if role in group:
-                        dset = group[role]
-                        if dset.shape[0] != length:
-                            raise FormatError(
-                                f"{path}: /{split}/{role} has {dset.shape[0]} rows, but the "
-                                f"split's length attr says {length}"
-                            )
-                        arrays[split][role] = {
-                            "shape": list(dset.shape),
-                            "dtype": dset.dtype.str.lstrip("<>=|"),
-                        }
-                splits[split] = length
-            schema = json.loads(f.attrs.get("schema", "{}"))
-            encodings = json.loads(f.attrs.get("encodings", "{}"))
+                if version == FORMAT_VERSION:
+                    arrays[split] = _check_classic(path, split, group, h5py)
+                else:
+                    arrays[split] = _check_fields(path, split, group, schema, h5py)
+                splits[split] = int(group.attrs.get("length", -1))
     except OSError as exc:
         raise FormatError(f"{path}: not a readable HDF5 file ({exc})") from None
     schema.setdefault("format_version", FORMAT_VERSION)
-    schema["splits"] = arrays
+    if version == FORMAT_VERSION:
+        schema["splits"] = arrays
     return PreparedData(splits, schema, encodings)
+
+
+def _rows_of(path: Any, where: str, rows: int, length: int) -> None:
+    if rows != length:
+        raise FormatError(
+            f"{path}: {where} has {rows} rows, but the split's length attr says {length}"
+        )
+
+
+def _check_classic(path: Any, split: str, group: Any, h5py: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(group, h5py.Group) or "samples" not in group:
+        raise FormatError(f"{path}: /{split} is not a group with a samples dataset")
+    length = int(group.attrs.get("length", -1))
+    out: dict[str, dict[str, Any]] = {}
+    for role in ("samples", "targets"):
+        if role in group:
+            dset = group[role]
+            _rows_of(path, f"/{split}/{role}", dset.shape[0], length)
+            out[role] = {"shape": list(dset.shape), "dtype": dset.dtype.str.lstrip("<>=|")}
+    return out
+
+
+def _check_fields(
+    path: Any, split: str, group: Any, schema: Mapping[str, Any], h5py: Any
+) -> dict[str, dict[str, Any]]:
+    fields = fields_from_schema(schema.get("fields") or [])
+    if not isinstance(group, h5py.Group) or not fields:
+        raise FormatError(f"{path}: /{split} is not a split group of a file with fields")
+    length = int(group.attrs.get("length", -1))
+    for fld in fields.values():
+        where = f"/{split}/{fld.stored_name}"
+        if fld.stored_name not in group:
+            raise FormatError(f"{path}: field {fld.name!r} missing: no {where}")
+        node = group[fld.stored_name]
+        if fld.variable:
+            if not isinstance(node, h5py.Group) or "offsets" not in node or "values" not in node:
+                raise FormatError(f"{path}: {where} needs 'values' and 'offsets' datasets")
+            _rows_of(path, f"{where}/offsets", node["offsets"].shape[0] - 1, length)
+        else:
+            _rows_of(path, where, node.shape[0], length)
+    return dict(schema.get("splits", {}).get(split, {}))
 
 
 __all__ = [
     "COMPRESSION",
     "COMPRESSIONS",
+    "FIELDS_FORMAT_VERSION",
     "FORMAT_VERSION",
     "SAMPLE_CHUNK_BYTES",
     "CanonicalWriter",
     "PreparedData",
     "check_compression",
     "chunk_rows",
+    "classic_fields",
     "current_default_compression",
     "default_compression",
     "read_prepared",

@@ -84,7 +84,8 @@ def test_import_is_light_and_fast() -> None:
         "import sys, time; t = time.perf_counter(); import datastack; "
         "dt = time.perf_counter() - t; "
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'prefect', 'torch', 'pymongo', 'h5py', 'requests', 'numpy', 'yaml'}); "
+        "{'prefect', 'torch', 'pymongo', 'h5py', 'requests', 'numpy', 'yaml', 'pandas', "
+        "'pyarrow', 'PIL', 'openpyxl'}); "
         "print(dt, heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -228,7 +228,10 @@ def test_examples_spec_preprocesses(tmp_path: Path) -> None:
     )
     out = read_h5(tmp_path / "iris.h5")
     both = np.concatenate([out["train"]["samples"], out["test"]["samples"]])
-    np.testing.assert_array_equal(np.sort(both, axis=0), np.sort(expected, axis=0))
+    # features are float32 by default (csv.dtype: float64 keeps doubles)
+    np.testing.assert_array_equal(
+        np.sort(both, axis=0), np.sort(expected.astype(np.float32), axis=0)
+    )
     wine = preprocess(specs["wine"], resources(specs["wine"]), tmp_path / "wine.h5")
     # 178 x (0.7, 0.15, 0.15) = 124.6, 26.7, 26.7: largest remainders get the 2 left over
     assert wine.splits == {"train": 124, "validation": 27, "test": 27}

@@ -41,11 +41,12 @@ def test_csv_header_numeric_with_splits(tmp_path: Path, in_memory: bool) -> None
     assert prepared.splits == {"train": 72, "test": 31} == split_sizes(103, spec.splits or {})
     parts = split_indices(103, {"train": 0.7, "test": 0.3}, seed=7)
     for split, idx in parts.items():
-        np.testing.assert_array_equal(out[split]["samples"], expected[idx, :3])
+        np.testing.assert_array_equal(out[split]["samples"], expected[idx, :3].astype("f4"))
         np.testing.assert_array_equal(out[split]["targets"], expected[idx, 3].astype(np.int64))
         assert out[split]["targets"].dtype == np.int64
     assert prepared.schema["features"] == ["a", "b", "c"] and prepared.schema["target"] == "y"
-    assert prepared.schema["splits"]["train"]["samples"] == {"shape": [72, 3], "dtype": "f8"}
+    # float32 features by default (docs/preprocessing.md)
+    assert prepared.schema["splits"]["train"]["samples"] == {"shape": [72, 3], "dtype": "f4"}
 
 
 def test_csv_no_header_gzip_skip_rows_delimiter_target_index(tmp_path: Path) -> None:
@@ -62,7 +63,7 @@ def test_csv_no_header_gzip_skip_rows_delimiter_target_index(tmp_path: Path) -> 
     expected = np.genfromtxt(io.StringIO(text), delimiter=";", skip_header=2)
     out = read_h5(tmp_path / "out.h5")
     assert prepared.splits == {"train": 50}
-    np.testing.assert_array_equal(out["train"]["samples"], expected[:, 1:])
+    np.testing.assert_array_equal(out["train"]["samples"], expected[:, 1:].astype("f4"))
     np.testing.assert_array_equal(out["train"]["targets"], expected[:, 0].astype(np.int64))
     assert prepared.schema["features"] == ["column_1", "column_2"]
 

@@ -217,7 +217,7 @@ def test_split_tolerance_and_names() -> None:
 
 
 def test_formats_and_roles() -> None:
-    rejects("format", "unknown format 'parquet'", format="parquet")
+    rejects("format", "unknown format 'feather'", format="feather")  # parquet is a format now
     rejects("format", "missing", format=...)
     rejects(
         "sources",

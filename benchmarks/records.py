@@ -1,0 +1,369 @@
+"""Records benchmark: images and text through datastack vs torchvision, HF datasets, MosaicML.
+
+One run, the same data for everyone:
+
+* a few thousand real-size images (JPEG and PNG, 96-480 px sides) cut and resized from the
+  real photographs that scikit-image and scikit-learn ship, in an ImageFolder layout;
+* a text corpus of real prose (scikit-learn's dataset descriptions, sliced into samples of
+  varied length).
+
+Measured: a DataLoader pass with 2 workers (batch 64, the same per-sample work everywhere:
+Pillow decode of the stored bytes, RGB, resize to 64x64, to a uint8 tensor; texts: UTF-8
+length) through datastack on the filesystem and over GridFS (a SecantusDB server started like
+``benchmarks/_common.py`` does), torchvision ``ImageFolder`` on the same files, Hugging Face
+``datasets`` (``Image`` feature / string column, ``save_to_disk`` + ``load_from_disk``) and
+MosaicML ``streaming`` (MDS, local directory); random access to one text sample vs Hugging
+Face; peak RSS (VmHWM of a child process) preprocessing a 1 GB CSV vs a 100 MB one.
+
+    .venv-bench/bin/python benchmarks/records.py [--quick] [--images N] [--skip-csv]
+
+Needs the ``bench`` extra and torchvision next to a matching torch (see docs/performance.md).
+Prints a ratio table and writes ``benchmarks/results/records.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import MIB, ROOT, mongo_server, write_results
+
+import numpy as np
+
+SIZE = 64
+BATCH = 64
+WORKERS = 2
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# -- data -------------------------------------------------------------------------------------
+def make_images(folder: Path, count: int, seed: int = 0) -> list[tuple[Path, int]]:
+    """``count`` JPEG/PNG files of varied size cut from the real photos, 10 classes."""
+    import skimage
+    import sklearn
+    from PIL import Image
+
+    sources = [Path(skimage.__file__).parent / "data" / n for n in (
+        "astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "retina.jpg",
+        "hubble_deep_field.jpg", "motorcycle_left.png", "color.png")]
+    sources += [Path(sklearn.__file__).parent / "datasets" / "images" / n
+                for n in ("china.jpg", "flower.jpg")]
+    photos = [Image.open(p).convert("RGB") for p in sources]
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        w, h = photo.size
+        cw, ch = rng.randint(w // 4, w), rng.randint(h // 4, h)
+        x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+        side = rng.randint(96, 480)
+        crop = photo.crop((x, y, x + cw, y + ch))
+        crop = crop.resize((side, max(32, side * ch // cw)))
+        cls = i % 10
+        (folder / f"class{cls}").mkdir(parents=True, exist_ok=True)
+        path = folder / f"class{cls}" / f"{i:05d}.{'png' if i % 3 == 0 else 'jpg'}"
+        crop.save(path, quality=90) if path.suffix == ".jpg" else crop.save(path)
+        out.append((path, cls))
+    return out
+
+
+def make_texts(count: int, seed: int = 0) -> list[str]:
+    import sklearn
+
+    corpus = "\n".join(p.read_text(encoding="utf-8") for p in sorted(
+        (Path(sklearn.__file__).parent / "datasets" / "descr").glob("*.rst")))
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(count):
+        start = rng.randrange(len(corpus) - 4000)
+        texts.append(corpus[start : start + rng.randint(40, 4000)])
+    return texts
+
+
+# -- per-sample work (the same for every peer) --------------------------------------------------
+def transform_image(image: Any) -> Any:
+    import torch
+
+    image = image.convert("RGB").resize((SIZE, SIZE))
+    return torch.from_numpy(np.asarray(image))
+
+
+def transform_bytes(data: bytes) -> Any:
+    from PIL import Image
+
+    return transform_image(Image.open(io.BytesIO(data)))
+
+
+def text_length(text: str) -> Any:
+    import torch
+
+    return torch.tensor(len(text.encode("utf-8")))
+
+
+def _ds_image(sample: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (transform_bytes(sample[0]), sample[1])
+
+
+def _ds_text(sample: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (text_length(sample[0]), sample[1])
+
+
+# -- peers ------------------------------------------------------------------------------------
+class HFImages:
+    def __init__(self, ds: Any, column: str, fn: Any) -> None:
+        self.ds, self.column, self.fn = ds, column, fn
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> Any:
+        row = self.ds[i]
+        value = row[self.column]
+        return self.fn(value["bytes"] if isinstance(value, dict) else value), row["label"]
+
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        rows = self.ds[indices]
+        values = [v["bytes"] if isinstance(v, dict) else v for v in rows[self.column]]
+        return [(self.fn(v), y) for v, y in zip(values, rows["label"], strict=True)]
+
+
+def _loader_pass(dataset: Any, **kw: Any) -> float:
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(dataset, batch_size=BATCH, num_workers=WORKERS, **kw)
+    t0 = time.perf_counter()
+    count = sum(len(batch[1]) for batch in loader)
+    elapsed = time.perf_counter() - t0
+    if count != len(dataset):
+        raise RuntimeError(f"pass read {count} of {len(dataset)} samples")
+    return count / elapsed
+
+
+def build(work: Path, images: list[tuple[Path, int]], texts: list[str], mongo: str) -> dict:
+    """Publish the data in every system (not timed)."""
+    import datasets as hf
+    from streaming import MDSWriter
+
+    import tarfile
+
+    import datastack
+
+    archive = work / "images.tar"
+    with tarfile.open(archive, "w") as tar:
+        for p, _ in images:
+            tar.add(p, arcname=p.relative_to(work / "images").as_posix())
+    spec = work / "spec.yaml"
+    spec.write_text(f"datasets:\n  photos:\n    sources: [{{url: {archive.as_uri()}, sha256: "
+                    f"{_sha(archive)}}}]\n    format: imagefolder\n")
+    stores = {"file": str(work / "store"), "gridfs": f"{mongo}/bench_records"}
+    for uri in stores.values():
+        [r] = datastack.refresh(spec, storage=uri)
+        assert r.status in ("published", "unchanged"), r.reason
+        datastack.publish("corpus", {"text": texts, "label": np.arange(len(texts)) % 5},
+                          target="label", storage=uri)
+    features = hf.Features({"image": hf.Image(decode=False), "label": hf.Value("int64")})
+    hf.Dataset.from_dict(
+        {"image": [{"bytes": p.read_bytes(), "path": None} for p, _ in images],
+         "label": [c for _, c in images]}, features=features,
+    ).save_to_disk(str(work / "hf-images"))
+    hf.Dataset.from_dict({"text": texts, "label": [i % 5 for i in range(len(texts))]}
+                         ).save_to_disk(str(work / "hf-text"))
+    with MDSWriter(out=str(work / "mds-images"), columns={"image": "bytes", "label": "int"}) as w:
+        for p, c in images:
+            w.write({"image": p.read_bytes(), "label": c})
+    with MDSWriter(out=str(work / "mds-text"), columns={"text": "str", "label": "int"}) as w:
+        for i, t in enumerate(texts):
+            w.write({"text": t, "label": i % 5})
+    return stores
+
+
+def _mds(local: Path, column: str, fn: Any) -> Any:
+    from streaming import StreamingDataset
+
+    class Transformed(StreamingDataset):  # type: ignore[misc]
+        def __getitem__(self, i: int) -> Any:
+            row = super().__getitem__(i)
+            return fn(row[column]), int(row["label"])
+
+    return Transformed(local=str(local), remote=None, shuffle=False, batch_size=BATCH)
+
+
+def measure_loaders(work: Path, stores: dict[str, str], repeat: int) -> dict[str, float]:
+    """Samples/s of one DataLoader pass per system; rounds alternate the systems (the machine
+    is shared: each figure is the best of ``repeat`` rounds)."""
+    import datasets as hf
+    from streaming.base.util import clean_stale_shared_memory
+    from torchvision.datasets import ImageFolder
+
+    import datastack
+    from datastack.iterators.torch import TorchDataset
+
+    passes: dict[str, Any] = {}
+    for name, uri in stores.items():
+        images = datastack.load("photos", storage=uri).with_image_options(decode=False)
+        passes[f"images datastack {name}"] = TorchDataset(images.map(_ds_image))
+        text = datastack.load("corpus", storage=uri)
+        passes[f"text datastack {name}"] = TorchDataset(text.map(_ds_text))
+    passes["images torchvision ImageFolder"] = ImageFolder(str(work / "images"),
+                                                           transform=transform_image)
+    passes["images HF datasets"] = HFImages(hf.load_from_disk(str(work / "hf-images")), "image",
+                                            transform_bytes)
+    passes["text HF datasets"] = HFImages(hf.load_from_disk(str(work / "hf-text")), "text",
+                                          text_length)
+    clean_stale_shared_memory()
+    passes["images MosaicML streaming (MDS)"] = _mds(work / "mds-images", "image",
+                                                     transform_bytes)
+    passes["text MosaicML streaming (MDS)"] = _mds(work / "mds-text", "text", text_length)
+    rates: dict[str, float] = {}
+    for _ in range(repeat):
+        for key, dataset in passes.items():
+            rates[key] = max(rates.get(key, 0.0), _loader_pass(dataset))
+    return rates
+
+
+def measure_random_text(work: Path, stores: dict[str, str], reads: int) -> dict[str, float]:
+    """Microseconds per random read of one text sample (generator created once)."""
+    import datasets as hf
+
+    import datastack
+
+    out: dict[str, float] = {}
+    targets = {
+        "datastack file": datastack.load("corpus", storage=stores["file"]),
+        "datastack gridfs": datastack.load("corpus", storage=stores["gridfs"]),
+        "HF datasets": hf.load_from_disk(str(work / "hf-text")),
+    }
+    for name, it in targets.items():
+        n = len(it)
+        rng = random.Random(1)
+        order = [rng.randrange(n) for _ in range(reads)]
+        get = (lambda i, d=it: d[i]["text"]) if name.startswith("HF") else (
+            lambda i, d=it: d[i][0])
+        get(order[0])  # open
+        t0 = time.perf_counter()
+        for i in order:
+            get(i)
+        out[name] = (time.perf_counter() - t0) / reads * 1e6
+    return out
+
+
+# -- memory -------------------------------------------------------------------------------------
+def _csv_child(path: str) -> None:
+    """In a fresh process: preprocess one CSV, print the peak RSS (VmHWM) as JSON."""
+    from datastack.preprocessing import preprocess
+    from datastack.resources import StreamedResource
+    from datastack.specs import load_spec
+
+    digest = "0" * 64  # preprocess reads the file; checksums are the retriever's business
+    spec = load_spec(f"datasets: {{big: {{format: csv, sources: [{{url: '{Path(path).as_uri()}',"
+                     f" sha256: '{digest}'}}], csv: {{target: y}}}}}}")["big"]
+    t0 = time.perf_counter()
+    out = Path(path).with_suffix(".h5")
+    prepared = preprocess(spec, [(spec.sources[0], StreamedResource.from_path("b.csv", path))],
+                          out)
+    elapsed = time.perf_counter() - t0
+    hwm = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+               if line.startswith("VmHWM"))
+    print(json.dumps({"rows": prepared.splits["train"], "hwm_mib": hwm / 1024,
+                      "seconds": elapsed}))
+
+
+def write_csv(path: Path, size: int) -> None:
+    rng = np.random.default_rng(0)
+    block = io.StringIO()
+    values = rng.normal(size=(50_000, 8))
+    labels = rng.choice(["cat", "dog", "emu"], size=50_000)
+    block.write("a,b,c,d,e,f,g,h,y\n")
+    for row, label in zip(values.round(5).tolist(), labels.tolist(), strict=True):
+        block.write(",".join(map(str, row)) + f",{label}\n")
+    data = block.getvalue()
+    body = data.split("\n", 1)[1].encode()
+    with open(path, "wb") as out:
+        out.write(data.encode())
+        while out.tell() < size:
+            out.write(body)
+
+
+def measure_csv_memory(work: Path, sizes: tuple[int, int]) -> dict[str, Any]:
+    out = {}
+    for size in sizes:
+        path = work / f"t{size // MIB}.csv"
+        write_csv(path, size)
+        done = subprocess.run([sys.executable, __file__, "--csv-child", str(path)],
+                              capture_output=True, text=True, check=True)
+        out[f"{path.stat().st_size / MIB:.0f} MiB CSV"] = json.loads(
+            done.stdout.strip().splitlines()[-1])
+        path.unlink()
+        path.with_suffix(".h5").unlink(missing_ok=True)
+    return out
+
+
+# -- report -------------------------------------------------------------------------------------
+def report(rates: dict[str, float], text: dict[str, float], memory: dict[str, Any]) -> str:
+    lines = ["| measurement | samples/s | vs fastest peer |", "|---|---:|---:|"]
+    for kind in ("images", "text"):
+        peers = {k: v for k, v in rates.items() if k.startswith(kind) and "datastack" not in k}
+        fastest = max(peers.values())
+        for key, value in sorted(rates.items(), key=lambda kv: -kv[1]):
+            if key.startswith(kind):
+                lines.append(f"| {key} | {value:,.0f} | {value / fastest:.2f} |")
+    lines += ["", "| random read of one text sample | us/read | vs HF datasets |", "|---|---:|---:|"]
+    for key, value in text.items():
+        lines.append(f"| {key} | {value:.1f} | {value / text['HF datasets']:.2f} |")
+    if memory:
+        lines += ["", "| preprocessing | rows | peak RSS (VmHWM) | seconds |", "|---|---:|---:|---:|"]
+        for key, value in memory.items():
+            lines.append(f"| {key} | {value['rows']:,} | {value['hwm_mib']:.0f} MiB | "
+                         f"{value['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--images", type=int, default=3000)
+    parser.add_argument("--texts", type=int, default=20000)
+    parser.add_argument("--skip-csv", action="store_true")
+    parser.add_argument("--mongo-uri", default=None)
+    parser.add_argument("--csv-child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.csv_child:
+        _csv_child(args.csv_child)
+        return
+    images_n, texts_n = (300, 2000) if args.quick else (args.images, args.texts)
+    repeat = 1 if args.quick else 3
+    with tempfile.TemporaryDirectory(prefix="datastack-records-") as tmp, mongo_server(
+        args.mongo_uri
+    ) as mongo:
+        work = Path(tmp)
+        images = make_images(work / "images", images_n)
+        texts = make_texts(texts_n)
+        stores = build(work, images, texts, mongo)
+        rates = measure_loaders(work, stores, repeat)
+        text = measure_random_text(work, stores, 2000)
+        size = sum(p.stat().st_size for p, _ in images)
+        memory = {} if args.skip_csv else measure_csv_memory(
+            work, (100 * MIB, 1024 * MIB) if not args.quick else (10 * MIB, 100 * MIB))
+    table = report(rates, text, memory)
+    print(table)
+    print(f"{images_n} images, {size / MIB:.1f} MiB encoded; {texts_n} texts")
+    write_results("records.json", {"images": images_n, "texts": texts_n, "loader": rates,
+                                   "random_text_us": text, "csv_memory": memory,
+                                   "table": table, "bytes": size})
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()

@@ -1,0 +1,381 @@
+"""The table-typing policy, once for every tabular format (CSV, JSON Lines, JSON, Parquet,
+Excel, DataFrames): typed columns, category codes, missing values, text and feature columns.
+
+Policy (``docs/preprocessing.md``):
+
+* a column is *categorical* when listed in ``categorical`` or when its first non-missing value
+  is not a number (a string that parses as a number counts as a number); otherwise it is
+  numeric, and a later non-number in it is an error naming the row and column;
+* categorical values become codes ``0..k-1`` over the sorted labels (numbers first, in numeric
+  order, then text), returned as ``encodings[column]``; codes never depend on row order;
+* a value in ``missing`` (and a null: JSON ``null``, Parquet null, an empty Excel cell, NaN) is
+  NaN in the features; a missing categorical *target* is an error;
+* ``text: [columns]`` are kept as strings (own fields, before the target; missing -> ``""``);
+  ``features: [columns]`` keeps only those as the feature vector (default: every other column);
+* the feature vector is ``float32`` by default (``dtype: float64`` keeps double precision);
+* the target (default: last column) is a label (int64 codes with names) when categorical,
+  int64 when every value is an integer and none is missing, float64 otherwise.
+
+:class:`TablePolicy` converts blocks of columns (bounded memory) into staged blocks with
+provisional codes; :meth:`TablePolicy.finish` gives the final fields, the transforms that turn
+provisional codes into sorted codes, and the encodings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from datastack._checks import Checker
+from datastack.errors import FormatError
+from datastack.fields import ARRAY, LABEL, STRING, Field
+
+DEFAULT_MISSING = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "?")
+FEATURE_DTYPES = ("float32", "float64")
+#: Keys every table format accepts in its block (besides its own).
+TABLE_KEYS = ("target", "categorical", "missing", "text", "features", "dtype")
+#: Keys added after specs were fingerprinted: left out of the fingerprint at their default.
+NEW_KEY_DEFAULTS: dict[str, Any] = {"text": (), "features": None, "dtype": "float32"}
+FEATURES_FIELD = "features"
+
+
+@dataclass(frozen=True)
+class TableOptions:
+    """The options every table format shares (``jsonl:``, ``json:``, ``parquet:`` blocks)."""
+
+    target: str | int | None = None
+    categorical: tuple[str | int, ...] = ()
+    missing: tuple[str, ...] = DEFAULT_MISSING
+    text: tuple[str | int, ...] = ()
+    features: tuple[str | int, ...] | None = None
+    dtype: str = "float32"
+
+
+def parse_table_keys(raw: Mapping[str, Any], check: Checker) -> dict[str, Any]:
+    """The shared keys of a table block, validated (unknown keys are the caller's check)."""
+    target = raw.get("target")
+    dtype = check.string(raw.get("dtype", "float32"), "dtype")
+    if dtype not in FEATURE_DTYPES:
+        raise check.fail("dtype", f"expected one of {', '.join(FEATURE_DTYPES)}, got {dtype!r}")
+    features = raw.get("features")
+    return {
+        "target": None if target is None else check.column(target, "target"),
+        "categorical": check.columns(raw.get("categorical", []), "categorical"),
+        "missing": check.strings(raw.get("missing", list(DEFAULT_MISSING)), "missing",
+                                 "strings that mean 'missing'"),
+        "text": check.columns(raw.get("text", []), "text"),
+        "features": None if features is None else check.columns(features, "features"),
+        "dtype": dtype,
+    }
+
+
+def table_options_dict(options: Any) -> dict[str, Any]:
+    """Options as plain data for the fingerprint: keys added later drop out at their default,
+    so specs written before them keep their fingerprint."""
+    data = dataclasses.asdict(options)
+    for key, default in NEW_KEY_DEFAULTS.items():
+        if key in data and (data[key] == default or (default == () and data[key] == [])):
+            del data[key]
+    return data
+
+
+def label_key(label: str) -> tuple[int, float, str]:
+    """Sort key of category labels: numbers first in numeric order, then text."""
+    try:
+        return (0, float(label), label)
+    except ValueError:
+        return (1, 0.0, label)
+
+
+def _label_of(value: Any) -> str:
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+@dataclass
+class ColumnState:
+    """What the policy learnt of one column (kind, provisional codes, integrality)."""
+
+    name: str
+    categorical: bool | None = None  # None until the first non-missing value
+    codes: dict[str, int] = field(default_factory=dict)  # first-appearance codes
+    integral: bool = True
+    any_missing: bool = False
+
+    def labels_and_lookup(self) -> tuple[list[str], NDArray[np.int64]]:
+        """Sorted labels and provisional code -> sorted code."""
+        labels = sorted(self.codes, key=label_key)
+        position = {label: i for i, label in enumerate(labels)}
+        lookup = np.empty(len(self.codes), dtype=np.int64)
+        for label, code in self.codes.items():
+            lookup[code] = position[label]
+        return labels, lookup
+
+
+@dataclass
+class Block:
+    """Columns of consecutive rows of one input: ``columns[j]`` is a list of cells or an
+    already numeric array (NaN for missing); ``rows`` numbers them for error messages."""
+
+    names: list[str]
+    columns: list[Any]
+    rows: Sequence[int]
+
+
+class TablePolicy:
+    """Type blocks of a table's columns (see the module docstring).
+
+    >>> policy = TablePolicy(TableOptions(target="y"))
+    >>> staged = policy.convert(Block(["a", "y"], [["1", "NA"], ["x", "z"]], [2, 3]), "t.csv")
+    >>> fields, transforms, encodings = policy.finish()
+    >>> staged["features"].tolist(), transforms["y"](staged["y"]).tolist(), encodings
+    ([[1.0], [nan]], [0, 1], {'y': ['x', 'z']})
+    """
+
+    def __init__(self, options: Any, prefix: str = "") -> None:
+        self.options = options
+        #: Names the options block in errors (``"csv."``: ``csv.target column ...``).
+        self.prefix = prefix
+        self.missing = frozenset(options.missing)
+        self.names: list[str] | None = None
+        self.columns: list[ColumnState] = []
+        self.target_index = -1
+        self.text_indices: list[int] = []
+        self.feature_indices: list[int] = []
+
+    # -- columns -----------------------------------------------------------------------------
+    def set_names(self, names: list[str], where: str) -> None:
+        """Fix the columns from the first input; later inputs must have the same ones."""
+        if self.names is not None:
+            if names != self.names:
+                raise FormatError(f"{where}: columns {names} differ from the first input's "
+                                  f"{self.names}")
+            return
+        if len(set(names)) != len(names):
+            raise FormatError(f"{where}: duplicate column names {names}")
+        if len(names) < 2:
+            raise FormatError(f"{where}: found {len(names)} column; need features and a target")
+        self.names = names
+        self.columns = [ColumnState(n) for n in names]
+        opts = self.options
+        target = self._resolve(where, opts.target, "target")
+        self.target_index = len(names) - 1 if target is None else target
+        for ref in opts.categorical:
+            self.columns[self._index(where, ref, "categorical")].categorical = True
+        self.text_indices = sorted({self._index(where, r, "text") for r in opts.text})
+        if self.target_index in self.text_indices:
+            raise FormatError(f"{where}: the target {names[self.target_index]!r} is listed in text")
+        rest = [i for i in range(len(names)) if i != self.target_index and i not in
+                self.text_indices]
+        if opts.features is not None:
+            chosen = {self._index(where, r, "features") for r in opts.features}
+            rest = [i for i in rest if i in chosen]
+        self.feature_indices = rest
+
+    def _resolve(self, where: str, ref: str | int | None, key: str) -> int | None:
+        return None if ref is None else self._index(where, ref, key)
+
+    def _index(self, where: str, ref: str | int, key: str) -> int:
+        names = self.names or []
+        if isinstance(ref, int):
+            if not -len(names) <= ref < len(names):
+                raise FormatError(f"{where}: {self.prefix}{key} index {ref} out of range for "
+                                  f"{len(names)} columns")
+            return ref % len(names)
+        if ref not in names:
+            raise FormatError(f"{where}: {self.prefix}{key} column {ref!r} not in header {names}")
+        return names.index(ref)
+
+    # -- blocks ------------------------------------------------------------------------------
+    def staged_fields(self) -> list[Field]:
+        """Fields of the staged blocks (target as float64 until :meth:`finish`)."""
+        names = self.names or []
+        out: list[Field] = []
+        if self.feature_indices:
+            out.append(Field(FEATURES_FIELD, ARRAY, self.options.dtype,
+                             (len(self.feature_indices),),
+                             columns=tuple(names[i] for i in self.feature_indices)))
+        out.extend(Field(names[i], STRING) for i in self.text_indices)
+        out.append(Field(names[self.target_index], ARRAY, "float64", ()))
+        return out
+
+    def convert(self, block: Block, where: str) -> dict[str, Any]:
+        """One block as staged columns (``features`` matrix, text lists, float64 target)."""
+        self.set_names(block.names, where)
+        names = self.names or []
+        n = len(block.rows)
+        out: dict[str, Any] = {}
+        if self.feature_indices:
+            matrix = np.empty((n, len(self.feature_indices)), dtype=self.options.dtype)
+            for j, i in enumerate(self.feature_indices):
+                matrix[:, j] = self._numeric(i, block.columns[i], block.rows, where)
+            out[FEATURES_FIELD] = matrix
+        for i in self.text_indices:
+            out[names[i]] = self._text(i, block.columns[i], block.rows, where)
+        out[names[self.target_index]] = self._numeric(
+            self.target_index, block.columns[self.target_index], block.rows, where
+        )
+        return out
+
+    def _text(self, i: int, cells: Any, rows: Sequence[int], where: str) -> list[str]:
+        out = []
+        for row, cell in zip(rows, cells, strict=True):
+            if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+                out.append("")
+            elif isinstance(cell, bytes):
+                try:
+                    out.append(cell.decode("utf-8"))
+                except UnicodeDecodeError as exc:
+                    raise FormatError(f"{where}: row {row}, column {self.columns[i].name!r}: "
+                                      f"bytes not valid UTF-8 ({exc.reason})") from None
+            else:
+                text = cell if isinstance(cell, str) else _label_of(cell)
+                out.append("" if text.strip() in self.missing else text)
+        return out
+
+    def _numeric(self, i: int, cells: Any, rows: Sequence[int], where: str) -> NDArray[Any]:
+        column = self.columns[i]
+        if isinstance(cells, np.ndarray) and cells.dtype.kind in "biuf" and not column.categorical:
+            values = cells.astype(np.float64)
+            self._note_numbers(column, values)
+            return values
+        if not column.categorical:
+            try:
+                values = np.array(cells, dtype=np.float64)
+            except (ValueError, TypeError):
+                return self._cells(i, list(cells), rows, where)
+            self._note_numbers(column, values)
+            return values
+        return self._cells(i, list(cells), rows, where)
+
+    def _note_numbers(self, column: ColumnState, values: NDArray[np.float64]) -> None:
+        known = values[~np.isnan(values)]
+        if len(known) < len(values):
+            column.any_missing = True
+        if len(known):
+            column.categorical = False
+            finite = bool(np.isfinite(known).all())
+            if column.integral and not (
+                finite and bool((np.mod(known, 1) == 0).all() and (np.abs(known) < 2**53).all())
+            ):
+                column.integral = False
+
+    def _cells(self, i: int, cells: list[Any], rows: Sequence[int], where: str) -> NDArray[Any]:
+        column = self.columns[i]
+        out = np.empty(len(cells), dtype=np.float64)
+        for k, (row, cell) in enumerate(zip(rows, cells, strict=True)):
+            if cell is None or (isinstance(cell, float) and math.isnan(cell)) or (
+                isinstance(cell, str) and cell.strip() in self.missing
+            ):
+                column.any_missing = True
+                if column.categorical and i == self.target_index:
+                    raise FormatError(f"{where}: row {row}, column {column.name!r}: missing "
+                                      "target class")
+                out[k] = math.nan
+                continue
+            number = _as_number(cell)
+            if column.categorical is None:
+                column.categorical = number is None
+            if column.categorical:
+                label = _label_of(cell)
+                out[k] = column.codes.setdefault(label, len(column.codes))
+                continue
+            if number is None:
+                raise FormatError(
+                    f"{where}: row {row}, column {column.name!r} (index {i}): "
+                    f"{str(cell)[:40]!r} is not a number in a numeric column; list the column "
+                    "in categorical, text or missing"
+                )
+            if column.integral and not (number.is_integer() and abs(number) < 2**53):
+                column.integral = False
+            out[k] = number
+        return out
+
+    # -- the end -----------------------------------------------------------------------------
+    def finish(self) -> tuple[list[Field], dict[str, Callable[[Any], Any]], dict[str, list[str]]]:
+        """``(fields, transforms, encodings)``: the final fields, the maps from staged blocks to
+        final values (sorted codes, typed target), and the category labels per column."""
+        if self.names is None:
+            raise FormatError("the table has no columns")
+        encodings: dict[str, list[str]] = {}
+        lookups: dict[int, NDArray[np.int64]] = {}
+        for i, column in enumerate(self.columns):
+            if column.categorical:
+                encodings[column.name], lookups[i] = column.labels_and_lookup()
+        fields = self.staged_fields()
+        transforms: dict[str, Callable[[Any], Any]] = {}
+        feature_lookups = {j: lookups[i] for j, i in enumerate(self.feature_indices)
+                           if i in lookups}
+        if feature_lookups:
+            transforms[FEATURES_FIELD] = _FeatureCodes(feature_lookups)
+        target = self.columns[self.target_index]
+        if target.categorical:
+            fields[-1] = Field(target.name, LABEL, "int64", (),
+                               names=tuple(encodings[target.name]))
+            transforms[target.name] = _TargetCodes(lookups[self.target_index])
+        elif target.integral and not target.any_missing:
+            fields[-1] = Field(target.name, ARRAY, "int64", ())
+            transforms[target.name] = _as_int64
+        return fields, transforms, encodings
+
+
+class _FeatureCodes:
+    """Provisional -> sorted category codes in the categorical columns of a feature block."""
+
+    def __init__(self, lookups: Mapping[int, NDArray[np.int64]]) -> None:
+        self.lookups = dict(lookups)
+
+    def __call__(self, block: NDArray[Any]) -> NDArray[Any]:
+        block = np.array(block, copy=True)
+        for j, lookup in self.lookups.items():
+            known = ~np.isnan(block[:, j])
+            block[known, j] = lookup[block[known, j].astype(np.int64)]
+        return block
+
+
+class _TargetCodes:
+    def __init__(self, lookup: NDArray[np.int64]) -> None:
+        self.lookup = lookup
+
+    def __call__(self, block: NDArray[Any]) -> NDArray[np.int64]:
+        return self.lookup[np.asarray(block).astype(np.int64)]
+
+
+def _as_int64(block: NDArray[Any]) -> NDArray[np.int64]:
+    return np.asarray(block).astype(np.int64)
+
+
+__all__ = [
+    "DEFAULT_MISSING",
+    "FEATURES_FIELD",
+    "TABLE_KEYS",
+    "Block",
+    "ColumnState",
+    "TableOptions",
+    "TablePolicy",
+    "label_key",
+    "parse_table_keys",
+    "table_options_dict",
+]

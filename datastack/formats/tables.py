@@ -1,0 +1,218 @@
+"""Tabular formats: one base class over the one typing policy (:mod:`._table_policy`).
+
+A table format only turns its files into :class:`~datastack.formats._table_policy.Block` s
+of columns (``TableFormat.blocks``: CSV records, JSON objects, Parquet row groups, Excel rows),
+in bounded pieces. Everything else is shared here:
+
+- **preprocessing** streams the blocks through the policy into a staging file (resizable
+  datasets, :mod:`datastack.preprocessing.columns`), so peak memory does not grow with the
+  input; the canonical writer then copies the rows of each split with the final category codes;
+- **raw streams** (:class:`~datastack.iterators.csv.TableDatasetIterator`) read the same
+  blocks into memory with the same policy, so a table read raw and once published give the
+  same samples;
+- the spec block: ``target``, ``categorical``, ``missing``, ``text``, ``features``, ``dtype``
+  plus the format's own keys.
+
+Fields: ``features`` (the numeric feature vector, float32 unless ``dtype: float64``), one
+``string`` field per ``text`` column, and the target named after its column (a ``label`` with
+class names when categorical). Without text columns the file keeps the classic layout
+(``samples``/``targets`` datasets, version 1).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from datastack._checks import Checker
+from datastack.errors import FormatError
+from datastack.fields import Field, object_column
+from datastack.formats._table_policy import (
+    TABLE_KEYS,
+    Block,
+    TableOptions,
+    TablePolicy,
+    parse_table_keys,
+    table_options_dict,
+)
+from datastack.formats.archives import ArchiveLimits
+from datastack.formats.base import Decoded, Format, group_by_split
+from datastack.formats.inputs import RawInput
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.iterators.base import DatasetIterator
+    from datastack.resources import StreamedResource
+    from datastack.specs import DatasetSpec
+
+#: Rows per block read from a table (bounded memory whatever the file size).
+BLOCK_ROWS = 16384
+
+
+class TableFormat(Format):
+    """Base of the table formats: subclasses implement :meth:`blocks` (and their own keys)."""
+
+    options_class: ClassVar[type] = TableOptions
+    #: Keys of the format's block besides the shared table keys.
+    own_keys: ClassVar[tuple[str, ...]] = ()
+
+    def default_options(self) -> Any:
+        return self.options_class()
+
+    def parse_options(self, raw: Mapping[str, Any], check: Checker) -> Any:
+        check.keys(raw, (*self.own_keys, *TABLE_KEYS))
+        return self.options_class(**self.parse_own(raw, check), **parse_table_keys(raw, check))
+
+    def parse_own(self, raw: Mapping[str, Any], check: Checker) -> dict[str, Any]:
+        """The format's own keys of its block, validated."""
+        return {}
+
+    def options_dict(self, options: Any) -> dict[str, Any] | None:
+        return None if options is None else table_options_dict(options)
+
+    @abc.abstractmethod
+    def blocks(self, raw: RawInput, options: Any) -> Iterator[Block]:
+        """The input's rows as blocks of at most :data:`BLOCK_ROWS` rows (column names set)."""
+
+    def decode(
+        self,
+        spec: DatasetSpec,
+        inputs: list[RawInput],
+        workdir: Path,
+        limits: ArchiveLimits,
+        *,
+        probe: bool = True,
+    ) -> Decoded:
+        options = spec.options if spec.options is not None else self.default_options()
+        return stage_table(self, options, inputs, workdir)
+
+    def iterator(
+        self, resources: Sequence[StreamedResource], options: Any = None
+    ) -> DatasetIterator:
+        from datastack.iterators.csv import TableDatasetIterator
+
+        return TableDatasetIterator(resources[0], self.name, options)
+
+
+def row_blocks(names: list[str], rows: Iterable[tuple[int, Sequence[Any]]]) -> Iterator[Block]:
+    """Rows ``(row number, cells)`` gathered into column blocks of :data:`BLOCK_ROWS` rows.
+
+    ``names`` may be filled by the row iterator itself (from a header) before its first row.
+
+    >>> names = ["a", "y"]
+    >>> [b.columns for b in row_blocks(names, [(2, ["1", "x"]), (3, ["2", "y"])])]
+    [[('1', '2'), ('x', 'y')]]
+    """
+    block: list[Sequence[Any]] = []
+    numbers: list[int] = []
+    for number, cells in rows:
+        block.append(cells)
+        numbers.append(number)
+        if len(block) >= BLOCK_ROWS:
+            yield Block(list(names), list(zip(*block, strict=True)), numbers)
+            block, numbers = [], []
+    if block:
+        yield Block(list(names), list(zip(*block, strict=True)), numbers)
+
+
+def classic_names(fields: list[Field]) -> list[Field]:
+    """Store a table without text columns as the classic ``samples``/``targets`` pair."""
+    if len(fields) != 2 or any(f.variable for f in fields):
+        return fields
+    return [f if f.dataset else Field(**{**_plain(f), "dataset": d})
+            for f, d in zip(fields, ("samples", "targets"), strict=True)]
+
+
+def _plain(fld: Field) -> dict[str, Any]:
+    return {k: getattr(fld, k) for k in Field.__dataclass_fields__}
+
+
+def _rows_of_inputs(
+    fmt: TableFormat, options: Any, inputs: Sequence[RawInput], policy: TablePolicy
+) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    """``(split, staged block)`` for every block of every input, in order."""
+    for split, members in group_by_split(inputs).items():
+        for raw in members:
+            count = 0
+            for block in fmt.blocks(raw, options):
+                count += len(block.rows)
+                yield split, policy.convert(block, raw.name)
+            if not count:
+                raise FormatError(f"{raw.name}: no data rows (the file is empty or only a header)")
+
+
+def stage_table(
+    fmt: TableFormat, options: Any, inputs: Sequence[RawInput], workdir: Path
+) -> Decoded:
+    """Stream every input through the policy into a staging file; the rows per split come
+    back as ``Decoded.columns`` over it (see the module docstring)."""
+    import h5py
+
+    from datastack.preprocessing.columns import FieldAppender, StagedRows
+
+    policy = TablePolicy(options, f"{fmt.options_key}.")
+    stage = h5py.File(workdir / f"table-stage-{len(list(workdir.iterdir()))}.h5", "w")
+    try:
+        appenders: dict[str | None, FieldAppender] = {}
+        for split, staged in _rows_of_inputs(fmt, options, inputs, policy):
+            if split not in appenders:
+                group = stage.create_group(f"part{len(appenders)}")
+                appenders[split] = FieldAppender(group, classic_names(policy.staged_fields()))
+            appenders[split].append(staged)
+        fields, transforms, encodings = policy.finish()
+        fields = classic_names(fields)
+        columns = {
+            split: {
+                f.name: StagedRows(out.group[f.stored_name], f) if f.variable
+                else out.group[f.stored_name]
+                for f in fields
+            }
+            for split, out in appenders.items()
+        }
+    except BaseException:
+        stage.close()
+        raise
+    features = fields[0].columns if fields[0].columns is not None else ()
+    return Decoded({}, list(features), fields[-1].name, encodings, [stage], fields, columns,
+                   transforms)
+
+
+@dataclass
+class TableData:
+    """A whole table in memory (raw streams): fields and one column per field."""
+
+    fields: list[Field]
+    columns: list[Any]
+    encodings: dict[str, list[str]]
+    names: list[str]
+
+
+def read_table(fmt: TableFormat, raw: RawInput, options: Any) -> TableData:
+    """Read one input fully with the published-dataset policy (raw-stream iterators)."""
+    policy = TablePolicy(options, f"{fmt.options_key}.")
+    parts = [staged for _, staged in _rows_of_inputs(fmt, options, [raw], policy)]
+    fields, transforms, encodings = policy.finish()
+    columns: list[Any] = []
+    for fld in fields:
+        pieces = [p[fld.name] for p in parts]
+        if fld.variable:
+            columns.append(object_column([v for piece in pieces for v in piece]))
+            continue
+        joined = np.concatenate(pieces)
+        fn = transforms.get(fld.name)
+        columns.append(fn(joined) if fn is not None else joined)
+    return TableData(fields, columns, encodings, list(policy.names or []))
+
+
+__all__ = [
+    "BLOCK_ROWS",
+    "TableData",
+    "TableFormat",
+    "read_table",
+    "row_blocks",
+    "stage_table",
+]

@@ -1,0 +1,330 @@
+"""The reader of canonical files with fields (layout version 2, ``docs/fields.md``).
+
+Samples are tuples in field order. Fixed-shape fields are read like the classic layout
+(:mod:`datastack.iterators.hdf5`: chunk index once, raw byte reads of uncompressed chunks over
+GridFS); labels are read eagerly. A variable-length field keeps its ``offsets`` (and ragged
+``shapes``) in memory after open, so sample ``i`` is one contiguous read of
+``values[offsets[i]:offsets[i+1]]``: one or two storage blocks over GridFS. Images are decoded
+with Pillow on access (never at open), as stored or converted to one ``image_mode``;
+``decode_images=False`` yields the encoded bytes.
+
+>>> import tempfile, pathlib, numpy as np
+>>> from datastack.fields import Field, STRING, LABEL
+>>> from datastack.preprocessing import CanonicalWriter
+>>> from datastack.resources import StreamedResource
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "d.h5"
+>>> fields = [Field("text", STRING), Field("label", LABEL, names=("neg", "pos"))]
+>>> with CanonicalWriter(path, "d") as w:
+...     _ = w.add_fields("train", fields, {"text": ListRows(["bad", "good!"]),
+...                                        "label": np.array([0, 1])})
+...     _ = w.prepared()
+>>> it = RecordsDatasetIterator(StreamedResource.from_path("d.h5", path), "train")
+>>> it[1], list(it.fields), it.get_batch([1, 0])[0].tolist()
+(('good!', np.int64(1)), ['text', 'label'], ['good!', 'bad'])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from datastack.errors import FormatError, SplitNotFoundError
+from datastack.fields import LABEL, Field, decode_value, fields_from_schema, object_column
+from datastack.iterators._process import ProcessLocalIterator, private_copy
+from datastack.iterators.base import Batch, Indices, Sample
+from datastack.iterators.hdf5 import (
+    _h5_file,
+    _local_fd_path,
+    _read_raw_rows,
+    _stored_array,
+    _StoredArray,
+)
+from datastack.resources import StreamedResource
+
+#: Fixed fields whose whole column is at most this many bytes are read eagerly on open.
+EAGER_BYTES = 1024 * 1024
+
+
+class ListRows:
+    """An in-memory :class:`~datastack.preprocessing.columns.RowSource` over a sequence."""
+
+    def __init__(self, values: Sequence[Any]) -> None:
+        self.values = values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def take(self, rows: NDArray[np.int64]) -> list[Any]:
+        return [self.values[int(i)] for i in rows]
+
+
+@dataclass
+class _Column:
+    """One field of the open split: its stored data and what was read eagerly."""
+
+    field: Field
+    stored: _StoredArray
+    offsets: NDArray[np.int64] | None = None
+    shapes: NDArray[np.int64] | None = None
+    values: NDArray[Any] | None = None  # an eagerly read fixed column
+    #: File offset of each chunk of raw (unfiltered) values, -1 where not raw; None: use h5py.
+    raw_starts: NDArray[np.int64] | None = None
+
+    def raw_range(self, lo: int, hi: int) -> tuple[int, int] | None:
+        """``(file offset, byte count)`` of values ``lo..hi-1`` when they lie in adjacent raw
+        chunks (the default layout): one plain read, no h5py call."""
+        starts = self.raw_starts
+        if starts is None:
+            return None
+        rows, item = self.stored.rows_per_group, self.stored.row_bytes
+        g0, g1 = lo // rows, (hi - 1) // rows
+        first = int(starts[g0])
+        if first < 0:
+            return None
+        if g1 != g0 and not bool((np.diff(starts[g0 : g1 + 1]) == rows * item).all()):
+            return None
+        return first + (lo - g0 * rows) * item, (hi - lo) * item
+
+
+@dataclass
+class _OpenRecords:
+    resource: StreamedResource
+    file: Any
+    columns: list[_Column]
+    length: int
+    can_prefetch: bool
+    attrs: dict[str, Any] = field(default_factory=dict)
+    #: The descriptor of a local file (``os.pread``), else None (reads go through the stream).
+    fd: int | None = None
+
+
+class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
+    """Samples of one split group of a canonical file with fields (see module docstring).
+
+    Parameters
+    ----------
+    resource:
+        The file as a stream (opened lazily, once per process; picklable).
+    group:
+        The split group (``"train"``).
+    image_mode:
+        Convert every image to this Pillow mode (``"RGB"``, ``"L"``...); default: as stored.
+    decode_images:
+        ``False`` yields image fields as their encoded bytes.
+    """
+
+    def __init__(
+        self,
+        resource: StreamedResource,
+        group: str,
+        *,
+        image_mode: str | None = None,
+        decode_images: bool = True,
+    ) -> None:
+        self.resource = resource
+        self.group = group.strip("/")
+        self.image_mode = image_mode
+        self.decode_images = decode_images
+
+    # -- opening ----------------------------------------------------------------------------
+    def _open(self) -> _OpenRecords:
+        import h5py
+
+        resource = private_copy(self.resource)
+        try:
+            file = _h5_file(h5py, resource)
+        except OSError as exc:
+            resource.close()
+            raise FormatError(f"{self.resource.identifier} is not a readable HDF5 file ({exc})"
+                              ) from None
+        try:
+            return self._read_layout(resource, file, h5py)
+        except BaseException:
+            file.close()
+            resource.close()
+            raise
+
+    def _read_layout(self, resource: StreamedResource, file: Any, h5py: Any) -> _OpenRecords:
+        if not isinstance(file.get(self.group), h5py.Group):
+            available = sorted(k for k in file if isinstance(file[k], h5py.Group))
+            raise SplitNotFoundError(
+                f"{self.resource.identifier} has no split group {self.group!r}; available: "
+                f"{', '.join(available) or 'none'}"
+            )
+        group = file[self.group]
+        schema = json.loads(file.attrs.get("schema", "{}"))
+        fields = fields_from_schema(schema.get("fields") or [])
+        if not fields:
+            raise FormatError(f"{self.resource.identifier}: the file lists no fields")
+        length = int(group.attrs.get("length", -1))
+        columns = [self._column(group, f, length) for f in fields.values()]
+        attrs = {"name": str(file.attrs.get("name", "")), "schema": schema}
+        can_prefetch = callable(getattr(resource.stream, "prefetch", None))
+        fd = int(resource.stream.fileno()) if _local_fd_path(resource) is not None else None
+        return _OpenRecords(resource, file, columns, length, can_prefetch, attrs, fd)
+
+    def _column(self, group: Any, fld: Field, length: int) -> _Column:
+        where = f"{self.resource.identifier}:/{self.group}/{fld.stored_name}"
+        if fld.stored_name not in group:
+            raise FormatError(f"{where}: field {fld.name!r} is missing; re-run the preprocessing")
+        node = group[fld.stored_name]
+        if not fld.variable:
+            stored = _stored_array(node, where)
+            if stored.dset.shape[0] != length:
+                raise FormatError(f"{where}: {stored.dset.shape[0]} rows, expected {length}")
+            eager = fld.kind == LABEL or length * stored.row_bytes <= EAGER_BYTES
+            return _Column(fld, stored, values=stored.dset[()] if eager else None)
+        offsets = np.asarray(node["offsets"][()], dtype=np.int64)
+        if offsets.shape != (length + 1,) or bool((np.diff(offsets) < 0).any()):
+            raise FormatError(f"{where}: offsets do not describe {length} samples; re-run it")
+        stored = _stored_array(node["values"], f"{where}/values")
+        if int(offsets[-1]) > stored.dset.shape[0]:
+            raise FormatError(f"{where}: offsets run past the values; the file is truncated")
+        shapes = np.asarray(node["shapes"][()], np.int64) if "shapes" in node else None
+        raw = stored._raw_starts()
+        return _Column(fld, stored, offsets, shapes, raw_starts=raw)
+
+    def _close_state(self, state: _OpenRecords) -> None:
+        try:
+            state.file.close()
+        finally:
+            state.resource.close()
+
+    # -- reads ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._state().length
+
+    def _decode(self, column: _Column, flat: NDArray[Any], row: int) -> Any:
+        shape = None if column.shapes is None else tuple(int(d) for d in column.shapes[row])
+        if shape is None and column.field.kind not in ("string", "bytes", "image"):
+            shape = (len(flat),)
+        where = f"{self.resource.identifier}:/{self.group} sample {row} field {column.field.name!r}"
+        return decode_value(
+            column.field, flat, shape, image_mode=self.image_mode,
+            decode_images=self.decode_images, where=where,
+        )
+
+    def _read_span(self, state: _OpenRecords, column: _Column, lo: int, hi: int) -> Any:
+        dtype = column.stored.dset.dtype
+        if hi <= lo:
+            return np.zeros(0, dtype=dtype)
+        raw = column.raw_range(lo, hi)
+        if raw is None:
+            if state.can_prefetch:
+                return _read_raw_rows(state.resource, column.stored, lo, hi)
+            return column.stored.dset[lo:hi]
+        offset, size = raw
+        if state.fd is not None:
+            data: bytes | bytearray = os.pread(state.fd, size, offset)
+        else:
+            data = bytearray(size)
+            state.resource.seek(offset)
+            view, done = memoryview(data), 0
+            while done < size and (got := state.resource.readinto(view[done:])):
+                done += got
+            data = data[:done]
+        if len(data) != size:
+            raise FormatError(f"{self.resource.identifier}: the file ends inside a sample; it "
+                              "is truncated, re-run the preprocessing")
+        return np.frombuffer(data, dtype=dtype)
+
+    def _value(self, state: _OpenRecords, column: _Column, index: int) -> Any:
+        if column.values is not None:
+            return column.values[index]
+        if column.offsets is None:
+            return column.stored.dset[index]
+        lo, hi = int(column.offsets[index]), int(column.offsets[index + 1])
+        return self._decode(column, self._read_span(state, column, lo, hi), index)
+
+    def _get(self, index: int) -> Sample:
+        state = self._state()
+        return tuple(self._value(state, column, index) for column in state.columns)
+
+    def _get_batch(self, indices: Indices) -> Batch:
+        state = self._state()
+        uniq, inverse = np.unique(indices, return_inverse=True)
+        if state.can_prefetch:
+            self._prefetch(state, uniq)
+        out = []
+        for column in state.columns:
+            if column.values is not None:
+                out.append(column.values[indices])
+            elif column.offsets is None:
+                out.append(column.stored.read_sorted(uniq)[inverse])
+            else:
+                out.append(self._variable_rows(state, column, uniq)[inverse])
+        return tuple(out)
+
+    def _variable_rows(self, state: _OpenRecords, column: _Column, uniq: Indices) -> Any:
+        """Rows ``uniq`` (sorted) of a variable field: one read per run of adjacent rows."""
+        assert column.offsets is not None
+        values: list[Any] = []
+        cuts = np.flatnonzero(np.diff(uniq) > 1) + 1
+        for run in np.split(uniq, cuts) if len(cuts) else (uniq,):
+            lo, hi = int(column.offsets[run[0]]), int(column.offsets[run[-1] + 1])
+            span = self._read_span(state, column, lo, hi)
+            for row in run.tolist():
+                a, b = int(column.offsets[row]) - lo, int(column.offsets[row + 1]) - lo
+                values.append(self._decode(column, span[a:b], row))
+        return object_column(values)
+
+    def _prefetch(self, state: _OpenRecords, uniq: Indices) -> None:
+        """Hand every byte range the batch needs to the stream (one round trip over GridFS)."""
+        ranges: list[tuple[int, int]] = []
+        for column in state.columns:
+            stored = column.stored
+            if column.values is not None:
+                continue
+            if column.offsets is None:
+                groups = np.unique(uniq // stored.rows_per_group)
+            else:
+                starts, ends = column.offsets[uniq], column.offsets[uniq + 1]
+                keep = ends > starts
+                parts = [stored.groups_between(int(a), int(b))
+                         for a, b in zip(starts[keep], ends[keep], strict=True)]
+                groups = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+            ranges.extend(stored.ranges_for(groups))
+        if ranges:
+            state.resource.prefetch(sorted(ranges))
+
+    def _get_targets(self, target_pos: int) -> NDArray[Any]:
+        state = self._state()
+        column = state.columns[target_pos]
+        if column.values is not None:
+            return column.values
+        return super()._get_targets(target_pos)
+
+    # -- metadata ---------------------------------------------------------------------------
+    @property
+    def fields(self) -> dict[str, Field]:
+        """Ordered ``name -> Field`` of this split (from the file's schema)."""
+        return {c.field.name: c.field for c in self._state().columns}
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The file's name and schema."""
+        return dict(self._state().attrs)
+
+    @property
+    def split(self) -> str:
+        return self.group
+
+    def with_image_options(
+        self, *, mode: str | None = None, decode: bool = True
+    ) -> RecordsDatasetIterator:
+        """The same split with images converted to ``mode`` or left encoded (``decode=False``)."""
+        return RecordsDatasetIterator(
+            self.resource, self.group, image_mode=mode, decode_images=decode
+        )
+
+    def __repr__(self) -> str:
+        return f"<RecordsDatasetIterator {self.resource.identifier}:/{self.group}>"
+
+
+__all__ = ["ListRows", "RecordsDatasetIterator"]
