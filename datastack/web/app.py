@@ -15,8 +15,9 @@ handlers that turn every error into a page or a JSON body with a message, never 
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,7 @@ def _handlers(state: WebState) -> dict[Any, Any]:
         return error_response(state, request.url.path, status, message)
 
     def internal_error(request: Request, exc: Exception) -> Response:
-        log.exception("internal error serving %s", request.url.path)
+        log.error("internal error serving %s", request.url.path, exc_info=exc)
         return error_response(state, request.url.path, 500,
                               "internal error; the server log has the details")
 
@@ -198,7 +199,14 @@ def create_app(store: Store | str | None = None, *, token: str | None = None) ->
     from datastack.web.routes import ROUTES
 
     state = WebState(Store.open(store), token)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        state.samples.close()  # open split files, before the interpreter exits
+
     app = Starlette(
+        lifespan=lifespan,
         routes=[*ROUTES, Mount("/static", StaticFiles(directory=HERE / "static"), name="static")],
         middleware=[
             Middleware(SecurityHeaders),

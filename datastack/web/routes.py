@@ -114,7 +114,11 @@ def dataset_page(request: Request) -> Response:
             load_line=load_line(name, record.version, split or "train", state.store.uri),
         )
         if split:
-            context.update(state.samples.page_context(record, split, page, size))
+            pinned = None if record.version == records[-1].version else record.version
+            context.update(state.samples.page_context(
+                record, split, page, size,
+                link=lambda s, p: page_link(name, pinned, s, p, size),
+            ))
     return state.page("dataset.html", context)
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 HOSTILE = "<script>alert(1)</script> & <img src=x onerror=alert(2)>"
+HOSTILE_TEXT = "<script>alert(4)</script> hello"
+HOSTILE_CLASS = "<i onmouseover=alert(5)>pos</i>"
 
 
 @dataclass
@@ -54,11 +56,37 @@ def build_world(uri: str, folder: Path) -> None:
     for spec in specs:
         for result in datastack.refresh(spec, storage=uri):
             assert result.status == "published", result.reason
+    _publish_images(uri, folder)
     catalog = Store.open(uri).catalog
     catalog.record_check("broken", "failed", reason="gate min_samples: 8 < 100 <b>bold</b>")
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
     catalog.record_check("late", "published", version=1, at=long_ago, schedule="0 * * * *")
     catalog.record_check("ghost", "failed", reason="RetrievalError: 404 for https://x/y.csv")
+
+
+def _publish_images(uri: str, folder: Path) -> None:
+    """``photos``: real photographs and scans (scikit-image, scikit-learn) as an image folder;
+    ``digits``: scikit-learn's 8x8 digits as a fixed-shape array (shown as pictures)."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    import datastack
+    from tests.fields.realdata import image_files, tar_folder, write_spec
+
+    image_files(folder / "photos")
+    archive = tar_folder(folder / "photos", folder / "photos.tar.gz")
+    spec = write_spec(folder / "photos.yaml", "photos", [archive],
+                      "    format: imagefolder\n    description: real photos and scans\n")
+    [result] = datastack.refresh(spec, storage=uri)
+    assert result.status == "published", result.reason
+    digits = load_digits()
+    datastack.publish("digits", {"image": digits.images[:60].astype(np.float32),
+                                 "digit": np.array([str(t) for t in digits.target[:60]])},
+                      target="digit", storage=uri, description="8x8 digits")
+    texts = np.array([HOSTILE_TEXT, "plain & simple " * 40, "élan"], dtype=object)
+    datastack.publish("notes", {"text": texts, "stars": np.array([1.5, 2.0, 3.0]),
+                                "label": np.array([HOSTILE_CLASS, "neg", "neg"])},
+                      target="label", storage=uri)
 
 
 @pytest.fixture(scope="module", params=["file", "secantus"])

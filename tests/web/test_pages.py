@@ -26,7 +26,8 @@ def test_catalog_page_lists_every_dataset_with_its_state(client: Any) -> None:
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     html = r.text
     # failing first, then overdue, then fresh; by name within a state
-    assert _names_in_order(html) == ["broken", "ghost", "late", "flowers"]
+    assert _names_in_order(html) == [
+        "broken", "ghost", "late", "digits", "flowers", "notes", "photos"]
     for name, state in [("broken", "failing"), ("ghost", "failing"), ("late", "overdue"),
                         ("flowers", "fresh")]:
         row = html.split(f'<tr data-name="{name}"')[1].split("</tr>")[0]
@@ -44,7 +45,8 @@ def test_catalog_page_lists_every_dataset_with_its_state(client: Any) -> None:
 
 def test_server_side_filter(client: Any) -> None:
     assert _names_in_order(client.get("/?q=LO").text) == ["flowers"]
-    assert _names_in_order(client.get("/?q=o").text) == ["broken", "ghost", "flowers"]
+    assert _names_in_order(client.get("/?q=o").text) == [
+        "broken", "ghost", "flowers", "notes", "photos"]
     nothing = client.get("/?q=zzz").text
     assert _names_in_order(nothing) == [] and "No dataset matches" in nothing
     hostile = client.get("/", params={"q": '"><script>alert(3)</script>'}).text
@@ -102,7 +104,8 @@ def test_api_mirrors_the_cli(
     by_name = {s["name"]: s for s in statuses}
     assert [r.pop("freshness") for r in rows] == [by_name[r["name"]] for r in rows]
     assert rows == _cli_json(["ls", "--storage", world.uri, "--json"], capsys)
-    assert [r["name"] for r in rows] == ["broken", "flowers", "late"]
+    assert [r["name"] for r in rows] == ["broken", "digits", "flowers", "late", "notes",
+                                         "photos"]
     assert client.get("/api/datasets?q=flo").json()[0]["name"] == "flowers"
 
     shown = client.get("/api/datasets/flowers").json()
