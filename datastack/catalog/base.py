@@ -53,12 +53,17 @@ def _validate_version(name: str, version: object) -> int:
     return version
 
 
-#: Fields that :meth:`Catalog.latest_records` with ``light=True`` leaves empty.
-LIGHT_OMITS = ("sources", "schema", "encodings", "extra")
+#: The fields a light record (:meth:`Catalog.latest_records` with ``light=True``) keeps; the
+#: others are left empty, and ``resources`` keep only their ``size``: enough for a listing.
+LIGHT_FIELDS = ("name", "version", "status", "splits", "resources", "published_at",
+                "description")
 
 
 def _lightened(record: VersionRecord) -> VersionRecord:
-    return record.replace(**{k: type(getattr(record, k))() for k in LIGHT_OMITS})
+    sizes = [{"size": r.get("size")} for r in record.resources]
+    return VersionRecord(name=record.name, version=record.version, status=record.status,
+                         splits=record.splits, resources=sizes,
+                         published_at=record.published_at, description=record.description)
 
 
 def _validate_resources(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -129,13 +134,13 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         return records[-1].version if records else 0
 
     def _latest_published_all(self, *, light: bool) -> dict[str, VersionRecord]:
-        """The newest published record of every dataset (stores may read them in one query;
-        with ``light`` they may leave out the fields of :data:`LIGHT_OMITS`)."""
+        """The newest published record of every dataset (stores may read them in one query);
+        with ``light``, records holding only :data:`LIGHT_FIELDS` (see ``_lightened``)."""
         found = {}
         for name in self._names():
             record = self._latest_published(name)
             if record is not None:
-                found[name] = record
+                found[name] = _lightened(record) if light else record
         return found
 
     def _published_names(self) -> list[str]:
@@ -179,14 +184,11 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
     def latest_records(self, *, light: bool = False) -> dict[str, VersionRecord]:
         """The newest published record of every dataset, by name in sorted order.
 
-        One read of the whole catalog (one aggregate query on MongoDB), for listings. With
-        ``light``, the potentially large fields (:data:`LIGHT_OMITS`: sources, schema,
-        encodings, extra) are left empty: enough for a table of datasets.
+        One read of the whole catalog (one query on MongoDB), for listings. With ``light``,
+        only :data:`LIGHT_FIELDS` are filled (resources: their sizes only): enough for a table
+        of datasets, not for reading one.
         """
-        found = self._latest_published_all(light=light)
-        if light:
-            found = {n: _lightened(r) for n, r in found.items()}
-        return dict(sorted(found.items()))
+        return dict(sorted(self._latest_published_all(light=light).items()))
 
     def datasets(self, *, include_unpublished: bool = False) -> list[str]:
         """Sorted names of datasets with a published version (or with any record)."""
@@ -449,4 +451,4 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         return f"{type(self).__name__}({self.location!r})"
 
 
-__all__ = ["DEFAULT_GRACE_SECONDS", "LIGHT_OMITS", "Catalog", "Token"]
+__all__ = ["DEFAULT_GRACE_SECONDS", "LIGHT_FIELDS", "Catalog", "Token"]

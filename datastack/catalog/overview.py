@@ -41,7 +41,13 @@ class CatalogEntry:
     name: str
     record: VersionRecord | None
     status: DatasetStatus
-    state: str
+    #: ``status.summary()`` (what ``datastack status --json`` prints), computed once
+    summary: dict[str, Any]
+
+    @property
+    def state(self) -> str:
+        """fresh, overdue, failing or never."""
+        return str(self.summary["state"])
 
     @property
     def size(self) -> int:
@@ -57,7 +63,7 @@ def catalog_entries(catalog: Catalog, now: dt.datetime | None = None) -> list[Ca
     """
     records = catalog.latest_records(light=True)
     return [
-        CatalogEntry(status.name, records.get(status.name), status, status.state(now))
+        CatalogEntry(status.name, records.get(status.name), status, status.summary(now))
         for status in catalog.statuses(latest=records)
     ]
 

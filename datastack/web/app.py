@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,8 @@ def _handlers(state: WebState) -> dict[Any, Any]:
 
 
 class SecurityHeaders:
-    """ASGI middleware adding :data:`SECURITY_HEADERS` to every response."""
+    """ASGI middleware adding :data:`SECURITY_HEADERS` to every response, and the time the
+    server took to produce it (``Server-Timing: app;dur=MILLISECONDS``)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -156,6 +158,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
 
         async def with_headers(message: Any) -> None:
             if message["type"] == "http.response.start":
@@ -164,6 +167,8 @@ class SecurityHeaders:
                 for key, value in SECURITY_HEADERS.items():
                     if key.encode() not in present:
                         headers.append((key.encode(), value.encode()))
+                spent = (time.perf_counter() - started) * 1000
+                headers.append((b"server-timing", f"app;dur={spent:.1f}".encode()))
                 message["headers"] = headers
             await send(message)
 

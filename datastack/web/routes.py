@@ -147,7 +147,7 @@ def api_datasets(request: Request) -> Response:
     rows = []
     for entry in entries:
         if entry.record is not None and matches(entry, query):
-            rows.append({**ls_row(entry), "freshness": entry.status.summary()})
+            rows.append({**ls_row(entry), "freshness": entry.summary})
     return json_response(rows)
 
 

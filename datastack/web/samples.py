@@ -166,11 +166,28 @@ def _cells(record: VersionRecord, split: str, index: int, fields: list[Field],
     return cells
 
 
+def _scattered_reads(store: Store) -> Store:
+    """``store`` with sequential read-ahead off (GridFS): a page reads a few scattered
+    samples, and read-ahead would fetch megabytes that no page shows."""
+    import copy
+
+    if not getattr(store.storage, "readahead_bytes", 0):
+        return store
+    try:
+        storage = copy.copy(store.storage)
+        clone = copy.copy(store)
+    except TypeError:  # built on a Database object (tests): read as it is
+        return store
+    storage.readahead_bytes = 0  # type: ignore[attr-defined]
+    clone.storage = storage
+    return clone
+
+
 class SampleCache:
     """Opened split iterators of immutable versions, thumbnails and histograms (bounded)."""
 
     def __init__(self, store: Store) -> None:
-        self.store = store
+        self.store = _scattered_reads(store)
         self._lock = threading.Lock()
         self._open: OrderedDict[Key, tuple[DatasetIterator, threading.Lock]] = OrderedDict()
         self._thumbs: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()

@@ -35,7 +35,7 @@ def _when(value: Any) -> str:
 
 def catalog_row(entry: CatalogEntry) -> dict[str, Any]:
     """One row of the catalog page."""
-    status = entry.status.summary()
+    status = entry.summary
     record = entry.record
     failure = status["last_failure"] or {}
     return {
