@@ -212,6 +212,7 @@ class SampleCache:
         from datastack.factory import DatasetFactory
 
         key = (record.name, record.version, split)
+        evicted = []
         with self._lock:
             if key in self._open:
                 self._open.move_to_end(key)
@@ -220,9 +221,10 @@ class SampleCache:
             opened = (it.with_image_options(decode=False), threading.Lock())
             self._open[key] = opened
             while len(self._open) > MAX_OPEN:
-                _, (old, lock) = self._open.popitem(last=False)
-                with lock:
-                    old.close()
+                evicted.append(self._open.popitem(last=False)[1])
+        for old, lock in evicted:  # outside the cache lock: a reader may hold ``lock``
+            with lock:
+                old.close()
         return opened
 
     def _with(self, record: VersionRecord, split: str, read: Callable[[Any], T]) -> T:
@@ -232,15 +234,14 @@ class SampleCache:
 
     @staticmethod
     def _fields(it: DatasetIterator, record: VersionRecord) -> list[Field]:
+        """The split's fields; a classic file's encoded target becomes a label with names."""
+        from datastack.web.views import target_names
+
         fields = list(it.fields.values())
-        target = (record.schema or {}).get("target")
-        names = (record.encodings or {}).get(str(target)) if target is not None else None
-        out = []
-        for i, fld in enumerate(fields):
-            if i == 1 and fld.names is None and isinstance(names, list) and fld.kind != IMAGE:
-                fld = Field(fld.name, LABEL, "int64", (), names=tuple(map(str, names)))
-            out.append(fld)
-        return out
+        names = target_names(record)
+        if len(fields) == 2 and fields[1].names is None and names is not None:
+            fields[1] = Field(fields[1].name, LABEL, "int64", (), names=names)
+        return fields
 
     # -- a page of samples ------------------------------------------------------------------
     def page_context(

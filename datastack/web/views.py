@@ -88,22 +88,29 @@ def fields_of(record: VersionRecord) -> list[dict[str, Any]]:
         return [_field_view(f) for f in listed if isinstance(f, dict)]
     splits = schema.get("splits") or {}
     first: Any = next(iter(splits.values()), {}) if isinstance(splits, dict) else {}
-    target = schema.get("target")
-    names = (record.encodings or {}).get(str(target)) if target is not None else None
+    names = target_names(record)
     out = []
     for array, info in (first.items() if isinstance(first, dict) else []):
         if not isinstance(info, dict):
             continue
-        is_label = array == "targets" and isinstance(names, list)
+        is_label = array == "targets" and names is not None
         out.append(_field_view({
             "name": array,
             "kind": "label" if is_label else "array",
             "dtype": info.get("dtype"),
             "shape": list(info.get("shape") or [])[1:],
-            "names": names if is_label else None,
+            "names": list(names or ()) if is_label else None,
             "columns": schema.get("features") if array == "samples" else None,
         }))
     return out
+
+
+def target_names(record: VersionRecord) -> tuple[str, ...] | None:
+    """Class names of a classic (samples, targets) version's encoded target, if any."""
+    schema = record.schema if isinstance(record.schema, dict) else {}
+    target = schema.get("target")
+    names = (record.encodings or {}).get(str(target)) if target is not None else None
+    return tuple(str(n) for n in names) if isinstance(names, list) else None
 
 
 def _field_view(field: Mapping[str, Any]) -> dict[str, Any]:
@@ -216,6 +223,7 @@ __all__ = [
     "load_line",
     "matches",
     "status_view",
+    "target_names",
     "version_changes",
     "versions_view",
 ]
