@@ -35,9 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import MIB, ROOT, mongo_server, write_results
-
 import numpy as np
+from _common import MIB, ROOT, mongo_server, write_results
 
 SIZE = 64
 BATCH = 64
@@ -153,10 +152,10 @@ def _loader_pass(dataset: Any, **kw: Any) -> float:
 
 def build(work: Path, images: list[tuple[Path, int]], texts: list[str], mongo: str) -> dict:
     """Publish the data in every system (not timed)."""
+    import tarfile
+
     import datasets as hf
     from streaming import MDSWriter
-
-    import tarfile
 
     import datastack
 
@@ -319,11 +318,13 @@ def report(rates: dict[str, float], text: dict[str, float], memory: dict[str, An
         for key, value in sorted(rates.items(), key=lambda kv: -kv[1]):
             if key.startswith(kind):
                 lines.append(f"| {key} | {value:,.0f} | {value / fastest:.2f} |")
-    lines += ["", "| random read of one text sample | us/read | vs HF datasets |", "|---|---:|---:|"]
+    lines += ["", "| random read of one text sample | us/read | vs HF datasets |",
+              "|---|---:|---:|"]
     for key, value in text.items():
         lines.append(f"| {key} | {value:.1f} | {value / text['HF datasets']:.2f} |")
     if memory:
-        lines += ["", "| preprocessing | rows | peak RSS (VmHWM) | seconds |", "|---|---:|---:|---:|"]
+        lines += ["", "| preprocessing | rows | peak RSS (VmHWM) | seconds |",
+                  "|---|---:|---:|---:|"]
         for key, value in memory.items():
             lines.append(f"| {key} | {value['rows']:,} | {value['hwm_mib']:.0f} MiB | "
                          f"{value['seconds']:.0f} |")

@@ -165,6 +165,10 @@ def _print_record(record: VersionRecord, versions: list[dict[str, Any]]) -> None
     features = record.schema.get("features") if isinstance(record.schema, dict) else None
     if features:
         print(plain("features: " + ", ".join(map(str, features)), 5000))
+    for field in (record.schema.get("fields") or []) if isinstance(record.schema, dict) else []:
+        shape = "x".join("?" if d is None else str(d) for d in field.get("shape") or []) or "-"
+        kind, dtype = field.get("kind"), field.get("dtype")
+        print(plain(f"field {field.get('name')}: {kind} {dtype} {shape}", 500))
     for column, classes in (record.encodings or {}).items():
         labels = ", ".join(f"{i}={c}" for i, c in enumerate(classes[:200]))
         more = f" ... ({len(classes)} classes)" if len(classes) > 200 else ""

@@ -102,14 +102,14 @@ def _png_bomb() -> bytes:
     [
         ("photo/bomb.png", _png_bomb(), "decompression bomb"),
         ("photo/broken.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "not a readable image"),
-        ("scan/text.jpg", "not an image at all".encode(), "not a readable image"),
+        ("scan/text.jpg", b"not an image at all", "not a readable image"),
     ],
 )
 def test_bad_image_names_the_file_and_leaves_the_catalog(
     tmp_path: Path, name: str, content: bytes, message: str
 ) -> None:
     storage = str(tmp_path / "store")
-    files, [result] = _published(tmp_path, storage)  # a good first version
+    _files, [result] = _published(tmp_path, storage)  # a good first version
     assert result.status == "published"
     archive = tar_folder(tmp_path / "photos", tmp_path / "photos2.tar.gz", {name: content})
     spec = write_spec(tmp_path / "spec2.yaml", "photos", [archive], "    format: imagefolder\n")
@@ -180,7 +180,7 @@ def test_manifest_layout(tmp_path: Path) -> None:
 def test_spec_errors_before_download(tmp_path: Path) -> None:
     spec = write_spec(tmp_path / "s.yaml", "p", [Path(__file__)],
                       "    format: imagefolder\n    imagefolder: {on_error: ignore}\n")
-    with pytest.raises(DatastackError, match="on_error.*expected raise or skip"):
+    with pytest.raises(DatastackError, match=r"on_error.*expected raise or skip"):
         datastack.refresh(spec, storage=str(tmp_path / "store"))
 
 

@@ -127,7 +127,8 @@ MALFORMED = {
     "jsonl-nested": ("jsonl", b'{"a": {"b": 1}, "y": 1}\n', "nested JSON value"),
     "json-not-array": ("json", b'{"a": 1}', "expected a JSON array"),
     "json-truncated": ("json", b'[{"a": 1, "y": 1}, {"a": 2', "invalid JSON"),
-    "csv-utf8": ("csv", b"a,t,y\n1,ok,0\n2,caf\xe9,1\n", "row 3: bytes not valid utf-8 in column 1"),
+    "csv-utf8": ("csv", b"a,t,y\n1,ok,0\n2,caf\xe9,1\n",
+                 "row 3: bytes not valid utf-8 in column 1"),
     "parquet-garbage": ("parquet", b"PAR1 not really", "not a readable Parquet file"),
     "excel-garbage": ("excel", b"PK\x03\x04 broken", "not an .xlsx workbook"),
 }
@@ -188,7 +189,7 @@ def test_json_non_finite_literals_are_documented_floats(tmp_path: Path) -> None:
     from datastack.resources import StreamedResource
 
     it = open_iterator("json", [StreamedResource.from_path("n.json", str(path))])
-    x, y = it.get_batch([0, 1])
+    x, _y = it.get_batch([0, 1])
     assert np.isnan(x[0, 0]) and x[0, 1] == np.inf and x[1, 1] == -np.inf
 
 
@@ -230,7 +231,7 @@ def test_blocks_of_a_streamed_table_get_one_set_of_codes(tmp_path: Path, monkeyp
             np.testing.assert_array_equal(col_a, col_b)
     it = datastack.load("p", "train+test", storage=small)
     names = it.fields["species"].names
-    x, island, species = it.get_batch(range(len(it)))
+    _x, island, species = it.get_batch(range(len(it)))
     assert sorted(set(island)) == ["Biscoe", "Dream", "Torgersen"]
     counts = frame["species"].value_counts()
     assert {n: int((species == i).sum()) for i, n in enumerate(names)} == counts.to_dict()
