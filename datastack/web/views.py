@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from datastack._uri import redact
@@ -33,24 +34,42 @@ def _when(value: Any) -> str:
         return str(value)[:40]
 
 
-def catalog_row(entry: CatalogEntry) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class CatalogRow:
+    """One row of the catalog page (attributes: the template reads 16,000 of them for 1,000
+    datasets, faster from slots than from dict keys)."""
+
+    name: str
+    state: str
+    version: int | None
+    size: str
+    splits: list[tuple[str, int]]
+    description: str
+    published: str
+    schedule: str
+    last_success: str
+    last_failure: str
+    failure_reason: str
+
+
+def catalog_row(entry: CatalogEntry) -> CatalogRow:
     """One row of the catalog page."""
     status = entry.summary
     record = entry.record
     failure = status["last_failure"] or {}
-    return {
-        "name": entry.name,
-        "state": entry.state,
-        "version": None if record is None else record.version,
-        "size": "-" if record is None else fmt_size(record.size),
-        "splits": [] if record is None else list(record.splits.items()),
-        "description": "" if record is None else record.description[:300],
-        "published": "-" if record is None else _when(record.published_at),
-        "schedule": status["schedule"] or "-",
-        "last_success": _when(status["last_success"]),
-        "last_failure": _when(failure.get("at")) if failure else "-",
-        "failure_reason": redact(str(failure.get("reason") or ""))[:500],
-    }
+    return CatalogRow(
+        name=entry.name,
+        state=entry.state,
+        version=None if record is None else record.version,
+        size="-" if record is None else fmt_size(record.size),
+        splits=[] if record is None else list(record.splits.items()),
+        description="" if record is None else record.description[:300],
+        published="-" if record is None else _when(record.published_at),
+        schedule=status["schedule"] or "-",
+        last_success=_when(status["last_success"]),
+        last_failure=_when(failure.get("at")) if failure else "-",
+        failure_reason=redact(str(failure.get("reason") or ""))[:500],
+    )
 
 
 def matches(entry: CatalogEntry, query: str) -> bool:
@@ -218,6 +237,7 @@ def load_line(name: str, version: int, split: str, storage: str) -> str:
 
 __all__ = [
     "MAX_VERSIONS_SHOWN",
+    "CatalogRow",
     "catalog_row",
     "fields_of",
     "load_line",
