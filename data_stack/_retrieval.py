@@ -42,12 +42,16 @@ class ResourceDefinition(_DSResourceDefinition):
         *,
         sha256: str | None = None,
         md5: str | None = None,
+        tracked: bool = False,
     ) -> None:
         if md5_sum is not None and md5 is not None and md5_sum.lower() != md5.lower():
             raise ConfigurationError(
                 f"resource {identifier!r}: md5_sum={md5_sum!r} and md5={md5!r} differ; give one"
             )
-        super().__init__(identifier, source, sha256=sha256, md5=md5 if md5 is not None else md5_sum)
+        super().__init__(
+            identifier, source, sha256=sha256, md5=md5 if md5 is not None else md5_sum,
+            tracked=tracked,
+        )
 
     @property
     def md5_sum(self) -> str | None:
