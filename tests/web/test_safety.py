@@ -215,3 +215,21 @@ def test_command_line_stays_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT).stdout.strip()
     assert out == "[]"
+
+
+def test_pages_change_no_file_of_a_filesystem_store(world: World) -> None:
+    if world.kind != "file":
+        pytest.skip("MongoDB is checked by test_pages_send_no_write_command")
+    root = Path(world.uri)
+
+    def snapshot() -> dict[str, tuple[int, int]]:
+        return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+                for p in sorted(root.rglob("*"))}
+
+    before = snapshot()
+    client = client_for(world.uri)
+    for path in ["/", "/datasets/photos", "/datasets/digits?page=2", "/datasets/notes",
+                 "/datasets/ghost", "/api/datasets", "/api/datasets/flowers", "/api/status",
+                 "/thumbs/photos/1/train/0.png", "/thumbs/digits/1/train/3.png"]:
+        assert client.get(path).status_code == 200, path
+    assert snapshot() == before
