@@ -233,17 +233,19 @@ class MongoHandle:
             return self._fixed_db
         return get_client(self.uri, timeout_ms=self.timeout_ms)[self.database_name]
 
+    def ping(self, timeout_s: float) -> None:
+        """Raise :class:`StorageUnavailableError` unless the server answers within
+        ``timeout_s`` (server selection included: a fast failure on first contact)."""
+        if self._fixed_db is not None:
+            return
+        import pymongo
+
+        with self.errors("checking that the server is reachable"), pymongo.timeout(timeout_s):
+            self.db().command("ping")
+
     def errors(self, what: str = "") -> contextlib.AbstractContextManager[None]:
         """Driver errors inside the block become datastack errors naming ``what``."""
         return mongo_errors(self.uri or self.display, what)
-
-    def ping(self, timeout_s: float = 3.0) -> None:
-        """Raise StorageUnavailableError within about ``timeout_s`` if the server is not up."""
-        if self._fixed_db is not None:
-            return
-        client = get_client(self.uri, timeout_ms=max(1, int(timeout_s * 1000)))
-        with self.errors("connecting"):
-            client.admin.command("ping")
 
     def scrub(self, text: str) -> str:
         """``text`` with this handle's credentials removed."""

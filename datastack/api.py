@@ -52,6 +52,7 @@ def load(
     """
     from datastack.factory import DatasetFactory
     from datastack.iterators import select
+    from datastack.offline import resolve_version
     from datastack.splits import SplitExpression
     from datastack.store import Store
 
@@ -62,7 +63,7 @@ def load(
         raise ConfigurationError(f"version must be a positive int (64 bits), got {version!r:.40}")
     expression = SplitExpression.from_spec(split)  # a malformed split fails before any I/O
     store = Store.open(storage)
-    record = store.catalog.get(name, version) if version is not None else store.catalog.latest(name)
+    record = resolve_version(store, name, version)  # offline: from the local cache
     reader = factory if factory is not None else DatasetFactory()
     return select(reader.iterators(record, store), expression)
 

@@ -16,6 +16,8 @@ True
 
 from __future__ import annotations
 
+import pickle
+
 
 class DatastackError(Exception):
     """Root of every error datastack raises on purpose."""
@@ -53,6 +55,11 @@ class SplitNotFoundError(NotFoundError):
     """The dataset version has no split of this name."""
 
 
+class NotCachedError(NotFoundError):
+    """Offline (or the storage unreachable) and the version asked for is not in the local
+    cache: ``datastack pull`` it while online."""
+
+
 # -- bad input ---------------------------------------------------------------------------------
 class InvalidIdentifierError(DatastackError, ValueError):
     """An identifier or dataset name failed validation (traversal, absolute, NUL, length...)."""
@@ -68,6 +75,11 @@ class ConfigurationError(DatastackError, ValueError):
 
 class MissingDependencyError(DatastackError, ImportError):
     """An optional dependency is needed for this feature: the message names the extra."""
+
+
+class UnpicklableError(ConfigurationError, pickle.PicklingError):
+    """A stack holds something that cannot be sent to another process (a lambda, a local
+    function): needed by the spawn and forkserver start methods."""
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -128,6 +140,7 @@ __all__ = [
     "InvalidIdentifierError",
     "LockHeldError",
     "MissingDependencyError",
+    "NotCachedError",
     "NotFoundError",
     "PublishError",
     "ResourceNotFoundError",
@@ -136,6 +149,7 @@ __all__ = [
     "SplitNotFoundError",
     "StorageError",
     "StorageUnavailableError",
+    "UnpicklableError",
     "UnsafeArchiveError",
     "UnsupportedSchemeError",
     "VersionNotFoundError",

@@ -137,6 +137,7 @@ class DatasetFactory:
     def iterators(self, record: VersionRecord, store: Store) -> dict[str, DatasetIterator]:
         """One lazy iterator per split of a published version (nothing is read yet)."""
         from datastack.iterators.hdf5 import HDF5DatasetIterator
+        from datastack.offline import open_published
 
         identifier = data_identifier(record.name, record.version)
         if not any(r.get("identifier") == identifier for r in record.resources):
@@ -144,7 +145,7 @@ class DatasetFactory:
                 f"{record.name} v{record.version}: the catalog record lists no data file "
                 f"{identifier!r}; it was not published by this datastack version"
             )
-        resource = store.storage.get_resource(identifier)
+        resource = open_published(store, record, identifier)  # local cache first
         schema = record.schema if isinstance(record.schema, dict) else {}
         if schema.get("format_version") == 2:  # named fields (docs/fields.md)
             from datastack.iterators.records import RecordsDatasetIterator

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Iterator
+import stat
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -84,6 +85,11 @@ class StreamedResource(io.RawIOBase):
         return cls(identifier, _PathOpener(path), size=os.path.getsize(path))
 
     # -- lazy stream -----------------------------------------------------------------------
+    @property
+    def opener(self) -> Opener:
+        """The callable that opens a new stream over this resource (picklable)."""
+        return self._opener
+
     @property
     def is_open(self) -> bool:
         """Whether the underlying stream has been opened yet."""
@@ -156,15 +162,56 @@ class StreamedResource(io.RawIOBase):
                 self._stream = None
         super().close()
 
-    def prefetch(self, ranges: list[tuple[int, int]]) -> None:
+    def prefetch(self, ranges: list[tuple[int, int]], *, wait: bool = True) -> None:
         """Hint that the byte ranges ``[(start, end), ...]`` will be read soon.
 
-        Backends with a block cache (GridFS) fetch all missing blocks in one round trip;
-        for other streams this is a no-op.
+        Backends with a block cache (GridFS) fetch all missing blocks in one round trip
+        (on a read-ahead thread with ``wait=False``); for other streams this is a no-op.
         """
         hook = getattr(self.stream, "prefetch", None)
         if hook is not None and ranges:
-            hook(ranges)
+            if wait:
+                hook(ranges)
+            else:
+                hook(ranges, wait=False)
+
+    def read_at(self, pieces: Sequence[tuple[int, memoryview]]) -> int:
+        """Fill each ``(offset, view)`` with the bytes at ``offset``; returns the bytes read
+        (less than asked only at the end of the stream). Does not move the position.
+
+        A gather of scattered rows: the stream's own ``read_at`` when it has one (GridFS: one
+        fetch for all missing blocks), ``preadv`` on a local file, else seek and read.
+        """
+        stream = self.stream
+        hook = getattr(stream, "read_at", None)
+        if hook is not None:
+            return int(hook(pieces))
+        fd = _regular_fd(stream)
+        done = 0
+        if fd is not None:
+            for offset, view in pieces:
+                got = 0
+                while got < len(view):
+                    n = os.preadv(fd, [view[got:]], offset + got)
+                    if not n:
+                        break
+                    got += n
+                done += got
+            return done
+        here = stream.tell()
+        try:
+            for offset, view in pieces:
+                stream.seek(offset)
+                got = 0
+                while got < len(view):
+                    n = self.readinto(view[got:])
+                    if not n:
+                        break
+                    got += n
+                done += got
+        finally:
+            stream.seek(here)
+        return done
 
     # -- chunks ----------------------------------------------------------------------------
     def iter_chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
@@ -251,3 +298,14 @@ def as_binary_stream(data: StreamedResource | IO[bytes] | bytes | bytearray | Pa
     raise TypeError(
         f"expected bytes, a pathlib.Path or a binary file-like object, got {type(data).__name__}"
     )
+
+
+def _regular_fd(stream: Any) -> int | None:
+    """The descriptor of a regular local file under ``stream`` (plain file objects only)."""
+    if not isinstance(stream, (io.BufferedReader, io.FileIO)):
+        return None
+    try:
+        fd = stream.fileno()
+        return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except (OSError, ValueError):
+        return None

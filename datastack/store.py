@@ -35,6 +35,9 @@ class Store:
         self.storage = storage
         self.catalog = catalog
         self._uri = uri
+        #: Set by :func:`datastack.offline.resolve_version`: resources of the record just
+        #: resolved are read from the local cache only (offline, or storage unreachable).
+        self.offline = False
 
     @classmethod
     def open(cls, uri: Store | str | os.PathLike[str] | None = None) -> Store:

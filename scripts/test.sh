@@ -20,6 +20,9 @@ fi
 # CPU build of PyTorch for the DataLoader tests (the torch tests skip if it cannot be installed).
 "$VENV/bin/python" -m pip install -q "torch==2.13.0" \
   || echo "warning: torch==2.13.0 could not be installed; tests marked 'torch' will be skipped"
+# torchdata's StatefulDataLoader for the resume tests (after torch: it must not pull a CUDA build)
+"$VENV/bin/python" -m pip install -q "torchdata==0.11.0" \
+  || echo "warning: torchdata could not be installed; the StatefulDataLoader tests will be skipped"
 echo "== ruff check datastack data_stack flows deployments"
 "$VENV/bin/ruff" check datastack data_stack flows deployments
 echo "== mypy datastack"

@@ -20,6 +20,9 @@ import pytest
 from tests.mongo_server import MongoServer, external_uri
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# The local disk cache (docs/cache.md) stays off unless a test turns it on with a folder of
+# its own: tests never write to the user's cache folder.
+os.environ.setdefault("DATASTACK_CACHE_DIR_BYTES", "0")
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "datastack.cli.refresh",
     "datastack.cli.catalog",
     "datastack.cli.status",
+    "datastack.cli.pull",
     "datastack.cli.web",
 )
 

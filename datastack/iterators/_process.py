@@ -10,14 +10,32 @@ socket or h5py handle. Pickling drops the slot.
 from __future__ import annotations
 
 import abc
+import atexit
+import contextlib
 import copy
 import os
+import weakref
 from typing import Any, Generic, TypeVar
 
 from datastack.iterators.base import DatasetIterator
 from datastack.resources import StreamedResource
 
 State = TypeVar("State")
+
+#: Iterators holding open files in this process: closed at interpreter exit, before modules
+#: are torn down. HDF5 closes files still open in its own C exit handler, and for a file on a
+#: Python stream that calls back into an interpreter that no longer exists (a segfault seen in
+#: spawned DataLoader workers, which exit through a full finalization).
+_OPEN: weakref.WeakSet[ProcessLocalIterator[Any]] = weakref.WeakSet()
+
+
+def _close_all_at_exit() -> None:
+    for iterator in list(_OPEN):
+        with contextlib.suppress(Exception):  # best effort: nothing is left to report to
+            iterator.close()
+
+
+atexit.register(_close_all_at_exit)
 
 
 def private_copy(resource: StreamedResource) -> StreamedResource:
@@ -43,6 +61,7 @@ class ProcessLocalIterator(DatasetIterator, Generic[State], abc.ABC):
             return slot[1]
         state = self._open()  # an inherited slot (fork) is dropped, never touched
         self._slot = (os.getpid(), state)
+        _OPEN.add(self)
         return state
 
     @property

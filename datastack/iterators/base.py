@@ -24,7 +24,7 @@ from __future__ import annotations
 import abc
 import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,6 +34,7 @@ from datastack.fields import object_column
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.fields import Field
+    from datastack.iterators.blocks import StorageBlocks
     from datastack.iterators.named import DictView
     from datastack.iterators.views import (
         CombinedDatasetIterator,
@@ -125,11 +126,21 @@ def unstack_batch(batch: Batch, count: int) -> list[Sample]:
     return [tuple(column[i] for column in batch) for i in range(count)]
 
 
+class ReadPlan(Protocol):
+    """Told of every batch read at the top of a stack, before it is read (a sampler that
+    knows the order uses it to prefetch the blocks of the batches that follow)."""
+
+    def before_batch(self, iterator: DatasetIterator, indices: Indices) -> None: ...
+
+
 class DatasetIterator(abc.ABC):
     """A sized, indexable sequence of samples; each sample is a tuple ``(sample, target, ...)``.
 
     Implement ``__len__`` and ``_get``; everything else is built on them.
     """
+
+    #: Set by :class:`~datastack.iterators.sampler.DatasetSampler` (a hint, never required).
+    read_plan: ReadPlan | None = None
 
     # -- to implement -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -147,6 +158,14 @@ class DatasetIterator(abc.ABC):
     def _get_targets(self, target_pos: int) -> NDArray[Any]:
         """All targets (position ``target_pos``) in order; override when cheaper than reading."""
         return stack_column([self._get(i)[target_pos] for i in range(len(self))])
+
+    def storage_blocks(self) -> StorageBlocks | None:
+        """Which storage block holds each sample, when samples are read in remote blocks.
+
+        ``None`` (the default) means no block structure worth knowing (a local file, memory,
+        or unknown): samplers then shuffle sample by sample. Wrappers map it through.
+        """
+        return None
 
     @property
     def underlying_iterators(self) -> list[DatasetIterator]:
@@ -241,6 +260,8 @@ class DatasetIterator(abc.ABC):
             if n == 0:
                 return ()
             return tuple(column[:0] for column in self._get_batch(np.zeros(1, dtype=np.int64)))
+        if self.read_plan is not None:
+            self.read_plan.before_batch(self, idx)
         return self._get_batch(idx)
 
     def get_samples(self, indices: Iterable[int] | NDArray[Any]) -> list[Sample]:

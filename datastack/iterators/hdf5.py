@@ -44,129 +44,18 @@ from numpy.typing import NDArray
 
 from datastack.errors import FormatError, SplitNotFoundError
 from datastack.iterators._process import ProcessLocalIterator, private_copy
+from datastack.iterators._stored import (
+    _distinct,
+    _read_raw_rows,
+    _read_some_rows,
+    _stored_array,
+    _StoredArray,
+)
 from datastack.iterators.base import Batch, Indices, Sample
 from datastack.resources import StreamedResource
 
 #: h5py's raw chunk cache per dataset (decompressed chunks); a few chunks of ~64 KiB-1 MiB.
 RDCC_NBYTES = 4 * 1024 * 1024
-#: Rows of a contiguous (unchunked) dataset that one coalesced read may span.
-CONTIGUOUS_GROUP_BYTES = 256 * 1024
-
-
-@dataclass
-class _StoredArray:
-    """One HDF5 dataset of the split group, with its chunk index read once."""
-
-    dset: Any
-    rows_per_group: int
-    row_bytes: int
-    chunked: bool
-    chunk_ranges: dict[int, list[tuple[int, int]]] | None = None  # row-chunk -> byte ranges
-    offset: int | None = None  # contiguous data: file offset of row 0
-    raw_starts: NDArray[np.int64] | None = None  # file offset of each raw row group (-1: not)
-
-    def ranges_for(self, groups: NDArray[np.int64]) -> list[tuple[int, int]]:
-        """Byte ranges in the file holding the given row groups (chunks)."""
-        if self.chunked:
-            if self.chunk_ranges is None:
-                self.chunk_ranges = _chunk_index(self.dset)
-            out: list[tuple[int, int]] = []
-            for g in groups.tolist():
-                out.extend(self.chunk_ranges.get(g, ()))
-            return out
-        if self.offset is None:
-            return []
-        step = self.rows_per_group * self.row_bytes
-        return [(self.offset + g * step, self.offset + (g + 1) * step) for g in groups.tolist()]
-
-    def raw_segments(self, lo: int, hi: int) -> list[tuple[int, int, int]] | None:
-        """``[(first_row, end_row, file_offset), ...]`` covering rows ``lo..hi-1`` when they are
-        stored raw (no filter, native byte order): each segment is one plain byte range of
-        the file. ``None`` when the rows must go through h5py (compressed data...).
-
-        True of the default canonical layout (uncompressed chunks, mostly written one after
-        the other) and of contiguous datasets; the per-chunk offsets come from the chunk
-        index, read once.
-        """
-        starts = self._raw_starts()
-        if starts is None:
-            return None
-        rows, step = self.rows_per_group, self.rows_per_group * self.row_bytes
-        g0, g1 = lo // rows, (hi - 1) // rows
-        span = starts[g0 : g1 + 1]
-        if bool((span < 0).any()):
-            return None
-        breaks = (np.flatnonzero(span[1:] != span[:-1] + step) + 1).tolist()
-        out: list[tuple[int, int, int]] = []
-        row = lo
-        for b in [*breaks, g1 - g0 + 1]:
-            end = min(hi, (g0 + b) * rows)
-            out.append((row, end, int(starts[row // rows]) + (row % rows) * self.row_bytes))
-            row = end
-        return out
-
-    def _raw_starts(self) -> NDArray[np.int64] | None:
-        if self.raw_starts is None:
-            self.raw_starts = self._find_raw_starts()
-        return None if self.raw_starts.size == 0 else self.raw_starts
-
-    def _find_raw_starts(self) -> NDArray[np.int64]:
-        """File offset of each row group (-1: not stored raw); empty when nothing is raw."""
-        dset, none = self.dset, np.zeros(0, dtype=np.int64)
-        if dset.dtype.kind not in "biufc" or not dset.dtype.isnative or self.row_bytes == 0:
-            return none
-        if dset.id.get_create_plist().get_nfilters():
-            return none
-        step = self.rows_per_group * self.row_bytes
-        groups = -(-int(dset.shape[0]) // self.rows_per_group)
-        if not self.chunked:
-            if self.offset is None:
-                return none
-            return self.offset + step * np.arange(groups, dtype=np.int64)
-        if self.chunk_ranges is None:
-            self.chunk_ranges = _chunk_index(self.dset)
-        starts = np.full(groups, -1, dtype=np.int64)
-        for g, ranges in self.chunk_ranges.items():
-            if len(ranges) == 1 and ranges[0][1] - ranges[0][0] == step and 0 <= g < groups:
-                starts[g] = ranges[0][0]
-        return starts
-
-    def groups_between(self, lo: int, hi: int) -> NDArray[np.int64]:
-        """The row groups (chunks) holding rows ``lo..hi-1``."""
-        return np.arange(lo // self.rows_per_group, (hi - 1) // self.rows_per_group + 1)
-
-    def read_sorted(self, uniq: Indices) -> NDArray[Any]:
-        """Rows ``uniq`` (sorted, unique): one slice read per run of adjacent row groups."""
-        groups = uniq // self.rows_per_group
-        cuts = np.flatnonzero(np.diff(groups) > 1) + 1
-        parts = []
-        for run in np.split(uniq, cuts) if len(cuts) else (uniq,):
-            lo, hi = int(run[0]), int(run[-1]) + 1
-            block = self.dset[lo:hi]
-            parts.append(block if hi - lo == len(run) else block[run - lo])
-        return np.concatenate(parts) if len(parts) > 1 else parts[0]
-
-
-def _chunk_index(dset: Any) -> dict[int, list[tuple[int, int]]]:
-    """``{row chunk number: [(start, end) byte ranges]}`` of the allocated chunks."""
-    rows = dset.chunks[0]
-    index: dict[int, list[tuple[int, int]]] = {}
-
-    def visit(info: Any) -> None:
-        if info.byte_offset is not None:
-            start = int(info.byte_offset)
-            index.setdefault(int(info.chunk_offset[0]) // rows, []).append(
-                (start, start + int(info.size))
-            )
-
-    try:
-        dset.id.chunk_iter(visit)
-    except (AttributeError, NotImplementedError):  # pragma: no cover - old HDF5
-        for i in range(dset.id.get_num_chunks()):
-            visit(dset.id.get_chunk_info(i))
-    return index
-
-
 def _local_fd_path(resource: StreamedResource) -> str | None:
     """A path naming the very file the resource's stream has open, when it is a local file.
 
@@ -198,22 +87,6 @@ def _h5_file(h5py: Any, resource: StreamedResource) -> Any:
         except OSError:
             pass  # locked by a writer, a procfs quirk...: the file-object driver still reads
     return h5py.File(resource, "r", rdcc_nbytes=RDCC_NBYTES)
-
-
-def _stored_array(dset: Any, where: str) -> _StoredArray:
-    if dset.is_virtual or dset.external:
-        raise FormatError(
-            f"{where} is a virtual dataset or uses external storage; refused because it "
-            "would read other files. Store the data inside the file"
-        )
-    if dset.ndim == 0:
-        raise FormatError(f"{where} is a scalar; expected an array of shape (N, ...)")
-    row_bytes = int(np.prod(dset.shape[1:], dtype=np.int64)) * dset.dtype.itemsize
-    if dset.chunks is not None:
-        return _StoredArray(dset, int(dset.chunks[0]), row_bytes, chunked=True)
-    offset = dset.id.get_offset()
-    rows = max(1, CONTIGUOUS_GROUP_BYTES // max(1, row_bytes))
-    return _StoredArray(dset, rows, row_bytes, chunked=False, offset=offset)
 
 
 @dataclass
@@ -383,14 +256,14 @@ class HDF5DatasetIterator(ProcessLocalIterator[_OpenFile]):
         """Rows ``uniq`` (sorted, unique), then ``[inverse]`` to restore the requested order."""
         if state.can_prefetch:
             self._prefetch(state, lambda column: _distinct(uniq // column.rows_per_group))
-        samples = state.samples.read_sorted(uniq)
+        samples = _read_some_rows(state.resource, state.samples, uniq)
         if inverse is not None:
             samples = samples[inverse]
         if state.targets is None:
             return (samples,)
         if state.target_values is not None:
             return (samples, state.target_values[uniq if indices is None else indices])
-        targets = state.targets.read_sorted(uniq)
+        targets = _read_some_rows(state.resource, state.targets, uniq)
         return (samples, targets if inverse is None else targets[inverse])
 
     def _get_targets(self, target_pos: int) -> NDArray[Any]:
@@ -429,39 +302,13 @@ class HDF5DatasetIterator(ProcessLocalIterator[_OpenFile]):
     def __repr__(self) -> str:
         return f"<HDF5DatasetIterator {self._where()}>"
 
+    def storage_blocks(self) -> Any:
+        """The storage block of each sample when the file is read in remote blocks (GridFS),
+        so that a sampler reads each block about once per epoch; None for a local file."""
+        from datastack.iterators.blocks import hdf5_storage_blocks
 
-def _read_raw_rows(resource: StreamedResource, column: _StoredArray, lo: int, hi: int) -> Any:
-    """Rows ``lo..hi-1`` read straight from the stream when they are stored raw: one read per
-    run of adjacent chunks instead of one HDF5 call and one Python read per chunk. Otherwise
-    (compressed data) through h5py."""
-    segments = column.raw_segments(lo, hi)
-    if segments is None:
-        return column.dset[lo:hi]
-    out = np.empty((hi - lo, *column.dset.shape[1:]), dtype=column.dset.dtype)
-    view = out.data.cast("B")
-    for first, end, offset in segments:
-        part = view[(first - lo) * column.row_bytes : (end - lo) * column.row_bytes]
-        resource.seek(offset)
-        done = 0
-        while done < len(part):
-            got = resource.readinto(part[done:])
-            if not got:
-                raise FormatError(
-                    f"{resource.identifier}: the file ends inside rows {first}..{end - 1}; it "
-                    "is truncated, re-run the preprocessing"
-                )
-            done += got
-    return out
-
-
-def _distinct(sorted_values: NDArray[np.int64]) -> NDArray[np.int64]:
-    """The distinct values of a sorted array (cheaper than ``np.unique``, which sorts)."""
-    if len(sorted_values) < 2:
-        return sorted_values
-    keep = np.empty(len(sorted_values), dtype=bool)
-    keep[0] = True
-    np.not_equal(sorted_values[1:], sorted_values[:-1], out=keep[1:])
-    return sorted_values[keep]
+        state = self._state()
+        return hdf5_storage_blocks(state.resource, state.file[self.group][self.samples_name])
 
 
 def _plain(value: Any) -> Any:

@@ -37,14 +37,9 @@ from numpy.typing import NDArray
 from datastack.errors import FormatError, SplitNotFoundError
 from datastack.fields import LABEL, Field, decode_value, fields_from_schema, object_column
 from datastack.iterators._process import ProcessLocalIterator, private_copy
+from datastack.iterators._stored import _read_raw_rows, _stored_array, _StoredArray
 from datastack.iterators.base import Batch, Indices, Sample
-from datastack.iterators.hdf5 import (
-    _h5_file,
-    _local_fd_path,
-    _read_raw_rows,
-    _stored_array,
-    _StoredArray,
-)
+from datastack.iterators.hdf5 import _h5_file, _local_fd_path
 from datastack.resources import StreamedResource
 
 #: Fixed fields whose whole column is at most this many bytes are read eagerly on open.

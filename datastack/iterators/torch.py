@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datastack.iterators.base import DatasetIterator, Sample
+from datastack.iterators.sampler import DatasetSampler as DatasetSampler  # re-export
 
 RAGGED_MODES = ("list", "pad")
 #: numpy scalars a batch hands to ``collate`` as Python scalars: default_collate makes them

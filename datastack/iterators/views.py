@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from datastack.errors import ConfigurationError, FormatError
+from datastack.errors import ConfigurationError, FormatError, UnpicklableError
 from datastack.iterators.base import (
     Batch,
     DatasetIterator,
@@ -31,6 +31,7 @@ from datastack.iterators.base import (
     normalize_indices,
     stack_samples,
 )
+from datastack.iterators.blocks import StorageBlocks
 
 
 class DatasetIteratorView(DatasetIterator):
@@ -71,6 +72,10 @@ class DatasetIteratorView(DatasetIterator):
 
     def _get_targets(self, target_pos: int) -> NDArray[Any]:
         return self.iterator._get_targets(target_pos)[self.indices]
+
+    def storage_blocks(self) -> StorageBlocks | None:
+        blocks = self.iterator.storage_blocks()
+        return None if blocks is None else blocks.take(self.indices)
 
     @property
     def underlying_iterators(self) -> list[DatasetIterator]:
@@ -143,6 +148,12 @@ class CombinedDatasetIterator(DatasetIterator):
         parts = [it._get_targets(target_pos) for it in self.iterators]
         return np.concatenate(parts) if parts else np.zeros(0)
 
+    def storage_blocks(self) -> StorageBlocks | None:
+        parts = [it.storage_blocks() for it in self.iterators]
+        if not parts or any(p is None for p in parts):
+            return None  # part of it has no block structure: shuffle sample by sample
+        return StorageBlocks.concat([p for p in parts if p is not None])
+
     @property
     def underlying_iterators(self) -> list[DatasetIterator]:
         return list(self.iterators)
@@ -188,6 +199,10 @@ class ShuffledDatasetIterator(DatasetIterator):
 
     def _get_targets(self, target_pos: int) -> NDArray[Any]:
         return self.iterator._get_targets(target_pos)[self.permutation]
+
+    def storage_blocks(self) -> StorageBlocks | None:
+        blocks = self.iterator.storage_blocks()
+        return None if blocks is None else blocks.take(self.permutation)
 
     @property
     def underlying_iterators(self) -> list[DatasetIterator]:
@@ -273,9 +288,46 @@ class MappedDatasetIterator(DatasetIterator):
         rows = self.iterator.get_samples(indices)
         return [self._apply(row) for row in rows]
 
+    def storage_blocks(self) -> StorageBlocks | None:
+        return self.iterator.storage_blocks()
+
     @property
     def underlying_iterators(self) -> list[DatasetIterator]:
         return [self.iterator]
+
+    def __getstate__(self) -> dict[str, Any]:
+        check_picklable(self.fn, "map")
+        return self.__dict__.copy()
+
+
+def check_picklable(fn: Callable[..., Any], where: str) -> None:
+    """Raise :class:`UnpicklableError` naming ``fn`` unless it pickles (by reference).
+
+    Lambdas and functions defined inside other functions cannot be sent to processes
+    started with ``spawn`` or ``forkserver`` (macOS, Python 3.14 defaults; DataLoader
+    workers with ``multiprocessing_context``).
+    """
+    import pickle
+
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    module = getattr(fn, "__module__", None) or type(fn).__module__
+    suggestion = "transform" if "<lambda>" in name else name.split(".")[-1]
+    fix = (
+        f"define it with `def` at module level (e.g. `def {suggestion}(sample): ...` in an "
+        "importable module), or use functools.partial of such a function"
+    )
+    if "<lambda>" in name or "<locals>" in name:
+        raise UnpicklableError(
+            f"{where}() holds {module}.{name}, which cannot be pickled for another process "
+            f"(spawn/forkserver workers): it is a lambda or a local function; {fix}"
+        )
+    try:
+        pickle.dumps(fn)
+    except Exception as exc:
+        raise UnpicklableError(
+            f"{where}() holds {module}.{name}, which cannot be pickled for another process "
+            f"({type(exc).__name__}: {exc}); {fix}"
+        ) from None
 
 
 def _swap(sample: Sample) -> Sample:
@@ -335,6 +387,14 @@ class TargetMappedDatasetIterator(DatasetIterator):
     def _get_targets(self, target_pos: int) -> NDArray[Any]:
         targets = self.iterator._get_targets(target_pos)
         return self._map_array(targets) if target_pos == self.target_pos else targets
+
+    def storage_blocks(self) -> StorageBlocks | None:
+        return self.iterator.storage_blocks()
+
+    def __getstate__(self) -> dict[str, Any]:
+        if not isinstance(self.mapping, Mapping):
+            check_picklable(self.mapping, "map_targets")
+        return self.__dict__.copy()
 
     @property
     def underlying_iterators(self) -> list[DatasetIterator]:

@@ -95,6 +95,8 @@ class StorageConnector(abc.ABC):
 
     #: Short backend name, e.g. ``"file"`` or ``"gridfs"``.
     scheme: str = ""
+    #: Whether reads cross a network (cached on local disk, block-aware shuffling).
+    remote: bool = False
 
     # -- public API ------------------------------------------------------------------------
     def get_resource(self, identifier: str) -> StreamedResource:
@@ -179,6 +181,11 @@ class StorageConnector(abc.ABC):
     def close(self) -> None:
         """Release connections (a connector reconnects lazily if used again)."""
         return None
+
+    def open_stream(self, identifier: str) -> IO[bytes]:
+        """A stream for one sequential read of the whole resource that keeps nothing in
+        the process's block cache (what local-cache fills use)."""
+        return self.get_resource(identifier)  # type: ignore[return-value]
 
     def __enter__(self) -> StorageConnector:
         return self

@@ -158,24 +158,34 @@ _DEFAULT_CACHE: BlockCache | None = None
 _DEFAULT_LOCK = threading.Lock()
 
 
-def cache_bytes_from_env(environ: Mapping[str, str] | None = None) -> int:
-    """The cache budget from ``$DATASTACK_CACHE_BYTES`` (bytes; suffixes K, M, G allowed)."""
-    raw = (os.environ if environ is None else environ).get(CACHE_BYTES_ENV, "").strip()
-    if not raw:
-        return DEFAULT_CACHE_BYTES
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    text = raw.upper().removesuffix("IB").removesuffix("B")
+def parse_size(raw: str, setting: str) -> int:
+    """Bytes from ``raw`` (an int, or a number with a K, M or G suffix); ``setting`` names
+    the variable in the error message.
+
+    >>> parse_size("32M", "DATASTACK_CACHE_BYTES"), parse_size("1.5GiB", "X")
+    (33554432, 1610612736)
+    """
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = raw.strip().upper().removesuffix("IB").removesuffix("B")
     factor = units.get(text[-1:], 1)
     number = text[:-1] if text[-1:] in units else text
     try:
         value = int(float(number) * factor)
     except ValueError:
         raise ConfigurationError(
-            f"{CACHE_BYTES_ENV}={raw!r} is not a size: expected bytes such as 268435456 or 256M"
+            f"{setting}={raw!r} is not a size: expected bytes such as 268435456 or 256M"
         ) from None
     if value < 0:
-        raise ConfigurationError(f"{CACHE_BYTES_ENV}={raw!r} must be >= 0")
+        raise ConfigurationError(f"{setting}={raw!r} must be >= 0")
     return value
+
+
+def cache_bytes_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """The cache budget from ``$DATASTACK_CACHE_BYTES`` (bytes; suffixes K, M, G allowed)."""
+    raw = (os.environ if environ is None else environ).get(CACHE_BYTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_CACHE_BYTES
+    return parse_size(raw, CACHE_BYTES_ENV)
 
 
 def default_cache() -> BlockCache:
@@ -201,5 +211,6 @@ __all__ = [
     "BlockCache",
     "cache_bytes_from_env",
     "default_cache",
+    "parse_size",
     "set_cache_bytes",
 ]

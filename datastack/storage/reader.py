@@ -38,42 +38,19 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 from datastack.errors import ConfigurationError, StorageError
+from datastack.storage._readahead import READAHEAD_DEPTH, READAHEAD_THREADS
+from datastack.storage._readahead import readahead_executor as _readahead_executor
 from datastack.storage.cache import BlockCache, default_cache
 
 Fetch = Callable[[Sequence[int]], Mapping[int, bytes]]
 """Fetch blocks by number; return ``{number: bytes}`` for every number asked."""
 
 DEFAULT_READAHEAD_BYTES = 8 * 1024 * 1024
-READAHEAD_THREADS = 6
-#: Read-ahead windows kept in flight per reader (the server works on the next window while
-#: the client decodes the previous one). See docs/performance.md.
-READAHEAD_DEPTH = 3
-
-_EXECUTOR_LOCK = threading.Lock()
-os.register_at_fork(after_in_child=lambda: globals().update(_EXECUTOR_LOCK=threading.Lock()))
-_EXECUTORS: dict[int, ThreadPoolExecutor] = {}
-
-
-def _readahead_executor() -> ThreadPoolExecutor:
-    """The process's read-ahead threads (a forked child gets its own on first use)."""
-    pid = os.getpid()
-    executor = _EXECUTORS.get(pid)
-    if executor is None:
-        with _EXECUTOR_LOCK:
-            executor = _EXECUTORS.get(pid)
-            if executor is None:
-                _EXECUTORS.clear()  # a parent's executor has no threads in this process
-                executor = ThreadPoolExecutor(READAHEAD_THREADS, "datastack-readahead")
-                _EXECUTORS[pid] = executor
-    return executor
-
-
 class BlockReader(io.RawIOBase):
     """A seekable binary reader over fixed-size blocks fetched through a :class:`BlockCache`.
 
@@ -147,8 +124,11 @@ class BlockReader(io.RawIOBase):
         self._ahead_end = 0  # first block that read-ahead has not asked for yet
         self._local: dict[int, bytes] = {}  # blocks of the last fetch (works with no cache)
         self._ahead: dict[int, bytes] = {}  # blocks of finished background fetches, unread
-        self._inflight: list[tuple[range, Future[dict[int, bytes]]]] = []  # oldest first
+        #: fetches in flight, oldest first: read-ahead windows (ranges), prefetch hints (sets)
+        self._inflight: list[tuple[range | frozenset[int], Future[dict[int, bytes]]]] = []
         self._pid = os.getpid()
+        self._hinted = False  # prefetch hints arrive (a sampler's order): no guessed read-ahead
+        self._memo: tuple[int, bytes] | None = None  # the last block of the fast path
         self._generation = self._cache.generation
         self.fetch_calls = 0
         self.background_fetches = 0
@@ -182,11 +162,34 @@ class BlockReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         self._check_open()
         view = memoryview(buffer).cast("B")
+        if self._hinted and self._read_one_block(view):
+            return len(view)
         done = 0
         for part in self._parts(len(view)):  # copied group by group: memory stays bounded
             view[done : done + len(part)] = part
             done += len(part)
         return done
+
+    def _read_one_block(self, view: memoryview) -> bool:
+        """The fast path of hinted (sampler-driven) readers: a read inside one block that is
+        present is one slice copy, with no access tracking (there is no read-ahead to steer).
+        The block of the previous such read is kept at hand (HDF5 chunks of one block are
+        read one after another)."""
+        start, count, bs = self._pos, len(view), self.block_size
+        number = start // bs
+        if not count or (start + count - 1) // bs != number or start + count > self.size:
+            return False
+        if self._generation != self._cache.generation:
+            return False  # the slow path drops what the cache dropped
+        memo = self._memo
+        data = memo[1] if memo is not None and memo[0] == number else self._lookup(number)
+        if data is None:
+            return False
+        self._memo = (number, data)
+        offset = start - number * bs
+        view[:] = memoryview(data)[offset : offset + count]
+        self._pos = start + count
+        return True
 
     def read(self, size: int | None = -1) -> bytes:
         self._check_open()
@@ -227,14 +230,52 @@ class BlockReader(io.RawIOBase):
     def readall(self) -> bytes:
         return self.read(-1)
 
-    def prefetch(self, ranges: Iterable[tuple[int, int]]) -> int:
+    def read_at(self, pieces: Sequence[tuple[int, memoryview]]) -> int:
+        """Fill each ``(offset, view)`` with the bytes at ``offset`` (a gather of scattered
+        rows); returns the bytes copied (less than asked only past the end).
+
+        The blocks of all pieces are looked up once and the missing ones come in one fetch;
+        a piece inside one block (a row of a few KB) is then one slice copy. The position
+        does not move, and no sequential access is assumed (no read-ahead is started).
+        """
+        self._check_open()
+        bs, size = self.block_size, self.size
+        numbers: set[int] = set()
+        for offset, view in pieces:
+            end = min(size, offset + len(view))
+            if end > offset >= 0:
+                numbers.update(range(offset // bs, (end - 1) // bs + 1))
+        self._sync_generation()
+        needed = sorted(numbers)
+        blocks = self._blocks(needed, range(0))
+        done = 0
+        for offset, view in pieces:
+            end = min(size, offset + len(view))
+            at = offset
+            while at < end:
+                n = at // bs
+                upto = min(end, (n + 1) * bs)
+                block = memoryview(blocks[n])
+                view[at - offset : upto - offset] = block[at - n * bs : upto - n * bs]
+                at = upto
+            done += max(0, end - offset)
+        return done
+
+    def prefetch(self, ranges: Iterable[tuple[int, int]], *, wait: bool = True) -> int:
         """Load every missing block covering the byte ranges ``[(start, end), ...]`` at once.
 
         One ``fetch`` call for all of them (one ``$in`` query on GridFS). Returns how many
         blocks were fetched. Consecutive calls over consecutive ranges (a sequential pass in
         batches) count as sequential access and start read-ahead past the last range.
+
+        With ``wait=False`` the fetch runs on a read-ahead thread (a hint for reads to come,
+        e.g. the next batches of a sampler's order) and returns at once; the blocks land in
+        the block cache, and a read that needs them waits for that fetch. Ignored without
+        background read-ahead or with the cache disabled.
         """
         self._check_open()
+        if not wait:
+            return self._prefetch_later(ranges)
         numbers: set[int] = set()
         lo, hi = self.size, 0
         for start, end in ranges:
@@ -246,14 +287,46 @@ class BlockReader(io.RawIOBase):
             return 0
         self._sync_generation()
         last = (hi - 1) // self.block_size
-        self._note_access(lo, hi, lo // self.block_size, last)
         needed = sorted(numbers)
+        # Only a contiguous run of blocks can continue a sequential pass: scattered ranges
+        # (a shuffled batch) must not start read-ahead of blocks nobody asked for.
+        contiguous = needed[-1] - needed[0] + 1 == len(needed)
+        if contiguous:
+            self._note_access(lo, hi, lo // self.block_size, last)
         self._collect(needed)
         missing = [n for n in needed if not self._present(n)]
         if missing:
             self._local = self._fetch_checked(missing)
-        self._schedule_readahead(last)
+        if contiguous:
+            self._schedule_readahead(last)
         return len(missing)
+
+    def _prefetch_later(self, ranges: Iterable[tuple[int, int]]) -> int:
+        if not (self._background and self._cache.max_bytes) or self._pid != os.getpid():
+            return 0
+        # The caller knows the order: from now on it says what to fetch, and guessing by
+        # sequential read-ahead (sorted reads inside a shuffled batch look sequential) would
+        # only push the hinted blocks out of the cache.
+        self._hinted = True
+        self._window = 0
+        self._sync_generation()
+        self._collect_done()
+        bs = self.block_size
+        numbers: set[int] = set()
+        for start, end in ranges:
+            start, end = max(0, int(start)), min(self.size, int(end))
+            if end > start:
+                numbers.update(range(start // bs, (end - 1) // bs + 1))
+        missing = sorted(n for n in numbers if not self._present(n) and not self._in_flight(n))
+        if missing:
+            future = _readahead_executor().submit(self._fetch_into_cache, missing)
+            self._inflight.append((frozenset(missing), future))
+            self.background_fetches += 1
+        return len(missing)
+
+    def _fetch_into_cache(self, numbers: list[int]) -> dict[int, bytes]:
+        self._fetch_checked(numbers)  # kept by the cache only: its budget bounds them
+        return {}
 
     # -- blocks --------------------------------------------------------------------------------
     def _note_access(self, start: int, end: int, first: int, last: int) -> None:
@@ -266,7 +339,7 @@ class BlockReader(io.RawIOBase):
             self._last_start <= start <= self._last_end + self.block_size
             and end > self._last_end >= 0
         )
-        if sequential and self._readahead:
+        if sequential and self._readahead and not self._hinted:
             quarter = self._cache.max_bytes // (4 * self._depth * self.block_size)
             cap = max(1, min(self._max_window, quarter))
             self._window = min(cap, max(1, self._window * 2))
@@ -280,7 +353,7 @@ class BlockReader(io.RawIOBase):
     def _sync_generation(self) -> None:
         if self._generation != self._cache.generation:  # the cache was cleared: so are we
             self._generation = self._cache.generation
-            self._local, self._ahead = {}, {}
+            self._local, self._ahead, self._memo = {}, {}, None
 
     def _present(self, n: int) -> bool:
         return n in self._local or n in self._ahead or (self.key, n) in self._cache
@@ -293,7 +366,7 @@ class BlockReader(io.RawIOBase):
             data = self._cache.get((self.key, n))
         return data
 
-    def _blocks(self, needed: range, ahead: range) -> dict[int, bytes]:
+    def _blocks(self, needed: Sequence[int], ahead: range) -> dict[int, bytes]:
         """The ``needed`` blocks: from the last fetches, the cache, the fetch in flight, or one
         fetch now.
 
@@ -408,7 +481,7 @@ class BlockReader(io.RawIOBase):
             raise ValueError(f"I/O operation on closed reader {self.name}")
 
     def close(self) -> None:
-        self._local, self._ahead = {}, {}
+        self._local, self._ahead, self._memo = {}, {}, None
         self._inflight = []  # a fetch in flight just lands (in the cache)
         super().close()
 

@@ -140,12 +140,24 @@ def flow_run_id(state: Any) -> Any:
     return state.state_details.flow_run_id
 
 
-def task_runs(client: Any, run_id: Any) -> list[Any]:
+def task_runs(client: Any, run_id: Any, settle_s: float = 20.0) -> list[Any]:
+    """The task runs of a flow run, once the API has caught up with them.
+
+    Prefect 3 records task runs from events, asynchronously: right after a flow returns, a
+    task run may still read RUNNING, or keep its generated name. Poll until every task run is
+    in a final state (or ``settle_s`` passes)."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    return list(client.read_task_runs(
-        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
-    ))
+    deadline = time.monotonic() + settle_s
+    while True:
+        runs = list(client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        ))
+        if all(r.state is not None and r.state.is_final() for r in runs) or (
+            time.monotonic() > deadline
+        ):
+            return runs
+        time.sleep(0.25)
 
 
 def artifacts(client: Any, run_id: Any) -> list[Any]:

@@ -1,0 +1,368 @@
+"""``DatasetSampler``: the order of an epoch -- shuffled, sharded over ranks, resumable.
+
+Parameters are named as PyTorch's ``DistributedSampler`` (``shuffle``, ``seed``,
+``num_replicas``, ``rank``, ``drop_last``; ``set_epoch``), and ``state_dict`` /
+``load_state_dict`` follow torchdata's ``StatefulDataLoader`` protocol, so a loader resumes
+mid-epoch exactly where it stopped (each sample once), also with workers. Importing this
+module does not import torch (only reading ranks from ``torch.distributed`` does).
+
+The order of epoch ``e`` depends only on ``(seed, e)``, the dataset's length and its block
+structure (numpy's PCG64 from ``SeedSequence([seed, e])``: the same on every machine). Ranks
+get contiguous, disjoint slices of equal length of that order (padded by repeating its start,
+or cut with ``drop_last``), together covering the dataset.
+
+**Block-aware shuffling** (``block_aware=None``: on when the dataset reports storage blocks,
+i.e. it is read from remote storage such as GridFS; off for local files and memory): the
+blocks are shuffled, then samples within windows that fit the block cache
+(:func:`~datastack.iterators.blocks.block_aware_order`), so each storage block is fetched
+about once per epoch. ``block_aware=False`` gives a full per-sample shuffle. The sampler also
+attaches a read plan to the dataset: before each batch, the reader is told which blocks the
+next batches of this process need and fetches them in the background.
+
+>>> from datastack.iterators import SequenceDatasetIterator
+>>> it = SequenceDatasetIterator(list(range(10)))
+>>> rank0 = DatasetSampler(it, num_replicas=2, rank=0, seed=1)
+>>> rank1 = DatasetSampler(it, num_replicas=2, rank=1, seed=1)
+>>> sorted(list(rank0) + list(rank1)) == list(range(10)), len(rank0)
+(True, 5)
+>>> rank0.set_epoch(1); list(rank0) != list(DatasetSampler(it, num_replicas=2, rank=0, seed=1))
+True
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from datastack.errors import ConfigurationError
+from datastack.iterators.base import DatasetIterator, Indices
+from datastack.iterators.blocks import StorageBlocks, block_aware_order
+
+#: A shuffle window holds at most 1 / this of the block cache (the window being read, the
+#: blocks prefetched for the next batches, which may be of the next window, must fit together).
+WINDOW_CACHE_FRACTION = 3
+#: Shuffle units are runs of ``window / UNITS_PER_WINDOW`` consecutive blocks (see
+#: :func:`~datastack.iterators.blocks.block_aware_order`: fewer double fetches at unit edges).
+UNITS_PER_WINDOW = 2
+#: Batches of this process whose blocks are requested ahead of time.
+LOOKAHEAD_BATCHES = 4
+
+
+def _iterator_of(dataset: Any) -> DatasetIterator:
+    """The datastack iterator of ``dataset`` (itself, or the one a torch adapter wraps)."""
+    inner = getattr(dataset, "iterator", None)
+    if isinstance(dataset, DatasetIterator):
+        return dataset
+    if isinstance(inner, DatasetIterator):
+        return inner
+    raise ConfigurationError(
+        f"dataset should be a datastack iterator or its torch adapter (as_torch_dataset), "
+        f"but got {type(dataset).__name__}"
+    )
+
+
+def _distributed() -> tuple[int, int] | None:
+    """(world size, rank) from torch.distributed when it is initialised, else None."""
+    if "torch" not in sys.modules:
+        return None  # torch never imported: no process group can exist
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return None
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigurationError(f"{name} should be an int >= {minimum}, but got {value!r}")
+    return int(value)
+
+
+class _Order:
+    """What decides an epoch's order (picklable; shared by the sampler and its read plan)."""
+
+    def __init__(
+        self,
+        length: int,
+        shuffle: bool,
+        seed: int,
+        num_replicas: int,
+        rank: int,
+        drop_last: bool,
+        block_aware: bool | None,
+        window_blocks: int | None,
+    ) -> None:
+        self.length, self.shuffle, self.seed = length, shuffle, seed
+        self.num_replicas, self.rank, self.drop_last = num_replicas, rank, drop_last
+        self.block_aware, self.window_blocks = block_aware, window_blocks
+        self.epoch = 0
+        self._blocks: tuple[int, StorageBlocks | None] | None = None  # per process
+        self._cached: tuple[int, int, Indices] | None = None  # (pid, epoch, indices)
+
+    @property
+    def num_samples(self) -> int:
+        n, r = self.length, self.num_replicas
+        if self.drop_last and n % r:
+            return n // r
+        return -(-n // r)
+
+    def blocks(self, iterator: DatasetIterator) -> StorageBlocks | None:
+        if self.block_aware is False or not self.shuffle:
+            return None
+        if self._blocks is None or self._blocks[0] != os.getpid():
+            self._blocks = (os.getpid(), iterator.storage_blocks())
+        return self._blocks[1]
+
+    def _window(self, blocks: StorageBlocks) -> int:
+        if self.window_blocks is not None:
+            return self.window_blocks
+        from datastack.storage.cache import default_cache
+
+        budget = default_cache().max_bytes // (WINDOW_CACHE_FRACTION * blocks.block_bytes)
+        return max(1, int(budget))
+
+    def indices(self, iterator: DatasetIterator) -> Indices:
+        """This rank's indices for the current epoch (computed once per process and epoch)."""
+        if self._cached is not None and self._cached[:2] == (os.getpid(), self.epoch):
+            return self._cached[2]
+        n = self.length
+        if not self.shuffle:
+            order = np.arange(n, dtype=np.int64)
+        else:
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch]))
+            blocks = self.blocks(iterator)
+            if blocks is None:
+                order = rng.permutation(n).astype(np.int64)
+            else:
+                window = self._window(blocks)
+                unit = max(1, window // UNITS_PER_WINDOW)
+                order = block_aware_order(blocks.ids, window, rng, unit)
+        total = self.num_samples * self.num_replicas
+        if total > n:  # pad by repeating the start of the order
+            order = np.resize(order, total)
+        start = self.rank * self.num_samples
+        mine = order[:total][start : start + self.num_samples]
+        self._cached = (os.getpid(), self.epoch, mine)
+        return mine
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_blocks"] = state["_cached"] = None
+        return state
+
+
+class _Lookahead:
+    """The read plan a sampler attaches to its dataset: before each batch, hint the reader
+    with the samples of this process's next batches (their blocks are fetched meanwhile)."""
+
+    def __init__(self, order: _Order) -> None:
+        self.order = order
+        self._positions: tuple[int, int, NDArray[np.int64]] | None = None
+        self._hinted: tuple[tuple[int, int], NDArray[np.bool_]] | None = None
+
+    def _hinted_positions(self, count: int) -> NDArray[np.bool_]:
+        key = (os.getpid(), self.order.epoch)
+        if self._hinted is None or self._hinted[0] != key:
+            self._hinted = (key, np.zeros(count, dtype=bool))
+        return self._hinted[1]
+
+    def _position_of(self, iterator: DatasetIterator, first: int) -> int:
+        order = self.order
+        if self._positions is None or self._positions[:2] != (os.getpid(), order.epoch):
+            mine = order.indices(iterator)
+            where = np.full(order.length, -1, dtype=np.int64)
+            where[mine[::-1]] = np.arange(len(mine) - 1, -1, -1)  # first occurrence wins
+            self._positions = (os.getpid(), order.epoch, where)
+        return int(self._positions[2][first])
+
+    def before_batch(self, iterator: DatasetIterator, indices: Indices) -> None:
+        blocks = self.order.blocks(iterator)
+        if blocks is None or blocks.prefetch is None or len(iterator) != self.order.length:
+            return
+        at, size = self._position_of(iterator, int(indices[0])), len(indices)
+        mine = self.order.indices(iterator)
+        if at < 0 or not np.array_equal(mine[at : at + size], indices):
+            return  # not reading in this sampler's order: no hint
+        stride = size * _workers()  # with n workers, this process reads every n-th batch
+        steps = range(1, LOOKAHEAD_BATCHES + 1)
+        spans = [np.arange(at + k * stride, min(len(mine), at + k * stride + size)) for k in steps]
+        positions = np.concatenate(spans)
+        hinted = self._hinted_positions(len(mine))
+        positions = positions[~hinted[positions]]  # each position is hinted once
+        if len(positions):
+            hinted[positions] = True
+            blocks.prefetch(mine[positions])  # the reader skips blocks present or in flight
+
+
+def _workers() -> int:
+    """DataLoader workers sharing this epoch (each reads every ``n``-th batch); 1 outside."""
+    if "torch" not in sys.modules:
+        return 1
+    from torch.utils.data import get_worker_info
+
+    info = get_worker_info()
+    return 1 if info is None else int(info.num_workers)
+
+
+class DatasetSampler:
+    """The sample order of each epoch for one rank, resumable mid-epoch.
+
+    Parameters
+    ----------
+    dataset:
+        A datastack iterator, or its torch adapter (``as_torch_dataset(it)``).
+    shuffle:
+        Shuffle (per epoch, from ``seed`` and the epoch); ``False`` keeps the stored order.
+    seed:
+        Same seed and epoch, same order on every machine and rank.
+    num_replicas, rank:
+        Number of ranks and this one; default: from ``torch.distributed`` when it is
+        initialised, else 1 and 0.
+    drop_last:
+        Cut the tail so that every rank gets ``len(dataset) // num_replicas`` samples instead of
+        padding to ``ceil(len / num_replicas)`` by repeating samples.
+    block_aware:
+        ``None``: block-aware shuffling when the dataset is read in remote storage blocks;
+        ``False``: full per-sample shuffle; ``True``: block-aware whenever blocks are known.
+    window_blocks:
+        Storage blocks per shuffle window (default: a third of the block cache).
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        drop_last: bool = False,
+        block_aware: bool | None = None,
+        window_blocks: int | None = None,
+    ) -> None:
+        iterator = _iterator_of(dataset)
+        world = _distributed() if num_replicas is None or rank is None else None
+        replicas = num_replicas if num_replicas is not None else (world[0] if world else 1)
+        replicas = _check_int("num_replicas", replicas, 1)
+        rank = rank if rank is not None else (world[1] if world else 0)
+        rank = _check_int("rank", rank, 0)
+        if rank >= replicas:
+            raise ConfigurationError(
+                f"rank should be in [0, {replicas - 1}] (num_replicas={replicas}), but got {rank}"
+            )
+        if window_blocks is not None:
+            window_blocks = _check_int("window_blocks", window_blocks, 1)
+        self.dataset = dataset
+        self._order = _Order(
+            len(iterator), bool(shuffle), _check_int("seed", seed, 0), replicas, rank,
+            bool(drop_last), block_aware, window_blocks,
+        )
+        self._iterator = iterator
+        self.yielded = 0
+        self._resume_at: int | None = None
+        plan = shuffle and block_aware is not False
+        iterator.read_plan = _Lookahead(self._order) if plan else None
+
+    # -- DistributedSampler surface ------------------------------------------------------------
+    @property
+    def shuffle(self) -> bool:
+        return self._order.shuffle
+
+    @property
+    def seed(self) -> int:
+        return self._order.seed
+
+    @property
+    def epoch(self) -> int:
+        return self._order.epoch
+
+    @property
+    def num_replicas(self) -> int:
+        return self._order.num_replicas
+
+    @property
+    def rank(self) -> int:
+        return self._order.rank
+
+    @property
+    def drop_last(self) -> bool:
+        return self._order.drop_last
+
+    @property
+    def num_samples(self) -> int:
+        """Samples per rank and epoch."""
+        return self._order.num_samples
+
+    @property
+    def block_aware_active(self) -> bool:
+        """Whether this epoch's order is block-aware (the dataset reports storage blocks)."""
+        return self._order.blocks(self._iterator) is not None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch`` from the next iteration on (call it every epoch)."""
+        epoch = _check_int("epoch", epoch, 0)
+        if epoch != self._order.epoch:
+            self._resume_at = None  # a resumed position belongs to the epoch it was saved in
+        self._order.epoch = epoch
+
+    def __len__(self) -> int:
+        return self._order.num_samples
+
+    def indices(self) -> Indices:
+        """This rank's indices of the current epoch, in order."""
+        return self._order.indices(self._iterator).copy()
+
+    def __iter__(self) -> Iterator[int]:
+        mine = self._order.indices(self._iterator)
+        start, self._resume_at = (self._resume_at or 0), None
+        self.yielded = start
+        for index in mine[start:].tolist():
+            self.yielded += 1
+            yield index
+
+    # -- StatefulDataLoader protocol -----------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Epoch and position: ``load_state_dict`` resumes right after the last index drawn."""
+        order = self._order
+        return {
+            "epoch": order.epoch,
+            "yielded": self.yielded,
+            "seed": order.seed,
+            "length": order.length,
+            "num_replicas": order.num_replicas,
+            "rank": order.rank,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume at ``state``: the next iteration continues the saved epoch where it was."""
+        if not isinstance(state, dict) or "yielded" not in state or "epoch" not in state:
+            raise ConfigurationError(
+                "a DatasetSampler state should be the dict from state_dict(), but got "
+                f"{state!r:.80}"
+            )
+        order = self._order
+        for key in ("seed", "length", "num_replicas", "rank"):
+            if key in state and state[key] != getattr(order, key):
+                raise ConfigurationError(
+                    f"cannot resume: the saved sampler had {key}={state[key]!r}, this one has "
+                    f"{getattr(order, key)!r}; build the sampler as before to resume"
+                )
+        yielded = _check_int("yielded", state["yielded"], 0)
+        order.epoch = _check_int("epoch", state["epoch"], 0)
+        self._resume_at = min(yielded, order.num_samples)
+        self.yielded = self._resume_at
+
+    def __repr__(self) -> str:
+        o = self._order
+        return (
+            f"DatasetSampler(len={o.length}, shuffle={o.shuffle}, seed={o.seed}, epoch={o.epoch}, "
+            f"rank={o.rank}/{o.num_replicas}, drop_last={o.drop_last})"
+        )
+
+
+__all__ = ["DatasetSampler"]

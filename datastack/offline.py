@@ -1,0 +1,272 @@
+"""Loads through the local disk cache, and offline: which version, and which bytes.
+
+``datastack.load`` asks two things of this module:
+
+1. :func:`resolve_version` -- the catalog record of ``(name, version or latest)``. Online, from
+   the catalog (and the record is kept in the local cache); offline (``DATASTACK_OFFLINE=1``,
+   or a remote storage that does not answer a ping within :data:`PROBE_TIMEOUT_S`), from the
+   records kept in the local cache: a pinned version if its data is cached, else the newest
+   cached version, with a :class:`CachedVersionWarning` naming it. Nothing cached is a
+   :class:`~datastack.errors.NotCachedError` that says to ``datastack pull`` it.
+2. :func:`open_published` -- the stream of one resource of that record: the verified local
+   copy when cached; online and not cached, the storage's stream, while a background thread
+   fills the cache (read-through, one process per resource, see
+   :mod:`datastack.storage.diskcache`).
+
+Only remote storages (GridFS) go through the cache: a filesystem store is already local.
+:func:`pull` fills the cache ahead of time (``datastack pull``).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from datastack._fs import atomic_write
+from datastack.errors import NotCachedError, StorageUnavailableError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.catalog.record import VersionRecord
+    from datastack.resources import StreamedResource
+    from datastack.storage.diskcache import DiskCache
+    from datastack.store import Store
+
+OFFLINE_ENV = "DATASTACK_OFFLINE"
+#: How long a remote storage may take to answer its first ping before loads go offline.
+PROBE_TIMEOUT_S = 2.0
+PROBE_TIMEOUT_ENV = "DATASTACK_PROBE_TIMEOUT"
+
+
+class CachedVersionWarning(UserWarning):
+    """``load(name)`` served the newest *cached* version (the catalog may have newer ones)."""
+
+
+def is_offline(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``$DATASTACK_OFFLINE`` asks for offline mode (``1``, ``true``, ``yes``, ``on``).
+
+    >>> is_offline({"DATASTACK_OFFLINE": "1"}), is_offline({})
+    (True, False)
+    """
+    raw = (os.environ if environ is None else environ).get(OFFLINE_ENV, "")
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def store_key(store: Store) -> str:
+    """A folder name for the records of one storage: host, port and database, no credentials.
+
+    >>> from datastack.store import Store
+    >>> store_key(Store.open("mongodb://alice:s3cret@db.example:27017/team"))[:21]
+    'db.example_27017_team'
+    """
+    uri = store.uri
+    parts = urlsplit(uri) if "://" in uri else None
+    if parts is not None and parts.hostname:
+        readable = f"{parts.hostname}_{parts.port or 27017}_{parts.path.strip('/')}"
+        identity = f"{parts.scheme}://{parts.hostname}:{parts.port or 27017}/{parts.path}"
+    else:
+        readable, identity = "store", uri
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:8]
+    return re.sub(r"[^A-Za-z0-9._-]", "_", readable)[:80] + f"-{digest}"
+
+
+# -- records ---------------------------------------------------------------------------------
+def save_record(cache: DiskCache, key: str, record: VersionRecord) -> None:
+    """Keep ``record`` for offline loads (once per version: published records never change)."""
+    path = cache.records_dir / key / record.name / f"v{record.version}.json"
+    if not path.exists():
+        with atomic_write(path, fsync=False) as out:
+            out.write(json.dumps(record.to_dict(), default=str).encode())
+
+
+def cached_records(cache: DiskCache, key: str, name: str) -> list[VersionRecord]:
+    """The records of ``name`` kept for this storage, by increasing version."""
+    from datastack.catalog.record import VersionRecord
+
+    folder = cache.records_dir / key / name
+    records = []
+    for path in folder.glob("v*.json") if folder.is_dir() else ():
+        try:
+            records.append(VersionRecord.from_dict(json.loads(path.read_text())))
+        except (OSError, ValueError):
+            continue  # a damaged record is skipped, never trusted
+    return sorted(records, key=lambda r: r.version)
+
+
+def version_resources(record: VersionRecord) -> list[dict[str, Any]]:
+    """The resources a load reads: those under the version's own prefix
+    (``datasets/<name>/v<N>/``), not the raw source copies kept for re-preparing."""
+    from datastack.catalog.record import version_prefix
+
+    prefix = version_prefix(record.name, record.version)
+    own = [r for r in record.resources if str(r.get("identifier", "")).startswith(prefix)]
+    return own or list(record.resources)
+
+
+def _is_cached(cache: DiskCache, record: VersionRecord) -> bool:
+    digests = [r.get("sha256") for r in version_resources(record)]
+    return bool(digests) and all(d and cache.path(str(d)) is not None for d in digests)
+
+
+# -- resolving a version ---------------------------------------------------------------------
+def _probe_timeout() -> float:
+    raw = os.environ.get(PROBE_TIMEOUT_ENV, "").strip()
+    try:
+        return float(raw) if raw else PROBE_TIMEOUT_S
+    except ValueError:
+        return PROBE_TIMEOUT_S
+
+
+def _online_record(store: Store, name: str, version: int | None) -> VersionRecord:
+    catalog = store.catalog
+    return catalog.get(name, version) if version is not None else catalog.latest(name)
+
+
+def resolve_version(store: Store, name: str, version: int | None) -> VersionRecord:
+    """The record ``load`` reads: from the catalog, or offline from the local cache.
+
+    Sets ``store.offline`` to say which (resources are then opened accordingly).
+    """
+    from datastack.storage.diskcache import default_disk_cache
+
+    cache = default_disk_cache()
+    store.offline = False
+    if not store.storage.remote:
+        return _online_record(store, name, version)
+    if cache is None:
+        if is_offline():
+            raise NotCachedError(
+                f"offline ({OFFLINE_ENV}=1) but the local cache is disabled "
+                "(DATASTACK_CACHE_DIR_BYTES=0): nothing can be served; give the cache a size "
+                f"and `datastack pull {name}` while the storage is reachable"
+            )
+        return _online_record(store, name, version)
+    if is_offline():
+        reason = f"offline ({OFFLINE_ENV}=1)"
+    else:
+        try:
+            store.storage.ping(_probe_timeout())
+        except StorageUnavailableError:
+            reason = f"storage {store.uri} unreachable"
+        else:
+            record = _online_record(store, name, version)
+            save_record(cache, store_key(store), record)
+            return record
+    store.offline = True
+    return cached_version(cache, store, name, version, reason)
+
+
+def cached_version(
+    cache: DiskCache, store: Store, name: str, version: int | None, reason: str
+) -> VersionRecord:
+    """The cached record of ``name`` (``version``, else the newest whose data is cached)."""
+    records = [r for r in cached_records(cache, store_key(store), name) if _is_cached(cache, r)]
+    pull = f"datastack pull {name}{'' if version is None else f' --version {version}'}"
+    if version is not None:
+        record = next((r for r in records if r.version == version), None)
+    else:
+        record = records[-1] if records else None
+    if record is None:
+        what = f"{name!r} version {version}" if version is not None else f"{name!r}"
+        known = [r.version for r in records]
+        raise NotCachedError(
+            f"{reason}, and {what} is not in the local cache {cache.root} (cached versions: "
+            f"{known or 'none'}). While the storage is reachable, run `{pull} --storage "
+            f"{store.uri}` to make it available offline"
+        )
+    if version is None:
+        warnings.warn(
+            f"{reason}: serving {name!r} version {record.version}, the newest version in the "
+            f"local cache; the catalog may have newer ones",
+            CachedVersionWarning,
+            stacklevel=3,
+        )
+    return record
+
+
+# -- opening resources -----------------------------------------------------------------------
+def _entry(record: VersionRecord, identifier: str) -> Mapping[str, Any]:
+    return next((r for r in record.resources if r.get("identifier") == identifier), {})
+
+
+def open_published(store: Store, record: VersionRecord, identifier: str) -> StreamedResource:
+    """The stream of resource ``identifier`` of a published ``record`` (see module doc)."""
+    from datastack.resources import StreamedResource
+    from datastack.storage.diskcache import CachedOpener, default_disk_cache
+
+    cache = default_disk_cache()
+    entry = _entry(record, identifier)
+    sha256, size = entry.get("sha256"), entry.get("size")
+    if cache is None or not store.storage.remote or not sha256 or size is None:
+        return store.storage.get_resource(identifier)
+    sha256, size = str(sha256), int(size)
+    if getattr(store, "offline", False):
+        opener = CachedOpener(cache, sha256, identifier)
+        return StreamedResource(identifier, opener, size=size)
+    remote = None if cache.path(sha256) is not None else store.storage.get_resource(identifier)
+    if remote is None:
+        return StreamedResource(identifier, CachedOpener(cache, sha256, identifier), size=size)
+    source = functools.partial(store.storage.open_stream, identifier)
+    cache.fill_in_background(sha256, size, source, name=f"{record.name} v{record.version}")
+    opener = CachedOpener(cache, sha256, identifier, remote.opener)
+    return StreamedResource(identifier, opener, size=size)
+
+
+# -- pulling ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PullResult:
+    """What :func:`pull` did for one dataset version."""
+
+    name: str
+    version: int
+    size: int
+    status: str  # "pulled" | "cached" (already there) | "local" (storage on this machine)
+
+
+def pull(store: Store, name: str, version: int | None = None) -> PullResult:
+    """Copy every resource of ``name`` (``version`` or the latest) into the local cache."""
+    from datastack.errors import ConfigurationError
+    from datastack.storage.diskcache import CACHE_DIR_BYTES_ENV, default_disk_cache
+
+    cache = default_disk_cache()
+    if cache is None:
+        raise ConfigurationError(
+            f"the local cache is disabled ({CACHE_DIR_BYTES_ENV}=0); set it to a size such "
+            "as 20G to pull datasets"
+        )
+    if not store.storage.remote:
+        record = _online_record(store, name, version)
+        return PullResult(record.name, record.version, record.size, "local")
+    store.storage.ping(_probe_timeout())
+    record = _online_record(store, name, version)
+    fetched = False
+    for entry in version_resources(record):
+        sha256, identifier = str(entry.get("sha256") or ""), str(entry["identifier"])
+        if not sha256 or cache.path(sha256) is not None:
+            continue
+        source = functools.partial(store.storage.open_stream, identifier)
+        cache.fill(sha256, int(entry.get("size") or 0), source, name=f"{name} {identifier}")
+        fetched = True
+    save_record(cache, store_key(store), record)
+    return PullResult(record.name, record.version, record.size, "pulled" if fetched else "cached")
+
+
+__all__ = [
+    "OFFLINE_ENV",
+    "CachedVersionWarning",
+    "PullResult",
+    "cached_version",
+    "is_offline",
+    "open_published",
+    "pull",
+    "resolve_version",
+    "store_key",
+    "version_resources",
+]

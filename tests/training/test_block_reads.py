@@ -1,0 +1,104 @@
+"""Block-aware shuffling over GridFS: bytes fetched (pymongo command monitoring), prefetch,
+and reads through a latency-adding proxy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pymongo import monitoring
+
+from datastack.iterators.sampler import DatasetSampler
+from tests.latency_proxy import LatencyProxy
+from tests.training.conftest import publish
+
+pytestmark = pytest.mark.mongo
+
+
+class ChunkBytes(monitoring.CommandListener):
+    """Sums the GridFS chunk bytes in every reply of one database (find/getMore batches)."""
+
+    def __init__(self) -> None:
+        self.database = ""
+        self.bytes = 0
+        self.commands = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if event.database_name != self.database or event.command_name not in ("find", "getMore"):
+            return
+        cursor = event.reply.get("cursor", {})
+        docs = cursor.get("firstBatch", []) + cursor.get("nextBatch", [])
+        self.commands += 1
+        self.bytes += sum(len(d["data"]) for d in docs if "data" in d)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+LISTENER = ChunkBytes()
+monitoring.register(LISTENER)  # before this module's clients exist (new URIs: new clients)
+
+
+def _epoch(it: Any, order: np.ndarray, batch: int) -> None:
+    for lo in range(0, len(order), batch):
+        it.get_batch(order[lo : lo + batch])
+
+
+def test_block_aware_epoch_reads_each_block_about_once(
+    mongo_uri: str, tmp_path: Path, small_block_cache: Any
+) -> None:
+    import datastack
+
+    x = publish(mongo_uri, "digits", tmp_path / "v1", 15000, 784, seed=1)  # 47 MB, 2x the cache
+    LISTENER.database = mongo_uri.rsplit("/", 1)[1]
+    it = datastack.load("digits", storage=mongo_uri)
+    sampler = DatasetSampler(it, seed=0)
+    assert sampler.block_aware_active  # GridFS: on by default
+    order = sampler.indices()
+    # far from sequential (windows here are half the file: 2x the cache, so the order is
+    # coarse at this scale; test_sampler.py checks the statistics on many blocks)
+    assert np.mean(np.abs(np.diff(order)) == 1) < 0.01
+    assert np.median(np.abs(np.diff(order))) > 1000
+    small_block_cache.clear()
+    LISTENER.bytes = 0
+    _epoch(it, order, 128)
+    file_bytes = it.resource.size
+    assert LISTENER.bytes <= 1.1 * file_bytes, (LISTENER.bytes, file_bytes)
+    assert it.resource.stream is not None
+    batch = it.get_batch(order[:50])[0]
+    assert np.array_equal(batch, x[order[:50]])
+
+    shuffled = DatasetSampler(it, seed=0, block_aware=False)  # full per-sample shuffle
+    assert not shuffled.block_aware_active
+    small_block_cache.clear()
+    LISTENER.bytes = 0
+    _epoch(it, shuffled.indices(), 128)
+    assert LISTENER.bytes > 3 * file_bytes  # what block-aware shuffling avoids
+
+
+def test_reads_through_a_latency_proxy(mongo_uri: str, tmp_path: Path) -> None:
+    import time
+
+    import datastack
+
+    x = publish(mongo_uri, "digits", tmp_path / "v1", 2000, 64, seed=3)
+    host, rest = mongo_uri.removeprefix("mongodb://").split(":", 1)
+    port, database = rest.split("/", 1)
+    with LatencyProxy(host, int(port), delay_s=0.02) as proxy:
+        slow = f"mongodb://{host}:{proxy.port}/{database}?directConnection=true"
+        it = datastack.load("digits", storage=slow)
+        assert np.array_equal(it[5][0], x[5])
+        from datastack.storage.cache import default_cache
+
+        default_cache().clear()
+        t0 = time.perf_counter()
+        assert np.array_equal(it[1500][0], x[1500])
+        assert time.perf_counter() - t0 >= 0.02  # one round trip at least: the proxy works
+        sampler = DatasetSampler(it, seed=1)
+        got = np.concatenate([it.get_batch(b)[0] for b in np.array_split(sampler.indices(), 10)])
+        assert np.array_equal(got, x[sampler.indices()])
