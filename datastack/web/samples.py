@@ -167,19 +167,19 @@ def _cells(record: VersionRecord, split: str, index: int, fields: list[Field],
 
 
 def _scattered_reads(store: Store) -> Store:
-    """``store`` with sequential read-ahead off (GridFS): a page reads a few scattered
-    samples, and read-ahead would fetch megabytes that no page shows."""
+    """The store previews read through: a page reads a few scattered samples, so neither
+    sequential read-ahead (GridFS) nor filling the local disk cache with the whole file
+    (:mod:`datastack.offline`; copies already cached are still used) would serve it."""
     import copy
 
-    if not getattr(store.storage, "readahead_bytes", 0):
-        return store
     try:
-        storage = copy.copy(store.storage)
         clone = copy.copy(store)
+        if getattr(store.storage, "readahead_bytes", 0):
+            clone.storage = copy.copy(store.storage)
+            clone.storage.readahead_bytes = 0  # type: ignore[attr-defined]
     except TypeError:  # built on a Database object (tests): read as it is
         return store
-    storage.readahead_bytes = 0  # type: ignore[attr-defined]
-    clone.storage = storage
+    clone.fill_cache = False
     return clone
 
 

@@ -93,3 +93,32 @@ def test_a_page_reads_only_what_it_shows(world: World, monkeypatch: pytest.Monke
     assert client.get("/datasets/notes?size=2").status_code == 200
     assert [name for name, _ in spans] == ["text"]  # one read for the two texts shown
     assert spans[0][1] == len(HOSTILE_TEXT.encode()) + len(("plain & simple " * 40).encode())
+
+
+def test_previews_never_fill_the_local_disk_cache(
+    world: World, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``datastack.load`` over GridFS fills the local cache with the whole data file in the
+    background; the web page reads a few samples and fills nothing."""
+    if world.kind != "mongodb":
+        pytest.skip("only remote storages go through the local disk cache")
+    import time
+
+    import datastack
+
+    monkeypatch.setenv("DATASTACK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DATASTACK_CACHE_DIR_BYTES", "1G")
+
+    def cached() -> list[Any]:
+        return [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.stat().st_size]
+
+    client = client_for(world.uri)
+    html = client.get("/datasets/photos").text
+    assert all(client.get(src).status_code == 200 for src in _thumbs(html)[:5])
+    time.sleep(1.0)
+    assert not [p for p in cached() if "objects" in p.parts]
+    datastack.load("notes", storage=world.uri)[0]  # the library's read-through does fill
+    deadline = time.monotonic() + 30
+    while not [p for p in cached() if "objects" in p.parts] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [p for p in cached() if "objects" in p.parts]
