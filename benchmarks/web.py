@@ -30,6 +30,7 @@ import contextlib
 import datetime as dt
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -299,6 +300,8 @@ def report(listing: dict[str, Any], photos: dict[str, Any], count: int) -> dict[
 
 
 def main() -> None:
+    # Bytes are counted from the storage: no local disk cache (datastack.offline) in this run.
+    os.environ["DATASTACK_CACHE_DIR_BYTES"] = "0"
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mongo", default=None, help="an existing server (mongodb://host:port)")
     parser.add_argument("--datasets", type=int, default=1000)
