@@ -213,6 +213,8 @@ def open_published(store: Store, record: VersionRecord, identifier: str) -> Stre
     remote = None if cache.path(sha256) is not None else store.storage.get_resource(identifier)
     if remote is None:
         return StreamedResource(identifier, CachedOpener(cache, sha256, identifier), size=size)
+    if not store.fill_cache:
+        return remote  # read what is asked, fill nothing
     source = functools.partial(store.storage.open_stream, identifier)
     cache.fill_in_background(sha256, size, source, name=f"{record.name} v{record.version}")
     opener = CachedOpener(cache, sha256, identifier, remote.opener)

@@ -4,7 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/_venv.sh
-ensure_venv dev,flows,images,tables
+ensure_venv dev,flows,images,tables,web
+# Headless Chromium from the Debian packages for the browser tests (tests/web/test_browser.py
+# drives it with Playwright; never `playwright install`). Without apt the test skips and says so.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+  echo "== installing Debian's chromium for the browser tests"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo -n"; fi
+  { $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+      >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq >/dev/null 2>&1 \
+         && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+              chromium >/dev/null 2>&1; }; } \
+    || echo "warning: chromium could not be installed; the browser tests will be skipped"
+fi
 # CPU build of PyTorch for the DataLoader tests (the torch tests skip if it cannot be installed).
 "$VENV/bin/python" -m pip install -q "torch==2.13.0" \
   || echo "warning: torch==2.13.0 could not be installed; tests marked 'torch' will be skipped"

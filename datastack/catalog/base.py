@@ -53,6 +53,19 @@ def _validate_version(name: str, version: object) -> int:
     return version
 
 
+#: The fields a light record (:meth:`Catalog.latest_records` with ``light=True``) keeps; the
+#: others are left empty, and ``resources`` keep only their ``size``: enough for a listing.
+LIGHT_FIELDS = ("name", "version", "status", "splits", "resources", "published_at",
+                "description")
+
+
+def _lightened(record: VersionRecord) -> VersionRecord:
+    sizes = [{"size": r.get("size")} for r in record.resources]
+    return VersionRecord(name=record.name, version=record.version, status=record.status,
+                         splits=record.splits, resources=sizes,
+                         published_at=record.published_at, description=record.description)
+
+
 def _validate_resources(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for item in items:
@@ -120,6 +133,19 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         records = self._records(name)
         return records[-1].version if records else 0
 
+    def _latest_published_all(self, *, light: bool) -> dict[str, VersionRecord]:
+        """The newest published record of every dataset (stores may read them in one query);
+        with ``light``, records holding only :data:`LIGHT_FIELDS` (see ``_lightened``)."""
+        found = {}
+        for name in self._names():
+            record = self._latest_published(name)
+            if record is not None:
+                found[name] = _lightened(record) if light else record
+        return found
+
+    def _published_names(self) -> list[str]:
+        return [n for n in self._names() if self._latest_published(n) is not None]
+
     # -- reading ------------------------------------------------------------------------------
     def latest(self, name: str) -> VersionRecord:
         """The newest published version of ``name``.
@@ -155,12 +181,20 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         records = self._records(name)
         return records if include_all else [r for r in records if r.status == PUBLISHED]
 
+    def latest_records(self, *, light: bool = False) -> dict[str, VersionRecord]:
+        """The newest published record of every dataset, by name in sorted order.
+
+        One read of the whole catalog (one query on MongoDB), for listings. With ``light``,
+        only :data:`LIGHT_FIELDS` are filled (resources: their sizes only): enough for a table
+        of datasets, not for reading one.
+        """
+        return dict(sorted(self._latest_published_all(light=light).items()))
+
     def datasets(self, *, include_unpublished: bool = False) -> list[str]:
         """Sorted names of datasets with a published version (or with any record)."""
-        names = sorted(self._names())
         if include_unpublished:
-            return names
-        return [n for n in names if self._latest_published(n) is not None]
+            return sorted(self._names())
+        return sorted(self._published_names())
 
     def next_version(self, name: str) -> int:
         """The next free version number of ``name`` (numbers are never reused)."""
@@ -213,23 +247,40 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
             and record.deleted_at > cutoff
         )
 
-    def statuses(self, names: Iterable[str] | None = None) -> list[DatasetStatus]:
+    def statuses(
+        self,
+        names: Iterable[str] | None = None,
+        *,
+        latest: Mapping[str, VersionRecord] | None = None,
+    ) -> list[DatasetStatus]:
         """The freshness of each dataset (all with a published version or a status document,
         or ``names``), sorted by name. A dataset published before status documents existed
-        gets one derived from its latest version; an unknown name is DatasetNotFoundError."""
-        known = set(self._status_names()) | set(self.datasets())
-        wanted = sorted(known) if names is None else [validate_dataset_name(n) for n in names]
+        gets one derived from its latest version; an unknown name is DatasetNotFoundError.
+
+        ``latest`` is :meth:`latest_records` when the caller has read it already (a listing
+        reads the catalog once); without ``names`` the whole catalog takes two queries on
+        MongoDB (status documents, latest records), not one per dataset.
+        """
+        records: Mapping[str, VersionRecord] | None = latest
+        if names is None:
+            docs = self._status_all()
+            if records is None:
+                records = self.latest_records(light=True)
+            wanted = sorted(set(docs) | set(records))
+        else:
+            wanted = [validate_dataset_name(n) for n in names]
+            docs = {n: d for n in wanted if (d := self._status_get(n)) is not None}
         out = []
         for name in wanted:
-            status = self.status(name)
-            if status is None:
-                if name not in known:
-                    raise self._dataset_not_found(name)
-                latest = self.latest(name)
-                published = latest.published_at.isoformat() if latest.published_at else None
-                success = {"at": published, "version": latest.version, "outcome": "published"}
-                status = DatasetStatus(name, last_success=success)
-            out.append(status)
+            if name in docs:
+                out.append(DatasetStatus.from_dict({**docs[name], "name": name}))
+                continue
+            record = records.get(name) if records is not None else self._latest_published(name)
+            if record is None:
+                raise self._dataset_not_found(name)
+            published = record.published_at.isoformat() if record.published_at else None
+            success = {"at": published, "version": record.version, "outcome": "published"}
+            out.append(DatasetStatus(name, last_success=success))
         return out
 
     # -- writing ------------------------------------------------------------------------------
@@ -400,4 +451,4 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         return f"{type(self).__name__}({self.location!r})"
 
 
-__all__ = ["DEFAULT_GRACE_SECONDS", "Catalog", "Token"]
+__all__ = ["DEFAULT_GRACE_SECONDS", "LIGHT_FIELDS", "Catalog", "Token"]

@@ -18,7 +18,7 @@ from typing import Any
 
 from datastack._mongo import MongoHandle, naive_utc
 from datastack._uri import StorageLocation, parse_storage_uri, redact
-from datastack.catalog.base import Catalog
+from datastack.catalog.base import LIGHT_FIELDS, Catalog
 from datastack.catalog.lease import LeaseState
 from datastack.catalog.record import PUBLISHED, VersionRecord, as_utc, utcnow
 from datastack.errors import ConfigurationError
@@ -158,6 +158,37 @@ class MongoCatalog(Catalog):
             )
         return 0 if doc is None else int(doc["version"])
 
+    def _latest_published_all(self, *, light: bool) -> dict[str, VersionRecord]:
+        published = {"status": {"$eq": PUBLISHED}}
+        if light:
+            # A projection of every published version, reduced here: on the servers measured
+            # (docs/performance.md) much cheaper than a $sort/$group; GC keeps few of them.
+            fields = {k: 1 for k in LIGHT_FIELDS if k != "resources"} | {"resources.size": 1}
+            with self._errors("listing the latest versions"):
+                docs = list(self._records_coll().find(published, fields | {"_id": 0}))
+            newest: dict[str, dict[str, Any]] = {}
+            for doc in docs:
+                name = str(doc["name"])
+                if name not in newest or doc["version"] > newest[name]["version"]:
+                    newest[name] = doc
+            return {name: _from_doc(doc) for name, doc in newest.items()}
+        pipeline: list[dict[str, Any]] = [
+            {"$match": published},
+            {"$sort": {"name": 1, "version": -1}},
+            {"$group": {"_id": "$name", "doc": {"$first": "$$ROOT"}}},
+            {"$replaceRoot": {"newRoot": "$doc"}},
+        ]
+        with self._errors("listing the latest versions"):
+            docs = list(self._records_coll().aggregate(pipeline))
+        return {str(d["name"]): _from_doc(d) for d in docs}
+
+    def _published_names(self) -> list[str]:
+        with self._errors("listing datasets"):
+            return [
+                str(n)
+                for n in self._records_coll().distinct("name", {"status": {"$eq": PUBLISHED}})
+            ]
+
     def _names(self) -> list[str]:
         with self._errors("listing datasets"):
             return [str(n) for n in self._records_coll().distinct("name", {"version": {"$gte": 1}})]
@@ -291,6 +322,11 @@ class MongoCatalog(Catalog):
             durable(self._status_coll()).replace_one(
                 {"_id": str(name)}, {**doc, "_id": name}, upsert=True
             )
+
+    def _status_all(self) -> dict[str, dict[str, Any]]:
+        with self._errors("reading dataset statuses"):
+            docs = list(self._status_coll().find({}))
+        return {str(d["_id"]): {k: v for k, v in d.items() if k != "_id"} for d in docs}
 
     def _status_names(self) -> list[str]:
         with self._errors("listing dataset statuses"):

@@ -166,6 +166,10 @@ class StatusBook(abc.ABC):
     def _status_names(self) -> list[str]:
         """Names with a status document."""
 
+    def _status_all(self) -> dict[str, dict[str, Any]]:
+        """Every stored status document by name (stores may read them in one query)."""
+        return {n: d for n in self._status_names() if (d := self._status_get(n)) is not None}
+
     def status(self, name: str) -> DatasetStatus | None:
         """The status document of ``name`` (None when it was never refreshed by this version)."""
         from datastack.identifiers import validate_dataset_name

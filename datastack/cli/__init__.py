@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "datastack.cli.catalog",
     "datastack.cli.status",
     "datastack.cli.pull",
+    "datastack.cli.web",
 )
 
 

@@ -47,8 +47,13 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def to_json(data: Any, indent: int | None = 2) -> str:
+    """The JSON text of ``--json`` outputs (and of the web page's JSON API)."""
+    return json.dumps(data, indent=indent, default=_json_default, sort_keys=True)
+
+
 def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=_json_default, sort_keys=True))
+    print(to_json(data))
 
 
 _CONTROL = {c: " " for c in range(32) if c not in (9,)} | {127: " "}

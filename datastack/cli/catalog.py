@@ -18,11 +18,9 @@ from datastack.cli._common import (
     print_table,
     storage_arg,
 )
-from datastack.errors import NotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.catalog.record import VersionRecord
-    from datastack.store import Store
 
 
 def register(sub: Any) -> None:
@@ -83,32 +81,11 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _summaries(store: Store) -> list[dict[str, Any]]:
-    catalog = store.catalog
-    states = {s.name: s.state() for s in catalog.statuses()}
-    rows = []
-    for name in catalog.datasets():
-        try:
-            record = catalog.latest(name)
-        except NotFoundError:
-            continue
-        rows.append(
-            {
-                "name": name,
-                "state": states.get(name, "fresh"),
-                "version": record.version,
-                "splits": dict(record.splits),
-                "size": sum(int(r.get("size") or 0) for r in record.resources),
-                "published_at": record.published_at,
-                "description": record.description,
-            }
-        )
-    return rows
-
-
 def run_ls(args: argparse.Namespace) -> int:
+    from datastack.catalog.overview import catalog_entries, ls_rows
+
     store = open_store(args.storage)
-    rows = _summaries(store)
+    rows = ls_rows(catalog_entries(store.catalog))
     if args.json:
         print_json(rows)
         return EXIT_OK
@@ -133,24 +110,21 @@ def run_ls(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from datastack.catalog.overview import details_of
+
     catalog = open_store(args.storage).catalog
     record = (
         catalog.get(args.name, args.version_) if args.version_ is not None
         else catalog.latest(args.name)
     )
-    versions = [
-        {"version": v.version, "status": v.status, "published_at": v.published_at}
-        for v in catalog.versions(args.name)
-    ]
-    data = record.to_dict()
-    data["versions"] = versions
+    data = details_of(record, catalog.versions(args.name))
     if getattr(args, "preview", None):
         _write_preview(args, record)
         data["preview"] = args.preview
     if args.json:
         print_json(data)
         return EXIT_OK
-    _print_record(record, versions)
+    _print_record(record, data["versions"])
     return EXIT_OK
 
 

@@ -85,7 +85,7 @@ def test_import_is_light_and_fast() -> None:
         "dt = time.perf_counter() - t; "
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
         "{'prefect', 'torch', 'pymongo', 'h5py', 'requests', 'numpy', 'yaml', 'pandas', "
-        "'pyarrow', 'PIL', 'openpyxl'}); "
+        "'pyarrow', 'PIL', 'openpyxl', 'starlette', 'jinja2', 'uvicorn'}); "
         "print(dt, heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
