@@ -36,7 +36,7 @@ from datastack.formats._table_policy import (
     parse_table_keys,
 )
 from datastack.formats.inputs import RawInput
-from datastack.formats.tables import MAX_COLUMNS, TableFormat, row_blocks
+from datastack.formats.tables import MAX_COLUMNS, TableFormat, TooManyColumns, row_blocks
 
 MAX_FIELD = 128 * 1024
 MAX_LINE = 64 * 1024 * 1024
@@ -119,12 +119,8 @@ class _DecodedLines:
             self.invalid = True
         self.record_fields += text.count(self._delimiter)
         if self.record_fields > MAX_COLUMNS:
-            raise _TooWide(self.count)
+            raise TooManyColumns(self.count)
         return text
-
-
-class _TooWide(Exception):
-    """A record with more fields than :data:`~datastack.formats.tables.MAX_COLUMNS`."""
 
 
 def _records(raw: RawInput, options: CsvOptions) -> Iterator[tuple[int, list[str]]]:
@@ -140,7 +136,7 @@ def _records(raw: RawInput, options: CsvOptions) -> Iterator[tuple[int, list[str
                 fields = next(reader)
             except StopIteration:
                 return
-            except _TooWide as exc:
+            except TooManyColumns as exc:
                 raise FormatError(
                     f"{raw.name}: row {exc.args[0]}: more than {MAX_COLUMNS} fields in one "
                     f"record; tables are limited to {MAX_COLUMNS} columns (is the delimiter "

@@ -33,7 +33,7 @@ from datastack.errors import FormatError
 from datastack.formats._numbers import json_float
 from datastack.formats._table_policy import Block
 from datastack.formats.inputs import RawInput
-from datastack.formats.tables import MAX_COLUMNS, TableFormat, row_blocks
+from datastack.formats.tables import MAX_COLUMNS, TableFormat, TooManyColumns, row_blocks
 
 #: Largest JSON Lines line / JSON array element.
 MAX_RECORD_BYTES = 64 * 1024 * 1024
@@ -47,13 +47,9 @@ class _Duplicate(ValueError):
     pass
 
 
-class _TooWide(ValueError):
-    pass
-
-
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(pairs) > MAX_COLUMNS:
-        raise _TooWide(len(pairs))
+        raise TooManyColumns(len(pairs))
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
@@ -72,7 +68,7 @@ def _decode(text: str, pos: int, where: str) -> tuple[Any, int]:
     except _Duplicate as exc:
         raise FormatError(f"{where}: duplicate key {exc.args[0]!r} in an object; keep one"
                           ) from None
-    except _TooWide as exc:
+    except TooManyColumns as exc:
         raise FormatError(f"{where}: {exc.args[0]} keys in one record; tables are limited to "
                           f"{MAX_COLUMNS} columns (DATASTACK_MAX_COLUMNS raises the limit)"
                           ) from None

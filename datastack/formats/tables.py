@@ -60,6 +60,11 @@ BLOCK_CELLS = 1 << 20
 MAX_COLUMNS = int(os.environ.get("DATASTACK_MAX_COLUMNS", 100_000))
 
 
+class TooManyColumns(ValueError):
+    """A record with more fields than :data:`MAX_COLUMNS` (args: the row or the key count); each format
+    turns it into a FormatError naming its row."""
+
+
 class TableFormat(Format):
     """Base of the table formats: subclasses implement :meth:`blocks` (and their own keys)."""
 
