@@ -23,9 +23,13 @@ import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from datastack.errors import StorageError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 
@@ -175,6 +179,24 @@ class StreamedResource(io.RawIOBase):
                 hook(ranges)
             else:
                 hook(ranges, wait=False)
+
+    def read_rows(self, offsets: NDArray[np.int64], row_bytes: int, out: memoryview) -> int:
+        """Rows of ``row_bytes`` bytes at ``offsets`` (sorted for local files) into ``out``
+        one after the other; returns the bytes read (less only at the end of the stream).
+
+        The stream's own ``read_rows`` when it has one (GridFS: vectorised over its
+        blocks), else :meth:`read_at` with one piece per run of rows adjacent in the file.
+        """
+        hook = getattr(self.stream, "read_rows", None)
+        if hook is not None:
+            return int(hook(offsets, row_bytes, out))
+        import numpy as np
+
+        cuts = (np.flatnonzero(offsets[1:] != offsets[:-1] + row_bytes) + 1).tolist()
+        bounds = zip([0, *cuts], [*cuts, len(offsets)], strict=True)
+        return self.read_at(
+            [(int(offsets[a]), out[a * row_bytes : b * row_bytes]) for a, b in bounds]
+        )
 
     def read_at(self, pieces: Sequence[tuple[int, memoryview]]) -> int:
         """Fill each ``(offset, view)`` with the bytes at ``offset``; returns the bytes read

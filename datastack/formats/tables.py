@@ -61,8 +61,8 @@ MAX_COLUMNS = int(os.environ.get("DATASTACK_MAX_COLUMNS", 100_000))
 
 
 class TooManyColumns(ValueError):
-    """A record with more fields than :data:`MAX_COLUMNS` (args: the row or the key count); each format
-    turns it into a FormatError naming its row."""
+    """A record with more fields than :data:`MAX_COLUMNS` (args: the row or the key count);
+    each format turns it into a FormatError naming its row."""
 
 
 class TableFormat(Format):

@@ -8,7 +8,7 @@ through h5py. Used by :mod:`datastack.iterators.hdf5` and :mod:`datastack.iterat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,6 +19,9 @@ from datastack.resources import StreamedResource
 
 #: Rows of a contiguous (unchunked) dataset that one coalesced read may span.
 CONTIGUOUS_GROUP_BYTES = 256 * 1024
+#: Alignments of chunks (file offset modulo the row size) a memory-mapped gather serves;
+#: a file with more goes through the read path.
+MAX_MAPPED_VIEWS = 8
 
 
 @dataclass
@@ -33,7 +36,9 @@ class _StoredArray:
     offset: int | None = None  # contiguous data: file offset of row 0
     raw_starts: NDArray[np.int64] | None = None  # file offset of each raw row group (-1: not)
     mapped: NDArray[Any] | None = None  # rows over a memory map of the local file
-    mapped_groups: NDArray[np.int64] | None = None  # row of `mapped` where each group starts
+    mapped_groups: NDArray[np.int64] | None = None  # row of its view where each group starts
+    mapped_views: NDArray[np.int64] | None = None  # which view holds each group (None: one)
+    views: tuple[NDArray[Any], ...] = ()  # `mapped` first, then views at other alignments
     map_tried: bool = False
 
     def gather(self, resource: StreamedResource, rows: Any) -> Any:
@@ -41,12 +46,12 @@ class _StoredArray:
         of the local file when the rows are stored raw; None when they cannot be (not a
         local file, compressed...).
 
-        Every chunk of the canonical layout starts a whole number of rows after the lowest
-        one (HDF5 puts its index nodes between chunks; they are row-sized multiples in the
-        layouts checked), so the file from the first chunk on is viewed as an array of rows
-        and any batch is one numpy gather, with no call per chunk or row (what a
-        memmap-backed loader does). The canonical file is never changed in place (a new
-        version is a new file; GC unlinks), so the mapping stays valid while open.
+        Chunks of the canonical layout sit a whole number of rows apart except where HDF5
+        put an index node between them, so the file is viewed as an array of rows from the
+        first chunk of each alignment (usually one or two views) and any batch is one numpy
+        gather per view, with no call per chunk or row (what a memmap-backed loader does).
+        The canonical file is never changed in place (a new version is a new file; GC
+        unlinks), so the mapping stays valid while open.
         """
         if not self.map_tried:
             self.map_tried = True
@@ -55,32 +60,53 @@ class _StoredArray:
             return None
         if self.mapped_groups is None:
             return self.mapped[rows]
-        per = self.rows_per_group
-        return self.mapped[self.mapped_groups[rows // per] + rows % per]
+        groups = rows // self.rows_per_group
+        at = self.mapped_groups[groups] + rows % self.rows_per_group
+        if self.mapped_views is None:
+            return self.mapped[at]
+        which = self.mapped_views[groups]
+        if np.ndim(rows) == 0:
+            return self.views[int(which)][at]
+        out = np.empty((len(at), *self.dset.shape[1:]), dtype=self.dset.dtype)
+        for k, view in enumerate(self.views):
+            chosen = which == k
+            if chosen.any():
+                out[chosen] = view[at[chosen]]
+        return out
 
     def _map(self, resource: StreamedResource) -> None:
         starts = self._raw_starts()
         n, size = int(self.dset.shape[0]), self.row_bytes
-        if starts is None or n == 0 or bool((starts < 0).any()):
+        if starts is None or n == 0 or size == 0 or bool((starts < 0).any()):
             return
-        first = int(starts.min())
-        if bool(((starts - first) % size != 0).any()):
+        residues = starts % size
+        alignments, counts = np.unique(residues, return_counts=True)
+        if len(alignments) > MAX_MAPPED_VIEWS:
             return
-        groups = (starts - first) // size
-        per = self.rows_per_group
-        last_rows = n - (len(starts) - 1) * per
         memory = resource.memory_map()
         if memory is None:
             return
-        available = (len(memory) - first) // size
-        full_end = int(groups[:-1].max()) + per if len(groups) > 1 else 0
-        if int(groups[-1]) + last_rows > available or full_end > available:
-            return  # truncated: the read path says so
-        items = available * (size // self.dset.dtype.itemsize)
-        rows = np.frombuffer(memory, dtype=self.dset.dtype, count=items, offset=first)
-        self.mapped = rows.reshape((available, *self.dset.shape[1:]))
-        uniform = bool((groups == per * np.arange(len(groups))).all())
-        self.mapped_groups = None if uniform else groups
+        per = self.rows_per_group
+        rows_in = np.full(len(starts), per, dtype=np.int64)
+        rows_in[-1] = n - (len(starts) - 1) * per
+        which = np.zeros(len(starts), dtype=np.int64)
+        at = np.zeros(len(starts), dtype=np.int64)
+        views = []
+        for k, alignment in enumerate(alignments[np.argsort(-counts, kind="stable")]):
+            members = residues == alignment
+            base = int(starts[members].min())
+            available = (len(memory) - base) // size
+            first_rows = (starts[members] - base) // size
+            if int((first_rows + rows_in[members]).max()) > available:
+                return  # truncated: the read path says so
+            items = available * (size // self.dset.dtype.itemsize)
+            flat = np.frombuffer(memory, dtype=self.dset.dtype, count=items, offset=base)
+            views.append(flat.reshape((available, *self.dset.shape[1:])))
+            which[members], at[members] = k, first_rows
+        self.views, self.mapped = tuple(views), views[0]
+        uniform = len(views) == 1 and bool((at == per * np.arange(len(at))).all())
+        self.mapped_groups = None if uniform else at
+        self.mapped_views = None if len(views) == 1 else which
 
     def ranges_for(self, groups: NDArray[np.int64]) -> list[tuple[int, int]]:
         """Byte ranges in the file holding the given row groups (chunks)."""
@@ -133,6 +159,11 @@ class _StoredArray:
         if bool((found < 0).any()):
             return None
         return found + (rows % per) * self.row_bytes
+
+    def all_raw(self) -> bool:
+        """Whether every row is stored raw (read by offset, with no h5py call)."""
+        starts = self._raw_starts()
+        return starts is not None and not bool((starts < 0).any())
 
     def _raw_starts(self) -> NDArray[np.int64] | None:
         if self.raw_starts is None:
@@ -232,23 +263,18 @@ def _read_some_rows(
     """Rows ``rows`` (sorted, unique) of ``column``.
 
     Raw rows (the default canonical layout) are gathered as plain bytes at their file
-    offsets, one piece per run of rows adjacent in the file (``preadv`` on a local file, one
-    block lookup on GridFS): a random batch of 256 rows touches ~250 chunks, and one h5py
-    slice per chunk costs 4-8x more than the bytes. Compressed data goes through h5py.
+    offsets (:meth:`StreamedResource.read_rows`: ``preadv`` per run of adjacent rows on a
+    local file, one vectorised block gather on GridFS): a random batch of 256 rows touches
+    ~250 chunks, and one h5py slice per chunk costs 4-8x more than the bytes. Compressed
+    data goes through h5py.
     """
     offsets = column.row_offsets(rows)
     if offsets is None:
         return column.read_sorted(rows)
-    size = column.row_bytes
     out = np.empty((len(rows), *column.dset.shape[1:]), dtype=column.dset.dtype)
-    view = out.data.cast("B")
-    cuts = (np.flatnonzero(offsets[1:] != offsets[:-1] + size) + 1).tolist()
-    starts = [0, *cuts]
-    ends = [*cuts, len(rows)]
-    pieces = [
-        (int(offsets[a]), view[a * size : b * size]) for a, b in zip(starts, ends, strict=True)
-    ]
-    _read_pieces(resource, pieces, int(rows[0]), int(rows[-1]) + 1)
+    wanted = len(rows) * column.row_bytes
+    if resource.read_rows(offsets, column.row_bytes, out.data.cast("B")) != wanted:
+        _truncated(resource, int(rows[0]), int(rows[-1]) + 1)
     return out
 
 
@@ -257,10 +283,14 @@ def _read_pieces(
 ) -> None:
     wanted = sum(len(view) for _, view in pieces)
     if resource.read_at(pieces) != wanted:
-        raise FormatError(
-            f"{resource.identifier}: the file ends inside rows {lo}..{hi - 1}; it is "
-            "truncated, re-run the preprocessing"
-        )
+        _truncated(resource, lo, hi)
+
+
+def _truncated(resource: StreamedResource, lo: int, hi: int) -> NoReturn:
+    raise FormatError(
+        f"{resource.identifier}: the file ends inside rows {lo}..{hi - 1}; it is "
+        "truncated, re-run the preprocessing"
+    )
 
 
 def _distinct(sorted_values: NDArray[np.int64]) -> NDArray[np.int64]:

@@ -264,8 +264,11 @@ class HDF5DatasetIterator(ProcessLocalIterator[_OpenFile]):
         inverse: Indices | None,
         indices: Indices | None = None,
     ) -> Batch:
-        """Rows ``uniq`` (sorted, unique), then ``[inverse]`` to restore the requested order."""
-        if state.can_prefetch:
+        """Rows ``uniq`` (sorted, unique), then ``[inverse]`` to restore the requested order.
+
+        Raw columns fetch their missing blocks in the gather itself; the others (through
+        h5py, one small read at a time) get them prefetched in one fetch first."""
+        if state.can_prefetch and not all(c.all_raw() for c in self._lazy_columns(state)):
             self._prefetch(state, lambda column: _distinct(uniq // column.rows_per_group))
         samples = _read_some_rows(state.resource, state.samples, uniq)
         if inverse is not None:

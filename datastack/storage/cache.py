@@ -20,7 +20,7 @@ import os
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 
 from datastack.errors import ConfigurationError
 
@@ -86,6 +86,22 @@ class BlockCache:
             self._blocks.move_to_end(key)
             self.hits += 1
             return data
+
+    def get_many(self, file_key: Hashable, numbers: Sequence[int]) -> dict[int, bytes]:
+        """``{n: block}`` of the blocks ``(file_key, n)`` present (marked recently used):
+        :meth:`get` for many blocks under one lock."""
+        found: dict[int, bytes] = {}
+        with self._lock:
+            blocks = self._blocks
+            for n in numbers:
+                key = (file_key, n)
+                data = blocks.get(key)
+                if data is not None:
+                    blocks.move_to_end(key)
+                    found[n] = data
+            self.hits += len(found)
+            self.misses += len(numbers) - len(found)
+        return found
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._blocks

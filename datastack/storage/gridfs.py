@@ -197,6 +197,11 @@ class GridFSStorageConnector(StorageConnector):
     def _cache_origin(self) -> tuple[Any, ...]:
         return (*self.mongo.cache_origin, self.bucket)
 
+    def _file_key(self, file_id: Any) -> tuple[Any, ...]:
+        """The block cache's key of one stored file: built-in types only (hashed in C; an
+        ObjectId hashes in Python, and every block lookup hashes the key)."""
+        return (self._cache_origin, type(file_id).__name__, str(file_id))
+
     # -- reads ---------------------------------------------------------------------------------
     def _newest(self, identifier: str) -> Mapping[str, Any] | None:
         with self._errors(f"looking up {identifier!r}"):
@@ -238,7 +243,7 @@ class GridFSStorageConnector(StorageConnector):
     ) -> BlockReader:
         fetch = functools.partial(self._fetch_chunks, identifier, file_id)
         return BlockReader(
-            (self._cache_origin, file_id),
+            self._file_key(file_id),
             length,
             chunk_size,
             fetch,
@@ -309,7 +314,7 @@ class GridFSStorageConnector(StorageConnector):
         self.chunks.delete_many({"files_id": {"$in": file_ids}})
         cache = default_cache()
         for file_id in file_ids:
-            cache.discard((self._cache_origin, file_id))
+            cache.discard(self._file_key(file_id))
 
     def _delete(self, identifier: str) -> bool:
         with self._errors(f"deleting {identifier!r}"):

@@ -42,7 +42,11 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Seq
 from concurrent.futures import Future
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from datastack.errors import ConfigurationError, StorageError
+from datastack.storage._gather import block_numbers, copy_rows, span_blocks
 from datastack.storage._readahead import READAHEAD_DEPTH, READAHEAD_THREADS
 from datastack.storage._readahead import readahead_executor as _readahead_executor
 from datastack.storage.cache import BlockCache, default_cache
@@ -240,13 +244,8 @@ class BlockReader(io.RawIOBase):
         """
         self._check_open()
         bs, size = self.block_size, self.size
-        numbers: set[int] = set()
-        for offset, view in pieces:
-            end = min(size, offset + len(view))
-            if end > offset >= 0:
-                numbers.update(range(offset // bs, (end - 1) // bs + 1))
         self._sync_generation()
-        needed = sorted(numbers)
+        needed = block_numbers([(o, o + len(v)) for o, v in pieces], bs, size)
         blocks = self._blocks(needed, range(0))
         done = 0
         for offset, view in pieces:
@@ -260,6 +259,19 @@ class BlockReader(io.RawIOBase):
                 at = upto
             done += max(0, end - offset)
         return done
+
+    def read_rows(self, offsets: NDArray[np.int64], row_bytes: int, out: memoryview) -> int:
+        """Rows of ``row_bytes`` at ``offsets`` (any order) into ``out`` one after the other:
+        :meth:`read_at` vectorised (one lookup, one fetch of the missing blocks, one copy per
+        row). Returns the bytes copied, 0 when a row lies outside the file."""
+        self._check_open()
+        if not len(offsets) or offsets.min() < 0 or offsets.max() + row_bytes > self.size:
+            return 0
+        self._sync_generation()
+        needed = span_blocks(offsets, offsets + row_bytes, self.block_size, self.size)
+        blocks = self._blocks(needed, range(0))
+        copy_rows(blocks, offsets, row_bytes, self.block_size, out)
+        return len(offsets) * row_bytes
 
     def prefetch(self, ranges: Iterable[tuple[int, int]], *, wait: bool = True) -> int:
         """Load every missing block covering the byte ranges ``[(start, end), ...]`` at once.
@@ -276,18 +288,14 @@ class BlockReader(io.RawIOBase):
         self._check_open()
         if not wait:
             return self._prefetch_later(ranges)
-        numbers: set[int] = set()
-        lo, hi = self.size, 0
-        for start, end in ranges:
-            start, end = max(0, int(start)), min(self.size, int(end))
-            if end > start:
-                numbers.update(range(start // self.block_size, (end - 1) // self.block_size + 1))
-                lo, hi = min(lo, start), max(hi, end)
-        if not numbers:
+        spans = [(max(0, int(a)), min(self.size, int(b))) for a, b in ranges]
+        spans = [(a, b) for a, b in spans if b > a]
+        needed = block_numbers(spans, self.block_size, self.size)
+        if not needed:
             return 0
+        lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
         self._sync_generation()
         last = (hi - 1) // self.block_size
-        needed = sorted(numbers)
         # Only a contiguous run of blocks can continue a sequential pass: scattered ranges
         # (a shuffled batch) must not start read-ahead of blocks nobody asked for.
         contiguous = needed[-1] - needed[0] + 1 == len(needed)
@@ -311,13 +319,9 @@ class BlockReader(io.RawIOBase):
         self._window = 0
         self._sync_generation()
         self._collect_done()
-        bs = self.block_size
-        numbers: set[int] = set()
-        for start, end in ranges:
-            start, end = max(0, int(start)), min(self.size, int(end))
-            if end > start:
-                numbers.update(range(start // bs, (end - 1) // bs + 1))
-        missing = sorted(n for n in numbers if not self._present(n) and not self._in_flight(n))
+        numbers = block_numbers(ranges, self.block_size, self.size)
+        flying = set().union(*(blocks for blocks, _ in self._inflight))
+        missing = [n for n in numbers if n not in flying and not self._present(n)]
         if missing:
             future = _readahead_executor().submit(self._fetch_into_cache, missing)
             self._inflight.append((frozenset(missing), future))
@@ -376,12 +380,16 @@ class BlockReader(io.RawIOBase):
         """
         found: dict[int, bytes] = {}
         missing: list[int] = []
+        local, landed = self._local, self._ahead
         for n in needed:
-            data = self._lookup(n)
+            data = local.get(n) or landed.get(n)
             if data is None:
                 missing.append(n)
             else:
                 found[n] = data
+        if missing:
+            found.update(self._cache.get_many(self.key, missing))
+            missing = [n for n in missing if n not in found]
         if missing and self._collect(missing):
             for n in missing:
                 if (data := self._lookup(n)) is not None:
@@ -428,9 +436,9 @@ class BlockReader(io.RawIOBase):
         their blocks. Return whether any was waited for."""
         if not self._inflight or self._pid != os.getpid():
             return False
-        upto = 0
+        upto, wanted = 0, frozenset(numbers)
         for i, (blocks, _) in enumerate(self._inflight):
-            if any(n in blocks for n in numbers):
+            if not wanted.isdisjoint(blocks):
                 upto = i + 1
         if not upto:
             return False
@@ -490,9 +498,5 @@ class BlockReader(io.RawIOBase):
 
 
 __all__ = [
-    "DEFAULT_READAHEAD_BYTES",
-    "READAHEAD_DEPTH",
-    "READAHEAD_THREADS",
-    "BlockReader",
-    "Fetch",
+    "DEFAULT_READAHEAD_BYTES", "READAHEAD_DEPTH", "READAHEAD_THREADS", "BlockReader", "Fetch"
 ]

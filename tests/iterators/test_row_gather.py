@@ -90,3 +90,23 @@ def test_local_raw_files_are_gathered_from_a_memory_map(tmp_path: Path, layout: 
     assert sample.flags.writeable and not np.shares_memory(sample, state.samples.mapped)
     assert np.array_equal(sample, data[7])
     assert it.get_batch(np.array([9, 2, 9]))[0].flags.writeable
+
+
+def test_canonical_files_with_an_index_node_between_chunks_are_gathered(tmp_path: Path) -> None:
+    """write_arrays' layout puts HDF5's chunk index after the first chunk, so the chunks have
+    two alignments: both are mapped and every batch (any order, repeats) is exact."""
+    from datastack.iterators.hdf5 import split_iterators
+    from datastack.preprocessing import write_arrays
+
+    x = np.random.default_rng(0).random((2000, 28, 28)).astype("f4")
+    y = np.arange(2000)
+    write_arrays(tmp_path / "c.h5", "x", {"train": (x, y)})
+    it = split_iterators(StreamedResource.from_path("c", tmp_path / "c.h5"))["train"]
+    order = np.random.default_rng(1).permutation(2000)
+    for lo in range(0, 2000, 256):
+        batch = np.concatenate([order[lo : lo + 256], order[lo : lo + 3]])
+        samples, targets = it.get_batch(batch)
+        assert np.array_equal(samples, x[batch]) and np.array_equal(targets, y[batch])
+    column = it._state().samples
+    assert column.mapped is not None and len(column.views) == 2
+    assert np.array_equal(it[0][0], x[0]) and np.array_equal(it[1999][0], x[1999])
