@@ -235,13 +235,9 @@ class BlockReader(io.RawIOBase):
         return self.read(-1)
 
     def read_at(self, pieces: Sequence[tuple[int, memoryview]]) -> int:
-        """Fill each ``(offset, view)`` with the bytes at ``offset`` (a gather of scattered
-        rows); returns the bytes copied (less than asked only past the end).
-
-        The blocks of all pieces are looked up once and the missing ones come in one fetch;
-        a piece inside one block (a row of a few KB) is then one slice copy. The position
-        does not move, and no sequential access is assumed (no read-ahead is started).
-        """
+        """Fill each ``(offset, view)`` with the bytes at ``offset``; returns the bytes copied
+        (less only past the end). One lookup and one fetch for the blocks of all pieces; the
+        position does not move and no read-ahead is started."""
         self._check_open()
         bs, size = self.block_size, self.size
         self._sync_generation()
