@@ -115,6 +115,33 @@ def block_aware_order(
     return by_unit[np.argsort(keys, kind="stable")].astype(np.int64)
 
 
+def worker_parts_order(order: Indices, batch_size: int, workers: int) -> Indices:
+    """``order`` cut into ``workers`` contiguous parts of whole batches, then batches taken
+    from the parts in turn: batch ``j`` comes from part ``j % workers``.
+
+    A DataLoader hands batch ``j`` to worker ``j % workers``, so each worker reads one
+    contiguous part of a block-aware order, and each storage block is fetched by one worker
+    (its own block cache), not by all of them. A permutation of ``order``; the one short
+    batch (if any) stays last so that every other batch keeps its worker.
+    """
+    n = len(order)
+    full = n // batch_size  # whole batches; the short tail (if any) goes last, as it was
+    if workers < 2 or full < 2:
+        return order
+    quotient, extra = divmod(full, workers)  # the first `extra` parts get one batch more
+    sizes = np.array([quotient + 1] * extra + [quotient] * (workers - extra), dtype=np.int64)
+    firsts = np.cumsum(sizes) - sizes
+    c = np.arange(full)
+    part = np.searchsorted(firsts, c, side="right") - 1
+    sequence = np.argsort((c - firsts[part]) * workers + part, kind="stable")
+    positions = np.concatenate(
+        [(sequence[:, None] * batch_size + np.arange(batch_size)).ravel(),
+         np.arange(full * batch_size, n)]
+    )
+    dealt: Indices = order[positions]
+    return dealt
+
+
 def hdf5_row_spans(dset: Any) -> tuple[Indices, Indices]:
     """``(starts, ends)``: the file byte range read for each row of an h5py dataset.
 
@@ -169,4 +196,7 @@ def hdf5_storage_blocks(resource: Any, dset: Any) -> StorageBlocks | None:
     return StorageBlocks(ids.astype(np.int64), block, prefetch)
 
 
-__all__ = ["StorageBlocks", "block_aware_order", "hdf5_row_spans", "hdf5_storage_blocks"]
+__all__ = [
+    "StorageBlocks", "block_aware_order", "hdf5_row_spans", "hdf5_storage_blocks",
+    "worker_parts_order",
+]

@@ -41,7 +41,7 @@ from numpy.typing import NDArray
 
 from datastack.errors import ConfigurationError
 from datastack.iterators.base import DatasetIterator, Indices
-from datastack.iterators.blocks import StorageBlocks, block_aware_order
+from datastack.iterators.blocks import StorageBlocks, block_aware_order, worker_parts_order
 
 #: A shuffle window holds at most 1 / this of the block cache (the window being read, the
 #: blocks prefetched for the next batches, which may be of the next window, must fit together).
@@ -96,10 +96,12 @@ class _Order:
         drop_last: bool,
         block_aware: bool | None,
         window_blocks: int | None,
+        loader: tuple[int, int] | None = None,
     ) -> None:
         self.length, self.shuffle, self.seed = length, shuffle, seed
         self.num_replicas, self.rank, self.drop_last = num_replicas, rank, drop_last
         self.block_aware, self.window_blocks = block_aware, window_blocks
+        self.loader = loader  # (batch_size, num_workers) of the DataLoader, when told
         self.epoch = 0
         self._blocks: tuple[int, StorageBlocks | None] | None = None  # per process
         self._cached: tuple[int, int, Indices] | None = None  # (pid, epoch, indices)
@@ -147,6 +149,8 @@ class _Order:
             order = np.resize(order, total)
         start = self.rank * self.num_samples
         mine = order[:total][start : start + self.num_samples]
+        if self.loader is not None and self.shuffle and self.blocks(iterator) is not None:
+            mine = worker_parts_order(mine, *self.loader)
         self._cached = (os.getpid(), self.epoch, mine)
         return mine
 
@@ -231,6 +235,11 @@ class DatasetSampler:
         ``False``: full per-sample shuffle; ``True``: block-aware whenever blocks are known.
     window_blocks:
         Storage blocks per shuffle window (default: a third of the block cache).
+    batch_size, num_workers:
+        The DataLoader's, when it has workers: with a block-aware order, each worker then
+        reads its own contiguous part of the order (batch ``j`` comes from part ``j %
+        num_workers``, as the DataLoader deals batches out), so every block is fetched by
+        one worker instead of by all of them (``num_workers`` times the bytes otherwise).
     """
 
     def __init__(
@@ -244,6 +253,8 @@ class DatasetSampler:
         drop_last: bool = False,
         block_aware: bool | None = None,
         window_blocks: int | None = None,
+        batch_size: int | None = None,
+        num_workers: int = 0,
     ) -> None:
         iterator = _iterator_of(dataset)
         world = _distributed() if num_replicas is None or rank is None else None
@@ -257,10 +268,13 @@ class DatasetSampler:
             )
         if window_blocks is not None:
             window_blocks = _check_int("window_blocks", window_blocks, 1)
+        workers = _check_int("num_workers", num_workers, 0)
+        batch = None if batch_size is None else _check_int("batch_size", batch_size, 1)
+        loader = (batch, workers) if batch is not None and workers > 1 else None
         self.dataset = dataset
         self._order = _Order(
             len(iterator), bool(shuffle), _check_int("seed", seed, 0), replicas, rank,
-            bool(drop_last), block_aware, window_blocks,
+            bool(drop_last), block_aware, window_blocks, loader,
         )
         self._iterator = iterator
         self.yielded = 0

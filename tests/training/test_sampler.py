@@ -117,6 +117,38 @@ def test_block_aware_order_statistics() -> None:
     assert len(set(scattered[:span].tolist())) > 5 * window  # per-sample: all over the file
 
 
+@pytest.mark.parametrize("n, workers", [(20000, 2), (20000, 3), (19999, 2), (64 * 300, 4)])
+def test_each_worker_reads_its_own_blocks(n: int, workers: int) -> None:
+    """Told the DataLoader's batch_size and num_workers, the block-aware order deals each
+    worker (batch j -> worker j % workers) a contiguous part of the order: the blocks two
+    workers both read are the few at part edges, against nearly all of them otherwise."""
+    per_block, batch = 50, 64
+    it = _blocky(n, per_block)
+
+    def shared_blocks(order: np.ndarray) -> int:
+        batches = [order[lo : lo + batch] // per_block for lo in range(0, n, batch)]
+        seen = [set(np.concatenate(batches[w::workers]).tolist()) for w in range(workers)]
+        return sum(len(a & b) for i, a in enumerate(seen) for b in seen[i + 1 :])
+
+    dealt = DatasetSampler(it, seed=3, window_blocks=8, batch_size=batch, num_workers=workers)
+    plain = DatasetSampler(it, seed=3, window_blocks=8)
+    order, plain_order = np.asarray(list(dealt)), np.asarray(list(plain))
+    assert sorted(order.tolist()) == list(range(n))  # still a full permutation
+    assert sorted(order[: n - n % batch].tolist()) != order[: n - n % batch].tolist()
+    if n % batch:  # the short batch (the order's tail) stays last
+        assert np.array_equal(order[-(n % batch) :], plain_order[-(n % batch) :])
+    # shared: the blocks of the window each part boundary cuts through (8 blocks, +2 edges)
+    assert shared_blocks(order) <= (workers - 1) * 2 * (8 + 2)
+    assert shared_blocks(plain_order) > 5 * shared_blocks(order) + 10
+    # without workers, or with a per-sample shuffle, the order is the plain one
+    one = DatasetSampler(it, seed=3, window_blocks=8, batch_size=batch, num_workers=1)
+    assert np.array_equal(np.asarray(list(one)), plain_order)
+    full = DatasetSampler(it, seed=3, block_aware=False, batch_size=batch, num_workers=workers)
+    assert np.array_equal(full.indices(), DatasetSampler(it, seed=3, block_aware=False).indices())
+    with pytest.raises(ConfigurationError, match="batch_size"):
+        DatasetSampler(it, batch_size=0, num_workers=2)
+
+
 def test_read_plan_hints_the_next_batches() -> None:
     it = _blocky(1000, 10)
     sampler = DatasetSampler(it, seed=0, window_blocks=4)
@@ -148,8 +180,9 @@ torch = pytest.importorskip("torch")
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("workers", [0, 2])
-def test_stateful_dataloader_resumes_every_sample_once(workers: int) -> None:
+@pytest.mark.parametrize("workers, dealt", [(0, False), (2, False), (2, True)])
+def test_stateful_dataloader_resumes_every_sample_once(workers: int, dealt: bool) -> None:
+    """Also with a block-aware order dealt to the workers (batch_size/num_workers given)."""
     pytest.importorskip("torchdata")
     from torchdata.stateful_dataloader import StatefulDataLoader
 
@@ -157,10 +190,12 @@ def test_stateful_dataloader_resumes_every_sample_once(workers: int) -> None:
     from datastack.iterators.torch import as_torch_dataset
 
     assert Reexported is DatasetSampler
-    dataset = as_torch_dataset(_ids(103), to_tensor=False)
+    dataset = as_torch_dataset(_blocky(103, 10) if dealt else _ids(103), to_tensor=False)
+    dealing = {"batch_size": 8, "num_workers": workers, "window_blocks": 2} if dealt else {}
 
     def loader() -> tuple[Any, Any]:
-        sampler = DatasetSampler(dataset, seed=5)
+        sampler = DatasetSampler(dataset, seed=5, **dealing)
+        assert sampler.block_aware_active == dealt
         return sampler, StatefulDataLoader(
             dataset, batch_size=8, sampler=sampler, num_workers=workers, collate_fn=first_of
         )
