@@ -49,8 +49,11 @@ WINDOW_CACHE_FRACTION = 3
 #: Shuffle units are runs of ``window / UNITS_PER_WINDOW`` consecutive blocks (see
 #: :func:`~datastack.iterators.blocks.block_aware_order`: fewer double fetches at unit edges).
 UNITS_PER_WINDOW = 2
-#: Batches of this process whose blocks are requested ahead of time.
+#: Batches of this process whose blocks are requested ahead of time: at least the first,
+#: up to the second when they span less than one shuffle window (a window's blocks must
+#: arrive before its first batch, and hints beyond a window would crowd the cache).
 LOOKAHEAD_BATCHES = 4
+MAX_LOOKAHEAD_BATCHES = 16
 
 
 def _iterator_of(dataset: Any) -> DatasetIterator:
@@ -102,6 +105,7 @@ class _Order:
         self.num_replicas, self.rank, self.drop_last = num_replicas, rank, drop_last
         self.block_aware, self.window_blocks = block_aware, window_blocks
         self.loader = loader  # (batch_size, num_workers) of the DataLoader, when told
+        self.window_samples = 0  # samples per block-aware window (set with the order)
         self.epoch = 0
         self._blocks: tuple[int, StorageBlocks | None] | None = None  # per process
         self._cached: tuple[int, int, Indices] | None = None  # (pid, epoch, indices)
@@ -144,6 +148,7 @@ class _Order:
                 window = self._window(blocks)
                 unit = max(1, window // UNITS_PER_WINDOW)
                 order = block_aware_order(blocks.ids, window, rng, unit)
+                self.window_samples = window * n // max(1, len(np.unique(blocks.ids)))
         total = self.num_samples * self.num_replicas
         if total > n:  # pad by repeating the start of the order
             order = np.resize(order, total)
@@ -192,8 +197,14 @@ class _Lookahead:
         mine = self.order.indices(iterator)
         if at < 0 or not np.array_equal(mine[at : at + size], indices):
             return  # not reading in this sampler's order: no hint
-        stride = size * _workers()  # with n workers, this process reads every n-th batch
-        steps = range(1, LOOKAHEAD_BATCHES + 1)
+        workers = _workers()
+        stride = size * workers  # with n workers, this process reads every n-th batch
+        # samples whose blocks this process holds per batch ahead: its own batch when the
+        # order is dealt to the workers (its own part), all of them in between otherwise
+        spread = size if self.order.loader is not None else stride
+        ahead = min(MAX_LOOKAHEAD_BATCHES, max(LOOKAHEAD_BATCHES,
+                                               self.order.window_samples // spread))
+        steps = range(1, ahead + 1)
         spans = [np.arange(at + k * stride, min(len(mine), at + k * stride + size)) for k in steps]
         positions = np.concatenate(spans)
         hinted = self._hinted_positions(len(mine))
