@@ -27,6 +27,7 @@ import argparse
 import hashlib
 import io
 import json
+import os
 import random
 import subprocess
 import sys
@@ -349,6 +350,9 @@ def main() -> None:
         args.mongo_uri
     ) as mongo:
         work = Path(tmp)
+        # GridFS reads fill datastack's local disk cache (read-through, the default): keep it
+        # out of the user's cache folder; DATASTACK_CACHE_DIR_BYTES=0 measures GridFS itself
+        os.environ.setdefault("DATASTACK_CACHE_DIR", str(work / "localcache"))
         images = make_images(work / "images", images_n)
         texts = make_texts(texts_n)
         stores = build(work, images, texts, mongo)
@@ -359,7 +363,8 @@ def main() -> None:
             work, (100 * MIB, 1024 * MIB) if not args.quick else (10 * MIB, 100 * MIB))
     table = report(rates, text, memory)
     print(table)
-    print(f"{images_n} images, {size / MIB:.1f} MiB encoded; {texts_n} texts")
+    print(f"{images_n} images, {size / MIB:.1f} MiB encoded; {texts_n} texts; local disk cache "
+          f"{'off' if os.environ.get('DATASTACK_CACHE_DIR_BYTES') == '0' else 'on'}")
     write_results("records.json", {"images": images_n, "texts": texts_n, "loader": rates,
                                    "random_text_us": text, "csv_memory": memory,
                                    "table": table, "bytes": size})

@@ -122,8 +122,11 @@ def stack_samples(samples: Sequence[Sample], owner: object = None) -> Batch:
 
 
 def unstack_batch(batch: Batch, count: int) -> list[Sample]:
-    """The inverse of :func:`stack_samples`: ``count`` tuples of rows."""
-    return [tuple(column[i] for column in batch) for i in range(count)]
+    """The inverse of :func:`stack_samples`: ``count`` tuples of rows (``column[i]`` each:
+    iterating a numpy column yields what indexing it does)."""
+    if not batch:
+        return [() for _ in range(count)]
+    return list(zip(*(column[:count] for column in batch), strict=True))
 
 
 class ReadPlan(Protocol):

@@ -29,13 +29,23 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from datastack.errors import FormatError, SplitNotFoundError
-from datastack.fields import LABEL, Field, decode_value, fields_from_schema, object_column
+from datastack.fields import (
+    BYTES,
+    IMAGE,
+    LABEL,
+    STRING,
+    Field,
+    decode_value,
+    fields_from_schema,
+    object_column,
+)
 from datastack.iterators._process import ProcessLocalIterator, private_copy
 from datastack.iterators._stored import _read_raw_rows, _stored_array, _StoredArray
 from datastack.iterators.base import Batch, Indices, Sample
@@ -261,12 +271,21 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
         assert column.offsets is not None
         values: list[Any] = []
         cuts = np.flatnonzero(np.diff(uniq) > 1) + 1
+        as_bytes = column.field.kind in (STRING, BYTES) or (
+            column.field.kind == IMAGE and not self.decode_images)
         for run in np.split(uniq, cuts) if len(cuts) else (uniq,):
-            lo, hi = int(column.offsets[run[0]]), int(column.offsets[run[-1] + 1])
+            first, last = int(run[0]), int(run[-1])
+            lo, hi = int(column.offsets[first]), int(column.offsets[last + 1])
             span = self._read_span(state, column, lo, hi)
+            if as_bytes and _bytes_values(values, column, span, first, last):
+                continue
             for row in run.tolist():
                 a, b = int(column.offsets[row]) - lo, int(column.offsets[row + 1]) - lo
                 values.append(self._decode(column, span[a:b], row))
+        if as_bytes:
+            out = np.empty(len(values), dtype=object)
+            out[:] = values  # str / bytes are scalars to numpy: one C-level fill
+            return out
         return object_column(values)
 
     def _prefetch(self, state: _OpenRecords, uniq: Indices) -> None:
@@ -320,6 +339,26 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
 
     def __repr__(self) -> str:
         return f"<RecordsDatasetIterator {self.resource.identifier}:/{self.group}>"
+
+
+def _bytes_values(
+    values: list[Any], column: _Column, span: NDArray[Any], first: int, last: int
+) -> bool:
+    """Append rows ``first..last`` of a string or bytes field, cut from one ``bytes`` of
+    their span (no call per row but the decode); False, appending nothing, when a row is
+    not valid UTF-8 (the per-row path then says which)."""
+    assert column.offsets is not None
+    data = span.tobytes()
+    bounds = (column.offsets[first : last + 2] - column.offsets[first]).tolist()
+    pieces = [data[a:b] for a, b in pairwise(bounds)]
+    if column.field.kind != STRING:
+        values.extend(pieces)
+        return True
+    try:
+        values.extend([piece.decode("utf-8") for piece in pieces])
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 __all__ = ["ListRows", "RecordsDatasetIterator"]
