@@ -103,3 +103,30 @@ def test_one_random_text_over_gridfs_costs_at_most_two_block_reads(
     batch = it.get_batch(rng.choice(3000, size=64, replace=False))
     assert reader.fetch_calls - before == 1 and len(batch[0]) == 64
     store.close()
+
+
+def test_stored_text_that_is_not_utf8_names_the_sample(tmp_path: Path) -> None:
+    """A byte flipped in stored text: a batch read (the one-bytes-per-run path) still says
+    which sample and field, as a single read does; the other samples read fine."""
+    from datastack.errors import FormatError
+    from datastack.iterators.records import RecordsDatasetIterator
+    from datastack.resources import StreamedResource
+
+    texts = [f"sample number {i:04d} " * 3 for i in range(50)]
+    datastack.publish("texts", {"text": texts, "y": np.arange(50) % 2}, target="y",
+                      storage=tmp_path / "s")
+    [path] = list((tmp_path / "s").rglob("data.h5"))
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"sample number 0017 ")
+    raw[at] = 0xFF
+    it = RecordsDatasetIterator(StreamedResource.from_bytes("t.h5", bytes(raw)), "train")
+    good, bad = 0, 0
+    for i in range(len(it)):  # samples one by one: only the flipped one fails
+        try:
+            good += it[i][0] in texts
+        except FormatError as exc:
+            bad += 1
+            assert "field 'text'" in str(exc) and "not UTF-8" in str(exc)
+    assert (good, bad) == (49, 1)
+    with pytest.raises(FormatError, match=r"sample \d+ field 'text'.*not UTF-8"):
+        it.get_batch(np.arange(len(it)))
