@@ -47,7 +47,12 @@ from datastack.fields import (
     object_column,
 )
 from datastack.iterators._process import ProcessLocalIterator, private_copy
-from datastack.iterators._stored import _read_raw_rows, _stored_array, _StoredArray
+from datastack.iterators._stored import (
+    _chunk_index,
+    _read_raw_rows,
+    _stored_array,
+    _StoredArray,
+)
 from datastack.iterators.base import Batch, Indices, Sample
 from datastack.iterators.hdf5 import _h5_file, _local_fd_path
 from datastack.resources import StreamedResource
@@ -288,8 +293,9 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
             return out
         return object_column(values)
 
-    def _prefetch(self, state: _OpenRecords, uniq: Indices) -> None:
-        """Hand every byte range the batch needs to the stream (one round trip over GridFS)."""
+    def _prefetch(self, state: _OpenRecords, uniq: Indices, *, wait: bool = True) -> None:
+        """Hand every byte range the rows need to the stream (one round trip over GridFS;
+        ``wait=False``: in the background, a sampler's hint for the next batches)."""
         ranges: list[tuple[int, int]] = []
         for column in state.columns:
             stored = column.stored
@@ -298,14 +304,28 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
             if column.offsets is None:
                 groups = np.unique(uniq // stored.rows_per_group)
             else:
-                starts, ends = column.offsets[uniq], column.offsets[uniq + 1]
-                keep = ends > starts
-                parts = [stored.groups_between(int(a), int(b))
-                         for a, b in zip(starts[keep], ends[keep], strict=True)]
-                groups = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+                groups = _value_groups(column, uniq)
             ranges.extend(stored.ranges_for(groups))
         if ranges:
-            state.resource.prefetch(sorted(ranges))
+            state.resource.prefetch(sorted(ranges), wait=wait)
+
+    def storage_blocks(self) -> Any:
+        """The storage block of each sample when the file is read in remote blocks (GridFS):
+        the block where the sample's largest field starts. None for local files."""
+        from datastack.iterators.blocks import StorageBlocks
+
+        state = self._state()
+        block = getattr(state.resource.stream, "block_size", None)
+        lazy = [c for c in state.columns if c.values is None]
+        if not state.can_prefetch or not isinstance(block, int) or block <= 0 or not lazy:
+            return None
+        column = max(lazy, key=lambda c: int(c.stored.dset.shape[0]) * c.stored.row_bytes)
+        starts = _sample_starts(column, state.length)
+
+        def prefetch(indices: Indices) -> None:
+            self._prefetch(state, np.unique(indices), wait=False)
+
+        return StorageBlocks((starts // block).astype(np.int64), block, prefetch)
 
     def _get_targets(self, target_pos: int) -> NDArray[Any]:
         state = self._state()
@@ -339,6 +359,36 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
 
     def __repr__(self) -> str:
         return f"<RecordsDatasetIterator {self.resource.identifier}:/{self.group}>"
+
+
+def _value_groups(column: _Column, rows: Indices) -> NDArray[np.int64]:
+    """The chunks (row groups of the values dataset) holding the values of ``rows``."""
+    assert column.offsets is not None
+    starts, ends = column.offsets[rows], column.offsets[rows + 1]
+    keep = ends > starts
+    per = column.stored.rows_per_group
+    first, last = starts[keep] // per, (ends[keep] - 1) // per
+    counts = last - first + 1
+    begins = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.unique(np.repeat(first, counts) + (np.arange(int(counts.sum())) - begins))
+
+
+def _sample_starts(column: _Column, length: int) -> NDArray[np.int64]:
+    """File offset of the chunk where each sample's values start (its storage block)."""
+    stored = column.stored
+    total = int(stored.dset.shape[0])
+    rows = np.arange(length, dtype=np.int64) if column.offsets is None else column.offsets[:-1]
+    rows = np.minimum(rows, max(0, total - 1))
+    if not stored.chunked:
+        return int(stored.offset or 0) + rows * stored.row_bytes
+    if stored.chunk_ranges is None:
+        stored.chunk_ranges = _chunk_index(stored.dset)
+    per = stored.rows_per_group
+    firsts = np.zeros(max(1, -(-total // per)), dtype=np.int64)
+    for group, ranges in stored.chunk_ranges.items():
+        if 0 <= group < len(firsts):
+            firsts[group] = ranges[0][0]
+    return firsts[rows // per]
 
 
 def _bytes_values(

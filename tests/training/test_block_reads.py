@@ -102,3 +102,44 @@ def test_reads_through_a_latency_proxy(mongo_uri: str, tmp_path: Path) -> None:
         sampler = DatasetSampler(it, seed=1)
         got = np.concatenate([it.get_batch(b)[0] for b in np.array_split(sampler.indices(), 10)])
         assert np.array_equal(got, x[sampler.indices()])
+
+
+def _text_length(sample: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (len(sample[0]), sample[1])
+
+
+def test_records_over_gridfs_shuffle_block_aware_and_deal_parts(
+    mongo_uri: str, small_block_cache: Any
+) -> None:
+    """Texts (a records file) report their storage blocks: the sampler's order is block-aware
+    (each block fetched about once per epoch, also through `map`, whose batches reach the
+    read plan), and with batch_size/num_workers the stored order is dealt by parts."""
+    import datastack
+
+    rng = np.random.default_rng(5)
+    texts = ["".join(rng.choice(list("abcdefgh "), int(n))) for n in rng.integers(500, 9000, 6000)]
+    datastack.publish("texts", {"text": texts, "y": np.arange(6000) % 4}, target="y",
+                      storage=mongo_uri)
+    LISTENER.database = mongo_uri.rsplit("/", 1)[1]
+    it = datastack.load("texts", storage=mongo_uri)
+    stack = it.map(_text_length)
+    sampler = DatasetSampler(stack, seed=0)
+    assert sampler.block_aware_active
+    order = sampler.indices()
+    assert sorted(order.tolist()) == list(range(6000))
+    assert np.median(np.abs(np.diff(order))) > 50  # far from sequential
+    small_block_cache.clear()
+    LISTENER.bytes = 0
+    reader = it._state().resource.stream
+    hinted = reader.background_fetches
+    got = [s for lo in range(0, 6000, 64) for s in stack.get_samples(order[lo : lo + 64])]
+    assert [g[0] for g in got] == [len(texts[i]) for i in order.tolist()]
+    assert reader.background_fetches > hinted  # the plan saw the mapped batches
+    file_bytes = it.resource.size
+    assert LISTENER.bytes <= 1.15 * file_bytes, (LISTENER.bytes, file_bytes)
+
+    dealt = DatasetSampler(stack, shuffle=False, batch_size=64, num_workers=2)
+    parts = dealt.indices()
+    assert sorted(parts.tolist()) == list(range(6000))
+    assert np.array_equal(parts[:64], np.arange(64))  # batch 0: start of part 0
+    assert np.array_equal(parts[64:128], np.arange(47 * 64, 48 * 64))  # batch 1: part 1
