@@ -47,6 +47,27 @@ def _convert(value: Any) -> Any:
     return value
 
 
+def _convert_scalar(value: Any) -> Any:
+    """:func:`_convert`, with int64/float64/bool scalars as Python scalars (collated once)."""
+    return value.item() if isinstance(value, _COLLATED_SCALARS) else _convert(value)
+
+
+#: Types :func:`_convert_scalar` returns unchanged.
+_KEPT = (torch.Tensor, str, bytes, int, float, bool, type(None))
+
+
+def _samples_column(column: tuple[Any, ...]) -> Sequence[Any]:
+    """One field of mapped samples converted as :func:`_convert_scalar` does value by value,
+    in one step when every value has the same type (a mapped stack's usual case)."""
+    kind = type(column[0])
+    if all(type(v) is kind for v in column):
+        if kind in _COLLATED_SCALARS:
+            return np.array(column).tolist()  # type: ignore[no-any-return]
+        if kind in _KEPT:
+            return column
+    return [_convert_scalar(v) for v in column]
+
+
 def _column_values(column: Any) -> Sequence[Any]:
     """The values of one batch column as ``__getitems__`` hands them to ``collate``: the same
     types :func:`_convert` gives value by value (int64/float64/bool scalars as Python
@@ -147,12 +168,13 @@ class TorchDataset(Dataset[Sample]):
             columns = [_column_values(column) for column in batch]
             return list(zip(*columns, strict=True))
         samples = self.iterator.get_samples(indices)
-        if not self.to_tensor:
+        if not self.to_tensor or not samples:
             return samples
-        return [
-            tuple(v.item() if isinstance(v, _COLLATED_SCALARS) else _convert(v) for v in s)
-            for s in samples
-        ]
+        width = len(samples[0])
+        if any(len(s) != width for s in samples):
+            return [tuple(_convert_scalar(v) for v in s) for s in samples]
+        columns = [_samples_column(column) for column in zip(*samples, strict=True)]
+        return list(zip(*columns, strict=True))
 
     def __repr__(self) -> str:
         return f"TorchDataset({self.iterator!r})"

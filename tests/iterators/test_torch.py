@@ -94,3 +94,36 @@ def test_batch_items_match_item_by_item_for_every_dtype() -> None:
     for a, b, col in zip(fast, slow, columns, strict=True):
         assert a.dtype == b.dtype and a.shape == b.shape and bool((a == b).all())
         assert np.array_equal(a.numpy(), col[idx])
+
+
+def _mixed(sample: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A mapped sample of every kind a user function returns."""
+    x, y = sample
+    i = int(y)
+    return (x, np.int64(i), np.float32(i / 3), float(i), f"t{i}", np.bool_(i % 2),
+            i if i % 3 else np.int64(i))  # the last field mixes types
+
+
+def test_mapped_samples_convert_as_value_by_value() -> None:
+    """Mapped stacks go through get_samples: each field is converted in one step when its
+    values share a type, and the result equals the value-by-value conversion."""
+    from torch.utils.data import default_collate
+
+    from datastack.iterators import SequenceDatasetIterator
+    from datastack.iterators.torch import TorchDataset, _convert_scalar
+
+    n = 9
+    stack = SequenceDatasetIterator(np.arange(n * 4, dtype=np.float32).reshape(n, 4),
+                                    np.arange(n)).map(_mixed)
+    ds = TorchDataset(stack)
+    idx = [4, 0, 8, 4, 2]
+    got = ds.__getitems__(idx)
+    want = [tuple(_convert_scalar(v) for v in stack[i]) for i in idx]
+    for g, w in zip(got, want, strict=True):
+        assert [type(v) for v in g] == [type(v) for v in w]
+    batch, slow = default_collate(got), default_collate([ds[i] for i in idx])
+    for a, b in zip(batch, slow, strict=True):
+        if isinstance(a, (list, tuple)):  # strings: collated as the sequence they came in
+            assert list(a) == list(b)
+        else:
+            assert a.dtype == b.dtype and bool((a == b).all())
