@@ -208,21 +208,14 @@ def measure_loaders(work: Path, stores: dict[str, str], repeat: int) -> dict[str
     from torchvision.datasets import ImageFolder
 
     import datastack
-    from datastack.iterators.torch import DatasetSampler, TorchDataset
+    from datastack.iterators.torch import TorchDataset
 
     passes: dict[str, Any] = {}
     for name, uri in stores.items():
         images = datastack.load("photos", storage=uri).with_image_options(decode=False)
         text = datastack.load("corpus", storage=uri)
-        for kind, dataset in (("images", TorchDataset(images.map(_ds_image))),
-                              ("text", TorchDataset(text.map(_ds_text)))):
-            # the stored order, told the loader's batch size and workers: over GridFS each
-            # worker then reads its own half of the blocks (nothing changes on local files)
-            sampler = DatasetSampler(dataset, shuffle=False, batch_size=BATCH,
-                                     num_workers=WORKERS)
-            passes[f"{kind} datastack {name}"] = (dataset, {"sampler": sampler})
-            if name == "gridfs":
-                passes[f"{kind} datastack {name}, plain DataLoader"] = dataset
+        passes[f"images datastack {name}"] = TorchDataset(images.map(_ds_image))
+        passes[f"text datastack {name}"] = TorchDataset(text.map(_ds_text))
     passes["images torchvision ImageFolder"] = ImageFolder(str(work / "images"),
                                                            transform=transform_image)
     passes["images HF datasets"] = HFImages(hf.load_from_disk(str(work / "hf-images")), "image",

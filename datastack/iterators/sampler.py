@@ -124,12 +124,6 @@ class _Order:
             self._blocks = (os.getpid(), iterator.storage_blocks())
         return self._blocks[1]
 
-    def _remote(self, iterator: DatasetIterator) -> bool:
-        """Whether the data is read in remote blocks (so dealing parts to workers pays)."""
-        if self.shuffle:
-            return self.blocks(iterator) is not None
-        return self.block_aware is not False and iterator.storage_blocks() is not None
-
     def _window(self, blocks: StorageBlocks) -> int:
         if self.window_blocks is not None:
             return self.window_blocks
@@ -160,7 +154,7 @@ class _Order:
             order = np.resize(order, total)
         start = self.rank * self.num_samples
         mine = order[:total][start : start + self.num_samples]
-        if self.loader is not None and self._remote(iterator):
+        if self.loader is not None and self.shuffle and self.blocks(iterator) is not None:
             mine = worker_parts_order(mine, *self.loader)
         self._cached = (os.getpid(), self.epoch, mine)
         return mine
@@ -253,11 +247,12 @@ class DatasetSampler:
     window_blocks:
         Storage blocks per shuffle window (default: a third of the block cache).
     batch_size, num_workers:
-        The DataLoader's, when it has workers: over remote storage each worker then reads
+        The DataLoader's, when it has workers: with a block-aware order each worker reads
         its own contiguous part of the order (batch ``j`` comes from part ``j %
         num_workers``, as the DataLoader deals batches out), so every block is fetched by
         one worker instead of by all of them (``num_workers`` times the bytes otherwise).
-        Also with ``shuffle=False``: the stored order, dealt by parts.
+        Only block-aware orders are dealt: a sequential pass already reads ahead per worker,
+        and parts of unequal cost (images of different sizes) would leave a worker idle.
     """
 
     def __init__(
