@@ -46,13 +46,7 @@ def span_blocks(
 
 
 def _distinct(values: NDArray[np.int64]) -> NDArray[np.int64]:
-    values = np.sort(values)
-    if len(values) < 2:
-        return values
-    keep = np.empty(len(values), dtype=bool)
-    keep[0] = True
-    np.not_equal(values[1:], values[:-1], out=keep[1:])
-    return values[keep]
+    return np.unique(values)
 
 
 def copy_rows(
