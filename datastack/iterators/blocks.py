@@ -175,12 +175,21 @@ def hdf5_row_spans(dset: Any) -> tuple[Indices, Indices]:
     return starts, ends
 
 
-def hdf5_storage_blocks(resource: Any, dset: Any) -> StorageBlocks | None:
-    """The :class:`StorageBlocks` of an h5py dataset read through ``resource``; None unless
-    the stream reads fixed-size blocks that take prefetch hints (GridFS)."""
+def remote_block_size(resource: Any) -> int | None:
+    """The block size of ``resource``'s stream when it reads fixed-size blocks that take
+    prefetch hints (GridFS), else None (a local file, memory)."""
     stream = resource.stream
     block = getattr(stream, "block_size", None)
     if not isinstance(block, int) or block <= 0 or not callable(getattr(stream, "prefetch", None)):
+        return None
+    return block
+
+
+def hdf5_storage_blocks(resource: Any, dset: Any) -> StorageBlocks | None:
+    """The :class:`StorageBlocks` of an h5py dataset read through ``resource``; None unless
+    the stream reads fixed-size blocks that take prefetch hints (GridFS)."""
+    block = remote_block_size(resource)
+    if block is None:
         return None
     starts, ends = hdf5_row_spans(dset)
     ids = np.where(ends > starts, starts // block, -1 - np.arange(len(starts)))
@@ -198,5 +207,6 @@ def hdf5_storage_blocks(resource: Any, dset: Any) -> StorageBlocks | None:
 
 __all__ = [
     "StorageBlocks", "block_aware_order", "hdf5_row_spans", "hdf5_storage_blocks",
+    "remote_block_size",
     "worker_parts_order",
 ]

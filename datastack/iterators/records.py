@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from datastack._ranges import covered_units
 from datastack.errors import FormatError, SplitNotFoundError
 from datastack.fields import (
     BYTES,
@@ -312,12 +313,12 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
     def storage_blocks(self) -> Any:
         """The storage block of each sample when the file is read in remote blocks (GridFS):
         the block where the sample's largest field starts. None for local files."""
-        from datastack.iterators.blocks import StorageBlocks
+        from datastack.iterators.blocks import StorageBlocks, remote_block_size
 
         state = self._state()
-        block = getattr(state.resource.stream, "block_size", None)
+        block = remote_block_size(state.resource)
         lazy = [c for c in state.columns if c.values is None]
-        if not state.can_prefetch or not isinstance(block, int) or block <= 0 or not lazy:
+        if block is None or not lazy:
             return None
         column = max(lazy, key=lambda c: int(c.stored.dset.shape[0]) * c.stored.row_bytes)
         starts = _sample_starts(column, state.length)
@@ -364,13 +365,9 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
 def _value_groups(column: _Column, rows: Indices) -> NDArray[np.int64]:
     """The chunks (row groups of the values dataset) holding the values of ``rows``."""
     assert column.offsets is not None
-    starts, ends = column.offsets[rows], column.offsets[rows + 1]
-    keep = ends > starts
-    per = column.stored.rows_per_group
-    first, last = starts[keep] // per, (ends[keep] - 1) // per
-    counts = last - first + 1
-    begins = np.repeat(np.cumsum(counts) - counts, counts)
-    return np.unique(np.repeat(first, counts) + (np.arange(int(counts.sum())) - begins))
+    total = int(column.stored.dset.shape[0])
+    return covered_units(column.offsets[rows], column.offsets[rows + 1],
+                         column.stored.rows_per_group, total)
 
 
 def _sample_starts(column: _Column, length: int) -> NDArray[np.int64]:

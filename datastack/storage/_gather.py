@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from datastack._ranges import covered_units
+
 
 def block_numbers(ranges: Iterable[tuple[int, int]], block_size: int, size: int) -> list[int]:
     """The sorted distinct numbers of the blocks covering the byte ranges ``[(start, end)]``
@@ -27,26 +29,8 @@ def span_blocks(
     starts: NDArray[np.int64], ends: NDArray[np.int64], block_size: int, size: int
 ) -> list[int]:
     """:func:`block_numbers` of the ranges ``starts[i]..ends[i]``."""
-    starts, ends = np.maximum(starts, 0), np.minimum(ends, size)
-    keep = ends > starts
-    if not keep.all():
-        starts, ends = starts[keep], ends[keep]
-    if not len(starts):
-        return []
-    first, last = starts // block_size, (ends - 1) // block_size
-    extra = last - first
-    if not extra.any():
-        out: list[int] = _distinct(first).tolist()
-        return out
-    counts = extra + 1
-    begins = np.repeat(np.cumsum(counts) - counts, counts)
-    numbers = np.repeat(first, counts) + (np.arange(int(counts.sum())) - begins)
-    spanned: list[int] = _distinct(numbers).tolist()
-    return spanned
-
-
-def _distinct(values: NDArray[np.int64]) -> NDArray[np.int64]:
-    return np.unique(values)
+    numbers: list[int] = covered_units(starts, ends, block_size, size).tolist()
+    return numbers
 
 
 def copy_rows(
