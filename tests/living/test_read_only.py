@@ -13,29 +13,9 @@ from pathlib import Path
 import pytest
 
 import datastack
+from tests.command_probe import LISTEN, WRITES
 
-WRITES = {"insert", "update", "delete", "findAndModify", "createIndexes", "create", "drop",
-          "dropIndexes", "renameCollection"}
-
-PROBE = r"""
-import json, sys
-import pymongo.monitoring as monitoring
-
-seen = []
-
-
-class Listener(monitoring.CommandListener):
-    def started(self, event):
-        seen.append(event.command_name)
-
-    def succeeded(self, event):
-        pass
-
-    def failed(self, event):
-        pass
-
-
-monitoring.register(Listener())
+PROBE = LISTEN + r"""
 import datastack
 from datastack.cli import main
 

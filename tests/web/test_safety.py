@@ -14,6 +14,7 @@ import pytest
 from datastack.cli import EXIT_UNAVAILABLE, EXIT_USAGE, main
 from datastack.errors import ConfigurationError
 from datastack.web.security import COOKIE, check_serving, is_loopback, session_value
+from tests.command_probe import LISTEN, WRITES
 from tests.web.conftest import World, client_for
 
 TOKEN = "t0ken-for-the-tests-0123456789"
@@ -163,25 +164,7 @@ def test_unexpected_errors_are_500_pages_without_traceback(
     assert api.status_code == 500 and api.json()["error"].startswith("internal error")
 
 
-PROBE = r"""
-import json, sys
-import pymongo.monitoring as monitoring
-
-seen = []
-
-
-class Listener(monitoring.CommandListener):
-    def started(self, event):
-        seen.append(event.command_name)
-
-    def succeeded(self, event):
-        pass
-
-    def failed(self, event):
-        pass
-
-
-monitoring.register(Listener())
+PROBE = LISTEN + r"""
 from starlette.testclient import TestClient
 from datastack.web.app import create_app
 
@@ -189,9 +172,6 @@ client = TestClient(create_app(sys.argv[1]))
 codes = [client.get(p).status_code for p in json.loads(sys.argv[2])]
 print(json.dumps({"commands": sorted(set(seen)), "codes": codes}))
 """
-WRITES = {"insert", "update", "delete", "findAndModify", "createIndexes", "create", "drop",
-          "dropIndexes", "renameCollection"}
-
 
 def test_pages_send_no_write_command(world: World) -> None:
     if world.kind != "mongodb":
