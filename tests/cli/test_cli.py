@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -102,3 +103,23 @@ def test_refresh_without_spec_uses_builtin_definitions(
     assert main(["refresh", "no-such-set", "--storage", str(tmp_path)]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert "mnist" in err and "fashion-mnist" in err and "no-such-set" in err
+
+
+def test_refresh_output_is_one_line_per_dataset_and_each_failure_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "datasets.yaml"
+    shutil.copy(EXAMPLE, spec)
+    shutil.copytree(EXAMPLE.parent / "data", tmp_path / "data")
+    store = str(tmp_path / "store")
+    assert main(["refresh", "--spec", str(spec), "--storage", store, "--engine", "local"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert sorted(line.split()[0] for line in lines) == ["digits", "iris", "wine"]
+    assert all(line.split().count("published") == 1 for line in lines), lines
+    spec.write_text(re.sub(r"sha256: [0-9a-f]{64}", "sha256: " + "a" * 64, spec.read_text(),
+                           count=1))  # the first source no longer matches its pin
+    assert main(["refresh", "--spec", str(spec), "--storage", store, "--engine", "local",
+                 "--force"]) == 1
+    captured = capsys.readouterr()
+    both = captured.out + captured.err
+    assert both.count("ChecksumError") == 1, both
