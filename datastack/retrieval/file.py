@@ -1,5 +1,7 @@
 """Retrieve ``file://`` URLs and local paths into a StorageConnector, verified like downloads.
 
+A folder is copied as one deterministic tar archive of its files (:mod:`.folder`).
+
 >>> import hashlib, pathlib, tempfile
 >>> from datastack.storage import connect                            # doctest: +SKIP
 >>> src = pathlib.Path(tempfile.mkdtemp()) / "a.bin"; _ = src.write_bytes(b"abc")
@@ -17,6 +19,7 @@ import os
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.utils import formatdate
+from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 from typing import IO, TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
@@ -24,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 from datastack._uri import redact
 from datastack.errors import ChecksumError, RetrievalError, UnsupportedSchemeError
 from datastack.retrieval.base import ResourceDefinition, SourceInfo, check_scheme
+from datastack.retrieval.folder import FolderTar
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.storage.base import StorageConnector
@@ -119,30 +123,8 @@ class FileRetriever:
 
     def _copy(self, definition: ResourceDefinition, path: str) -> SourceInfo:
         shown = redact(definition.source)
-        try:
-            # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below
-            fd = os.open(os.path.realpath(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        except OSError as exc:
-            raise RetrievalError(
-                f"cannot read {shown}: {exc.strerror or exc}; check the path exists and is a "
-                "readable file"
-            ) from None
-        stat = os.fstat(fd)
-        if not S_ISREG(stat.st_mode):
-            os.close(fd)
-            kind = "a folder" if S_ISDIR(stat.st_mode) else "a device, FIFO or socket"
-            raise RetrievalError(
-                f"cannot read {shown}: it is {kind}, not a regular file; file sources must be "
-                "regular files"
-            )
-        if stat.st_size > MAX_FILE_BYTES:
-            os.close(fd)
-            raise RetrievalError(
-                f"cannot read {shown}: {stat.st_size} bytes is over the limit of "
-                f"{MAX_FILE_BYTES} bytes for one source (DATASTACK_MAX_SOURCE_BYTES)"
-            )
-        os.set_blocking(fd, True)
-        handle = _Bounded(os.fdopen(fd, "rb"), stat.st_size, shown)
+        handle, mtime = _open_source(path, shown)
+        etag = handle.etag if isinstance(handle, FolderTar) else None
         with handle:
             try:
                 stored = self.storage.set_resource(
@@ -153,19 +135,51 @@ class FileRetriever:
                 )
             except ChecksumError as exc:
                 raise ChecksumError(f"copy of {shown} failed verification: {exc}") from None
-            except IsADirectoryError:  # pragma: no cover - refused above
-                raise RetrievalError(f"cannot read {shown}: it is a directory") from None
         logger.info("copied %s (%d bytes) to %s", shown, stored.size, stored.identifier)
         return SourceInfo(
             url=shown,
             size=stored.size,
-            etag=None,
-            last_modified=formatdate(stat.st_mtime, usegmt=True),
+            etag=etag,
+            last_modified=formatdate(mtime, usegmt=True),
             sha256=stored.sha256,
             md5=stored.md5,
             retrieved_at=datetime.now(UTC),
             identifier=stored.identifier,
         )
+
+
+def _open_source(path: str, shown: str) -> tuple[io.RawIOBase, float]:
+    """A bounded stream of a file source, or the tar stream of a folder source; its mtime."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below
+        fd = os.open(os.path.realpath(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise RetrievalError(
+            f"cannot read {shown}: {exc.strerror or exc}; check the path exists and is a "
+            "readable file or folder"
+        ) from None
+    stat = os.fstat(fd)
+    if S_ISDIR(stat.st_mode):
+        os.close(fd)
+        folder = FolderTar(Path(path), shown)
+        size, mtime, handle = folder.size, folder.mtime, cast("io.RawIOBase", folder)
+    elif not S_ISREG(stat.st_mode):
+        os.close(fd)
+        raise RetrievalError(
+            f"cannot read {shown}: it is a device, FIFO or socket, not a regular file or a "
+            "folder; file sources must be regular files or folders"
+        )
+    else:
+        os.set_blocking(fd, True)
+        size, mtime = stat.st_size, stat.st_mtime
+        handle = _Bounded(os.fdopen(fd, "rb"), stat.st_size, shown)
+    if size > MAX_FILE_BYTES:
+        handle.close()
+        raise RetrievalError(
+            f"cannot read {shown}: {size} bytes is over the limit of "
+            f"{MAX_FILE_BYTES} bytes for one source (DATASTACK_MAX_SOURCE_BYTES)"
+        )
+    return handle, mtime
 
 
 def make_retriever(storage: StorageConnector, options: dict[str, Any]) -> FileRetriever:

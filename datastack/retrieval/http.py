@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
 
@@ -34,6 +35,7 @@ from datastack.retrieval._transport import (
     split_credentials,
 )
 from datastack.retrieval.base import ResourceDefinition, SourceInfo, check_scheme
+from datastack.retrieval.folder import folder_etag
 from datastack.retrieval.progress import make_progress
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -252,10 +254,13 @@ def _strip_weak(etag: str) -> str:
     return etag[2:] if etag.startswith("W/") else etag
 
 
-def _check_file(url: str, last_modified: str | None) -> ChangeCheck:
+def _check_file(url: str, etag: str | None, last_modified: str | None) -> ChangeCheck:
     parts = urlsplit(url)
     path = unquote(parts.path) if "://" in url else url
     try:
+        if os.path.isdir(path):  # a folder: its listing (names, sizes, mtimes) is the ETag
+            tag = folder_etag(Path(path), redact(url))
+            return ChangeCheck(None if etag is None else tag != etag, tag, None, None)
         mtime = os.stat(path).st_mtime
     except OSError as exc:
         raise RetrievalError(f"cannot stat {redact(url)}: {exc.strerror}") from None
@@ -279,13 +284,14 @@ def check_changed(
     Sends a conditional ``HEAD`` (``If-None-Match`` / ``If-Modified-Since``), falling back to a
     streamed ``GET`` that is closed unread when HEAD is not allowed. 304 means unchanged; a 200
     is compared with the validators given; no validators on either side means unknown (None).
-    ``file://`` URLs and paths compare the file's mtime with ``last_modified``.
+    ``file://`` URLs and paths compare the file's mtime with ``last_modified``, folders their
+    listing (:func:`~datastack.retrieval.folder.folder_etag`) with ``etag``.
 
     >>> check_changed("https://example.org/iris.csv", etag='"abc"')    # doctest: +SKIP
     ChangeCheck(changed=False, etag='"abc"', last_modified=None, status=304)
     """
     if check_scheme(url) == "file":
-        return _check_file(url, last_modified)
+        return _check_file(url, etag, last_modified)
     clean, auth = split_credentials(url)
     own = session is None
     sess = session or mount(requests.Session())

@@ -184,6 +184,8 @@ def _source(ctx: _Ctx, raw: Any, index: int) -> SourceSpec:
     if split is not None:
         split = _split_name(ctx, split, prefix + "split")
     default_name = posixpath.basename(unquote(urlsplit(url).path))
+    if url.startswith("file:") and os.path.isdir(unquote(urlsplit(url).path)):
+        default_name += ".tar"  # a folder source is copied as the tar of its files
     filename = _str(ctx, raw.get("filename", default_name), prefix + "filename")
     try:
         if "/" in filename:
