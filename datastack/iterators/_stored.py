@@ -19,9 +19,6 @@ from datastack.resources import StreamedResource
 
 #: Rows of a contiguous (unchunked) dataset that one coalesced read may span.
 CONTIGUOUS_GROUP_BYTES = 256 * 1024
-#: Alignments of chunks (file offset modulo the row size) a memory-mapped gather serves;
-#: a file with more goes through the read path.
-MAX_MAPPED_VIEWS = 8
 
 
 @dataclass
@@ -35,10 +32,9 @@ class _StoredArray:
     chunk_ranges: dict[int, list[tuple[int, int]]] | None = None  # row-chunk -> byte ranges
     offset: int | None = None  # contiguous data: file offset of row 0
     raw_starts: NDArray[np.int64] | None = None  # file offset of each raw row group (-1: not)
-    mapped: NDArray[Any] | None = None  # rows over a memory map of the local file
-    mapped_groups: NDArray[np.int64] | None = None  # row of its view where each group starts
-    mapped_views: NDArray[np.int64] | None = None  # which view holds each group (None: one)
-    views: tuple[NDArray[Any], ...] = ()  # `mapped` first, then views at other alignments
+    #: every byte of the mapped local file as the start of a row (see :meth:`gather`)
+    mapped: NDArray[Any] | None = None
+    mapped_starts: NDArray[np.int64] | None = None  # file offset of each row group
     map_tried: bool = False
 
     def gather(self, resource: StreamedResource, rows: Any) -> Any:
@@ -46,67 +42,43 @@ class _StoredArray:
         of the local file when the rows are stored raw; None when they cannot be (not a
         local file, compressed...).
 
-        Chunks of the canonical layout sit a whole number of rows apart except where HDF5
-        put an index node between them, so the file is viewed as an array of rows from the
-        first chunk of each alignment (usually one or two views) and any batch is one numpy
-        gather per view, with no call per chunk or row (what a memmap-backed loader does).
-        The canonical file is never changed in place (a new version is a new file; GC
+        The mapped file is seen as an array of "rows starting at any byte" (a void dtype of
+        one row's size with a stride of one byte), so a batch is one numpy gather at the rows'
+        file offsets, whatever the chunks' alignment (a writer that appends several fields
+        interleaves their chunks), with no call per chunk or row: what a memmap-backed loader
+        does. The canonical file is never changed in place (a new version is a new file; GC
         unlinks), so the mapping stays valid while open.
         """
         if not self.map_tried:
             self.map_tried = True
             self._map(resource)
-        if self.mapped is None:
+        if self.mapped is None or self.mapped_starts is None:
             return None
-        if self.mapped_groups is None:
-            return self.mapped[rows]
-        groups = rows // self.rows_per_group
-        at = self.mapped_groups[groups] + rows % self.rows_per_group
-        if self.mapped_views is None:
-            return self.mapped[at]
-        which = self.mapped_views[groups]
+        per = self.rows_per_group
+        at = self.mapped_starts[rows // per] + (rows % per) * self.row_bytes
         if np.ndim(rows) == 0:
-            return self.views[int(which)][at]
-        out = np.empty((len(at), *self.dset.shape[1:]), dtype=self.dset.dtype)
-        for k, view in enumerate(self.views):
-            chosen = which == k
-            if chosen.any():
-                out[chosen] = view[at[chosen]]
-        return out
+            return self.mapped[[int(at)]].view(self.dset.dtype).reshape(self.dset.shape[1:])
+        taken = self.mapped[at]
+        return taken.view(self.dset.dtype).reshape((len(taken), *self.dset.shape[1:]))
 
     def _map(self, resource: StreamedResource) -> None:
         starts = self._raw_starts()
         n, size = int(self.dset.shape[0]), self.row_bytes
         if starts is None or n == 0 or size == 0 or bool((starts < 0).any()):
             return
-        residues = starts % size
-        alignments, counts = np.unique(residues, return_counts=True)
-        if len(alignments) > MAX_MAPPED_VIEWS:
-            return
         memory = resource.memory_map()
         if memory is None:
             return
-        per = self.rows_per_group
-        rows_in = np.full(len(starts), per, dtype=np.int64)
-        rows_in[-1] = n - (len(starts) - 1) * per
-        which = np.zeros(len(starts), dtype=np.int64)
-        at = np.zeros(len(starts), dtype=np.int64)
-        views = []
-        for k, alignment in enumerate(alignments[np.argsort(-counts, kind="stable")]):
-            members = residues == alignment
-            base = int(starts[members].min())
-            available = (len(memory) - base) // size
-            first_rows = (starts[members] - base) // size
-            if int((first_rows + rows_in[members]).max()) > available:
-                return  # truncated: the read path says so
-            items = available * (size // self.dset.dtype.itemsize)
-            flat = np.frombuffer(memory, dtype=self.dset.dtype, count=items, offset=base)
-            views.append(flat.reshape((available, *self.dset.shape[1:])))
-            which[members], at[members] = k, first_rows
-        self.views, self.mapped = tuple(views), views[0]
-        uniform = len(views) == 1 and bool((at == per * np.arange(len(at))).all())
-        self.mapped_groups = None if uniform else at
-        self.mapped_views = None if len(views) == 1 else which
+        last = (n - 1) % self.rows_per_group + 1  # rows in the last chunk
+        ends = starts + self.rows_per_group * size
+        ends[-1] = starts[-1] + last * size
+        if int(ends.max()) > len(memory):
+            return  # truncated: the read path says so
+        self.mapped = np.ndarray(
+            (len(memory) - size + 1,), dtype=np.dtype((np.void, size)), buffer=memory,
+            strides=(1,),
+        )
+        self.mapped_starts = starts
 
     def ranges_for(self, groups: NDArray[np.int64]) -> list[tuple[int, int]]:
         """Byte ranges in the file holding the given row groups (chunks)."""

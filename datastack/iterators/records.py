@@ -249,7 +249,8 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
         if column.values is not None:
             return column.values[index]
         if column.offsets is None:
-            return column.stored.dset[index]
+            mapped = self._mapped_rows(state, column, np.int64(index))
+            return column.stored.dset[index] if mapped is None else mapped
         lo, hi = int(column.offsets[index]), int(column.offsets[index + 1])
         return self._decode(column, self._read_span(state, column, lo, hi), index)
 
@@ -259,18 +260,31 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
 
     def _get_batch(self, indices: Indices) -> Batch:
         state = self._state()
+        fixed = [self._mapped_rows(state, c, indices) for c in state.columns]
+        if all(column is not None for column in fixed):
+            return tuple(fixed)  # a local raw file of fixed fields: one gather per column
         uniq, inverse = np.unique(indices, return_inverse=True)
         if state.can_prefetch:
             self._prefetch(state, uniq)
         out = []
-        for column in state.columns:
-            if column.values is not None:
-                out.append(column.values[indices])
+        for column, mapped in zip(state.columns, fixed, strict=True):
+            if mapped is not None:
+                out.append(mapped)
             elif column.offsets is None:
                 out.append(column.stored.read_sorted(uniq)[inverse])
             else:
                 out.append(self._variable_rows(state, column, uniq)[inverse])
         return tuple(out)
+
+    @staticmethod
+    def _mapped_rows(state: _OpenRecords, column: _Column, indices: Indices) -> Any:
+        """Rows of a fixed column read eagerly, or gathered from a memory map of a local
+        file (as the arrays reader does); None when neither applies."""
+        if column.values is not None:
+            return column.values[indices]
+        if column.offsets is not None or state.can_prefetch:
+            return None
+        return column.stored.gather(state.resource, indices)
 
     def _variable_rows(self, state: _OpenRecords, column: _Column, uniq: Indices) -> Any:
         """Rows ``uniq`` (sorted) of a variable field: one read per run of adjacent rows."""

@@ -253,6 +253,12 @@ class DatasetSampler:
         one worker instead of by all of them (``num_workers`` times the bytes otherwise).
         Only block-aware orders are dealt: a sequential pass already reads ahead per worker,
         and parts of unequal cost (images of different sizes) would leave a worker idle.
+    batches:
+        Yield lists of ``batch_size`` indices instead of single indices, for
+        ``DataLoader(dataset, sampler=sampler, batch_size=None)``: the dataset reads and
+        collates each batch as columns in one step (``TorchDataset.__getitem__`` of a list;
+        what :func:`~datastack.iterators.torch.data_loader` builds). The last batch is short
+        unless ``drop_last``, which then also drops it. ``len()`` counts batches.
     """
 
     def __init__(
@@ -268,6 +274,7 @@ class DatasetSampler:
         window_blocks: int | None = None,
         batch_size: int | None = None,
         num_workers: int = 0,
+        batches: bool = False,
     ) -> None:
         iterator = _iterator_of(dataset)
         world = _distributed() if num_replicas is None or rank is None else None
@@ -283,6 +290,10 @@ class DatasetSampler:
             window_blocks = _check_int("window_blocks", window_blocks, 1)
         workers = _check_int("num_workers", num_workers, 0)
         batch = None if batch_size is None else _check_int("batch_size", batch_size, 1)
+        if batches and batch is None:
+            raise ConfigurationError("DatasetSampler(batches=True) needs a batch_size")
+        self.batch_size = batch
+        self.batches = bool(batches)
         loader = (batch, workers) if batch is not None and workers > 1 else None
         self.dataset = dataset
         self._order = _Order(
@@ -338,16 +349,28 @@ class DatasetSampler:
         self._order.epoch = epoch
 
     def __len__(self) -> int:
+        """Samples per rank and epoch; with ``batches``, the batches."""
+        if self.batches and self.batch_size:
+            whole, short = divmod(self._order.num_samples, self.batch_size)
+            return whole + (1 if short and not self._order.drop_last else 0)
         return self._order.num_samples
 
     def indices(self) -> Indices:
         """This rank's indices of the current epoch, in order."""
         return self._order.indices(self._iterator).copy()
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[Any]:
         mine = self._order.indices(self._iterator)
         start, self._resume_at = (self._resume_at or 0), None
         self.yielded = start
+        if self.batches and self.batch_size:
+            step = self.batch_size
+            stop = len(mine) - (len(mine) - start) % step if self._order.drop_last else len(mine)
+            for at in range(start, stop, step):
+                batch = mine[at : min(at + step, stop)].tolist()
+                self.yielded += len(batch)
+                yield batch
+            return
         for index in mine[start:].tolist():
             self.yielded += 1
             yield index

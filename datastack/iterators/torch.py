@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch.utils.data import Dataset
 
 from datastack.iterators.base import DatasetIterator, Sample
@@ -77,6 +78,13 @@ def _column_values(column: Any) -> Sequence[Any]:
             return column.tolist()  # type: ignore[no-any-return]
         return torch.from_numpy(np.ascontiguousarray(column)).unbind(0)
     return [_convert(v) for v in column]
+
+
+def _batch_column(column: Any, ragged: str) -> Any:
+    """One column of :meth:`TorchDataset.batch`."""
+    if isinstance(column, np.ndarray) and column.dtype.kind in "biufc":
+        return torch.from_numpy(np.ascontiguousarray(column))
+    return _collate_column(list(column), ragged)
 
 
 def pad_tensors(values: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,8 +165,22 @@ class TorchDataset(Dataset[Sample]):
     def _out(self, sample: Sample) -> Sample:
         return tuple(_convert(v) for v in sample) if self.to_tensor else sample
 
-    def __getitem__(self, index: int) -> Sample:
+    def __getitem__(self, index: Any) -> Any:
+        """One sample; a list (or 1-D array) of indices gives the collated batch
+        (:meth:`batch`), as ``DataLoader(..., batch_size=None)`` asks for it."""
+        if isinstance(index, (list, np.ndarray, range)):
+            return self.batch(index)
         return self._out(self.iterator[index])
+
+    def batch(self, indices: Sequence[int] | NDArray[np.int64]) -> Any:
+        """The samples ``indices`` collated: what ``collate_fn=dataset.collate`` makes of
+        ``__getitems__(indices)``, read and converted as columns (a numeric column is one
+        tensor of its dtype, never cut into rows and stacked again)."""
+        if not (self.to_tensor and type(self.iterator).get_samples is DatasetIterator.get_samples):
+            samples = self.__getitems__(list(indices))
+            return self.collate(samples) if self.to_tensor else samples
+        columns = self.iterator.get_batch(indices)
+        return tuple(_batch_column(column, self.ragged) for column in columns)
 
     def __getitems__(self, indices: list[int]) -> list[Sample]:
         if self.to_tensor and type(self.iterator).get_samples is DatasetIterator.get_samples:
@@ -187,6 +209,65 @@ def as_torch_dataset(
     return TorchDataset(iterator, to_tensor=to_tensor, ragged=ragged)
 
 
+def _as_is(batch: Any) -> Any:
+    """The ``collate_fn`` of :func:`data_loader`: batches arrive collated."""
+    return batch
+
+
+def data_loader(
+    dataset: Any,
+    *,
+    batch_size: int,
+    shuffle: bool = True,
+    seed: int = 0,
+    num_workers: int = 0,
+    drop_last: bool = False,
+    num_replicas: int | None = None,
+    rank: int | None = None,
+    block_aware: bool | None = None,
+    stateful: bool = False,
+    ragged: str = "list",
+    **loader_kwargs: Any,
+) -> Any:
+    """A ``DataLoader`` over a datastack iterator (or its :class:`TorchDataset`) that reads
+    whole batches: a :class:`DatasetSampler` yields lists of indices (``batches=True``) and the
+    dataset collates each as columns (:meth:`TorchDataset.batch`), so no batch is cut into
+    samples and stacked again. The sampler is ``loader.sampler``: call
+    ``loader.sampler.set_epoch(e)`` every epoch. ``stateful=True`` gives torchdata's
+    ``StatefulDataLoader`` (``state_dict()`` resumes mid-epoch). ``drop_last`` drops the short
+    last batch and the rank tail (no repeated samples). Other keywords go to the loader.
+
+    >>> loader = data_loader(it, batch_size=256, num_workers=2)         # doctest: +SKIP
+    >>> for epoch in range(3):                                            # doctest: +SKIP
+    ...     loader.sampler.set_epoch(epoch)
+    ...     for images, labels in loader: ...
+    """
+    data = dataset if isinstance(dataset, TorchDataset) else TorchDataset(dataset, ragged=ragged)
+    workers = int(num_workers)
+    sampler = DatasetSampler(
+        data, shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank,
+        drop_last=drop_last, block_aware=block_aware, batch_size=batch_size,
+        num_workers=workers, batches=True,
+    )
+    options: dict[str, Any] = {"num_workers": workers, "collate_fn": _as_is}
+    if workers:
+        options["worker_init_fn"] = worker_init_fn
+    options.update(loader_kwargs)
+    if stateful:
+        try:
+            from torchdata.stateful_dataloader import (  # type: ignore[import-untyped]
+                StatefulDataLoader,
+            )
+        except ImportError:
+            raise ImportError(
+                "data_loader(stateful=True) needs torchdata; pip install torchdata"
+            ) from None
+        return StatefulDataLoader(data, sampler=sampler, batch_size=None, **options)
+    from torch.utils.data import DataLoader
+
+    return DataLoader(data, sampler=sampler, batch_size=None, **options)
+
+
 def worker_init_fn(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: drop streams and MongoDB clients inherited over fork.
 
@@ -212,6 +293,7 @@ __all__ = [
     "TorchDataset",
     "as_torch_dataset",
     "collate_fields",
+    "data_loader",
     "pad_tensors",
     "worker_init_fn",
 ]
