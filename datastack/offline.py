@@ -245,7 +245,7 @@ def pull(store: Store, name: str, version: int | None = None) -> PullResult:
         )
     if not store.storage.remote:
         record = _online_record(store, name, version)
-        return PullResult(record.name, record.version, record.size, "local")
+        return PullResult(record.name, record.version, _read_bytes(record), "local")
     store.storage.ping(_probe_timeout())
     record = _online_record(store, name, version)
     fetched = False
@@ -257,7 +257,13 @@ def pull(store: Store, name: str, version: int | None = None) -> PullResult:
         cache.fill(sha256, int(entry.get("size") or 0), source, name=f"{name} {identifier}")
         fetched = True
     save_record(cache, store_key(store), record)
-    return PullResult(record.name, record.version, record.size, "pulled" if fetched else "cached")
+    status = "pulled" if fetched else "cached"
+    return PullResult(record.name, record.version, _read_bytes(record), status)
+
+
+def _read_bytes(record: VersionRecord) -> int:
+    """Bytes of what a reader opens (the data files), not of the raw source copies."""
+    return sum(int(entry.get("size") or 0) for entry in version_resources(record))
 
 
 __all__ = [

@@ -231,8 +231,10 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
                 return _read_raw_rows(state.resource, column.stored, lo, hi)
             return column.stored.dset[lo:hi]
         offset, size = raw
-        if state.fd is not None:
-            data: bytes | bytearray = os.pread(state.fd, size, offset)
+        if state.fd is not None:  # into a bytearray: values are writable arrays, not views
+            data = bytearray(size)  # of immutable bytes (torch warns about those)
+            got = os.preadv(state.fd, [data], offset)
+            data = data if got == size else data[:got]
         else:
             data = bytearray(size)
             state.resource.seek(offset)
@@ -277,7 +279,7 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
         return tuple(out)
 
     @staticmethod
-    def _mapped_rows(state: _OpenRecords, column: _Column, indices: Indices) -> Any:
+    def _mapped_rows(state: _OpenRecords, column: _Column, indices: Any) -> Any:
         """Rows of a fixed column read eagerly, or gathered from a memory map of a local
         file (as the arrays reader does); None when neither applies."""
         if column.values is not None:

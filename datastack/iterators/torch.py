@@ -125,7 +125,9 @@ def _collate_column(values: list[Any], ragged: str) -> Any:
             return torch.stack(values)
         return pad_tensors(values) if ragged == "pad" else values
     if all(isinstance(v, (int, float, bool)) for v in values):
-        return torch.as_tensor(values)
+        # as default_collate: Python floats become float64 (the stored dtype), ints int64
+        floats = any(isinstance(v, float) for v in values)
+        return torch.as_tensor(values, dtype=torch.float64 if floats else None)
     return list(values)
 
 
