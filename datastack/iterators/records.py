@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from datastack._ranges import covered_units
 from datastack.errors import FormatError, SplitNotFoundError
 from datastack.fields import (
     BYTES,
@@ -47,13 +46,9 @@ from datastack.fields import (
     fields_from_schema,
     object_column,
 )
+from datastack.iterators._columns import _bytes_values, _Column, _sample_starts, _value_groups
 from datastack.iterators._process import ProcessLocalIterator, private_copy
-from datastack.iterators._stored import (
-    _chunk_index,
-    _read_raw_rows,
-    _stored_array,
-    _StoredArray,
-)
+from datastack.iterators._stored import _read_raw_rows, _stored_array
 from datastack.iterators.base import Batch, Indices, Sample
 from datastack.iterators.hdf5 import _h5_file, _local_fd_path
 from datastack.resources import StreamedResource
@@ -73,34 +68,6 @@ class ListRows:
 
     def take(self, rows: NDArray[np.int64]) -> list[Any]:
         return [self.values[int(i)] for i in rows]
-
-
-@dataclass
-class _Column:
-    """One field of the open split: its stored data and what was read eagerly."""
-
-    field: Field
-    stored: _StoredArray
-    offsets: NDArray[np.int64] | None = None
-    shapes: NDArray[np.int64] | None = None
-    values: NDArray[Any] | None = None  # an eagerly read fixed column
-    #: File offset of each chunk of raw (unfiltered) values, -1 where not raw; None: use h5py.
-    raw_starts: NDArray[np.int64] | None = None
-
-    def raw_range(self, lo: int, hi: int) -> tuple[int, int] | None:
-        """``(file offset, byte count)`` of values ``lo..hi-1`` when they lie in adjacent raw
-        chunks (the default layout): one plain read, no h5py call."""
-        starts = self.raw_starts
-        if starts is None:
-            return None
-        rows, item = self.stored.rows_per_group, self.stored.row_bytes
-        g0, g1 = lo // rows, (hi - 1) // rows
-        first = int(starts[g0])
-        if first < 0:
-            return None
-        if g1 != g0 and not bool((np.diff(starts[g0 : g1 + 1]) == rows * item).all()):
-            return None
-        return first + (lo - g0 * rows) * item, (hi - lo) * item
 
 
 @dataclass
@@ -247,6 +214,46 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
                               "is truncated, re-run the preprocessing")
         return np.frombuffer(data, dtype=dtype)
 
+    def _gather_values(
+        self, state: _OpenRecords, column: _Column, bounds: NDArray[np.int64]
+    ) -> bytearray | None:
+        """Values ``lo..hi-1`` of every ``(lo, hi)`` in ``bounds``, one after the other in one
+        buffer, by one scattered read (one block lookup and fetch over GridFS, ``preadv``
+        locally) when all lie in raw chunks; None otherwise."""
+        full = bounds[bounds[:, 1] > bounds[:, 0]]
+        if len(bounds) < 2 or not len(full):
+            return None
+        raw = column.raw_ranges(full[:, 0], full[:, 1])
+        if raw is None:
+            return None
+        offsets, sizes = raw
+        buffer = bytearray(int(sizes.sum()))
+        view, at, pieces = memoryview(buffer), 0, []
+        for offset, size in zip(offsets.tolist(), sizes.tolist(), strict=True):
+            pieces.append((offset, view[at : at + size]))
+            at += size
+        if state.resource.read_at(pieces) != len(buffer):
+            raise FormatError(f"{self.resource.identifier}: the file ends inside a sample; it "
+                              "is truncated, re-run the preprocessing")
+        return buffer
+
+    def _read_spans(
+        self, state: _OpenRecords, column: _Column, bounds: NDArray[np.int64]
+    ) -> list[Any]:
+        """Values ``lo..hi-1`` of each ``(lo, hi)`` in ``bounds``, as one array each (read
+        together by :meth:`_gather_values` when they can be)."""
+        buffer = self._gather_values(state, column, bounds)
+        if buffer is None:
+            return [self._read_span(state, column, lo, hi) for lo, hi in bounds.tolist()]
+        dtype = column.stored.dset.dtype
+        ends = np.cumsum((bounds[:, 1] - bounds[:, 0]) * dtype.itemsize).tolist()
+        spans, at = [], 0
+        for end in ends:
+            spans.append(np.frombuffer(buffer, dtype=dtype, count=(end - at) // dtype.itemsize,
+                                       offset=at))
+            at = end
+        return spans
+
     def _value(self, state: _OpenRecords, column: _Column, index: int) -> Any:
         if column.values is not None:
             return column.values[index]
@@ -295,10 +302,16 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
         cuts = np.flatnonzero(np.diff(uniq) > 1) + 1
         as_bytes = column.field.kind in (STRING, BYTES) or (
             column.field.kind == IMAGE and not self.decode_images)
-        for run in np.split(uniq, cuts) if len(cuts) else (uniq,):
-            first, last = int(run[0]), int(run[-1])
-            lo, hi = int(column.offsets[first]), int(column.offsets[last + 1])
-            span = self._read_span(state, column, lo, hi)
+        firsts = uniq[np.concatenate([[0], cuts])]
+        lasts = uniq[np.concatenate([cuts - 1, [len(uniq) - 1]])]
+        bounds = np.stack([column.offsets[firsts], column.offsets[lasts + 1]], axis=1)
+        if as_bytes and (cut := self._cut_values(state, column, uniq, bounds)) is not None:
+            return cut
+        runs = np.split(uniq, cuts) if len(cuts) else [uniq]
+        spans = self._read_spans(state, column, bounds)
+        for run, span, first, last, (lo, _) in zip(
+            runs, spans, firsts.tolist(), lasts.tolist(), bounds.tolist(), strict=True
+        ):
             if as_bytes and _bytes_values(values, column, span, first, last):
                 continue
             for row in run.tolist():
@@ -309,6 +322,29 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
             out[:] = values  # str / bytes are scalars to numpy: one C-level fill
             return out
         return object_column(values)
+
+    def _cut_values(
+        self, state: _OpenRecords, column: _Column, uniq: Indices, bounds: NDArray[np.int64]
+    ) -> NDArray[Any] | None:
+        """Rows ``uniq`` of a string or bytes field cut from one gathered buffer (one slice
+        per row, no call per run); None when the buffer cannot be gathered or a row is not
+        UTF-8 (the per-run path then says which)."""
+        assert column.offsets is not None
+        buffer = self._gather_values(state, column, bounds)
+        if buffer is None:
+            return None
+        data = bytes(buffer)
+        cuts = np.concatenate([[0], np.cumsum(column.offsets[uniq + 1] - column.offsets[uniq])])
+        pieces = [data[a:b] for a, b in pairwise(cuts.tolist())]
+        out = np.empty(len(pieces), dtype=object)
+        if column.field.kind != STRING:
+            out[:] = pieces
+            return out
+        try:
+            out[:] = [piece.decode("utf-8") for piece in pieces]
+        except UnicodeDecodeError:
+            return None
+        return out
 
     def _prefetch(self, state: _OpenRecords, uniq: Indices, *, wait: bool = True) -> None:
         """Hand every byte range the rows need to the stream (one round trip over GridFS;
@@ -376,52 +412,6 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
 
     def __repr__(self) -> str:
         return f"<RecordsDatasetIterator {self.resource.identifier}:/{self.group}>"
-
-
-def _value_groups(column: _Column, rows: Indices) -> NDArray[np.int64]:
-    """The chunks (row groups of the values dataset) holding the values of ``rows``."""
-    assert column.offsets is not None
-    total = int(column.stored.dset.shape[0])
-    return covered_units(column.offsets[rows], column.offsets[rows + 1],
-                         column.stored.rows_per_group, total)
-
-
-def _sample_starts(column: _Column, length: int) -> NDArray[np.int64]:
-    """File offset of the chunk where each sample's values start (its storage block)."""
-    stored = column.stored
-    total = int(stored.dset.shape[0])
-    rows = np.arange(length, dtype=np.int64) if column.offsets is None else column.offsets[:-1]
-    rows = np.minimum(rows, max(0, total - 1))
-    if not stored.chunked:
-        return int(stored.offset or 0) + rows * stored.row_bytes
-    if stored.chunk_ranges is None:
-        stored.chunk_ranges = _chunk_index(stored.dset)
-    per = stored.rows_per_group
-    firsts = np.zeros(max(1, -(-total // per)), dtype=np.int64)
-    for group, ranges in stored.chunk_ranges.items():
-        if 0 <= group < len(firsts):
-            firsts[group] = ranges[0][0]
-    return firsts[rows // per]
-
-
-def _bytes_values(
-    values: list[Any], column: _Column, span: NDArray[Any], first: int, last: int
-) -> bool:
-    """Append rows ``first..last`` of a string or bytes field, cut from one ``bytes`` of
-    their span (no call per row but the decode); False, appending nothing, when a row is
-    not valid UTF-8 (the per-row path then says which)."""
-    assert column.offsets is not None
-    data = span.tobytes()
-    bounds = (column.offsets[first : last + 2] - column.offsets[first]).tolist()
-    pieces = [data[a:b] for a, b in pairwise(bounds)]
-    if column.field.kind != STRING:
-        values.extend(pieces)
-        return True
-    try:
-        values.extend([piece.decode("utf-8") for piece in pieces])
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 __all__ = ["ListRows", "RecordsDatasetIterator"]
