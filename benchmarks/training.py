@@ -180,20 +180,36 @@ def _loader_epoch(uri: str, shuffle: bool, epoch_number: int, dealt: bool = True
     return time.perf_counter() - t0
 
 
+def _data_loader_epoch(uri: str, epoch_number: int) -> float:
+    """One shuffled epoch through ``data_loader`` (whole batches), 2 workers."""
+    import datastack
+    from datastack.iterators.torch import data_loader
+
+    it = datastack.load(NAME, storage=uri)
+    loader = data_loader(it, batch_size=BATCH, seed=0, num_workers=2)
+    loader.sampler.set_epoch(epoch_number)
+    t0 = time.perf_counter()
+    count = sum(len(batch[0]) for batch in loader)
+    assert count == len(it)
+    return time.perf_counter() - t0
+
+
 def child_latency(state: dict[str, Any], repeat: int) -> dict[str, Any]:
     """Through the proxies: single samples (1 and 5 ms), DataLoader epochs (5 ms, 2 workers)."""
     n = state["n"]
     out: dict[str, Any] = {}
     for label, uri in (("1ms", state["proxy1_uri"]), ("5ms", state["proxy5_uri"])):
         out[label] = _single_reads(uri, n, 20 * max(1, repeat))
-    seq, shuf, untold = [], [], []
+    seq, shuf, untold, batches = [], [], [], []
     for e in range(max(2, repeat - 1)):
         seq.append(_loader_epoch(state["proxy5_uri"], False, e))
         shuf.append(_loader_epoch(state["proxy5_uri"], True, e))
         untold.append(_loader_epoch(state["proxy5_uri"], True, e, dealt=False))
+        batches.append(_data_loader_epoch(state["proxy5_uri"], e))
     out["loader_sequential_s"], out["loader_shuffled_s"] = median(seq), median(shuf)
-    out["loader_untold_s"] = median(untold)
-    out["loader_all"] = {"sequential": seq, "shuffled": shuf, "untold": untold}
+    out["loader_untold_s"], out["data_loader_s"] = median(untold), median(batches)
+    out["loader_all"] = {"sequential": seq, "shuffled": shuf, "untold": untold,
+                         "data_loader": batches}
     return out
 
 
@@ -279,7 +295,9 @@ def table(state: dict[str, Any], s: dict[str, Any], lat: dict[str, Any], p: dict
              "sequential DataLoader epoch, same latency", r_loader, ">= 0.8x", r_loader >= 0.8,
              f"{lat['loader_shuffled_s']:.2f} s vs {lat['loader_sequential_s']:.2f} s (sampler "
              f"told batch_size and num_workers; not told: {lat['loader_untold_s']:.2f} s, "
-             f"{lat['loader_sequential_s'] / lat['loader_untold_s']:.2f}x)"),
+             f"{lat['loader_sequential_s'] / lat['loader_untold_s']:.2f}x; data_loader: "
+             f"{lat['data_loader_s']:.2f} s, "
+             f"{lat['loader_sequential_s'] / lat['data_loader_s']:.2f}x)"),
         _row("shuffled DataLoader epoch from the filesystem", f"fastest peer ({fastest})", r_fs,
              ">= 1.0x", r_fs >= 1.0, f"{p['filesystem']['s']:.2f} s (data_loader; per-sample "
              f"DataLoader {p['filesystem_per_sample']['s']:.2f} s); {shown}"),
