@@ -137,7 +137,8 @@ class TorchDataset(Dataset[Sample]):
     Parameters
     ----------
     iterator:
-        Any datastack iterator (format iterator or a stack of wrappers).
+        Any datastack iterator (format iterator or a stack of wrappers), or its ``as_dict()``
+        view: samples and batches are then dicts keyed by field name.
     to_tensor:
         Convert numeric numpy arrays and scalars (and images) to tensors; strings and bytes
         pass through.
@@ -149,6 +150,12 @@ class TorchDataset(Dataset[Sample]):
     def __init__(
         self, iterator: DatasetIterator, to_tensor: bool = True, ragged: str = "list"
     ) -> None:
+        from datastack.iterators.named import DictView
+
+        #: field names when samples are dicts (the iterator's ``as_dict()`` view was given)
+        self.names: list[str] | None = None
+        if isinstance(iterator, DictView):
+            self.names, iterator = iterator.names, iterator.iterator
         if not isinstance(iterator, DatasetIterator):
             raise TypeError(f"expected a DatasetIterator, got {type(iterator).__name__}")
         if ragged not in RAGGED_MODES:
@@ -164,8 +171,9 @@ class TorchDataset(Dataset[Sample]):
     def __len__(self) -> int:
         return len(self.iterator)
 
-    def _out(self, sample: Sample) -> Sample:
-        return tuple(_convert(v) for v in sample) if self.to_tensor else sample
+    def _out(self, sample: Sample) -> Any:
+        out = tuple(_convert(v) for v in sample) if self.to_tensor else sample
+        return out if self.names is None else dict(zip(self.names, out, strict=True))
 
     def __getitem__(self, index: Any) -> Any:
         """One sample; a list (or 1-D array) of indices gives the collated batch
@@ -182,9 +190,16 @@ class TorchDataset(Dataset[Sample]):
             samples = self.__getitems__(list(indices))
             return self.collate(samples) if self.to_tensor else samples
         columns = self.iterator.get_batch(indices)
-        return tuple(_batch_column(column, self.ragged) for column in columns)
+        out = tuple(_batch_column(column, self.ragged) for column in columns)
+        return out if self.names is None else dict(zip(self.names, out, strict=True))
 
-    def __getitems__(self, indices: list[int]) -> list[Sample]:
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        samples = self._getitems(indices)
+        if self.names is None:
+            return samples
+        return [dict(zip(self.names, sample, strict=True)) for sample in samples]
+
+    def _getitems(self, indices: list[int]) -> list[Sample]:
         if self.to_tensor and type(self.iterator).get_samples is DatasetIterator.get_samples:
             # a batch read as columns: each numeric column becomes one tensor, cut into row
             # views (one conversion per column, not one per value)

@@ -43,6 +43,7 @@ def test_folder_source_equals_its_archive(tmp_path: Path, storage: str) -> None:
     folder = tmp_path / "photos"
     files = image_files(folder)
     (folder / ".DS_Store").write_bytes(b"\0Bud1")  # hidden files are left out
+    (folder / "README.txt").write_text("photos from scikit-image\n")  # not an image: ignored
     archive = tar_folder(folder, tmp_path / "photos.tar.gz")
     by_archive = write_spec(tmp_path / "a.yaml", "from_archive", [archive],
                             "    format: imagefolder\n")

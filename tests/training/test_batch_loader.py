@@ -25,6 +25,10 @@ from datastack.iterators.torch import TorchDataset, data_loader  # noqa: E402
 def _same(a: Any, b: Any) -> None:
     if isinstance(a, torch.Tensor):
         assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert list(a) == list(b)
+        for key in a:
+            _same(a[key], b[key])
     elif isinstance(a, (tuple, list)):
         assert len(a) == len(b)
         for x, y in zip(a, b, strict=True):
@@ -55,6 +59,7 @@ def _datasets(tmp_path: Path) -> dict[str, Any]:
     return {
         "arrays": datastack.load("arr", storage=store),
         "records": datastack.load("rec", storage=store),
+        "records as dicts": datastack.load("rec", storage=store).as_dict(),
         "mapped stack": SequenceDatasetIterator(np.arange(50.0), np.arange(50) % 2).map(double),
         "in memory": SequenceDatasetIterator(images, np.arange(203)),
     }
