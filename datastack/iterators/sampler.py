@@ -108,7 +108,9 @@ class _Order:
         self.window_samples = 0  # samples per block-aware window (set with the order)
         self.epoch = 0
         self._blocks: tuple[int, StorageBlocks | None] | None = None  # per process
-        self._cached: tuple[int, int, Indices] | None = None  # (pid, epoch, indices)
+        #: (pid, epoch) -> this rank's indices; two entries (a persistent worker's look at
+        #: the next epoch must not evict the current one)
+        self._cached: dict[tuple[int, int], Indices] = {}
 
     @property
     def num_samples(self) -> int:
@@ -134,8 +136,9 @@ class _Order:
 
     def indices(self, iterator: DatasetIterator) -> Indices:
         """This rank's indices for the current epoch (computed once per process and epoch)."""
-        if self._cached is not None and self._cached[:2] == (os.getpid(), self.epoch):
-            return self._cached[2]
+        key = (os.getpid(), self.epoch)
+        if key in self._cached:
+            return self._cached[key]
         n = self.length
         if not self.shuffle:
             order = np.arange(n, dtype=np.int64)
@@ -156,12 +159,12 @@ class _Order:
         mine = order[:total][start : start + self.num_samples]
         if self.loader is not None and self.shuffle and self.blocks(iterator) is not None:
             mine = worker_parts_order(mine, *self.loader)
-        self._cached = (os.getpid(), self.epoch, mine)
+        _keep_two(self._cached)[key] = mine
         return mine
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_blocks"] = state["_cached"] = None
+        state["_blocks"], state["_cached"] = None, {}
         return state
 
 
@@ -171,7 +174,7 @@ class _Lookahead:
 
     def __init__(self, order: _Order) -> None:
         self.order = order
-        self._positions: tuple[int, int, NDArray[np.int64]] | None = None
+        self._positions: dict[tuple[int, int], NDArray[np.int64]] = {}  # as _Order._cached
         self._hinted: tuple[tuple[int, int], NDArray[np.bool_]] | None = None
 
     def _hinted_positions(self, count: int) -> NDArray[np.bool_]:
@@ -182,21 +185,36 @@ class _Lookahead:
 
     def _position_of(self, iterator: DatasetIterator, first: int) -> int:
         order = self.order
-        if self._positions is None or self._positions[:2] != (os.getpid(), order.epoch):
+        key = (os.getpid(), order.epoch)
+        if key not in self._positions:
             mine = order.indices(iterator)
             where = np.full(order.length, -1, dtype=np.int64)
             where[mine[::-1]] = np.arange(len(mine) - 1, -1, -1)  # first occurrence wins
-            self._positions = (os.getpid(), order.epoch, where)
-        return int(self._positions[2][first])
+            _keep_two(self._positions)[key] = where
+        return int(self._positions[key][first])
+
+    def _follow(self, iterator: DatasetIterator, indices: Indices) -> tuple[int, int]:
+        """Where ``indices`` start in this process's order (-1: not in it). A persistent
+        DataLoader worker keeps the sampler copy it was started with while the main process
+        calls ``set_epoch``: a batch of the next epoch's order moves this copy on to it."""
+        order = self.order
+        for epoch in (order.epoch, order.epoch + 1):
+            order.epoch = epoch
+            at = self._position_of(iterator, int(indices[0]))
+            mine = order.indices(iterator)
+            if at >= 0 and np.array_equal(mine[at : at + len(indices)], indices):
+                return at, len(indices)
+        order.epoch -= 1  # neither: stay at the epoch we had
+        return -1, len(indices)
 
     def before_batch(self, iterator: DatasetIterator, indices: Indices) -> None:
         blocks = self.order.blocks(iterator)
         if blocks is None or blocks.prefetch is None or len(iterator) != self.order.length:
             return
-        at, size = self._position_of(iterator, int(indices[0])), len(indices)
-        mine = self.order.indices(iterator)
-        if at < 0 or not np.array_equal(mine[at : at + size], indices):
+        at, size = self._follow(iterator, indices)
+        if at < 0:
             return  # not reading in this sampler's order: no hint
+        mine = self.order.indices(iterator)
         workers = _workers()
         stride = size * workers  # with n workers, this process reads every n-th batch
         # samples whose blocks this process holds per batch ahead: its own batch when the
@@ -212,6 +230,13 @@ class _Lookahead:
         if len(positions):
             hinted[positions] = True
             blocks.prefetch(mine[positions])  # the reader skips blocks present or in flight
+
+
+def _keep_two(cache: dict[Any, Any]) -> dict[Any, Any]:
+    """``cache`` with room for one more entry: at most the newest two are kept."""
+    while len(cache) >= 2:
+        del cache[next(iter(cache))]
+    return cache
 
 
 def _workers() -> int:

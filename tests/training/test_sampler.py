@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,22 @@ def test_read_plan_hints_the_next_batches() -> None:
     assert len(it.hints) == 2 and np.array_equal(it.hints[1], order[32 * 5 : 32 * 6])
     it.get_batch(np.arange(32))  # not the sampler's order: no hint
     assert len(it.hints) == 2
+
+
+def test_a_persistent_worker_follows_the_next_epoch() -> None:
+    """A persistent DataLoader worker keeps the copy of the dataset (and of the sampler's
+    order) it started with; the main process moves the sampler on with set_epoch. The batches
+    of the next epoch's order move the copy on too, so its hints stay right."""
+    it = _blocky(1000, 10)
+    sampler = DatasetSampler(it, seed=0, window_blocks=4)
+    worker = copy.deepcopy(it)  # what a worker holds, at epoch 0 (as pickled to it)
+    worker.hints = []
+    sampler.set_epoch(1)
+    order = np.asarray(list(sampler))
+    worker.get_batch(order[:32])
+    assert len(worker.hints) == 1 and np.array_equal(worker.hints[0], order[32 : 32 * 5])
+    worker.get_batch(np.arange(32))  # neither epoch's order: no hint, the epoch stays
+    assert len(worker.hints) == 1 and worker.read_plan.order.epoch == 1
 
 
 def test_a_lambda_in_a_stack_fails_at_pickling_with_a_clear_error() -> None:
