@@ -28,11 +28,22 @@ class _Column:
     #: File offset of each chunk of raw (unfiltered) values, -1 where not raw; None: use h5py.
     raw_starts: NDArray[np.int64] | None = None
 
+    #: Run number of each raw chunk: chunks of one run follow each other in the file
+    #: (derived from ``raw_starts`` on first use)
+    runs: NDArray[np.int64] | None = None
+
+    def _runs(self, starts: NDArray[np.int64]) -> NDArray[np.int64]:
+        if self.runs is None:
+            apart = np.diff(starts) != self.stored.rows_per_group * self.stored.row_bytes
+            self.runs = np.concatenate([[0], np.cumsum(apart)])
+        return self.runs
+
     def raw_ranges(
         self, los: NDArray[np.int64], his: NDArray[np.int64]
     ) -> tuple[NDArray[np.int64], NDArray[np.int64]] | None:
-        """:meth:`raw_range` of many ``(lo, hi)`` (non-empty) at once: file offsets and byte
-        counts, or None unless every one lies in adjacent raw chunks."""
+        """``(file offsets, byte counts)`` of values ``los[i]..his[i]-1`` (non-empty) when
+        each lies in adjacent raw chunks (the default layout): plain reads, no h5py call;
+        None otherwise."""
         starts = self.raw_starts
         if starts is None:
             return None
@@ -42,23 +53,20 @@ class _Column:
         if bool((first < 0).any()):
             return None
         if bool((g1 != g0).any()):
-            breaks = np.concatenate([[0], np.cumsum(np.diff(starts) != rows * item)])
-            if bool((breaks[g1] != breaks[g0]).any()):
+            runs = self._runs(starts)
+            if bool((runs[g1] != runs[g0]).any()):
                 return None
         return first + (los - g0 * rows) * item, (his - los) * item
 
     def raw_range(self, lo: int, hi: int) -> tuple[int, int] | None:
-        """``(file offset, byte count)`` of values ``lo..hi-1`` when they lie in adjacent raw
-        chunks (the default layout): one plain read, no h5py call."""
+        """:meth:`raw_ranges` of one ``(lo, hi)`` in plain ints (a single sample's read)."""
         starts = self.raw_starts
         if starts is None:
             return None
         rows, item = self.stored.rows_per_group, self.stored.row_bytes
         g0, g1 = lo // rows, (hi - 1) // rows
         first = int(starts[g0])
-        if first < 0:
-            return None
-        if g1 != g0 and not bool((np.diff(starts[g0 : g1 + 1]) == rows * item).all()):
+        if first < 0 or (g1 != g0 and self._runs(starts)[g1] != self._runs(starts)[g0]):
             return None
         return first + (lo - g0 * rows) * item, (hi - lo) * item
 
@@ -89,21 +97,20 @@ def _sample_starts(column: _Column, length: int) -> NDArray[np.int64]:
     return firsts[rows // per]
 
 
-def _bytes_values(
-    values: list[Any], column: _Column, span: NDArray[Any], first: int, last: int
-) -> bool:
-    """Append rows ``first..last`` of a string or bytes field, cut from one ``bytes`` of
-    their span (no call per row but the decode); False, appending nothing, when a row is
-    not valid UTF-8 (the per-row path then says which)."""
+def _cut_bytes(column: _Column, rows: Indices, buffer: bytes | bytearray) -> NDArray[Any] | None:
+    """Rows ``rows`` (sorted) of a string or bytes field, cut from ``buffer`` (their values
+    one after the other) with one slice per row, as an object array; None when a row is not
+    valid UTF-8 (the caller's per-row decode then says which)."""
     assert column.offsets is not None
-    data = span.tobytes()
-    bounds = (column.offsets[first : last + 2] - column.offsets[first]).tolist()
-    pieces = [data[a:b] for a, b in pairwise(bounds)]
-    if column.field.kind != STRING:
-        values.extend(pieces)
-        return True
-    try:
-        values.extend([piece.decode("utf-8") for piece in pieces])
-    except UnicodeDecodeError:
-        return False
-    return True
+    data = bytes(buffer)
+    ends = np.cumsum(column.offsets[rows + 1] - column.offsets[rows]).tolist()
+    pieces = [data[a:b] for a, b in pairwise([0, *ends])]
+    out = np.empty(len(pieces), dtype=object)
+    if column.field.kind == STRING:
+        try:
+            out[:] = [piece.decode("utf-8") for piece in pieces]
+        except UnicodeDecodeError:
+            return None
+    else:
+        out[:] = pieces  # str / bytes are scalars to numpy: one C-level fill
+    return out

@@ -29,7 +29,6 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -46,7 +45,7 @@ from datastack.fields import (
     fields_from_schema,
     object_column,
 )
-from datastack.iterators._columns import _bytes_values, _Column, _sample_starts, _value_groups
+from datastack.iterators._columns import _Column, _cut_bytes, _sample_starts, _value_groups
 from datastack.iterators._process import ProcessLocalIterator, private_copy
 from datastack.iterators._stored import _read_raw_rows, _stored_array
 from datastack.iterators.base import Batch, Indices, Sample
@@ -237,23 +236,6 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
                               "is truncated, re-run the preprocessing")
         return buffer
 
-    def _read_spans(
-        self, state: _OpenRecords, column: _Column, bounds: NDArray[np.int64]
-    ) -> list[Any]:
-        """Values ``lo..hi-1`` of each ``(lo, hi)`` in ``bounds``, as one array each (read
-        together by :meth:`_gather_values` when they can be)."""
-        buffer = self._gather_values(state, column, bounds)
-        if buffer is None:
-            return [self._read_span(state, column, lo, hi) for lo, hi in bounds.tolist()]
-        dtype = column.stored.dset.dtype
-        ends = np.cumsum((bounds[:, 1] - bounds[:, 0]) * dtype.itemsize).tolist()
-        spans, at = [], 0
-        for end in ends:
-            spans.append(np.frombuffer(buffer, dtype=dtype, count=(end - at) // dtype.itemsize,
-                                       offset=at))
-            at = end
-        return spans
-
     def _value(self, state: _OpenRecords, column: _Column, index: int) -> Any:
         if column.values is not None:
             return column.values[index]
@@ -296,55 +278,30 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
         return column.stored.gather(state.resource, indices)
 
     def _variable_rows(self, state: _OpenRecords, column: _Column, uniq: Indices) -> Any:
-        """Rows ``uniq`` (sorted) of a variable field: one read per run of adjacent rows."""
+        """Rows ``uniq`` (sorted) of a variable field: the values of all its runs of adjacent
+        rows in one buffer (one scattered read when they lie in raw chunks, else one read
+        per run), strings and bytes cut from it with one slice per row."""
         assert column.offsets is not None
-        values: list[Any] = []
         cuts = np.flatnonzero(np.diff(uniq) > 1) + 1
-        as_bytes = column.field.kind in (STRING, BYTES) or (
-            column.field.kind == IMAGE and not self.decode_images)
         firsts = uniq[np.concatenate([[0], cuts])]
         lasts = uniq[np.concatenate([cuts - 1, [len(uniq) - 1]])]
         bounds = np.stack([column.offsets[firsts], column.offsets[lasts + 1]], axis=1)
-        if as_bytes and (cut := self._cut_values(state, column, uniq, bounds)) is not None:
-            return cut
-        runs = np.split(uniq, cuts) if len(cuts) else [uniq]
-        spans = self._read_spans(state, column, bounds)
-        for run, span, first, last, (lo, _) in zip(
-            runs, spans, firsts.tolist(), lasts.tolist(), bounds.tolist(), strict=True
-        ):
-            if as_bytes and _bytes_values(values, column, span, first, last):
-                continue
-            for row in run.tolist():
-                a, b = int(column.offsets[row]) - lo, int(column.offsets[row + 1]) - lo
-                values.append(self._decode(column, span[a:b], row))
-        if as_bytes:
-            out = np.empty(len(values), dtype=object)
-            out[:] = values  # str / bytes are scalars to numpy: one C-level fill
-            return out
+        gathered = self._gather_values(state, column, bounds)
+        buffer = gathered if gathered is not None else bytearray().join(
+            self._read_span(state, column, lo, hi) for lo, hi in bounds.tolist())
+        kind = column.field.kind
+        if kind in (STRING, BYTES) or (kind == IMAGE and not self.decode_images):
+            cut = _cut_bytes(column, uniq, buffer)
+            if cut is not None:
+                return cut  # else a row is not UTF-8: decoded one by one, the error names it
+        dtype = column.stored.dset.dtype
+        flat = np.frombuffer(buffer, dtype=dtype)
+        ends = np.cumsum(column.offsets[uniq + 1] - column.offsets[uniq]).tolist()
+        values, at = [], 0
+        for row, end in zip(uniq.tolist(), ends, strict=True):
+            values.append(self._decode(column, flat[at:end], row))
+            at = end
         return object_column(values)
-
-    def _cut_values(
-        self, state: _OpenRecords, column: _Column, uniq: Indices, bounds: NDArray[np.int64]
-    ) -> NDArray[Any] | None:
-        """Rows ``uniq`` of a string or bytes field cut from one gathered buffer (one slice
-        per row, no call per run); None when the buffer cannot be gathered or a row is not
-        UTF-8 (the per-run path then says which)."""
-        assert column.offsets is not None
-        buffer = self._gather_values(state, column, bounds)
-        if buffer is None:
-            return None
-        data = bytes(buffer)
-        cuts = np.concatenate([[0], np.cumsum(column.offsets[uniq + 1] - column.offsets[uniq])])
-        pieces = [data[a:b] for a, b in pairwise(cuts.tolist())]
-        out = np.empty(len(pieces), dtype=object)
-        if column.field.kind != STRING:
-            out[:] = pieces
-            return out
-        try:
-            out[:] = [piece.decode("utf-8") for piece in pieces]
-        except UnicodeDecodeError:
-            return None
-        return out
 
     def _prefetch(self, state: _OpenRecords, uniq: Indices, *, wait: bool = True) -> None:
         """Hand every byte range the rows need to the stream (one round trip over GridFS;
