@@ -29,6 +29,7 @@ import torch
 from numpy.typing import NDArray
 from torch.utils.data import Dataset
 
+from datastack.errors import MissingDependencyError
 from datastack.iterators.base import DatasetIterator, Sample
 from datastack.iterators.sampler import DatasetSampler as DatasetSampler  # re-export
 
@@ -171,6 +172,12 @@ class TorchDataset(Dataset[Sample]):
     def __len__(self) -> int:
         return len(self.iterator)
 
+    @property
+    def _columnar(self) -> bool:
+        """Whether batches are read as columns (``get_batch``): tensors wanted, and the
+        iterator's samples are its batch's rows (no stack overrides ``get_samples``)."""
+        return self.to_tensor and type(self.iterator).get_samples is DatasetIterator.get_samples
+
     def _out(self, sample: Sample) -> Any:
         out = tuple(_convert(v) for v in sample) if self.to_tensor else sample
         return out if self.names is None else dict(zip(self.names, out, strict=True))
@@ -186,7 +193,7 @@ class TorchDataset(Dataset[Sample]):
         """The samples ``indices`` collated: what ``collate_fn=dataset.collate`` makes of
         ``__getitems__(indices)``, read and converted as columns (a numeric column is one
         tensor of its dtype, never cut into rows and stacked again)."""
-        if not (self.to_tensor and type(self.iterator).get_samples is DatasetIterator.get_samples):
+        if not self._columnar:
             samples = self.__getitems__(list(indices))
             return self.collate(samples) if self.to_tensor else samples
         columns = self.iterator.get_batch(indices)
@@ -200,7 +207,7 @@ class TorchDataset(Dataset[Sample]):
         return [dict(zip(self.names, sample, strict=True)) for sample in samples]
 
     def _getitems(self, indices: list[int]) -> list[Sample]:
-        if self.to_tensor and type(self.iterator).get_samples is DatasetIterator.get_samples:
+        if self._columnar:
             # a batch read as columns: each numeric column becomes one tensor, cut into row
             # views (one conversion per column, not one per value)
             batch = self.iterator.get_batch(indices)
@@ -276,8 +283,8 @@ def data_loader(
                 StatefulDataLoader,
             )
         except ImportError:
-            raise ImportError(
-                "data_loader(stateful=True) needs torchdata; pip install torchdata"
+            raise MissingDependencyError(
+                "data_loader(stateful=True) needs torchdata: pip install 'datastack[torch]'"
             ) from None
         return StatefulDataLoader(data, sampler=sampler, batch_size=None, **options)
     from torch.utils.data import DataLoader

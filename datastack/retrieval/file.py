@@ -123,8 +123,7 @@ class FileRetriever:
 
     def _copy(self, definition: ResourceDefinition, path: str) -> SourceInfo:
         shown = redact(definition.source)
-        handle, mtime = _open_source(path, shown)
-        etag = handle.etag if isinstance(handle, FolderTar) else None
+        handle, mtime, etag = _open_source(path, shown)
         with handle:
             try:
                 stored = self.storage.set_resource(
@@ -148,8 +147,9 @@ class FileRetriever:
         )
 
 
-def _open_source(path: str, shown: str) -> tuple[io.RawIOBase, float]:
-    """A bounded stream of a file source, or the tar stream of a folder source; its mtime."""
+def _open_source(path: str, shown: str) -> tuple[io.RawIOBase, float, str | None]:
+    """A bounded stream of a file source, or the tar stream of a folder source; its mtime
+    and, for a folder, its ETag (:func:`~datastack.retrieval.folder.folder_etag`)."""
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below
         fd = os.open(os.path.realpath(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -163,6 +163,7 @@ def _open_source(path: str, shown: str) -> tuple[io.RawIOBase, float]:
         os.close(fd)
         folder = FolderTar(Path(path), shown)
         size, mtime, handle = folder.size, folder.mtime, cast("io.RawIOBase", folder)
+        etag: str | None = folder.etag
     elif not S_ISREG(stat.st_mode):
         os.close(fd)
         raise RetrievalError(
@@ -171,7 +172,7 @@ def _open_source(path: str, shown: str) -> tuple[io.RawIOBase, float]:
         )
     else:
         os.set_blocking(fd, True)
-        size, mtime = stat.st_size, stat.st_mtime
+        size, mtime, etag = stat.st_size, stat.st_mtime, None
         handle = _Bounded(os.fdopen(fd, "rb"), stat.st_size, shown)
     if size > MAX_FILE_BYTES:
         handle.close()
@@ -179,7 +180,7 @@ def _open_source(path: str, shown: str) -> tuple[io.RawIOBase, float]:
             f"cannot read {shown}: {size} bytes is over the limit of "
             f"{MAX_FILE_BYTES} bytes for one source (DATASTACK_MAX_SOURCE_BYTES)"
         )
-    return handle, mtime
+    return handle, mtime, etag
 
 
 def make_retriever(storage: StorageConnector, options: dict[str, Any]) -> FileRetriever:

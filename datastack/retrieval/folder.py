@@ -56,11 +56,11 @@ def folder_members(root: Path, shown: str) -> list[FolderMember]:
     real_root = os.path.realpath(root)
     members: list[FolderMember] = []
     for parent, dirs, files in os.walk(root, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in (d for d in dirs if os.path.islink(os.path.join(parent, d))):
             raise _refuse(shown, os.path.relpath(os.path.join(parent, name), root),
                           "is a link to a folder")
-        for name in sorted(f for f in files if not f.startswith(".")):
+        for name in (f for f in files if not f.startswith(".")):
             path = os.path.join(parent, name)
             rel = Path(os.path.relpath(path, root)).as_posix()
             real = os.path.realpath(path)
