@@ -10,12 +10,15 @@ One run, the same data for everyone:
 Measured: a DataLoader pass with 2 workers (batch 64, the same per-sample work everywhere:
 Pillow decode of the stored bytes, RGB, resize to 64x64, to a uint8 tensor; texts: UTF-8
 length) through datastack on the filesystem and over GridFS (a SecantusDB server started like
-``benchmarks/_common.py`` does), torchvision ``ImageFolder`` on the same files, Hugging Face
+``benchmarks/_common.py`` does; the local disk cache off unless ``--disk-cache``), both with
+datastack's ``data_loader`` (the README's way: whole batches, small tensors sent from the
+workers by value) and with ``TorchDataset`` in a plain DataLoader (the per-sample way, exactly
+as the peers are used); torchvision ``ImageFolder`` on the same files, Hugging Face
 ``datasets`` (``Image`` feature / string column, ``save_to_disk`` + ``load_from_disk``) and
 MosaicML ``streaming`` (MDS, local directory); random access to one text sample vs Hugging
 Face; peak RSS (VmHWM of a child process) preprocessing a 1 GB CSV vs a 100 MB one.
 
-    .venv-bench/bin/python benchmarks/records.py [--quick] [--images N] [--skip-csv]
+    .venv-bench/bin/python benchmarks/records.py [--quick] [--images N] [--skip-csv] [--disk-cache]
 
 Needs the ``bench`` extra and torchvision next to a matching torch (see docs/performance.md).
 Prints a ratio table and writes ``benchmarks/results/records.json``.
@@ -24,6 +27,7 @@ Prints a ratio table and writes ``benchmarks/results/records.json``.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import io
 import json
@@ -140,16 +144,22 @@ class HFImages:
         return [(self.fn(v), y) for v, y in zip(values, rows["label"], strict=True)]
 
 
-def _loader_pass(dataset: Any, **kw: Any) -> float:
-    from torch.utils.data import DataLoader
-
-    loader = DataLoader(dataset, batch_size=BATCH, num_workers=WORKERS, **kw)
+def _loader_pass(make: Any) -> float:
+    """Samples/s of one pass over the loader ``make()`` builds (its workers start in it)."""
+    loader = make()
     t0 = time.perf_counter()
     count = sum(len(batch[1]) for batch in loader)
     elapsed = time.perf_counter() - t0
-    if count != len(dataset):
-        raise RuntimeError(f"pass read {count} of {len(dataset)} samples")
+    if count != len(loader.dataset):
+        raise RuntimeError(f"pass read {count} of {len(loader.dataset)} samples")
     return count / elapsed
+
+
+def _plain(dataset: Any) -> Any:
+    """How every peer is used: a DataLoader with 2 workers and batches of 64."""
+    from torch.utils.data import DataLoader
+
+    return lambda: DataLoader(dataset, batch_size=BATCH, num_workers=WORKERS)
 
 
 def build(work: Path, images: list[tuple[Path, int]], texts: list[str], mongo: str) -> dict:
@@ -210,29 +220,33 @@ def measure_loaders(work: Path, stores: dict[str, str], repeat: int) -> dict[str
     from torchvision.datasets import ImageFolder
 
     import datastack
-    from datastack.iterators.torch import TorchDataset
+    from datastack.iterators.torch import TorchDataset, data_loader
 
     passes: dict[str, Any] = {}
     for name, uri in stores.items():
         images = datastack.load("photos", storage=uri).with_image_options(decode=False)
         text = datastack.load("corpus", storage=uri)
-        passes[f"images datastack {name}"] = TorchDataset(images.map(_ds_image))
-        passes[f"text datastack {name}"] = TorchDataset(text.map(_ds_text))
-    passes["images torchvision ImageFolder"] = ImageFolder(str(work / "images"),
-                                                           transform=transform_image)
-    passes["images HF datasets"] = HFImages(hf.load_from_disk(str(work / "hf-images")), "image",
-                                            transform_bytes)
-    passes["text HF datasets"] = HFImages(hf.load_from_disk(str(work / "hf-text")), "text",
-                                          text_length)
+        for kind, it in (("images", images.map(_ds_image)), ("text", text.map(_ds_text))):
+            # datastack's loader (README): whole batches, small tensors sent by value
+            passes[f"{kind} datastack {name}"] = functools.partial(
+                data_loader, it, batch_size=BATCH, shuffle=False, num_workers=WORKERS)
+            # the per-sample way: TorchDataset in a plain DataLoader, like the peers
+            passes[f"{kind} datastack {name}, per-sample DataLoader"] = _plain(TorchDataset(it))
+    passes["images torchvision ImageFolder"] = _plain(ImageFolder(str(work / "images"),
+                                                                  transform=transform_image))
+    passes["images HF datasets"] = _plain(HFImages(hf.load_from_disk(str(work / "hf-images")),
+                                                   "image", transform_bytes))
+    passes["text HF datasets"] = _plain(HFImages(hf.load_from_disk(str(work / "hf-text")),
+                                                 "text", text_length))
     clean_stale_shared_memory()
-    passes["images MosaicML streaming (MDS)"] = _mds(work / "mds-images", "image",
-                                                     transform_bytes)
-    passes["text MosaicML streaming (MDS)"] = _mds(work / "mds-text", "text", text_length)
+    passes["images MosaicML streaming (MDS)"] = _plain(_mds(work / "mds-images", "image",
+                                                            transform_bytes))
+    passes["text MosaicML streaming (MDS)"] = _plain(_mds(work / "mds-text", "text",
+                                                          text_length))
     rounds: dict[str, list[float]] = {key: [] for key in passes}
     for _ in range(repeat):
-        for key, entry in passes.items():
-            dataset, kw = entry if isinstance(entry, tuple) else (entry, {})
-            rounds[key].append(_loader_pass(dataset, **kw))
+        for key, make in passes.items():
+            rounds[key].append(_loader_pass(make))
     return rounds
 
 
@@ -348,6 +362,9 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=20000)
     parser.add_argument("--skip-csv", action="store_true")
     parser.add_argument("--mongo-uri", default=None)
+    parser.add_argument("--disk-cache", action="store_true",
+                        help="keep datastack's read-through local disk cache on (the default "
+                             "of the library): later GridFS passes then read the local copy")
     parser.add_argument("--csv-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.csv_child:
@@ -361,9 +378,12 @@ def main() -> None:
         args.mongo_uri
     ) as mongo:
         work = Path(tmp)
-        # GridFS reads fill datastack's local disk cache (read-through, the default): keep it
-        # out of the user's cache folder; DATASTACK_CACHE_DIR_BYTES=0 measures GridFS itself
+        # GridFS reads fill datastack's local disk cache (read-through, the default): off here,
+        # so that every GridFS pass reads GridFS; with --disk-cache, kept out of the user's
+        # cache folder
         os.environ.setdefault("DATASTACK_CACHE_DIR", str(work / "localcache"))
+        if not args.disk_cache:
+            os.environ["DATASTACK_CACHE_DIR_BYTES"] = "0"
         images = make_images(work / "images", images_n)
         texts = make_texts(texts_n)
         stores = build(work, images, texts, mongo)

@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from torch.utils.data import Dataset
 
 from datastack.errors import MissingDependencyError
+from datastack.iterators._transport import Unpacking, pack
 from datastack.iterators.base import DatasetIterator, Sample
 from datastack.iterators.sampler import DatasetSampler as DatasetSampler  # re-export
 
@@ -273,23 +274,40 @@ def data_loader(
         drop_last=drop_last, block_aware=block_aware, batch_size=batch_size,
         num_workers=workers, batches=True,
     )
-    options: dict[str, Any] = {"num_workers": workers, "collate_fn": _as_is}
+    # Workers send small tensors by value (datastack.iterators._transport); not with pinned
+    # memory, whose thread pins only tensors, nor with the caller's own collate_fn.
+    inline = workers > 0 and not loader_kwargs.get("pin_memory")
+    inline = inline and "collate_fn" not in loader_kwargs
+    options: dict[str, Any] = {"num_workers": workers, "collate_fn": pack if inline else _as_is}
     if workers:
         options["worker_init_fn"] = worker_init_fn
     options.update(loader_kwargs)
-    if stateful:
-        try:
-            from torchdata.stateful_dataloader import (  # type: ignore[import-untyped]
-                StatefulDataLoader,
-            )
-        except ImportError:
-            raise MissingDependencyError(
-                "data_loader(stateful=True) needs torchdata: pip install 'datastack[torch]'"
-            ) from None
-        return StatefulDataLoader(data, sampler=sampler, batch_size=None, **options)
-    from torch.utils.data import DataLoader
+    return _loader_class(stateful, inline)(data, sampler=sampler, batch_size=None, **options)
 
-    return DataLoader(data, sampler=sampler, batch_size=None, **options)
+
+_LOADERS: dict[tuple[bool, bool], type] = {}
+
+
+def _loader_class(stateful: bool, inline: bool) -> Any:
+    """``DataLoader`` or torchdata's ``StatefulDataLoader``; with ``inline``, a subclass whose
+    iterator unpacks the batches its workers packed."""
+    cls = _LOADERS.get((stateful, inline))
+    if cls is None:
+        if stateful:
+            try:
+                from torchdata.stateful_dataloader import (  # type: ignore[import-untyped]
+                    StatefulDataLoader as base,
+                )
+            except ImportError:
+                raise MissingDependencyError(
+                    "data_loader(stateful=True) needs torchdata: pip install 'datastack[torch]'"
+                ) from None
+        else:
+            from torch.utils.data import DataLoader as base
+        name = f"Batch{base.__name__}"
+        cls = type(name, (Unpacking, base), {"__module__": __name__}) if inline else base
+        _LOADERS[(stateful, inline)] = cls
+    return cls
 
 
 def worker_init_fn(worker_id: int) -> None:

@@ -125,3 +125,40 @@ def test_batches_need_a_batch_size() -> None:
     sampler = DatasetSampler(SequenceDatasetIterator(list(range(10))), batch_size=4,
                              batches=True, shuffle=False)
     assert list(sampler) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]] and len(sampler) == 3
+
+
+def test_workers_send_small_tensors_by_value_and_large_ones_shared(tmp_path: Path) -> None:
+    """What two workers hand over equals what the main process reads (values, dtypes, field
+    structure, ragged lists, strings); small tensors come by value (not shared memory), large
+    ones (a batch above INLINE_BYTES) through shared memory as before."""
+    from datastack.iterators._transport import INLINE_BYTES
+
+    for name, it in _datasets(tmp_path).items():
+        expected = list(data_loader(it, batch_size=16, seed=2))
+        got = list(data_loader(it, batch_size=16, seed=2, num_workers=2))
+        assert len(got) == len(expected), name
+        for a, b in zip(expected, got, strict=True):
+            _same(a, b)
+        first = got[0] if isinstance(got[0], tuple) else tuple(got[0].values())
+        tensors = [t for t in first if isinstance(t, torch.Tensor)]
+        assert tensors and not any(t.is_shared() for t in tensors), name
+    rows = INLINE_BYTES // (6 * 5 * 4) + 1  # float32 6x5 rows: one batch just over the limit
+    big = SequenceDatasetIterator(np.ones((2 * rows, 6, 5), np.float32), np.arange(2 * rows))
+    [(x, y), _] = list(data_loader(big, batch_size=rows, shuffle=False, num_workers=2))
+    assert x.nbytes > INLINE_BYTES and x.is_shared() and not y.is_shared()
+    assert x.shape == (rows, 6, 5) and y.tolist() == list(range(rows))
+
+
+def test_pack_keeps_what_cannot_go_by_value() -> None:
+    from datastack.iterators._transport import INLINE_BYTES, InlineArray, pack, unpack
+
+    small = torch.arange(6, dtype=torch.int16).reshape(2, 3).t()  # not contiguous
+    kept = [torch.ones(2, dtype=torch.bfloat16), torch.ones(2, requires_grad=True),
+            torch.zeros(INLINE_BYTES + 1, dtype=torch.uint8), torch.ones(3).to_sparse()]
+    batch = {"a": (small, "text", [torch.tensor([1.5]), b"raw"]), "kept": kept}
+    packed = pack(batch)
+    assert type(packed["a"][0]) is InlineArray and type(packed["a"][2][0]) is InlineArray
+    assert all(p is k for p, k in zip(packed["kept"], kept, strict=True))
+    back = unpack(packed)
+    _same(back["a"], batch["a"])
+    assert back["a"][0].shape == (3, 2) and back["kept"][0] is kept[0]

@@ -260,7 +260,7 @@ def test_datasets_and_stacks_under_spawn_and_forkserver(
     from torch.utils.data import DataLoader
 
     import datastack
-    from datastack.iterators.torch import as_torch_dataset
+    from datastack.iterators.torch import as_torch_dataset, data_loader
     from tests.training.conftest import publish
 
     backend = request.getfixturevalue("mongo_uri") if method == "spawn" else str(tmp_path / "s")
@@ -273,3 +273,7 @@ def test_datasets_and_stacks_under_spawn_and_forkserver(
     got = torch.cat([batch[0] for batch in loader]).numpy()
     want = np.stack([np.asarray(stack[i][0]) for i in sampler])
     assert np.allclose(got, want) and np.allclose(np.sort(got.sum(1)), np.sort((2 * x[8:40]).sum(1)))
+    batched = data_loader(stack, batch_size=8, seed=0, num_workers=2,
+                          multiprocessing_context=method)  # workers pack, main unpacks
+    got = torch.cat([batch[0] for batch in batched]).numpy()  # block-aware order on GridFS
+    assert np.allclose(np.sort(got.sum(1)), np.sort(want.sum(1))) and got.dtype == want.dtype
