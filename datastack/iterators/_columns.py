@@ -97,20 +97,20 @@ def _sample_starts(column: _Column, length: int) -> NDArray[np.int64]:
     return firsts[rows // per]
 
 
-def _cut_bytes(column: _Column, rows: Indices, buffer: bytes | bytearray) -> NDArray[Any] | None:
+def _cut_bytes(column: _Column, rows: Indices, buffer: Any) -> NDArray[Any] | None:
     """Rows ``rows`` (sorted) of a string or bytes field, cut from ``buffer`` (their values
-    one after the other) with one slice per row, as an object array; None when a row is not
-    valid UTF-8 (the caller's per-row decode then says which)."""
+    one after the other: bytes, bytearray or a uint8 array) with one copy per row, as an
+    object array; None when a row is not valid UTF-8 (the caller's per-row decode then says
+    which)."""
     assert column.offsets is not None
-    data = bytes(buffer)
+    view = memoryview(buffer).cast("B")
     ends = np.cumsum(column.offsets[rows + 1] - column.offsets[rows]).tolist()
-    pieces = [data[a:b] for a, b in pairwise([0, *ends])]
-    out = np.empty(len(pieces), dtype=object)
+    out = np.empty(len(ends), dtype=object)
     if column.field.kind == STRING:
         try:
-            out[:] = [piece.decode("utf-8") for piece in pieces]
+            out[:] = [str(view[a:b], "utf-8") for a, b in pairwise([0, *ends])]
         except UnicodeDecodeError:
             return None
-    else:
-        out[:] = pieces  # str / bytes are scalars to numpy: one C-level fill
+    else:  # str / bytes are scalars to numpy: one C-level fill
+        out[:] = [view[a:b].tobytes() for a, b in pairwise([0, *ends])]
     return out

@@ -286,9 +286,10 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
         firsts = uniq[np.concatenate([[0], cuts])]
         lasts = uniq[np.concatenate([cuts - 1, [len(uniq) - 1]])]
         bounds = np.stack([column.offsets[firsts], column.offsets[lasts + 1]], axis=1)
-        gathered = self._gather_values(state, column, bounds)
-        buffer = gathered if gathered is not None else bytearray().join(
-            self._read_span(state, column, lo, hi) for lo, hi in bounds.tolist())
+        buffer: Any = self._gather_values(state, column, bounds)
+        if buffer is None:  # one run (a sequential batch) is used as read, not joined
+            spans = [self._read_span(state, column, lo, hi) for lo, hi in bounds.tolist()]
+            buffer = spans[0] if len(spans) == 1 else bytearray().join(spans)
         kind = column.field.kind
         if kind in (STRING, BYTES) or (kind == IMAGE and not self.decode_images):
             cut = _cut_bytes(column, uniq, buffer)
