@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from torch.utils.data import Dataset
 
 from datastack.errors import MissingDependencyError
-from datastack.iterators._transport import Unpacking, pack
+from datastack.iterators._ipc import Unpacking, pack
 from datastack.iterators.base import DatasetIterator, Sample
 from datastack.iterators.sampler import DatasetSampler as DatasetSampler  # re-export
 
@@ -262,7 +262,7 @@ def data_loader(
     ``StatefulDataLoader`` (``state_dict()`` resumes mid-epoch). ``drop_last`` drops the short
     last batch and the rank tail (no repeated samples). Other keywords go to the loader.
     With workers, tensors of up to 256 KiB come back by value in the pickled batch instead of
-    one shared-memory segment each (:mod:`datastack.iterators._transport`: 3x cheaper for
+    one shared-memory segment each (:mod:`datastack.iterators._ipc`: 3x cheaper for
     small batches), unless ``pin_memory=True`` or a ``collate_fn`` is given.
 
     >>> loader = data_loader(it, batch_size=256, num_workers=2)         # doctest: +SKIP
@@ -277,7 +277,7 @@ def data_loader(
         drop_last=drop_last, block_aware=block_aware, batch_size=batch_size,
         num_workers=workers, batches=True,
     )
-    # Workers send small tensors by value (datastack.iterators._transport); not with pinned
+    # Workers send small tensors by value (datastack.iterators._ipc); not with pinned
     # memory, whose thread pins only tensors, nor with the caller's own collate_fn.
     inline = workers > 0 and not loader_kwargs.get("pin_memory")
     inline = inline and "collate_fn" not in loader_kwargs

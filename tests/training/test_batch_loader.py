@@ -131,7 +131,7 @@ def test_workers_send_small_tensors_by_value_and_large_ones_shared(tmp_path: Pat
     """What two workers hand over equals what the main process reads (values, dtypes, field
     structure, ragged lists, strings); small tensors come by value (not shared memory), large
     ones (a batch above INLINE_BYTES) through shared memory as before."""
-    from datastack.iterators._transport import INLINE_BYTES
+    from datastack.iterators._ipc import INLINE_BYTES
 
     for name, it in _datasets(tmp_path).items():
         expected = list(data_loader(it, batch_size=16, seed=2))
@@ -150,7 +150,7 @@ def test_workers_send_small_tensors_by_value_and_large_ones_shared(tmp_path: Pat
 
 
 def test_pack_keeps_what_cannot_go_by_value() -> None:
-    from datastack.iterators._transport import INLINE_BYTES, InlineArray, pack, unpack
+    from datastack.iterators._ipc import INLINE_BYTES, InlineArray, pack, unpack
 
     small = torch.arange(6, dtype=torch.int16).reshape(2, 3).t()  # not contiguous
     kept = [torch.ones(2, dtype=torch.bfloat16), torch.ones(2, requires_grad=True),
