@@ -18,7 +18,7 @@ as the peers are used); torchvision ``ImageFolder`` on the same files, Hugging F
 MosaicML ``streaming`` (MDS, local directory); random access to one text sample vs Hugging
 Face; peak RSS (VmHWM of a child process) preprocessing a 1 GB CSV vs a 100 MB one.
 
-    .venv-bench/bin/python benchmarks/records.py [--quick] [--images N] [--skip-csv] [--disk-cache]
+    .venv-bench/bin/python benchmarks/records.py [--quick] [--images N] [--skip-csv] [--disk-cache] [--rounds 15]
 
 Needs the ``bench`` extra and torchvision next to a matching torch (see docs/performance.md).
 Prints a ratio table and writes ``benchmarks/results/records.json``.
@@ -213,8 +213,8 @@ def _mds(local: Path, column: str, fn: Any) -> Any:
 
 def measure_loaders(work: Path, stores: dict[str, str], repeat: int) -> dict[str, list[float]]:
     """Samples/s of one DataLoader pass per system and round; rounds alternate the systems
-    (the machine is shared: the table shows the best of the rounds and, paired by round, the
-    median of each round's ratio to that round's fastest peer)."""
+    (the machine is shared: the table shows the best of the rounds, the median, and each
+    round's ratio to the fastest peer in the same round, with its quartiles)."""
     import datasets as hf
     from streaming.base.util import clean_stale_shared_memory
     from torchvision.datasets import ImageFolder
@@ -328,23 +328,34 @@ def measure_csv_memory(work: Path, sizes: tuple[int, int]) -> dict[str, Any]:
 
 
 # -- report -------------------------------------------------------------------------------------
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    from statistics import median, quantiles
+
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    low, _, high = quantiles(values, n=4, method="inclusive")
+    return low, median(values), high
+
+
 def report(rounds: dict[str, list[float]], text: dict[str, float], memory: dict[str, Any]) -> str:
     from statistics import median
 
     lines = ["| measurement | samples/s (best) | vs fastest peer (best) | median vs fastest "
-             "peer's median | paired (median of rounds) |", "|---|---:|---:|---:|---:|"]
+             "peer's median | paired with that peer: median [quartiles] |",
+             "|---|---:|---:|---:|---:|"]
     for kind in ("images", "text"):
         mine = {k: v for k, v in rounds.items() if k.startswith(kind)}
         peers = {k: v for k, v in mine.items() if "datastack" not in k}
         fastest = max(max(v) for v in peers.values())
-        typical = max(median(v) for v in peers.values())
-        # paired: each round against the fastest peer *of that round*, a max of 3 noisy
-        # rates, so it leans against whoever is compared with it when all run at par
-        per_round = [max(round_) for round_ in zip(*peers.values(), strict=True)]
-        for key, values in sorted(mine.items(), key=lambda kv: -max(kv[1])):
-            paired = median(v / f for v, f in zip(values, per_round, strict=True))
+        # "the fastest peer": the one with the highest median rate; paired = each round's
+        # rate over that peer's rate in the same round (rounds alternate the systems)
+        peer = max(peers, key=lambda k: median(peers[k]))
+        for key, values in sorted(mine.items(), key=lambda kv: -median(kv[1])):
+            ratios = [v / f for v, f in zip(values, peers[peer], strict=True)]
+            low, mid, high = _quartiles(ratios)
             lines.append(f"| {key} | {max(values):,.0f} | {max(values) / fastest:.2f} | "
-                         f"{median(values) / typical:.2f} | {paired:.2f} |")
+                         f"{median(values) / median(peers[peer]):.2f} | "
+                         f"{mid:.2f} [{low:.2f}-{high:.2f}] |")
     lines += ["", "| random read of one text sample | us/read | vs HF datasets |",
               "|---|---:|---:|"]
     for key, value in text.items():
@@ -364,6 +375,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=3000)
     parser.add_argument("--texts", type=int, default=20000)
     parser.add_argument("--skip-csv", action="store_true")
+    parser.add_argument("--rounds", type=int, default=15,
+                        help="DataLoader passes per system, alternating (the machine is shared)")
     parser.add_argument("--mongo-uri", default=None)
     parser.add_argument("--disk-cache", action="store_true",
                         help="keep datastack's read-through local disk cache on (the default "
@@ -376,7 +389,7 @@ def main() -> None:
     # np.asarray of a PIL image is read-only: torch warns once per worker, for every peer alike
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     images_n, texts_n = (300, 2000) if args.quick else (args.images, args.texts)
-    repeat = 1 if args.quick else 7
+    repeat = 1 if args.quick else args.rounds
     with tempfile.TemporaryDirectory(prefix="datastack-records-") as tmp, mongo_server(
         args.mongo_uri
     ) as mongo:
