@@ -162,3 +162,15 @@ def test_pack_keeps_what_cannot_go_by_value() -> None:
     back = unpack(packed)
     _same(back["a"], batch["a"])
     assert back["a"][0].shape == (3, 2) and back["kept"][0] is kept[0]
+
+
+def test_persistent_workers_unpack_every_epoch() -> None:
+    it = SequenceDatasetIterator(np.arange(40), np.arange(40) % 3)
+    loader = data_loader(it, batch_size=8, seed=1, num_workers=2, persistent_workers=True)
+    for epoch in range(2):
+        loader.sampler.set_epoch(epoch)
+        batches = iter(loader)
+        assert len(batches) == 5
+        got = [b for b in batches]
+        assert all(isinstance(x, torch.Tensor) and not x.is_shared() for b in got for x in b)
+        assert sorted(int(i) for b in got for i in b[0]) == list(range(40))
