@@ -37,36 +37,41 @@ class InlineArray:
         return (InlineArray, (self.array,))
 
 
+def _map_leaves(value: Any, leaf: Any) -> Any:
+    """``value`` with ``leaf`` applied to everything below its tuples, lists and dicts."""
+    if type(value) in (tuple, list):
+        return type(value)(_map_leaves(v, leaf) for v in value)
+    if type(value) is dict:
+        return {k: _map_leaves(v, leaf) for k, v in value.items()}
+    return leaf(value)
+
+
+def _pack_leaf(value: Any) -> Any:
+    if type(value) is not torch.Tensor:  # exact type: subclasses keep their own pickling
+        return value
+    if value.layout is not torch.strided or value.device.type != "cpu":
+        return value
+    if value.nbytes > INLINE_BYTES:
+        return value
+    try:
+        return InlineArray(value.numpy())
+    except (TypeError, RuntimeError):  # bfloat16, requires_grad, conjugate views
+        return value
+
+
+def _unpack_leaf(value: Any) -> Any:
+    return torch.from_numpy(value.array) if type(value) is InlineArray else value
+
+
 def pack(value: Any) -> Any:
     """``collate_fn`` of the workers: CPU tensors of up to :data:`INLINE_BYTES` become
     :class:`InlineArray`; everything else (and tensor subclasses) is left as it is."""
-    if type(value) is torch.Tensor:
-        if (
-            value.layout is not torch.strided
-            or value.device.type != "cpu"
-            or value.nbytes > INLINE_BYTES
-        ):
-            return value
-        try:
-            return InlineArray(value.numpy())
-        except (TypeError, RuntimeError):  # bfloat16, requires_grad, conjugate views
-            return value
-    if type(value) in (tuple, list):
-        return type(value)(pack(v) for v in value)
-    if type(value) is dict:
-        return {k: pack(v) for k, v in value.items()}
-    return value
+    return _map_leaves(value, _pack_leaf)
 
 
 def unpack(value: Any) -> Any:
     """The inverse of :func:`pack`, in the main process (``torch.from_numpy``: no copy)."""
-    if type(value) is InlineArray:
-        return torch.from_numpy(value.array)
-    if type(value) in (tuple, list):
-        return type(value)(unpack(v) for v in value)
-    if type(value) is dict:
-        return {k: unpack(v) for k, v in value.items()}
-    return value
+    return _map_leaves(value, _unpack_leaf)
 
 
 class UnpackedBatches:
