@@ -192,11 +192,24 @@ class StreamedResource(io.RawIOBase):
             return int(hook(offsets, row_bytes, out))
         import numpy as np
 
-        cuts = (np.flatnonzero(offsets[1:] != offsets[:-1] + row_bytes) + 1).tolist()
-        bounds = zip([0, *cuts], [*cuts, len(offsets)], strict=True)
-        return self.read_at(
-            [(int(offsets[a]), out[a * row_bytes : b * row_bytes]) for a, b in bounds]
-        )
+        apart = np.flatnonzero(offsets[1:] != offsets[:-1] + row_bytes) + 1
+        firsts = np.concatenate([[0], apart])
+        rows = np.diff(np.append(firsts, len(offsets)))  # rows per run adjacent in the file
+        return self.read_ranges(offsets[firsts], rows * row_bytes, out)
+
+    def read_ranges(
+        self, offsets: NDArray[np.int64], sizes: NDArray[np.int64], out: memoryview
+    ) -> int:
+        """The byte ranges ``offsets[i] .. offsets[i] + sizes[i]`` one after the other into
+        ``out`` (:meth:`read_at`, one piece per range); returns the bytes read."""
+        import numpy as np
+
+        ends = np.cumsum(sizes).tolist()
+        pieces = [
+            (offset, out[end - size : end])
+            for offset, size, end in zip(offsets.tolist(), sizes.tolist(), ends, strict=True)
+        ]
+        return self.read_at(pieces)
 
     def read_at(self, pieces: Sequence[tuple[int, memoryview]]) -> int:
         """Fill each ``(offset, view)`` with the bytes at ``offset``; returns the bytes read

@@ -227,11 +227,7 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
             return None
         offsets, sizes = raw
         buffer = bytearray(int(sizes.sum()))
-        view, at, pieces = memoryview(buffer), 0, []
-        for offset, size in zip(offsets.tolist(), sizes.tolist(), strict=True):
-            pieces.append((offset, view[at : at + size]))
-            at += size
-        if state.resource.read_at(pieces) != len(buffer):
+        if state.resource.read_ranges(offsets, sizes, memoryview(buffer)) != len(buffer):
             raise FormatError(f"{self.resource.identifier}: the file ends inside a sample; it "
                               "is truncated, re-run the preprocessing")
         return buffer
