@@ -16,9 +16,12 @@ workers by value) and with ``TorchDataset`` in a plain DataLoader (the per-sampl
 as the peers are used); torchvision ``ImageFolder`` on the same files, Hugging Face
 ``datasets`` (``Image`` feature / string column, ``save_to_disk`` + ``load_from_disk``) and
 MosaicML ``streaming`` (MDS, local directory); random access to one text sample vs Hugging
-Face; peak RSS (VmHWM of a child process) preprocessing a 1 GB CSV vs a 100 MB one.
+Face; peak RSS (VmHWM of a child process) preprocessing a 1 GB CSV vs a 100 MB one. Each pass
+also counts the CPU time it cost every process (workers, main, the SecantusDB server), per
+sample: the passes are CPU-bound, and CPU time is what a faster reader would save.
 
-    .venv-bench/bin/python benchmarks/records.py [--quick] [--images N] [--skip-csv] [--disk-cache] [--rounds 15]
+    .venv-bench/bin/python benchmarks/records.py [--quick] [--images N] [--skip-csv]
+        [--disk-cache] [--rounds 15]
 
 Needs the ``bench`` extra and torchvision next to a matching torch (see docs/performance.md).
 Prints a ratio table and writes ``benchmarks/results/records.json``.
@@ -144,15 +147,38 @@ class HFImages:
         return [(self.fn(v), y) for v, y in zip(values, rows["label"], strict=True)]
 
 
-def _loader_pass(make: Any) -> float:
-    """Samples/s of one pass over the loader ``make()`` builds (its workers start in it)."""
+def _tree_cpu_seconds() -> float:
+    """CPU seconds used so far by this process, its reaped children (DataLoader workers are
+    joined at the end of a pass) and its live children (the SecantusDB server, whose work for
+    the GridFS passes counts too)."""
+    import resource
+
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    me, tick = os.getpid(), os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:  # ppid; utime and stime are fields 14 and 15 of stat
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _loader_pass(make: Any) -> tuple[float, float]:
+    """Samples/s of one pass over the loader ``make()`` builds (its workers start in it), and
+    the CPU milliseconds per sample that the pass cost all processes."""
     loader = make()
-    t0 = time.perf_counter()
+    cpu0, t0 = _tree_cpu_seconds(), time.perf_counter()
     count = sum(len(batch[1]) for batch in loader)
     elapsed = time.perf_counter() - t0
+    cpu = _tree_cpu_seconds() - cpu0
     if count != len(loader.dataset):
         raise RuntimeError(f"pass read {count} of {len(loader.dataset)} samples")
-    return count / elapsed
+    return count / elapsed, 1000 * cpu / count
 
 
 def _plain(dataset: Any) -> Any:
@@ -211,10 +237,14 @@ def _mds(local: Path, column: str, fn: Any) -> Any:
     return Transformed(local=str(local), remote=None, shuffle=False, batch_size=BATCH)
 
 
-def measure_loaders(work: Path, stores: dict[str, str], repeat: int) -> dict[str, list[float]]:
+def measure_loaders(
+    work: Path, stores: dict[str, str], repeat: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, float]]:
     """Samples/s of one DataLoader pass per system and round; rounds alternate the systems
     (the machine is shared: the table shows the best of the rounds, the median, and each
-    round's ratio to the fastest peer in the same round, with its quartiles)."""
+    round's ratio to the fastest peer in the same round, with its quartiles), and the CPU
+    time per sample of each pass (the passes are CPU-bound on 2 cores: the work each system
+    costs, less disturbed by the machine's other tenants than wall time)."""
     import datasets as hf
     from streaming.base.util import clean_stale_shared_memory
     from torchvision.datasets import ImageFolder
@@ -244,10 +274,46 @@ def measure_loaders(work: Path, stores: dict[str, str], repeat: int) -> dict[str
     passes["text MosaicML streaming (MDS)"] = _plain(_mds(work / "mds-text", "text",
                                                           text_length))
     rounds: dict[str, list[float]] = {key: [] for key in passes}
+    cpu: dict[str, list[float]] = {key: [] for key in passes}
+    order = list(passes)
+    for r in range(repeat):
+        # rotated each round, so that no system always runs after the same one
+        for key in order[r % len(order):] + order[: r % len(order)]:
+            rate, ms = _loader_pass(passes[key])
+            rounds[key].append(rate)
+            cpu[key].append(ms)
+    cost = {key: _fetch_cost(make, max(3, repeat // 3)) for key, make in passes.items()
+            if key.startswith("images") and "gridfs" not in key}
+    return rounds, cpu, cost
+
+
+def _fetch_cost(make: Any, repeat: int) -> float:
+    """CPU milliseconds per sample of what a worker of the loader ``make()`` does for a pass
+    (fetch each batch of its sampler and collate it: torch's own fetcher), in this process,
+    the least of ``repeat`` passes. A 2-worker pass is bound by this cost (rate x CPU per
+    sample = the 2 cores), which one process measures far more steadily than the pass's wall
+    time on a shared machine: other tenants only ever add to it."""
+    from torch.utils.data import IterableDataset
+    from torch.utils.data._utils.fetch import _IterableDatasetFetcher, _MapDatasetFetcher
+
+    loader = make()
+    kind = (_IterableDatasetFetcher if isinstance(loader.dataset, IterableDataset)
+            else _MapDatasetFetcher)
+    best = float("inf")
     for _ in range(repeat):
-        for key, make in passes.items():
-            rounds[key].append(_loader_pass(make))
-    return rounds
+        fetcher = kind(loader.dataset, loader._auto_collation, loader.collate_fn,
+                       loader.drop_last)
+        count, t0 = 0, time.process_time()
+        try:
+            for batch in loader._index_sampler:  # an iterable's sampler never ends
+                out = fetcher.fetch(batch)
+                count += len(batch) if kind is _MapDatasetFetcher else len(out[1])
+        except StopIteration:
+            pass
+        best = min(best, time.process_time() - t0)
+    if count != len(loader.dataset):
+        raise RuntimeError(f"fetched {count} of {len(loader.dataset)} samples")
+    return 1000 * best / count
 
 
 def measure_random_text(work: Path, stores: dict[str, str], reads: int) -> dict[str, float]:
@@ -337,12 +403,14 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
     return low, median(values), high
 
 
-def report(rounds: dict[str, list[float]], text: dict[str, float], memory: dict[str, Any]) -> str:
+def report(rounds: dict[str, list[float]], cpu: dict[str, list[float]], cost: dict[str, float],
+           text: dict[str, float], memory: dict[str, Any]) -> str:
     from statistics import median
 
     lines = ["| measurement | samples/s (best) | vs fastest peer (best) | median vs fastest "
-             "peer's median | paired with that peer: median [quartiles] |",
-             "|---|---:|---:|---:|---:|"]
+             "peer's median | paired with that peer: median [quartiles] | CPU ms/sample "
+             "(median) | CPU vs that peer |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for kind in ("images", "text"):
         mine = {k: v for k, v in rounds.items() if k.startswith(kind)}
         peers = {k: v for k, v in mine.items() if "datastack" not in k}
@@ -355,7 +423,14 @@ def report(rounds: dict[str, list[float]], text: dict[str, float], memory: dict[
             low, mid, high = _quartiles(ratios)
             lines.append(f"| {key} | {max(values):,.0f} | {max(values) / fastest:.2f} | "
                          f"{median(values) / median(peers[peer]):.2f} | "
-                         f"{mid:.2f} [{low:.2f}-{high:.2f}] |")
+                         f"{mid:.2f} [{low:.2f}-{high:.2f}] | {median(cpu[key]):.3f} | "
+                         f"{median(cpu[key]) / median(cpu[peer]):.2f} |")
+    if cost:
+        cheapest = min(v for k, v in cost.items() if "datastack" not in k)
+        lines += ["", "| images, local files: a worker's fetch + collate, one process, least of "
+                  "the passes | CPU ms/sample | vs the cheapest peer |", "|---|---:|---:|"]
+        for key, value in sorted(cost.items(), key=lambda kv: kv[1]):
+            lines.append(f"| {key} | {value:.3f} | {value / cheapest:.3f} |")
     lines += ["", "| random read of one text sample | us/read | vs HF datasets |",
               "|---|---:|---:|"]
     for key, value in text.items():
@@ -403,16 +478,17 @@ def main() -> None:
         images = make_images(work / "images", images_n)
         texts = make_texts(texts_n)
         stores = build(work, images, texts, mongo)
-        rates = measure_loaders(work, stores, repeat)
+        rates, cpu, cost = measure_loaders(work, stores, repeat)
         text = measure_random_text(work, stores, 2000)
         size = sum(p.stat().st_size for p, _ in images)
         memory = {} if args.skip_csv else measure_csv_memory(
             work, (100 * MIB, 1024 * MIB) if not args.quick else (10 * MIB, 100 * MIB))
-    table = report(rates, text, memory)
+    table = report(rates, cpu, cost, text, memory)
     print(table)
     print(f"{images_n} images, {size / MIB:.1f} MiB encoded; {texts_n} texts; local disk cache "
           f"{'off' if os.environ.get('DATASTACK_CACHE_DIR_BYTES') == '0' else 'on'}")
     write_results("records.json", {"images": images_n, "texts": texts_n, "loader": rates,
+                                   "cpu_ms_per_sample": cpu, "fetch_cost_ms": cost,
                                    "random_text_us": text, "csv_memory": memory,
                                    "table": table, "bytes": size})
 
