@@ -16,7 +16,9 @@ workers by value) and with ``TorchDataset`` in a plain DataLoader (the per-sampl
 as the peers are used); torchvision ``ImageFolder`` on the same files, Hugging Face
 ``datasets`` (``Image`` feature / string column, ``save_to_disk`` + ``load_from_disk``) and
 MosaicML ``streaming`` (MDS, local directory); random access to one text sample vs Hugging
-Face; peak RSS (VmHWM of a child process) preprocessing a 1 GB CSV vs a 100 MB one. Each pass
+Face; peak RSS (VmHWM of a child process) preprocessing a 1 GB CSV vs a 100 MB one. The same
+images are also passed without decoding (each sample: its encoded bytes' length), where the
+reader is what is measured (no goal in issue #13). Each pass
 also counts the CPU time it cost every process (workers, main, the SecantusDB server), per
 sample: the passes are CPU-bound, and CPU time is what a faster reader would save.
 
@@ -118,6 +120,23 @@ def text_length(text: str) -> Any:
     import torch
 
     return torch.tensor(len(text.encode("utf-8")))
+
+
+def byte_length(data: bytes) -> Any:
+    """The reader-bound pass: the encoded image's bytes reach the worker, nothing decodes."""
+    import torch
+
+    return torch.tensor(len(data))
+
+
+def read_file(path: str) -> bytes:
+    """torchvision ImageFolder's ``loader`` for the no-decode pass: the file's bytes."""
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _ds_bytes(sample: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (byte_length(sample[0]), sample[1])
 
 
 def _ds_image(sample: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -256,7 +275,8 @@ def measure_loaders(
     for name, uri in stores.items():
         images = datastack.load("photos", storage=uri).with_image_options(decode=False)
         text = datastack.load("corpus", storage=uri)
-        for kind, it in (("images", images.map(_ds_image)), ("text", text.map(_ds_text))):
+        for kind, it in (("images", images.map(_ds_image)), ("text", text.map(_ds_text)),
+                         ("encoded images", images.map(_ds_bytes))):
             # datastack's loader (README): whole batches, small tensors sent by value
             passes[f"{kind} datastack {name}"] = functools.partial(
                 data_loader, it, batch_size=BATCH, shuffle=False, num_workers=WORKERS)
@@ -268,11 +288,18 @@ def measure_loaders(
                                                    "image", transform_bytes))
     passes["text HF datasets"] = _plain(HFImages(hf.load_from_disk(str(work / "hf-text")),
                                                  "text", text_length))
+    # the same images, not decoded: what the reader alone costs (no goal in #13)
+    passes["encoded images torchvision ImageFolder"] = _plain(ImageFolder(
+        str(work / "images"), loader=read_file, transform=byte_length))
+    passes["encoded images HF datasets"] = _plain(HFImages(
+        hf.load_from_disk(str(work / "hf-images")), "image", byte_length))
     clean_stale_shared_memory()
     passes["images MosaicML streaming (MDS)"] = _plain(_mds(work / "mds-images", "image",
                                                             transform_bytes))
     passes["text MosaicML streaming (MDS)"] = _plain(_mds(work / "mds-text", "text",
                                                           text_length))
+    passes["encoded images MosaicML streaming (MDS)"] = _plain(_mds(work / "mds-images", "image",
+                                                                    byte_length))
     rounds: dict[str, list[float]] = {key: [] for key in passes}
     cpu: dict[str, list[float]] = {key: [] for key in passes}
     order = list(passes)
@@ -411,7 +438,7 @@ def report(rounds: dict[str, list[float]], cpu: dict[str, list[float]], cost: di
              "peer's median | paired with that peer: median [quartiles] | CPU ms/sample "
              "(median) | CPU vs that peer |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    for kind in ("images", "text"):
+    for kind in ("images", "encoded images", "text"):
         mine = {k: v for k, v in rounds.items() if k.startswith(kind)}
         peers = {k: v for k, v in mine.items() if "datastack" not in k}
         fastest = max(max(v) for v in peers.values())

@@ -4,7 +4,6 @@ field's values lie in the file, and the arithmetic from rows to byte ranges and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -97,20 +96,23 @@ def _sample_starts(column: _Column, length: int) -> NDArray[np.int64]:
     return firsts[rows // per]
 
 
-def _cut_bytes(column: _Column, rows: Indices, buffer: Any) -> NDArray[Any] | None:
-    """Rows ``rows`` (sorted) of a string or bytes field, cut from ``buffer`` (their values
-    one after the other: bytes, bytearray or a uint8 array) with one copy per row, as an
-    object array; None when a row is not valid UTF-8 (the caller's per-row decode then says
+def _cut_bytes(
+    column: _Column, buffer: Any, starts: NDArray[np.int64], ends: NDArray[np.int64]
+) -> NDArray[Any] | None:
+    """The values ``buffer[starts[i]:ends[i]]`` of a string or bytes field (``buffer``: bytes,
+    a bytearray, a uint8 array or a memory map of the file), one copy per value, as an object
+    array; None when a value is not valid UTF-8 (the caller's per-row decode then says
     which)."""
-    assert column.offsets is not None
-    view = memoryview(buffer).cast("B")
-    ends = np.cumsum(column.offsets[rows + 1] - column.offsets[rows]).tolist()
     out = np.empty(len(ends), dtype=object)
-    if column.field.kind == STRING:
-        try:
-            out[:] = [str(view[a:b], "utf-8") for a, b in pairwise([0, *ends])]
-        except UnicodeDecodeError:
-            return None
-    else:  # str / bytes are scalars to numpy: one C-level fill
-        out[:] = [view[a:b].tobytes() for a, b in pairwise([0, *ends])]
+    with memoryview(buffer) as whole:
+        view = whole.cast("B")
+        pairs = zip(starts.tolist(), ends.tolist(), strict=True)
+        if column.field.kind == STRING:
+            try:
+                out[:] = [str(view[a:b], "utf-8") for a, b in pairs]
+            except UnicodeDecodeError:
+                return None
+        else:  # str / bytes are scalars to numpy: one C-level fill
+            out[:] = [view[a:b].tobytes() for a, b in pairs]
+        view.release()
     return out

@@ -79,6 +79,16 @@ class _OpenRecords:
     attrs: dict[str, Any] = field(default_factory=dict)
     #: The descriptor of a local file (``os.pread``), else None (reads go through the stream).
     fd: int | None = None
+    #: A read-only memory map of the local file (strings and bytes are cut from it), made on
+    #: first use; None when there is none.
+    memory: Any = None
+    memory_tried: bool = False
+
+    def memory_map(self) -> Any:
+        if not self.memory_tried:
+            self.memory_tried = True
+            self.memory = self.resource.memory_map() if self.fd is not None else None
+        return self.memory
 
 
 class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
@@ -172,6 +182,8 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
             state.file.close()
         finally:
             state.resource.close()
+            if state.memory is not None:
+                state.memory.close()
 
     # -- reads ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -278,6 +290,10 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
         rows in one buffer (one scattered read when they lie in raw chunks, else one read
         per run), strings and bytes cut from it with one slice per row."""
         assert column.offsets is not None
+        kind = column.field.kind
+        as_bytes = kind in (STRING, BYTES) or (kind == IMAGE and not self.decode_images)
+        if as_bytes and (cut := self._cut_mapped(state, column, uniq)) is not None:
+            return cut
         cuts = np.flatnonzero(np.diff(uniq) > 1) + 1
         firsts = uniq[np.concatenate([[0], cuts])]
         lasts = uniq[np.concatenate([cuts - 1, [len(uniq) - 1]])]
@@ -286,9 +302,10 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
         if buffer is None:  # one run (a sequential batch) is used as read, not joined
             spans = [self._read_span(state, column, lo, hi) for lo, hi in bounds.tolist()]
             buffer = spans[0] if len(spans) == 1 else bytearray().join(spans)
-        kind = column.field.kind
-        if kind in (STRING, BYTES) or (kind == IMAGE and not self.decode_images):
-            cut = _cut_bytes(column, uniq, buffer)
+        if as_bytes:  # uint8 values, one after the other in the buffer
+            sizes = column.offsets[uniq + 1] - column.offsets[uniq]
+            ends = np.cumsum(sizes)
+            cut = _cut_bytes(column, buffer, ends - sizes, ends)
             if cut is not None:
                 return cut  # else a row is not UTF-8: decoded one by one, the error names it
         dtype = column.stored.dset.dtype
@@ -299,6 +316,29 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
             values.append(self._decode(column, flat[at:end], row))
             at = end
         return object_column(values)
+
+    @staticmethod
+    def _cut_mapped(state: _OpenRecords, column: _Column, uniq: Indices) -> Any:
+        """Rows ``uniq`` of a string or bytes field cut straight from the memory map of a
+        local file, one copy per value (no buffer to fill first); None when the file is not
+        local, a value is not stored raw, or the file is shorter than the values (the read
+        path then says it is truncated)."""
+        assert column.offsets is not None
+        memory = state.memory_map()
+        if memory is None:
+            return None
+        los, his = column.offsets[uniq], column.offsets[uniq + 1]
+        full = his > los
+        starts = np.zeros(len(uniq), dtype=np.int64)
+        if bool(full.any()):
+            raw = column.raw_ranges(los[full], his[full])
+            if raw is None:
+                return None
+            starts[full] = raw[0]
+        ends = starts + (his - los) * column.stored.row_bytes
+        if len(ends) and int(ends.max()) > len(memory):
+            return None
+        return _cut_bytes(column, memory, starts, ends)
 
     def _prefetch(self, state: _OpenRecords, uniq: Indices, *, wait: bool = True) -> None:
         """Hand every byte range the rows need to the stream (one round trip over GridFS;

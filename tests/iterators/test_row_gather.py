@@ -133,3 +133,43 @@ def test_fields_written_side_by_side_are_gathered_from_the_map(tmp_path: Path) -
     assert column.mapped is not None and column.mapped_starts is not None
     assert len(np.unique(column.mapped_starts % column.row_bytes)) > 8
     assert np.array_equal(it[29999][0], x[29999]) and it[3][0].flags.writeable
+
+
+def test_strings_and_bytes_of_a_local_file_are_cut_from_its_memory_map(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of a string or bytes field of a local file is cut from the file's memory map
+    (one copy per value, no read into a buffer first); empty values, repeats and any order
+    come out exact, and the same batches read from a stream that is not a local file (the
+    read path) are equal."""
+    import os
+
+    import datastack
+    from datastack.iterators.records import RecordsDatasetIterator
+
+    rng = np.random.default_rng(0)
+    words = ["", "naïve", "日本語", "Ω≈ç√", "plain", "emoji 🎉", "x" * 5000]
+    texts = [words[i % len(words)] * int(rng.integers(0, 4)) for i in range(600)]
+    blobs = [bytes(rng.integers(0, 256, int(rng.integers(0, 3000)), dtype=np.uint8))
+             for _ in range(600)]
+    store = str(tmp_path / "store")
+    datastack.publish("mixed", {"text": texts, "blob": blobs, "label": np.arange(600) % 3},
+                      target="label", storage=store)
+    it = datastack.load("mixed", storage=store)
+    [path] = (tmp_path / "store").rglob("*.h5")
+    batches = [rng.integers(0, 600, 70), np.arange(100, 164), np.array([5, 5, 0, 599, 5])]
+    it[0]  # opened: from here on, batches must not read through the descriptor
+    monkeypatch.setattr(os, "preadv", lambda *a: pytest.fail("a batch read into a buffer"))
+    for batch in batches:
+        got_text, got_blob, _ = it.get_batch(batch)
+        assert list(got_text) == [texts[i] for i in batch]
+        assert list(got_blob) == [blobs[i] for i in batch]
+    assert isinstance(it, RecordsDatasetIterator) and it._state().memory is not None
+    monkeypatch.undo()
+    streamed = RecordsDatasetIterator(
+        StreamedResource.from_bytes("mixed.h5", path.read_bytes()), it.group)
+    assert streamed._state().fd is None and streamed._state().memory_map() is None
+    for batch in batches:
+        got_text, got_blob, _ = streamed.get_batch(batch)
+        assert list(got_text) == [texts[i] for i in batch]
+        assert list(got_blob) == [blobs[i] for i in batch]
