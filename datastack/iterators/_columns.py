@@ -104,9 +104,8 @@ def _cut_bytes(
     array; None when a value is not valid UTF-8 (the caller's per-row decode then says
     which)."""
     out = np.empty(len(ends), dtype=object)
-    with memoryview(buffer) as whole:
-        view = whole.cast("B")
-        pairs = zip(starts.tolist(), ends.tolist(), strict=True)
+    pairs = zip(starts.tolist(), ends.tolist(), strict=True)
+    with memoryview(buffer).cast("B") as view:  # released here: a map can then be closed
         if column.field.kind == STRING:
             try:
                 out[:] = [str(view[a:b], "utf-8") for a, b in pairs]
@@ -114,5 +113,4 @@ def _cut_bytes(
                 return None
         else:  # str / bytes are scalars to numpy: one C-level fill
             out[:] = [view[a:b].tobytes() for a, b in pairs]
-        view.release()
     return out
