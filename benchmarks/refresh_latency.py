@@ -112,13 +112,14 @@ def in_process(spec: Path, storage: Path, env: dict[str, str], runs: int) -> dic
     code = f"""
 import json, time, statistics
 from datastack.pipeline.sequence import refresh_dataset
+from datastack.factory import factory_for
 from datastack.specs import load_spec
 from flows.refresh import run_refresh
 spec = load_spec({str(spec)!r})["bench"]
 lib, flow = [], []
 run_refresh({str(spec)!r}, ["bench"], {str(storage)!r})   # warm-up: imports, client, flow
 for _ in range({runs}):
-    t = time.perf_counter(); r = refresh_dataset(spec, {str(storage)!r})
+    t = time.perf_counter(); r = refresh_dataset(factory_for(spec), {str(storage)!r})
     lib.append(time.perf_counter() - t); assert r.status == "unchanged", r
     t = time.perf_counter(); (r,) = run_refresh({str(spec)!r}, ["bench"], {str(storage)!r})
     flow.append(time.perf_counter() - t); assert r.status == "unchanged", r

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-from datastack.errors import ConfigurationError
-from datastack.identifiers import validate_dataset_name
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.factory import DatasetFactory
@@ -50,22 +48,10 @@ def load(
     >>> it = load("iris", split="train[:10%]")     # doctest: +SKIP
     >>> sample, target = it[0]                       # doctest: +SKIP
     """
-    from datastack.factory import DatasetFactory
-    from datastack.iterators import select
-    from datastack.offline import resolve_version
-    from datastack.splits import SplitExpression
-    from datastack.store import Store
+    from datastack.factory import DatasetFactory, read_split
 
-    name = validate_dataset_name(name)
-    if version is not None and (
-        isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 2**63
-    ):
-        raise ConfigurationError(f"version must be a positive int (64 bits), got {version!r:.40}")
-    expression = SplitExpression.from_spec(split)  # a malformed split fails before any I/O
-    store = Store.open(storage)
-    record = resolve_version(store, name, version)  # offline: from the local cache
     reader = factory if factory is not None else DatasetFactory()
-    return select(reader.iterators(record, store), expression)
+    return read_split(reader, name, split, version=version, storage=storage)
 
 
 def refresh(
@@ -74,13 +60,38 @@ def refresh(
     *,
     storage: Store | str | os.PathLike[str] | None = None,
     force: bool = False,
+    engine: str = "local",
+    **options: Any,
 ) -> list[RefreshResult]:
-    """Refresh datasets of a spec file in this process (no Prefect). See ``datastack refresh``.
+    """Refresh datasets of a spec file; in this process unless ``engine`` says otherwise.
+
+    The spec is read once; each dataset becomes its factory (one whose ``factory:`` cannot be
+    imported is a ``failed`` result, the others still run) and all of them go through
+    :func:`datastack.pipeline.engines.run_refresh`. ``options`` go to it (``wait_s``,
+    ``quiet``) and on to the engine. See ``datastack refresh``.
 
     >>> results = refresh("examples/datasets.yaml")   # doctest: +SKIP
     >>> [(r.name, r.status) for r in results]          # doctest: +SKIP
     [('iris', 'published'), ...]
     """
-    from datastack.pipeline.sequence import refresh as run
+    from datastack._uri import redact
+    from datastack.errors import DatastackError
+    from datastack.factory import DatasetFactory, factory_for
+    from datastack.pipeline.engines import run_refresh
+    from datastack.pipeline.sequence import RefreshResult
+    from datastack.specs import load_selected
+    from datastack.store import Store
 
-    return run(spec, names, storage, force=force)
+    path = Path(spec).resolve()
+    built: list[DatasetFactory | RefreshResult] = []
+    for dataset in load_selected(path, names):
+        try:
+            built.append(factory_for(dataset))
+        except DatastackError as exc:  # this dataset fails; the others run
+            reason = redact(f"{type(exc).__name__}: {exc}")
+            built.append(RefreshResult(dataset.name, "failed", None, reason))
+    factories = [b for b in built if isinstance(b, DatasetFactory)]
+    done = iter(run_refresh(
+        factories, Store.open(storage), spec_path=path, engine=engine, force=force, **options
+    ) if factories else [])
+    return [b if isinstance(b, RefreshResult) else next(done) for b in built]

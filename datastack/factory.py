@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from datastack.canonical.layout import DEFAULT_COMPRESSION, data_identifier
 from datastack.errors import ConfigurationError, SpecError
+from datastack.identifiers import validate_dataset_name
 from datastack.specs.model import DatasetSpec, SourceSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -137,10 +138,11 @@ class DatasetFactory:
         self, *, storage: Store | str | os.PathLike[str] | None = None, force: bool = False
     ) -> RefreshResult:
         """Retrieve, prepare and publish this dataset in this process (``datastack refresh``)."""
-        from datastack.pipeline.sequence import refresh_dataset
+        from datastack.pipeline.engines import run_refresh
         from datastack.store import Store
 
-        return refresh_dataset(self, Store.open(storage), force=force)
+        [result] = run_refresh([self], Store.open(storage), force=force)
+        return result
 
     def load(
         self,
@@ -150,9 +152,7 @@ class DatasetFactory:
         storage: Store | str | os.PathLike[str] | None = None,
     ) -> DatasetIterator:
         """The iterator of one split (or split expression) of this dataset's published data."""
-        from datastack.api import load
-
-        return load(self.spec.name, split, version=version, storage=storage, factory=self)
+        return read_split(self, self.spec.name, split, version=version, storage=storage)
 
     def __repr__(self) -> str:
         name = self._spec.name if self._spec is not None else type(self).name
@@ -165,14 +165,40 @@ class SpecDatasetFactory(DatasetFactory):
     def __init__(self, spec: DatasetSpec) -> None:
         super().__init__(spec)
         if spec.preprocessor is not None:  # a bad import path is a spec error, before any I/O
-            from datastack.preprocessing import load_preprocessor
+            from datastack.pipeline.prepare import load_preprocessor
 
             load_preprocessor(spec.preprocessor, spec.name)
 
     def prepare(self, sources: Sources, out_path: Path) -> PreparedData:
-        from datastack.preprocessing import preprocess
+        from datastack.pipeline.prepare import preprocess
 
         return preprocess(self.spec, sources, out_path)
+
+
+def read_split(
+    reader: DatasetFactory,
+    name: str,
+    split: str = "train",
+    *,
+    version: int | None = None,
+    storage: Store | str | os.PathLike[str] | None = None,
+) -> DatasetIterator:
+    """What ``datastack.load`` and :meth:`DatasetFactory.load` do: the split (expression) of
+    the published version of ``name`` (the latest, or ``version``), read by ``reader``."""
+    from datastack.iterators.selection import select
+    from datastack.offline import resolve_version
+    from datastack.splits import SplitExpression
+    from datastack.store import Store
+
+    name = validate_dataset_name(name)
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 2**63
+    ):
+        raise ConfigurationError(f"version must be a positive int (64 bits), got {version!r:.40}")
+    expression = SplitExpression.from_spec(split)  # a malformed split fails before any I/O
+    store = Store.open(storage)
+    record = resolve_version(store, name, version)  # offline: from the local cache
+    return select(reader.iterators(record, store), expression)
 
 
 def load_factory_class(reference: str, dataset: str = "?") -> type[DatasetFactory]:
@@ -217,4 +243,5 @@ __all__ = [
     "data_identifier",
     "factory_for",
     "load_factory_class",
+    "read_split",
 ]

@@ -219,7 +219,8 @@ def publish(
     Returns the catalog record of the published (or, for identical content, the current)
     version. See the module docstring for an example.
     """
-    from datastack.pipeline.sequence import default_producer, refresh_dataset
+    from datastack.pipeline.build import default_producer
+    from datastack.pipeline.engines import run_refresh
     from datastack.splits import check_ratios
     from datastack.store import Store
 
@@ -234,7 +235,7 @@ def publish(
     producer = {**default_producer(), "engine": "python", "caller": _caller(),
                 "user": getpass.getuser()}
     store = Store.open(storage)
-    result = refresh_dataset(PythonDataFactory(spec, columns), store, producer=producer)
+    [result] = run_refresh([PythonDataFactory(spec, columns)], store, producer=producer)
     if not result.ok or result.version is None:
         raise PublishError(f"publish {name!r}: {result.reason}; the catalog is unchanged")
     return store.catalog.get(name, result.version)

@@ -12,7 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from datastack.errors import ConfigurationError
+
 if TYPE_CHECKING:  # pragma: no cover
+    from datastack.factory import DatasetFactory
     from datastack.pipeline.sequence import RefreshResult
     from datastack.store import Store
 
@@ -24,15 +27,24 @@ class PrefectEngine:
 
     def refresh(
         self,
-        spec_path: Path,
-        names: Sequence[str],
+        factories: Sequence[DatasetFactory],
         store: Store,
         *,
+        spec_path: Path | None = None,
         force: bool = False,
         wait_s: float = 0.0,
         quiet: bool = False,
         **options: Any,
     ) -> list[RefreshResult]:
+        """The flow runs where Prefect puts it and reads the datasets from ``spec_path`` there."""
+        names = [factory.spec.name for factory in factories]
+        if spec_path is None:
+            raise ConfigurationError(
+                f"the prefect engine refreshes datasets of a spec file; {', '.join(names)} "
+                "came from none: refresh them with the local engine"
+            )
+        if not names:
+            return []
         if quiet:  # the CLI prints one line per dataset itself; Prefect's console stays quiet
             os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
         from flows.refresh import run_flow

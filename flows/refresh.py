@@ -35,6 +35,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from datastack._uri import STORAGE_ENV, redact
 from datastack.errors import ConfigurationError, DatastackError
+from datastack.factory import DatasetFactory
 from datastack.pipeline.sequence import DEFAULT_LEASE_TTL, RefreshResult
 from datastack.store import Store
 
@@ -182,11 +183,9 @@ def refresh_dataset_flow(
     ``storage_secret`` a Prefect Secret block): the URI itself is never a parameter.
     Returns ``[result dict]``; the run ends Failed when the dataset failed or was locked.
     """
-    from datastack.specs import load_selected
-
     storage = resolve_storage(storage_env, storage_secret)
     get_run_logger().info("refreshing %s from %s into %s", name, spec_path, redact(storage))
-    load_selected(Path(spec_path), [name])  # an unknown name fails the run before any step
+    (factory,) = _factories(spec_path, [name])  # an unknown name fails the run before any step
     settings = RefreshSettings(
         retries=retries,
         retry_delay_s=retry_delay_s,
@@ -194,8 +193,16 @@ def refresh_dataset_flow(
         lease_wait_s=lease_wait_s,
         retrieve_timeout_s=retrieve_timeout_s,
     )
-    row = refresh_one(name, spec_path, storage_env, storage_secret, force, settings)
+    row = refresh_one(factory, storage_env, storage_secret, force, settings)
     return _finish([row], storage)
+
+
+def _factories(spec_path: str, names: Sequence[str] | None) -> list[DatasetFactory]:
+    """The datasets of a flow run: its spec read once, each dataset built into its factory."""
+    from datastack.factory import factory_for
+    from datastack.specs import load_selected
+
+    return [factory_for(spec) for spec in load_selected(Path(spec_path), names)]
 
 
 def _task_runner(
@@ -270,14 +277,12 @@ def refresh_all_flow(
     workers need ``PREFECT_API_URL`` and the storage variable or Secret block). Returns the list
     of result dicts; the run ends Failed naming the datasets that failed or were locked.
     """
-    from datastack.specs import load_selected
-
     storage = resolve_storage(storage_env, storage_secret)
-    selected = [spec.name for spec in load_selected(Path(spec_path), names)]
+    factories = _factories(spec_path, names)
     logger = get_run_logger()
     logger.info(
         "refreshing %d dataset(s) into %s on %s",
-        len(selected),
+        len(factories),
         redact(storage),
         dask_address or task_runner,
     )
@@ -294,12 +299,12 @@ def refresh_all_flow(
     with runner:
         futures = [
             (
-                name,
+                factory.spec.name,
                 runner.submit(
                     refresh_dataset_task,
                     parameters={
-                        "name": name,
-                        "spec_path": str(spec_path),
+                        "name": factory.spec.name,
+                        "factory": factory,
                         "storage_env": storage_env,
                         "storage_secret": storage_secret,
                         "force": force,
@@ -307,23 +312,15 @@ def refresh_all_flow(
                     },
                 ),
             )
-            for name in selected
+            for factory in factories
         ]
         for name, future in futures:
             outcome = future.result(raise_on_failure=False)
             if isinstance(outcome, DatasetRefreshFailed) and outcome.results:
                 rows.append(outcome.results[0])
             elif isinstance(outcome, BaseException):
-                rows.append(
-                    {
-                        "name": name,
-                        "status": "failed",
-                        "version": None,
-                        "splits": {},
-                        "reason": f"{type(outcome).__name__}: {redact(str(outcome))}",
-                        "duration_s": 0.0,
-                    }
-                )
+                reason = f"{type(outcome).__name__}: {redact(str(outcome))}"
+                rows.append(RefreshResult(name, "failed", None, reason).to_dict())
             else:
                 rows.append(outcome)
     _publish_status_table(storage)
@@ -399,11 +396,11 @@ def run_refresh(
     engine: str = "prefect",
     **flow_options: Any,
 ) -> list[RefreshResult]:
-    """Refresh datasets of a spec with an engine (``prefect`` by default); see
-    :func:`datastack.pipeline.engines.run_refresh`.
+    """Refresh datasets of a spec with an engine (``prefect`` by default): ``datastack.refresh``
+    with another default engine.
 
     >>> results = run_refresh("datasets.yaml", ["iris"], "/data/store")  # doctest: +SKIP
     """
-    from datastack.pipeline.engines import run_refresh as run
+    from datastack.api import refresh
 
-    return run(spec_path, names, storage, force=force, engine=engine, **flow_options)
+    return refresh(spec_path, names, storage=storage, force=force, engine=engine, **flow_options)

@@ -25,7 +25,6 @@ import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from prefect import get_run_logger, task
@@ -42,6 +41,7 @@ from datastack.errors import (
     RetrievalError,
     StorageUnavailableError,
 )
+from datastack.factory import DatasetFactory
 from datastack.pipeline.sequence import DEFAULT_LEASE_TTL
 
 T = TypeVar("T")
@@ -204,7 +204,7 @@ def producer() -> dict[str, Any]:
     import prefect
     from prefect.runtime import flow_run
 
-    from datastack.pipeline.sequence import default_producer
+    from datastack.pipeline.build import default_producer
 
     return {
         **default_producer(),
@@ -229,8 +229,7 @@ class DatasetRefreshFailed(DatastackError):
 
 
 def refresh_one(
-    name: str,
-    spec_path: str,
+    factory: DatasetFactory,
     storage_env: str,
     storage_secret: str | None,
     force: bool,
@@ -241,14 +240,13 @@ def refresh_one(
     Never raises for a dataset-level failure; returns the result dict (logged once).
     """
     from datastack.pipeline.sequence import refresh_dataset
-    from datastack.specs import load_selected
     from datastack.store import Store
 
-    (spec,) = load_selected(Path(spec_path), [name])
+    name = factory.spec.name
     store = Store.open(resolve_storage(storage_env, storage_secret))
     lineage = producer()
     result = refresh_dataset(
-        spec,
+        factory,
         store,
         force=force,
         producer=lineage,
@@ -293,7 +291,7 @@ def _dataset_artifact(row: dict[str, Any], store: Any) -> None:
 @task(name="refresh-dataset", task_run_name="refresh-dataset[{name}]", cache_policy=NO_CACHE)
 def refresh_dataset_task(
     name: str,
-    spec_path: str,
+    factory: DatasetFactory,
     storage_env: str,
     storage_secret: str | None,
     force: bool,
@@ -305,7 +303,7 @@ def refresh_dataset_task(
     result dict) when the dataset failed or was locked: the task run shows Failed without a
     traceback, and the reason was already logged.
     """
-    row = refresh_one(name, spec_path, storage_env, storage_secret, force, settings)
+    row = refresh_one(factory, storage_env, storage_secret, force, settings)
     if row["status"] in {"failed", "locked"}:
         message = f"{name}: {row['status']}: {row['reason']}"
         return Failed(message=message, data=DatasetRefreshFailed(message, [row]))

@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from datastack.cli._common import EXIT_FAILED, EXIT_OK, plain, print_json, storage_arg
@@ -51,7 +52,10 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from datastack.factory import factory_for
     from datastack.pipeline.engines import run_refresh
+    from datastack.specs import load_selected
+    from datastack.store import Store
 
     spec = args.spec
     if spec is None:
@@ -69,8 +73,11 @@ def run(args: argparse.Namespace) -> int:
         from datastack.errors import ConfigurationError
 
         raise ConfigurationError(f"--wait must be a number of seconds >= 0, got {args.wait}")
+    path = Path(spec).resolve()
+    specs = load_selected(path, args.names or None)  # validated, names checked: once
+    factories = [factory_for(s) for s in specs]  # a bad `factory:` is a bad spec, exit 2
     results = run_refresh(
-        spec, names=args.names or None, storage=args.storage, force=args.force,
+        factories, Store.open(args.storage), spec_path=path, force=args.force,
         engine=args.engine, wait_s=args.wait, quiet=not args.verbose,
     )
     failed = [r for r in results if not r.ok]

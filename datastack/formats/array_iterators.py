@@ -32,7 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from datastack.errors import FormatError
-from datastack.formats import idx, npy
+from datastack.formats import _headers
 from datastack.formats._arrays import Reader as Readable
 from datastack.formats._arrays import check_payload
 from datastack.formats._arrays import read_exact as _read_exact
@@ -138,8 +138,8 @@ class _OpenArrays:
 # -- headers (parsed by the format modules) ---------------------------------------------------
 def read_npy_header(stream: Readable, name: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
     """``(shape, dtype)`` of a ``.npy`` whose rows can be read by seek (see
-    :func:`datastack.formats.npy.read_npy_header`; 0-d and Fortran-order arrays refused)."""
-    shape, fortran, dtype = npy.read_npy_header(stream, name, numeric_only=False)
+    :func:`datastack.formats._headers.read_npy_header`; 0-d and Fortran-order arrays refused)."""
+    shape, fortran, dtype = _headers.read_npy_header(stream, name, numeric_only=False)
     if not shape:
         raise FormatError(f"{name}: a 0-d array has no samples; expected shape (N, ...)")
     if fortran and len(shape) > 1:
@@ -180,8 +180,8 @@ def _memory_npy(data: bytes, name: str) -> _MemoryRows:
 
 
 def _idx_header(stream: Readable, name: str) -> tuple[tuple[int, ...], np.dtype[Any], int]:
-    shape, dtype = idx.read_idx_header(stream, name)
-    return shape, dtype, idx.header_size(shape)
+    shape, dtype = _headers.read_idx_header(stream, name)
+    return shape, dtype, _headers.header_size(shape)
 
 
 # -- iterators -----------------------------------------------------------------------------------

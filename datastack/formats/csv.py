@@ -25,7 +25,7 @@ import io
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datastack._checks import Checker
 from datastack.errors import FormatError
@@ -36,7 +36,16 @@ from datastack.formats._table_policy import (
     parse_table_keys,
 )
 from datastack.formats.inputs import RawInput
-from datastack.formats.tables import MAX_COLUMNS, TableFormat, TooManyColumns, row_blocks
+from datastack.formats.tables import (
+    MAX_COLUMNS,
+    TableDatasetIterator,
+    TableFormat,
+    TooManyColumns,
+    row_blocks,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.resources import StreamedResource
 
 MAX_FIELD = 128 * 1024
 MAX_LINE = 64 * 1024 * 1024
@@ -218,10 +227,39 @@ def _data_rows(
 
 FORMAT = CsvFormat()
 
+class CSVDatasetIterator(TableDatasetIterator):
+    """Samples ``(features, text..., target)`` of a CSV resource, parsed once per process.
+
+    Pass ``options`` (a :class:`~datastack.formats.csv.CsvOptions`, the spec's ``csv:``
+    block), or the same options as keywords.
+
+    >>> from datastack.resources import StreamedResource
+    >>> data = b"a,b,label\\n1,2,x\\n3,4.5,y\\n"
+    >>> it = CSVDatasetIterator(StreamedResource.from_bytes("t.csv", data))
+    >>> it[1][0].tolist(), int(it[1][1]), it.encodings, it.column_names
+    ([3.0, 4.5], 1, {'label': ['x', 'y']}, ['a', 'b', 'label'])
+    """
+
+    def __init__(
+        self,
+        resource: StreamedResource,
+        *,
+        options: CsvOptions | None = None,
+        **keywords: Any,
+    ) -> None:
+        if options is not None and keywords:
+            raise TypeError("pass either options= or CSV option keywords, not both")
+        for key in ("categorical", "missing", "text", "features"):
+            if keywords.get(key) is not None:
+                keywords[key] = tuple(keywords[key])
+        super().__init__(resource, "csv", options or CsvOptions(**keywords))
+
+
 __all__ = [
     "DEFAULT_MISSING",
     "FORMAT",
     "MAX_FIELD",
+    "CSVDatasetIterator",
     "CsvFormat",
     "CsvOptions",
     "parse_csv_options",

@@ -10,15 +10,14 @@ without a role are told apart by their dimensions (1-D: labels).
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from datastack.errors import FormatError
-from datastack.formats._arrays import Counting, Reader, check_payload, pick_roles, read_exact, stage
+from datastack.formats._arrays import Counting, check_payload, pick_roles, stage
+from datastack.formats._headers import IDX_DTYPES, header_size, read_idx_header
 from datastack.formats.archives import DEFAULT_LIMITS, ArchiveLimits
 from datastack.formats.base import ArrayLike, Decoded, Format, SplitArrays, group_by_split
 from datastack.formats.inputs import RawInput
@@ -27,27 +26,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from datastack.iterators.base import DatasetIterator
     from datastack.resources import StreamedResource
     from datastack.specs import DatasetSpec
-
-IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-def read_idx_header(stream: Reader, name: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
-    """Parse an IDX header: ``(shape, big-endian dtype)``; the data follows at byte
-    ``4 + 4 * len(shape)``."""
-    magic = read_exact(stream, 4, name, "IDX header")
-    if magic[0] != 0 or magic[1] != 0 or magic[2] not in IDX_DTYPES or not 1 <= magic[3] <= 8:
-        raise FormatError(
-            f"{name}: not an IDX file (magic {magic.hex()}; expected 0000, a type code in "
-            f"{[hex(k) for k in IDX_DTYPES]} and 1-8 dimensions)"
-        )
-    dims = struct.unpack(f">{magic[3]}I", read_exact(stream, 4 * magic[3], name, "IDX dims"))
-    return tuple(int(d) for d in dims), np.dtype(IDX_DTYPES[magic[2]])
-
-
-def header_size(shape: tuple[int, ...]) -> int:
-    """Bytes of an IDX header for an array of ``len(shape)`` dimensions."""
-    return 4 + 4 * len(shape)
-
 
 def read_idx(raw: RawInput, workdir: Path, limits: ArchiveLimits = DEFAULT_LIMITS) -> ArrayLike:
     """Read one IDX input for preprocessing, validating dims against the size."""

@@ -20,7 +20,8 @@ import numpy as np
 
 from datastack._checks import Checker
 from datastack.errors import FormatError
-from datastack.formats._arrays import Counting, Reader, check_payload, pick_roles, read_exact, stage
+from datastack.formats._arrays import Counting, check_payload, pick_roles, read_exact, stage
+from datastack.formats._headers import MAX_NPY_HEADER, read_npy_header
 from datastack.formats.archives import DEFAULT_LIMITS, ArchiveLimits
 from datastack.formats.base import ArrayLike, Decoded, Format, SplitArrays, group_by_split
 from datastack.formats.inputs import RawInput
@@ -30,41 +31,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from datastack.resources import StreamedResource
     from datastack.specs import DatasetSpec, SourceSpec
 
-#: Largest ``.npy`` header accepted (numpy's own default guard is 10 000 too).
-MAX_NPY_HEADER = 10_000
 #: Fortran-order arrays are transposed in memory; larger ones are refused.
 MAX_FORTRAN_BYTES = 1024**3
 ROLES = ("samples", "targets")
-
-
-def read_npy_header(
-    stream: Reader, name: str, *, numeric_only: bool = True
-) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
-    """Parse an ``.npy`` header at the stream's position: ``(shape, fortran_order, dtype)``.
-
-    Refuses object arrays (they need pickle) and, with ``numeric_only``, anything but plain
-    bool/int/uint/float/complex dtypes.
-    """
-    fmt = np.lib.format
-    try:
-        version = fmt.read_magic(stream)  # type: ignore[no-untyped-call]
-        if version == (1, 0):
-            header = fmt.read_array_header_1_0(stream, max_header_size=MAX_NPY_HEADER)
-        elif version in ((2, 0), (3, 0)):
-            header = fmt.read_array_header_2_0(stream, max_header_size=MAX_NPY_HEADER)
-        else:  # pragma: no cover - read_magic accepts only known majors
-            raise ValueError(f"unsupported version {version}")
-        shape, fortran, dtype = header
-    except (ValueError, EOFError, SyntaxError, TypeError, OSError) as exc:
-        raise FormatError(f"{name}: not a valid .npy file ({exc})") from None
-    if dtype.hasobject:
-        raise FormatError(
-            f"{name}: the array holds Python objects, which needs pickle; refused "
-            "(allow_pickle is never enabled). Save a plain numeric array instead"
-        )
-    if numeric_only and (dtype.kind not in "biufc" or dtype.names is not None):
-        raise FormatError(f"{name}: dtype {dtype} is not a plain numeric type")
-    return tuple(int(d) for d in shape), bool(fortran), dtype
 
 
 def read_npy(

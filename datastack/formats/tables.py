@@ -7,7 +7,7 @@ in bounded pieces. Everything else is shared here:
 - **preprocessing** streams the blocks through the policy into a staging file (resizable
   datasets, :mod:`datastack.canonical.columns`), so peak memory does not grow with the
   input; the canonical writer then copies the rows of each split with the final category codes;
-- **raw streams** (:class:`~datastack.formats.table_iterators.TableDatasetIterator`) read the same
+- **raw streams** (:class:`TableDatasetIterator`) read the same
   blocks into memory with the same policy, so a table read raw and once published give the
   same samples;
 - the spec block: ``target``, ``categorical``, ``missing``, ``text``, ``features``, ``dtype``
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 from datastack._checks import Checker
 from datastack.errors import FormatError
@@ -44,6 +45,8 @@ from datastack.formats._table_policy import (
 from datastack.formats.archives import ArchiveLimits
 from datastack.formats.base import Decoded, Format, group_by_split
 from datastack.formats.inputs import RawInput
+from datastack.iterators._process import ProcessLocalIterator
+from datastack.iterators.base import Batch, Indices, Sample
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.iterators.base import DatasetIterator
@@ -105,8 +108,6 @@ class TableFormat(Format):
     def iterator(
         self, resources: Sequence[StreamedResource], options: Any = None
     ) -> DatasetIterator:
-        from datastack.formats.table_iterators import TableDatasetIterator
-
         return TableDatasetIterator(resources[0], self.name, options)
 
 
@@ -220,9 +221,62 @@ def read_table(fmt: TableFormat, raw: RawInput, options: Any) -> TableData:
     return TableData(fields, columns, encodings, list(policy.names or []))
 
 
+class TableDatasetIterator(ProcessLocalIterator[TableData]):
+    """A table file read directly (parsed once per process: tables cannot be seeked by row)
+    with the format's blocks and the shared policy, so a table read as a raw stream gives
+    exactly the samples of the same table once published: numeric features as float32 (NaN
+    for missing values; ``dtype: float64`` keeps doubles), categorical columns as integer codes
+    over the sorted labels, text columns as strings, the target as class codes when
+    categorical (labels in :attr:`encodings`). Samples ``(features, text..., target)``."""
+
+    def __init__(self, resource: StreamedResource, format_name: str, options: Any = None) -> None:
+        self.resource = resource
+        self.format_name = format_name
+        self.options = options
+
+    def _open(self) -> TableData:
+        from datastack.formats import get_format
+
+        fmt = get_format(self.format_name)
+        if not isinstance(fmt, TableFormat):
+            raise FormatError(f"format {self.format_name!r} is not a table format")
+        options = self.options if self.options is not None else fmt.default_options()
+        return read_table(fmt, RawInput.from_resource(self.resource), options)
+
+    def __len__(self) -> int:
+        return len(self._state().columns[0])
+
+    def _get(self, index: int) -> Sample:
+        return tuple(column[index] for column in self._state().columns)
+
+    def _get_batch(self, indices: Indices) -> Batch:
+        return tuple(column[indices] for column in self._state().columns)
+
+    def _get_targets(self, target_pos: int) -> NDArray[Any]:
+        return np.asarray(self._state().columns[target_pos])
+
+    @property
+    def fields(self) -> dict[str, Field]:
+        return {f.name: f for f in self._state().fields}
+
+    @property
+    def encodings(self) -> dict[str, list[str]]:
+        """Column -> category labels (code ``i`` is ``labels[i]``)."""
+        return dict(self._state().encodings)
+
+    @property
+    def column_names(self) -> list[str]:
+        """Every column in file order."""
+        return list(self._state().names)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.format_name} {self.resource.identifier}>"
+
+
 __all__ = [
     "BLOCK_ROWS",
     "TableData",
+    "TableDatasetIterator",
     "TableFormat",
     "read_table",
     "row_blocks",

@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
         NPYDatasetIterator,
         NPZDatasetIterator,
     )
-    from datastack.formats.table_iterators import CSVDatasetIterator
+    from datastack.formats.csv import CSVDatasetIterator
 
 _READERS = ("HDF5DatasetIterator", "split_iterators")
 _ARRAYS = ("IDXDatasetIterator", "NPYDatasetIterator", "NPZDatasetIterator")
@@ -67,9 +67,9 @@ def __getattr__(name: str) -> Any:
 
         value = getattr(array_iterators, name)
     elif name == "CSVDatasetIterator":
-        from datastack.formats import table_iterators
+        from datastack.formats import csv
 
-        value = table_iterators.CSVDatasetIterator
+        value = csv.CSVDatasetIterator
     else:
         raise AttributeError(f"module 'datastack.iterators' has no attribute {name!r}")
     globals()[name] = value

@@ -24,7 +24,7 @@ from __future__ import annotations
 import abc
 import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -48,6 +48,27 @@ if TYPE_CHECKING:  # pragma: no cover
 Sample = tuple[Any, ...]
 Batch = tuple[NDArray[Any], ...]
 Indices = NDArray[np.int64]
+
+#: The stacked iterators that the stacking methods build (``view``, ``shuffle``, ``map``...),
+#: by class name. :mod:`datastack.iterators.views` defines them on top of this module and
+#: registers them here when it is imported; the package ``datastack.iterators`` imports it,
+#: so they are in place before any iterator exists (this module never imports that one).
+_STACKED: dict[str, type[Any]] = {}
+
+
+def register_stacked(*classes: type[Any]) -> None:
+    """Make ``classes`` the ones the stacking methods of :class:`DatasetIterator` build."""
+    _STACKED.update((cls.__name__, cls) for cls in classes)
+
+
+def _stacked(name: str) -> type[Any]:
+    try:
+        return _STACKED[name]
+    except KeyError:
+        raise RuntimeError(
+            f"{name} is not registered: import datastack.iterators (it registers the stacked "
+            "iterators of datastack.iterators.views)"
+        ) from None
 
 
 def normalize_index(index: Any, length: int, owner: object = None) -> int:
@@ -230,9 +251,9 @@ class DatasetIterator(abc.ABC):
     # -- sequence protocol --------------------------------------------------------------------
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, slice):
-            from datastack.iterators.views import DatasetIteratorView
-
-            return DatasetIteratorView(self, np.arange(len(self), dtype=np.int64)[key])
+            view = _stacked("DatasetIteratorView")
+            indices = np.arange(len(self), dtype=np.int64)[key]
+            return cast("DatasetIteratorView", view(self, indices))
         if isinstance(key, (np.ndarray, list, range)):
             return self.get_batch(key)
         return self._get(normalize_index(key, len(self), self))
@@ -280,49 +301,42 @@ class DatasetIterator(abc.ABC):
     # -- stacking -----------------------------------------------------------------------------
     def view(self, indices: Iterable[int] | NDArray[Any]) -> DatasetIteratorView:
         """A view over ``indices`` (any order, duplicates allowed; a view of a view collapses)."""
-        from datastack.iterators.views import DatasetIteratorView
-
-        return DatasetIteratorView(self, indices)
+        stacked = _stacked("DatasetIteratorView")
+        return cast("DatasetIteratorView", stacked(self, indices))
 
     def shuffle(self, seed: int | None = None) -> ShuffledDatasetIterator:
         """A reproducible permutation of this iterator (a random seed is drawn and kept if None)."""
-        from datastack.iterators.views import ShuffledDatasetIterator
-
-        return ShuffledDatasetIterator(self, seed)
+        stacked = _stacked("ShuffledDatasetIterator")
+        return cast("ShuffledDatasetIterator", stacked(self, seed))
 
     def map(self, fn: Callable[[Sample], Sample]) -> MappedDatasetIterator:
         """Apply a picklable ``fn(sample_tuple) -> sample_tuple`` on access."""
-        from datastack.iterators.views import MappedDatasetIterator
-
-        return MappedDatasetIterator(self, fn)
+        stacked = _stacked("MappedDatasetIterator")
+        return cast("MappedDatasetIterator", stacked(self, fn))
 
     def map_targets(
         self, mapping: Mapping[Any, Any] | Callable[[Any], Any], target_pos: int = 1
     ) -> TargetMappedDatasetIterator:
         """Relabel targets with a dict or a picklable callable."""
-        from datastack.iterators.views import TargetMappedDatasetIterator
-
-        return TargetMappedDatasetIterator(self, mapping, target_pos)
+        stacked = _stacked("TargetMappedDatasetIterator")
+        return cast("TargetMappedDatasetIterator", stacked(self, mapping, target_pos))
 
     def in_memory(self, progress: bool = True) -> InMemoryDatasetIterator:
         """Read everything now (with a progress bar unless ``progress=False``)."""
-        from datastack.iterators.views import InMemoryDatasetIterator
-
-        return InMemoryDatasetIterator(self, progress=progress)
+        stacked = _stacked("InMemoryDatasetIterator")
+        return cast("InMemoryDatasetIterator", stacked(self, progress=progress))
 
     def combine(self, *others: DatasetIterator) -> CombinedDatasetIterator:
         """This iterator followed by ``others``."""
-        from datastack.iterators.views import CombinedDatasetIterator
-
-        return CombinedDatasetIterator([self, *others])
+        stacked = _stacked("CombinedDatasetIterator")
+        return cast("CombinedDatasetIterator", stacked([self, *others]))
 
     def __add__(self, other: object) -> CombinedDatasetIterator:
         if not isinstance(other, DatasetIterator):
             return NotImplemented
-        from datastack.iterators.views import CombinedDatasetIterator
-
-        left = self.iterators if isinstance(self, CombinedDatasetIterator) else [self]
-        return CombinedDatasetIterator([*left, other])
+        combined = _stacked("CombinedDatasetIterator")
+        left = self.iterators if isinstance(self, combined) else [self]
+        return cast("CombinedDatasetIterator", combined([*left, other]))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"

@@ -29,6 +29,7 @@ from datastack.iterators.base import (
     Indices,
     Sample,
     normalize_indices,
+    register_stacked,
     stack_samples,
 )
 from datastack.iterators.blocks import StorageBlocks
@@ -405,3 +406,13 @@ class TargetMappedDatasetIterator(DatasetIterator):
     @property
     def underlying_iterators(self) -> list[DatasetIterator]:
         return [self.iterator]
+
+
+register_stacked(
+    DatasetIteratorView,
+    CombinedDatasetIterator,
+    ShuffledDatasetIterator,
+    InMemoryDatasetIterator,
+    MappedDatasetIterator,
+    TargetMappedDatasetIterator,
+)

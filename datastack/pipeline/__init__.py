@@ -25,7 +25,6 @@ _MOVED = {
     "RefreshResult": "sequence",
     "StepRunner": "sequence",
     "acquire_lease": "sequence",
-    "refresh": "sequence",
     "refresh_dataset": "sequence",
     "release_lease": "sequence",
     "run_here": "sequence",

@@ -22,12 +22,11 @@ from datastack._isolation import run_isolated
 from datastack._workdirs import work_dir
 from datastack.canonical.layout import DATA_FILE, data_identifier, version_prefix
 from datastack.errors import DatastackError, FormatError, StorageError
-from datastack.factory import DatasetFactory, as_factory
 from datastack.pipeline import gates
 from datastack.pipeline.retrieve import latest_record, source_checksums
-from datastack.specs import DatasetSpec
 
 if TYPE_CHECKING:  # pragma: no cover
+    from datastack.factory import DatasetFactory
     from datastack.store import Store
 
 log = logging.getLogger("datastack.pipeline")
@@ -97,7 +96,7 @@ def _prepare_in_child(
 
 
 def prepare_version(
-    dataset: DatasetFactory | DatasetSpec,
+    factory: DatasetFactory,
     sources: Sequence[dict[str, Any]],
     store: Store,
     *,
@@ -112,7 +111,6 @@ def prepare_version(
     next version reserved as *pending* (readers do not see it until :func:`publish_version`)
     and the file uploaded.
     """
-    factory = as_factory(dataset)
     spec = factory.spec
     inputs = [
         (source, store.storage.get_resource(stored["identifier"]))
@@ -205,10 +203,10 @@ def drop_version(store: Store, name: str, version: int) -> None:
 
 
 def validate_version(
-    dataset: DatasetFactory | DatasetSpec, prepared: PreparedVersion, store: Store
+    factory: DatasetFactory, prepared: PreparedVersion, store: Store
 ) -> None:
     """The validation gates (``datastack.pipeline.gates``); a failure drops the pending version."""
-    spec = as_factory(dataset).spec
+    spec = factory.spec
     try:
         gates.check_version(
             spec, prepared.splits, prepared.schema, prepared.stats, latest_record(spec, store)
@@ -219,7 +217,7 @@ def validate_version(
 
 
 def publish_version(
-    dataset: DatasetFactory | DatasetSpec,
+    factory: DatasetFactory,
     sources: Sequence[dict[str, Any]],
     prepared: PreparedVersion,
     store: Store,
@@ -232,7 +230,7 @@ def publish_version(
     Returns None (and drops the pending version) when the latest published version already has
     identical content (same spec hash and source checksums), unless ``force``.
     """
-    spec = as_factory(dataset).spec
+    spec = factory.spec
     catalog = store.catalog
     if not force:
         checksums = source_checksums(list(sources))

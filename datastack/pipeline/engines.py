@@ -1,4 +1,9 @@
-"""Refresh engines: who runs the refresh sequence of :mod:`datastack.pipeline.sequence`.
+"""The one way a refresh runs, and who runs it: :func:`run_refresh` and the engines.
+
+:func:`run_refresh` takes built factories and a :class:`~datastack.store.Store`: it checks the
+storage is reachable, picks the engine and hands it the datasets. ``datastack.refresh``,
+``DatasetFactory.refresh``, ``datastack refresh`` and the Prefect flows' Python entry all come
+through it (each converts its input into factories once, at its edge). Engines:
 
 - ``local``: this process, one dataset after the other (no orchestrator; always available);
 - ``prefect``: the Prefect flows of the ``flows`` package (retries, logs, artifacts,
@@ -16,28 +21,32 @@ True
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from datastack._registry import Registry
 from datastack.errors import ConfigurationError, MissingDependencyError
-from datastack.factory import factory_for
 from datastack.pipeline.sequence import RefreshResult, refresh_dataset
-from datastack.specs import load_selected
-from datastack.store import Store
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.factory import DatasetFactory
+    from datastack.store import Store
 
 
 class Engine(Protocol):
-    """Runs the refresh of some datasets of a spec file into a store."""
+    """Runs the refresh of some datasets into a store.
+
+    ``spec_path`` names the spec file the factories were built from (``None`` for a dataset
+    defined in Python): an engine that runs elsewhere (Prefect workers) reads it there.
+    """
 
     def refresh(
         self,
-        spec_path: Path,
-        names: Sequence[str],
+        factories: Sequence[DatasetFactory],
         store: Store,
         *,
+        spec_path: Path | None = None,
         force: bool = False,
         **options: Any,
     ) -> list[RefreshResult]: ...
@@ -50,15 +59,14 @@ class LocalEngine:
 
     def refresh(
         self,
-        spec_path: Path,
-        names: Sequence[str],
+        factories: Sequence[DatasetFactory],
         store: Store,
         *,
+        spec_path: Path | None = None,
         force: bool = False,
         **options: Any,
     ) -> list[RefreshResult]:
-        specs = load_selected(spec_path, names)
-        return [refresh_dataset(spec, store, force=force, **options) for spec in specs]
+        return [refresh_dataset(factory, store, force=force, **options) for factory in factories]
 
 
 #: Engine name -> engine object (``flows`` adds ``prefect`` through an entry point).
@@ -82,28 +90,22 @@ def resolve_engine(engine: str = "auto") -> str:
 
 
 def run_refresh(
-    spec_path: str | os.PathLike[str],
-    names: Sequence[str] | None = None,
-    storage: Store | str | os.PathLike[str] | None = None,
+    factories: Sequence[DatasetFactory],
+    store: Store,
     *,
+    spec_path: Path | None = None,
+    engine: str = "local",
     force: bool = False,
-    engine: str = "auto",
     wait_s: float = 0.0,
     quiet: bool = False,
     **options: Any,
 ) -> list[RefreshResult]:
-    """What ``datastack refresh`` runs: validate the spec, open the store, run the engine.
+    """Refresh ``factories`` into ``store`` with ``engine``: one :class:`RefreshResult` each.
 
-    The spec is validated (and the requested names checked) and the storage checked
-    reachable (a few seconds at most) before any engine starts. ``wait_s`` waits for a lease
-    another refresh holds; ``quiet`` asks the engine not to print its own run logs.
+    The storage is checked reachable (a few seconds at most) before any engine starts.
+    ``wait_s`` waits for a lease another refresh holds; ``quiet`` asks the engine not to print
+    its own run logs; ``options`` go to the engine (``refresh_dataset``'s for ``local``).
     """
-    path = Path(spec_path).resolve()
-    specs = load_selected(path, names)
-    for spec in specs:  # a factory: that cannot be imported is a bad spec, before any engine
-        factory_for(spec)
-    selected = [spec.name for spec in specs]
-    store = Store.open(storage)
     store.ping()
     chosen = resolve_engine(engine)
     try:
@@ -114,7 +116,9 @@ def run_refresh(
         ) from None
     if chosen != "local":
         options["quiet"] = quiet
-    return runner.refresh(path, selected, store, force=force, wait_s=wait_s, **options)
+    return runner.refresh(
+        factories, store, spec_path=spec_path, force=force, wait_s=wait_s, **options
+    )
 
 
 __all__ = ["ENGINES", "Engine", "LocalEngine", "resolve_engine", "run_refresh"]

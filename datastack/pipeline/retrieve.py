@@ -84,15 +84,13 @@ def _ask_upstream(source: SourceSpec, recorded: dict[str, Any]) -> bool | None:
     return check_changed(source.url, etag=etag, last_modified=modified).changed
 
 
-def check_sources(dataset: DatasetFactory | DatasetSpec, store: Store) -> SourcesCheck:
+def check_sources(factory: DatasetFactory, store: Store) -> SourcesCheck:
     """Decide whether the dataset needs a new version, downloading nothing.
 
     Pinned sources are unchanged when the spec is; a conditional request only produces a
     warning when upstream moved. Tracked sources are asked with a conditional request.
     """
-    from datastack.factory import as_factory
-
-    spec = as_factory(dataset).spec
+    spec = factory.spec
     latest = latest_record(spec, store)
     if latest is None:
         return SourcesCheck(True, "no published version yet")
@@ -177,7 +175,7 @@ def _retrieve_one(
 
 
 def retrieve_sources(
-    dataset: DatasetFactory | DatasetSpec, store: Store, *, deadline_s: float | None = None
+    factory: DatasetFactory, store: Store, *, deadline_s: float | None = None
 ) -> list[dict[str, Any]]:
     """Store every raw source (pinned ones verified by checksum); return their records.
 
@@ -185,9 +183,7 @@ def retrieve_sources(
     downloaded again; tracked sources are always fetched. ``deadline_s`` bounds each download
     (headers, body and retries).
     """
-    from datastack.factory import as_factory
-
-    spec = as_factory(dataset).spec
+    spec = factory.spec
     latest = latest_record(spec, store)
     records: list[dict[str, Any]] = []
     for index, source in enumerate(spec.sources):

@@ -19,24 +19,20 @@ pending to published, after every resource was written and verified.
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from datastack._uri import redact
 from datastack._workdirs import sweep_work_dirs
-from datastack.canonical.layout import data_identifier, raw_identifier
 from datastack.errors import (
+    ConfigurationError,
     DatastackError,
     LockHeldError,
     StorageUnavailableError,
 )
-from datastack.factory import DatasetFactory, as_factory
 from datastack.pipeline.build import (
-    PreparedVersion,
-    default_producer,
     drop_version,
     prepare_version,
     publish_version,
@@ -50,8 +46,10 @@ from datastack.pipeline.retrieve import (
     retrieve_sources,
     same_tracked_content,
 )
-from datastack.specs import DatasetSpec, load_selected
-from datastack.store import Store
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.factory import DatasetFactory
+    from datastack.store import Store
 
 log = logging.getLogger("datastack.pipeline")
 
@@ -206,8 +204,16 @@ def _record_status(run: _Run, result: RefreshResult, producer: dict[str, Any] | 
         log.warning("%s: could not record the status: %s", spec.name, redact(str(exc)))
 
 
+def _check_factory(factory: object) -> None:
+    if not callable(getattr(factory, "prepare", None)) or not hasattr(factory, "spec"):
+        raise ConfigurationError(
+            f"refresh_dataset takes a DatasetFactory, got {type(factory).__name__} "
+            f"{factory!r:.60}; build one from a spec with datastack.factory.factory_for(spec)"
+        )
+
+
 def refresh_dataset(
-    dataset: DatasetFactory | DatasetSpec,
+    factory: DatasetFactory,
     store: Store,
     *,
     force: bool = False,
@@ -228,11 +234,7 @@ def refresh_dataset(
     the catalog's status of the dataset. ``run_step`` executes each step (see
     :class:`StepRunner`); ``owner`` names the lease holder (default ``host:pid.start:random``).
     """
-    try:
-        factory = as_factory(dataset)
-    except DatastackError as exc:
-        name = dataset.name if isinstance(dataset, DatasetSpec) else str(dataset)
-        return RefreshResult(name, "failed", None, redact(f"{type(exc).__name__}: {exc}"))
+    _check_factory(factory)
     run = _Run(factory, store, run_step)
     sweep_work_dirs()  # what killed refreshes on this host left in the temp folder
     result = _locked_sequence(run, force, producer, lease_ttl_s, wait_s, retrieve_deadline_s, owner)
@@ -273,37 +275,12 @@ def _locked_sequence(
             log.warning("%s: could not release lease: %s", name, redact(str(exc)))
 
 
-def refresh(
-    spec_path: str | os.PathLike[str],
-    names: Sequence[str] | None = None,
-    storage: Store | str | os.PathLike[str] | None = None,
-    *,
-    force: bool = False,
-) -> list[RefreshResult]:
-    """Refresh datasets of a spec file in this process, without an orchestrator."""
-    specs = load_selected(spec_path, names)
-    store = Store.open(storage)
-    return [refresh_dataset(spec, store, force=force) for spec in specs]
-
-
 __all__ = [
     "DEFAULT_LEASE_TTL",
-    "PreparedVersion",
     "RefreshResult",
-    "SourcesCheck",
     "StepRunner",
     "acquire_lease",
-    "as_factory",
-    "check_sources",
-    "data_identifier",
-    "default_producer",
-    "prepare_version",
-    "publish_version",
-    "raw_identifier",
-    "refresh",
     "refresh_dataset",
     "release_lease",
-    "retrieve_sources",
     "run_here",
-    "validate_version",
 ]

@@ -78,6 +78,7 @@ def upload(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def refresh(cfg: dict[str, Any]) -> dict[str, Any]:
+    from datastack.factory import factory_for
     from datastack.pipeline.sequence import refresh_dataset
     from datastack.specs import load_selected as select_specs
     from datastack.storage.base import StorageConnector
@@ -112,7 +113,7 @@ def refresh(cfg: dict[str, Any]) -> dict[str, Any]:
     results = []
     for spec in specs:
         try:
-            r = refresh_dataset(spec, Store.open(cfg["storage"]), lease_ttl_s=cfg.get("lease_ttl", 3600.0),
+            r = refresh_dataset(factory_for(spec), Store.open(cfg["storage"]), lease_ttl_s=cfg.get("lease_ttl", 3600.0),
                                 wait_s=cfg.get("wait_s", 0.0), force=cfg.get("force", False))
         except BaseException as exc:
             return {**_error(exc), "results": results}

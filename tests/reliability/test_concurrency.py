@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from datastack.api import refresh
 from datastack.cli import main
-from datastack.pipeline.sequence import refresh, refresh_dataset
+from datastack.factory import factory_for
+from datastack.pipeline.sequence import refresh_dataset
 from datastack.specs import load_selected as select_specs
 from datastack.store import Store
 from tests.reliability.helpers import (
@@ -78,7 +80,7 @@ def test_stalled_writer_cannot_publish_over_a_newer_one(storage: str, tmp_path: 
     os.kill(proc.pid, signal.SIGSTOP)
     try:
         [b_spec] = select_specs(spec_b)
-        b = refresh_dataset(b_spec, Store.open(storage), wait_s=10)
+        b = refresh_dataset(factory_for(b_spec), Store.open(storage), wait_s=10)
     finally:
         os.kill(proc.pid, signal.SIGCONT)
     assert b.status == "published", b
@@ -153,5 +155,5 @@ def test_refresh_longer_than_its_lease_ttl_still_publishes(
         return original(self, identifier, data, **kw)
 
     monkeypatch.setattr(StorageConnector, "set_resource", slow)
-    result = refresh_dataset(spec, Store.open(str(tmp_path / "store")), lease_ttl_s=1.0)
+    result = refresh_dataset(factory_for(spec), Store.open(str(tmp_path / "store")), lease_ttl_s=1.0)
     assert result.status == "published", result

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from datastack.factory import factory_for
 from datastack.pipeline.sequence import refresh_dataset
 from datastack.specs import load_selected as select_specs
 from datastack.storage.base import StorageConnector
@@ -58,14 +59,14 @@ def test_server_stopped_mid_refresh_fails_clearly_then_recovers(
     x1, y1 = write_arrays(tmp_path / "v1", 100, 8, seed=1)
     arrays_spec(spec_path, "lost", tmp_path / "v1")
     [spec] = select_specs(spec_path)
-    assert refresh_dataset(spec, Store.open(storage), lease_ttl_s=LEASE_TTL).status == "published"
+    assert refresh_dataset(factory_for(spec), Store.open(storage), lease_ttl_s=LEASE_TTL).status == "published"
 
     x2, y2 = write_arrays(tmp_path / "v2", 800, 1024, seed=2)  # ~3 MB data file
     arrays_spec(spec_path, "lost", tmp_path / "v2")
     [spec2] = select_specs(spec_path)
     fired = _stop_mid_upload(monkeypatch, own_mongo)
     started = time.monotonic()
-    result = refresh_dataset(spec2, Store.open(storage), lease_ttl_s=LEASE_TTL)
+    result = refresh_dataset(factory_for(spec2), Store.open(storage), lease_ttl_s=LEASE_TTL)
     elapsed = time.monotonic() - started
     assert fired == [True]
     assert result.status == "failed", result
@@ -80,7 +81,7 @@ def test_server_stopped_mid_refresh_fails_clearly_then_recovers(
 
     # Retry the whole version under a fresh number; the dead attempt's lease may still be
     # held until it expires, so wait for it.
-    again = refresh_dataset(spec2, Store.open(storage), lease_ttl_s=LEASE_TTL, wait_s=LEASE_TTL + 5)
+    again = refresh_dataset(factory_for(spec2), Store.open(storage), lease_ttl_s=LEASE_TTL, wait_s=LEASE_TTL + 5)
     assert again.status == "published", again
     assert again.version is not None and again.version >= 2
     xs, ys = read_all("lost", storage)
@@ -98,6 +99,6 @@ def test_unreachable_server_refresh_fails_fast(tmp_path: Path) -> None:
     write_arrays(tmp_path / "v1", 10, 2, seed=1)
     [spec] = select_specs(arrays_spec(tmp_path / "spec.yaml", "nowhere", tmp_path / "v1"))
     started = time.monotonic()
-    result = refresh_dataset(spec, Store.open(storage))
+    result = refresh_dataset(factory_for(spec), Store.open(storage))
     assert result.status == "failed" and "unavailable" in result.reason, result
     assert time.monotonic() - started < 10

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datastack.pipeline.sequence import refresh
+from datastack.api import refresh
 from tests.reliability.helpers import (
     arrays_spec,
     catalog_state,
@@ -134,7 +134,8 @@ def test_disk_full_during_refresh(tmp_path: Path) -> None:
 
 
 def test_disk_full_while_writing_the_hdf5_file(tmp_path: Path) -> None:
-    from datastack.pipeline.sequence import retrieve_sources
+    from datastack.factory import factory_for
+    from datastack.pipeline.retrieve import retrieve_sources
     from datastack.specs import load_selected as select_specs
     from datastack.store import Store
 
@@ -143,7 +144,7 @@ def test_disk_full_while_writing_the_hdf5_file(tmp_path: Path) -> None:
     write_arrays(tmp_path / "v1", 1000, 1024, seed=2)  # 4 MB of data; the limit is 1 MB
     arrays_spec(spec, "h5full", tmp_path / "v1")
     [parsed] = select_specs(spec)
-    retrieve_sources(parsed, Store.open(storage))  # raw sources stored: the child fails in preprocessing
+    retrieve_sources(factory_for(parsed), Store.open(storage))  # raw sources stored: the child fails in preprocessing
     child_tmp = tmp_path / "child-tmp"
     child_tmp.mkdir()
     result = run_child(

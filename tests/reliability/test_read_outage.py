@@ -12,6 +12,7 @@ import pytest
 
 import datastack
 from datastack.errors import StorageUnavailableError
+from datastack.factory import factory_for
 from datastack.pipeline.sequence import refresh_dataset
 from datastack.specs import load_selected as select_specs
 from datastack.storage.cache import default_cache
@@ -35,7 +36,7 @@ def test_reads_during_an_outage_fail_clearly_and_resume(
         tmp_path / "spec.yaml", "outage", tmp_path / "v1",
         **({"compression": compression} if compression else {}),
     ))
-    assert refresh_dataset(spec, Store.open(storage)).status == "published"
+    assert refresh_dataset(factory_for(spec), Store.open(storage)).status == "published"
 
     it = datastack.load("outage", split="train", storage=storage)
     first = np.asarray(it[0][0])

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from datastack.api import refresh
 from datastack.cli import main
-from datastack.pipeline.sequence import refresh
 from tests.reliability.helpers import (
     arrays_spec,
     catalog_state,
