@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from datastack.canonical.writer import PreparedData, write_arrays
 from datastack.errors import FormatError
-from datastack.preprocessing import PreparedData, extract_archive, write_arrays
+from datastack.formats.archives import extract_archive
 from datastack.resources import StreamedResource
 from datastack.specs import DatasetSpec, SourceSpec
 

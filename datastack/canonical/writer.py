@@ -42,20 +42,22 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from datastack.canonical.columns import FieldAppender, Transform, copy_fields, is_classic
-from datastack.canonical.layout import COMPRESSIONS, DEFAULT_COMPRESSION
+from datastack.canonical.layout import COMPRESSIONS, DEFAULT_COMPRESSION, FIELDS_LAYOUT
 from datastack.errors import ConfigurationError, FormatError
 from datastack.fields import ARRAY, LABEL, Field, fields_from_schema, fields_to_schema
-from datastack.formats.base import ArrayLike
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.formats.base import ArrayLike
 
 FORMAT_VERSION = 1
 #: Layout version of files with fields beyond the classic (samples, targets) pair.
-FIELDS_FORMAT_VERSION = 2
+FIELDS_FORMAT_VERSION = FIELDS_LAYOUT
 SAMPLE_CHUNK_BYTES = 32 * 1024
 MIN_CHUNK_ROWS = 4
 MAX_CHUNK_BYTES = 1024 * 1024

@@ -5,17 +5,23 @@ follow or break the layers); the ones under ``if TYPE_CHECKING:`` do not (they n
 ``from package import name`` is an edge to ``package.name`` when that is a module, else to the
 package itself; importing ``a.b.c`` is an edge to ``a.b.c`` only (not to its parents).
 
-Run it to print the cycles: ``python -m tests.architecture.import_graph``.
+The layer table of ``docs/architecture.md`` gives each module a level (:func:`layer_table`); an
+import from a lower level to a higher one goes up against it (:func:`upward_imports`).
+
+Run it to print the cycles and the upward imports: ``python -m tests.architecture.import_graph``.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "datastack"
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
 
 
 def library_modules(root: Path = ROOT, package: str = PACKAGE) -> dict[str, Path]:
@@ -127,8 +133,83 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return sorted(found)
 
 
+@dataclass(frozen=True)
+class Layer:
+    """One row of the layer table: its level, the paths it names, and its whole text."""
+
+    level: int
+    paths: tuple[str, ...]
+    text: str
+
+
+def layer_table(doc: str) -> list[Layer]:
+    """The rows ``| level | layer | modules | ... |`` of the architecture page's layer table.
+
+    ``modules`` names paths inside the package in backquotes: ``store.py``, ``storage/`` (a
+    whole package), ``iterators/__init__.py`` (a package's face alone).
+    """
+    rows = []
+    for line in doc.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0].isdigit():
+            paths = tuple(re.findall(r"`([\w/.]+(?:\.py|/))`", cells[2]))
+            rows.append(Layer(int(cells[0]), paths, line))
+    return rows
+
+
+def layer_of(path: str, rows: list[Layer]) -> Layer | None:
+    """The row naming ``path`` itself, else the row of its closest package folder."""
+    best: tuple[int, Layer] | None = None
+    for row in rows:
+        for named in row.paths:
+            if path == named or (named.endswith("/") and path.startswith(named)):
+                if best is None or len(named) > best[0]:
+                    best = (len(named), row)
+    return best[1] if best else None
+
+
+def upward_imports(
+    graph: dict[str, set[str]], rows: list[Layer], paths: dict[str, str]
+) -> list[tuple[str, str]]:
+    """Every import ``(importer, imported)`` whose imported module has a higher level."""
+    found = []
+    for module, imported in sorted(graph.items()):
+        here = layer_of(paths[module], rows)
+        for other in sorted(imported):
+            there = layer_of(paths[other], rows)
+            if here is not None and there is not None and there.level > here.level:
+                found.append((module, other))
+    return found
+
+
+def unplaced_modules(rows: list[Layer], paths: dict[str, str]) -> list[str]:
+    """Modules in no row, or in a package's row that does not name their file."""
+    missing = []
+    for module, path in sorted(paths.items()):
+        row = layer_of(path, rows)
+        named = row is not None and (path in row.paths or path.endswith("__init__.py")
+                                     or f"`{path.rsplit('/', 1)[-1]}`" in row.text)
+        if not named:
+            missing.append(path)
+    return missing
+
+
+def library_paths(root: Path = ROOT, package: str = PACKAGE) -> dict[str, str]:
+    """Dotted module name -> its file relative to the package folder (``storage/base.py``)."""
+    modules = library_modules(root, package)
+    return {name: str(path.relative_to(root / package)) for name, path in modules.items()}
+
+
 if __name__ == "__main__":  # pragma: no cover
-    found = cycles(import_graph())
+    graph = import_graph()
+    found = cycles(graph)
     print(f"{len(found)} cycles")
     for component in found:
         print(" <-> ".join(component))
+    rows = layer_table(ARCHITECTURE.read_text())
+    up = upward_imports(graph, rows, library_paths())
+    print(f"{len(up)} imports against the layer table")
+    for importer, imported in up:
+        print(f"{importer} -> {imported}")
+    for path in unplaced_modules(rows, library_paths()):
+        print(f"not in the layer table: {path}")
