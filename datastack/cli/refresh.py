@@ -76,8 +76,10 @@ def run(args: argparse.Namespace) -> int:
     path = Path(spec).resolve()
     specs = load_selected(path, args.names or None)  # validated, names checked: once
     factories = [factory_for(s) for s in specs]  # a bad `factory:` is a bad spec, exit 2
+    store = Store.open(args.storage)
+    store.ping()  # an unreachable storage stops the command at once (exit 3)
     results = run_refresh(
-        factories, Store.open(args.storage), spec_path=path, force=args.force,
+        factories, store, spec_path=path, force=args.force,
         engine=args.engine, wait_s=args.wait, quiet=not args.verbose,
     )
     failed = [r for r in results if not r.ok]

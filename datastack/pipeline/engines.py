@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from datastack._registry import Registry
-from datastack.errors import ConfigurationError, MissingDependencyError
+from datastack._uri import redact
+from datastack.errors import ConfigurationError, DatastackError, MissingDependencyError
 from datastack.pipeline.sequence import RefreshResult, refresh_dataset
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -102,12 +103,18 @@ def run_refresh(
 ) -> list[RefreshResult]:
     """Refresh ``factories`` into ``store`` with ``engine``: one :class:`RefreshResult` each.
 
-    The storage is checked reachable (a few seconds at most) before any engine starts.
-    ``wait_s`` waits for a lease another refresh holds; ``quiet`` asks the engine not to print
-    its own run logs; ``options`` go to the engine (``refresh_dataset``'s for ``local``).
+    The storage is checked reachable (a few seconds at most) before any engine starts: when it
+    is not, every dataset is ``failed`` with the reason (nothing raises for a dataset-level
+    failure; a command that wants to stop at once pings first). ``wait_s`` waits for a lease
+    another refresh holds; ``quiet`` asks the engine not to print its own run logs; ``options``
+    go to the engine (``refresh_dataset``'s for ``local``).
     """
-    store.ping()
     chosen = resolve_engine(engine)
+    try:
+        store.ping()
+    except DatastackError as exc:
+        reason = redact(f"{type(exc).__name__}: {exc}")
+        return [RefreshResult(f.spec.name, "failed", None, reason) for f in factories]
     try:
         runner = ENGINES.get(chosen)
     except MissingDependencyError as exc:
