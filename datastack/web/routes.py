@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from datastack._format import fmt_size, fmt_time
 from datastack.catalog.overview import (
     STATE_ORDER,
     catalog_entries,
@@ -31,10 +32,9 @@ from datastack.catalog.overview import (
     ls_row,
     problems_first,
 )
-from datastack.cli._common import fmt_size, fmt_time
 from datastack.web import params
 from datastack.web.app import json_response, state_of
-from datastack.web.security import COOKIE, session_value, token_matches
+from datastack.web.security import COOKIE, session_cookie, token_matches
 from datastack.web.views import (
     catalog_row,
     fields_of,
@@ -198,12 +198,14 @@ async def login_submit(request: Request) -> Response:
         return state.page("login.html", {"message": "That token is not right.", "next": target},
                           401)
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(COOKIE, session_value(state.token), httponly=True, samesite="strict",
-                        path="/")
+    response.set_cookie(COOKIE, state.sessions.new(), httponly=True, samesite="strict",
+                        path="/", max_age=int(state.sessions.lifetime))
     return response
 
 
 def logout(request: Request) -> Response:
+    """Forget the session (server-side: a copy of the cookie stops working) and clear it."""
+    state_of(request).sessions.revoke(session_cookie(request.scope))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return response
