@@ -65,21 +65,19 @@ def catalog_page(request: Request) -> Response:
 
 # -- one dataset -------------------------------------------------------------------------------
 def _dataset(request: Request) -> tuple[str, list[Any], Any, Any]:
-    """(name, published records, the record asked for or None, status) of a dataset page."""
+    """(name, summaries of the published versions, the full record asked for or None, status)
+    of a dataset page: one full record is read, the others as summaries."""
     catalog = state_of(request).store.catalog
     name = params.dataset_name(request.path_params["name"])
     version = params.version_param(request.query_params)
-    records = catalog.versions(name)
+    records = catalog.version_summaries(name)
     status = catalog.status(name)
     if not records:
         if status is None or version is not None:
             catalog.latest(name)  # raises DatasetNotFoundError naming the known datasets
         return name, records, None, status
-    record = records[-1] if version is None else next(
-        (r for r in records if r.version == version), None
-    )
-    if record is None:
-        record = catalog.get(name, int(version or 0))  # VersionNotFoundError with the list
+    # VersionNotFoundError (with the list) for a version that is not published
+    record = catalog.get(name, records[-1].version if version is None else int(version))
     if status is None:
         [status] = catalog.statuses([name], latest={name: records[-1]})
     return name, records, record, status
