@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -35,9 +36,10 @@ SECRET_NAME_PARTS = ("pass", "pwd", "secret", "token", "key", "cred", "sig", "au
 SECRET_NAMES = frozenset({"code", "pw", "otp", "hmac"})
 #: Names that match a part above but carry no secret (MongoDB's authSource, authMechanism).
 NOT_SECRET_NAMES = frozenset({"authsource", "authmechanism"})
-# name=value after ? & ; or # (a query string, a fragment, MongoDB options); the value ends at
-# the next separator, white space, a quote or an angle bracket.
-_PARAM_RE = re.compile(r"(?<=[?&;#])([A-Za-z0-9_.%~+-]{1,200})=([^&;#\s'\"<>]+)")
+# name= after ? & ; or # (a query string, a fragment, MongoDB options); a secret value ends at
+# the next & ; # white space, quote or angle bracket (a ? may be part of it).
+_PARAM_RE = re.compile(r"(?<=[?&;#])([A-Za-z0-9_.%~+-]{1,200})=")
+_VALUE_END = re.compile(r"[&;#\s'\"<>]")
 
 
 def is_secret_name(name: str) -> bool:
@@ -53,11 +55,18 @@ def is_secret_name(name: str) -> bool:
 
 
 def _redact_params(text: str) -> str:
-    def hide(match: re.Match[str]) -> str:
-        name = match.group(1)
-        return f"{name}=***" if is_secret_name(name) and match.group(2) != "***" else match[0]
-
-    return _PARAM_RE.sub(hide, text)
+    out: list[str] = []
+    pos = 0
+    for match in _PARAM_RE.finditer(text):
+        if match.start() < pos or not is_secret_name(match.group(1)):
+            continue  # inside a value already hidden, or a harmless parameter
+        end = _VALUE_END.search(text, match.end())
+        stop = end.start() if end is not None else len(text)
+        if stop > match.end() and text[match.end():stop] != "***":
+            out += [text[pos:match.end()], "***"]
+            pos = stop
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def secret_values(uri: str) -> set[str]:
@@ -178,6 +187,26 @@ def _check_hosts(uri: str) -> None:
                 f"storage URI {redact(uri)!r}: host {redact(host)!r} needs a port number between "
                 "1 and 65535 (mongodb://[user:pass@]host[:port][,host2...]/DBNAME)"
             )
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that passes every record of its logger through :func:`redact`: for
+    libraries that log URLs themselves (urllib3 logs each request line, query included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def redact_logs_of(*names: str) -> None:
+    """Install one :class:`RedactingFilter` on each of the loggers ``names`` (idempotent)."""
+    for name in names:
+        target = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in target.filters):
+            target.addFilter(RedactingFilter())
 
 
 def default_storage_uri(uri: str | os.PathLike[str] | None = None) -> str:
