@@ -426,3 +426,15 @@ def test_the_table_preview_shows_category_names(world: World, tmp_path: Path) ->
     preview = page[page.index('id="preview"'):]
     for name in ("ruby", "teal", "amber", "cat", "dog"):
         assert f'<span class="cell">{name}</span>' in preview, name
+
+
+def test_the_web_package_imports_no_cli_module() -> None:
+    """#22: the web page sits beside the command line, not on top of it."""
+    import ast
+
+    for path in sorted((ROOT / "datastack" / "web").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert not name.startswith("datastack.cli"), (path.name, name)
