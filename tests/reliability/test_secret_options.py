@@ -128,10 +128,10 @@ def served_csv() -> Iterator[tuple[str, list[str]]]:
             if with_body and not missing:
                 self.wfile.write(body)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._answer(True)
 
-        def do_HEAD(self) -> None:  # noqa: N802
+        def do_HEAD(self) -> None:
             self._answer(False)
 
         def log_message(self, *args: Any) -> None:
@@ -187,5 +187,5 @@ def test_source_urls_with_query_credentials(
     pages = [client.get(p).text for p in ("/", "/datasets/presigned", "/api/datasets/presigned",
                                           "/datasets/gone", "/api/status")]
     out, err = capfd.readouterr()
-    _assert_clean(recorded, before.out, before.err, shown.out, shown.err, out, err, caplog.text, results["gone"].reason or "",
-                  repr(results["gone"]), *pages)
+    _assert_clean(recorded, before.out, before.err, shown.out, shown.err, out, err,
+                  caplog.text, results["gone"].reason or "", repr(results["gone"]), *pages)
