@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: The folder of every dataset's resources: ``datasets/<name>/...``.
 RESOURCE_ROOT = "datasets"
+#: The identifier prefix of every dataset's resources.
+DATASETS_PREFIX = f"{RESOURCE_ROOT}/"
 #: The name of a version's canonical HDF5 file.
 DATA_FILE = "data.h5"
 #: Storage compression of the canonical HDF5 file (spec key ``compression:``); ``none`` by default.
@@ -46,7 +48,7 @@ _FETCHED = "fetched-"
 
 def dataset_prefix(name: str) -> str:
     """The identifier prefix of every resource of dataset ``name``."""
-    return f"{RESOURCE_ROOT}/{name}/"
+    return f"{DATASETS_PREFIX}{name}/"
 
 
 def version_prefix(name: str, version: int) -> str:
@@ -97,6 +99,7 @@ def layout_of(schema: Mapping[str, Any] | Any) -> int:
 
 __all__ = [
     "COMPRESSIONS",
+    "DATASETS_PREFIX",
     "DATA_FILE",
     "DEFAULT_COMPRESSION",
     "FIELDS_LAYOUT",

@@ -23,15 +23,14 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from datastack.canonical.layout import DATASETS_PREFIX, dataset_prefix, version_prefix
 from datastack.catalog.lease import default_owner
 from datastack.catalog.record import (
     DELETED,
     PENDING,
     PUBLISHED,
-    RESOURCE_ROOT,
     VersionRecord,
     utcnow,
-    version_prefix,
 )
 from datastack.errors import ConfigurationError, InvalidIdentifierError, LockHeldError
 from datastack.identifiers import validate_dataset_name
@@ -85,7 +84,7 @@ def _protected(record: VersionRecord, cutoff: dt.datetime) -> bool:
 
 def _storage_names(storage: StorageConnector) -> set[str]:
     names = set()
-    for identifier in storage.list_resources(f"{RESOURCE_ROOT}/"):
+    for identifier in storage.list_resources(DATASETS_PREFIX):
         parts = identifier.split("/")
         if len(parts) >= 3:
             try:
@@ -168,7 +167,7 @@ def collect_garbage(
             cutoff = utcnow() - dt.timedelta(seconds=grace_seconds)
             _delete_unreferenced(storage, name, records, all_records, cutoff, report)
             if not dry_run:  # GC holds the lease: no live writer of this dataset remains
-                swept = storage.sweep(0, prefix=f"{RESOURCE_ROOT}/{name}/")
+                swept = storage.sweep(0, prefix=dataset_prefix(name))
                 for kind, count in swept.items():
                     report.storage_sweep[kind] = report.storage_sweep.get(kind, 0) + count
     if not dry_run:
@@ -201,7 +200,7 @@ def _delete_unreferenced(
         if r.status not in (PUBLISHED, PENDING) and _protected(r, cutoff)
         for i in r.resource_identifiers
     }
-    for identifier in storage.list_resources(f"{RESOURCE_ROOT}/{name}/"):
+    for identifier in storage.list_resources(dataset_prefix(name)):
         if identifier in ids or any(identifier.startswith(p) for p in prefixes):
             if identifier in in_grace:
                 report.kept_in_grace.append(identifier)
