@@ -5,15 +5,16 @@ Every step is a plain function of objects -- a :class:`~datastack.factory.Datase
 them directly. :func:`refresh_dataset` runs them under the dataset's lease, makes every
 status decision and records the dataset's status (freshness) in the catalog; an *engine*
 only chooses how each step executes: here in this process (:func:`run_here`), or as a Prefect
-task with retries (``flows/``, through ``run_step``). Nothing here imports Prefect.
+task with retries (``flows/``, through ``run_step``). Nothing here imports Prefect; every
+refresh comes in through :func:`datastack.pipeline.engines.run_refresh`.
 
 Steps: ``acquire-lease`` -> ``check-sources`` (``datastack.pipeline.retrieve``)
 -> ``retrieve-sources`` -> ``prepare-version`` -> ``validate-version``
 (``datastack.pipeline.gates``) -> ``publish-version`` -> ``release-lease``.
 
 Where the raw sources and a version's files are stored: :mod:`datastack.canonical.layout`.
-A version becomes visible only when :func:`publish_version` flips its catalog record from
-pending to published, after every resource was written and verified.
+A version becomes visible only when :func:`~datastack.pipeline.build.publish_version` flips
+its catalog record from pending to published, after every resource was written and verified.
 """
 
 from __future__ import annotations
