@@ -74,22 +74,14 @@ def refresh(
     >>> [(r.name, r.status) for r in results]          # doctest: +SKIP
     [('iris', 'published'), ...]
     """
-    from datastack._uri import redact
-    from datastack.errors import DatastackError
-    from datastack.factory import DatasetFactory, factory_for
+    from datastack.factory import DatasetFactory, build_factories
     from datastack.pipeline.engines import run_refresh
     from datastack.pipeline.sequence import RefreshResult
     from datastack.specs import load_selected
     from datastack.store import Store
 
     path = Path(spec).resolve()
-    built: list[DatasetFactory | RefreshResult] = []
-    for dataset in load_selected(path, names):
-        try:
-            built.append(factory_for(dataset))
-        except DatastackError as exc:  # this dataset fails; the others run
-            reason = redact(f"{type(exc).__name__}: {exc}")
-            built.append(RefreshResult(dataset.name, "failed", None, reason))
+    built = build_factories(load_selected(path, names))  # a failed build fails that dataset
     factories = [b for b in built if isinstance(b, DatasetFactory)]
     done = iter(run_refresh(
         factories, Store.open(storage), spec_path=path, engine=engine, force=force, **options

@@ -235,11 +235,30 @@ def factory_for(spec: DatasetSpec) -> DatasetFactory:
     return cls(spec)
 
 
+def build_factories(specs: Sequence[DatasetSpec]) -> list[DatasetFactory | RefreshResult]:
+    """Each spec's factory, built once at the edge of a refresh; a spec whose factory cannot
+    be built gets a ``failed`` :class:`~datastack.pipeline.sequence.RefreshResult` instead
+    (that dataset fails; the others still run)."""
+    from datastack._uri import redact
+    from datastack.errors import DatastackError
+    from datastack.pipeline.sequence import RefreshResult
+
+    built: list[DatasetFactory | RefreshResult] = []
+    for spec in specs:
+        try:
+            built.append(factory_for(spec))
+        except DatastackError as exc:
+            reason = redact(f"{type(exc).__name__}: {exc}")
+            built.append(RefreshResult(spec.name, "failed", None, reason))
+    return built
+
+
 __all__ = [
     "DatasetFactory",
     "Sources",
     "SpecDatasetFactory",
     "as_factory",
+    "build_factories",
     "data_identifier",
     "factory_for",
     "load_factory_class",

@@ -185,7 +185,7 @@ def refresh_dataset_flow(
     """
     storage = resolve_storage(storage_env, storage_secret)
     get_run_logger().info("refreshing %s from %s into %s", name, spec_path, redact(storage))
-    (factory,) = _factories(spec_path, [name])  # an unknown name fails the run before any step
+    (built,) = _factories(spec_path, [name])  # an unknown name fails the run before any step
     settings = RefreshSettings(
         retries=retries,
         retry_delay_s=retry_delay_s,
@@ -193,16 +193,21 @@ def refresh_dataset_flow(
         lease_wait_s=lease_wait_s,
         retrieve_timeout_s=retrieve_timeout_s,
     )
-    row = refresh_one(factory, storage_env, storage_secret, force, settings)
+    if isinstance(built, RefreshResult):  # its factory cannot be built
+        return _finish([built.to_dict()], storage)
+    row = refresh_one(built, storage_env, storage_secret, force, settings)
     return _finish([row], storage)
 
 
-def _factories(spec_path: str, names: Sequence[str] | None) -> list[DatasetFactory]:
-    """The datasets of a flow run: its spec read once, each dataset built into its factory."""
-    from datastack.factory import factory_for
+def _factories(
+    spec_path: str, names: Sequence[str] | None
+) -> list[DatasetFactory | RefreshResult]:
+    """The datasets of a flow run: its spec read once, each dataset built into its factory
+    (or the failed result of one whose factory cannot be built)."""
+    from datastack.factory import build_factories
     from datastack.specs import load_selected
 
-    return [factory_for(spec) for spec in load_selected(Path(spec_path), names)]
+    return build_factories(load_selected(Path(spec_path), names))
 
 
 def _task_runner(
@@ -278,11 +283,11 @@ def refresh_all_flow(
     of result dicts; the run ends Failed naming the datasets that failed or were locked.
     """
     storage = resolve_storage(storage_env, storage_secret)
-    factories = _factories(spec_path, names)
+    built = _factories(spec_path, names)
     logger = get_run_logger()
     logger.info(
         "refreshing %d dataset(s) into %s on %s",
-        len(factories),
+        len(built),
         redact(storage),
         dask_address or task_runner,
     )
@@ -297,14 +302,14 @@ def refresh_all_flow(
     )
     rows: list[dict[str, Any]] = []
     with runner:
-        futures = [
-            (
-                factory.spec.name,
+        pending = [
+            item if isinstance(item, RefreshResult) else (
+                item.spec.name,
                 runner.submit(
                     refresh_dataset_task,
                     parameters={
-                        "name": factory.spec.name,
-                        "factory": factory,
+                        "name": item.spec.name,
+                        "factory": item,
                         "storage_env": storage_env,
                         "storage_secret": storage_secret,
                         "force": force,
@@ -312,9 +317,13 @@ def refresh_all_flow(
                     },
                 ),
             )
-            for factory in factories
+            for item in built
         ]
-        for name, future in futures:
+        for item in pending:
+            if isinstance(item, RefreshResult):  # its factory cannot be built
+                rows.append(item.to_dict())
+                continue
+            name, future = item
             outcome = future.result(raise_on_failure=False)
             if isinstance(outcome, DatasetRefreshFailed) and outcome.results:
                 rows.append(outcome.results[0])
