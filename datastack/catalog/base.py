@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from datastack.catalog.leasing import LeaseBook, Token, token_value
+from datastack.catalog.leases import LeaseBook, Token, token_value
 from datastack.catalog.record import (
     DELETED,
     PENDING,

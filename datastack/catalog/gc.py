@@ -23,7 +23,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from datastack.catalog.lease import default_owner
+from datastack.catalog.leases import default_owner
 from datastack.catalog.record import (
     DELETED,
     PENDING,
