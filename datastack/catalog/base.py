@@ -8,7 +8,6 @@ lease operations). See ``docs/catalog.md`` for the publish protocol and its guar
 from __future__ import annotations
 
 import abc
-import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -216,36 +215,6 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         if record.spec_hash == spec_hash and record.matches_checksums(source_checksums):
             return record
         return None
-
-    def referenced_resources(
-        self, *, grace_seconds: float = DEFAULT_GRACE_SECONDS, now: dt.datetime | None = None
-    ) -> set[str]:
-        """Identifiers that must not be deleted.
-
-        Those of published versions, of pending versions younger than ``grace_seconds`` (a
-        writer is at work), and of published-then-deleted versions deleted less than
-        ``grace_seconds`` ago (a reader may still be using them).
-        """
-        now = now or utcnow()
-        cutoff = now - dt.timedelta(seconds=grace_seconds)
-        keep: set[str] = set()
-        for name in self._names():
-            for record in self._records(name):
-                if self._protects(record, cutoff):
-                    keep.update(record.resource_identifiers)
-        return keep
-
-    @staticmethod
-    def _protects(record: VersionRecord, cutoff: dt.datetime) -> bool:
-        if record.status == PUBLISHED:
-            return True
-        if record.status == PENDING:
-            return record.created_at is None or record.created_at > cutoff
-        return (
-            record.published_at is not None
-            and record.deleted_at is not None
-            and record.deleted_at > cutoff
-        )
 
     def statuses(
         self,
