@@ -37,6 +37,11 @@ from datastack.errors import ConfigurationError
 T = TypeVar("T")
 
 
+def _sleep(seconds: float) -> None:
+    """The default wait between attempts (a module attribute, so tests can count waits)."""
+    time.sleep(seconds)
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Capped exponential backoff: ``min(maximum, initial * 2**(n-1))`` minus up to ``jitter``.
@@ -79,7 +84,7 @@ class Attempts:
         *,
         max_failures: int | None = None,
         deadline: float | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.backoff = backoff
         self.max_failures = max_failures
@@ -112,7 +117,7 @@ class Attempts:
         return self.max_failures is not None and self.failures > self.max_failures
 
     def sleep(self, seconds: float) -> None:
-        self._sleep(max(0.0, seconds))
+        (self._sleep or _sleep)(max(0.0, seconds))
 
 
 def call_with_retries(
@@ -122,7 +127,7 @@ def call_with_retries(
     max_retries: int,
     backoff: Backoff,
     on_retry: Callable[[BaseException, int, float], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> T:
     """``fn()``, called again after an error of ``retry_on`` up to ``max_retries`` times
     (``on_retry(error, retry_number, wait_s)`` before each wait); the last error is raised."""
@@ -144,7 +149,7 @@ def poll(
     *,
     wait: float,
     backoff: Backoff,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> T | None:
     """Call ``attempt`` until it returns something other than None, for up to ``wait``
     seconds (backoff between calls, the last call at the deadline); None if it never did."""

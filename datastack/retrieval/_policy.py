@@ -12,7 +12,6 @@ retry helper (:mod:`datastack._retry`, which also holds :class:`Backoff`).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -60,7 +59,7 @@ class DownloadBudget(Attempts):
         max_retries: int,
         backoff: Backoff,
         deadline: float | None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         super().__init__(backoff, max_failures=max_retries, deadline=deadline, sleep=sleep)
         self.url = url  # redacted
