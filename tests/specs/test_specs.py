@@ -263,6 +263,12 @@ def test_source_splits() -> None:
         "@daily",
         "0 0 * * 7",
         "59 23 31 12 6",
+        "0 0 L * *",  # L, W and # are accepted, as by Prefect
+        "0 0 LW * *",
+        "30 2 * * 5L",
+        "0 9 * * mon#2",
+        "0 0 29 2 *",  # fires in leap years
+        "0 0 31 2,3 *",  # fires in March
     ],
 )
 def test_good_cron(cron: str) -> None:
@@ -287,6 +293,11 @@ def test_good_cron(cron: str) -> None:
         ("? * * * *", "not a number"),
         ("@sometimes", "expected 5 fields"),
         ("", "expected 5 fields"),
+        ("0 0 31 2 *", "never fire"),  # valid fields that never fire
+        ("0 0 30 feb *", "never fire"),
+        ("0 12 31 4,6,9,11 *", "never fire"),
+        ("0 0 L5 * *", "day of month: 'L5' is not valid"),
+        ("0 0 * * mon#6", "day of week: 'mon#6' is not valid"),
     ],
 )
 def test_bad_cron(cron: str, reason: str) -> None:
