@@ -4,12 +4,13 @@ class histograms.
 - A preview page reads only the samples it shows (``get_samples`` of that range: one batch,
   one round trip over GridFS), and none of their images when the other fields are labels
   (labels are read eagerly with the split): each image is its own thumbnail request.
-- A thumbnail (:meth:`SampleCache.thumbnail`) reads one sample with images left encoded,
-  refuses images over :data:`MAX_THUMBNAIL_PIXELS` before decoding them, decodes JPEGs at a
-  reduced scale (Pillow's ``draft``) and returns a PNG of at most :data:`THUMBNAIL` pixels a
-  side. Versions are immutable, so thumbnails and histograms are cached (bounded).
+- A thumbnail (:meth:`SampleCache.thumbnail`) reads one sample with images left encoded and
+  draws it with :func:`datastack.preview.thumbnail`, the renderer ``datastack show
+  --preview`` uses too (bounded: images refused over its pixel limit before decoding, JPEGs
+  decoded at a reduced scale, arrays subsampled in place). Versions are immutable, so
+  thumbnails and histograms are cached (bounded).
 - Fixed-shape numeric fields shaped like pictures (``H x W`` or ``H x W x 1|3|4``: MNIST,
-  CIFAR) are shown as images too.
+  CIFAR) are shown as images too (:func:`datastack.preview.picture_like`).
 
 Open split iterators are kept per (dataset, version, split), a few at a time, each behind a
 lock: the routes run in worker threads and one stream is not safe for concurrent seeks.
@@ -18,7 +19,6 @@ lock: the routes run in worker threads and one stream is not safe for concurrent
 from __future__ import annotations
 
 import atexit
-import io
 import threading
 import weakref
 from collections import OrderedDict
@@ -28,19 +28,15 @@ from urllib.parse import quote, urlencode
 
 import numpy as np
 
-from datastack.errors import DatastackError, FormatError, StorageUnavailableError
-from datastack.fields import IMAGE, LABEL, Field
+from datastack.errors import DatastackError, StorageUnavailableError
+from datastack.fields import LABEL, Field
+from datastack.preview import picture_like, render_thumbnail, shown_as_image, shown_fields
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.catalog.record import VersionRecord
     from datastack.iterators.base import DatasetIterator
     from datastack.store import Store
 
-#: Longest side of a thumbnail (pixels); small pictures are enlarged to at least MIN_SHOWN.
-THUMBNAIL = 128
-MIN_SHOWN = 96
-#: Images with more pixels than this are not decoded for a thumbnail (about 40 megapixels).
-MAX_THUMBNAIL_PIXELS = 40_000_000
 #: Characters of a text value shown in a preview cell.
 MAX_TEXT = 300
 #: Bars of a class histogram (the most frequent classes beyond are counted, not drawn).
@@ -55,19 +51,7 @@ Key = tuple[str, int, str]
 T = TypeVar("T")
 
 
-def picture_like(field: Field) -> bool:
-    """Whether a fixed-shape numeric field holds pictures (``H x W [x 1|3|4]``, sides >= 8)."""
-    shape = field.shape
-    if field.kind != "array" or shape is None or any(d is None for d in shape):
-        return False
-    dims = [int(d) for d in shape if d is not None]
-    if len(dims) == 3 and dims[2] not in (1, 3, 4):
-        return False
-    return len(dims) in (2, 3) and min(dims[:2]) >= 8 and dims[0] * dims[1] <= 4096 * 4096
-
-
-def _shown_as_image(field: Field) -> bool:
-    return field.kind == IMAGE or picture_like(field)
+_shown_as_image = shown_as_image
 
 
 def _text(field: Field, value: Any, names: tuple[str, ...] | None) -> str:
@@ -89,51 +73,6 @@ def _text(field: Field, value: Any, names: tuple[str, ...] | None) -> str:
         more = ", ..." if flat.size > 8 else ""
         return f"[{shown}{more}]" if value.ndim <= 1 else f"{value.shape} [{shown}{more}]"
     return str(value)[:MAX_TEXT]
-
-
-def _to_uint8(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    if array.dtype == np.uint8:
-        return array
-    values = array.astype(np.float64)
-    finite = values[np.isfinite(values)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    if lo >= 0.0 and hi <= 1.0:
-        lo, hi = 0.0, 1.0
-    scaled = (np.nan_to_num(values, nan=lo) - lo) / ((hi - lo) or 1.0)
-    return np.asarray(np.clip(scaled * 255.0, 0, 255), dtype=np.uint8)
-
-
-def render_thumbnail(value: Any, where: str) -> bytes:
-    """A PNG of at most :data:`THUMBNAIL` pixels a side of an encoded image or a picture-like
-    array (FormatError for an unreadable or oversized image)."""
-    from datastack.fields import pillow
-
-    Image = pillow()
-    if isinstance(value, (bytes, bytearray)):
-        try:
-            image = Image.open(io.BytesIO(bytes(value)))
-            if image.width * image.height > MAX_THUMBNAIL_PIXELS:
-                raise FormatError(f"{where}: {image.width} x {image.height} pixels is too "
-                                  f"large to preview (at most {MAX_THUMBNAIL_PIXELS})")
-            image.draft("RGB", (THUMBNAIL, THUMBNAIL))  # JPEG: decode at a reduced scale
-            image.load()
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            raise FormatError(f"{where}: not a readable image ({exc})") from None
-    else:
-        array = _to_uint8(np.asarray(value))
-        if array.ndim == 3 and array.shape[2] == 1:
-            array = array[:, :, 0]
-        image = Image.fromarray(array)
-    if image.mode not in ("RGB", "RGBA", "L", "LA"):
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    image.thumbnail((THUMBNAIL, THUMBNAIL))
-    side = max(image.width, image.height)
-    if side < MIN_SHOWN:
-        factor = -(-MIN_SHOWN // side)
-        image = image.resize((image.width * factor, image.height * factor), Image.NEAREST)
-    out = io.BytesIO()
-    image.save(out, format="PNG", optimize=False)
-    return out.getvalue()
 
 
 def _expanded(field: Field) -> bool:
@@ -235,13 +174,7 @@ class SampleCache:
     @staticmethod
     def _fields(it: DatasetIterator, record: VersionRecord) -> list[Field]:
         """The split's fields; a classic file's encoded target becomes a label with names."""
-        from datastack.web.views import target_names
-
-        fields = list(it.fields.values())
-        names = target_names(record)
-        if len(fields) == 2 and fields[1].names is None and names is not None:
-            fields[1] = Field(fields[1].name, LABEL, "int64", (), names=names)
-        return fields
+        return shown_fields(it, record)
 
     # -- a page of samples ------------------------------------------------------------------
     def page_context(
