@@ -265,20 +265,11 @@ def render_preview(
     return picture
 
 
-def preview_png(it: DatasetIterator, *, count: int = 16, title: str = "",
-                record: VersionRecord | None = None) -> bytes:
-    """:func:`render_preview` as PNG bytes."""
-    out = io.BytesIO()
-    render_preview(it, count=count, title=title, record=record).save(out, format="PNG")
-    return out.getvalue()
-
-
 __all__ = [
     "MAX_THUMBNAIL_PIXELS",
     "MIN_SHOWN",
     "THUMBNAIL",
     "picture_like",
-    "preview_png",
     "render_preview",
     "render_thumbnail",
     "shown_as_image",

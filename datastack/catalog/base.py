@@ -41,9 +41,6 @@ log = logging.getLogger("datastack.catalog")
 DEFAULT_GRACE_SECONDS = 3600.0
 
 
-_PUBLISH_FIELDS = ("resources", "splits", "schema", "encodings", "extra", "description")
-
-
 def _validate_version(name: str, version: object) -> int:
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 2**63:
         raise InvalidIdentifierError(
