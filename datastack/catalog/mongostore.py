@@ -228,11 +228,16 @@ class MongoCatalog(Catalog):
         """The MongoDB server's clock (``hello``'s ``localTime``), by which every lease
         expires: clients whose clocks disagree still agree on who holds a lease. A database
         object that runs in this process (mongomock) has this process's clock."""
+        from pymongo.errors import OperationFailure
+
         with self._errors("reading the server's clock"):
+            admin = self.mongo.db().client.admin
             try:
-                reply = self.mongo.db().client.admin.command("hello")
+                reply = admin.command("hello")
             except NotImplementedError:  # mongomock: the "server" is this process
                 return utcnow()
+            except OperationFailure:  # a server older than 4.4.2 knows only isMaster
+                reply = admin.command("isMaster")
         when = reply.get("localTime")
         if not isinstance(when, dt.datetime):
             raise CatalogError(
