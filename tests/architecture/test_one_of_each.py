@@ -57,7 +57,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                found.append(stack[stack.index(nxt):] + [nxt])
+                found.append([*stack[stack.index(nxt):], nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -94,7 +94,8 @@ def test_one_picture_of_which_records_protect_resources() -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["datastack/_registry.py", "datastack/factory.py", "datastack/preprocessing/pipeline.py"]
+    "path",
+    ["datastack/_registry.py", "datastack/factory.py", "datastack/preprocessing/pipeline.py"],
 )
 def test_module_attr_references_are_resolved_by_pkgutil(path: str) -> None:
     text = (ROOT / path).read_text(encoding="utf-8")
@@ -115,7 +116,7 @@ def test_module_attr_errors_still_name_the_reference() -> None:
     for load, key in ((load_factory_class, "factory"), (load_preprocessor, "preprocessor")):
         with pytest.raises(SpecError, match=f"key '{key}': cannot import 'no_such_mod:X'"):
             load("no_such_mod:X", "demo")
-        with pytest.raises(SpecError, match="cannot import 'datastack.factory:Nope.deeper'"):
+        with pytest.raises(SpecError, match=r"cannot import 'datastack\.factory:Nope\.deeper'"):
             load("datastack.factory:Nope.deeper", "demo")
     assert load_preprocessor("datastack.builtin.cifar:Cifar10Binary").__class__.__name__ == (
         "Cifar10Binary"
