@@ -28,9 +28,9 @@ def validate_cron(expression: str) -> str:
 
     Fields: minute, hour, day of month, month (1-12 or jan-dec), day of week (0-7 or sun-sat);
     each a ``*``, a value, a range ``a-b``, with an optional step ``/n``, or a comma list of those;
-    the day of month may also be ``L`` (last day) or ``LW`` (last weekday), the day of week
-    ``5L`` (last Friday) or ``1#2`` (second Monday). The macros ``@hourly``, ``@daily``,
-    ``@weekly``, ``@monthly``, ``@yearly`` are accepted.
+    the day of month may also be ``L`` (its last day), the day of week ``N#K`` (``1#2``: the
+    second Monday), as Prefect accepts them. The macros ``@hourly``, ``@daily``, ``@weekly``,
+    ``@monthly``, ``@yearly`` are accepted.
 
     >>> validate_cron("*/15 3 L jan-jun mon,fri")
     '*/15 3 L jan-jun mon,fri'
@@ -54,10 +54,28 @@ def validate_cron(expression: str) -> str:
     for value, (label, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
         for item in value.split(","):
             if label.startswith("day of") and any(c in item.upper() for c in "LW#"):
-                continue  # L, W and #: judged by cronsim below
-            _cron_item(item, label, low, high, names)
+                _special_day(item, label, names)
+            else:
+                _cron_item(item, label, low, high, names)
     _first_fire(text, fields)
     return expression
+
+
+def _special_day(item: str, label: str, names: dict[str, int]) -> None:
+    """``L`` (last day of the month) and ``N#K`` (the K-th weekday N): what both cronsim
+    (fire times here) and Prefect's scheduler understand; ``LW``, ``5L``, ``L5``, ``15W``
+    are each known to only one of them, so they are refused."""
+    if label == "day of month" and item.upper() == "L":
+        return
+    day, hash_, nth = item.partition("#")
+    if label == "day of week" and hash_ and nth in {"1", "2", "3", "4", "5"}:
+        _cron_item(day, label, 0, 7, names)
+        return
+    raise ValueError(
+        f"{label}: {item!r} is not supported; of the special characters, use L in the day "
+        "of month (its last day) or N#K in the day of week (the K-th weekday N of the month, "
+        "K 1-5): LW, W and nL are not understood by Prefect's scheduler"
+    )
 
 
 def _first_fire(text: str, fields: list[str]) -> dt.datetime:
