@@ -94,14 +94,27 @@ def test_local_engine_retries_an_unreachable_storage_twice_with_1_and_2_s(
     assert len(calls) == 1
 
 
-def test_a_lease_wait_polls_through_the_helper(tmp_path: Path, waits: list[float]) -> None:
+def test_a_lease_wait_polls_through_the_helper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from datastack.catalog import FileCatalog
 
     catalog = FileCatalog(tmp_path)
-    catalog.lease("iris", owner="host-a:1:x", ttl=600)
-    with pytest.raises(LockHeldError, match="locked by 'host-a:1:x'"):
-        catalog.lease("iris", owner="host-b:2:y", ttl=30, wait=0.05)
-    assert waits and all(0 < w <= 1.0 for w in waits)
+    holder = catalog.lease("iris", owner="host-a:1:x", ttl=600)
+    waits: list[float] = []
+
+    def pause(seconds: float) -> None:  # the holder lets go during the third pause
+        waits.append(seconds)
+        if len(waits) == 3:
+            holder.release()
+
+    monkeypatch.setattr(retry, "_sleep", pause)
+    lease = catalog.lease("iris", owner="host-b:2:y", ttl=30, wait=600)
+    assert lease.token == holder.token + 1
+    assert len(waits) == 3 and all(0 < w <= 1.0 for w in waits)
+    assert waits[2] > waits[0]  # backing off
+    with pytest.raises(LockHeldError, match="locked by 'host-b:2:y'"):
+        catalog.lease("iris", owner="host-c:3:z", ttl=30)
 
 
 def test_no_other_retry_loop_sleeps_on_its_own() -> None:
