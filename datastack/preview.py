@@ -9,7 +9,9 @@ web page's thumbnails (``datastack.web.samples``), with Pillow.
   of a 4096 x 4096 float64 field costs a few hundred kilobytes, not copies of the field;
 * :func:`render_preview` draws the first ``count`` samples of a split: a grid of those
   thumbnails captioned with the label name (or target value) when a field is shown as a
-  picture, else a table of the first rows and a histogram of the targets.
+  picture, else a table of the first rows (the web page's cells: :func:`field_cells`, label
+  and category names, feature vectors one column per source column) and a histogram of the
+  targets.
 
 Reading is bounded: the ``count`` samples of the grid or table are read as one batch (images
 left encoded), at most :data:`MAX_HISTOGRAM_SAMPLES` targets for the histogram.
@@ -43,6 +45,10 @@ THUMBNAIL = 128
 MIN_SHOWN = 96
 #: Pictures with more pixels than this are not drawn (about 40 megapixels).
 MAX_THUMBNAIL_PIXELS = 40_000_000
+#: Characters of a text value shown in a table cell.
+MAX_TEXT = 300
+#: Feature vectors with at most this many named columns are shown one cell per column.
+MAX_TABLE_COLUMNS = 32
 CAPTION = 16
 MAX_HISTOGRAM_SAMPLES = 100_000
 _BACKGROUND = (255, 255, 255)
@@ -83,6 +89,63 @@ def shown_fields(it: DatasetIterator, record: VersionRecord | None = None) -> li
     if len(fields) == 2 and fields[1].names is None and names is not None:
         fields[1] = Field(fields[1].name, LABEL, "int64", (), names=names)
     return fields
+
+
+# -- table cells --------------------------------------------------------------------------------
+def category_names(record: VersionRecord | None) -> dict[str, Sequence[Any]]:
+    """Category names by column (the record's encodings, not copied): a categorical
+    column's code is shown as its name."""
+    encodings = record.encodings if record is not None and isinstance(record.encodings, dict) \
+        else {}
+    return {str(column): names for column, names in encodings.items()
+            if isinstance(names, list)}
+
+
+def cell_text(field: Field, value: Any, names: Sequence[Any] | None) -> str:
+    """A value as a short text (label or category names, a snippet for text)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer() and names is not None:
+        value = int(value)  # a category code inside a float feature vector
+    if names is not None and isinstance(value, int) and 0 <= value < len(names):
+        return str(names[value])[:MAX_TEXT]
+    if isinstance(value, str):
+        return value if len(value) <= MAX_TEXT else f"{value[:MAX_TEXT]}... ({len(value)} chars)"
+    if isinstance(value, (bytes, bytearray)):
+        return f"{len(value)} bytes"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, np.ndarray):
+        flat = value.reshape(-1)
+        shown = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v)
+                          for v in flat[:8].tolist())
+        more = ", ..." if flat.size > 8 else ""
+        return f"[{shown}{more}]" if value.ndim <= 1 else f"{value.shape} [{shown}{more}]"
+    return str(value)[:MAX_TEXT]
+
+
+def expanded(field: Field) -> bool:
+    """Whether a feature vector is shown one column per source column (a table row)."""
+    shape = field.shape
+    return (field.kind == "array" and shape is not None and len(shape) == 1
+            and field.columns is not None and len(field.columns) == shape[0]
+            and len(field.columns) <= MAX_TABLE_COLUMNS)
+
+
+def column_names(field: Field) -> list[str]:
+    """The table columns of a field (its source columns when :func:`expanded`)."""
+    return list(field.columns or ()) if expanded(field) else [field.name]
+
+
+def field_cells(field: Field, value: Any, categories: dict[str, Sequence[Any]]
+                ) -> list[tuple[str, str]]:
+    """``(column, text)`` of one field of one sample, as every table shows it."""
+    if expanded(field):
+        values = np.asarray(value).reshape(-1)
+        return [(c, cell_text(field, v, categories.get(c)))
+                for c, v in zip(field.columns or (), values, strict=False)]
+    names = field.names if field.kind == LABEL else categories.get(field.name)
+    return [(field.name, cell_text(field, value, names))]
 
 
 # -- one thumbnail ------------------------------------------------------------------------------
@@ -189,16 +252,6 @@ def _image_grid(it: DatasetIterator, fields: list[Field], count: int, title: str
     return canvas
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, np.ndarray):
-        shown = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v)
-                          for v in value.reshape(-1)[:4].tolist())
-        return f"[{shown}{', ...' if value.size > 4 else ''}]"
-    if isinstance(value, np.generic):
-        value = value.item()
-    return str(value)[:28]
-
-
 def _histogram(it: DatasetIterator, fields: list[Field]) -> tuple[list[str], list[int]]:
     target = fields[-1]
     values = np.asarray(it.get_targets(len(fields) - 1))[:MAX_HISTOGRAM_SAMPLES]
@@ -214,24 +267,27 @@ def _histogram(it: DatasetIterator, fields: list[Field]) -> tuple[list[str], lis
     return [f"{e:.3g}" for e in edges[:-1]], counts.tolist()
 
 
-def _table_and_histogram(it: DatasetIterator, fields: list[Field], count: int, title: str
-                         ) -> Any:
+def _table_and_histogram(it: DatasetIterator, fields: list[Field], count: int, title: str,
+                         categories: dict[str, Sequence[Any]]) -> Any:
     Image = pillow()
     from PIL import ImageDraw
 
-    rows = it.get_samples(range(min(count, len(it))))
-    width = max(480, 180 * len(fields))
+    rows = [[text for fld, value in zip(fields, row, strict=True)
+             for _, text in field_cells(fld, value, categories)]
+            for row in it.get_samples(range(min(count, len(it))))]
+    columns = [f"{c} ({f.kind})" for f in fields for c in column_names(f)]
+    width = max(480, 180 * len(columns))
     labels, counts = _histogram(it, fields)
     height = 40 + 16 * (len(rows) + 1) + (170 if counts else 0)
     canvas = Image.new("RGB", (width, height), _BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     draw.text((6, 4), title, fill=_INK)
-    step = width // max(1, len(fields))
-    for j, fld in enumerate(fields):
-        draw.text((6 + j * step, 24), f"{fld.name} ({fld.kind})", fill=_BAR)
-    for k, row in enumerate(rows):
-        for j, value in enumerate(row):
-            draw.text((6 + j * step, 40 + 16 * k), _cell(value), fill=_INK)
+    step = width // max(1, len(columns))
+    for j, column in enumerate(columns):
+        draw.text((6 + j * step, 24), column[:28], fill=_BAR)
+    for k, texts in enumerate(rows):
+        for j, text in enumerate(texts):
+            draw.text((6 + j * step, 40 + 16 * k), text[:28], fill=_INK)
     if counts:
         top, base = 40 + 16 * (len(rows) + 1), height - 20
         draw.text((6, top), f"targets: {fields[-1].name}", fill=_INK)
@@ -259,16 +315,23 @@ def render_preview(
     if any(shown_as_image(f) for f in fields):
         picture = _image_grid(it, fields, count, title)
     else:
-        picture = _table_and_histogram(it, fields, count, title)
+        picture = _table_and_histogram(it, fields, count, title, category_names(record))
     if path is not None:
         picture.save(os.fspath(path), format="PNG")
     return picture
 
 
 __all__ = [
+    "MAX_TABLE_COLUMNS",
+    "MAX_TEXT",
     "MAX_THUMBNAIL_PIXELS",
     "MIN_SHOWN",
     "THUMBNAIL",
+    "category_names",
+    "cell_text",
+    "column_names",
+    "expanded",
+    "field_cells",
     "picture_like",
     "render_preview",
     "render_thumbnail",

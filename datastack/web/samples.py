@@ -22,7 +22,7 @@ import atexit
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -30,19 +30,23 @@ import numpy as np
 
 from datastack.errors import DatastackError, StorageUnavailableError
 from datastack.fields import LABEL, Field
-from datastack.preview import picture_like, render_thumbnail, shown_as_image, shown_fields
+from datastack.preview import (
+    category_names,
+    column_names,
+    field_cells,
+    picture_like,
+    render_thumbnail,
+    shown_as_image,
+    shown_fields,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.catalog.record import VersionRecord
     from datastack.iterators.base import DatasetIterator
     from datastack.store import Store
 
-#: Characters of a text value shown in a preview cell.
-MAX_TEXT = 300
 #: Bars of a class histogram (the most frequent classes beyond are counted, not drawn).
 MAX_BARS = 40
-#: Feature vectors with at most this many named columns are shown one cell per column.
-MAX_TABLE_COLUMNS = 32
 #: Open split iterators kept; bytes of cached thumbnails.
 MAX_OPEN = 8
 MAX_THUMB_CACHE_BYTES = 32 * 1024 * 1024
@@ -54,66 +58,20 @@ T = TypeVar("T")
 _shown_as_image = shown_as_image
 
 
-def _text(field: Field, value: Any, names: Sequence[Any] | None) -> str:
-    """A value as a short text (label names for labels, a snippet for text)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and value.is_integer() and names is not None:
-        value = int(value)  # a category code inside a float feature vector
-    if names is not None and isinstance(value, int) and 0 <= value < len(names):
-        return str(names[value])[:MAX_TEXT]
-    if isinstance(value, str):
-        return value if len(value) <= MAX_TEXT else f"{value[:MAX_TEXT]}... ({len(value)} chars)"
-    if isinstance(value, (bytes, bytearray)):
-        return f"{len(value)} bytes"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, np.ndarray):
-        flat = value.reshape(-1)
-        shown = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v)
-                          for v in flat[:8].tolist())
-        more = ", ..." if flat.size > 8 else ""
-        return f"[{shown}{more}]" if value.ndim <= 1 else f"{value.shape} [{shown}{more}]"
-    return str(value)[:MAX_TEXT]
-
-
-def _expanded(field: Field) -> bool:
-    """Whether a feature vector is shown one column per source column (a table row)."""
-    shape = field.shape
-    return (field.kind == "array" and shape is not None and len(shape) == 1
-            and field.columns is not None and len(field.columns) == shape[0]
-            and len(field.columns) <= MAX_TABLE_COLUMNS)
-
-
-def _column_names(field: Field) -> list[str]:
-    return list(field.columns or ()) if _expanded(field) else [field.name]
-
-
 def _cells(record: VersionRecord, split: str, index: int, fields: list[Field],
            row: Any) -> list[dict[str, Any]]:
-    """The cells of one sample: a thumbnail URL per image field, text for the others."""
+    """The cells of one sample: a thumbnail URL per image field, text for the others (the
+    cells :func:`datastack.preview.field_cells` gives ``show --preview`` too)."""
     cells: list[dict[str, Any]] = []
-    categories = _categories(record)
+    categories = category_names(record)
     for pos, fld in enumerate(fields):
         if _shown_as_image(fld):
             src = thumbnail_url(record, split, index, fld.name)
             cells.append({"field": fld.name, "src": src, "alt": f"{fld.name} {index}"})
-        elif _expanded(fld):
-            values = np.asarray(row[pos]).reshape(-1)
-            cells += [{"field": c, "src": "", "text": _text(fld, v, categories.get(c))}
-                      for c, v in zip(fld.columns or (), values, strict=False)]
         else:
-            names = fld.names if fld.kind == LABEL else categories.get(fld.name)
-            cells.append({"field": fld.name, "src": "", "text": _text(fld, row[pos], names)})
+            cells += [{"field": column, "src": "", "text": text}
+                      for column, text in field_cells(fld, row[pos], categories)]
     return cells
-
-
-def _categories(record: VersionRecord) -> dict[str, Sequence[Any]]:
-    """Category names by column (the record's encodings, not copied): a categorical
-    column's code is shown as its name."""
-    encodings = record.encodings if isinstance(record.encodings, dict) else {}
-    return {str(column): names for column, names in encodings.items()
-            if isinstance(names, list)}
 
 
 def _scattered_reads(store: Store) -> Store:
@@ -217,7 +175,7 @@ class SampleCache:
             "split": split, "splits": list(record.splits), "page": page, "size": size,
             "pages": max(1, -(-total // size)), "total": total, "first": lo,
             "last": max(lo, hi - 1),
-            "columns": [c for f in fields for c in _column_names(f)], "samples": samples,
+            "columns": [c for f in fields for c in column_names(f)], "samples": samples,
             "grid": images,
             "link": link,
         }

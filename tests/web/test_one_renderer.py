@@ -96,3 +96,38 @@ def test_show_preview_draws_the_web_pages_thumbnails(world: World, tmp_path: Pat
         x = index * THUMBNAIL + (THUMBNAIL - width) // 2
         y = CAPTION + (THUMBNAIL - height) // 2
         assert np.array_equal(canvas[y:y + height, x:x + width], web), f"sample {index}"
+
+
+@pytest.mark.parametrize(("name", "split"), [("flowers", "test"), ("notes", "train")])
+def test_show_preview_tables_draw_the_web_pages_cells(
+    world: World, monkeypatch: pytest.MonkeyPatch, name: str, split: str
+) -> None:
+    """A dataset without pictures: the preview's table rows are the web page's table cells
+    (category and label names, a feature vector one column per source column)."""
+    import html
+    import re
+
+    from PIL import ImageDraw
+
+    from datastack.preview import render_preview
+    from datastack.store import Store
+
+    drawn: list[str] = []
+    original = ImageDraw.ImageDraw.text
+
+    def spy(self: Any, xy: Any, text: Any, *args: Any, **kwargs: Any) -> None:
+        drawn.append(str(text))
+        original(self, xy, text, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", spy)
+    record = Store.open(world.uri).catalog.latest(name)
+    it = datastack.load(name, split, storage=world.uri)
+    render_preview(it, count=3, title="t", record=record)
+    page = client_for(world.uri).get(f"/datasets/{name}?split={split}").text
+    rows = re.findall(r'<tr data-index="\d+">(.*?)</tr>', page)[:3]
+    assert rows
+    for row in rows:
+        cells = [html.unescape(c)[:28] for c in re.findall(r'<span class="cell">(.*?)</span>', row)]
+        assert cells and cells == [
+            t for t in drawn[drawn.index(cells[0]):][:len(cells)]
+        ], f"web {cells} not drawn in order: {drawn}"
