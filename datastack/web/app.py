@@ -20,20 +20,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from datastack._format import to_json
 from datastack._uri import redact
 from datastack.errors import (
     DatastackError,
@@ -48,13 +45,12 @@ from datastack.web.security import (
     Receive,
     Scope,
     Send,
-    Sessions,
     TokenGate,
     allowed_hosts,
 )
+from datastack.web.state import HERE, WebState, json_response
 
 log = logging.getLogger("datastack.web")
-HERE = Path(__file__).resolve().parent
 
 #: Headers on every response: no framing, no sniffing, no referrer, scripts/styles from here.
 SECURITY_HEADERS = {
@@ -69,44 +65,6 @@ SECURITY_HEADERS = {
 }
 _TITLES = {400: "Bad request", 401: "Unauthorized", 404: "Not found", 405: "Method not allowed",
            500: "Internal error", 503: "Storage unavailable"}
-
-
-class WebState:
-    """What the routes share: the store, the templates, the token and the preview caches."""
-
-    def __init__(self, store: Store, token: str | None) -> None:
-        from datastack import __version__
-        from datastack.web.samples import SampleCache
-
-        self.store = store
-        self.token = token
-        self.sessions = Sessions()
-        self.samples = SampleCache(store)
-        self.env = Environment(
-            loader=FileSystemLoader(HERE / "templates"),
-            autoescape=True,  # every template, whatever its name
-            undefined=StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        self.env.globals.update(storage=store.uri, version=__version__)
-
-    def page(self, template: str, context: Mapping[str, Any], status: int = 200) -> HTMLResponse:
-        html = self.env.get_template(template).render(**context)
-        return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
-
-
-def state_of(request: Request) -> WebState:
-    state: WebState = request.app.state.web
-    return state
-
-
-def json_response(data: Any, status: int = 200) -> Response:
-    """A JSON body exactly as the CLI's ``--json`` prints it (compact)."""
-    return Response(
-        to_json(data, indent=None), status_code=status, media_type="application/json",
-        headers={"cache-control": "no-store"},
-    )
 
 
 def _wants_json(path: str) -> bool:

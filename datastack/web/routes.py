@@ -33,8 +33,8 @@ from datastack.catalog.overview import (
     problems_first,
 )
 from datastack.web import params
-from datastack.web.app import json_response, state_of
 from datastack.web.security import COOKIE, session_cookie, token_matches
+from datastack.web.state import json_response, state_of
 from datastack.web.views import (
     catalog_row,
     fields_of,

@@ -16,15 +16,6 @@ from tests.architecture.import_graph import (
     upward_imports,
 )
 
-#: Cycles still present, each to be opened by the work named beside it (#22). The test fails
-#: on any other cycle, and on one of these once it is gone (so the list only shrinks).
-KNOWN_CYCLES: dict[tuple[str, ...], str] = {
-    ("datastack.web.app", "datastack.web.routes"): "routes take what they need from a module below",
-}
-#: Imports still going up against the layer table, each with the work that removes it. Same
-#: rule: the list only shrinks.
-KNOWN_UPWARD: dict[tuple[str, str], str] = {}
-
 
 def _write(root: Path, files: dict[str, str]) -> None:
     for name, text in files.items():
@@ -52,11 +43,8 @@ def test_the_graph_reader_counts_lazy_imports_and_skips_type_checking(tmp_path: 
 
 
 def test_the_library_has_no_import_cycle() -> None:
-    found = {tuple(component) for component in cycles(import_graph())}
-    unexpected = sorted(found - set(KNOWN_CYCLES))
-    gone = sorted(set(KNOWN_CYCLES) - found)
-    assert not unexpected, f"import cycles: {unexpected}"
-    assert not gone, f"these cycles are gone: drop them from KNOWN_CYCLES: {gone}"
+    found = cycles(import_graph())
+    assert not found, f"import cycles (function-local imports count): {found}"
 
 
 def test_the_layer_check_finds_an_import_that_goes_up(tmp_path: Path) -> None:
@@ -91,8 +79,5 @@ def test_every_module_is_in_the_layer_table() -> None:
 
 def test_no_import_goes_up_against_the_layer_table() -> None:
     rows = layer_table(ARCHITECTURE.read_text())
-    found = set(upward_imports(import_graph(), rows, library_paths()))
-    unexpected = sorted(found - set(KNOWN_UPWARD))
-    gone = sorted(set(KNOWN_UPWARD) - found)
-    assert not unexpected, f"imports against the layer table of docs/architecture.md: {unexpected}"
-    assert not gone, f"these imports are gone: drop them from KNOWN_UPWARD: {gone}"
+    found = upward_imports(import_graph(), rows, library_paths())
+    assert not found, f"imports against the layer table of docs/architecture.md: {found}"
