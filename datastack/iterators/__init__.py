@@ -76,6 +76,10 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_READERS, *_ARRAYS, "CSVDatasetIterator"])
+
+
 __all__ = [
     "Batch",
     "CSVDatasetIterator",
