@@ -3,8 +3,9 @@
 Per dataset, while holding that dataset's lease (so no refresh of it is writing; a held lease
 makes GC skip the dataset and say so):
 
-1. published versions beyond the newest ``keep`` are marked *deleted* (the latest never is);
-   pending versions are aborted when their writer's lease is gone (written under an older
+1. published versions beyond the newest ``keep`` are marked *deleted* (the latest never is),
+   unless they were published less than ``grace_seconds`` ago (they stay loadable, records and
+   files, and are listed in ``kept_versions_in_grace``); pending versions are aborted when their writer's lease is gone (written under an older
    token than the one GC holds now: the writer died or lost its lease -- at once), or when
    they are older than ``grace_seconds`` (written without a lease);
 2. resources under ``datasets/<name>/`` are deleted unless *protected*: referenced by (or under
@@ -52,6 +53,7 @@ class GCReport:
     aborted_versions: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     deleted_resources: list[str] = dataclasses.field(default_factory=list)
     kept_in_grace: list[str] = dataclasses.field(default_factory=list)
+    kept_versions_in_grace: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
     storage_sweep: dict[str, Any] = dataclasses.field(default_factory=dict)
     dry_run: bool = False
@@ -61,6 +63,7 @@ class GCReport:
         data = dataclasses.asdict(self)
         data["deleted_versions"] = [list(v) for v in self.deleted_versions]
         data["aborted_versions"] = [list(v) for v in self.aborted_versions]
+        data["kept_versions_in_grace"] = [list(v) for v in self.kept_versions_in_grace]
         return data
 
     def summary(self) -> str:
@@ -70,7 +73,8 @@ class GCReport:
             f"{verb} {len(self.deleted_versions)} version(s) and "
             f"{len(self.deleted_resources)} resource(s); aborted "
             f"{len(self.aborted_versions)} stale pending version(s); kept "
-            f"{len(self.kept_in_grace)} resource(s) within the grace period"
+            f"{len(self.kept_in_grace)} resource(s) and {len(self.kept_versions_in_grace)} "
+            "version(s) within the grace period"
         )
         if self.skipped:
             text += f"; skipped (lease held): {', '.join(sorted(self.skipped))}"
@@ -230,10 +234,18 @@ def _mark(
     dry_run: bool,
     lease_token: int,
 ) -> list[VersionRecord]:
-    """Mark old published and abandoned pending versions deleted; return the updated records."""
+    """Mark old published and abandoned pending versions deleted; return the updated records.
+
+    A published version beyond ``keep`` is deleted only once it is older than the grace period
+    (``--grace``: "do not delete anything newer than this"); until then pinned loads of it work.
+    """
     records = catalog.versions(name, include_all=True)
     published = [r for r in records if r.status == PUBLISHED]
-    doomed = {r.version for r in published[:-keep]} if len(published) > keep else set()
+    beyond = published[:-keep] if len(published) > keep else []
+    doomed = {r.version for r in beyond if r.published_at is None or r.published_at <= cutoff}
+    report.kept_versions_in_grace.extend(
+        (name, r.version) for r in beyond if r.version not in doomed
+    )
     updated = []
     for record in records:
         if record.version in doomed:
