@@ -417,6 +417,17 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
             )
         return existing
 
+    def delete_dataset(self, name: str) -> list[int]:
+        """Remove a dataset: every version becomes *deleted* and its status document goes, at
+        once (``ls``, ``status``, ``load`` no longer see it); GC removes its files after the
+        grace period, as for any deleted version. Returns the versions deleted now. Holds the
+        dataset's lease (:class:`LockHeldError` while a refresh runs);
+        :class:`DatasetNotFoundError` for a name with no record and no status.
+        """
+        from datastack.catalog.gc import delete_dataset
+
+        return delete_dataset(self, name)
+
     # -- garbage collection -------------------------------------------------------------------
     def gc(
         self,

@@ -276,6 +276,16 @@ class FileCatalog(Catalog):
         with self._locked(name) as folder:
             self._write_json(folder / STATUS_FILE, doc)
 
+    def _status_delete(self, name: str) -> bool:
+        with self._locked(name) as folder:
+            try:
+                (folder / STATUS_FILE).unlink()
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise CatalogError(f"cannot remove {folder / STATUS_FILE}: {exc}") from exc
+            return True
+
     def _status_names(self) -> list[str]:
         folder = self.root / "catalog"
         try:

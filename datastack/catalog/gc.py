@@ -265,4 +265,28 @@ def _mark(
     return updated
 
 
-__all__ = ["GCReport", "collect_garbage"]
+def delete_dataset(catalog: Catalog, name: str) -> list[int]:
+    """See :meth:`Catalog.delete_dataset`."""
+    from datastack.errors import DatasetNotFoundError
+
+    name = validate_dataset_name(name)
+    with catalog.lease(name, owner=default_owner("delete"), ttl=GC_LEASE_TTL):
+        records = catalog.versions(name, include_all=True)
+        if not records and catalog.status(name) is None:
+            known = ", ".join(catalog.datasets(include_unpublished=True)[:20]) or "none"
+            raise DatasetNotFoundError(
+                f"no dataset {name!r} in the catalog at {catalog.location} (no version, no "
+                f"status); known datasets: {known}"
+            )
+        deleted = []
+        for record in records:
+            if record.status == PENDING:
+                catalog.abort(name, record.version)
+            elif record.status == PUBLISHED:
+                catalog.delete_version(name, record.version)
+                deleted.append(record.version)
+        catalog._status_delete(name)
+    return deleted
+
+
+__all__ = ["GCReport", "collect_garbage", "delete_dataset"]

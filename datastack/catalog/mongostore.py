@@ -323,6 +323,13 @@ class MongoCatalog(Catalog):
                 {"_id": str(name)}, {**doc, "_id": name}, upsert=True
             )
 
+    def _status_delete(self, name: str) -> bool:
+        from datastack._mongo import durable
+
+        with self._errors(f"removing the status of {name!r}"):
+            result = durable(self._status_coll()).delete_one({"_id": {"$eq": name}})
+        return bool(result.deleted_count)
+
     def _status_all(self) -> dict[str, dict[str, Any]]:
         with self._errors("reading dataset statuses"):
             docs = list(self._status_coll().find({}))

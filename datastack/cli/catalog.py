@@ -1,4 +1,5 @@
-"""``datastack ls``, ``show`` and ``gc``: read the catalog, collect garbage."""
+"""``datastack ls``, ``show``, ``gc`` and ``delete``: read the catalog, collect garbage,
+remove a dataset."""
 
 from __future__ import annotations
 
@@ -59,6 +60,19 @@ def register(sub: Any) -> None:
     storage_arg(p)
     json_arg(p)
     p.set_defaults(run=run_gc)
+
+    p = sub.add_parser(
+        "delete",
+        help="remove a dataset: its versions, status and (after the gc grace period) files",
+        description="Remove a dataset from the catalog at once (every version deleted, its "
+        "status gone: ls, status and load no longer see it); `datastack gc` removes its files "
+        "after the grace period. Asks for confirmation on a terminal; elsewhere needs --yes.",
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    storage_arg(p)
+    json_arg(p)
+    p.set_defaults(run=run_delete)
 
 
 def _positive_int(text: str) -> int:
@@ -182,6 +196,37 @@ def _write_preview(args: argparse.Namespace, record: Any) -> None:
     split = next(iter(record.splits), "train")
     it = load(record.name, split, version=record.version, storage=args.storage)
     render_preview(it, args.preview, title=f"{record.name} v{record.version} / {split}")
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    import sys
+
+    from datastack.errors import ConfigurationError
+    from datastack.identifiers import validate_dataset_name
+
+    name = validate_dataset_name(args.name)
+    store = open_store(args.storage)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ConfigurationError(
+                f"refusing to delete dataset {name!r} without confirmation: stdin is not a "
+                f"terminal; run `datastack delete {name} --yes` to delete it"
+            )
+        answer = input(
+            f"Delete dataset {name!r} from {store.uri} (every version; files after the gc "
+            "grace period)? [y/N] "
+        )
+        if answer.strip().lower() not in ("y", "yes"):
+            print(f"{name}: nothing deleted")
+            return EXIT_OK
+    deleted = store.catalog.delete_dataset(name)
+    if args.json:
+        print_json({"name": name, "deleted_versions": deleted})
+        return EXIT_OK
+    shown = ", ".join(f"v{v}" for v in deleted) or "none published"
+    print(f"{name}: deleted (versions: {shown}); `datastack gc` removes its files after the "
+          "grace period (--grace, default 3600 s)")
+    return EXIT_OK
 
 
 def run_gc(args: argparse.Namespace) -> int:

@@ -192,3 +192,30 @@ def test_version_record_resource_identifiers() -> None:
     )
     assert rec.resource_identifiers == ["datasets/iris/v1/data.h5", "datasets/iris/raw/x"]
     assert rec.size == 5
+
+
+def test_delete_dataset_at_once_files_after_grace(pair: tuple[Catalog, StorageConnector]) -> None:
+    """(#27.4) delete_dataset: versions and status go at once, files after the grace period."""
+    from datastack.errors import DatasetNotFoundError
+
+    catalog, storage = pair
+    publish_version(catalog, storage)
+    publish_version(catalog, storage, checksum="b" * 64)
+    publish_version(catalog, storage, name="mnist")
+    catalog.record_check("iris", "published", version=2)
+    catalog.record_check("never", "failed", reason="HTTP 404")  # failed, never published
+    catalog.begin(record("iris", checksum="c" * 64))  # an attempt in progress
+    assert catalog.delete_dataset("iris") == [1, 2]
+    assert catalog.delete_dataset("never") == []
+    assert catalog.datasets() == ["mnist"]
+    assert [s.name for s in catalog.statuses()] == ["mnist"]
+    assert catalog.status("iris") is None
+    assert all(r.status == "deleted" for r in catalog.versions("iris", include_all=True))
+    with pytest.raises(DatasetNotFoundError):
+        catalog.delete_dataset("other")
+    assert catalog.gc(storage, grace_seconds=3600).deleted_resources == []
+    time.sleep(0.05)
+    report = catalog.gc(storage, grace_seconds=0)
+    assert sorted(report.deleted_resources) == [
+        "datasets/iris/v1/data.h5", "datasets/iris/v2/data.h5"]
+    assert _ids(storage) == ["datasets/mnist/v1/data.h5"]
