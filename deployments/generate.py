@@ -1,6 +1,6 @@
 """Write the ``prefect.yaml`` for ``prefect deploy`` from a dataset spec.
 
-    python -m deployments.generate --spec datasets.yaml --pool datastack   # -> ./prefect-deployments.yaml
+    python -m deployments.generate --spec datasets.yaml --pool datastack
     prefect --no-prompt deploy --all --prefect-file prefect-deployments.yaml
 
 The file goes to ``./prefect-deployments.yaml`` by default (``-o FILE`` elsewhere, ``-o -`` to

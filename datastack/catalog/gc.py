@@ -5,9 +5,10 @@ makes GC skip the dataset and say so):
 
 1. published versions beyond the newest ``keep`` are marked *deleted* (the latest never is),
    unless they were published less than ``grace_seconds`` ago (they stay loadable, records and
-   files, and are listed in ``kept_versions_in_grace``); pending versions are aborted when their writer's lease is gone (written under an older
-   token than the one GC holds now: the writer died or lost its lease -- at once), or when
-   they are older than ``grace_seconds`` (written without a lease);
+   files, and are listed in ``kept_versions_in_grace``); pending versions are aborted when
+   their writer's lease is gone (written under an older token than the one GC holds now: the
+   writer died or lost its lease -- at once), or when they are older than ``grace_seconds``
+   (written without a lease);
 2. resources under ``datasets/<name>/`` are deleted unless *protected*: referenced by (or under
    the ``datasets/<name>/v<N>/`` prefix of) a published version, a pending version younger than
    the grace period, or a version that was published and deleted less than ``grace_seconds``
