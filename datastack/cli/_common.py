@@ -70,8 +70,19 @@ def plain(text: Any, limit: int = 10_000) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
 
 
+#: Width given to tables when stdout is not a terminal: wide enough that no cell is cut or
+#: wrapped (a piped ``status`` or ``ls`` keeps full timestamps and reasons).
+PIPE_WIDTH = 100_000
+
+
 def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    """A table on stdout; every cell is plain text (no markup is interpreted)."""
+    """A table on stdout; every cell is plain text (no markup is interpreted).
+
+    On a terminal it fits the terminal's width; elsewhere (a pipe, a file) cells are printed
+    whole, one line per row.
+    """
+    import sys
+
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -81,7 +92,8 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
         table.add_column(column)
     for row in rows:
         table.add_row(*(Text(plain(cell)) for cell in row))
-    Console(soft_wrap=True).print(table)
+    terminal = sys.stdout.isatty()
+    Console(soft_wrap=True, width=None if terminal else PIPE_WIDTH).print(table)
 
 
 def open_store(storage: str | None) -> Any:

@@ -38,6 +38,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--preview", metavar="FILE.png", default=None,
                    help="also draw a picture of the first samples into FILE.png")
+    p.add_argument("--split", default=None, metavar="SPLIT",
+                   help="the split --preview draws (default: train, else the first split)")
+    p.add_argument("--count", type=_positive_int, default=16, metavar="N",
+                   help="samples --preview draws (default 16)")
     storage_arg(p)
     json_arg(p)
     p.set_defaults(run=run_show)
@@ -133,7 +137,7 @@ def run_show(args: argparse.Namespace) -> int:
     )
     data = details_of(record, catalog.versions(args.name))
     if getattr(args, "preview", None):
-        _write_preview(args, record)
+        data["preview_split"] = _write_preview(args, record)
         data["preview"] = args.preview
     if args.json:
         print_json(data)
@@ -166,36 +170,95 @@ def _print_record(record: VersionRecord, versions: list[dict[str, Any]]) -> None
         ])
     print_table("sources", ["url", "checksum", "size", "etag", "last modified"], rows)
     per_split = record.schema.get("splits", {}) if isinstance(record.schema, dict) else {}
+    fields = _fields_by_name(record)
     rows = []
     for split, length in record.splits.items():
         arrays = per_split.get(split, {})
         shown = "; ".join(
-            f"{array}: {info.get('dtype')} {tuple(info.get('shape', ()))}"
+            f"{array}: {_sample_schema(info, fields.get(array))}"
             for array, info in arrays.items()
             if isinstance(info, dict)
         )
         rows.append([split, str(length), shown or "-"])
-    print_table("splits and schema", ["split", "samples", "schema"], rows)
+    print_table("splits and schema (one sample)", ["split", "samples", "schema"], rows)
     features = record.schema.get("features") if isinstance(record.schema, dict) else None
     if features:
         print(plain("features: " + ", ".join(map(str, features)), 5000))
-    for field in (record.schema.get("fields") or []) if isinstance(record.schema, dict) else []:
-        shape = "x".join("?" if d is None else str(d) for d in field.get("shape") or []) or "-"
-        kind, dtype = field.get("kind"), field.get("dtype")
-        print(plain(f"field {field.get('name')}: {kind} {dtype} {shape}", 500))
+    for name, field in _fields_by_name(record).items():
+        shown = _sample_schema({"dtype": field.get("dtype")}, field)
+        print(plain(f"field {name}: {shown}", 500))
     for column, classes in (record.encodings or {}).items():
         labels = ", ".join(f"{i}={c}" for i, c in enumerate(classes[:200]))
         more = f" ... ({len(classes)} classes)" if len(classes) > 200 else ""
         print(plain(f"encoding {column}: {labels}{more}", 5000))
 
 
-def _write_preview(args: argparse.Namespace, record: Any) -> None:
+def _fields_by_name(record: VersionRecord) -> dict[str, dict[str, Any]]:
+    schema = record.schema if isinstance(record.schema, dict) else {}
+    return {str(f.get("name")): f for f in schema.get("fields") or [] if isinstance(f, dict)}
+
+
+def _dims(shape: list[Any]) -> str:
+    text = ", ".join("?" if d is None else str(d) for d in shape)
+    return f"({text},)" if len(shape) == 1 else f"({text})"
+
+
+def _sample_schema(info: dict[str, Any], field: dict[str, Any] | None) -> str:
+    """One sample's dtype and shape: the field's own (per-sample) shape when the record lists
+    the field (an image, string or ragged field stores only its sample count per split),
+    else the stored array's shape without its first (sample) dimension.
+
+    >>> _sample_schema({"dtype": "uint8", "shape": [3]},
+    ...                {"kind": "image", "shape": None, "modes": ["L", "RGB"]})
+    'uint8 image (?, ?) or (?, ?, C), modes L, RGB'
+    >>> _sample_schema({"dtype": "float32", "shape": [150, 4]}, None)
+    'float32 (4,)'
+    """
+    dtype = info.get("dtype")
+    if field is None:
+        return f"{dtype} {_dims(list(info.get('shape') or [])[1:])}"
+    kind, shape = field.get("kind"), field.get("shape")
+    if shape is None:
+        modes = ", ".join(map(str, field.get("modes") or []))
+        dims = "(?, ?) or (?, ?, C)" if kind == "image" else "(varies)"
+        return f"{dtype} {kind} {dims}" + (f", modes {modes}" if modes else "")
+    return f"{dtype} {kind} {_dims(list(shape))}"
+
+
+#: The most samples ``show --preview --count`` draws.
+MAX_PREVIEW_COUNT = 1024
+
+
+def preview_split(record: Any, wanted: str | None) -> str:
+    """The split ``show --preview`` draws: ``wanted``, else train, else the first split."""
+    from datastack.errors import ConfigurationError
+
+    splits = list(record.splits)
+    if wanted is None:
+        return "train" if "train" in splits or not splits else splits[0]
+    if wanted not in splits:
+        raise ConfigurationError(
+            f"{record.name} v{record.version} has no split {wanted!r}; its splits: "
+            f"{', '.join(splits) or 'none'} (pass one of them to --split)"
+        )
+    return wanted
+
+
+def _write_preview(args: argparse.Namespace, record: Any) -> str:
     from datastack.api import load
     from datastack.preview import render_preview
 
-    split = next(iter(record.splits), "train")
+    split = preview_split(record, args.split)
+    if args.count > MAX_PREVIEW_COUNT:
+        from datastack.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"--count {args.count} is more than a preview draws (at most {MAX_PREVIEW_COUNT})"
+        )
     it = load(record.name, split, version=record.version, storage=args.storage)
-    render_preview(it, args.preview, title=f"{record.name} v{record.version} / {split}")
+    render_preview(it, args.preview, count=args.count,
+                   title=f"{record.name} v{record.version} / {split}")
+    return split
 
 
 def run_delete(args: argparse.Namespace) -> int:

@@ -136,3 +136,35 @@ def test_gc_keeps_versions_within_grace_and_pinned_loads_work(
     assert report["deleted_versions"] == [] and report["kept_versions_in_grace"] == [["iris", 1]]
     pinned = datastack.load("iris", "train", version=1, storage=storage)
     assert len(pinned) > 0 and len(pinned[0]) == 2
+
+
+def test_status_and_ls_print_whole_values_when_piped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """(#27.11) Piped, `status` and `ls` print full timestamps and reasons, one line a row."""
+    import os
+    import subprocess
+
+    spec = _spec(tmp_path)
+    storage = str(tmp_path / "store")
+    assert main(["refresh", "iris", "broken", "--spec", str(spec), "--storage", storage,
+                 "--engine", "local"]) == 1
+    capsys.readouterr()
+    assert main(["status", "--storage", storage, "--json"]) == 1
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    reason = rows["broken"]["last_failure"]["reason"]
+    assert len(reason) > 120
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "80"}
+    for command, wanted in (("status", [reason, rows["iris"]["last_success"]]),
+                            ("ls", ["iris", " UTC"])):
+        done = subprocess.run(
+            [sys.executable, "-m", "datastack.cli", command, "--storage", storage],
+            capture_output=True, text=True, timeout=120, env=env, check=False,
+        )
+        assert done.returncode in (0, 1), done.stderr
+        lines = done.stdout.splitlines()
+        for text in wanted:
+            assert any(text in line for line in lines), (text, done.stdout)
+        published = rows["iris"]["last_success"][:19].replace("T", " ")
+        if command == "ls":
+            assert any(published in line and "iris" in line for line in lines), done.stdout
