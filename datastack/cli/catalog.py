@@ -102,7 +102,9 @@ def _seconds(text: str) -> float:
 def run_ls(args: argparse.Namespace) -> int:
     from datastack.catalog.overview import catalog_entries, ls_rows
 
-    store = open_store(args.storage)
+    store, cache, reason = _open_or_offline(args.storage)
+    if reason is not None:
+        return _ls_cached(args, store, cache, reason)
     rows = ls_rows(catalog_entries(store.catalog))
     if args.json:
         print_json(rows)
@@ -130,19 +132,121 @@ def run_ls(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     from datastack.catalog.overview import details_of
 
-    catalog = open_store(args.storage).catalog
-    record = (
-        catalog.get(args.name, args.version_) if args.version_ is not None
-        else catalog.latest(args.name)
-    )
-    data = details_of(record, catalog.versions(args.name))
+    store, cache, reason = _open_or_offline(args.storage)
+    if reason is not None:
+        record, versions = _cached_record(store, cache, args.name, args.version_, reason)
+    else:
+        catalog = store.catalog
+        record = (
+            catalog.get(args.name, args.version_) if args.version_ is not None
+            else catalog.latest(args.name)
+        )
+        versions = catalog.versions(args.name)
+    data = details_of(record, versions)
+    if reason is not None:
+        data["offline"] = reason
     if getattr(args, "preview", None):
         data["preview_split"] = _write_preview(args, record)
         data["preview"] = args.preview
     if args.json:
         print_json(data)
         return EXIT_OK
+    if reason is not None:
+        print(f"{reason}: from the local cache (cached versions only)")
     _print_record(record, data["versions"])
+    return EXIT_OK
+
+
+# -- offline: what the local cache holds (docs/cache.md) -------------------------------------
+def _open_or_offline(storage: str | None) -> tuple[Any, Any, str | None]:
+    """``(store, cache, None)`` online; ``(store, cache, reason)`` when a remote storage is
+    offline (``DATASTACK_OFFLINE=1``) or does not answer, and the local cache is on."""
+    from datastack.errors import NotCachedError, StorageUnavailableError
+    from datastack.offline import OFFLINE_ENV, is_offline
+    from datastack.storage.diskcache import default_disk_cache
+    from datastack.store import Store
+
+    store = Store.open(storage)
+    cache = default_disk_cache() if store.storage.remote else None
+    if cache is not None and is_offline():
+        return store, cache, f"offline ({OFFLINE_ENV}=1)"
+    try:
+        store.ping()
+    except StorageUnavailableError:
+        if cache is None:
+            raise
+        return store, cache, f"storage {store.uri} unreachable"
+    if store.storage.remote and is_offline():  # offline asked, but no cache to read
+        raise NotCachedError(
+            f"offline ({OFFLINE_ENV}=1) but the local cache is disabled "
+            "(DATASTACK_CACHE_DIR_BYTES=0): nothing to list"
+        )
+    return store, cache, None
+
+
+def _cached_names(store: Any, cache: Any) -> list[str]:
+    from datastack.offline import store_key
+
+    folder = cache.records_dir / store_key(store)
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+def _cached_record(
+    store: Any, cache: Any, name: str, version: int | None, reason: str
+) -> tuple[VersionRecord, list[VersionRecord]]:
+    """The cached record ``load`` would serve offline, and every usable cached version."""
+    import warnings
+
+    from datastack.identifiers import validate_dataset_name
+    from datastack.offline import CachedVersionWarning, cached_version
+
+    name = validate_dataset_name(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CachedVersionWarning)
+        latest = cached_version(cache, store, name, None, reason)
+        record = latest if version is None else cached_version(cache, store, name, version,
+                                                               reason)
+    versions = [r for r in _usable(store, cache, name) if r.version <= latest.version]
+    return record, versions
+
+
+def _usable(store: Any, cache: Any, name: str) -> list[VersionRecord]:
+    """Cached records of ``name`` whose data is in the cache (what offline loads can read)."""
+    from datastack.offline import cached_records, store_key, version_resources
+
+    out = []
+    for record in cached_records(cache, store_key(store), name):
+        digests = [r.get("sha256") for r in version_resources(record)]
+        if digests and all(d and cache.path(str(d)) is not None for d in digests):
+            out.append(record)
+    return out
+
+
+def _ls_cached(args: argparse.Namespace, store: Any, cache: Any, reason: str) -> int:
+    import sys
+
+    records = [usable[-1] for name in _cached_names(store, cache)
+               if (usable := _usable(store, cache, name))]
+    rows = [
+        {"name": r.name, "state": "cached", "version": r.version, "splits": dict(r.splits),
+         "size": r.size, "published_at": r.published_at, "cached": True,
+         "versions_cached": [v.version for v in _usable(store, cache, r.name)]}
+        for r in records
+    ]
+    if args.json:
+        print_json(rows)
+        return EXIT_OK
+    print(f"datastack: {reason}: listing the local cache {cache.root}", file=sys.stderr)
+    print_table(
+        f"datasets cached locally for {store.uri} ({reason})",
+        ["name", "state", "version", "cached versions", "splits", "size", "published"],
+        [[row["name"], "cached (offline)", str(row["version"]),
+          ", ".join(map(str, row["versions_cached"])),
+          ", ".join(f"{k}: {v}" for k, v in row["splits"].items()),
+          fmt_size(row["size"]), fmt_time(row["published_at"])] for row in rows],
+    )
+    if not rows:
+        print(f"nothing cached: while online, `datastack pull NAME --storage {store.uri}`")
     return EXIT_OK
 
 
