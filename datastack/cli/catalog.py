@@ -227,7 +227,7 @@ def _ls_cached(args: argparse.Namespace, store: Any, cache: Any, reason: str) ->
 
     records = [usable[-1] for name in _cached_names(store, cache)
                if (usable := _usable(store, cache, name))]
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"name": r.name, "state": "cached", "version": r.version, "splits": dict(r.splits),
          "size": r.size, "published_at": r.published_at, "cached": True,
          "versions_cached": [v.version for v in _usable(store, cache, r.name)]}
