@@ -136,10 +136,11 @@ class DatasetFactory:
     # -- 3. iterators ------------------------------------------------------------------------
     def iterators(self, record: VersionRecord, store: Store) -> dict[str, DatasetIterator]:
         """One lazy iterator per split of a published version (nothing is read yet)."""
+        from datastack.catalog.record import data_identifier_of
         from datastack.iterators.hdf5 import HDF5DatasetIterator
         from datastack.offline import open_published
 
-        identifier = data_identifier(record.name, record.version)
+        identifier = data_identifier_of(record)
         if not any(r.get("identifier") == identifier for r in record.resources):
             raise FormatError(
                 f"{record.name} v{record.version}: the catalog record lists no data file "

@@ -15,7 +15,8 @@ Resource layout in a storage::
 
     datasets/<name>/raw/<algo>-<digest>/<filename>   raw sources, content-addressed (shared
                                                       by every version that uses them)
-    datasets/<name>/v<version>/data.h5               the canonical HDF5 of one version
+    datasets/<name>/v<version>-<attempt>/data.h5     the canonical HDF5 of one version, in
+                                                      the folder of the attempt that wrote it
 
 A version becomes visible only when :func:`publish_version` flips its catalog record from
 pending to published, after every resource was written and verified.
@@ -180,7 +181,7 @@ def _sequence(run: _Run, lease: Any, force: bool, producer: Any, deadline: Any) 
         )
     except BaseException:
         if prepared is not None:
-            drop_version(store, factory.spec.name, prepared.version)
+            drop_version(store, factory.spec.name, prepared.version, prepared.attempt)
         discard_fetched(sources, store)
         raise
     if record is None:

@@ -19,6 +19,7 @@ from datastack.catalog.record import (
     PENDING,
     PUBLISHED,
     VersionRecord,
+    new_attempt_id,
     utcnow,
 )
 from datastack.catalog.status import DatasetStatus, StatusBook
@@ -102,7 +103,11 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
 
     @abc.abstractmethod
     def _insert(self, record: VersionRecord) -> bool:
-        """Store ``record`` unless (name, version) exists; return False if it exists."""
+        """Store ``record`` unless (name, version) is held, atomically; return False if it is.
+
+        A number is held by a pending, published or published-then-deleted record; the record
+        of an aborted attempt (deleted, never published) is replaced.
+        """
 
     @abc.abstractmethod
     def _records(self, name: str) -> list[VersionRecord]:
@@ -114,9 +119,15 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
 
     @abc.abstractmethod
     def _transition(
-        self, name: str, version: int, from_status: Sequence[str], changes: Mapping[str, Any]
+        self,
+        name: str,
+        version: int,
+        from_status: Sequence[str],
+        changes: Mapping[str, Any],
+        attempt: str | None = None,
     ) -> VersionRecord | None:
-        """Atomically apply ``changes`` if the record's status is in ``from_status``.
+        """Atomically apply ``changes`` if the record's status is in ``from_status`` (and,
+        with ``attempt``, the record is that attempt's).
 
         Returns the updated record, or None when no record matched.
         """
@@ -130,8 +141,9 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         return published[-1] if published else None
 
     def _max_version(self, name: str) -> int:
-        records = self._records(name)
-        return records[-1].version if records else 0
+        """The highest version number held (see :attr:`VersionRecord.holds_number`)."""
+        held = [r.version for r in self._records(name) if r.holds_number]
+        return max(held, default=0)
 
     def _latest_published_all(self, *, light: bool) -> dict[str, VersionRecord]:
         """The newest published record of every dataset (stores may read them in one query);
@@ -197,7 +209,8 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         return sorted(self._published_names())
 
     def next_version(self, name: str) -> int:
-        """The next free version number of ``name`` (numbers are never reused)."""
+        """The next version number of ``name``: one above the highest held. Published numbers
+        are never reused; the number of an aborted attempt is (no gaps)."""
         return self._max_version(validate_dataset_name(name)) + 1
 
     def find_identical(
@@ -296,9 +309,12 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
 
         ``record`` is a :class:`VersionRecord`, or a dataset name with the record's fields as
         keywords (``begin("iris", spec_hash=..., sources=[...])``). With version 0 (the
-        default) the next free number is allocated; an explicit number that already exists
-        raises :class:`CatalogError` (two writers cannot reserve the same version). With
-        ``token`` (alias ``lease_token``), the lease must still be held.
+        default) the next number is allocated; an explicit number that is held raises
+        :class:`CatalogError` (two writers cannot reserve the same version). The attempt gets
+        an id of its own (``record.attempt``): its resources go under
+        :func:`~datastack.catalog.record.resource_prefix`. With ``token`` (alias
+        ``lease_token``), the lease must still be held, and pending attempts written under an
+        older token (their writer lost the lease) are aborted first, freeing their numbers.
         """
         if isinstance(record, str):
             record = VersionRecord(name=record, **fields)
@@ -308,7 +324,9 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         name = record.name
         if value is not None:
             self._check_token(name, value, "begin a version")
+            self._abort_fenced(name, value)
         explicit = record.version != 0
+        attempt = record.attempt or new_attempt_id()
         for _ in range(100):
             version = record.version if explicit else self.next_version(name)
             pending = record.replace(
@@ -319,6 +337,7 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
                 deleted_at=None,
                 lease_token=value,
                 resources=_validate_resources(record.resources),
+                attempt=attempt,
             )
             if self._insert(pending):
                 return pending
@@ -331,6 +350,13 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
                     "while refreshing, or let begin() allocate the number (version=0)"
                 )
         raise CatalogError(f"could not allocate a version of {name!r} in {self.location}")
+
+    def _abort_fenced(self, name: str, token: int) -> None:
+        """Abort pending attempts written under a lease older than ``token``: their writer lost
+        the lease (it crashed or was taken over) and can no longer publish."""
+        for r in self._records(name):
+            if r.status == PENDING and r.lease_token is not None and r.lease_token < token:
+                self.abort(name, r.version, attempt=r.attempt or None)
 
     def publish(
         self,
@@ -345,6 +371,7 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         encodings: Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
         description: str | None = None,
+        attempt: str | None = None,
     ) -> VersionRecord:
         """Flip a pending version to published: one atomic update of one record.
 
@@ -352,7 +379,7 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         arguments fill in what was learnt while writing (they are part of the same update).
         With ``token``, the lease must still be current: a writer whose lease expired and was
         taken over gets :class:`LockHeldError` and nothing changes (``lease_token`` is an
-        alias of ``token``).
+        alias of ``token``). With ``attempt``, only that attempt's record is published.
         """
         name = validate_dataset_name(name)
         version = _validate_version(name, version)
@@ -369,9 +396,15 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         changes.update({k: v for k, v in given.items() if v is not None})
         if value is not None:
             self._check_token(name, value, f"publish version {version}")
-        updated = self._transition(name, version, (PENDING,), changes)
+        updated = self._transition(name, version, (PENDING,), changes, attempt)
         if updated is None:
             existing = self._get(name, version)
+            if existing is not None and attempt and existing.attempt != attempt:
+                raise PublishError(
+                    f"cannot publish version {version} of {name!r}: attempt {attempt} was "
+                    f"aborted and the number is now attempt {existing.attempt}'s "
+                    f"({existing.status}); the previous version is unchanged"
+                )
             if existing is None:
                 raise VersionNotFoundError(
                     f"cannot publish version {version} of {name!r}: no such version in "
@@ -384,16 +417,21 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
             )
         return updated
 
-    def abort(self, name: str, version: int) -> None:
-        """Give up a pending version: it becomes *deleted* (its number is not reused).
+    def abort(self, name: str, version: int, *, attempt: str | None = None) -> None:
+        """Give up a pending version: it becomes *deleted*, and its number is free for the
+        next attempt (published versions count 1, 2, 3 without gaps).
 
-        Aborting a version that is already deleted does nothing; a published one raises.
+        Aborting a version that is already deleted does nothing; a published one raises. With
+        ``attempt``, only that attempt is aborted (a number reused since is left alone).
         """
         name = validate_dataset_name(name)
         version = _validate_version(name, version)
-        if self._transition(name, version, (PENDING,), {"status": DELETED, "deleted_at": utcnow()}):
+        changes = {"status": DELETED, "deleted_at": utcnow()}
+        if self._transition(name, version, (PENDING,), changes, attempt):
             return
         existing = self._get(name, version)
+        if existing is not None and attempt and existing.attempt != attempt:
+            return  # that attempt is gone already: its number serves another one now
         if existing is None:
             raise VersionNotFoundError(f"dataset {name!r} has no version {version} to abort")
         if existing.status == PUBLISHED:
@@ -418,12 +456,8 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         return existing
 
     def delete_dataset(self, name: str) -> list[int]:
-        """Remove a dataset: every version becomes *deleted* and its status document goes, at
-        once (``ls``, ``status``, ``load`` no longer see it); GC removes its files after the
-        grace period, as for any deleted version. Returns the versions deleted now. Holds the
-        dataset's lease (:class:`LockHeldError` while a refresh runs);
-        :class:`DatasetNotFoundError` for a name with no record and no status.
-        """
+        """Remove a dataset at once (versions deleted, status gone; GC removes its files after
+        the grace period); returns the versions deleted. See ``datastack.catalog.gc``."""
         from datastack.catalog.gc import delete_dataset
 
         return delete_dataset(self, name)

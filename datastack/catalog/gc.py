@@ -9,11 +9,11 @@ makes GC skip the dataset and say so):
    their writer's lease is gone (written under an older token than the one GC holds now: the
    writer died or lost its lease -- at once), or when they are older than ``grace_seconds``
    (written without a lease);
-2. resources under ``datasets/<name>/`` are deleted unless *protected*: referenced by (or under
-   the ``datasets/<name>/v<N>/`` prefix of) a published version, a pending version younger than
-   the grace period, or a version that was published and deleted less than ``grace_seconds``
-   ago -- a reader that opened it before the deletion may still be reading. A second GC after
-   the grace period removes those;
+2. resources under ``datasets/<name>/`` are deleted unless *protected*: referenced by (or
+   under the resource prefix, ``datasets/<name>/v<N>-<attempt>/``, of) a published version, a
+   pending version younger than the grace period, or a version that was published and deleted
+   less than ``grace_seconds`` ago -- a reader that opened it before the deletion may still be
+   reading. A second GC after the grace period removes those;
 3. the storage's own sweep runs (:meth:`StorageConnector.sweep`: GridFS chunks without a files
    document, temporary files of crashed writers), with the same grace period.
 """
@@ -32,6 +32,7 @@ from datastack.catalog.record import (
     PUBLISHED,
     RESOURCE_ROOT,
     VersionRecord,
+    resource_prefix,
     utcnow,
     version_prefix,
 )
@@ -107,7 +108,8 @@ def _refs(records: Iterable[VersionRecord], cutoff: dt.datetime) -> tuple[set[st
     for record in records:
         if _protected(record, cutoff):
             ids.update(record.resource_identifiers)
-            prefixes.add(version_prefix(record.name, record.version))
+            # the attempt's folder, and v<N>/ for writers that follow the older layout
+            prefixes.update((resource_prefix(record), version_prefix(record.name, record.version)))
     return ids, prefixes
 
 
@@ -260,14 +262,19 @@ def _mark(
             if dry_run:
                 record = record.replace(status=DELETED, deleted_at=utcnow())
             else:
-                catalog.abort(name, record.version)
+                catalog.abort(name, record.version, attempt=record.attempt or None)
                 record = catalog.get(name, record.version, include_all=True)
         updated.append(record)
     return updated
 
 
 def delete_dataset(catalog: Catalog, name: str) -> list[int]:
-    """See :meth:`Catalog.delete_dataset`."""
+    """Remove a dataset: every version becomes *deleted* and its status document goes, at
+    once (``ls``, ``status``, ``load`` no longer see it); GC removes its files after the
+    grace period, as for any deleted version. Returns the versions deleted now. Holds the
+    dataset's lease (:class:`LockHeldError` while a refresh runs);
+    :class:`DatasetNotFoundError` for a name with no record and no status.
+    """
     from datastack.errors import DatasetNotFoundError
 
     name = validate_dataset_name(name)
@@ -282,7 +289,7 @@ def delete_dataset(catalog: Catalog, name: str) -> list[int]:
         deleted = []
         for record in records:
             if record.status == PENDING:
-                catalog.abort(name, record.version)
+                catalog.abort(name, record.version, attempt=record.attempt or None)
             elif record.status == PUBLISHED:
                 catalog.delete_version(name, record.version)
                 deleted.append(record.version)

@@ -20,7 +20,7 @@ from datastack._mongo import MongoHandle, naive_utc
 from datastack._uri import StorageLocation, parse_storage_uri, redact
 from datastack.catalog.base import LIGHT_FIELDS, Catalog
 from datastack.catalog.lease import LeaseState
-from datastack.catalog.record import PUBLISHED, VersionRecord, as_utc, utcnow
+from datastack.catalog.record import DELETED, PUBLISHED, VersionRecord, as_utc, utcnow
 from datastack.errors import ConfigurationError
 
 RECORDS = "datastack_catalog"
@@ -124,10 +124,16 @@ class MongoCatalog(Catalog):
     def _insert(self, record: VersionRecord) -> bool:
         from pymongo.errors import DuplicateKeyError
 
-        coll = self._records_coll(write=True)
+        from datastack._mongo import durable
+
+        coll = durable(self._records_coll(write=True))
+        doc = _to_doc(record)
         with self._errors(f"reserving {record.name!r} v{record.version}"):
-            try:
-                coll.insert_one(_to_doc(record))
+            try:  # inserts, or replaces an aborted attempt's record; a held number collides
+                coll.replace_one(
+                    {"_id": doc["_id"], "status": DELETED, "published_at": None}, doc,
+                    upsert=True,
+                )
             except DuplicateKeyError:
                 return False
         return True
@@ -153,8 +159,9 @@ class MongoCatalog(Catalog):
 
     def _max_version(self, name: str) -> int:
         with self._errors(f"reading versions of {name!r}"):
+            held = [{"status": {"$ne": DELETED}}, {"published_at": {"$ne": None}}]
             doc = self._records_coll().find_one(
-                {"name": {"$eq": name}}, {"version": 1}, sort=[("version", -1)]
+                {"name": {"$eq": name}, "$or": held}, {"version": 1}, sort=[("version", -1)]
             )
         return 0 if doc is None else int(doc["version"])
 
@@ -194,20 +201,28 @@ class MongoCatalog(Catalog):
             return [str(n) for n in self._records_coll().distinct("name", {"version": {"$gte": 1}})]
 
     def _transition(
-        self, name: str, version: int, from_status: Sequence[str], changes: Mapping[str, Any]
+        self,
+        name: str,
+        version: int,
+        from_status: Sequence[str],
+        changes: Mapping[str, Any],
+        attempt: str | None = None,
     ) -> VersionRecord | None:
         from pymongo import ReturnDocument
 
         from datastack._mongo import durable
 
+        query: dict[str, Any] = {
+            "name": {"$eq": name},
+            "version": {"$eq": version},
+            "status": {"$in": list(from_status)},
+        }
+        if attempt is not None:
+            query["attempt"] = {"$eq": str(attempt)}
         with self._errors(f"updating {name!r} v{version}"):
             # journaled: a published flip survives a server crash
             doc = durable(self._records_coll(write=True)).find_one_and_update(
-                {
-                    "name": {"$eq": name},
-                    "version": {"$eq": version},
-                    "status": {"$in": list(from_status)},
-                },
+                query,
                 {"$set": _bson_changes(changes)},
                 return_document=ReturnDocument.AFTER,
             )

@@ -40,6 +40,42 @@ def version_prefix(name: str, version: int) -> str:
     return f"{RESOURCE_ROOT}/{validate_dataset_name(name)}/v{int(version)}/"
 
 
+def new_attempt_id() -> str:
+    """A fresh attempt id: 12 random hex digits (an attempt is one try at a version)."""
+    import secrets
+
+    return secrets.token_hex(6)
+
+
+def attempt_prefix(name: str, version: int, attempt: str) -> str:
+    """The identifier prefix of one attempt at version ``version``: its resources are staged
+    (and stay, once published) there, so a failed attempt never shares a path with another.
+
+    >>> attempt_prefix("iris", 3, "0123456789ab")
+    'datasets/iris/v3-0123456789ab/'
+    """
+    if not attempt or not all(c in "0123456789abcdef" for c in attempt):
+        raise CatalogError(f"invalid attempt id {attempt!r}: expected lower-case hex digits")
+    return f"{RESOURCE_ROOT}/{validate_dataset_name(name)}/v{int(version)}-{attempt}/"
+
+
+def resource_prefix(record: VersionRecord) -> str:
+    """Where the resources of ``record`` live: its attempt's prefix, or ``v<N>/`` for records
+    written before attempts had ids.
+
+    >>> resource_prefix(VersionRecord(name="iris", version=2))
+    'datasets/iris/v2/'
+    """
+    if record.attempt:
+        return attempt_prefix(record.name, record.version, record.attempt)
+    return version_prefix(record.name, record.version)
+
+
+def data_identifier_of(record: VersionRecord) -> str:
+    """The identifier of the canonical HDF5 file of a version."""
+    return resource_prefix(record) + "data.h5"
+
+
 def utcnow() -> dt.datetime:
     """Now in UTC, truncated to milliseconds (the precision BSON stores)."""
     now = dt.datetime.now(dt.UTC)
@@ -109,6 +145,10 @@ class VersionRecord:
         encodings; lineage (``flow_run_id``, ``host``, ``datastack_version``); free text.
     lease_token:
         Fencing token of the lease the writer held (``None`` if it held none).
+    attempt:
+        Id of the attempt that wrote the version (hex; empty for records older than attempt
+        ids): its resources live under :func:`resource_prefix`. A version number is held only
+        by a pending or published attempt: an aborted attempt frees it for the next one.
     extra:
         Free-form, JSON-serialisable metadata for extensions.
     """
@@ -130,6 +170,7 @@ class VersionRecord:
     description: str = ""
     lease_token: int | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    attempt: str = ""
 
     def __post_init__(self) -> None:
         self.name = validate_dataset_name(self.name)
@@ -150,6 +191,13 @@ class VersionRecord:
         self.splits = {str(k): int(v) for k, v in self.splits.items()}
 
     # -- derived -------------------------------------------------------------------------------
+    @property
+    def holds_number(self) -> bool:
+        """Whether this record keeps its version number taken: pending, published, or deleted
+        after it was published. An aborted attempt (deleted, never published) does not: the
+        next attempt reuses the number, so published versions count 1, 2, 3 without gaps."""
+        return self.status != DELETED or self.published_at is not None
+
     @property
     def resource_identifiers(self) -> list[str]:
         """Identifiers of the stored resources (and of raw source copies) of this version."""
@@ -214,7 +262,11 @@ __all__ = [
     "STATUSES",
     "VersionRecord",
     "as_utc",
+    "attempt_prefix",
+    "data_identifier_of",
+    "new_attempt_id",
     "normalise_checksums",
+    "resource_prefix",
     "utcnow",
     "version_prefix",
 ]
