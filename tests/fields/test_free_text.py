@@ -36,7 +36,7 @@ def test_many_distinct_strings_ask_text_or_categorical() -> None:
     assert "'review'" in message and "10 distinct strings in 10 rows" in message
     assert "csv.text:" in message and "csv.categorical:" in message
     # either answer is accepted
-    staged, (fields, _, encodings) = _finish(  # type: ignore[misc]
+    staged, (_fields, _, encodings) = _finish(  # type: ignore[misc]
         ["x", "review", "label"], [list(range(10)), reviews, labels], target="label",
         text=("review",))
     assert staged["review"] == reviews and "review" not in encodings
@@ -63,7 +63,7 @@ def test_low_cardinality_strings_still_become_categories() -> None:
     # the target is the label, whatever its number of classes
     _, (fields, _, encodings) = _finish(  # type: ignore[misc]
         ["x", "name"], [[1, 2, 3], ["a", "b", "c"]])
-    assert encodings["name"] == ["a", "b", "c"]
+    assert encodings["name"] == ["a", "b", "c"] and fields[-1].kind == "label"
 
 
 def test_refresh_of_free_text_fails_with_the_question_and_publishes_nothing(
