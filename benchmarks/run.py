@@ -101,7 +101,7 @@ def prepare(work: Path, n: int, mongo_uri: str, fs_uri: str, layout: str) -> dic
     import numpy as np
 
     from datastack.catalog.record import data_identifier_of
-    from datastack.pipeline import refresh
+    from datastack.pipeline.sequence import refresh
     from datastack.preprocessing import write_arrays
 
     images, labels = mnist_like(n)

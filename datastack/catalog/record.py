@@ -19,6 +19,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from datastack._uri import redact
+from datastack.canonical.layout import (
+    DATA_FILE,
+    RESOURCE_ROOT,
+    attempt_prefix,
+    new_attempt_id,
+    version_prefix,
+)
 from datastack.errors import CatalogError
 from datastack.identifiers import validate_dataset_name
 
@@ -26,38 +33,6 @@ PENDING = "pending"
 PUBLISHED = "published"
 DELETED = "deleted"
 STATUSES = (PENDING, PUBLISHED, DELETED)
-
-#: Where the resources of a version live by convention: ``datasets/<name>/v<N>/...``.
-RESOURCE_ROOT = "datasets"
-
-
-def version_prefix(name: str, version: int) -> str:
-    """The identifier prefix under which version ``version`` of ``name`` stores its resources.
-
-    >>> version_prefix("iris", 3)
-    'datasets/iris/v3/'
-    """
-    return f"{RESOURCE_ROOT}/{validate_dataset_name(name)}/v{int(version)}/"
-
-
-def new_attempt_id() -> str:
-    """A fresh attempt id: 12 random hex digits (an attempt is one try at a version)."""
-    import secrets
-
-    return secrets.token_hex(6)
-
-
-def attempt_prefix(name: str, version: int, attempt: str) -> str:
-    """The identifier prefix of one attempt at version ``version``: its resources are staged
-    (and stay, once published) there, so a failed attempt never shares a path with another.
-
-    >>> attempt_prefix("iris", 3, "0123456789ab")
-    'datasets/iris/v3-0123456789ab/'
-    """
-    if not attempt or not all(c in "0123456789abcdef" for c in attempt):
-        raise CatalogError(f"invalid attempt id {attempt!r}: expected lower-case hex digits")
-    return f"{RESOURCE_ROOT}/{validate_dataset_name(name)}/v{int(version)}-{attempt}/"
-
 
 def resource_prefix(record: VersionRecord) -> str:
     """Where the resources of ``record`` live: its attempt's prefix, or ``v<N>/`` for records
@@ -73,7 +48,7 @@ def resource_prefix(record: VersionRecord) -> str:
 
 def data_identifier_of(record: VersionRecord) -> str:
     """The identifier of the canonical HDF5 file of a version."""
-    return resource_prefix(record) + "data.h5"
+    return resource_prefix(record) + DATA_FILE
 
 
 def utcnow() -> dt.datetime:
