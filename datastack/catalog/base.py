@@ -20,6 +20,7 @@ from datastack.catalog.record import (
     PUBLISHED,
     VersionRecord,
     new_attempt_id,
+    summarised,
     utcnow,
 )
 from datastack.catalog.status import DatasetStatus, StatusBook
@@ -103,11 +104,8 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
 
     @abc.abstractmethod
     def _insert(self, record: VersionRecord) -> bool:
-        """Store ``record`` unless (name, version) is held, atomically; return False if it is.
-
-        A number is held by a pending, published or published-then-deleted record; the record
-        of an aborted attempt (deleted, never published) is replaced.
-        """
+        """Store ``record`` unless (name, version) is held (``VersionRecord.holds_number``),
+        atomically, replacing an aborted attempt's record; return False if it is held."""
 
     @abc.abstractmethod
     def _records(self, name: str) -> list[VersionRecord]:
@@ -126,8 +124,8 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         changes: Mapping[str, Any],
         attempt: str | None = None,
     ) -> VersionRecord | None:
-        """Atomically apply ``changes`` if the record's status is in ``from_status`` (and,
-        with ``attempt``, the record is that attempt's).
+        """Atomically apply ``changes`` if the record's status is in ``from_status`` (and it is
+        ``attempt``'s, if given).
 
         Returns the updated record, or None when no record matched.
         """
@@ -192,6 +190,16 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         name = validate_dataset_name(name)
         records = self._records(name)
         return records if include_all else [r for r in records if r.status == PUBLISHED]
+
+    def version_summaries(self, name: str) -> list[VersionRecord]:
+        """Published records of ``name`` by increasing version, reduced to what a list of
+        versions shows (:func:`~datastack.catalog.record.summarised`: no resources, category
+        labels or ``extra``): the web page's version list reads these, not every full record.
+        """
+        return self._published_summaries(validate_dataset_name(name))
+
+    def _published_summaries(self, name: str) -> list[VersionRecord]:
+        return [summarised(r) for r in self._records(name) if r.status == PUBLISHED]
 
     def latest_records(self, *, light: bool = False) -> dict[str, VersionRecord]:
         """The newest published record of every dataset, by name in sorted order.
@@ -310,11 +318,9 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         ``record`` is a :class:`VersionRecord`, or a dataset name with the record's fields as
         keywords (``begin("iris", spec_hash=..., sources=[...])``). With version 0 (the
         default) the next number is allocated; an explicit number that is held raises
-        :class:`CatalogError` (two writers cannot reserve the same version). The attempt gets
-        an id of its own (``record.attempt``): its resources go under
-        :func:`~datastack.catalog.record.resource_prefix`. With ``token`` (alias
-        ``lease_token``), the lease must still be held, and pending attempts written under an
-        older token (their writer lost the lease) are aborted first, freeing their numbers.
+        :class:`CatalogError`. The attempt gets an id (``record.attempt``; its files go under
+        ``resource_prefix(record)``). With ``token`` (alias ``lease_token``) the lease must be
+        held, and attempts pending under older tokens are aborted first (no gaps).
         """
         if isinstance(record, str):
             record = VersionRecord(name=record, **fields)
@@ -324,7 +330,9 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         name = record.name
         if value is not None:
             self._check_token(name, value, "begin a version")
-            self._abort_fenced(name, value)
+            from datastack.catalog.gc import abort_fenced
+
+            abort_fenced(self, name, value)
         explicit = record.version != 0
         attempt = record.attempt or new_attempt_id()
         for _ in range(100):
@@ -350,13 +358,6 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
                     "while refreshing, or let begin() allocate the number (version=0)"
                 )
         raise CatalogError(f"could not allocate a version of {name!r} in {self.location}")
-
-    def _abort_fenced(self, name: str, token: int) -> None:
-        """Abort pending attempts written under a lease older than ``token``: their writer lost
-        the lease (it crashed or was taken over) and can no longer publish."""
-        for r in self._records(name):
-            if r.status == PENDING and r.lease_token is not None and r.lease_token < token:
-                self.abort(name, r.version, attempt=r.attempt or None)
 
     def publish(
         self,

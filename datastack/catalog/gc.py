@@ -268,6 +268,15 @@ def _mark(
     return updated
 
 
+def abort_fenced(catalog: Catalog, name: str, token: int) -> None:
+    """Abort pending attempts written under a lease older than ``token`` (``begin`` under a
+    lease calls it): their writer lost the lease (it crashed or was taken over) and can no
+    longer publish, so their numbers are free for the attempt that begins now."""
+    for r in catalog.versions(name, include_all=True):
+        if r.status == PENDING and r.lease_token is not None and r.lease_token < token:
+            catalog.abort(name, r.version, attempt=r.attempt or None)
+
+
 def delete_dataset(catalog: Catalog, name: str) -> list[int]:
     """Remove a dataset: every version becomes *deleted* and its status document goes, at
     once (``ls``, ``status``, ``load`` no longer see it); GC removes its files after the
@@ -297,4 +306,4 @@ def delete_dataset(catalog: Catalog, name: str) -> list[int]:
     return deleted
 
 
-__all__ = ["GCReport", "collect_garbage", "delete_dataset"]
+__all__ = ["GCReport", "abort_fenced", "collect_garbage", "delete_dataset"]
