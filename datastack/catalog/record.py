@@ -19,7 +19,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from datastack._uri import redact
-from datastack.canonical.layout import RESOURCE_ROOT, version_prefix
+from datastack.canonical.layout import (
+    RESOURCE_ROOT,
+    attempt_prefix,
+    data_identifier_of,
+    new_attempt_id,
+    resource_prefix,
+    version_prefix,
+)
 from datastack.errors import CatalogError
 from datastack.identifiers import validate_dataset_name
 
@@ -97,6 +104,10 @@ class VersionRecord:
         encodings; lineage (``flow_run_id``, ``host``, ``datastack_version``); free text.
     lease_token:
         Fencing token of the lease the writer held (``None`` if it held none).
+    attempt:
+        Id of the attempt that wrote the version (hex; empty for records older than attempt
+        ids): its resources live under :func:`resource_prefix`. A version number is held only
+        by a pending or published attempt: an aborted attempt frees it for the next one.
     extra:
         Free-form, JSON-serialisable metadata for extensions.
     """
@@ -118,6 +129,7 @@ class VersionRecord:
     description: str = ""
     lease_token: int | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    attempt: str = ""
 
     def __post_init__(self) -> None:
         self.name = validate_dataset_name(self.name)
@@ -138,6 +150,13 @@ class VersionRecord:
         self.splits = {str(k): int(v) for k, v in self.splits.items()}
 
     # -- derived -------------------------------------------------------------------------------
+    @property
+    def holds_number(self) -> bool:
+        """Whether this record keeps its version number taken: pending, published, or deleted
+        after it was published. An aborted attempt (deleted, never published) does not: the
+        next attempt reuses the number, so published versions count 1, 2, 3 without gaps."""
+        return self.status != DELETED or self.published_at is not None
+
     @property
     def resource_identifiers(self) -> list[str]:
         """Identifiers of the stored resources (and of raw source copies) of this version."""
@@ -229,7 +248,11 @@ __all__ = [
     "SUMMARY_PROJECTION",
     "VersionRecord",
     "as_utc",
+    "attempt_prefix",
+    "data_identifier_of",
+    "new_attempt_id",
     "normalise_checksums",
+    "resource_prefix",
     "summarised",
     "utcnow",
     "version_prefix",
