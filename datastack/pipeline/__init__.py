@@ -36,6 +36,7 @@ _MOVED = {
     "prepare_version": "build",
     "publish_version": "build",
     "validate_version": "build",
+    "refresh": "datastack.api",  # refresh(spec, names, storage=..., force=...)
     "as_factory": "datastack.factory",
     "data_identifier": "datastack.canonical.layout",
     "raw_identifier": "datastack.canonical.layout",
