@@ -155,6 +155,10 @@ def _scalar(value: Any) -> Any:
 
 
 def _columns_of(data: Any, target: str | None, text: Sequence[str] = ()) -> _Columns:
+    from datastack._arrow_in import arrow_columns, is_arrow_like
+
+    if is_arrow_like(data):  # pyarrow, Polars, Hugging Face datasets (docs/arrow.md)
+        return _Columns(*arrow_columns(data, target, text))
     if type(data).__module__.startswith("pandas") and hasattr(data, "columns"):
         return _from_frame(data, target, text)
     if isinstance(data, Mapping):
@@ -163,7 +167,8 @@ def _columns_of(data: Any, target: str | None, text: Sequence[str] = ()) -> _Col
         samples, targets = (np.asarray(part) for part in data)
         return _from_arrays({"samples": samples, "targets": targets}, "targets")
     raise ConfigurationError(
-        f"publish: data is a {type(data).__name__}; expected a pandas DataFrame, a dict of "
+        f"publish: data is a {type(data).__name__}; expected a pandas DataFrame, a Polars "
+        "DataFrame, a pyarrow Table or RecordBatchReader, a datasets.Dataset, a dict of "
         "arrays or a (samples, targets) pair"
     )
 
@@ -211,7 +216,8 @@ def publish(
     seed: int = 0,
     text: Sequence[str] = (),
 ) -> VersionRecord:
-    """Publish ``data`` (DataFrame, dict of arrays, ``(samples, targets)``) as dataset ``name``.
+    """Publish ``data`` (pandas or Polars DataFrame, pyarrow Table or RecordBatchReader,
+    ``datasets.Dataset``, dict of arrays, ``(samples, targets)``) as dataset ``name``.
 
     ``target`` names the target column (last in the sample tuple; strings become a label);
     ``splits`` are ratios as in a spec (``{"train": 0.8, "test": 0.2}``, seeded by ``seed``);
