@@ -41,7 +41,7 @@ _MODULES = ("pyarrow", "polars", "datasets")
 def is_arrow_like(data: Any) -> bool:
     """Whether ``data`` is a pyarrow table/batch/reader, a Polars frame or a HF dataset."""
     module = type(data).__module__.split(".")[0]
-    return module in _MODULES and not isinstance(data, (list, tuple, dict))
+    return module in _MODULES  # a DatasetDict too (a dict): as_table says what to pass
 
 
 def require_pyarrow(what: str) -> Any:
