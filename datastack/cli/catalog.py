@@ -37,6 +37,8 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--preview", metavar="FILE.png", default=None,
                    help="also draw a picture of the first samples into FILE.png")
+    p.add_argument("--croissant", action="store_true",
+                   help="print the version's MLCommons Croissant 1.0 JSON-LD metadata")
     storage_arg(p)
     json_arg(p)
     p.set_defaults(run=run_show)
@@ -112,11 +114,17 @@ def run_ls(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     from datastack.catalog.overview import details_of
 
-    catalog = open_store(args.storage).catalog
+    store = open_store(args.storage)
+    catalog = store.catalog
     record = (
         catalog.get(args.name, args.version_) if args.version_ is not None
         else catalog.latest(args.name)
     )
+    if getattr(args, "croissant", False):
+        from datastack.croissant import croissant
+
+        print_json(croissant(record, storage=store.uri))
+        return EXIT_OK
     data = details_of(record, catalog.versions(args.name))
     if getattr(args, "preview", None):
         _write_preview(args, record)
