@@ -73,6 +73,7 @@ def test_views_shuffles_and_batches_give_the_same_rows(tmp_path: Path) -> None:
     assert batched.column("s").num_chunks == 3
     assert order != sorted(order)
     assert _plain(batched) == _plain(whole.take(order))
+    assert _plain(split.as_dict().to_arrow()) == _plain(whole)
     view = datastack.load("arrow", split="train[2:7]", storage=store).to_arrow()
     assert _plain(view) == _plain(whole.slice(2, 5))
     assert view.schema.types == whole.schema.types
@@ -229,3 +230,15 @@ def test_optional_dependencies_name_their_extra() -> None:
                            capture_output=True, text=True, timeout=120,
                            cwd=Path(__file__).resolve().parents[2])
     assert light.stdout.strip() == "[]", light.stderr
+
+
+def test_arrow_rows_are_cut_into_splits(tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    table = _table()
+    datastack.publish("cut", table, target="y", splits={"train": 0.5, "test": 0.5},
+                      seed=1, storage=store)
+    parts = [datastack.load("cut", split=s, storage=store).to_arrow() for s in ("train", "test")]
+    assert [p.num_rows for p in parts] == [6, 6]
+    rows = sorted(map(repr, pa.concat_tables(parts).to_pylist()))
+    assert rows == sorted(map(repr, table.to_pylist()))
+    assert parts[0].column("s").to_pylist() != table.column("s").to_pylist()[:6]  # shuffled
