@@ -8,8 +8,10 @@ of arrays does), without the CSV typing policy: numbers and booleans -> ``array`
 strings -> ``string`` (a string *target* -> a ``label`` over its sorted values, as today),
 binary -> ``bytes``, a dictionary of strings -> a ``label`` whose names are the dictionary in
 its order, a Hugging Face ``ClassLabel`` -> a ``label`` with its names; an ``Image`` feature
--> its encoded ``bytes``. Anything else (nulls in a column that has no NaN, timestamps,
-structs) is a :class:`~datastack.errors.FormatError` naming the column and what to do.
+(or a binary column ``to_arrow`` wrote from an image field) -> an ``image`` field of the
+encoded bytes, each verified with Pillow. Anything else (nulls in a column that has no NaN,
+timestamps, structs) is a :class:`~datastack.errors.FormatError` naming the column and what
+to do.
 
 Fixed numeric columns are numpy views of the Arrow buffers where the layout allows (one
 chunk, no nulls); variable columns stay Arrow arrays (:class:`ArrowRows`) and become Python
@@ -196,23 +198,47 @@ def _spooled(reader: Any, pa: Any) -> Any:
         os.unlink(path)  # the mapping stays valid (POSIX); nothing is left behind
 
 
-def _hf_table(data: Any) -> tuple[Any, dict[str, list[str]]]:
-    """A Hugging Face dataset's Arrow table (its indices applied) and its ClassLabel names."""
+def _hf_table(data: Any) -> tuple[Any, dict[str, list[str]], set[str]]:
+    """A Hugging Face dataset's Arrow table (its indices applied), its ClassLabel names and
+    its Image columns (their encoded bytes)."""
     from datasets import ClassLabel, Image
 
     if getattr(data, "_indices", None) is not None:
         data = data.flatten_indices()
     table = data.data.table
     names = {k: list(f.names) for k, f in data.features.items() if isinstance(f, ClassLabel)}
+    images = set()
     for key, feature in data.features.items():
         if isinstance(feature, Image):  # struct<bytes, path> -> the encoded bytes
+            column = table.column(key).combine_chunks()
+            if column.field("bytes").null_count:
+                raise FormatError(f"publish: image column {key!r} has images given by path "
+                                  "only; load them into bytes first (datasets' Image())")
             index = table.schema.get_field_index(key)
-            table = table.set_column(index, key, table.column(key).combine_chunks().field("bytes"))
-    return table, names
+            table = table.set_column(index, key, column.field("bytes"))
+            images.add(key)
+    return table, names, images
 
 
-def as_table(data: Any) -> tuple[Any, dict[str, list[str]]]:
-    """``data`` as one ``pyarrow.Table`` and the class names its metadata gives per column."""
+def image_field(name: str, array: Any) -> tuple[Field, ArrowRows]:
+    """Encoded images (binary) -> an ``image`` field: each one verified with Pillow (a bomb
+    or a corrupt image is a FormatError naming the row), its decoded mode collected."""
+    from datastack.fields import IMAGE, image_shape, verify_image
+
+    if array.null_count:
+        raise _null_error(name, array)
+    modes = set()
+    for lo in range(0, len(array), ROWS_AT_A_TIME):
+        for k, data in enumerate(array.slice(lo, ROWS_AT_A_TIME).to_pylist()):
+            modes.add(verify_image(data, f"publish: column {name!r} row {lo + k}"))
+    found = tuple(sorted(modes))
+    fld = Field(name, IMAGE, "uint8", image_shape(found), modes=found)
+    return fld, ArrowRows(array, fld)
+
+
+def as_table(data: Any) -> tuple[Any, dict[str, list[str]], set[str]]:
+    """``data`` as one ``pyarrow.Table``, the class names its metadata gives per column and
+    its image columns."""
     pa = require_pyarrow("publishing Arrow data")
     module = type(data).__module__.split(".")[0]
     if module == "datasets":
@@ -235,18 +261,28 @@ def as_table(data: Any) -> tuple[Any, dict[str, list[str]]]:
             "pyarrow Table, RecordBatch or RecordBatchReader, a Polars DataFrame or a "
             "datasets.Dataset"
         )
-    return data, _names_in_metadata(data.schema)
+    return data, _names_in_metadata(data.schema), _images_in_metadata(data.schema)
+
+
+def _described(fld: Any) -> dict[str, Any]:
+    raw = (fld.metadata or {}).get(b"datastack")
+    try:
+        described = json.loads(raw) if raw is not None else {}
+    except ValueError:
+        return {}
+    return described if isinstance(described, dict) else {}
+
+
+def _images_in_metadata(schema: Any) -> set[str]:
+    """Binary columns that ``to_arrow`` wrote from image fields."""
+    return {fld.name for fld in schema if _described(fld).get("kind") == "image"}
 
 
 def _names_in_metadata(schema: Any) -> dict[str, list[str]]:
     """Class names that ``to_arrow`` wrote into field metadata (int label columns)."""
     out: dict[str, list[str]] = {}
     for fld in schema:
-        meta = fld.metadata or {}
-        raw = meta.get(b"datastack")
-        if raw is None:
-            continue
-        described = json.loads(raw)
+        described = _described(fld)
         if described.get("kind") == LABEL and described.get("names") and \
                 not str(fld.type).startswith("dictionary"):
             out[fld.name] = list(described["names"])
@@ -257,7 +293,7 @@ def arrow_columns(
     data: Any, target: str | None, text: Sequence[str] = ()
 ) -> tuple[list[Field], dict[str, Any], dict[str, list[str]]]:
     """Fields (target last), columns and label encodings of Arrow-shaped ``data``."""
-    table, class_names = as_table(data)
+    table, class_names, images = as_table(data)
     names = [str(n) for n in table.column_names]
     if len(set(names)) != len(names):
         raise FormatError(f"publish: the table has duplicate column names {names}")
@@ -271,8 +307,11 @@ def arrow_columns(
     for name in order:
         array = table.column(name)
         array = array.unify_dictionaries() if str(array.type).startswith("dictionary") else array
-        fld, column = arrow_field(name, array.combine_chunks(), name == target,
-                                  class_names.get(name))
+        if name in images:
+            fld, column = image_field(name, array.combine_chunks())
+        else:
+            fld, column = arrow_field(name, array.combine_chunks(), name == target,
+                                      class_names.get(name))
         fields.append(fld)
         columns[name] = column
     encodings = {f.name: list(f.names) for f in fields if f.names}

@@ -15,7 +15,7 @@ import pytest
 
 import datastack
 from datastack.errors import ConfigurationError, FormatError
-from tests.fields.realdata import image_files, sha256, tar_folder, write_spec
+from tests.fields.realdata import image_files, tar_folder, write_spec
 
 pa = pytest.importorskip("pyarrow")
 
@@ -202,7 +202,17 @@ def test_images_come_out_encoded(tmp_path: Path) -> None:
     assert isinstance(hf.features["image"], datasets.Image)
     assert hf.features["label"].names == list(split.fields["label"].names)
     np.testing.assert_array_equal(np.asarray(hf[0]["image"]), split[0][0])
-    assert sha256(archive)  # the archive is what was published
+    # and back in: from the Arrow table (field metadata) and from the HF dataset (Image)
+    for name, data in (("from_arrow", table), ("from_hf", hf)):
+        datastack.publish(name, data, target="label", storage=store)
+        again = datastack.load(name, storage=store)
+        assert again.fields == split.fields, name
+        assert again.to_arrow().column("image").to_pylist() == table.column("image").to_pylist()
+    broken = hf.cast_column("image", datasets.Image(decode=False)).map(
+        lambda row, i: {"image": {"bytes": b"not an image" if i == 2 else row["image"]["bytes"],
+                                  "path": None}}, with_indices=True)
+    with pytest.raises(FormatError, match="column 'image' row 2: not a readable image"):
+        datastack.publish("broken", broken, storage=store)
 
 
 def test_classic_layout_to_arrow(tmp_path: Path) -> None:
