@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datastack._uri import redact
+from datastack.canonical.layout import data_identifier
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.catalog.record import VersionRecord
@@ -114,18 +115,17 @@ def _distribution(record: VersionRecord, storage: str | None) -> list[dict[str, 
         if source.get("size") is not None:
             item["contentSize"] = f"{int(source['size'])} B"
         out.append(item)
-    for resource in record.resources:
-        identifier = str(resource.get("identifier", ""))
-        if not identifier.endswith(".h5"):
-            continue  # the stored raw copies are the sources above
-        item = {"@type": "cr:FileObject", "@id": "published-data",
-                "name": identifier.rsplit("/", 1)[-1], "description":
-                "the published version: one HDF5 group per split, one dataset per field",
-                "contentUrl": _file_url(storage, identifier), "encodingFormat": HDF5,
-                "sha256": str(resource.get("sha256") or "")}
-        if resource.get("size") is not None:
-            item["contentSize"] = f"{int(resource['size'])} B"
-        out.append(item)
+    data = data_identifier(record.name, record.version)
+    resource = next((r for r in record.resources if r.get("identifier") == data), {})
+    item = {"@type": "cr:FileObject", "@id": "published-data", "name": data.rsplit("/", 1)[-1],
+            "description": "the published version: one HDF5 group per split, one dataset "
+                           "per field", "contentUrl": _file_url(storage, data),
+            "encodingFormat": HDF5}
+    if resource.get("sha256"):
+        item["sha256"] = str(resource["sha256"])
+    if resource.get("size") is not None:
+        item["contentSize"] = f"{int(resource['size'])} B"
+    out.append(item)  # the stored raw copies of the sources are the sources above
     return out
 
 

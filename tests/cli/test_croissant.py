@@ -132,3 +132,31 @@ def test_web_serves_croissant_and_links_it(store: str, capsys: pytest.CaptureFix
     assert client.get("/datasets/flowers/croissant.json?version=9").status_code == 404
     page = client.get("/datasets/flowers").text
     assert 'href="/datasets/flowers/croissant.json"' in page
+
+
+def test_every_field_kind_validates() -> None:
+    record = VersionRecord(
+        name="kinds", version=3, format="imagefolder", splits={"train": 2, "test": 1},
+        sources=[{"url": "file:///data/photos", "md5": "c" * 32, "size": 5}],
+        resources=[{"identifier": "datasets/kinds/v3/data.h5", "sha256": "d" * 64}],
+        schema={"fields": [
+            {"name": "image", "kind": "image", "dtype": "uint8", "shape": None,
+             "modes": ["L", "RGB"]},
+            {"name": "raw", "kind": "bytes", "dtype": "bytes", "shape": []},
+            {"name": "flags", "kind": "array", "dtype": "bool", "shape": []},
+            {"name": "samples", "kind": "array", "dtype": "float32", "shape": [4],
+             "dataset": "samples_v1"},
+            {"name": "label", "kind": "label", "dtype": "int64", "shape": [],
+             "names": ["cat", "dog"]}]})
+    doc = croissant(record)
+    _validated(doc)
+    assert "url" not in doc  # neither a page nor a storage given
+    source, published = doc["distribution"]
+    assert published["sha256"] == "d" * 64 and published["contentUrl"] == (
+        "datasets/kinds/v3/data.h5")
+    assert source["md5"] == "c" * 32 and source["encodingFormat"] == "application/x-tar"
+    fields = {f["name"]: f for f in doc["recordSet"][-1]["field"]}
+    assert fields["image"]["dataType"] == "sc:ImageObject"
+    assert fields["flags"]["dataType"] == "sc:Boolean" and "repeated" not in fields["flags"]
+    assert fields["samples"]["source"]["extract"] == {"column": "samples_v1"}
+    assert fields["label"]["references"] == {"field": {"@id": "label_classes/index"}}
