@@ -21,7 +21,8 @@ returns) wraps the arrays read from the file: fixed-shape numbers and labels are
 arrays themselves, and strings, bytes, images and 1-D ragged fields are the stored values and
 offsets buffers (offsets narrowed to int32 below 2 GiB). Views, shuffles and combinations are
 read in batches (``get_batch``): fixed fields wrap each batch's stacked array; variable ones
-are built from the batch's values.
+are built from the batch's values. ``to_arrow_reader(it)`` streams the same batches as a
+``pyarrow.RecordBatchReader`` (one batch in memory at a time).
 """
 
 from __future__ import annotations
@@ -126,17 +127,44 @@ def _whole_split(pa: Any, it: Any, fields: dict[str, Field]) -> list[Any] | None
     return out
 
 
+def _batch_arrays(pa: Any, it: Any, fields: dict[str, Field], lo: int, hi: int) -> list[Any]:
+    """Rows ``lo..hi-1`` of ``it`` as one Arrow array per field (one ``get_batch``)."""
+    batch = it.get_batch(np.arange(lo, hi, dtype=np.int64))
+    return [_variable_array(pa, fld, column) if fld.variable or column.dtype == object
+            else _fixed_array(pa, fld, column)
+            for fld, column in zip(fields.values(), batch, strict=True)]
+
+
 def _batched(pa: Any, it: Any, fields: dict[str, Field], batch_rows: int) -> list[Any]:
     chunks: list[list[Any]] = [[] for _ in fields]
     for lo in range(0, len(it), batch_rows):
-        batch = it.get_batch(np.arange(lo, min(lo + batch_rows, len(it)), dtype=np.int64))
-        for k, (fld, column) in enumerate(zip(fields.values(), batch, strict=True)):
-            if fld.variable or column.dtype == object:
-                chunks[k].append(_variable_array(pa, fld, column))
-            else:
-                chunks[k].append(_fixed_array(pa, fld, column))
+        arrays = _batch_arrays(pa, it, fields, lo, min(lo + batch_rows, len(it)))
+        for k, array in enumerate(arrays):
+            chunks[k].append(array)
     return [pa.chunked_array(parts) if parts else pa.chunked_array([], _empty_type(pa, fld))
             for parts, fld in zip(chunks, fields.values(), strict=True)]
+
+
+def to_arrow_reader(it: Any, *, batch_rows: int = BATCH_ROWS) -> Any:
+    """``it`` as a ``pyarrow.RecordBatchReader`` of ``batch_rows`` rows at a time (memory
+    bounded by one batch: for writers that take a stream, e.g. ``lance.write_dataset``)."""
+    pa = require_pyarrow("to_arrow_reader")
+    fields = dict(it.fields)
+    if any(f.kind == IMAGE for f in fields.values()):
+        it = it.with_image_options(decode=False)
+    length = len(it)
+    first = _batch_arrays(pa, it, fields, 0, min(batch_rows, length)) if length else [
+        pa.array([], _empty_type(pa, f)) for f in fields.values()]
+    schema = pa.schema([_arrow_field(pa, f, a) for f, a in zip(fields.values(), first,
+                                                                 strict=True)])
+
+    def batches() -> Any:
+        yield pa.RecordBatch.from_arrays(first, schema=schema)
+        for lo in range(batch_rows, length, batch_rows):
+            arrays = _batch_arrays(pa, it, fields, lo, min(lo + batch_rows, length))
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def _empty_type(pa: Any, fld: Field) -> Any:
@@ -215,4 +243,4 @@ def to_hf(it: Any) -> Any:
     return datasets.Dataset(datasets.table.InMemoryTable(table), info=info)
 
 
-__all__ = ["to_arrow", "to_hf", "to_pandas"]
+__all__ = ["to_arrow", "to_arrow_reader", "to_hf", "to_pandas"]

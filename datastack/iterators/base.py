@@ -229,6 +229,12 @@ class DatasetIterator(abc.ABC):
 
         return to_arrow(self)
 
+    def to_arrow_reader(self, batch_rows: int = 8192) -> Any:
+        """A ``pyarrow.RecordBatchReader`` of ``batch_rows`` rows at a time (bounded memory)."""
+        from datastack.iterators.arrow import to_arrow_reader
+
+        return to_arrow_reader(self, batch_rows=batch_rows)
+
     def to_pandas(self, *, flatten: bool = True) -> Any:
         """A pandas DataFrame (labels categorical; ``flatten``: a table's feature vector as
         its source columns)."""

@@ -64,6 +64,9 @@ class DictView:
         """The underlying iterator's ``to_arrow()`` (one column per field, by name)."""
         return self.iterator.to_arrow()
 
+    def to_arrow_reader(self, batch_rows: int = 8192) -> Any:
+        return self.iterator.to_arrow_reader(batch_rows)
+
     def to_pandas(self, *, flatten: bool = True) -> Any:
         return self.iterator.to_pandas(flatten=flatten)
 

@@ -74,6 +74,14 @@ def test_views_shuffles_and_batches_give_the_same_rows(tmp_path: Path) -> None:
     assert order != sorted(order)
     assert _plain(batched) == _plain(whole.take(order))
     assert _plain(split.as_dict().to_arrow()) == _plain(whole)
+    reader = split.to_arrow_reader(batch_rows=5)  # streamed: three batches of at most 5 rows
+    assert [b.num_rows for b in reader] == [5, 5, 2]
+    streamed = pa.Table.from_batches(list(split.to_arrow_reader(batch_rows=5)))
+    assert _plain(streamed) == _plain(whole) and streamed.schema.types == whole.schema.types
+    # a reader in, a reader out: the same content, the same version
+    again = datastack.publish("arrow", split.to_arrow_reader(batch_rows=4), target="y",
+                              storage=store)
+    assert again.version == 1
     view = datastack.load("arrow", split="train[2:7]", storage=store).to_arrow()
     assert _plain(view) == _plain(whole.slice(2, 5))
     assert view.schema.types == whole.schema.types
@@ -161,6 +169,14 @@ def test_polars_round_trip(tmp_path: Path) -> None:
     back = pl.from_arrow(datastack.load("polars", storage=store).to_arrow())
     assert back.equals(frame)
     assert back.schema == frame.schema
+    kinds = pl.DataFrame({"x": [1.0, 2.0, 3.0],
+                          "kind": pl.Series(["b", "a", "b"], dtype=pl.Categorical)})
+    datastack.publish("kinds", kinds.lazy(), target="kind", storage=store)  # a LazyFrame
+    split = datastack.load("kinds", storage=store)
+    assert split.fields["kind"].kind == "label" and set(split.fields["kind"].names) == {"a", "b"}
+    back = pl.from_arrow(split.to_arrow())
+    assert back["kind"].dtype == pl.Categorical
+    assert back["kind"].cast(pl.String).to_list() == ["b", "a", "b"]
 
 
 def test_hugging_face_round_trip(tmp_path: Path) -> None:
