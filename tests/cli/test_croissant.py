@@ -132,6 +132,16 @@ def test_web_serves_croissant_and_links_it(store: str, capsys: pytest.CaptureFix
     assert client.get("/datasets/flowers/croissant.json?version=9").status_code == 404
     page = client.get("/datasets/flowers").text
     assert 'href="/datasets/flowers/croissant.json"' in page
+    datastack.publish("pinned", {"x": np.zeros(2)}, storage=store)
+    datastack.publish("pinned", {"x": np.ones(2)}, storage=store)  # v2: v1 is now pinned
+    pinned = client.get("/datasets/pinned?version=1").text
+    assert 'href="/datasets/pinned/croissant.json?version=1"' in pinned
+    assert 'href="/datasets/pinned/croissant.json"' in client.get("/datasets/pinned").text
+    gated = client_for(store, token="s3cret-token", follow_redirects=False)
+    assert gated.get("/datasets/flowers/croissant.json").status_code == 401  # behind the token
+    ok = gated.get("/datasets/flowers/croissant.json",
+                   headers={"Authorization": "Bearer s3cret-token"})
+    assert ok.status_code == 200 and ok.json()["name"] == "flowers"
 
 
 def test_every_field_kind_validates() -> None:
