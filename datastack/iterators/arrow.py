@@ -34,7 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from datastack._arrow_in import require_pyarrow
-from datastack.errors import MissingDependencyError
+from datastack.errors import FormatError, MissingDependencyError
 from datastack.fields import ARRAY, BYTE_KINDS, IMAGE, LABEL, RAGGED, STRING, Field
 
 #: Rows read at a time by the batch path.
@@ -75,7 +75,11 @@ def _from_buffers(pa: Any, fld: Field, values: NDArray[Any], offsets: NDArray[np
         data = pa.py_buffer(np.ascontiguousarray(values, np.uint8))
         out = pa.Array.from_buffers(kind, n, [None, buffer, data])
         if fld.kind == STRING:
-            out.validate(full=True)  # UTF-8, as decode_value would check
+            try:
+                out.validate(full=True)  # UTF-8, as decode_value would check
+            except pa.ArrowInvalid as exc:
+                raise FormatError(f"field {fld.name!r}: stored text is not UTF-8 ({exc}); "
+                                  "re-run the preprocessing") from None
         return out
     if fld.kind == RAGGED and (shapes is None or shapes.shape[1] == 1):
         list_type = (pa.large_list if large else pa.list_)(pa.from_numpy_dtype(values.dtype))

@@ -101,7 +101,7 @@ def test_whole_split_wraps_stored_buffers_without_copying() -> None:
     fixed = _fixed_array(pa, Field("v", "array", "float32", (3,)), matrix)
     assert fixed.values.buffers()[1].address == matrix.ctypes.data
     bad = np.frombuffer(b"\xff\xfe", np.uint8).copy()
-    with pytest.raises(pa.ArrowInvalid):
+    with pytest.raises(FormatError, match="field 's': stored text is not UTF-8"):
         _from_buffers(pa, Field("s", STRING), bad, np.array([0, 2], np.int64), None)
 
 
