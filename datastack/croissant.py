@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datastack._uri import redact
-from datastack.canonical.layout import data_identifier
+from datastack.catalog.record import data_identifier_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.catalog.record import VersionRecord
@@ -115,7 +115,7 @@ def _distribution(record: VersionRecord, storage: str | None) -> list[dict[str, 
         if source.get("size") is not None:
             item["contentSize"] = f"{int(source['size'])} B"
         out.append(item)
-    data = data_identifier(record.name, record.version)
+    data = data_identifier_of(record)
     resource = next((r for r in record.resources if r.get("identifier") == data), {})
     item = {"@type": "cr:FileObject", "@id": "published-data", "name": data.rsplit("/", 1)[-1],
             "description": "the published version: one HDF5 group per split, one dataset "
