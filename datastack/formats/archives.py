@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from datastack._env import env_float, env_int
 from datastack.errors import FormatError, UnsafeArchiveError
 
 _READ_SIZE = 1024 * 1024
@@ -60,17 +61,16 @@ class ArchiveLimits:
 def limits_from_env(environ: Mapping[str, str] | None = None) -> ArchiveLimits:
     """The caps, with ``DATASTACK_MAX_EXPANDED_BYTES``, ``DATASTACK_MAX_EXPANSION_RATIO`` and
     ``DATASTACK_MAX_ARCHIVE_MEMBERS`` overriding the defaults (read once, at import)."""
-    env = os.environ if environ is None else environ
     base = ArchiveLimits()
-    try:
-        return ArchiveLimits(
-            max_members=int(env.get("DATASTACK_MAX_ARCHIVE_MEMBERS", base.max_members)),
-            max_total_bytes=int(env.get("DATASTACK_MAX_EXPANDED_BYTES", base.max_total_bytes)),
-            max_ratio=float(env.get("DATASTACK_MAX_EXPANSION_RATIO", base.max_ratio)),
-            ratio_floor=base.ratio_floor,
-        )
-    except ValueError as exc:
-        raise FormatError(f"invalid DATASTACK_MAX_* setting: {exc}") from None
+    return ArchiveLimits(
+        max_members=env_int("DATASTACK_MAX_ARCHIVE_MEMBERS", base.max_members, minimum=1,
+                            environ=environ),
+        max_total_bytes=env_int("DATASTACK_MAX_EXPANDED_BYTES", base.max_total_bytes,
+                                minimum=1, environ=environ),
+        max_ratio=env_float("DATASTACK_MAX_EXPANSION_RATIO", base.max_ratio, minimum=1.0,
+                            maximum=1e9, unit="times", environ=environ),
+        ratio_floor=base.ratio_floor,
+    )
 
 
 DEFAULT_LIMITS = limits_from_env()
