@@ -15,7 +15,8 @@ from datastack._env import env_bool, env_int, env_size
 from datastack.errors import ConfigurationError
 from tests.fields.realdata import write_spec
 
-BAD_FLOATS = ["nan", "NaN", "inf", "-inf", "1e308", "-1", "0", "garbage", "1,5", "\uff11\uff12", "9" * 5000]
+BAD_FLOATS = ["nan", "NaN", "inf", "-inf", "1e308", "-1", "0", "garbage", "1,5",
+              "\uff11\uff12", "9" * 5000]
 
 
 @pytest.mark.parametrize("raw", BAD_FLOATS)
@@ -45,7 +46,7 @@ def test_probe_timeout_accepts_a_sane_value_and_defaults(monkeypatch: pytest.Mon
 
 @pytest.mark.parametrize("raw", ["abc", "1e3", "-5", "0", "1.5", "nan", "9" * 5000, "\uff11\uff10"])
 def test_integer_settings_refuse_garbage(raw: str) -> None:
-    with pytest.raises(ConfigurationError, match="DATASTACK_MAX_COLUMNS=.*whole number"):
+    with pytest.raises(ConfigurationError, match=r"DATASTACK_MAX_COLUMNS=.*whole number"):
         env_int("DATASTACK_MAX_COLUMNS", 100, minimum=1, environ={"DATASTACK_MAX_COLUMNS": raw})
 
 
