@@ -19,6 +19,7 @@ from datastack._checks import Checker
 from datastack.errors import FormatError, MissingDependencyError, UnsafeArchiveError
 from datastack.formats._seekable import seekable_input
 from datastack.formats._table_policy import Block, TableOptions
+from datastack.formats.archives import check_zip_directory
 from datastack.formats.inputs import RawInput
 from datastack.formats.tables import TableFormat, row_blocks
 
@@ -39,6 +40,7 @@ class ExcelOptions(TableOptions):
 
 def check_zip_caps(stream: IO[bytes], name: str) -> None:
     """Refuse an ``.xlsx`` whose members would expand beyond the caps (zip bomb)."""
+    check_zip_directory(stream, name, MAX_MEMBERS)
     try:
         with zipfile.ZipFile(stream) as archive:
             members = archive.infolist()
