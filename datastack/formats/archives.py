@@ -68,7 +68,7 @@ def limits_from_env(environ: Mapping[str, str] | None = None) -> ArchiveLimits:
                             environ=environ),
         max_total_bytes=env_int("DATASTACK_MAX_EXPANDED_BYTES", base.max_total_bytes,
                                 minimum=1, environ=environ),
-        max_ratio=env_float("DATASTACK_MAX_EXPANSION_RATIO", base.max_ratio, minimum=1.0,
+        max_ratio=env_float("DATASTACK_MAX_EXPANSION_RATIO", base.max_ratio, minimum=0.0,
                             maximum=1e9, unit="times", environ=environ),
         ratio_floor=base.ratio_floor,
     )
