@@ -121,7 +121,8 @@ def _check_size(obj: Any, name: str, label: str) -> None:
         if chunk > MAX_CHUNK_BYTES:
             raise UnsafeArchiveError(
                 f"{label}: dataset {name!r} has chunks of {chunk} bytes ({obj.chunks}); at most "
-                f"{MAX_CHUNK_BYTES} bytes per chunk are read (one chunk is decoded whole)"
+                f"{MAX_CHUNK_BYTES} bytes per chunk are read (one chunk is decoded whole); "
+                "refused before reading"
             )
         total, cap = chunk_count(obj.shape, obj.chunks), max_chunks()
         if total > cap:
