@@ -251,8 +251,9 @@ _CENTRAL_FIXED = 46  # bytes of a central directory entry before its name, extra
 def check_zip_directory(stream: IO[bytes], archive: str, max_members: int) -> None:
     """Count a zip's central directory entries *before* :class:`zipfile.ZipFile` builds one
     object per entry (a 1M-entry listing costs ~0.5 GiB): the end-of-central-directory count
-    must be within ``max_members``, and so must the entries really listed (walked in the raw
-    directory, whose size is bounded first). Leaves the stream at its start."""
+    must be within ``max_members``, and so must the entries really listed (walked header by
+    header in the raw directory, at most ``max_members + 1`` reads of 46 bytes, so memory
+    stays constant). Leaves the stream at its start."""
     try:
         end = _zip_private("_EndRecData")(stream)  # the stdlib's own EOCD (and zip64) reader
     except (OSError, EOFError, struct.error):
@@ -274,20 +275,24 @@ def check_zip_directory(stream: IO[bytes], archive: str, max_members: int) -> No
         start -= _zip_private("sizeEndCentDir64") + _zip_private("sizeEndCentDir64Locator")
     if start < 0:
         return  # inconsistent: ZipFile reports it
-    stream.seek(start)
-    listing = stream.read(size)
-    stream.seek(0)
-    entries, at = 0, 0
-    while at + _CENTRAL_FIXED <= len(listing) and listing[at : at + 4] == _CENTRAL:
-        entries += 1
-        if entries > max_members:
-            raise UnsafeArchiveError(
-                f"{archive}: the zip directory lists more than {max_members} members (its "
-                f"end record says {count}); at most {max_members} are accepted "
-                "(DATASTACK_MAX_ARCHIVE_MEMBERS); refused"
-            )
-        name, extra, comment = struct.unpack_from("<HHH", listing, at + 28)
-        at += _CENTRAL_FIXED + name + extra + comment
+    entries, at = 0, start
+    try:
+        while at + _CENTRAL_FIXED <= start + size:  # one fixed header read per entry
+            stream.seek(at)
+            header = stream.read(_CENTRAL_FIXED)
+            if len(header) < _CENTRAL_FIXED or header[:4] != _CENTRAL:
+                break  # inconsistent: ZipFile reports it
+            entries += 1
+            if entries > max_members:
+                raise UnsafeArchiveError(
+                    f"{archive}: the zip directory lists more than {max_members} members (its "
+                    f"end record says {count}); at most {max_members} are accepted "
+                    "(DATASTACK_MAX_ARCHIVE_MEMBERS); refused"
+                )
+            name, extra, comment = struct.unpack_from("<HHH", header, 28)
+            at += _CENTRAL_FIXED + name + extra + comment
+    finally:
+        stream.seek(0)
 
 
 def _scan_zip(zf: zipfile.ZipFile, archive: str, limits: ArchiveLimits) -> list[_Member]:

@@ -152,3 +152,29 @@ def test_zip_based_formats_count_the_listing_first(fmt: str, tmp_path: Path) -> 
         [result] = datastack.refresh(spec, storage=str(tmp_path / "store"))
         assert result.status == "failed", result.reason
         assert f"lists {excel.MAX_MEMBERS + 1} members" in result.reason, result.reason
+
+
+def test_a_million_entry_listing_is_refused_in_constant_memory(tmp_path: Path) -> None:
+    """A crafted zip whose central directory lists 1,000,000 entries (47 MB) and whose end
+    record claims 3: ZipFile would build a million objects (~0.5 GiB); the walk stops at the
+    cap, reading one 46-byte header per entry."""
+    entry = struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 0, 0, 0,  # versions..date
+                        0, 0, 0,  # crc, sizes
+                        1, 0, 0, 0, 0,  # name length 1, no extra / comment
+                        0, 0) + b"x"
+    directory = entry * 1_000_000
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 3, 3, len(directory), 0, 0)
+    path = tmp_path / "million.zip"
+    path.write_bytes(directory + end)
+    tracemalloc.start()
+    try:
+        with open(path, "rb") as stream, pytest.raises(
+            UnsafeArchiveError, match=r"more than 10000 members .its end record says 3"
+        ):
+            check_zip_directory(stream, "million.zip", 10_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1024 * 1024, peak
+    with pytest.raises(UnsafeArchiveError, match="million.zip"):
+        extract_archive(path, tmp_path / "out")  # default cap: 10,000 members
