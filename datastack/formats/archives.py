@@ -248,7 +248,7 @@ def _zip_private(name: str) -> Any:
 _CENTRAL_FIXED = 46  # bytes of a central directory entry before its name, extra and comment
 
 
-def check_zip_directory(stream: IO[bytes], archive: str, max_members: int) -> None:
+def check_zip_directory(stream: Any, archive: str, max_members: int) -> None:
     """Count a zip's central directory entries *before* :class:`zipfile.ZipFile` builds one
     object per entry (a 1M-entry listing costs ~0.5 GiB): the end-of-central-directory count
     must be within ``max_members``, and so must the entries really listed (walked header by

@@ -178,3 +178,15 @@ def test_a_million_entry_listing_is_refused_in_constant_memory(tmp_path: Path) -
     assert peak < 1024 * 1024, peak
     with pytest.raises(UnsafeArchiveError, match=r"million\.zip"):
         extract_archive(path, tmp_path / "out")  # default cap: 10,000 members
+
+
+def test_raw_npz_iterator_counts_the_listing_first(tmp_path: Path) -> None:
+    from datastack.formats import excel
+    from datastack.formats.array_iterators import NPZDatasetIterator
+    from datastack.resources import StreamedResource
+
+    data = _zip_of(tmp_path / "many.npz", excel.MAX_MEMBERS + 1).read_bytes()
+    iterator = NPZDatasetIterator(StreamedResource.from_bytes("many.npz", data))
+    expected = rf"many\.npz: the zip directory lists {excel.MAX_MEMBERS + 1} members"
+    with pytest.raises(UnsafeArchiveError, match=expected):
+        len(iterator)
