@@ -102,3 +102,19 @@ def test_a_bad_setting_read_at_import_is_a_clear_cli_error(setting: str, tmp_pat
     )
     assert done.returncode in (1, 2), done.stderr
     assert name in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "1e308", "-1"])
+def test_load_with_a_bad_probe_timeout_fails_at_once_not_hangs(
+    raw: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The storage is down (nothing listens on the port) and the cache is on: the probe
+    timeout is read, and a bad one is refused before any connection is tried."""
+    import datastack
+
+    monkeypatch.setenv("DATASTACK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DATASTACK_CACHE_DIR_BYTES", "1M")
+    monkeypatch.delenv("DATASTACK_OFFLINE", raising=False)
+    monkeypatch.setenv("DATASTACK_PROBE_TIMEOUT", raw)
+    with pytest.raises(ConfigurationError, match="DATASTACK_PROBE_TIMEOUT"):
+        datastack.load("anything", storage="mongodb://127.0.0.1:9/db")
