@@ -43,11 +43,8 @@ BATCH = 256
 
 # -- setup (parent) --------------------------------------------------------------------------
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 LAYOUTS = {  # name -> (compression, shuffle, sample rows per chunk or None = as written)

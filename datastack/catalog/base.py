@@ -8,12 +8,11 @@ lease operations). See ``docs/catalog.md`` for the publish protocol and its guar
 from __future__ import annotations
 
 import abc
-import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from datastack.catalog.leasing import LeaseBook, Token, token_value
+from datastack.catalog.leases import LeaseBook, Token, token_value
 from datastack.catalog.record import (
     DELETED,
     PENDING,
@@ -41,9 +40,6 @@ log = logging.getLogger("datastack.catalog")
 #: Resources of a version deleted less than this many seconds ago are kept (readers may still
 #: be using them); pending versions younger than this are treated as in progress.
 DEFAULT_GRACE_SECONDS = 3600.0
-
-
-_PUBLISH_FIELDS = ("resources", "splits", "schema", "encodings", "extra", "description")
 
 
 def _validate_version(name: str, version: object) -> int:
@@ -227,36 +223,6 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         if record.spec_hash == spec_hash and record.matches_checksums(source_checksums):
             return record
         return None
-
-    def referenced_resources(
-        self, *, grace_seconds: float = DEFAULT_GRACE_SECONDS, now: dt.datetime | None = None
-    ) -> set[str]:
-        """Identifiers that must not be deleted.
-
-        Those of published versions, of pending versions younger than ``grace_seconds`` (a
-        writer is at work), and of published-then-deleted versions deleted less than
-        ``grace_seconds`` ago (a reader may still be using them).
-        """
-        now = now or utcnow()
-        cutoff = now - dt.timedelta(seconds=grace_seconds)
-        keep: set[str] = set()
-        for name in self._names():
-            for record in self._records(name):
-                if self._protects(record, cutoff):
-                    keep.update(record.resource_identifiers)
-        return keep
-
-    @staticmethod
-    def _protects(record: VersionRecord, cutoff: dt.datetime) -> bool:
-        if record.status == PUBLISHED:
-            return True
-        if record.status == PENDING:
-            return record.created_at is None or record.created_at > cutoff
-        return (
-            record.published_at is not None
-            and record.deleted_at is not None
-            and record.deleted_at > cutoff
-        )
 
     def statuses(
         self,

@@ -13,12 +13,14 @@ so a reader sees a whole record, old or new. "Latest published" is found by scan
 version files: the record itself is the single source of truth, there is no pointer file that
 could disagree with it after a crash. Mutations take a short ``fcntl.flock`` on ``.lock``
 (released by the kernel if the process dies), so this store is for one host: do not share it
-over NFS; use MongoDB for a team.
+over NFS; use MongoDB for a team. Being on one host, its leases expire by that host's clock
+(the only clock there is); the MongoDB catalog judges by the server's clock instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import re
@@ -29,8 +31,8 @@ from typing import Any
 from datastack._fs import atomic_write
 from datastack._uri import StorageLocation
 from datastack.catalog.base import Catalog
-from datastack.catalog.lease import LeaseState
-from datastack.catalog.record import PUBLISHED, VersionRecord, as_utc, summarised, utcnow
+from datastack.catalog.leases import LeaseState
+from datastack.catalog.record import PUBLISHED, VersionRecord, as_utc, summarised
 from datastack.errors import CatalogError, ConfigurationError
 from datastack.identifiers import validate_dataset_name
 
@@ -229,11 +231,10 @@ class FileCatalog(Catalog):
             },
         )
 
-    def _lease_acquire(self, name: str, owner: str, ttl: float) -> tuple[bool, LeaseState]:
-        import datetime as dt
-
+    def _lease_acquire(
+        self, name: str, owner: str, ttl: float, now: dt.datetime
+    ) -> tuple[bool, LeaseState]:
         with self._locked(name) as folder:
-            now = utcnow()
             state = self._read_lease(folder, name)
             if state is not None and not state.expired(now) and state.owner != owner:
                 return False, state
@@ -243,11 +244,10 @@ class FileCatalog(Catalog):
             self._write_lease(folder, new)
             return True, new
 
-    def _lease_renew(self, name: str, owner: str, token: int, ttl: float) -> LeaseState | None:
-        import datetime as dt
-
+    def _lease_renew(
+        self, name: str, owner: str, token: int, ttl: float, now: dt.datetime
+    ) -> LeaseState | None:
         with self._locked(name) as folder:
-            now = utcnow()
             state = self._read_lease(folder, name)
             if state is None or state.owner != owner or state.token != token or state.expired(now):
                 return None
@@ -265,15 +265,13 @@ class FileCatalog(Catalog):
         return self._read_lease(self._dir(name), name)
 
     def _lease_takeover(
-        self, name: str, held: LeaseState, owner: str, ttl: float
+        self, name: str, held: LeaseState, owner: str, ttl: float, now: dt.datetime
     ) -> LeaseState | None:
-        import datetime as dt
-
         with self._locked(name) as folder:
             state = self._read_lease(folder, name)
             if state is None or state.owner != held.owner or state.token != held.token:
                 return None
-            new = LeaseState(name, owner, state.token + 1, utcnow() + dt.timedelta(seconds=ttl))
+            new = LeaseState(name, owner, state.token + 1, now + dt.timedelta(seconds=ttl))
             self._write_lease(folder, new)
             return new
 

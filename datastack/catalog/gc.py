@@ -23,7 +23,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from datastack.catalog.lease import default_owner
+from datastack.catalog.leases import default_owner
 from datastack.catalog.record import (
     DELETED,
     PENDING,
@@ -78,9 +78,18 @@ class GCReport:
 
 
 def _protected(record: VersionRecord, cutoff: dt.datetime) -> bool:
-    from datastack.catalog.base import Catalog
-
-    return Catalog._protects(record, cutoff)
+    """Whether ``record``'s resources must stay: published; pending and younger than the
+    cutoff (a writer is at work); published, then deleted after the cutoff (a reader may
+    still be using them)."""
+    if record.status == PUBLISHED:
+        return True
+    if record.status == PENDING:
+        return record.created_at is None or record.created_at > cutoff
+    return (
+        record.published_at is not None
+        and record.deleted_at is not None
+        and record.deleted_at > cutoff
+    )
 
 
 def _storage_names(storage: StorageConnector) -> set[str]:

@@ -8,6 +8,8 @@
 - Leases: ``find_one_and_update({_id: name, $or: [{expires_at: {$lt: now}}, {owner: me}]},
   {$set: ..., $inc: {token: 1}}, upsert=True)``; a contender's upsert collides on ``_id`` and
   gets ``DuplicateKeyError``. A release keeps the document (and so the token counter).
+  ``now`` is the server's clock (``hello``'s ``localTime``, read just before), never the
+  client's: a client whose clock runs ahead cannot take a live lease.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 from datastack._mongo import MongoHandle, naive_utc
 from datastack._uri import StorageLocation, parse_storage_uri, redact
 from datastack.catalog.base import LIGHT_FIELDS, Catalog
-from datastack.catalog.lease import LeaseState
+from datastack.catalog.leases import LeaseState
 from datastack.catalog.record import (
     PUBLISHED,
     SUMMARY_PROJECTION,
@@ -27,7 +29,7 @@ from datastack.catalog.record import (
     as_utc,
     utcnow,
 )
-from datastack.errors import ConfigurationError
+from datastack.errors import CatalogError, ConfigurationError
 
 RECORDS = "datastack_catalog"
 LEASES = "datastack_leases"
@@ -236,11 +238,36 @@ class MongoCatalog(Catalog):
             name, doc.get("owner"), int(doc.get("token", 0)), as_utc(doc.get("expires_at"))
         )
 
-    def _lease_acquire(self, name: str, owner: str, ttl: float) -> tuple[bool, LeaseState]:
+    def store_now(self) -> dt.datetime:
+        """The MongoDB server's clock (``hello``'s ``localTime``), by which every lease
+        expires: clients whose clocks disagree still agree on who holds a lease. A database
+        object that runs in this process (mongomock) has this process's clock."""
+        from pymongo.errors import OperationFailure
+
+        with self._errors("reading the server's clock"):
+            admin = self.mongo.db().client.admin
+            try:
+                reply = admin.command("hello")
+            except NotImplementedError:  # mongomock: the "server" is this process
+                return utcnow()
+            except OperationFailure:  # a server older than 4.4.2 knows only isMaster
+                reply = admin.command("isMaster")
+        when = reply.get("localTime")
+        if not isinstance(when, dt.datetime):
+            raise CatalogError(
+                f"the MongoDB server at {self.location} did not report its clock "
+                f"(hello.localTime is {type(when).__name__}); leases need a server that does: "
+                "MongoDB 4.2 or later"
+            )
+        return as_utc(when) or utcnow()
+
+    def _lease_acquire(
+        self, name: str, owner: str, ttl: float, now: dt.datetime
+    ) -> tuple[bool, LeaseState]:
         from pymongo import ReturnDocument
         from pymongo.errors import DuplicateKeyError
 
-        now = naive_utc(utcnow())
+        now = naive_utc(now)
         with self._errors(f"acquiring the lease of {name!r}"):
             try:
                 doc = self._leases().find_one_and_update(
@@ -269,10 +296,12 @@ class MongoCatalog(Catalog):
             return False, LeaseState(name, "unknown", 0, None)
         return True, state
 
-    def _lease_renew(self, name: str, owner: str, token: int, ttl: float) -> LeaseState | None:
+    def _lease_renew(
+        self, name: str, owner: str, token: int, ttl: float, now: dt.datetime
+    ) -> LeaseState | None:
         from pymongo import ReturnDocument
 
-        now = naive_utc(utcnow())
+        now = naive_utc(now)
         with self._errors(f"renewing the lease of {name!r}"):
             doc = self._leases().find_one_and_update(
                 {
@@ -302,11 +331,11 @@ class MongoCatalog(Catalog):
         return state
 
     def _lease_takeover(
-        self, name: str, held: LeaseState, owner: str, ttl: float
+        self, name: str, held: LeaseState, owner: str, ttl: float, now: dt.datetime
     ) -> LeaseState | None:
         from pymongo import ReturnDocument
 
-        now = naive_utc(utcnow())
+        now = naive_utc(now)
         with self._errors(f"taking over the lease of {name!r}"):
             doc = self._leases().find_one_and_update(
                 {"_id": {"$eq": name}, "owner": {"$eq": held.owner}, "token": {"$eq": held.token}},

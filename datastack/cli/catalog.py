@@ -181,7 +181,8 @@ def _write_preview(args: argparse.Namespace, record: Any) -> None:
 
     split = next(iter(record.splits), "train")
     it = load(record.name, split, version=record.version, storage=args.storage)
-    render_preview(it, args.preview, title=f"{record.name} v{record.version} / {split}")
+    render_preview(it, args.preview, title=f"{record.name} v{record.version} / {split}",
+                   record=record)
 
 
 def run_gc(args: argparse.Namespace) -> int:

@@ -114,7 +114,7 @@ def test_unlock_is_fenced_by_token(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_short_outage_while_renewing_keeps_the_lease(monkeypatch: pytest.MonkeyPatch,
                                                       tmp_path: Path) -> None:
     """A renewal that finds the storage unavailable is retried, not given up."""
-    from datastack.catalog.lease import Heartbeat
+    from datastack.catalog.leases import Heartbeat
     from datastack.errors import StorageUnavailableError
 
     catalog = Store.open(str(tmp_path / "store")).catalog
