@@ -136,7 +136,8 @@ class FileCatalog(Catalog):
     def _insert(self, record: VersionRecord) -> bool:
         with self._locked(record.name) as folder:
             path = folder / f"v{record.version}.json"
-            if path.exists():
+            existing = self._read_record(path) if path.exists() else None
+            if existing is not None and existing.holds_number:
                 return False
             self._write_json(path, record.to_dict())
             return True
@@ -181,8 +182,11 @@ class FileCatalog(Catalog):
         return None
 
     def _max_version(self, name: str) -> int:
-        numbers = self._version_numbers(name)
-        return numbers[-1] if numbers else 0
+        for version in reversed(self._version_numbers(name)):  # usually one file read
+            record = self._get(name, version)
+            if record is not None and record.holds_number:
+                return version
+        return 0
 
     def _get(self, name: str, version: int) -> VersionRecord | None:
         return self._read_record(self._dir(name) / f"v{version}.json")
@@ -202,12 +206,19 @@ class FileCatalog(Catalog):
         return names
 
     def _transition(
-        self, name: str, version: int, from_status: Sequence[str], changes: Mapping[str, Any]
+        self,
+        name: str,
+        version: int,
+        from_status: Sequence[str],
+        changes: Mapping[str, Any],
+        attempt: str | None = None,
     ) -> VersionRecord | None:
         with self._locked(name) as folder:
             path = folder / f"v{version}.json"
             record = self._read_record(path)
             if record is None or record.status not in from_status:
+                return None
+            if attempt is not None and record.attempt != attempt:
                 return None
             updated = record.replace(**changes)
             self._write_json(path, updated.to_dict())
@@ -282,6 +293,16 @@ class FileCatalog(Catalog):
     def _status_put(self, name: str, doc: Mapping[str, Any]) -> None:
         with self._locked(name) as folder:
             self._write_json(folder / STATUS_FILE, doc)
+
+    def _status_delete(self, name: str) -> bool:
+        with self._locked(name) as folder:
+            try:
+                (folder / STATUS_FILE).unlink()
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise CatalogError(f"cannot remove {folder / STATUS_FILE}: {exc}") from exc
+            return True
 
     def _status_names(self) -> list[str]:
         folder = self.root / "catalog"

@@ -23,6 +23,7 @@ from datastack._uri import StorageLocation, parse_storage_uri, redact
 from datastack.catalog.base import LIGHT_FIELDS, Catalog
 from datastack.catalog.leases import LeaseState
 from datastack.catalog.record import (
+    DELETED,
     PUBLISHED,
     SUMMARY_PROJECTION,
     VersionRecord,
@@ -132,10 +133,16 @@ class MongoCatalog(Catalog):
     def _insert(self, record: VersionRecord) -> bool:
         from pymongo.errors import DuplicateKeyError
 
-        coll = self._records_coll(write=True)
+        from datastack._mongo import durable
+
+        coll = durable(self._records_coll(write=True))
+        doc = _to_doc(record)
         with self._errors(f"reserving {record.name!r} v{record.version}"):
-            try:
-                coll.insert_one(_to_doc(record))
+            try:  # inserts, or replaces an aborted attempt's record; a held number collides
+                coll.replace_one(
+                    {"_id": doc["_id"], "status": DELETED, "published_at": None}, doc,
+                    upsert=True,
+                )
             except DuplicateKeyError:
                 return False
         return True
@@ -169,8 +176,9 @@ class MongoCatalog(Catalog):
 
     def _max_version(self, name: str) -> int:
         with self._errors(f"reading versions of {name!r}"):
+            held = [{"status": {"$ne": DELETED}}, {"published_at": {"$ne": None}}]
             doc = self._records_coll().find_one(
-                {"name": {"$eq": name}}, {"version": 1}, sort=[("version", -1)]
+                {"name": {"$eq": name}, "$or": held}, {"version": 1}, sort=[("version", -1)]
             )
         return 0 if doc is None else int(doc["version"])
 
@@ -210,20 +218,28 @@ class MongoCatalog(Catalog):
             return [str(n) for n in self._records_coll().distinct("name", {"version": {"$gte": 1}})]
 
     def _transition(
-        self, name: str, version: int, from_status: Sequence[str], changes: Mapping[str, Any]
+        self,
+        name: str,
+        version: int,
+        from_status: Sequence[str],
+        changes: Mapping[str, Any],
+        attempt: str | None = None,
     ) -> VersionRecord | None:
         from pymongo import ReturnDocument
 
         from datastack._mongo import durable
 
+        query: dict[str, Any] = {
+            "name": {"$eq": name},
+            "version": {"$eq": version},
+            "status": {"$in": list(from_status)},
+        }
+        if attempt is not None:
+            query["attempt"] = {"$eq": str(attempt)}
         with self._errors(f"updating {name!r} v{version}"):
             # journaled: a published flip survives a server crash
             doc = durable(self._records_coll(write=True)).find_one_and_update(
-                {
-                    "name": {"$eq": name},
-                    "version": {"$eq": version},
-                    "status": {"$in": list(from_status)},
-                },
+                query,
                 {"$set": _bson_changes(changes)},
                 return_document=ReturnDocument.AFTER,
             )
@@ -365,6 +381,13 @@ class MongoCatalog(Catalog):
             durable(self._status_coll()).replace_one(
                 {"_id": str(name)}, {**doc, "_id": name}, upsert=True
             )
+
+    def _status_delete(self, name: str) -> bool:
+        from datastack._mongo import durable
+
+        with self._errors(f"removing the status of {name!r}"):
+            result = durable(self._status_coll()).delete_one({"_id": {"$eq": name}})
+        return bool(result.deleted_count)
 
     def _status_all(self) -> dict[str, dict[str, Any]]:
         with self._errors("reading dataset statuses"):

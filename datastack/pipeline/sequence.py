@@ -175,7 +175,7 @@ def _sequence(run: _Run, lease: Any, force: bool, producer: Any, deadline: Any) 
         )
     except BaseException:
         if prepared is not None:
-            drop_version(store, factory.spec.name, prepared.version)
+            drop_version(store, factory.spec.name, prepared.version, prepared.attempt)
         discard_fetched(sources, store)
         raise
     if record is None:
