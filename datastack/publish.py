@@ -27,6 +27,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import inspect
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -58,22 +59,49 @@ class _Columns:
         self.transforms = transforms or {}
 
     def digest(self) -> str:
-        """sha256 over field descriptions and values (what makes the content identical)."""
+        """sha256 over everything a reader gets back: field descriptions (names, kinds, dtypes,
+        shapes, labels, feature columns), the category labels of every column, and each value
+        as it will be stored (after the table transforms), with its type, dtype and shape."""
         h = hashlib.sha256()
+        _feed(h, "encodings")
+        _feed(h, json.dumps(self.encodings, sort_keys=True, ensure_ascii=True))
         for fld in self.fields:
-            h.update(repr(sorted(fld.to_dict().items())).encode())
+            _feed(h, json.dumps(fld.to_dict(), sort_keys=True, ensure_ascii=True))
             column = self.columns[fld.name]
             values = column.values if hasattr(column, "values") else column
+            transform = self.transforms.get(fld.name)
+            if transform is not None and isinstance(values, np.ndarray):
+                values = transform(values)
             if isinstance(values, np.ndarray) and values.dtype != object:
-                h.update(str(values.dtype).encode() + repr(values.shape).encode())
-                h.update(np.ascontiguousarray(values).tobytes())
+                _feed(h, values)
                 continue
+            _feed(h, f"rows:{len(values)}")
             for value in values:
-                data = value.encode("utf-8") if isinstance(value, str) else (
-                    value if isinstance(value, bytes) else np.ascontiguousarray(value).tobytes()
-                )
-                h.update(len(data).to_bytes(8, "little") + data)
+                _feed(h, value)
         return h.hexdigest()
+
+
+def _feed(h: Any, value: Any) -> None:
+    """Add ``value`` to ``h`` unambiguously: a type tag, then (dtype, shape and) bytes, each
+    length-prefixed, so that no two different values (a reshaped ragged row, an int32 row with
+    the bytes of a float32 one, ``"ab"`` + ``"c"`` vs ``"a"`` + ``"bc"``) feed the same bytes."""
+    if value is None:
+        tag, data = b"n", b""
+    elif isinstance(value, str):
+        tag, data = b"s", value.encode("utf-8", "surrogatepass")
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        tag, data = b"b", bytes(value)
+    else:
+        array = np.asarray(value)
+        if array.dtype == object:
+            _feed(h, f"objects:{array.shape}")
+            for item in array.reshape(-1):
+                _feed(h, item)
+            return
+        _feed(h, f"array:{array.dtype.str}:{array.shape}")
+        tag, data = b"a", np.ascontiguousarray(array).tobytes()
+    h.update(tag + len(data).to_bytes(8, "little"))
+    h.update(data)
 
 
 def _field_of(name: str, values: Any, is_target: bool) -> tuple[Field, Any]:
