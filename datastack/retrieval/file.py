@@ -26,7 +26,12 @@ from urllib.parse import unquote, urlsplit
 
 from datastack._uri import redact
 from datastack.errors import ChecksumError, RetrievalError, UnsupportedSchemeError
-from datastack.retrieval.base import ResourceDefinition, SourceInfo, check_scheme
+from datastack.retrieval.base import (
+    ResourceDefinition,
+    SourceInfo,
+    check_scheme,
+    max_source_bytes,
+)
 from datastack.retrieval.folder import FolderTar
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,10 +65,6 @@ host 'fileserver': ...
             "read (file:///absolute/path); mount the share and use its local path"
         )
     return unquote(parts.path)
-
-
-#: Largest file source (bytes); ``DATASTACK_MAX_SOURCE_BYTES`` overrides it.
-MAX_FILE_BYTES = int(os.environ.get("DATASTACK_MAX_SOURCE_BYTES", str(1 << 40)))
 
 
 class _Bounded(io.RawIOBase):
@@ -174,11 +175,13 @@ def _open_source(path: str, shown: str) -> tuple[io.RawIOBase, float, str | None
         os.set_blocking(fd, True)
         size, mtime, etag = stat.st_size, stat.st_mtime, None
         handle = _Bounded(os.fdopen(fd, "rb"), stat.st_size, shown)
-    if size > MAX_FILE_BYTES:
+    limit = max_source_bytes()
+    if size > limit:
         handle.close()
         raise RetrievalError(
-            f"cannot read {shown}: {size} bytes is over the limit of "
-            f"{MAX_FILE_BYTES} bytes for one source (DATASTACK_MAX_SOURCE_BYTES)"
+            f"cannot read {shown}: {size} bytes is over the limit of {limit} bytes for one "
+            "source; nothing was stored. Raise DATASTACK_MAX_SOURCE_BYTES if the source "
+            "really is that large"
         )
     return handle, mtime, etag
 

@@ -32,9 +32,16 @@ from datastack.retrieval._transport import (
     ResumableBody,
     Transport,
     content_length,
+    over_limit,
+    require_whole,
     split_credentials,
 )
-from datastack.retrieval.base import ResourceDefinition, SourceInfo, check_scheme
+from datastack.retrieval.base import (
+    ResourceDefinition,
+    SourceInfo,
+    check_scheme,
+    max_source_bytes,
+)
 from datastack.retrieval.folder import folder_etag
 from datastack.retrieval.progress import make_progress
 
@@ -179,14 +186,19 @@ class HTTPRetriever:
             origin_url=url,
             display_url=shown,
         )
-        first = transport.get(url, {}, budget)
-        progress = make_progress(self.progress, shown, content_length(first))
+        limit = max_source_bytes()
+        first = require_whole(transport.get(url, {}, budget), shown)
+        declared = content_length(first)
+        if declared is not None and declared > limit:
+            first.close()
+            raise over_limit(shown, declared, limit, declared=True)
+        progress = make_progress(self.progress, shown, declared)
         response: requests.Response | None = first
         try:
             while True:
                 if response is None:
-                    response = transport.get(url, {}, budget)
-                body = ResumableBody(transport, url, response, budget, progress)
+                    response = require_whole(transport.get(url, {}, budget), shown)
+                body = ResumableBody(transport, url, response, budget, progress, limit)
                 response = None
                 try:
                     stored = self.storage.set_resource(
