@@ -271,11 +271,28 @@ def _locked_sequence(
         # reported once, by the caller (the CLI's line, the Prefect task's log)
         log.info("%s: refresh failed: %s", name, redact(str(exc)))
         return run.result("failed", None, f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # any other exception is this dataset's failure too
+        # (a malformed input a parser did not foresee, a bug in a custom preprocessor): recorded
+        # as this dataset's failure so that the other datasets are refreshed
+        log.debug("%s: refresh failed", name, exc_info=True)
+        return run.result("failed", None, _foreign_reason(exc))
     finally:
         try:
             run.run_step("release-lease", lease.release)
         except DatastackError as exc:  # pragma: no cover - logged, the lease expires anyway
             log.warning("%s: could not release lease: %s", name, redact(str(exc)))
+
+
+def _foreign_reason(exc: BaseException) -> str:
+    """The one-line reason of an exception outside the ``DatastackError`` tree."""
+    text = " ".join(str(exc).split()) or repr(exc)
+    if len(text) > 500:
+        text = text[:500].rsplit(" ", 1)[0] + " [...]"
+    return (
+        f"{type(exc).__name__}: {text}; an unexpected error: the input is malformed in a way "
+        "no check caught, or a custom preprocessor failed. Nothing was published, the "
+        "previous version stays served"
+    )
 
 
 def refresh(

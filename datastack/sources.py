@@ -186,7 +186,8 @@ def _retrieve_one(
         retriever: Retriever = retriever_for(definition, store.storage, **options)
         (info,) = retriever.retrieve_with_info([definition])
     except DatastackError as exc:
-        raise type(exc)(f"dataset {spec.name!r}: {exc}") from None
+        text = str(exc).replace("`datastack refresh NAME`", f"`datastack refresh {spec.name}`")
+        raise type(exc)(f"dataset {spec.name!r}: {text}") from None
     return {
         "identifier": identifier,
         "size": info.size,
