@@ -102,7 +102,9 @@ def _ask_upstream(source: SourceSpec, recorded: dict[str, Any]) -> bool | None:
     etag, modified = recorded.get("etag"), recorded.get("last_modified")
     if not (etag or modified):
         return None
-    return check_changed(source.url, etag=etag, last_modified=modified).changed
+    # a tracked file with the same size and mtime is hashed to decide (#26.6)
+    sha256 = recorded.get("sha256") if source.track else None
+    return check_changed(source.url, etag=etag, last_modified=modified, sha256=sha256).changed
 
 
 def check_sources(dataset: DatasetFactory | DatasetSpec, store: Store) -> SourcesCheck:

@@ -173,7 +173,7 @@ def _open_source(path: str, shown: str) -> tuple[io.RawIOBase, float, str | None
         )
     else:
         os.set_blocking(fd, True)
-        size, mtime, etag = stat.st_size, stat.st_mtime, None
+        size, mtime, etag = stat.st_size, stat.st_mtime, file_etag(stat)
         handle = _Bounded(os.fdopen(fd, "rb"), stat.st_size, shown)
     limit = max_source_bytes()
     if size > limit:
@@ -184,6 +184,56 @@ def _open_source(path: str, shown: str) -> tuple[io.RawIOBase, float, str | None
             "really is that large"
         )
     return handle, mtime, etag
+
+
+def file_etag(stat: os.stat_result) -> str:
+    """The validator of a file source: its size and its modification time in nanoseconds
+    (a rewrite within the same second changes it on any filesystem with sub-second times)."""
+    return f'"file-{stat.st_size}-{stat.st_mtime_ns}"'
+
+
+def file_changed(
+    path: str, shown: str, *, etag: str | None, last_modified: str | None,
+    sha256: str | None = None,
+) -> tuple[bool | None, str, str]:
+    """``(changed, etag, last_modified)`` of the file at ``path`` against what was recorded.
+
+    A different size or nanosecond mtime (``etag``, see :func:`file_etag`) means changed.
+    The same size and mtime are ambiguous (a rewrite within the filesystem's timestamp
+    granularity, or an mtime set back with ``os.utime``): with the ``sha256`` recorded of the
+    previous copy (tracked sources), the file is read once and hashed to decide; without it,
+    the same size and mtime count as unchanged. Records made before the nanosecond
+    validator compare ``last_modified`` (whole seconds) the same way.
+    """
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        raise RetrievalError(f"cannot stat {shown}: {exc.strerror}") from None
+    tag, now = file_etag(stat), formatdate(stat.st_mtime, usegmt=True)
+    if etag is not None and etag.startswith('"file-'):
+        if etag != tag:
+            return True, tag, now
+    elif last_modified is None:
+        return None, tag, now
+    elif now != last_modified:
+        return True, tag, now
+    # same size and mtime (or, for an older record, the same second): only the bytes can tell
+    if sha256 is None or not S_ISREG(stat.st_mode):
+        return False, tag, now
+    return _sha256_of(path, shown) != sha256.lower(), tag, now
+
+
+def _sha256_of(path: str, shown: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except OSError as exc:
+        raise RetrievalError(f"cannot read {shown}: {exc.strerror}") from None
+    return digest.hexdigest()
 
 
 def make_retriever(storage: StorageConnector, options: dict[str, Any]) -> FileRetriever:
