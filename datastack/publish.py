@@ -1,9 +1,11 @@
 """``datastack.publish``: a DataFrame, a dict of arrays or a ``(samples, targets)`` pair from
 Python into the catalog, as a versioned, atomically published dataset exactly like a refresh.
 
-The data is described as fields and hashed (content, field types, options); the hash is the
-dataset's fingerprint, so publishing identical content again publishes nothing and returns
-the current record. The version goes through the same pipeline as a spec (lease, pending
+The data is described as fields and hashed over everything a reader gets back (values as
+stored, dtype and shape of every row, field names and kinds, category labels, text/target
+options); the hash is the dataset's fingerprint, so publishing identical content again
+publishes nothing and returns the current record, and anything a reader could tell apart
+publishes a new version. The version goes through the same pipeline as a spec (lease, pending
 version, preparation in a child process, one atomic publish); the record's lineage says it
 came from Python: ``engine: python``, the calling file and line, the user, the host.
 
