@@ -63,3 +63,37 @@ def test_foreign_exception_and_unreachable_source_fail_only_their_dataset(
     assert catalog.status("foreign").state() == "failing"
     assert catalog.status("refused").state() == "failing"
     assert catalog.status("good").state() == "fresh"
+
+
+def test_default_engine_cli_fails_fast_on_unreachable_sources(
+    prefect_harness: str, tmp_path: Path
+) -> None:
+    """`datastack refresh` with the default engine (Prefect, here against the test server):
+    a refused port and a name that does not resolve, each tried once, in well under 20 s."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    pin = "ab" * 32
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"datasets": {
+        "refused": {"sources": [{"url": f"http://127.0.0.1:{free_port()}/a.csv",
+                                 "sha256": pin}], "format": "csv"},
+        "unknown": {"sources": [{"url": "https://mirror.datastack-test.invalid/b.csv",
+                                 "sha256": pin}], "format": "csv"},
+    }}))
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PREFECT_API_URL": prefect_harness, "PYTHONPATH": str(root)}
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "datastack.cli", "refresh", "--spec", str(spec),
+         "--storage", str(tmp_path / "store")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180,
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    err = done.stderr
+    assert "refused the connection" in err and "does not resolve" in err, err
+    assert "retrying" not in err and "max_retries" not in err
+    assert elapsed < 20, f"{elapsed:.1f} s"
