@@ -31,6 +31,8 @@ import hashlib
 import inspect
 import json
 import os
+import sys
+import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -269,5 +271,16 @@ def publish(
         raise PublishError(f"publish {name!r}: {result.reason}; the catalog is unchanged")
     return store.catalog.get(name, result.version)
 
+
+class _CallableModule(types.ModuleType):
+    """``datastack.publish`` names both this module and its function. Once the module has been
+    imported by name (``from datastack.publish import PythonDataFactory``), the package
+    attribute is the module: calling it still publishes."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> VersionRecord:
+        return publish(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["PythonDataFactory", "publish"]

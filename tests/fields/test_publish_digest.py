@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import datastack
-from datastack.publish import _columns_of, publish
+from datastack.publish import _columns_of
 from datastack.store import Store
 
 
@@ -109,24 +109,31 @@ def test_frame_digest_covers_labels_and_options(case: tuple[str, Any, Any, dict[
     assert _digest(a, opts["target"], text_a) != _digest(b, opts["target"], text_b)
 
 
+def test_datastack_publish_stays_callable_after_importing_its_module() -> None:
+    import datastack.publish as module
+
+    assert callable(datastack.publish) and callable(module)
+    assert module.publish is not None
+
+
 def test_publish_relabelled_categories_and_reshaped_rows_publish_new_versions(
     tmp_path: Path,
 ) -> None:
     storage = str(tmp_path / "store")
     frame = pd.DataFrame({"x": [0.5, 1.5, 2.5, 3.5], "colour": ["red", "blue", "red", "blue"],
                           "y": [0, 1, 0, 1]})
-    assert publish("colours", frame, target="y", storage=storage).version == 1
-    assert publish("colours", frame, target="y", storage=storage).version == 1
+    assert datastack.publish("colours", frame, target="y", storage=storage).version == 1
+    assert datastack.publish("colours", frame, target="y", storage=storage).version == 1
     relabelled = frame.assign(colour=["green", "yellow", "green", "yellow"])
-    record = publish("colours", relabelled, target="y", storage=storage)
+    record = datastack.publish("colours", relabelled, target="y", storage=storage)
     assert record.version == 2
     assert record.encodings["colour"] == ["green", "yellow"]
 
     rows = np.arange(8, dtype=np.float32)
     square = {"r": [rows[:4].reshape(2, 2), rows[4:].reshape(2, 2)], "y": np.arange(2)}
     flat = {"r": [rows[:4].reshape(1, 4), rows[4:].reshape(1, 4)], "y": np.arange(2)}
-    assert publish("rows", square, target="y", storage=storage).version == 1
-    assert publish("rows", flat, target="y", storage=storage).version == 2
+    assert datastack.publish("rows", square, target="y", storage=storage).version == 1
+    assert datastack.publish("rows", flat, target="y", storage=storage).version == 2
     got = datastack.load("rows", storage=storage).as_dict()[0]["r"]
     assert np.asarray(got).shape == (1, 4)
     assert len(Store.open(storage).catalog.versions("rows")) == 2
