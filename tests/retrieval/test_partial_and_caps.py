@@ -189,3 +189,51 @@ def test_a_long_cause_is_not_cut_mid_word() -> None:
     short = describe(ConnectionError("<urllib3.connection.HTTPConnection object at 0x7f12ab>: "
                                      "Failed to establish a new connection"))
     assert short == "ConnectionError: Failed to establish a new connection"
+
+
+def _resume_with(content_range: str) -> Any:
+    """A 200 cut after 1000 bytes; a resume (``Range``) answered ``206`` with
+    ``content_range`` (formatted with the start asked and the body size)."""
+    from tests.retrieval.rawserver import head
+
+    def answer(server: RawServer, conn: socket.socket, request: Any) -> None:
+        asked = request.headers.get("Range")
+        if asked is None:
+            conn.sendall(head("200 OK", {"Content-Length": str(len(BODY)), "ETag": '"v1"',
+                                         "Connection": "close"}))
+            server.send(conn, BODY[:1000])
+            return
+        start = int(asked.removeprefix("bytes=").rstrip("-"))
+        shown = content_range.format(start=start, end=len(BODY) - 1, total=len(BODY))
+        conn.sendall(head("206 Partial Content", {
+            "Content-Length": str(len(BODY) - start), "Content-Range": shown,
+            "ETag": '"v1"', "Connection": "close"}))
+        server.send(conn, BODY[start:])
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("content_range", "ok"),
+    [
+        ("bytes {start}-{end}/{total}", True),
+        ("bytes 0-{end}/{total}", False),  # not the range asked
+        ("bytes {start}-{end}/9999999", False),  # another total: another file
+        ("bytes {start}-{end}/*", True),  # unknown total, the rest of the range asked
+        ("", False),  # no Content-Range at all
+    ],
+    ids=["matching", "wrong-start", "wrong-total", "star-total", "missing"],
+)
+def test_a_206_is_spliced_only_for_the_range_asked(
+    store: StorageConnector, fast: dict[str, Any], content_range: str, ok: bool
+) -> None:
+    with RawServer(_resume_with(content_range)) as server, HTTPRetriever(store, **fast) as r:
+        if ok:
+            r.retrieve([_tracked(server.url())])
+            assert store.get_resource(ID).read() == BODY
+        else:
+            with pytest.raises(RetrievalError):
+                r.retrieve([_tracked(server.url())])
+            assert _left(store) == []
+    asked = [q.headers.get("Range") for q in server.gets()]
+    assert "bytes=1000-" in asked
