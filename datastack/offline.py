@@ -103,7 +103,7 @@ def cached_records(cache: DiskCache, key: str, name: str) -> list[VersionRecord]
 def version_resources(record: VersionRecord) -> list[dict[str, Any]]:
     """The resources a load reads: those under the version's own prefix
     (``datasets/<name>/v<N>/``), not the raw source copies kept for re-preparing."""
-    from datastack.catalog.record import version_prefix
+    from datastack.canonical.layout import version_prefix
 
     prefix = version_prefix(record.name, record.version)
     own = [r for r in record.resources if str(r.get("identifier", "")).startswith(prefix)]

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from datastack._uri import redact
+from datastack.canonical.layout import RESOURCE_ROOT, version_prefix
 from datastack.errors import CatalogError
 from datastack.identifiers import validate_dataset_name
 
@@ -26,19 +27,6 @@ PENDING = "pending"
 PUBLISHED = "published"
 DELETED = "deleted"
 STATUSES = (PENDING, PUBLISHED, DELETED)
-
-#: Where the resources of a version live by convention: ``datasets/<name>/v<N>/...``.
-RESOURCE_ROOT = "datasets"
-
-
-def version_prefix(name: str, version: int) -> str:
-    """The identifier prefix under which version ``version`` of ``name`` stores its resources.
-
-    >>> version_prefix("iris", 3)
-    'datasets/iris/v3/'
-    """
-    return f"{RESOURCE_ROOT}/{validate_dataset_name(name)}/v{int(version)}/"
-
 
 def utcnow() -> dt.datetime:
     """Now in UTC, truncated to milliseconds (the precision BSON stores)."""
