@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from datastack._registry import Registry
 from datastack.errors import ConfigurationError, MissingDependencyError
-from datastack.factory import factory_for
+from datastack.factory import load_factory_class
 from datastack.pipeline.sequence import RefreshResult, refresh_dataset
 from datastack.specs import load_selected
 from datastack.store import Store
@@ -101,7 +101,8 @@ def run_refresh(
     path = Path(spec_path).resolve()
     specs = load_selected(path, names)
     for spec in specs:  # a factory: that cannot be imported is a bad spec, before any engine
-        factory_for(spec)
+        if spec.factory is not None:  # (one whose constructor fails is that dataset's failure)
+            load_factory_class(spec.factory, spec.name)
     selected = [spec.name for spec in specs]
     store = Store.open(storage)
     store.ping()

@@ -32,6 +32,14 @@ def prepare(spec, sources, out_path):
 
 def prepare_index(spec, sources, out_path):
     return [][3]
+
+
+from datastack.factory import SpecDatasetFactory
+
+
+class BrokenFactory(SpecDatasetFactory):
+    def __init__(self, spec):
+        raise LookupError("no such vendor table")
 '''
 
 
@@ -80,6 +88,8 @@ def test_a_foreign_exception_fails_only_its_dataset(tmp_path: Path) -> None:
         "    preprocessor: vendorprep:prepare\n"
         f"  ccc-index:\n    sources: [{{url: {good}, sha256: {_sha(GOOD_CSV)}}}]\n"
         "    preprocessor: vendorprep:prepare_index\n"
+        f"  ddd-factory:\n    sources: [{{url: {good}, sha256: {_sha(GOOD_CSV)}}}]\n"
+        "    format: csv\n    factory: vendorprep:BrokenFactory\n"
         f"  zzz-good:\n    sources: [{{url: {good}, sha256: {_sha(GOOD_CSV)}}}]\n"
         "    format: csv\n    csv: {target: label}\n"
     )
@@ -91,7 +101,8 @@ def test_a_foreign_exception_fails_only_its_dataset(tmp_path: Path) -> None:
     assert done.stdout.split()[:3] == ["zzz-good", "published", "v1"], done.stdout
     errors = done.stderr
     for name, words in [("aaa-sheet", "ParseError"), ("bbb-custom", "Unforeseen: the vendor"),
-                        ("ccc-index", "IndexError")]:
+                        ("ccc-index", "IndexError"),
+                        ("ddd-factory", "LookupError: no such vendor table")]:
         [line] = [x for x in errors.splitlines() if x.startswith(f"datastack: {name} ")]
         assert "failed" in line and words in line, line
 
@@ -99,7 +110,7 @@ def test_a_foreign_exception_fails_only_its_dataset(tmp_path: Path) -> None:
     assert shown.returncode == 1, shown.stderr
     rows = {row["name"]: row for row in json.loads(shown.stdout)}
     assert rows["zzz-good"]["state"] == "fresh"
-    for name in ("aaa-sheet", "bbb-custom", "ccc-index"):
+    for name in ("aaa-sheet", "bbb-custom", "ccc-index", "ddd-factory"):
         assert rows[name]["state"] == "failing", rows[name]
     assert "Unforeseen" in json.dumps(rows["bbb-custom"])
     assert _cli("status", "zzz-good", "--storage", storage, tmp=tmp_path).returncode == 0
