@@ -148,3 +148,7 @@ def test_unreachable_sources_fail_fast_and_say_why(tmp_path: Path) -> None:
     assert "'mirror.datastack-test.invalid' does not resolve" in line and "DNS" in line
     [line] = [x for x in err.splitlines() if x.startswith("datastack: missing ")]
     assert "HTTP 404 Not Found" in line and "not retried" in line
+    shown = _cli("status", "--storage", str(tmp_path / "store"), "--json", tmp=tmp_path)
+    assert shown.returncode == 1
+    states = {row["name"]: row["state"] for row in json.loads(shown.stdout)}
+    assert states == {"refused": "failing", "unknown": "failing", "missing": "failing"}

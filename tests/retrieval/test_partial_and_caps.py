@@ -120,6 +120,13 @@ def test_the_cap_applies_to_file_sources_too_and_is_validated(
         FileRetriever(store).retrieve([_tracked(path.as_uri())])
     monkeypatch.setenv("DATASTACK_MAX_SOURCE_BYTES", str(len(BODY)))
     assert FileRetriever(store).retrieve([_tracked(path.as_uri())]) == [ID]
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a.csv").write_bytes(BODY)  # the folder's tar is larger than its one file
+    with pytest.raises(RetrievalError, match=f"over the limit of {len(BODY)} bytes"):
+        FileRetriever(store).retrieve([ResourceDefinition("live/f.tar", str(folder),
+                                                          tracked=True)])
+    assert not store.has_resource("live/f.tar")
     for bad in ("-5", "0", "ten", "1e9", "nan"):
         monkeypatch.setenv("DATASTACK_MAX_SOURCE_BYTES", bad)
         with pytest.raises(ConfigurationError, match="DATASTACK_MAX_SOURCE_BYTES"):
