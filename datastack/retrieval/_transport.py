@@ -8,6 +8,7 @@ dropped connection with ``Range``/``If-Range`` or asks for a clean restart.
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import socket
@@ -102,6 +103,10 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+#: "Network is unreachable", "No route to host": no network path, not a passing hiccup.
+_NO_ROUTE = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH})
+
+
 def unreachable(exc: BaseException, url: str, shown: str) -> RetrievalError | None:
     """The permanent error for a host name that does not resolve or a connection refused
     (retrying cannot help within a refresh: fail fast, saying why); None for other failures
@@ -119,6 +124,13 @@ def unreachable(exc: BaseException, url: str, shown: str) -> RetrievalError | No
                 f"cannot download {shown}: the host name {host!r} does not resolve ({why}); "
                 "not retried. Check the host name in the source URL, this machine's network "
                 "connection and DNS (or proxy) settings, then run the refresh again "
+                "(`datastack refresh NAME`)"
+            )
+        if isinstance(cause, OSError) and cause.errno in _NO_ROUTE:
+            return RetrievalError(
+                f"cannot download {shown}: no route to {host} ({_strerror(cause)}: this machine "
+                "has no network path there); not retried. Check this machine's network "
+                "connection (and proxy settings), then run the refresh again "
                 "(`datastack refresh NAME`)"
             )
         if isinstance(cause, ConnectionRefusedError):

@@ -244,3 +244,27 @@ def test_a_206_is_spliced_only_for_the_range_asked(
             assert _left(store) == []
     asked = [q.headers.get("Range") for q in server.gets()]
     assert "bytes=1000-" in asked
+
+
+def test_no_route_to_the_host_is_not_retried(
+    store: StorageConnector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A documentation-only IPv6 address (2001:db8::/32): with no route there, one attempt."""
+    import errno
+
+    probe = socket.socket(socket.AF_INET6)
+    probe.settimeout(5)
+    try:
+        probe.connect(("2001:db8::1", 80))
+    except OSError as exc:
+        if exc.errno not in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            pytest.skip(f"this machine answers {exc!r} for 2001:db8::1")
+    else:  # pragma: no cover
+        pytest.skip("2001:db8::1 is reachable from here")
+    finally:
+        probe.close()
+    caplog.set_level(logging.INFO, "datastack.retrieval")
+    with pytest.raises(RetrievalError) as info, HTTPRetriever(store, progress=False) as r:
+        r.retrieve([_tracked("http://[2001:db8::1]/data.csv")])
+    assert "no route to 2001:db8::1" in str(info.value) and "not retried" in str(info.value)
+    assert _retrying(caplog) == []
