@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from datastack._fs import atomic_write
+from datastack._uri import storage_for_shell
 from datastack.errors import NotCachedError, StorageUnavailableError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -179,7 +180,7 @@ def cached_version(
         raise NotCachedError(
             f"{reason}, and {what} is not in the local cache {cache.root} (cached versions: "
             f"{known or 'none'}). While the storage is reachable, run `{pull} --storage "
-            f"{store.uri}` to make it available offline"
+            f"{storage_for_shell(store.uri)}` to make it available offline"
         )
     if version is None:
         warnings.warn(

@@ -148,7 +148,7 @@ def _validators(source: SourceSpec, carried: dict[str, Any] | None) -> tuple[Any
     try:
         answer = check_changed(source.url)
     except DatastackError as exc:
-        log.warning("could not read validators of %s: %s", redact(source.url), exc)
+        log.warning("could not read validators of %s: %s", redact(source.url), redact(str(exc)))
         return None, None
     return answer.etag, answer.last_modified
 
