@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from datastack._registry import Registry
-from datastack.errors import ConfigurationError, MissingDependencyError
-from datastack.factory import load_factory_class
+from datastack.errors import ConfigurationError, DatastackError, MissingDependencyError
+from datastack.factory import factory_for
 from datastack.pipeline.sequence import RefreshResult, refresh_dataset
 from datastack.specs import load_selected
 from datastack.store import Store
@@ -100,9 +100,13 @@ def run_refresh(
     """
     path = Path(spec_path).resolve()
     specs = load_selected(path, names)
-    for spec in specs:  # a factory: that cannot be imported is a bad spec, before any engine
-        if spec.factory is not None:  # (one whose constructor fails is that dataset's failure)
-            load_factory_class(spec.factory, spec.name)
+    for spec in specs:  # a factory: or preprocessor: that cannot be loaded is a bad spec,
+        try:  # before any engine starts
+            factory_for(spec)
+        except DatastackError:
+            raise
+        except Exception:  # noqa: S110 - a constructor that fails is that dataset's failure,
+            pass  # recorded by its refresh
     selected = [spec.name for spec in specs]
     store = Store.open(storage)
     store.ping()
