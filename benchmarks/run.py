@@ -43,11 +43,8 @@ BATCH = 256
 
 # -- setup (parent) --------------------------------------------------------------------------
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 LAYOUTS = {  # name -> (compression, shuffle, sample rows per chunk or None = as written)
@@ -100,7 +97,7 @@ def prepare(work: Path, n: int, mongo_uri: str, fs_uri: str, layout: str) -> dic
     """
     import numpy as np
 
-    from datastack.canonical.layout import data_identifier
+    from datastack.catalog.record import data_identifier_of
     from datastack.pipeline.sequence import refresh
     from datastack.preprocessing import write_arrays
 
@@ -134,7 +131,7 @@ def prepare(work: Path, n: int, mongo_uri: str, fs_uri: str, layout: str) -> dic
         relayout(local, variant, layout)
         local = variant
         for uri in (mongo_uri, fs_uri):
-            ident = data_identifier(NAME, open_catalog(uri).latest(NAME).version)
+            ident = data_identifier_of(open_catalog(uri).latest(NAME))
             with open(variant, "rb") as fh:
                 connect(uri).set_resource(ident, fh)
     hf = work / "hf"
@@ -149,10 +146,10 @@ def prepare(work: Path, n: int, mongo_uri: str, fs_uri: str, layout: str) -> dic
         "layout": layout,
         "mongo_uri": mongo_uri,
         "fs_uri": fs_uri,
-        "identifier": data_identifier(NAME, record.version),
-        "gridfs_identifier": data_identifier(NAME, open_catalog(mongo_uri).latest(NAME).version),
+        "identifier": data_identifier_of(record),
+        "gridfs_identifier": data_identifier_of(open_catalog(mongo_uri).latest(NAME)),
         "local_h5": str(local),
-        "fs_h5": str(_fs_path(fs_uri, data_identifier(NAME, record.version))),
+        "fs_h5": str(_fs_path(fs_uri, data_identifier_of(record))),
         "hf_dir": str(hf),
         "file_bytes": local.stat().st_size,
         "raw_bytes": images.nbytes + labels.nbytes,

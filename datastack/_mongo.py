@@ -81,16 +81,6 @@ def get_client(uri: str, *, timeout_ms: int | None = None) -> MongoClient[dict[s
     return client
 
 
-def close_clients() -> None:
-    """Close the clients this process opened (clients inherited over fork are dropped)."""
-    pid = os.getpid()
-    with _LOCK:
-        for key in list(_CLIENTS):
-            client = _CLIENTS.pop(key)
-            if key[0] == pid:
-                client.close()
-
-
 def _forget_inherited_clients() -> None:
     _CLIENTS.clear()  # never use (or close) the parent's sockets in a forked child
 
@@ -290,7 +280,6 @@ __all__ = [
     "MongoHandle",
     "bson_now",
     "client_settings",
-    "close_clients",
     "durable",
     "get_client",
     "mongo_errors",

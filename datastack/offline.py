@@ -103,10 +103,10 @@ def cached_records(cache: DiskCache, key: str, name: str) -> list[VersionRecord]
 
 def version_resources(record: VersionRecord) -> list[dict[str, Any]]:
     """The resources a load reads: those under the version's own prefix
-    (``datasets/<name>/v<N>/``), not the raw source copies kept for re-preparing."""
-    from datastack.canonical.layout import version_prefix
+    (``resource_prefix``), not the raw source copies kept for re-preparing."""
+    from datastack.catalog.record import resource_prefix
 
-    prefix = version_prefix(record.name, record.version)
+    prefix = resource_prefix(record)
     own = [r for r in record.resources if str(r.get("identifier", "")).startswith(prefix)]
     return own or list(record.resources)
 

@@ -23,10 +23,11 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
+from datastack._retry import Backoff
 from datastack._uri import redact
 from datastack.errors import ChecksumError, ConfigurationError, RetrievalError
 from datastack.retrieval._deadline import mount
-from datastack.retrieval._policy import Backoff, DownloadBudget
+from datastack.retrieval._policy import DownloadBudget
 from datastack.retrieval._transport import (
     Restart,
     ResumableBody,
