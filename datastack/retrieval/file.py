@@ -226,14 +226,11 @@ def file_changed(
 def _sha256_of(path: str, shown: str) -> str:
     import hashlib
 
-    digest = hashlib.sha256()
     try:
         with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
+            return hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError as exc:
         raise RetrievalError(f"cannot read {shown}: {exc.strerror}") from None
-    return digest.hexdigest()
 
 
 def make_retriever(storage: StorageConnector, options: dict[str, Any]) -> FileRetriever:
