@@ -200,6 +200,8 @@ def thumbnail(value: Any, where: str = "sample") -> Any:
     Image = pillow()
     if isinstance(value, (bytes, bytearray)):
         image = _encoded_picture(value, where)
+        if image.mode in ("I", "F") or image.mode.startswith("I;16"):  # deeper than 8 bits:
+            image = _array_picture(np.asarray(image), where)  # scaled, never clipped
     else:
         image = _array_picture(value, where)
     if image.mode not in ("RGB", "RGBA", "L", "LA"):

@@ -42,6 +42,8 @@ def register(sub: Any) -> None:
                    help="the split --preview draws (default: train, else the first split)")
     p.add_argument("--count", type=_positive_int, default=16, metavar="N",
                    help="samples --preview draws (default 16)")
+    p.add_argument("--croissant", action="store_true",
+                   help="print the version's MLCommons Croissant 1.0 JSON-LD metadata")
     storage_arg(p)
     json_arg(p)
     p.set_defaults(run=run_show)
@@ -142,6 +144,11 @@ def run_show(args: argparse.Namespace) -> int:
             else catalog.latest(args.name)
         )
         versions = catalog.versions(args.name)
+    if getattr(args, "croissant", False):
+        from datastack.croissant import croissant
+
+        print_json(croissant(record, storage=store.uri))
+        return EXIT_OK
     data = details_of(record, versions)
     if reason is not None:
         data["offline"] = reason

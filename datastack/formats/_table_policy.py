@@ -297,7 +297,10 @@ class TablePolicy:
             try:
                 number = parse_number(cell)
             except NumberError as exc:
-                raise FormatError(f"{where}: row {row}, column {column.name!r}: {exc}") from None
+                if not column.categorical:  # a listed categorical keeps it as written
+                    raise FormatError(f"{where}: row {row}, column {column.name!r}: {exc}"
+                                      ) from None
+                number = None
             if column.categorical is None:
                 column.categorical = number is None
             if column.categorical:

@@ -139,6 +139,7 @@ def prepare_version(
             sources=list(sources),
             format=spec.format or "custom",
             description=spec.description,
+            extra={"license": spec.license} if spec.license else {},
             producer=producer or default_producer(),
             lease_token=lease_token,
         )

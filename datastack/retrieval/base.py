@@ -60,24 +60,16 @@ DEFAULT_MAX_SOURCE_BYTES = 1 << 40
 
 def max_source_bytes() -> int:
     """The largest source of any scheme (file, folder, http download), in bytes:
-    ``DATASTACK_MAX_SOURCE_BYTES`` (read at each call), else 1 TiB.
+    ``DATASTACK_MAX_SOURCE_BYTES`` (read at each call, validated), else 1 TiB.
 
-    >>> os.environ["DATASTACK_MAX_SOURCE_BYTES"] = "1_000_000"; max_source_bytes()
+    >>> os.environ["DATASTACK_MAX_SOURCE_BYTES"] = "1000000"; max_source_bytes()
     1000000
     >>> del os.environ["DATASTACK_MAX_SOURCE_BYTES"]; max_source_bytes() == 1 << 40
     True
     """
-    text = os.environ.get("DATASTACK_MAX_SOURCE_BYTES", "").strip()
-    if not text:
-        return DEFAULT_MAX_SOURCE_BYTES
-    value = int(text) if text.replace("_", "").isdigit() and len(text) <= 24 else 0
-    if value <= 0:
-        shown = text if len(text) <= 40 else text[:37] + "..."
-        raise ConfigurationError(
-            f"DATASTACK_MAX_SOURCE_BYTES must be a whole number of bytes > 0 (e.g. "
-            f"10000000000 for 10 GB), got {shown!r}; set it right or unset it (default 1 TiB)"
-        )
-    return value
+    from datastack._env import env_int
+
+    return env_int("DATASTACK_MAX_SOURCE_BYTES", DEFAULT_MAX_SOURCE_BYTES, minimum=1)
 
 
 @dataclass(frozen=True)

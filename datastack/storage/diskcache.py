@@ -181,7 +181,8 @@ class DiskCache:
 
     def _write_stamp(self, sha256: str, target: Path) -> None:
         stamp = _stamp_of(os.stat(target))
-        with atomic_write(self._stamp(sha256), fsync=False) as out:
+        path = self._stamp(sha256)
+        with atomic_write(path, fsync=False, on_error=lambda exc: _stamp_error(path, exc)) as out:
             out.write(json.dumps(stamp).encode())
 
     def open(self, sha256: str, name: str = "") -> IO[bytes]:
@@ -419,6 +420,15 @@ def _stop_fills_at_exit() -> None:
 atexit.register(_stop_fills_at_exit)
 
 _DEFAULT: tuple[tuple[str, str], DiskCache | None] | None = None
+
+
+def _stamp_error(path: Path, exc: OSError) -> StorageError:
+    kind = "a folder" if path.is_dir() else "not writable"
+    return StorageError(
+        f"local cache: cannot write the stamp {path} ({exc.strerror or exc}): it is {kind}; "
+        "expected a regular file datastack writes. Remove it, or point DATASTACK_CACHE_DIR "
+        "at a writable folder"
+    )
 
 
 def default_disk_cache() -> DiskCache | None:

@@ -131,3 +131,23 @@ def test_show_preview_tables_draw_the_web_pages_cells(
         assert cells and cells == [
             t for t in drawn[drawn.index(cells[0]):][:len(cells)]
         ], f"web {cells} not drawn in order: {drawn}"
+
+
+def test_deep_encoded_images_are_scaled_not_clipped() -> None:
+    """A 16-bit or 32-bit picture's thumbnail spans the grey range (Pillow's own conversion
+    to RGB clips everything above 255 to white)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from datastack.preview import thumbnail
+
+    ramp = np.tile(np.linspace(0, 60000, 64), (64, 1))
+    for array in (ramp.astype(np.uint16), ramp.astype(np.int32), ramp.astype(np.float32)):
+        out = io.BytesIO()
+        Image.fromarray(array).save(out, format="TIFF" if array.dtype != np.uint16 else "PNG")
+        shown = np.asarray(thumbnail(out.getvalue()).convert("L"), dtype=np.int64)
+        assert shown.min() <= 5 and shown.max() >= 250, (array.dtype, shown.min(), shown.max())
+        middle = shown[:, shown.shape[1] // 2]
+        assert 90 <= middle.mean() <= 165, (array.dtype, middle.mean())
