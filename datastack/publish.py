@@ -79,7 +79,7 @@ class _Columns:
             if isinstance(values, np.ndarray) and values.dtype != object:
                 _feed(h, values)
                 continue
-            _feed(h, f"rows:{len(values)}")
+            _feed(h, f"rows:{len(column)}")  # values may be a generator (Arrow columns)
             for value in values:
                 _feed(h, value)
         return h.hexdigest()
