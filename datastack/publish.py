@@ -174,6 +174,8 @@ def _field_of(name: str, values: Any, is_target: bool) -> tuple[Field, Any]:
     if all(isinstance(v, bytes) for v in items):
         return Field(name, BYTES), ListRows(items)
     arrays = [np.asarray(v) for v in items]
+    if all(a.dtype.kind in "biufc" and a.ndim == 0 for a in arrays):  # a list of numbers
+        return _field_of(name, np.array(arrays), is_target)
     if all(a.dtype.kind in "biufc" for a in arrays) and len({a.ndim for a in arrays}) == 1:
         dtype = np.result_type(*arrays).name
         shape: tuple[int | None, ...] = (None,) * arrays[0].ndim

@@ -137,3 +137,20 @@ def test_publish_relabelled_categories_and_reshaped_rows_publish_new_versions(
     got = datastack.load("rows", storage=storage).as_dict()[0]["r"]
     assert np.asarray(got).shape == (1, 4)
     assert len(Store.open(storage).catalog.versions("rows")) == 2
+
+
+def test_plain_lists_of_numbers_are_columns(tmp_path) -> None:
+    """A column given as a Python list of numbers is a column of numbers (it failed with
+    "Can't broadcast (2, 0) -> (2, 1)"); an integer target list becomes int64 targets."""
+    import numpy as np
+
+    import datastack
+
+    store = str(tmp_path / "store")
+    datastack.publish("plain", {"x": [0.5, 1.5, 2.5], "flag": [True, False, True],
+                                "y": [0, 1, 1]}, target="y", storage=store)
+    it = datastack.load("plain", "train", storage=store)
+    rows = sorted(it[i] for i in range(len(it)))
+    assert [(float(x), bool(f), int(y)) for x, f, y in rows] == [
+        (0.5, True, 0), (1.5, False, 1), (2.5, True, 1)]
+    assert it.fields["y"].dtype == "int64" and np.asarray(rows[0][0]).shape == ()
