@@ -33,6 +33,7 @@ np.float32(9.0)
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 from collections.abc import Mapping, Sequence
@@ -45,6 +46,7 @@ from datastack.specs.model import DEFAULT_COMPRESSION, DatasetSpec, SourceSpec
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.catalog.record import VersionRecord
     from datastack.iterators.base import DatasetIterator
+    from datastack.offline import ReadDecision
     from datastack.pipeline import RefreshResult
     from datastack.preprocessing.writer import PreparedData
     from datastack.resources import StreamedResource
@@ -134,10 +136,15 @@ class DatasetFactory:
         )
 
     # -- 3. iterators ------------------------------------------------------------------------
-    def iterators(self, record: VersionRecord, store: Store) -> dict[str, DatasetIterator]:
-        """One lazy iterator per split of a published version (nothing is read yet)."""
+    def iterators(
+        self, record: VersionRecord, store: Store, *, read: ReadDecision | None = None
+    ) -> dict[str, DatasetIterator]:
+        """One lazy iterator per split of a published version (nothing is read yet).
+
+        ``read`` says how (``datastack.load`` resolved it: online or offline, fill the local
+        cache or not); default: online, filling the cache."""
         from datastack.iterators.hdf5 import HDF5DatasetIterator
-        from datastack.offline import open_published
+        from datastack.offline import ReadDecision, open_published
 
         identifier = data_identifier(record.name, record.version)
         if not any(r.get("identifier") == identifier for r in record.resources):
@@ -145,7 +152,8 @@ class DatasetFactory:
                 f"{record.name} v{record.version}: the catalog record lists no data file "
                 f"{identifier!r}; it was not published by this datastack version"
             )
-        resource = open_published(store, record, identifier)  # local cache first
+        read = ReadDecision(record) if read is None else dataclasses.replace(read, record=record)
+        resource = open_published(store, read, identifier)  # local cache first
         schema = record.schema if isinstance(record.schema, dict) else {}
         if schema.get("format_version") == 2:  # named fields (docs/fields.md)
             from datastack.iterators.records import RecordsDatasetIterator

@@ -49,6 +49,22 @@ class CachedVersionWarning(UserWarning):
     """``load(name)`` served the newest *cached* version (the catalog may have newer ones)."""
 
 
+@dataclass(frozen=True)
+class ReadDecision:
+    """How ``load`` reads one version: a value handed down to the opener of each resource
+    (:func:`open_published`), never state kept on the :class:`~datastack.store.Store`.
+
+    ``record`` is the version's catalog record; ``offline``: read the local cache only (the
+    storage is unreachable or ``DATASTACK_OFFLINE=1``); ``fill_cache``: online streams that
+    are not cached fill the local cache in the background (the web page reads a few samples
+    and turns it off).
+    """
+
+    record: VersionRecord
+    offline: bool = False
+    fill_cache: bool = True
+
+
 def is_offline(environ: Mapping[str, str] | None = None) -> bool:
     """Whether ``$DATASTACK_OFFLINE`` asks for offline mode (``1``, ``true``, ``yes``, ``on``).
 
@@ -129,17 +145,14 @@ def _online_record(store: Store, name: str, version: int | None) -> VersionRecor
     return catalog.get(name, version) if version is not None else catalog.latest(name)
 
 
-def resolve_version(store: Store, name: str, version: int | None) -> VersionRecord:
-    """The record ``load`` reads: from the catalog, or offline from the local cache.
-
-    Sets ``store.offline`` to say which (resources are then opened accordingly).
-    """
+def resolve_version(store: Store, name: str, version: int | None) -> ReadDecision:
+    """How ``load`` reads ``name`` (``version`` or the latest): the record from the catalog
+    (online), or offline from the local cache, and which of the two it is."""
     from datastack.storage.diskcache import default_disk_cache
 
     cache = default_disk_cache()
-    store.offline = False
     if not store.storage.remote:
-        return _online_record(store, name, version)
+        return ReadDecision(_online_record(store, name, version))
     if cache is None:
         if is_offline():
             raise NotCachedError(
@@ -147,7 +160,7 @@ def resolve_version(store: Store, name: str, version: int | None) -> VersionReco
                 "(DATASTACK_CACHE_DIR_BYTES=0): nothing can be served; give the cache a size "
                 f"and `datastack pull {name}` while the storage is reachable"
             )
-        return _online_record(store, name, version)
+        return ReadDecision(_online_record(store, name, version))
     if is_offline():
         reason = f"offline ({OFFLINE_ENV}=1)"
     else:
@@ -158,9 +171,8 @@ def resolve_version(store: Store, name: str, version: int | None) -> VersionReco
         else:
             record = _online_record(store, name, version)
             save_record(cache, store_key(store), record)
-            return record
-    store.offline = True
-    return cached_version(cache, store, name, version, reason)
+            return ReadDecision(record)
+    return ReadDecision(cached_version(cache, store, name, version, reason), offline=True)
 
 
 def cached_version(
@@ -196,29 +208,87 @@ def _entry(record: VersionRecord, identifier: str) -> Mapping[str, Any]:
     return next((r for r in record.resources if r.get("identifier") == identifier), {})
 
 
-def open_published(store: Store, record: VersionRecord, identifier: str) -> StreamedResource:
-    """The stream of resource ``identifier`` of a published ``record`` (see module doc)."""
+def open_published(store: Store, read: ReadDecision, identifier: str) -> StreamedResource:
+    """The stream of resource ``identifier`` of the version ``read`` decided on (module doc)."""
     from datastack.resources import StreamedResource
     from datastack.storage.diskcache import CachedOpener, default_disk_cache
 
-    cache = default_disk_cache()
+    cache, record = default_disk_cache(), read.record
     entry = _entry(record, identifier)
     sha256, size = entry.get("sha256"), entry.get("size")
     if cache is None or not store.storage.remote or not sha256 or size is None:
-        return store.storage.get_resource(identifier)
+        return _explained(store, record, store.storage.get_resource(identifier))
     sha256, size = str(sha256), int(size)
-    if getattr(store, "offline", False):
+    if read.offline:
         opener = CachedOpener(cache, sha256, identifier)
         return StreamedResource(identifier, opener, size=size)
     remote = None if cache.path(sha256) is not None else store.storage.get_resource(identifier)
     if remote is None:
         return StreamedResource(identifier, CachedOpener(cache, sha256, identifier), size=size)
-    if not store.fill_cache:
+    remote = _explained(store, record, remote)
+    if not read.fill_cache:
         return remote  # read what is asked, fill nothing
     source = functools.partial(store.storage.open_stream, identifier)
     cache.fill_in_background(sha256, size, source, name=f"{record.name} v{record.version}")
     opener = CachedOpener(cache, sha256, identifier, remote.opener)
     return StreamedResource(identifier, opener, size=size)
+
+
+def _explained(
+    store: Store, record: VersionRecord, resource: StreamedResource
+) -> StreamedResource:
+    """``resource`` opened so that a block found missing is explained (see :class:`GoneByGc`)."""
+    if not store.storage.remote:
+        return resource
+    from datastack.resources import StreamedResource
+
+    opener = _ExplainingOpener(resource.opener, GoneByGc(store, record.name, record.version))
+    return StreamedResource(resource.identifier, opener, size=resource.size)
+
+
+class GoneByGc:
+    """Why blocks of a published version are missing: usually `datastack gc` deleted the
+    version while it was read. Called only then; looks at the catalog to say so (picklable)."""
+
+    def __init__(self, store: Store, name: str, version: int) -> None:
+        self.store, self.name, self.version = store, name, version
+
+    def __call__(self) -> str:
+        from datastack.errors import DatastackError, VersionNotFoundError
+
+        try:
+            self.store.catalog.get(self.name, self.version)
+        except VersionNotFoundError:
+            pass
+        except DatastackError:
+            return "the catalog could not be asked why (the storage is unreachable); retry later"
+        else:
+            return ("the resource is missing or corrupt although version "
+                    f"{self.version} of {self.name!r} is still in the catalog; republish it")
+        try:
+            current = f"the current version is {self.store.catalog.latest(self.name).version}"
+        except DatastackError:
+            current = "no version of it is published now"
+        return (
+            f"version {self.version} of {self.name!r} was deleted by `datastack gc` while this "
+            f"iterator read it ({current}). A pinned version survives only as long as "
+            "`datastack gc --keep N --grace DURATION` keeps it: load the current version "
+            f"(datastack.load({self.name!r})), or keep more versions or a longer grace. "
+            "Every further read of this iterator fails the same way"
+        )
+
+
+class _ExplainingOpener:
+    """Opens a remote stream whose reader explains missing blocks with ``explain``."""
+
+    def __init__(self, inner: Any, explain: GoneByGc) -> None:
+        self.inner, self.explain = inner, explain
+
+    def __call__(self) -> Any:
+        stream = self.inner()
+        if hasattr(stream, "explain_gone"):
+            stream.explain_gone = self.explain
+        return stream
 
 
 # -- pulling ---------------------------------------------------------------------------------
@@ -269,7 +339,9 @@ def _read_bytes(record: VersionRecord) -> int:
 __all__ = [
     "OFFLINE_ENV",
     "CachedVersionWarning",
+    "GoneByGc",
     "PullResult",
+    "ReadDecision",
     "cached_version",
     "is_offline",
     "open_published",

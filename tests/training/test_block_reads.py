@@ -3,6 +3,8 @@ and reads through a latency-adding proxy."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +116,25 @@ def test_records_over_gridfs_shuffle_block_aware_and_deal_parts(
     """Texts (a records file) report their storage blocks: the sampler's order is block-aware
     (each block fetched about once per epoch, also through `map`, whose batches reach the
     read plan), and with batch_size/num_workers the order is dealt to workers by parts."""
+    _records_epoch(mongo_uri, small_block_cache)
+
+
+def test_records_epoch_bytes_bound_holds_with_the_cores_busy(
+    mongo_uri: str, small_block_cache: Any
+) -> None:
+    """The same epoch with two busy processes started by the test (a loaded machine, as when
+    the whole suite runs beside other jobs): block fetches are single-flight, so a block whose
+    background fetch is still in flight is waited for, never fetched again (#27.1)."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        _records_epoch(mongo_uri, small_block_cache)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
+def _records_epoch(mongo_uri: str, small_block_cache: Any) -> None:
     import datastack
 
     rng = np.random.default_rng(5)
