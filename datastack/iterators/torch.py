@@ -40,10 +40,19 @@ RAGGED_MODES = ("list", "pad")
 _COLLATED_SCALARS = (np.int64, np.float64, np.bool_)
 
 
+def _tensor(array: NDArray[Any]) -> torch.Tensor:
+    """A tensor over ``array``'s memory. A read-only array (a decoded image: Pillow hands its
+    pixels over as immutable bytes) is copied once instead: torch cannot keep it read-only
+    and warns "The given NumPy array is not writable" at every such conversion."""
+    if not array.flags.writeable:
+        return torch.from_numpy(np.array(array, order="C"))
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
 def _convert(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         if value.dtype.kind in "biufc":
-            return torch.from_numpy(np.ascontiguousarray(value))
+            return _tensor(value)
         return value
     if isinstance(value, np.generic) and value.dtype.kind in "biufc":
         return torch.from_numpy(np.asarray(value))  # a 0-d tensor of the value's dtype
@@ -78,14 +87,14 @@ def _column_values(column: Any) -> Sequence[Any]:
     if isinstance(column, np.ndarray) and column.dtype.kind in "biufc":
         if column.ndim == 1 and column.dtype.type in _COLLATED_SCALARS:
             return column.tolist()  # type: ignore[no-any-return]
-        return torch.from_numpy(np.ascontiguousarray(column)).unbind(0)
+        return _tensor(column).unbind(0)
     return [_convert(v) for v in column]
 
 
 def _batch_column(column: Any, ragged: str) -> Any:
     """One column of :meth:`TorchDataset.batch`."""
     if isinstance(column, np.ndarray) and column.dtype.kind in "biufc":
-        return torch.from_numpy(np.ascontiguousarray(column))
+        return _tensor(column)
     return _collate_column(list(column), ragged)
 
 
@@ -121,6 +130,8 @@ def collate_fields(samples: list[Any], ragged: str = "list") -> Any:
 
 
 def _collate_column(values: list[Any], ragged: str) -> Any:
+    if _same_numeric_arrays(values):  # one copy into the batch (as torch.stack would make)
+        return torch.from_numpy(np.stack(values))
     values = [_convert(v) for v in values]
     if all(isinstance(v, torch.Tensor) for v in values):
         if len({tuple(v.shape) for v in values}) == 1:
@@ -131,6 +142,17 @@ def _collate_column(values: list[Any], ragged: str) -> Any:
         floats = any(isinstance(v, float) for v in values)
         return torch.as_tensor(values, dtype=torch.float64 if floats else None)
     return list(values)
+
+
+def _same_numeric_arrays(values: list[Any]) -> bool:
+    """Whether ``values`` are numeric numpy arrays of one shape and dtype (stackable)."""
+    first = values[0] if values else None
+    if not isinstance(first, np.ndarray) or first.dtype.kind not in "biufc":
+        return False
+    return all(
+        isinstance(v, np.ndarray) and v.shape == first.shape and v.dtype == first.dtype
+        for v in values
+    )
 
 
 class TorchDataset(Dataset[Sample]):
