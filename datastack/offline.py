@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from datastack._fs import atomic_write
-from datastack.errors import NotCachedError, StorageUnavailableError
+from datastack.errors import DatastackError, NotCachedError, StorageError, StorageUnavailableError
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.catalog.record import VersionRecord
@@ -43,6 +43,10 @@ OFFLINE_ENV = "DATASTACK_OFFLINE"
 #: How long a remote storage may take to answer its first ping before loads go offline.
 PROBE_TIMEOUT_S = 2.0
 PROBE_TIMEOUT_ENV = "DATASTACK_PROBE_TIMEOUT"
+
+
+class CacheFolderError(StorageError):
+    """The local cache folder cannot be written (permissions, no space left): ``pull`` fails."""
 
 
 class CachedVersionWarning(UserWarning):
@@ -105,12 +109,15 @@ def save_record(cache: DiskCache, key: str, record: VersionRecord) -> None:
 def cached_records(cache: DiskCache, key: str, name: str) -> list[VersionRecord]:
     """The records of ``name`` kept for this storage, by increasing version."""
     from datastack.catalog.record import VersionRecord
+    from datastack.storage._regular import read_regular
 
     folder = cache.records_dir / key / name
     records = []
     for path in folder.glob("v*.json") if folder.is_dir() else ():
         try:
-            records.append(VersionRecord.from_dict(json.loads(path.read_text())))
+            raw = read_regular(path)  # a FIFO or a link in a record's place is skipped
+            if raw is not None:
+                records.append(VersionRecord.from_dict(json.loads(raw)))
         except (OSError, ValueError):
             continue  # a damaged record is skipped, never trusted
     return sorted(records, key=lambda r: r.version)
@@ -148,7 +155,7 @@ def _online_record(store: Store, name: str, version: int | None) -> VersionRecor
 def resolve_version(store: Store, name: str, version: int | None) -> ReadDecision:
     """How ``load`` reads ``name`` (``version`` or the latest): the record from the catalog
     (online), or offline from the local cache, and which of the two it is."""
-    from datastack.storage.diskcache import default_disk_cache
+    from datastack.storage.diskcache import default_disk_cache, warn_unusable
 
     cache = default_disk_cache()
     if not store.storage.remote:
@@ -170,7 +177,10 @@ def resolve_version(store: Store, name: str, version: int | None) -> ReadDecisio
             reason = f"storage {store.uri} unreachable"
         else:
             record = _online_record(store, name, version)
-            save_record(cache, store_key(store), record)
+            try:
+                save_record(cache, store_key(store), record)
+            except OSError as exc:  # unwritable or full: the cache is only an optimisation
+                warn_unusable(cache, exc)
             return ReadDecision(record)
     return ReadDecision(cached_version(cache, store, name, version, reason), offline=True)
 
@@ -211,7 +221,7 @@ def _entry(record: VersionRecord, identifier: str) -> Mapping[str, Any]:
 def open_published(store: Store, read: ReadDecision, identifier: str) -> StreamedResource:
     """The stream of resource ``identifier`` of the version ``read`` decided on (module doc)."""
     from datastack.resources import StreamedResource
-    from datastack.storage.diskcache import CachedOpener, default_disk_cache
+    from datastack.storage.diskcache import CachedOpener, default_disk_cache, warn_unusable
 
     cache, record = default_disk_cache(), read.record
     entry = _entry(record, identifier)
@@ -222,14 +232,22 @@ def open_published(store: Store, read: ReadDecision, identifier: str) -> Streame
     if read.offline:
         opener = CachedOpener(cache, sha256, identifier)
         return StreamedResource(identifier, opener, size=size)
-    remote = None if cache.path(sha256) is not None else store.storage.get_resource(identifier)
-    if remote is None:
+    try:
+        cached = cache.path(sha256) is not None
+    except OSError as exc:  # an unreadable cache folder: read the storage (#26.18)
+        warn_unusable(cache, exc)
+        return _explained(store, record, store.storage.get_resource(identifier))
+    if cached:
         return StreamedResource(identifier, CachedOpener(cache, sha256, identifier), size=size)
-    remote = _explained(store, record, remote)
+    remote = _explained(store, record, store.storage.get_resource(identifier))
     if not read.fill_cache:
         return remote  # read what is asked, fill nothing
     source = functools.partial(store.storage.open_stream, identifier)
-    cache.fill_in_background(sha256, size, source, name=f"{record.name} v{record.version}")
+    try:
+        cache.fill_in_background(sha256, size, source, name=f"{record.name} v{record.version}")
+    except OSError as exc:  # unwritable or full: no fill, the stream reads the storage
+        warn_unusable(cache, exc)
+        return remote
     opener = CachedOpener(cache, sha256, identifier, remote.opener)
     return StreamedResource(identifier, opener, size=size)
 
@@ -318,17 +336,35 @@ def pull(store: Store, name: str, version: int | None = None) -> PullResult:
         return PullResult(record.name, record.version, _read_bytes(record), "local")
     store.storage.ping(_probe_timeout())
     record = _online_record(store, name, version)
+    try:
+        fetched = _pull_files(store, cache, record)
+        save_record(cache, store_key(store), record)
+    except OSError as exc:
+        if isinstance(exc, DatastackError):
+            raise
+        from datastack.storage.diskcache import CACHE_DIR_ENV
+
+        raise CacheFolderError(
+            f"cannot pull {name!r} version {record.version} into the local cache {cache.root}: "
+            f"{type(exc).__name__}: {exc}. Free space or fix the folder's permissions, or "
+            f"choose another folder with {CACHE_DIR_ENV}"
+        ) from None
+    status = "pulled" if fetched else "cached"
+    return PullResult(record.name, record.version, _read_bytes(record), status)
+
+
+def _pull_files(store: Store, cache: DiskCache, record: VersionRecord) -> bool:
+    """Fill the cache with the version's files; whether anything was fetched."""
     fetched = False
     for entry in version_resources(record):
         sha256, identifier = str(entry.get("sha256") or ""), str(entry["identifier"])
         if not sha256 or cache.path(sha256) is not None:
             continue
         source = functools.partial(store.storage.open_stream, identifier)
-        cache.fill(sha256, int(entry.get("size") or 0), source, name=f"{name} {identifier}")
+        cache.fill(sha256, int(entry.get("size") or 0), source,
+                   name=f"{record.name} {identifier}")
         fetched = True
-    save_record(cache, store_key(store), record)
-    status = "pulled" if fetched else "cached"
-    return PullResult(record.name, record.version, _read_bytes(record), status)
+    return fetched
 
 
 def _read_bytes(record: VersionRecord) -> int:
@@ -338,6 +374,7 @@ def _read_bytes(record: VersionRecord) -> int:
 
 __all__ = [
     "OFFLINE_ENV",
+    "CacheFolderError",
     "CachedVersionWarning",
     "GoneByGc",
     "PullResult",
