@@ -147,6 +147,8 @@ class GridFSStorageConnector(StorageConnector):
                 "GridFSStorageConnector needs a URI (mongodb://host/DBNAME) or a Database object"
             )
         self.database_name = self.mongo.database_name
+        #: Reads retried after a lost connection (see :meth:`_fetch_chunks`).
+        self.reconnects = 0
 
     @classmethod
     def from_location(cls, location: StorageLocation) -> GridFSStorageConnector:
@@ -277,13 +279,26 @@ class GridFSStorageConnector(StorageConnector):
             selector = {"$gte": first, "$lt": last + 1}
         elif len(numbers) > 1:
             selector = {"$in": list(numbers)}
+        query = {"files_id": file_id, "n": selector}
         with self._errors(f"reading {identifier!r}"):
-            cursor = self.chunks.find(
-                {"files_id": file_id, "n": selector},
-                projection={"_id": 0, "n": 1, "data": 1},
-                limit=len(numbers),  # the server closes the cursor after the last chunk
-            )
-            return {int(doc["n"]): doc["data"] for doc in cursor}
+            try:
+                return self._find_chunks(query, len(numbers))
+            except Exception as exc:
+                if not _interrupted(exc):
+                    raise
+            # The connection was lost mid-read (a server restart, a reset): once more, so a
+            # restart costs the time server selection waits for the server to answer again,
+            # not an exception. Still down after that: StorageUnavailableError.
+            self.reconnects += 1
+            return self._find_chunks(query, len(numbers))
+
+    def _find_chunks(self, query: dict[str, Any], count: int) -> dict[int, bytes]:
+        cursor = self.chunks.find(
+            query,
+            projection={"_id": 0, "n": 1, "data": 1},
+            limit=count,  # the server closes the cursor after the last chunk
+        )
+        return {int(doc["n"]): doc["data"] for doc in cursor}
 
     def _exists(self, identifier: str) -> bool:
         with self._errors(f"looking up {identifier!r}"):
@@ -342,6 +357,14 @@ class GridFSStorageConnector(StorageConnector):
     def __setstate__(self, state: dict[str, Any]) -> None:
         mongo = state.pop("mongo")
         self.__init__(database=mongo, **state)  # type: ignore[misc]
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is a connection lost under a read (``AutoReconnect``: a reset, a
+    closed socket, a primary stepping down), not a server that stopped answering in time."""
+    from pymongo.errors import AutoReconnect, NetworkTimeout
+
+    return isinstance(exc, AutoReconnect) and not isinstance(exc, NetworkTimeout)
 
 
 __all__ = ["DEFAULT_BUCKET", "DEFAULT_CHUNK_SIZE", "GridFSStorageConnector"]
