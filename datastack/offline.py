@@ -242,14 +242,27 @@ def open_published(store: Store, read: ReadDecision, identifier: str) -> Streame
     remote = _explained(store, record, store.storage.get_resource(identifier))
     if not read.fill_cache:
         return remote  # read what is asked, fill nothing
-    source = functools.partial(store.storage.open_stream, identifier)
     try:
-        cache.fill_in_background(sha256, size, source, name=f"{record.name} v{record.version}")
+        cache.fill_in_background(sha256, size, _fill_source(store, identifier),
+                                 name=f"{record.name} v{record.version}")
     except OSError as exc:  # unwritable or full: no fill, the stream reads the storage
         warn_unusable(cache, exc)
         return remote
     opener = CachedOpener(cache, sha256, identifier, remote.opener)
     return StreamedResource(identifier, opener, size=size)
+
+
+def _fill_source(store: Store, identifier: str) -> Any:
+    """What a read-through fill copies: the resource as blocks when the storage has them
+    (GridFS; the fill and this process's readers then fetch each block once between them),
+    else a sequential stream."""
+    blocks = getattr(store.storage, "block_source", None)
+    if blocks is not None:
+        try:
+            return blocks(identifier)
+        except DatastackError:
+            pass  # the stream below reports it when the fill runs
+    return functools.partial(store.storage.open_stream, identifier)
 
 
 def _explained(

@@ -161,7 +161,7 @@ class BlockCache:
         self,
         file_key: Hashable,
         numbers: Sequence[int],
-        fetch: Callable[[list[int]], dict[int, bytes]],
+        fetch: Callable[[list[int]], Mapping[int, bytes]],
     ) -> dict[int, bytes]:
         """``{n: block}`` for ``numbers``: ``fetch`` is called for those nobody is fetching
         right now; the others are taken from the fetch in flight once it is done (a failed
@@ -170,7 +170,7 @@ class BlockCache:
         out: dict[int, bytes] = {}
         if flight is not None:
             try:
-                out = fetch(mine)
+                out = dict(fetch(mine))
             finally:
                 self.end_fetch(file_key, flight, mine, out)
         for n, other in others.items():

@@ -59,6 +59,7 @@ from typing import IO, Any
 
 from datastack._fs import atomic_write, create_temporary, fsync_dir, is_temporary_name
 from datastack.errors import ChecksumError, ConfigurationError, NotCachedError, StorageError
+from datastack.storage._partial import BlockSource, copy_blocks
 from datastack.storage._regular import file_sha256 as _file_sha256
 from datastack.storage._regular import open_regular, read_regular
 from datastack.storage.cache import parse_size
@@ -72,8 +73,9 @@ CLAIM_STALE_SECONDS = 60.0
 TEMP_GRACE_SECONDS = 3600.0
 FILL_CHUNK_BYTES = 8 * 1024 * 1024
 
-Source = Callable[[], IO[bytes]]
-"""Opens a fresh stream over the whole resource (read sequentially, once)."""
+Source = Callable[[], IO[bytes]] | BlockSource
+"""Opens a fresh stream over the whole resource (read sequentially, once), or the resource
+as blocks (a fill shared with this process's readers: :mod:`datastack.storage._partial`)."""
 
 log = logging.getLogger("datastack.cache")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -245,7 +247,11 @@ class DiskCache:
         self.make_room(size, keep=sha256)
         fd, tmp = create_temporary(str(self._tmp_dir))
         try:
-            written, actual = self._copy(fd, source, sha256, stop)
+            if isinstance(source, BlockSource):  # block by block, shared with the readers
+                written, actual = copy_blocks(fd, tmp, source, sha256, stop,
+                                              lambda: self._beat(sha256))
+            else:
+                written, actual = self._copy(fd, source, sha256, stop)
             if written != size or not hmac.compare_digest(actual, sha256):
                 raise ChecksumError(
                     f"{name or 'resource'}: expected {size} bytes with sha256 {sha256}, got "
@@ -265,7 +271,7 @@ class DiskCache:
         return target
 
     def _copy(
-        self, fd: int, source: Source, sha256: str, stop: threading.Event | None
+        self, fd: int, source: Callable[[], IO[bytes]], sha256: str, stop: threading.Event | None
     ) -> tuple[int, str]:
         digest, written, beat = hashlib.sha256(), 0, time.monotonic()
         with os.fdopen(fd, "wb") as out, contextlib.closing(source()) as stream:
@@ -277,11 +283,14 @@ class DiskCache:
                 written += len(chunk)
                 if time.monotonic() - beat > CLAIM_STALE_SECONDS / 4:
                     beat = time.monotonic()
-                    with contextlib.suppress(OSError):
-                        os.utime(self._claim(sha256))  # the claim stays fresh while we work
+                    self._beat(sha256)
             out.flush()
             os.fsync(out.fileno())
         return written, digest.hexdigest()
+
+    def _beat(self, sha256: str) -> None:
+        with contextlib.suppress(OSError):
+            os.utime(self._claim(sha256))  # the claim stays fresh while a fill works
 
     def fill_in_background(
         self, sha256: str, size: int, source: Source, *, name: str = ""

@@ -36,6 +36,7 @@ from datastack._uri import StorageLocation
 from datastack.errors import ConfigurationError
 from datastack.resources import StreamedResource
 from datastack.storage import _gridfs_upload as upload
+from datastack.storage._partial import BlockSource, SharedCopyFetch
 from datastack.storage.base import HashingReader, StorageConnector, Verifier
 from datastack.storage.cache import BlockCache, default_cache
 from datastack.storage.reader import DEFAULT_READAHEAD_BYTES, BlockReader
@@ -243,7 +244,9 @@ class GridFSStorageConnector(StorageConnector):
         chunk_size: int,
         cache: BlockCache | None = None,
     ) -> BlockReader:
-        fetch = functools.partial(self._fetch_chunks, identifier, file_id)
+        fetch: Any = functools.partial(self._fetch_chunks, identifier, file_id)
+        if cache is None:  # through this process's local copy being filled, if any
+            fetch = SharedCopyFetch(self._file_key(file_id), fetch)
         return BlockReader(
             self._file_key(file_id),
             length,
@@ -266,6 +269,19 @@ class GridFSStorageConnector(StorageConnector):
         length, chunk_size = int(doc.get("length", 0)), int(doc.get("chunkSize") or 1)
         reader = self._reader(identifier, doc["_id"], length, chunk_size, cache=BlockCache(0))
         return cast("IO[bytes]", reader)
+
+    def block_source(self, identifier: str) -> BlockSource:
+        """The resource as blocks (its chunks), for a local-cache fill that shares what it
+        fetches with this process's readers (:mod:`datastack.storage._partial`)."""
+        from datastack.identifiers import validate_identifier
+
+        identifier = validate_identifier(identifier)
+        doc = self._newest(identifier)
+        if doc is None:
+            raise self._not_found(identifier)
+        length, chunk_size = int(doc.get("length", 0)), int(doc.get("chunkSize") or 1)
+        fetch = functools.partial(self._fetch_chunks, identifier, doc["_id"])
+        return BlockSource(self._file_key(doc["_id"]), length, chunk_size, fetch)
 
     def _fetch_chunks(
         self, identifier: str, file_id: Any, numbers: Sequence[int]

@@ -165,3 +165,39 @@ def _records_epoch(mongo_uri: str, small_block_cache: Any) -> None:
     assert np.array_equal(dealt[64:128], order[47 * 64 : 48 * 64])  # batch 1: part 1
     plain = DatasetSampler(stack, shuffle=False, batch_size=64, num_workers=2).indices()
     assert np.array_equal(plain, np.arange(6000))  # a sequential pass is not dealt
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["quiet", "cores-busy"])
+def test_first_epoch_with_the_local_cache_on_moves_the_file_about_once(
+    mongo_uri: str, tmp_path: Path, small_block_cache: Any, cache_dir: Path, busy: bool
+) -> None:
+    """#27.2: with the local disk cache on, the read-through fill and the epoch's reads share
+    what they fetch (the fill writes blocks into the local copy, readers take them from it
+    and add theirs), so the first epoch plus the fill move ~1x the file, not ~2x; also with
+    two busy processes beside them."""
+    import datastack
+    from datastack.storage.diskcache import _FILL_THREADS, default_disk_cache
+
+    x = publish(mongo_uri, "digits", tmp_path / "v1", 15000, 784, seed=1)  # 47 MB
+    LISTENER.database = mongo_uri.rsplit("/", 1)[1]
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(2 if busy else 0)]
+    try:
+        small_block_cache.clear()
+        LISTENER.bytes = 0
+        it = datastack.load("digits", storage=mongo_uri)  # starts the background fill
+        order = DatasetSampler(it, seed=0).indices()
+        _epoch(it, order, 128)
+        for thread in list(_FILL_THREADS):
+            thread.join(120)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    file_bytes = it.resource.size
+    assert LISTENER.bytes <= 1.15 * file_bytes, (LISTENER.bytes, file_bytes)
+    cache = default_disk_cache()
+    assert cache is not None and cache.usage() == file_bytes  # the verified copy is there
+    assert np.array_equal(it.get_batch(order[:50])[0], x[order[:50]])
+    again = datastack.load("digits", storage=mongo_uri)  # from the local copy now
+    assert np.array_equal(again.get_batch(order[-50:])[0], x[order[-50:]])
