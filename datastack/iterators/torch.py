@@ -21,6 +21,7 @@ or with ``ragged="pad"`` as ``(padded tensor, bool mask)``; strings become a lis
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ from datastack.errors import MissingDependencyError
 from datastack.iterators._ipc import Unpacking, pack
 from datastack.iterators.base import DatasetIterator, Sample
 from datastack.iterators.sampler import DatasetSampler as DatasetSampler  # re-export
+from datastack.iterators.sampler import ReadPlan, batch_position
 
 RAGGED_MODES = ("list", "pad")
 #: numpy scalars a batch hands to ``collate`` as Python scalars: default_collate makes them
@@ -172,7 +174,11 @@ class TorchDataset(Dataset[Sample]):
     """
 
     def __init__(
-        self, iterator: DatasetIterator, to_tensor: bool = True, ragged: str = "list"
+        self,
+        iterator: DatasetIterator,
+        to_tensor: bool = True,
+        ragged: str = "list",
+        read_plan: ReadPlan | None = None,
     ) -> None:
         from datastack.iterators.named import DictView
 
@@ -187,6 +193,25 @@ class TorchDataset(Dataset[Sample]):
         self.iterator = iterator
         self.to_tensor = to_tensor
         self.ragged = ragged
+        #: A sampler's read plan (:meth:`DatasetSampler.read_plan`): told of each batch drawn
+        #: from that sampler before it is read, it prefetches the next batches' blocks.
+        self.read_plan = read_plan
+
+    def with_read_plan(self, plan: ReadPlan | None) -> TorchDataset:
+        """This dataset reading with ``plan`` (a copy: ``self`` is left as it is).
+
+        >>> data = data.with_read_plan(sampler.read_plan())          # doctest: +SKIP
+        """
+        out = copy.copy(self)
+        out.read_plan = plan
+        return out
+
+    def _before(self, indices: Any) -> None:
+        """Tell the read plan which batch of its order is about to be read."""
+        plan = self.read_plan
+        where = batch_position(indices) if plan is not None else None
+        if plan is not None and where is not None:
+            plan.before_batch(self.iterator, np.asarray(indices, dtype=np.int64), *where)
 
     def collate(self, samples: list[Any]) -> Any:
         """A ``collate_fn`` for every field kind (``DataLoader(ds, collate_fn=ds.collate)``)."""
@@ -216,15 +241,19 @@ class TorchDataset(Dataset[Sample]):
         """The samples ``indices`` collated: what ``collate_fn=dataset.collate`` makes of
         ``__getitems__(indices)``, read and converted as columns (a numeric column is one
         tensor of its dtype, never cut into rows and stacked again)."""
+        self._before(indices)
         if not self._columnar:
-            samples = self.__getitems__(list(indices))
+            samples = self._named(self._getitems(list(indices)))
             return self.collate(samples) if self.to_tensor else samples
         columns = self.iterator.get_batch(indices)
         out = tuple(_batch_column(column, self.ragged) for column in columns)
         return out if self.names is None else dict(zip(self.names, out, strict=True))
 
     def __getitems__(self, indices: list[int]) -> list[Any]:
-        samples = self._getitems(indices)
+        self._before(indices)
+        return self._named(self._getitems(indices))
+
+    def _named(self, samples: list[Sample]) -> list[Any]:
         if self.names is None:
             return samples
         return [dict(zip(self.names, sample, strict=True)) for sample in samples]
@@ -299,6 +328,7 @@ def data_loader(
         drop_last=drop_last, block_aware=block_aware, batch_size=batch_size,
         num_workers=workers, batches=True,
     )
+    data = data.with_read_plan(sampler.read_plan())  # handed over, not set by the sampler
     # Workers send small tensors by value (datastack.iterators._ipc); not with pinned
     # memory, whose thread pins only tensors, nor with the caller's own collate_fn.
     inline = workers > 0 and not loader_kwargs.get("pin_memory")

@@ -46,8 +46,12 @@ LISTENER = ChunkBytes()
 monitoring.register(LISTENER)  # before this module's clients exist (new URIs: new clients)
 
 
-def _epoch(it: Any, order: np.ndarray, batch: int) -> None:
+def _epoch(it: Any, sampler: DatasetSampler, batch: int) -> None:
+    """One epoch of ``sampler``'s order in batches, the sampler's read plan told of each."""
+    plan, order = sampler.read_plan(), sampler.indices()
     for lo in range(0, len(order), batch):
+        if plan is not None:
+            plan.before_batch(it, order[lo : lo + batch], sampler.epoch, lo)
         it.get_batch(order[lo : lo + batch])
 
 
@@ -68,7 +72,7 @@ def test_block_aware_epoch_reads_each_block_about_once(
     assert np.median(np.abs(np.diff(order))) > 1000
     small_block_cache.clear()
     LISTENER.bytes = 0
-    _epoch(it, order, 128)
+    _epoch(it, sampler, 128)
     file_bytes = it.resource.size
     assert LISTENER.bytes <= 1.1 * file_bytes, (LISTENER.bytes, file_bytes)
     assert it.resource.stream is not None
@@ -79,7 +83,7 @@ def test_block_aware_epoch_reads_each_block_about_once(
     assert not shuffled.block_aware_active
     small_block_cache.clear()
     LISTENER.bytes = 0
-    _epoch(it, shuffled.indices(), 128)
+    _epoch(it, shuffled, 128)
     assert LISTENER.bytes > 3 * file_bytes  # what block-aware shuffling avoids
 
 
@@ -153,7 +157,12 @@ def _records_epoch(mongo_uri: str, small_block_cache: Any) -> None:
     LISTENER.bytes = 0
     reader = it._state().resource.stream
     hinted = reader.background_fetches
-    got = [s for lo in range(0, 6000, 64) for s in stack.get_samples(order[lo : lo + 64])]
+    plan = sampler.read_plan()
+    assert plan is not None
+    got = []
+    for lo in range(0, 6000, 64):
+        plan.before_batch(stack, order[lo : lo + 64], 0, lo)  # the plan sees the mapped batch
+        got += stack.get_samples(order[lo : lo + 64])
     assert [g[0] for g in got] == [len(texts[i]) for i in order.tolist()]
     assert reader.background_fetches > hinted  # the plan saw the mapped batches
     file_bytes = it.resource.size
@@ -186,8 +195,9 @@ def test_first_epoch_with_the_local_cache_on_moves_the_file_about_once(
         small_block_cache.clear()
         LISTENER.bytes = 0
         it = datastack.load("digits", storage=mongo_uri)  # starts the background fill
-        order = DatasetSampler(it, seed=0).indices()
-        _epoch(it, order, 128)
+        sampler = DatasetSampler(it, seed=0)
+        order = sampler.indices()
+        _epoch(it, sampler, 128)
         for thread in list(_FILL_THREADS):
             thread.join(120)
     finally:
