@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     n = 10_000 if args.quick else 60_000
 
-    from datastack.preprocessing.writer import write_arrays
+    from datastack.canonical.writer import write_arrays
     from datastack.storage.cache import default_cache
     from datastack.storage.gridfs import GridFSStorageConnector
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from datastack.canonical.writer import CanonicalWriter
 from datastack.preprocessing import writer as writer_mod
-from datastack.preprocessing.writer import CanonicalWriter
 
 
 def mnist_like(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -111,7 +111,7 @@ def in_process(spec: Path, storage: Path, env: dict[str, str], runs: int) -> dic
     """Library call and flow call timed in one child process that already imported both."""
     code = f"""
 import json, time, statistics
-from datastack.pipeline import refresh_dataset
+from datastack.pipeline.sequence import refresh_dataset
 from datastack.specs import load_spec
 from flows.refresh import run_refresh
 spec = load_spec({str(spec)!r})["bench"]

@@ -102,7 +102,8 @@ def prepare(
     """
     import numpy as np
 
-    from datastack.pipeline import data_identifier, refresh
+    from datastack.canonical.layout import data_identifier
+    from datastack.pipeline.sequence import refresh
     from datastack.preprocessing import write_arrays
 
     images, labels = mnist_like(n)

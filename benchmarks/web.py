@@ -235,7 +235,7 @@ class Counter(monitoring.CommandListener):
 monitoring.register(Counter())
 from starlette.testclient import TestClient
 from datastack.web.app import create_app
-client = TestClient(create_app(sys.argv[1]))
+client = TestClient(create_app(sys.argv[1]), base_url="http://127.0.0.1")
 t0 = time.perf_counter()
 html = client.get("/datasets/photos?size=24").text
 page = {"bytes": got["bytes"], "commands": got["commands"], "seconds": time.perf_counter() - t0}

@@ -17,9 +17,9 @@ import re
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
-from datastack._uri import redact
+from datastack._uri import redact, secret_values
 from datastack.errors import StorageError, StorageUnavailableError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -99,13 +99,12 @@ os.register_at_fork(after_in_child=_forget_inherited_clients)
 
 
 def scrub(text: str, uri: str) -> str:
-    """``text`` with ``user:password@`` redacted and any literal password of ``uri`` removed."""
+    """``text`` with ``user:password@`` and secret options redacted, and any literal secret of
+    ``uri`` (password, ``tlsCertificateKeyFilePassword``, ``authMechanismProperties``...)
+    removed wherever the driver quotes it."""
     text = redact(text)
-    with contextlib.suppress(ValueError):
-        password = urlsplit(uri).password
-        if password:
-            for secret in {password, unquote(password)}:
-                text = text.replace(secret, "***")
+    for secret in sorted(secret_values(uri), key=len, reverse=True):
+        text = text.replace(secret, "***")
     return text
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from datastack.errors import ConfigurationError
 
@@ -27,8 +28,102 @@ def _last_userinfo_at(region: str) -> int:
     return -1
 
 
+#: A query parameter (or URI option) whose name, lower-cased without ``-``, ``_`` and ``.``,
+#: holds one of these is taken to carry a secret: its value is redacted.
+SECRET_NAME_PARTS = ("pass", "pwd", "secret", "token", "key", "cred", "sig", "auth", "session",
+                     "private", "jwt", "bearer", "ticket", "sas")
+#: ... and these exact names too (OAuth codes, short password parameters).
+SECRET_NAMES = frozenset({"code", "pw", "otp", "hmac"})
+#: Names that match a part above but carry no secret (MongoDB's authSource, authMechanism).
+NOT_SECRET_NAMES = frozenset({"authsource", "authmechanism"})
+# name= after ? & ; or # (a query string, a fragment, MongoDB options); a secret value ends at
+# the next & ; # white space, quote or angle bracket (a ? may be part of it).
+_PARAM_RE = re.compile(r"(?<=[?&;#])([A-Za-z0-9_.%~+-]{1,200})=")
+_VALUE_END = re.compile(r"[&;#\s'\"<>]")
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a query parameter or URI option called ``name`` may carry a secret.
+
+    >>> [is_secret_name(n) for n in ("X-Amz-Signature", "sig", "authSource", "replicaSet")]
+    [True, True, False, False]
+    """
+    key = unquote(name).lower().replace("-", "").replace("_", "").replace(".", "")
+    if key in NOT_SECRET_NAMES:
+        return False
+    return key in SECRET_NAMES or any(part in key for part in SECRET_NAME_PARTS)
+
+
+def _redact_params(text: str) -> str:
+    out: list[str] = []
+    pos = 0
+    for match in _PARAM_RE.finditer(text):
+        if match.start() < pos or not is_secret_name(match.group(1)):
+            continue  # inside a value already hidden, or a harmless parameter
+        end = _VALUE_END.search(text, match.end())
+        stop = end.start() if end is not None else len(text)
+        if stop > match.end() and text[match.end():stop] != "***":
+            out += [text[pos:match.end()], "***"]
+            pos = stop
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def secret_values(uri: str) -> set[str]:
+    """The literal secrets of ``uri`` (its password, the values of secret-ish options, and the
+    parts of ``authMechanismProperties``), raw and percent-decoded: to scrub them from texts
+    (a driver's message) that quote them outside the URI."""
+    found: set[str] = set()
+    try:
+        parts = urlsplit(uri)
+        if parts.password:
+            found.add(parts.password)
+        query = parse_qsl(parts.query, keep_blank_values=False) + parse_qsl(parts.fragment)
+    except ValueError:
+        return found
+    for name, value in query:
+        if is_secret_name(name):
+            found.add(value)
+            found.update(v.partition(":")[2] for v in value.split(","))
+    found |= {unquote(v) for v in found}
+    return {v for v in found if len(v) >= 3}
+
+
+def has_secrets(uri: str) -> bool:
+    """Whether showing ``uri`` would show (or, redacted, hide) a credential."""
+    return redact(uri) != uri or "***" in uri
+
+
+def storage_for_python(uri: str) -> str:
+    """The ``storage=`` argument of a Python line a user can paste: the URI as a string
+    literal, or ``os.environ["DATASTACK_STORAGE"]`` when it holds credentials (a redacted URI
+    would not connect, a real one must not be shown).
+
+    >>> storage_for_python("mongodb://db/team"), storage_for_python("mongodb://u:pw@db/team")
+    ('"mongodb://db/team"', 'os.environ["DATASTACK_STORAGE"]')
+    """
+    import json
+
+    return f'os.environ["{STORAGE_ENV}"]' if has_secrets(uri) else json.dumps(uri)
+
+
+def storage_for_shell(uri: str) -> str:
+    """The ``--storage`` value of a command line a user can paste: the URI (quoted), or
+    ``"$DATASTACK_STORAGE"`` when it holds credentials.
+
+    >>> storage_for_shell("/data/store"), storage_for_shell("mongodb://u:***@db/team")
+    ('/data/store', '"$DATASTACK_STORAGE"')
+    """
+    import shlex
+
+    return f'"${STORAGE_ENV}"' if has_secrets(uri) else shlex.quote(uri)
+
+
 def redact(text: str) -> str:
-    """Hide the credentials of every URI in ``text``: ``scheme://user:***@host...``.
+    """Hide the credentials of every URI in ``text``: ``scheme://user:***@host...``, and the
+    value of every query parameter or URI option whose name may carry a secret
+    (:func:`is_secret_name`: ``X-Amz-Signature=***``, ``tlsCertificateKeyFilePassword=***``,
+    ``authMechanismProperties=***``, ``token=***``, ``sig=***``...).
 
     Parsed, not pattern-matched: after ``scheme://``, everything up to the *last* ``@`` that a
     host follows (before the next URI or the end of the line) is userinfo, so a password may
@@ -41,7 +136,14 @@ def redact(text: str) -> str:
     "storage URI 'mongodb://alice:***@127.0.0.1:27123/team' names no db"
     >>> redact("https://ghp_TOKEN@github.com/x.csv and file:///tmp/a@b.csv")
     'https://***@github.com/x.csv and file:///tmp/a@b.csv'
+    >>> redact("https://b.s3.amazonaws.com/x.csv?X-Amz-Signature=ab12&X-Amz-Expires=60")
+    'https://b.s3.amazonaws.com/x.csv?X-Amz-Signature=***&X-Amz-Expires=60'
     """
+    text = _redact_userinfo(text)
+    return _redact_params(text) if "=" in text else text
+
+
+def _redact_userinfo(text: str) -> str:
     if "://" not in text or "@" not in text:
         return text
     out: list[str] = []
@@ -85,6 +187,26 @@ def _check_hosts(uri: str) -> None:
                 f"storage URI {redact(uri)!r}: host {redact(host)!r} needs a port number between "
                 "1 and 65535 (mongodb://[user:pass@]host[:port][,host2...]/DBNAME)"
             )
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that passes every record of its logger through :func:`redact`: for
+    libraries that log URLs themselves (urllib3 logs each request line, query included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def redact_logs_of(*names: str) -> None:
+    """Install one :class:`RedactingFilter` on each of the loggers ``names`` (idempotent)."""
+    for name in names:
+        target = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in target.filters):
+            target.addFilter(RedactingFilter())
 
 
 def default_storage_uri(uri: str | os.PathLike[str] | None = None) -> str:

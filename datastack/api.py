@@ -12,7 +12,7 @@ from datastack.identifiers import validate_dataset_name
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.factory import DatasetFactory
     from datastack.iterators import DatasetIterator
-    from datastack.pipeline import RefreshResult
+    from datastack.pipeline.sequence import RefreshResult
     from datastack.store import Store
 
 
@@ -81,6 +81,6 @@ def refresh(
     >>> [(r.name, r.status) for r in results]          # doctest: +SKIP
     [('iris', 'published'), ...]
     """
-    from datastack.pipeline import refresh as run
+    from datastack.pipeline.sequence import refresh as run
 
     return run(spec, names, storage, force=force)

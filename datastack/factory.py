@@ -33,37 +33,28 @@ np.float32(9.0)
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from datastack.errors import ConfigurationError, FormatError, SpecError
-from datastack.specs.model import DEFAULT_COMPRESSION, DatasetSpec, SourceSpec
+from datastack.canonical.layout import DEFAULT_COMPRESSION, data_identifier
+from datastack.errors import ConfigurationError, SpecError
+from datastack.specs.model import DatasetSpec, SourceSpec
 
 if TYPE_CHECKING:  # pragma: no cover
+    from datastack.canonical.writer import PreparedData
     from datastack.catalog.record import VersionRecord
     from datastack.iterators.base import DatasetIterator
     from datastack.offline import ReadDecision
-    from datastack.pipeline import RefreshResult
-    from datastack.preprocessing.writer import PreparedData
+    from datastack.pipeline.sequence import RefreshResult
     from datastack.resources import StreamedResource
     from datastack.store import Store
 
 #: The raw sources handed to :meth:`DatasetFactory.prepare`: each spec source with a lazy
 #: stream over its stored (checksum-verified) bytes.
 Sources = Sequence[tuple[SourceSpec, "StreamedResource"]]
-
-
-def data_identifier(name: str, version: int) -> str:
-    """Identifier of the canonical HDF5 file of ``name`` version ``version``.
-
-    >>> data_identifier("iris", 3)
-    'datasets/iris/v3/data.h5'
-    """
-    return f"datasets/{name}/v{version}/data.h5"
 
 
 class DatasetFactory:
@@ -143,32 +134,16 @@ class DatasetFactory:
 
         ``read`` says how (``datastack.load`` resolved it: online or offline, fill the local
         cache or not); default: online, filling the cache."""
-        from datastack.iterators.hdf5 import HDF5DatasetIterator
-        from datastack.offline import ReadDecision, open_published
+        from datastack.canonical.published import open_version
 
-        identifier = data_identifier(record.name, record.version)
-        if not any(r.get("identifier") == identifier for r in record.resources):
-            raise FormatError(
-                f"{record.name} v{record.version}: the catalog record lists no data file "
-                f"{identifier!r}; it was not published by this datastack version"
-            )
-        read = ReadDecision(record) if read is None else dataclasses.replace(read, record=record)
-        resource = open_published(store, read, identifier)  # local cache first
-        schema = record.schema if isinstance(record.schema, dict) else {}
-        if schema.get("format_version") == 2:  # named fields (docs/fields.md)
-            from datastack.iterators.records import RecordsDatasetIterator
-
-            return {split: RecordsDatasetIterator(resource, split) for split in record.splits}
-        return {
-            split: HDF5DatasetIterator(resource, group=split) for split in record.splits
-        }
+        return open_version(record, store, read=read)
 
     # -- conveniences ------------------------------------------------------------------------
     def refresh(
         self, *, storage: Store | str | os.PathLike[str] | None = None, force: bool = False
     ) -> RefreshResult:
         """Retrieve, prepare and publish this dataset in this process (``datastack refresh``)."""
-        from datastack.pipeline import refresh_dataset
+        from datastack.pipeline.sequence import refresh_dataset
         from datastack.store import Store
 
         return refresh_dataset(self, Store.open(storage), force=force)

@@ -1,7 +1,7 @@
 """The field model: named, typed fields of a dataset, and how each kind is stored and read.
 
-One module owns the kinds, so the canonical writer (:mod:`datastack.preprocessing.writer`),
-the readers (:mod:`datastack.iterators.records`) and the PyTorch adapter agree on them:
+One module owns the kinds, so the canonical writer (:mod:`datastack.canonical.writer`),
+the readers (:mod:`datastack.canonical.records`) and the PyTorch adapter agree on them:
 
 ==========  ===========================================  ==========================================
 kind        a sample is                                  stored in a split group as

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from datastack._fs import atomic_write
+from datastack._uri import storage_for_shell
 from datastack.errors import DatastackError, NotCachedError, StorageError, StorageUnavailableError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -126,7 +127,7 @@ def cached_records(cache: DiskCache, key: str, name: str) -> list[VersionRecord]
 def version_resources(record: VersionRecord) -> list[dict[str, Any]]:
     """The resources a load reads: those under the version's own prefix
     (``datasets/<name>/v<N>/``), not the raw source copies kept for re-preparing."""
-    from datastack.catalog.record import version_prefix
+    from datastack.canonical.layout import version_prefix
 
     prefix = version_prefix(record.name, record.version)
     own = [r for r in record.resources if str(r.get("identifier", "")).startswith(prefix)]
@@ -201,7 +202,7 @@ def cached_version(
         raise NotCachedError(
             f"{reason}, and {what} is not in the local cache {cache.root} (cached versions: "
             f"{known or 'none'}). While the storage is reachable, run `{pull} --storage "
-            f"{store.uri}` to make it available offline"
+            f"{storage_for_shell(store.uri)}` to make it available offline"
         )
     if version is None:
         warnings.warn(

@@ -41,8 +41,8 @@ from datastack.identifiers import validate_dataset_name
 from datastack.specs.model import DatasetSpec
 
 if TYPE_CHECKING:  # pragma: no cover
+    from datastack.canonical.writer import PreparedData
     from datastack.catalog.record import VersionRecord
-    from datastack.preprocessing.writer import PreparedData
     from datastack.store import Store
 
 
@@ -77,7 +77,7 @@ class _Columns:
 
 
 def _field_of(name: str, values: Any, is_target: bool) -> tuple[Field, Any]:
-    from datastack.iterators.records import ListRows
+    from datastack.canonical.records import ListRows
 
     if isinstance(values, np.ndarray) and values.dtype.kind in "biufc":
         if is_target and values.ndim == 1 and values.dtype.kind in "iu":
@@ -125,9 +125,9 @@ def _from_arrays(data: Mapping[str, Any], target: str | None) -> _Columns:
 
 
 def _from_frame(frame: Any, target: str | None, text: Sequence[str] = ()) -> _Columns:
+    from datastack.canonical.records import ListRows
     from datastack.formats._table_policy import Block, TableOptions, TablePolicy
     from datastack.formats.tables import classic_names
-    from datastack.iterators.records import ListRows
 
     names = [str(c) for c in frame.columns]
     cells: list[Any] = []
@@ -178,8 +178,8 @@ class PythonDataFactory(DatasetFactory):
         self.data = data
 
     def prepare(self, sources: Sequence[Any], out_path: Path) -> PreparedData:
-        from datastack.preprocessing.pipeline import write_field_splits
-        from datastack.preprocessing.writer import CanonicalWriter
+        from datastack.canonical.writer import CanonicalWriter
+        from datastack.pipeline.prepare import write_field_splits
 
         data = self.data
         decoded_fields = data.fields
@@ -219,7 +219,7 @@ def publish(
     Returns the catalog record of the published (or, for identical content, the current)
     version. See the module docstring for an example.
     """
-    from datastack.pipeline import default_producer, refresh_dataset
+    from datastack.pipeline.sequence import default_producer, refresh_dataset
     from datastack.splits import check_ratios
     from datastack.store import Store
 

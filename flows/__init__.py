@@ -1,6 +1,6 @@
 """Prefect orchestration of datastack (the ``flows`` extra): refresh flows and their tasks.
 
-The flows are thin: every step is a plain function of :mod:`datastack.pipeline`. Names are
+The flows are thin: every step is a plain function of :mod:`datastack.pipeline.sequence`. Names are
 imported lazily so that ``import flows`` does not import Prefect.
 
 >>> from flows import run_refresh, refresh_all_flow            # doctest: +SKIP

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from datastack.pipeline import RefreshResult
+    from datastack.pipeline.sequence import RefreshResult
     from datastack.store import Store
 
 

@@ -1,6 +1,6 @@
 """Prefect flows that refresh datasets: check sources -> retrieve -> prepare -> publish.
 
-Thin orchestration: each dataset runs :func:`datastack.pipeline.refresh_dataset` (the same
+Thin orchestration: each dataset runs :func:`datastack.pipeline.sequence.refresh_dataset` (the same
 sequence as the local engine) with its steps as Prefect tasks (:mod:`flows.tasks`). Prefect
 adds retries with backoff on the network steps, run logging, one summary artifact per run,
 scheduling (``deployments/``) and scale-out (threads or a Dask cluster).
@@ -35,7 +35,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from datastack._uri import STORAGE_ENV, redact
 from datastack.errors import ConfigurationError, DatastackError
-from datastack.pipeline import DEFAULT_LEASE_TTL, RefreshResult
+from datastack.pipeline.sequence import DEFAULT_LEASE_TTL, RefreshResult
 from datastack.store import Store
 
 try:
@@ -400,10 +400,10 @@ def run_refresh(
     **flow_options: Any,
 ) -> list[RefreshResult]:
     """Refresh datasets of a spec with an engine (``prefect`` by default); see
-    :func:`datastack.engines.run_refresh`.
+    :func:`datastack.pipeline.engines.run_refresh`.
 
     >>> results = run_refresh("datasets.yaml", ["iris"], "/data/store")  # doctest: +SKIP
     """
-    from datastack.engines import run_refresh as run
+    from datastack.pipeline.engines import run_refresh as run
 
     return run(spec_path, names, storage, force=force, engine=engine, **flow_options)

@@ -1,6 +1,6 @@
 """Prefect tasks of the refresh flows: the pipeline's own steps, each run as a task.
 
-The refresh sequence is :func:`datastack.pipeline.refresh_dataset` -- the same function the
+The refresh sequence is :func:`datastack.pipeline.sequence.refresh_dataset` -- the same function the
 local engine runs -- with a step runner (:class:`PrefectSteps`) that executes each step as a
 Prefect task: ``acquire-lease[name]``, ``check-sources[name]``, ``retrieve-sources[name]``,
 ``prepare-version[name]``, ``publish-version[name]``, with retries (exponential backoff and
@@ -42,7 +42,7 @@ from datastack.errors import (
     RetrievalError,
     StorageUnavailableError,
 )
-from datastack.pipeline import DEFAULT_LEASE_TTL
+from datastack.pipeline.sequence import DEFAULT_LEASE_TTL
 
 T = TypeVar("T")
 
@@ -180,7 +180,7 @@ def _step_task(step: str) -> Task[..., Any]:
 
 
 class PrefectSteps:
-    """A :class:`datastack.pipeline.StepRunner` running each step as a Prefect task."""
+    """A :class:`datastack.pipeline.sequence.StepRunner` running each step as a Prefect task."""
 
     def __init__(self, dataset: str, settings: RefreshSettings) -> None:
         self.dataset = dataset
@@ -204,7 +204,7 @@ def producer() -> dict[str, Any]:
     import prefect
     from prefect.runtime import flow_run
 
-    from datastack.pipeline import default_producer
+    from datastack.pipeline.sequence import default_producer
 
     return {
         **default_producer(),
@@ -240,7 +240,7 @@ def refresh_one(
 
     Never raises for a dataset-level failure; returns the result dict (logged once).
     """
-    from datastack.pipeline import refresh_dataset
+    from datastack.pipeline.sequence import refresh_dataset
     from datastack.specs import load_selected
     from datastack.store import Store
 

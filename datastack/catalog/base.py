@@ -19,6 +19,7 @@ from datastack.catalog.record import (
     PENDING,
     PUBLISHED,
     VersionRecord,
+    summarised,
     utcnow,
 )
 from datastack.catalog.status import DatasetStatus, StatusBook
@@ -180,6 +181,16 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         name = validate_dataset_name(name)
         records = self._records(name)
         return records if include_all else [r for r in records if r.status == PUBLISHED]
+
+    def version_summaries(self, name: str) -> list[VersionRecord]:
+        """Published records of ``name`` by increasing version, reduced to what a list of
+        versions shows (:func:`~datastack.catalog.record.summarised`: no resources, category
+        labels or ``extra``): the web page's version list reads these, not every full record.
+        """
+        return self._published_summaries(validate_dataset_name(name))
+
+    def _published_summaries(self, name: str) -> list[VersionRecord]:
+        return [summarised(r) for r in self._records(name) if r.status == PUBLISHED]
 
     def latest_records(self, *, light: bool = False) -> dict[str, VersionRecord]:
         """The newest published record of every dataset, by name in sorted order.

@@ -30,7 +30,7 @@ from datastack._fs import atomic_write
 from datastack._uri import StorageLocation
 from datastack.catalog.base import Catalog
 from datastack.catalog.lease import LeaseState
-from datastack.catalog.record import PUBLISHED, VersionRecord, as_utc, utcnow
+from datastack.catalog.record import PUBLISHED, VersionRecord, as_utc, summarised, utcnow
 from datastack.errors import CatalogError, ConfigurationError
 from datastack.identifiers import validate_dataset_name
 
@@ -153,6 +153,15 @@ class FileCatalog(Catalog):
                 if record is not None:
                     found.append(record)
         return sorted(found, key=lambda r: r.version)
+
+    def _published_summaries(self, name: str) -> list[VersionRecord]:
+        # one file at a time, reduced before the next is read: one full record in memory
+        found = []
+        for version in self._version_numbers(name):
+            record = self._get(name, version)
+            if record is not None and record.status == PUBLISHED:
+                found.append(summarised(record))
+        return found
 
     def _version_numbers(self, name: str) -> list[int]:
         try:

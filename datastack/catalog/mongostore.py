@@ -20,7 +20,13 @@ from datastack._mongo import MongoHandle, naive_utc
 from datastack._uri import StorageLocation, parse_storage_uri, redact
 from datastack.catalog.base import LIGHT_FIELDS, Catalog
 from datastack.catalog.lease import LeaseState
-from datastack.catalog.record import PUBLISHED, VersionRecord, as_utc, utcnow
+from datastack.catalog.record import (
+    PUBLISHED,
+    SUMMARY_PROJECTION,
+    VersionRecord,
+    as_utc,
+    utcnow,
+)
 from datastack.errors import ConfigurationError
 
 RECORDS = "datastack_catalog"
@@ -135,6 +141,14 @@ class MongoCatalog(Catalog):
     def _records(self, name: str) -> list[VersionRecord]:
         with self._errors(f"listing versions of {name!r}"):
             docs = list(self._records_coll().find({"name": {"$eq": name}}).sort("version", 1))
+        return [_from_doc(d) for d in docs]
+
+    def _published_summaries(self, name: str) -> list[VersionRecord]:
+        fields = dict.fromkeys(SUMMARY_PROJECTION, 1) | {"_id": 0}
+        with self._errors(f"listing versions of {name!r}"):
+            docs = list(self._records_coll().find(
+                {"name": {"$eq": name}, "status": {"$eq": PUBLISHED}}, fields
+            ).sort("version", 1))
         return [_from_doc(d) for d in docs]
 
     def _get(self, name: str, version: int) -> VersionRecord | None:

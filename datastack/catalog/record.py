@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from datastack._uri import redact
+from datastack.canonical.layout import RESOURCE_ROOT, version_prefix
 from datastack.errors import CatalogError
 from datastack.identifiers import validate_dataset_name
 
@@ -26,19 +27,6 @@ PENDING = "pending"
 PUBLISHED = "published"
 DELETED = "deleted"
 STATUSES = (PENDING, PUBLISHED, DELETED)
-
-#: Where the resources of a version live by convention: ``datasets/<name>/v<N>/...``.
-RESOURCE_ROOT = "datasets"
-
-
-def version_prefix(name: str, version: int) -> str:
-    """The identifier prefix under which version ``version`` of ``name`` stores its resources.
-
-    >>> version_prefix("iris", 3)
-    'datasets/iris/v3/'
-    """
-    return f"{RESOURCE_ROOT}/{validate_dataset_name(name)}/v{int(version)}/"
-
 
 def utcnow() -> dt.datetime:
     """Now in UTC, truncated to milliseconds (the precision BSON stores)."""
@@ -206,15 +194,43 @@ class VersionRecord:
         return dataclasses.replace(self, **changes)
 
 
+#: What a version summary keeps (:meth:`Catalog.version_summaries`, a MongoDB projection):
+#: what a list of versions shows and compares. Resources, encodings (category labels),
+#: ``extra`` and class names or columns inside ``schema.fields`` are left out.
+SUMMARY_PROJECTION = (
+    "name", "version", "status", "created_at", "published_at", "producer", "sources", "splits",
+    "spec_hash", "format", "schema.fields.name", "schema.fields.kind", "schema.fields.dtype",
+    "schema.fields.shape", "schema.features", "schema.splits", "schema.target",
+)
+
+
+def summarised(record: VersionRecord) -> VersionRecord:
+    """``record`` reduced to :data:`SUMMARY_PROJECTION` (the same as the MongoDB projection)."""
+    schema = record.schema if isinstance(record.schema, dict) else {}
+    slim: dict[str, Any] = {k: schema[k] for k in ("features", "splits", "target") if k in schema}
+    if isinstance(schema.get("fields"), list):
+        keep = ("name", "kind", "dtype", "shape")
+        slim["fields"] = [{k: f[k] for k in keep if k in f} for f in schema["fields"]
+                          if isinstance(f, dict)]
+    return VersionRecord(
+        name=record.name, version=record.version, status=record.status,
+        created_at=record.created_at, published_at=record.published_at,
+        producer=record.producer, sources=record.sources, splits=record.splits,
+        spec_hash=record.spec_hash, format=record.format, schema=slim,
+    )
+
+
 __all__ = [
     "DELETED",
     "PENDING",
     "PUBLISHED",
     "RESOURCE_ROOT",
     "STATUSES",
+    "SUMMARY_PROJECTION",
     "VersionRecord",
     "as_utc",
     "normalise_checksums",
+    "summarised",
     "utcnow",
     "version_prefix",
 ]

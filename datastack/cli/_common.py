@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
-from datetime import datetime
 from typing import Any
+
+# formatting lives in datastack._format (the web page uses it too); re-exported for the CLI
+from datastack._format import fmt_size as fmt_size
+from datastack._format import fmt_time as fmt_time
+from datastack._format import to_json
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 
@@ -22,34 +25,6 @@ def storage_arg(parser: argparse.ArgumentParser) -> None:
 
 def json_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for machines")
-
-
-def fmt_size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
-def fmt_time(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S UTC")
-    return str(value or "-")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
-
-
-def to_json(data: Any, indent: int | None = 2) -> str:
-    """The JSON text of ``--json`` outputs (and of the web page's JSON API)."""
-    return json.dumps(data, indent=indent, default=_json_default, sort_keys=True)
 
 
 def print_json(data: Any) -> None:

@@ -51,7 +51,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from datastack.engines import run_refresh
+    from datastack.pipeline.engines import run_refresh
 
     spec = args.spec
     if spec is None:

@@ -2,7 +2,9 @@
 when the command runs).
 
 Binds 127.0.0.1 by default. Any other interface needs a token in ``DATASTACK_WEB_TOKEN``
-(read here, once): without one the command refuses to start (exit 2).
+(read here, once): without one the command refuses to start (exit 2). Without a token only
+loopback ``Host`` names are answered; with one, ``--allowed-host`` names the others. Served by
+:func:`datastack.web.server.serve` (request timeout, connection cap).
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ def register(sub: Any) -> None:
     storage_arg(p)
     p.add_argument("--host", default="127.0.0.1", metavar="H",
                    help="interface to bind (default 127.0.0.1; others need DATASTACK_WEB_TOKEN)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   dest="allowed_hosts",
+                   help="with a token: a Host name the page answers to besides loopback ones "
+                   "(repeatable; default: any). Without a token only localhost, 127.0.0.1 "
+                   "and [::1] are answered")
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, metavar="P",
                    help=f"TCP port (default {DEFAULT_PORT})")
     p.set_defaults(run=run_web)
@@ -48,23 +55,26 @@ def run_web(args: argparse.Namespace) -> int:
     from datastack.web.security import TOKEN_ENV, check_serving, is_loopback
 
     token = os.environ.get(TOKEN_ENV) or None
-    check_serving(args.host, token)  # ConfigurationError: exit 2, before touching the storage
+    hosts = tuple(args.allowed_hosts)
+    # ConfigurationError (exit 2) before touching the storage: a host with spaces, a port or a
+    # scheme, another interface without a token, --allowed-host without a token
+    host = check_serving(args.host, token, hosts)
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
 
         from datastack.web.app import create_app
+        from datastack.web.server import serve
     except ImportError as exc:
         raise MissingDependencyError(
             f"`datastack web` needs {exc.name or 'starlette, jinja2 and uvicorn'}: "
             "pip install 'datastack[web]'"
         ) from exc
     store = open_store(args.storage)  # unreachable storage: exit 3 now, not 503s later
-    app = create_app(store, token=token)
-    shown = f"[{args.host}]" if ":" in args.host else args.host
+    app = create_app(store, token=token, hosts=hosts)
+    shown = f"[{host}]" if ":" in host else host
     guard = "token required" if token else "no token"
-    where = "loopback only" if is_loopback(args.host) else "reachable from the network"
+    where = "loopback only" if is_loopback(host) else "reachable from the network"
     print(f"datastack web: serving {store.uri} on http://{shown}:{args.port}/ "
           f"({where}, {guard}); Ctrl-C stops", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                server_header=False, proxy_headers=False, access_log=False)
+    serve(app, host, args.port)
     return EXIT_OK

@@ -66,7 +66,7 @@ class Decoded:
 
     Formats with named fields (tables, images) set ``fields`` and give their data as
     ``columns`` per split (``{split: {field name: array-like or RowSource}}``, see
-    :mod:`datastack.preprocessing.columns`) instead of ``parts``; ``transforms`` map a fixed
+    :mod:`datastack.canonical.columns`) instead of ``parts``; ``transforms`` map a fixed
     field's blocks on copy (category codes), ``schema_extra`` goes into the schema (e.g. the
     count of skipped images).
     """

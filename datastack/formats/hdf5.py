@@ -218,7 +218,7 @@ class Hdf5Format(Format):
     def iterator(
         self, resources: Sequence[StreamedResource], options: Any = None
     ) -> DatasetIterator:
-        from datastack.iterators.hdf5 import HDF5DatasetIterator
+        from datastack.canonical.hdf5 import HDF5DatasetIterator
 
         names = options or ArrayNames()
         return HDF5DatasetIterator(

@@ -96,7 +96,7 @@ class IdxFormat(Format):
     def iterator(
         self, resources: Sequence[StreamedResource], options: Any = None
     ) -> DatasetIterator:
-        from datastack.iterators.arrays import IDXDatasetIterator
+        from datastack.formats.array_iterators import IDXDatasetIterator
 
         return IDXDatasetIterator(*resources[:2])
 

@@ -130,7 +130,7 @@ class NpyFormat(Format):
     def iterator(
         self, resources: Sequence[StreamedResource], options: Any = None
     ) -> DatasetIterator:
-        from datastack.iterators.arrays import NPYDatasetIterator
+        from datastack.formats.array_iterators import NPYDatasetIterator
 
         return NPYDatasetIterator(*resources[:2])
 

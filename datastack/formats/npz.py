@@ -92,7 +92,7 @@ class NpzFormat(Format):
     def iterator(
         self, resources: Sequence[StreamedResource], options: Any = None
     ) -> DatasetIterator:
-        from datastack.iterators.arrays import NPZDatasetIterator
+        from datastack.formats.array_iterators import NPZDatasetIterator
 
         names = options or ArrayNames()
         return NPZDatasetIterator(resources[0], names.samples, names.targets)

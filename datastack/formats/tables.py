@@ -5,9 +5,9 @@ of columns (``TableFormat.blocks``: CSV records, JSON objects, Parquet row group
 in bounded pieces. Everything else is shared here:
 
 - **preprocessing** streams the blocks through the policy into a staging file (resizable
-  datasets, :mod:`datastack.preprocessing.columns`), so peak memory does not grow with the
+  datasets, :mod:`datastack.canonical.columns`), so peak memory does not grow with the
   input; the canonical writer then copies the rows of each split with the final category codes;
-- **raw streams** (:class:`~datastack.iterators.csv.TableDatasetIterator`) read the same
+- **raw streams** (:class:`~datastack.formats.table_iterators.TableDatasetIterator`) read the same
   blocks into memory with the same policy, so a table read raw and once published give the
   same samples;
 - the spec block: ``target``, ``categorical``, ``missing``, ``text``, ``features``, ``dtype``
@@ -105,7 +105,7 @@ class TableFormat(Format):
     def iterator(
         self, resources: Sequence[StreamedResource], options: Any = None
     ) -> DatasetIterator:
-        from datastack.iterators.csv import TableDatasetIterator
+        from datastack.formats.table_iterators import TableDatasetIterator
 
         return TableDatasetIterator(resources[0], self.name, options)
 
@@ -164,7 +164,7 @@ def stage_table(
     back as ``Decoded.columns`` over it (see the module docstring)."""
     import h5py
 
-    from datastack.preprocessing.columns import FieldAppender, StagedRows
+    from datastack.canonical.columns import FieldAppender, StagedRows
 
     policy = TablePolicy(options, f"{fmt.options_key}.")
     stage = h5py.File(workdir / f"table-stage-{len(list(workdir.iterdir()))}.h5", "w")

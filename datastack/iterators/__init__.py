@@ -15,10 +15,9 @@ process. h5py is imported by the HDF5 iterator on use; torch only by
 
 from __future__ import annotations
 
-from datastack.iterators.arrays import IDXDatasetIterator, NPYDatasetIterator, NPZDatasetIterator
+from typing import TYPE_CHECKING, Any
+
 from datastack.iterators.base import Batch, DatasetIterator, Sample, SequenceDatasetIterator
-from datastack.iterators.csv import CSVDatasetIterator
-from datastack.iterators.hdf5 import HDF5DatasetIterator, split_iterators
 from datastack.iterators.report import IteratorReport, report
 from datastack.iterators.selection import select
 from datastack.iterators.splitters import (
@@ -42,6 +41,40 @@ from datastack.iterators.views import (
     TargetMappedDatasetIterator,
 )
 from datastack.splits import SplitExpression, parse_split_expression
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.canonical.hdf5 import HDF5DatasetIterator, split_iterators
+    from datastack.formats.array_iterators import (
+        IDXDatasetIterator,
+        NPYDatasetIterator,
+        NPZDatasetIterator,
+    )
+    from datastack.formats.table_iterators import CSVDatasetIterator
+
+_READERS = ("HDF5DatasetIterator", "split_iterators")
+_ARRAYS = ("IDXDatasetIterator", "NPYDatasetIterator", "NPZDatasetIterator")
+
+
+def __getattr__(name: str) -> Any:
+    """The iterators of the published file and of the input formats, loaded on first use
+    (they live in :mod:`datastack.canonical` and :mod:`datastack.formats`, above this package)."""
+    if name in _READERS:
+        from datastack.canonical import hdf5
+
+        value = getattr(hdf5, name)
+    elif name in _ARRAYS:
+        from datastack.formats import array_iterators
+
+        value = getattr(array_iterators, name)
+    elif name == "CSVDatasetIterator":
+        from datastack.formats import table_iterators
+
+        value = table_iterators.CSVDatasetIterator
+    else:
+        raise AttributeError(f"module 'datastack.iterators' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Batch",

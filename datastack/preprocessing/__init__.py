@@ -19,20 +19,20 @@ Heavy imports (h5py) happen inside the functions that need them.
 
 from __future__ import annotations
 
-from datastack.formats.archives import (
-    DEFAULT_LIMITS,
-    ArchiveLimits,
-    CappedGzipReader,
-    extract_archive,
-)
-from datastack.preprocessing.pipeline import Preprocessor, load_preprocessor, preprocess
-from datastack.preprocessing.writer import (
+from datastack.canonical.writer import (
     FORMAT_VERSION,
     CanonicalWriter,
     PreparedData,
     read_prepared,
     write_arrays,
 )
+from datastack.formats.archives import (
+    DEFAULT_LIMITS,
+    ArchiveLimits,
+    CappedGzipReader,
+    extract_archive,
+)
+from datastack.pipeline.prepare import Preprocessor, load_preprocessor, preprocess
 from datastack.splits import split_indices, split_sizes
 
 __all__ = [

@@ -15,13 +15,15 @@ from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 import requests
 import urllib3.exceptions
 
-from datastack._uri import redact
+from datastack._uri import redact, redact_logs_of
 from datastack.errors import RetrievalError
 from datastack.retrieval._deadline import header_deadline
 from datastack.retrieval._policy import DownloadBudget, parse_retry_after
 from datastack.retrieval.progress import Progress
 
 logger = logging.getLogger("datastack.retrieval")
+# urllib3 logs request lines and redirects at DEBUG, query credentials included
+redact_logs_of("urllib3.connectionpool", "urllib3.poolmanager", "urllib3.util.retry")
 
 #: Failures while reading a body that a resume or retry may cure.
 NETWORK_ERRORS: tuple[type[BaseException], ...] = (

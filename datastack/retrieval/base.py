@@ -88,7 +88,7 @@ class ResourceDefinition:
         if not isinstance(source, str) or not source.strip():
             raise ConfigurationError(
                 f"resource {self.identifier!r}: source must be a non-empty URL or path, "
-                f"got {source!r}"
+                f"got {redact(str(source))!r}"
             )
         object.__setattr__(self, "source", source)
         sha256 = _check_hex("sha256", self.sha256, 64)

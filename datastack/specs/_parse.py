@@ -35,6 +35,7 @@ from urllib.parse import unquote, urlsplit
 
 from datastack._checks import Checker
 from datastack._cron import validate_cron
+from datastack._uri import redact
 from datastack.errors import InvalidIdentifierError, SpecError
 from datastack.identifiers import validate_dataset_name, validate_identifier
 from datastack.specs.model import (
@@ -127,18 +128,18 @@ def _resolve_url(ctx: _Ctx, url: str, key: str) -> str:
         scheme = ""
     if scheme and scheme not in SCHEMES:
         raise ctx.fail(
-            key, f"unsupported URL scheme {scheme!r} in {url!r}; use http://, https:// or file://"
+            key, f"unsupported URL scheme {scheme!r} in {redact(url)!r}; use http://, https:// or file://"
         )
     if scheme in ("http", "https"):
         if not parts.hostname:
-            raise ctx.fail(key, f"URL {url!r} has no host")
+            raise ctx.fail(key, f"URL {redact(url)!r} has no host")
         return url
     if scheme == "file":
         if parts.netloc:
             raise ctx.fail(
                 key,
-                f"file URL {url!r} names a host ({parts.netloc!r}); use file:///absolute/path "
-                "or a path relative to the spec file",
+                f"file URL {redact(url)!r} names a host ({parts.hostname!r}); use "
+                "file:///absolute/path or a path relative to the spec file",
             )
         path = unquote(parts.path)
     else:

@@ -12,9 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Storage compression of the canonical HDF5 file (key ``compression:``); ``none`` by default.
-COMPRESSIONS = ("none", "lzf", "gzip")
-DEFAULT_COMPRESSION = "none"
+from datastack.canonical.layout import COMPRESSIONS, DEFAULT_COMPRESSION
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,11 @@ handlers that turn every error into a page or a JSON body with a message, never 
 >>> import tempfile
 >>> from starlette.testclient import TestClient
 >>> from datastack.store import Store
->>> client = TestClient(create_app(Store.open(tempfile.mkdtemp())))
+>>> client = TestClient(create_app(Store.open(tempfile.mkdtemp())), base_url="http://127.0.0.1")
 >>> client.get("/").status_code, client.get("/api/datasets").json()
 (200, [])
+>>> client.get("/", headers={"host": "attacker.example"}).status_code  # DNS rebinding
+400
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from datastack._format import to_json
 from datastack._uri import redact
-from datastack.cli._common import to_json
 from datastack.errors import (
     DatastackError,
     InvalidIdentifierError,
@@ -40,7 +42,16 @@ from datastack.errors import (
     StorageUnavailableError,
 )
 from datastack.store import Store
-from datastack.web.security import ASGIApp, Receive, Scope, Send, TokenGate
+from datastack.web.security import (
+    ASGIApp,
+    HostGate,
+    Receive,
+    Scope,
+    Send,
+    Sessions,
+    TokenGate,
+    allowed_hosts,
+)
 
 log = logging.getLogger("datastack.web")
 HERE = Path(__file__).resolve().parent
@@ -69,6 +80,7 @@ class WebState:
 
         self.store = store
         self.token = token
+        self.sessions = Sessions()
         self.samples = SampleCache(store)
         self.env = Environment(
             loader=FileSystemLoader(HERE / "templates"),
@@ -194,15 +206,20 @@ def _deny(state: WebState) -> Any:
     return deny
 
 
-def create_app(store: Store | str | None = None, *, token: str | None = None) -> Starlette:
+def create_app(store: Store | str | None = None, *, token: str | None = None,
+               hosts: Iterable[str] = ()) -> Starlette:
     """The catalog site of ``store`` (a :class:`~datastack.store.Store` or a storage URI).
 
     With ``token``, every request but ``/login`` and ``/static/`` must carry it (bearer
     header or the login cookie); :func:`datastack.web.security.check_serving` decides when
-    one is required. The app only reads: the catalog and the storage are never written.
+    one is required. Without a token, only requests whose ``Host`` is a loopback name are
+    answered (DNS rebinding); with one, ``hosts`` (``--allowed-host``) restricts the names
+    accepted besides loopback ones (none given: any). The app only reads: the catalog and
+    the storage are never written.
     """
     from datastack.web.routes import ROUTES
 
+    accepted = allowed_hosts(token, tuple(hosts))  # ConfigurationError: hosts without token
     state = WebState(Store.open(store), token)
 
     @contextlib.asynccontextmanager
@@ -215,7 +232,8 @@ def create_app(store: Store | str | None = None, *, token: str | None = None) ->
         routes=[*ROUTES, Mount("/static", StaticFiles(directory=HERE / "static"), name="static")],
         middleware=[
             Middleware(SecurityHeaders),
-            Middleware(TokenGate, token=token, deny=_deny(state)),
+            Middleware(HostGate, allowed=accepted),
+            Middleware(TokenGate, token=token, sessions=state.sessions, deny=_deny(state)),
         ],
         exception_handlers=_handlers(state),
     )

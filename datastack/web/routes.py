@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from datastack._format import fmt_size, fmt_time
 from datastack.catalog.overview import (
     STATE_ORDER,
     catalog_entries,
@@ -31,10 +32,9 @@ from datastack.catalog.overview import (
     ls_row,
     problems_first,
 )
-from datastack.cli._common import fmt_size, fmt_time
 from datastack.web import params
 from datastack.web.app import json_response, state_of
-from datastack.web.security import COOKIE, session_value, token_matches
+from datastack.web.security import COOKIE, session_cookie, token_matches
 from datastack.web.views import (
     catalog_row,
     fields_of,
@@ -65,21 +65,19 @@ def catalog_page(request: Request) -> Response:
 
 # -- one dataset -------------------------------------------------------------------------------
 def _dataset(request: Request) -> tuple[str, list[Any], Any, Any]:
-    """(name, published records, the record asked for or None, status) of a dataset page."""
+    """(name, summaries of the published versions, the full record asked for or None, status)
+    of a dataset page: one full record is read, the others as summaries."""
     catalog = state_of(request).store.catalog
     name = params.dataset_name(request.path_params["name"])
     version = params.version_param(request.query_params)
-    records = catalog.versions(name)
+    records = catalog.version_summaries(name)
     status = catalog.status(name)
     if not records:
         if status is None or version is not None:
             catalog.latest(name)  # raises DatasetNotFoundError naming the known datasets
         return name, records, None, status
-    record = records[-1] if version is None else next(
-        (r for r in records if r.version == version), None
-    )
-    if record is None:
-        record = catalog.get(name, int(version or 0))  # VersionNotFoundError with the list
+    # VersionNotFoundError (with the list) for a version that is not published
+    record = catalog.get(name, records[-1].version if version is None else int(version))
     if status is None:
         [status] = catalog.statuses([name], latest={name: records[-1]})
     return name, records, record, status
@@ -198,12 +196,14 @@ async def login_submit(request: Request) -> Response:
         return state.page("login.html", {"message": "That token is not right.", "next": target},
                           401)
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(COOKIE, session_value(state.token), httponly=True, samesite="strict",
-                        path="/")
+    response.set_cookie(COOKIE, state.sessions.new(), httponly=True, samesite="strict",
+                        path="/", max_age=int(state.sessions.lifetime))
     return response
 
 
 def logout(request: Request) -> Response:
+    """Forget the session (server-side: a copy of the cookie stops working) and clear it."""
+    state_of(request).sessions.revoke(session_cookie(request.scope))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return response

@@ -22,7 +22,7 @@ import io
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -70,12 +70,14 @@ def _shown_as_image(field: Field) -> bool:
     return field.kind == IMAGE or picture_like(field)
 
 
-def _text(field: Field, value: Any, names: tuple[str, ...] | None) -> str:
+def _text(field: Field, value: Any, names: Sequence[Any] | None) -> str:
     """A value as a short text (label names for labels, a snippet for text)."""
     if isinstance(value, np.generic):
         value = value.item()
+    if isinstance(value, float) and value.is_integer() and names is not None:
+        value = int(value)  # a category code inside a float feature vector
     if names is not None and isinstance(value, int) and 0 <= value < len(names):
-        return f"{names[value]}"
+        return str(names[value])[:MAX_TEXT]
     if isinstance(value, str):
         return value if len(value) <= MAX_TEXT else f"{value[:MAX_TEXT]}... ({len(value)} chars)"
     if isinstance(value, (bytes, bytearray)):
@@ -152,18 +154,27 @@ def _cells(record: VersionRecord, split: str, index: int, fields: list[Field],
            row: Any) -> list[dict[str, Any]]:
     """The cells of one sample: a thumbnail URL per image field, text for the others."""
     cells: list[dict[str, Any]] = []
+    categories = _categories(record)
     for pos, fld in enumerate(fields):
         if _shown_as_image(fld):
             src = thumbnail_url(record, split, index, fld.name)
             cells.append({"field": fld.name, "src": src, "alt": f"{fld.name} {index}"})
         elif _expanded(fld):
             values = np.asarray(row[pos]).reshape(-1)
-            cells += [{"field": c, "src": "", "text": _text(fld, v, None)}
+            cells += [{"field": c, "src": "", "text": _text(fld, v, categories.get(c))}
                       for c, v in zip(fld.columns or (), values, strict=False)]
         else:
-            names = fld.names if fld.kind == LABEL else None
+            names = fld.names if fld.kind == LABEL else categories.get(fld.name)
             cells.append({"field": fld.name, "src": "", "text": _text(fld, row[pos], names)})
     return cells
+
+
+def _categories(record: VersionRecord) -> dict[str, Sequence[Any]]:
+    """Category names by column (the record's encodings, not copied): a categorical
+    column's code is shown as its name."""
+    encodings = record.encodings if isinstance(record.encodings, dict) else {}
+    return {str(column): names for column, names in encodings.items()
+            if isinstance(names, list)}
 
 
 def _scattered_reads(store: Store) -> Store:

@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from datastack._uri import redact
-from datastack.cli._common import fmt_size, fmt_time
+from datastack._format import fmt_size, fmt_time
+from datastack._uri import redact, storage_for_python
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.catalog.overview import CatalogEntry
@@ -228,10 +228,12 @@ def versions_view(records: Sequence[VersionRecord]) -> tuple[list[dict[str, Any]
 
 
 def load_line(name: str, version: int, split: str, storage: str) -> str:
-    """The Python line that loads this version (the storage URI redacted)."""
+    """The Python line that loads this version, ready to paste: a storage URI with
+    credentials is read from ``$DATASTACK_STORAGE`` (never shown, never a redacted URI that
+    would not connect)."""
     return (
         f"datastack.load({json.dumps(name)}, split={json.dumps(split)}, version={version}, "
-        f"storage={json.dumps(redact(storage))})"
+        f"storage={storage_for_python(storage)})"
     )
 
 

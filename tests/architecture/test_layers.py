@@ -25,7 +25,8 @@ def _run(code: str) -> str:
 def test_library_entry_points_import_neither_flows_nor_prefect() -> None:
     out = _run(
         "import sys\n"
-        "import datastack.cli, datastack.pipeline, datastack.api, datastack.engines\n"
+        "import datastack.cli, datastack.pipeline.sequence, datastack.api\n"
+        "import datastack.pipeline.engines\n"
         "import datastack.factory, datastack.store, datastack.formats, datastack.specs\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'flows', 'prefect'}))"
     )
@@ -102,8 +103,8 @@ def test_one_class_name_per_concept() -> None:
 
 
 def test_engine_registry() -> None:
-    from datastack.engines import ENGINES, resolve_engine
     from datastack.errors import ConfigurationError
+    from datastack.pipeline.engines import ENGINES, resolve_engine
 
     assert "local" in ENGINES and "prefect" in ENGINES  # the flows package's entry point
     assert resolve_engine("local") == "local"

@@ -56,7 +56,7 @@ def test_field_descriptions() -> None:
 def test_new_modules_import_no_optional_heavy_dependency() -> None:
     code = (
         "import sys, datastack, datastack.fields, datastack.formats, datastack.publish, "
-        "datastack.preview, datastack.iterators.records\n"
+        "datastack.preview, datastack.canonical.records\n"
         "from datastack.formats import FORMATS\n"
         "for n in FORMATS.names(): FORMATS.get(n)\n"
         "print(sorted(m for m in ('pandas', 'pyarrow', 'PIL', 'openpyxl', 'torch') "
@@ -70,7 +70,7 @@ def test_new_modules_import_no_optional_heavy_dependency() -> None:
 def test_one_random_text_over_gridfs_costs_at_most_two_block_reads(
     tmp_path: Path, mongo_uri: str
 ) -> None:
-    from datastack.iterators.records import RecordsDatasetIterator
+    from datastack.canonical.records import RecordsDatasetIterator
     from datastack.storage.cache import default_cache
     from datastack.storage.gridfs import GridFSStorageConnector
     from tests.fields.realdata import descr_texts
@@ -108,8 +108,8 @@ def test_one_random_text_over_gridfs_costs_at_most_two_block_reads(
 def test_stored_text_that_is_not_utf8_names_the_sample(tmp_path: Path) -> None:
     """A byte flipped in stored text: a batch read (the one-bytes-per-run path) still says
     which sample and field, as a single read does; the other samples read fine."""
+    from datastack.canonical.records import RecordsDatasetIterator
     from datastack.errors import FormatError
-    from datastack.iterators.records import RecordsDatasetIterator
     from datastack.resources import StreamedResource
 
     texts = [f"sample number {i:04d} " * 3 for i in range(50)]

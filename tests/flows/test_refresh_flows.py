@@ -264,7 +264,7 @@ def test_held_lease_reports_locked_and_fails_the_run(
     prefect_harness: str, serve_csv: Any, storage_dir: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from datastack.pipeline import acquire_lease, release_lease
+    from datastack.pipeline.sequence import acquire_lease, release_lease
     from datastack.store import Store
     from flows.refresh import refresh_all_flow
 

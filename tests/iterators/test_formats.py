@@ -95,12 +95,12 @@ def _resource(path: Path, how: str) -> StreamedResource:
 def batch_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, np.ndarray]:
     """Groups: ``chunked`` (the default canonical layout), ``plain`` (contiguous), ``lzf``,
     ``scattered`` (raw chunks out of order in the file)."""
-    from datastack.preprocessing.writer import CanonicalWriter
+    from datastack.canonical.writer import CanonicalWriter
 
     x, y = mnist_like(90)
     path = tmp_path_factory.mktemp("batch") / "d.h5"
     with pytest.MonkeyPatch.context() as mp, CanonicalWriter(path, "demo") as writer:
-        mp.setattr("datastack.preprocessing.writer.SAMPLE_CHUNK_BYTES", 7 * 48)  # 7-row chunks
+        mp.setattr("datastack.canonical.writer.SAMPLE_CHUNK_BYTES", 7 * 48)  # 7-row chunks
         writer.add_split("chunked", x, y)
     write_h5(path.with_name("other.h5"), {"plain": (x, y)}, chunk_rows=None)
     write_h5(path.with_name("lzf.h5"), {"lzf": (x, y)}, chunk_rows=7)

@@ -1,4 +1,4 @@
-"""Random batches read rows as bytes at their file offsets (iterators/_stored.py): the rows
+"""Random batches read rows as bytes at their file offsets (canonical/_stored.py): the rows
 must equal h5py's for every layout the canonical writer or a user's HDF5 file can have."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
+from datastack.canonical.hdf5 import HDF5DatasetIterator
 from datastack.errors import FormatError
-from datastack.iterators.hdf5 import HDF5DatasetIterator
 from datastack.resources import StreamedResource
 
 
@@ -96,7 +96,7 @@ def test_canonical_files_with_an_index_node_between_chunks_are_gathered(tmp_path
     """write_arrays' layout puts HDF5's chunk index after the first chunk, so the chunks have
     two alignments: both are gathered from the map and every batch (any order, repeats) is
     exact."""
-    from datastack.iterators.hdf5 import split_iterators
+    from datastack.canonical.hdf5 import split_iterators
     from datastack.preprocessing import write_arrays
 
     x = np.random.default_rng(0).random((2000, 28, 28)).astype("f4")
@@ -145,7 +145,7 @@ def test_strings_and_bytes_of_a_local_file_are_cut_from_its_memory_map(
     import os
 
     import datastack
-    from datastack.iterators.records import RecordsDatasetIterator
+    from datastack.canonical.records import RecordsDatasetIterator
 
     rng = np.random.default_rng(0)
     words = ["", "naïve", "日本語", "Ω≈ç√", "plain", "emoji 🎉", "x" * 5000]

@@ -184,7 +184,7 @@ def test_custom_preprocessor_follows_spec_compression(
     """write_arrays without compression= in a custom preprocessor uses the spec's key."""
     import h5py
 
-    from datastack.preprocessing.writer import current_default_compression
+    from datastack.canonical.writer import current_default_compression
 
     (tmp_path / "n.txt").write_text("1\n2\n3\n")
     fields = {} if compression is None else {"compression": compression}

@@ -10,8 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
+from datastack.canonical.writer import SAMPLE_CHUNK_BYTES
 from datastack.preprocessing import split_indices, split_sizes
-from datastack.preprocessing.writer import SAMPLE_CHUNK_BYTES
 from tests.preprocessing.helpers import make_spec, read_h5, run, write_idx
 
 RNG = np.random.default_rng(1234)
@@ -255,8 +255,8 @@ def test_layout_chunks_compression_attrs(
 
 
 def test_writer_rejects_unknown_compression(tmp_path: Path) -> None:
+    from datastack.canonical.writer import CanonicalWriter, write_arrays
     from datastack.errors import ConfigurationError
-    from datastack.preprocessing.writer import CanonicalWriter, write_arrays
 
     with pytest.raises(ConfigurationError, match=r"'zstd' is not supported; expected one of"):
         write_arrays(

@@ -78,10 +78,10 @@ def upload(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def refresh(cfg: dict[str, Any]) -> dict[str, Any]:
-    from datastack.pipeline import refresh_dataset
+    from datastack.pipeline.sequence import refresh_dataset
     from datastack.specs import load_selected as select_specs
-    from datastack.store import Store
     from datastack.storage.base import StorageConnector
+    from datastack.store import Store
     from tests.reliability.helpers import FailingStream
 
     _limit_file_size(cfg.get("rlimit_fsize"))

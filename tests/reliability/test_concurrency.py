@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from datastack.cli import main
-from datastack.pipeline import refresh, refresh_dataset
+from datastack.pipeline.sequence import refresh, refresh_dataset
 from datastack.specs import load_selected as select_specs
 from datastack.store import Store
 from tests.reliability.helpers import (

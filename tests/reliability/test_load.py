@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datastack.pipeline import refresh
+from datastack.pipeline.sequence import refresh
 from tests.reliability.helpers import (
     arrays_spec,
     catalog_state,

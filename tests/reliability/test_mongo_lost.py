@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from datastack.pipeline import refresh_dataset
+from datastack.pipeline.sequence import refresh_dataset
 from datastack.specs import load_selected as select_specs
-from datastack.store import Store
 from datastack.storage.base import StorageConnector
+from datastack.store import Store
 from tests.mongo_server import MongoServer
 from tests.reliability.helpers import (
     FailingStream,

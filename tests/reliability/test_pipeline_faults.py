@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datastack.pipeline import refresh
+from datastack.pipeline.sequence import refresh
 from tests.reliability.helpers import (
     arrays_spec,
     catalog_state,
@@ -134,7 +134,7 @@ def test_disk_full_during_refresh(tmp_path: Path) -> None:
 
 
 def test_disk_full_while_writing_the_hdf5_file(tmp_path: Path) -> None:
-    from datastack.pipeline import retrieve_sources
+    from datastack.pipeline.sequence import retrieve_sources
     from datastack.specs import load_selected as select_specs
     from datastack.store import Store
 

@@ -12,7 +12,7 @@ import pytest
 
 import datastack
 from datastack.errors import StorageUnavailableError
-from datastack.pipeline import refresh_dataset
+from datastack.pipeline.sequence import refresh_dataset
 from datastack.specs import load_selected as select_specs
 from datastack.storage.cache import default_cache
 from datastack.store import Store

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from datastack.cli import main
-from datastack.pipeline import refresh
+from datastack.pipeline.sequence import refresh
 from tests.reliability.helpers import (
     arrays_spec,
     catalog_state,

@@ -101,7 +101,7 @@ def test_password_never_leaks(
     with pytest.raises(DatastackError) as info:
         datastack.load("secret", storage=uri)
     seen += [str(info.value), repr(info.value), str(info.value.__cause__ or "")]
-    from datastack.pipeline import refresh
+    from datastack.pipeline.sequence import refresh
 
     results = refresh(spec, storage=uri, force=True)
     assert results[0].status == "failed"

@@ -35,7 +35,7 @@ def small_block_cache() -> Iterator[Any]:
 
 def publish(storage: str, name: str, folder: Path, n: int, width: int, seed: int) -> np.ndarray:
     """Publish a new version of ``name`` (n x width float32 samples) into ``storage``."""
-    from datastack.pipeline import refresh
+    from datastack.pipeline.sequence import refresh
     from tests.reliability.helpers import arrays_spec, write_arrays
 
     x, _ = write_arrays(folder, n, width, seed)

@@ -118,4 +118,6 @@ def client_for(uri: str, **kwargs: Any) -> Any:
     from datastack.web.app import create_app
 
     token = kwargs.pop("token", None)
-    return TestClient(create_app(uri, token=token), **kwargs)
+    hosts = kwargs.pop("hosts", ())
+    kwargs.setdefault("base_url", "http://127.0.0.1")  # a loopback Host (DNS rebinding guard)
+    return TestClient(create_app(uri, token=token, hosts=hosts), **kwargs)

@@ -74,7 +74,7 @@ def test_text_snippets_and_table_rows_are_escaped(client: Any) -> None:
 def test_a_page_reads_only_what_it_shows(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """The page reads no image (labels come with the split), a thumbnail one image, a text
     page only the texts it shows."""
-    from datastack.iterators.records import RecordsDatasetIterator
+    from datastack.canonical.records import RecordsDatasetIterator
 
     spans: list[tuple[str, int]] = []
     original = RecordsDatasetIterator._read_span

@@ -23,17 +23,17 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from datastack.errors import FormatError, SpecError
-from datastack.fields import LABEL, Field
-from datastack.formats import SplitArrays, get_format
-from datastack.formats.archives import DEFAULT_LIMITS, ArchiveLimits
-from datastack.formats.inputs import RawInput, prepare_inputs
-from datastack.preprocessing.writer import (
+from datastack.canonical.writer import (
     CanonicalWriter,
     PreparedData,
     default_compression,
     read_prepared,
 )
+from datastack.errors import FormatError, SpecError
+from datastack.fields import LABEL, Field
+from datastack.formats import SplitArrays, get_format
+from datastack.formats.archives import DEFAULT_LIMITS, ArchiveLimits
+from datastack.formats.inputs import RawInput, prepare_inputs
 from datastack.resources import StreamedResource
 from datastack.specs import DatasetSpec, SourceSpec
 from datastack.splits import split_indices

@@ -1,4 +1,4 @@
-"""Refresh engines: who runs the refresh sequence of :mod:`datastack.pipeline`.
+"""Refresh engines: who runs the refresh sequence of :mod:`datastack.pipeline.sequence`.
 
 - ``local``: this process, one dataset after the other (no orchestrator; always available);
 - ``prefect``: the Prefect flows of the ``flows`` package (retries, logs, artifacts,
@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from datastack._registry import Registry
 from datastack.errors import ConfigurationError, MissingDependencyError
 from datastack.factory import factory_for
-from datastack.pipeline import RefreshResult, refresh_dataset
+from datastack.pipeline.sequence import RefreshResult, refresh_dataset
 from datastack.specs import load_selected
 from datastack.store import Store
 

@@ -42,15 +42,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from datastack.errors import FormatError, SplitNotFoundError
-from datastack.iterators._process import ProcessLocalIterator, private_copy
-from datastack.iterators._stored import (
+from datastack.canonical._stored import (
     _distinct,
     _read_raw_rows,
     _read_some_rows,
     _stored_array,
     _StoredArray,
 )
+from datastack.errors import FormatError, SplitNotFoundError
+from datastack.iterators._process import ProcessLocalIterator, private_copy
 from datastack.iterators.base import Batch, Indices, Sample
 from datastack.resources import StreamedResource
 

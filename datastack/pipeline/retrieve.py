@@ -20,14 +20,12 @@ switches itself off.
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
 from datastack._uri import redact
+from datastack.canonical.layout import fetched_identifier, is_fetched, raw_identifier
 from datastack.errors import DatastackError, NotFoundError
-from datastack.identifiers import validate_identifier
 from datastack.specs import DatasetSpec, SourceSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,25 +50,6 @@ class SourcesCheck:
     latest_version: int | None = None
     warnings: list[str] = field(default_factory=list)
     compare: bool = False
-
-
-def _filename(source: SourceSpec) -> str:
-    name = source.filename or unquote(urlsplit(source.url).path).rsplit("/", 1)[-1] or "source"
-    try:
-        return validate_identifier(name)
-    except DatastackError:
-        return "source"
-
-
-def raw_identifier(spec: DatasetSpec, source: SourceSpec) -> str:
-    """Content-addressed identifier of a pinned raw source (by its expected checksum)."""
-    algo, digest = source.checksum
-    return f"datasets/{spec.name}/raw/{algo}-{digest.lower()}/{_filename(source)}"
-
-
-def fetched_identifier(spec: DatasetSpec, source: SourceSpec) -> str:
-    """A fresh identifier for one download of a tracked source."""
-    return f"datasets/{spec.name}/raw/fetched-{uuid.uuid4().hex[:16]}/{_filename(source)}"
 
 
 def latest_record(spec: DatasetSpec, store: Store) -> VersionRecord | None:
@@ -167,7 +146,7 @@ def _validators(source: SourceSpec, carried: dict[str, Any] | None) -> tuple[Any
     try:
         answer = check_changed(source.url)
     except DatastackError as exc:
-        log.warning("could not read validators of %s: %s", redact(source.url), exc)
+        log.warning("could not read validators of %s: %s", redact(source.url), redact(str(exc)))
         return None, None
     return answer.etag, answer.last_modified
 
@@ -258,7 +237,7 @@ def same_tracked_content(
 def discard_fetched(sources: list[dict[str, Any]], store: Store) -> None:
     """Delete the downloads of tracked sources that will not be used (best effort)."""
     for record in sources:
-        if record.get("track") and "/raw/fetched-" in str(record.get("identifier")):
+        if record.get("track") and is_fetched(record.get("identifier")):
             try:
                 store.storage.delete_resource(record["identifier"], missing_ok=True)
             except DatastackError as exc:  # GC removes it later
@@ -282,8 +261,6 @@ __all__ = [
     "SourcesCheck",
     "check_sources",
     "discard_fetched",
-    "fetched_identifier",
-    "raw_identifier",
     "retrieve_sources",
     "same_tracked_content",
     "source_checksums",

@@ -2,8 +2,8 @@
 
 ``prepare_version`` reserves the next version number (a *pending* record, invisible to
 readers), prepares the raw sources into the canonical HDF5 file in a forked child and uploads
-it; ``validate_version`` runs the gates (``datastack.gates``); ``publish_version`` flips the
-record to published in one atomic catalog step. A failed attempt is dropped at once
+it; ``validate_version`` runs the gates (``datastack.pipeline.gates``); ``publish_version``
+flips the record to published in one atomic catalog step. A failed attempt is dropped at once
 (:func:`drop_version`): its record aborted, its files deleted.
 """
 
@@ -18,12 +18,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from datastack import gates
 from datastack._isolation import run_isolated
 from datastack._workdirs import work_dir
+from datastack.canonical.layout import DATA_FILE, data_identifier, version_prefix
 from datastack.errors import DatastackError, FormatError, StorageError
-from datastack.factory import DatasetFactory, as_factory, data_identifier
-from datastack.sources import latest_record, source_checksums
+from datastack.factory import DatasetFactory, as_factory
+from datastack.pipeline import gates
+from datastack.pipeline.retrieve import latest_record, source_checksums
 from datastack.specs import DatasetSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -121,7 +122,7 @@ def prepare_version(
         try:
             for (_, resource), stored in zip(inputs, sources, strict=True):
                 gates.check_markup(spec, str(stored.get("url")), resource)
-            out = tmp / "data.h5"
+            out = tmp / DATA_FILE
             prepared, stats = run_isolated(
                 _prepare_in_child, factory, inputs, out, gates.needs_stats(spec),
                 what=f"{spec.name}: preprocessing",
@@ -195,8 +196,6 @@ def _fit_catalog_document(name: str, prepared: Any) -> None:
 
 def drop_version(store: Store, name: str, version: int) -> None:
     """Remove what a failed attempt wrote (its pending record and files), best effort."""
-    from datastack.catalog.record import version_prefix
-
     try:
         store.catalog.abort(name, version)
         for identifier in store.storage.list_resources(version_prefix(name, version)):
@@ -208,7 +207,7 @@ def drop_version(store: Store, name: str, version: int) -> None:
 def validate_version(
     dataset: DatasetFactory | DatasetSpec, prepared: PreparedVersion, store: Store
 ) -> None:
-    """The validation gates (``datastack.gates``); a failure drops the pending version."""
+    """The validation gates (``datastack.pipeline.gates``); a failure drops the pending version."""
     spec = as_factory(dataset).spec
     try:
         gates.check_version(

@@ -7,16 +7,11 @@ status decision and records the dataset's status (freshness) in the catalog; an 
 only chooses how each step executes: here in this process (:func:`run_here`), or as a Prefect
 task with retries (``flows/``, through ``run_step``). Nothing here imports Prefect.
 
-Steps: ``acquire-lease`` -> ``check-sources`` (``datastack.sources``) -> ``retrieve-sources``
--> ``prepare-version`` -> ``validate-version`` (``datastack.gates``) -> ``publish-version``
--> ``release-lease``.
+Steps: ``acquire-lease`` -> ``check-sources`` (``datastack.pipeline.retrieve``)
+-> ``retrieve-sources`` -> ``prepare-version`` -> ``validate-version``
+(``datastack.pipeline.gates``) -> ``publish-version`` -> ``release-lease``.
 
-Resource layout in a storage::
-
-    datasets/<name>/raw/<algo>-<digest>/<filename>   raw sources, content-addressed (shared
-                                                      by every version that uses them)
-    datasets/<name>/v<version>/data.h5               the canonical HDF5 of one version
-
+Where the raw sources and a version's files are stored: :mod:`datastack.canonical.layout`.
 A version becomes visible only when :func:`publish_version` flips its catalog record from
 pending to published, after every resource was written and verified.
 """
@@ -32,24 +27,14 @@ from typing import Any, Protocol, TypeVar
 
 from datastack._uri import redact
 from datastack._workdirs import sweep_work_dirs
+from datastack.canonical.layout import data_identifier, raw_identifier
 from datastack.errors import (
     DatastackError,
     LockHeldError,
     StorageUnavailableError,
 )
-from datastack.factory import DatasetFactory, as_factory, data_identifier
-from datastack.sources import (
-    SourcesCheck,
-    check_sources,
-    discard_fetched,
-    latest_record,
-    raw_identifier,
-    retrieve_sources,
-    same_tracked_content,
-)
-from datastack.specs import DatasetSpec, load_selected
-from datastack.store import Store
-from datastack.versions import (
+from datastack.factory import DatasetFactory, as_factory
+from datastack.pipeline.build import (
     PreparedVersion,
     default_producer,
     drop_version,
@@ -57,6 +42,16 @@ from datastack.versions import (
     publish_version,
     validate_version,
 )
+from datastack.pipeline.retrieve import (
+    SourcesCheck,
+    check_sources,
+    discard_fetched,
+    latest_record,
+    retrieve_sources,
+    same_tracked_content,
+)
+from datastack.specs import DatasetSpec, load_selected
+from datastack.store import Store
 
 log = logging.getLogger("datastack.pipeline")
 

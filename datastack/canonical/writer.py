@@ -47,11 +47,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from datastack.canonical.columns import FieldAppender, Transform, copy_fields, is_classic
+from datastack.canonical.layout import COMPRESSIONS, DEFAULT_COMPRESSION
 from datastack.errors import ConfigurationError, FormatError
 from datastack.fields import ARRAY, LABEL, Field, fields_from_schema, fields_to_schema
 from datastack.formats.base import ArrayLike
-from datastack.preprocessing.columns import FieldAppender, Transform, copy_fields, is_classic
-from datastack.specs.model import COMPRESSIONS, DEFAULT_COMPRESSION
 
 FORMAT_VERSION = 1
 #: Layout version of files with fields beyond the classic (samples, targets) pair.
@@ -260,7 +260,7 @@ class CanonicalWriter:
         """Copy rows ``indices`` (sorted; ``None``: all) of named fields into ``/<split>``.
 
         ``columns[name]`` is an array-like for a fixed field, a
-        :class:`~datastack.preprocessing.columns.RowSource` for a variable one. Every split
+        :class:`~datastack.canonical.columns.RowSource` for a variable one. Every split
         of a file must have the same fields. The file becomes layout version 2
         (``docs/fields.md``), unless the fields are the classic ``samples``/``targets`` pair.
         """

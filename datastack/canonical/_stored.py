@@ -2,7 +2,7 @@
 read once, tells where every row lives, so rows stored raw (no filter, the default canonical
 layout) are read as plain bytes (one read per run of adjacent chunks, or one piece per run
 of adjacent rows in a gather) instead of one h5py call per chunk. Compressed data goes
-through h5py. Used by :mod:`datastack.iterators.hdf5` and :mod:`datastack.iterators.records`.
+through h5py. Used by :mod:`datastack.canonical.hdf5` and :mod:`datastack.canonical.records`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The reader of canonical files with fields (layout version 2, ``docs/fields.md``).
 
 Samples are tuples in field order. Fixed-shape fields are read like the classic layout
-(:mod:`datastack.iterators.hdf5`: chunk index once, raw byte reads of uncompressed chunks over
+(:mod:`datastack.canonical.hdf5`: chunk index once, raw byte reads of uncompressed chunks over
 GridFS); labels are read eagerly. A variable-length field keeps its ``offsets`` (and ragged
 ``shapes``) in memory after open, so sample ``i`` is one contiguous read of
 ``values[offsets[i]:offsets[i+1]]``: one or two storage blocks over GridFS. Images are decoded
@@ -34,6 +34,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from datastack.canonical._columns import _Column, _cut_bytes, _sample_starts, _value_groups
+from datastack.canonical._stored import _read_raw_rows, _stored_array
+from datastack.canonical.hdf5 import _h5_file, _local_fd_path
 from datastack.errors import FormatError, SplitNotFoundError
 from datastack.fields import (
     BYTES,
@@ -45,11 +48,8 @@ from datastack.fields import (
     fields_from_schema,
     object_column,
 )
-from datastack.iterators._columns import _Column, _cut_bytes, _sample_starts, _value_groups
 from datastack.iterators._process import ProcessLocalIterator, private_copy
-from datastack.iterators._stored import _read_raw_rows, _stored_array
 from datastack.iterators.base import Batch, Indices, Sample
-from datastack.iterators.hdf5 import _h5_file, _local_fd_path
 from datastack.resources import StreamedResource
 
 #: Fixed fields whose whole column is at most this many bytes are read eagerly on open.
@@ -57,7 +57,7 @@ EAGER_BYTES = 1024 * 1024
 
 
 class ListRows:
-    """An in-memory :class:`~datastack.preprocessing.columns.RowSource` over a sequence."""
+    """An in-memory :class:`~datastack.canonical.columns.RowSource` over a sequence."""
 
     def __init__(self, values: Sequence[Any]) -> None:
         self.values = values

@@ -1,4 +1,4 @@
-"""The columns of an open records split (:mod:`datastack.iterators.records`): where each
+"""The columns of an open records split (:mod:`datastack.canonical.records`): where each
 field's values lie in the file, and the arithmetic from rows to byte ranges and blocks."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from datastack._ranges import covered_units
+from datastack.canonical._stored import _chunk_index, _StoredArray
 from datastack.fields import STRING, Field
-from datastack.iterators._stored import _chunk_index, _StoredArray
 from datastack.iterators.base import Indices
 
 

@@ -1,0 +1,38 @@
+"""Formatting shared by the command line and the web page (sizes, times, ``--json`` text).
+
+Below both: ``datastack.web`` imports no ``datastack.cli`` module.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+
+def fmt_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def fmt_time(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return str(value or "-")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def to_json(data: Any, indent: int | None = 2) -> str:
+    """The JSON text of ``--json`` outputs (and of the web page's JSON API)."""
+    return json.dumps(data, indent=indent, default=_json_default, sort_keys=True)
