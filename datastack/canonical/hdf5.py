@@ -338,7 +338,7 @@ def _gather(state: _OpenFile, column: _StoredArray, rows: Any) -> Any:
 def _remote_row(state: _OpenFile, column: _StoredArray, index: int) -> Any:
     """Row ``index``: its bytes straight from a remote stream when stored raw (one block
     fetch, no HDF5 chunk read through Python), else through h5py."""
-    if not state.can_prefetch or column.row_offsets(np.array([index])) is None:
+    if not state.can_prefetch:
         return column.dset[index]
     return _read_some_rows(state.resource, column, np.array([index], dtype=np.int64))[0]
 
