@@ -338,9 +338,13 @@ def _gather(state: _OpenFile, column: _StoredArray, rows: Any) -> Any:
 def _remote_row(state: _OpenFile, column: _StoredArray, index: int) -> Any:
     """Row ``index``: its bytes straight from a remote stream when stored raw (one block
     fetch, no HDF5 chunk read through Python), else through h5py."""
-    if not state.can_prefetch:
+    offset = column.row_offset(index) if state.can_prefetch else None
+    if offset is None:
         return column.dset[index]
-    return _read_some_rows(state.resource, column, np.array([index], dtype=np.int64))[0]
+    out = np.empty(column.dset.shape[1:], dtype=column.dset.dtype)
+    if state.resource.read_at([(offset, out.data.cast("B"))]) != column.row_bytes:
+        return column.dset[index]  # past the end of the stream: h5py says what is wrong
+    return out
 
 
 def _plain(value: Any) -> Any:
