@@ -309,11 +309,12 @@ class GridFSStorageConnector(StorageConnector):
             return self._find_chunks(query, len(numbers))
 
     def _find_chunks(self, query: dict[str, Any], count: int) -> dict[int, bytes]:
-        # No projection: a server copies each chunk's data to project it (+40 us per 255 KiB
-        # chunk on SecantusDB), and _id/files_id are a few bytes. One chunk: limit -1, a
-        # single batch and no cursor (as find_one); more: the server closes the cursor after
-        # the last one (a negative limit would cut the answer at one 16 MB batch).
-        cursor = self.chunks.find(query, limit=-1 if count == 1 else count)
+        if count == 1:  # as find_one: no projection, one batch, no cursor (~60 us less per
+            # uncached sample on SecantusDB than a projected find with limit 1)
+            cursor = self.chunks.find(query, limit=-1)
+        else:  # measured faster projected for runs of chunks; the server closes the cursor
+            # after the last one (a negative limit would cut the answer at one 16 MB batch)
+            cursor = self.chunks.find(query, {"_id": 0, "n": 1, "data": 1}, limit=count)
         return {int(doc["n"]): doc["data"] for doc in cursor}
 
     def _exists(self, identifier: str) -> bool:
