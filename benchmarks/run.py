@@ -43,11 +43,8 @@ BATCH = 256
 
 # -- setup (parent) --------------------------------------------------------------------------
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 LAYOUTS = {  # name -> (compression, shuffle, sample rows per chunk or None = as written)
@@ -102,7 +99,7 @@ def prepare(
     """
     import numpy as np
 
-    from datastack.canonical.layout import data_identifier
+    from datastack.catalog.record import data_identifier_of
     from datastack.pipeline.sequence import refresh
     from datastack.preprocessing import write_arrays
 
@@ -136,7 +133,7 @@ def prepare(
         relayout(local, variant, layout)
         local = variant
         for uri in (mongo_uri, fs_uri):
-            ident = data_identifier(NAME, open_catalog(uri).latest(NAME).version)
+            ident = data_identifier_of(open_catalog(uri).latest(NAME))
             with open(variant, "rb") as fh:
                 connect(uri).set_resource(ident, fh)
     if hf:  # the filesystem rows' baseline (Hugging Face datasets)
@@ -151,10 +148,10 @@ def prepare(
         "layout": layout,
         "mongo_uri": mongo_uri,
         "fs_uri": fs_uri,
-        "identifier": data_identifier(NAME, record.version),
-        "gridfs_identifier": data_identifier(NAME, open_catalog(mongo_uri).latest(NAME).version),
+        "identifier": data_identifier_of(record),
+        "gridfs_identifier": data_identifier_of(open_catalog(mongo_uri).latest(NAME)),
         "local_h5": str(local),
-        "fs_h5": str(_fs_path(fs_uri, data_identifier(NAME, record.version))),
+        "fs_h5": str(_fs_path(fs_uri, data_identifier_of(record))),
         "hf_dir": str(work / "hf"),
         "file_bytes": local.stat().st_size,
         "raw_bytes": images.nbytes + labels.nbytes,

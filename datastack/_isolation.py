@@ -7,10 +7,10 @@ becomes a :class:`~datastack.errors.StorageError` and the caller cleans up.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from datastack._env import env_bool
 from datastack.errors import StorageError
 
 T = TypeVar("T")
@@ -38,7 +38,7 @@ def run_isolated(func: Callable[..., T], *args: Any, what: str) -> T:
     import multiprocessing
 
     if (
-        os.environ.get("DATASTACK_ISOLATE", "1") == "0"
+        not env_bool("DATASTACK_ISOLATE", True)
         or "fork" not in multiprocessing.get_all_start_methods()
         or multiprocessing.current_process().daemon  # e.g. a Dask worker: no children allowed
     ):

@@ -59,6 +59,34 @@ def client_settings(uri: str, timeout_ms: int | None = None) -> dict[str, int]:
     return {k: v for k, v in settings.items() if k.lower() not in present}
 
 
+#: URI options naming files the driver reads when it connects (lower case).
+_TLS_FILE_OPTIONS = {"tlscafile": "tlsCAFile", "tlscertificatekeyfile": "tlsCertificateKeyFile",
+                     "tlscrlfile": "tlsCRLFile"}
+
+
+def check_tls_files(uri: str) -> None:
+    """Each TLS file a URI names must be a readable regular file: a clear
+    :class:`~datastack.errors.ConfigurationError` now, not a raw ``OSError`` at first use."""
+    from datastack.errors import ConfigurationError
+
+    for key, value in parse_qsl(urlsplit(uri).query):
+        option = _TLS_FILE_OPTIONS.get(key.lower())
+        if option is None:
+            continue
+        problem = None
+        if not os.path.exists(value):
+            problem = "does not exist"
+        elif not os.path.isfile(value):
+            problem = "is not a regular file"
+        elif not os.access(value, os.R_OK):
+            problem = "is not readable by this user"
+        if problem:
+            raise ConfigurationError(
+                f"MongoDB URI {redact(uri)}: {option}={value!r} {problem}; expected a "
+                "readable PEM file: fix the path in the URI (or mount the file)"
+            )
+
+
 def get_client(uri: str, *, timeout_ms: int | None = None) -> MongoClient[dict[str, Any]]:
     """The ``MongoClient`` of this process for ``uri`` (created on first use).
 
@@ -75,20 +103,11 @@ def get_client(uri: str, *, timeout_ms: int | None = None) -> MongoClient[dict[s
         if client is None:
             import pymongo
 
+            check_tls_files(uri)
             with mongo_errors(uri):
                 client = pymongo.MongoClient(uri, connect=False, **settings)  # type: ignore[arg-type]
             _CLIENTS[key] = client
     return client
-
-
-def close_clients() -> None:
-    """Close the clients this process opened (clients inherited over fork are dropped)."""
-    pid = os.getpid()
-    with _LOCK:
-        for key in list(_CLIENTS):
-            client = _CLIENTS.pop(key)
-            if key[0] == pid:
-                client.close()
 
 
 def _forget_inherited_clients() -> None:
@@ -290,7 +309,6 @@ __all__ = [
     "MongoHandle",
     "bson_now",
     "client_settings",
-    "close_clients",
     "durable",
     "get_client",
     "mongo_errors",

@@ -18,7 +18,7 @@ datastack.errors.ConfigurationError: unknown greeting 'bye'; known: hello
 
 from __future__ import annotations
 
-import importlib
+import pkgutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,16 +88,14 @@ class Registry(Generic[T]):
     def _resolve(self, name: str, entry: _Entry) -> T:
         if not isinstance(entry.target, str):
             return cast("T", entry.target)
-        module_name, _, attr = entry.target.partition(":")
         try:
-            value: Any = importlib.import_module(module_name)
+            value: Any = pkgutil.resolve_name(entry.target)
         except ImportError as exc:
             hint = f": pip install 'datastack[{entry.extra}]'" if entry.extra else ""
+            module_name = entry.target.partition(":")[0]
             raise MissingDependencyError(
                 f"the {self.kind} {name!r} needs {exc.name or module_name!r}{hint}"
             ) from exc
-        for part in attr.split(".") if attr else ():
-            value = getattr(value, part)
         return cast("T", value)
 
     def _scan(self) -> None:

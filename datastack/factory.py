@@ -33,8 +33,8 @@ np.float32(9.0)
 
 from __future__ import annotations
 
-import importlib
 import os
+import pkgutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -183,12 +183,9 @@ class SpecDatasetFactory(DatasetFactory):
 
 def load_factory_class(reference: str, dataset: str = "?") -> type[DatasetFactory]:
     """Import ``"module.path:Class"`` and check it is a :class:`DatasetFactory` subclass."""
-    module_name, _, attr = reference.partition(":")
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
+        obj: Any = pkgutil.resolve_name(reference)
+    except (ImportError, AttributeError, ValueError) as exc:
         raise SpecError(
             f"dataset {dataset!r}: key 'factory': cannot import {reference!r} ({exc}); is the "
             "module installed and on sys.path?"

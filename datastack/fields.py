@@ -31,6 +31,7 @@ never a walk of an HDF5 global heap. ``docs/fields.md`` has the whole layout.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -52,8 +53,14 @@ VARIABLE_KINDS = frozenset({RAGGED, STRING, BYTES, IMAGE})
 #: Kinds stored as flat bytes (uint8 values).
 BYTE_KINDS = frozenset({STRING, BYTES, IMAGE})
 #: Decoded image modes and the channels of each (``None``: H x W).
-IMAGE_CHANNELS: dict[str, int | None] = {"L": None, "RGB": 3, "RGBA": 4, "LA": 2, "I;16": None}
-#: Pillow's pixel limit is enforced on every open (a decompression bomb is a FormatError).
+IMAGE_CHANNELS: dict[str, int | None] = {
+    "L": None, "RGB": 3, "RGBA": 4, "LA": 2, "I;16": None, "I": None, "F": None,
+}
+#: The dtype each decoded mode gives (16-bit, 32-bit integer and float images keep their
+#: values; every other mode is 8 bits per channel).
+IMAGE_DTYPES = {"I;16": "uint16", "I": "int32", "F": "float32"}
+#: The pixel limit, enforced on every open from the header's size (before any decoding);
+#: Pillow's own check only raises above twice its limit, so datastack checks this one itself.
 MAX_IMAGE_PIXELS = 178_956_970
 
 
@@ -263,17 +270,65 @@ def pillow() -> Any:
     return Image
 
 
+def _too_many_pixels(where: str, pixels: str) -> FormatError:
+    return FormatError(
+        f"{where}: image of {pixels} pixels is over the limit of {MAX_IMAGE_PIXELS} pixels "
+        "(datastack.fields.MAX_IMAGE_PIXELS); refused before decoding as a possible "
+        "decompression bomb: resize or tile the image, or raise the limit if it is expected"
+    )
+
+
+#: Bits per sample of a Pillow raw mode that stores more than 8 (``RGB;16B``, ``F;64F``...);
+#: ``BGR;15``/``BGR;16`` are 5-6-5 packed pixels (no letter suffix), so they do not count.
+_DEEP_RAWMODE = re.compile(r";(16|24|32|64)[BLNSF]")
+_MODE_BITS = {"I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}
+
+
+def _check_depth(image: Any, where: str) -> None:
+    """Refuse an image whose samples are deeper than the mode Pillow decodes it to (a 16-bit
+    colour PNG becomes 8-bit RGB, a float64 TIFF float32): never clip silently."""
+    for tile in getattr(image, "tile", None) or ():
+        args = tile[3] if len(tile) > 3 else None
+        rawmode = args if isinstance(args, str) else (
+            args[0] if isinstance(args, tuple) and args and isinstance(args[0], str) else ""
+        )
+        if str(image.mode) == "I" and ";32" in rawmode and "S" not in rawmode.split(";", 1)[1]:
+            raise FormatError(
+                f"{where}: {image.format or 'image'} with unsigned 32-bit samples ({rawmode}), "
+                "which Pillow decodes to signed int32 (values above 2^31 would wrap): refused. "
+                "Store it as signed 32-bit or 16-bit"
+            )
+        match = _DEEP_RAWMODE.search(rawmode)
+        if match and int(match[1]) > _MODE_BITS.get(str(image.mode), 8):
+            raise FormatError(
+                f"{where}: {image.format or 'image'} with {match[1]}-bit samples ({rawmode}) "
+                f"that Pillow can only decode to {image.mode} with "
+                f"{_MODE_BITS.get(str(image.mode), 8)} bits: refused rather than clipped. "
+                "Store single-channel 16-bit, 32-bit integer or 32-bit float images (kept "
+                "as uint16, int32, float32), or convert it to 8 bits per channel yourself"
+            )
+
+
 def _open_image(data: bytes, where: str) -> Any:
     Image = pillow()
     try:
-        return Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise FormatError(
-            f"{where}: image refused as a decompression bomb ({exc}); at most "
-            f"{MAX_IMAGE_PIXELS} pixels"
-        ) from None
+        counted = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _too_many_pixels(where, counted[1] if counted else "more than "
+                               f"{2 * MAX_IMAGE_PIXELS}") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise FormatError(f"{where}: not a readable image ({exc})") from None
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        image.close()
+        raise _too_many_pixels(where, f"{width} x {height} = {width * height}")
+    try:
+        _check_depth(image, where)
+    except FormatError:
+        image.close()
+        raise
+    return image
 
 
 def decoded_mode(image: Any) -> str:
@@ -283,6 +338,8 @@ def decoded_mode(image: Any) -> str:
         return "RGBA" if mode == "PA" or "transparency" in image.info else "RGB"
     if mode == "1":
         return "L"
+    if mode.startswith("I;16"):
+        return "I;16"  # big- and little-endian 16-bit: native uint16
     if mode in IMAGE_CHANNELS:
         return mode
     return "RGB" if mode in ("CMYK", "YCbCr", "LAB", "HSV") else "L"
@@ -301,6 +358,8 @@ def decode_image(data: bytes, *, mode: str | None = None, where: str = "image") 
     try:
         with image:
             target = mode or decoded_mode(image)
+            if target == "I;16" and str(image.mode).startswith("I;16"):
+                return np.asarray(image).astype(np.uint16)  # native byte order
             if image.mode != target:
                 image = image.convert(target)
             return np.asarray(image)
@@ -323,6 +382,17 @@ def verify_image(data: bytes, where: str, *, full: bool = False) -> str:
     except (OSError, ValueError, SyntaxError) as exc:
         raise FormatError(f"{where}: corrupt or truncated image ({exc})") from None
     return mode
+
+
+def image_dtype(modes: Sequence[str]) -> str:
+    """The dtype of an image field holding ``modes``: ``uint8``, or ``uint16`` / ``int32`` /
+    ``float32`` for deeper images (mixed depths: the type that holds them all; each sample
+    keeps its own).
+
+    >>> image_dtype(["RGB", "L"]), image_dtype(["I;16"]), image_dtype(["L", "F"])
+    ('uint8', 'uint16', 'float32')
+    """
+    return str(np.result_type(*[np.dtype(IMAGE_DTYPES.get(m, "uint8")) for m in modes or ["L"]]))
 
 
 def image_shape(modes: Sequence[str]) -> tuple[int | None, ...] | None:
@@ -356,6 +426,7 @@ __all__ = [
     "encode_value",
     "fields_from_schema",
     "fields_to_schema",
+    "image_dtype",
     "image_shape",
     "infer_field",
     "object_column",

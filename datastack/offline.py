@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import re
 import warnings
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from datastack._env import env_bool, env_float
 from datastack._fs import atomic_write
 from datastack._uri import storage_for_shell
 from datastack.errors import DatastackError, NotCachedError, StorageError, StorageUnavailableError
@@ -44,6 +44,8 @@ OFFLINE_ENV = "DATASTACK_OFFLINE"
 #: How long a remote storage may take to answer its first ping before loads go offline.
 PROBE_TIMEOUT_S = 2.0
 PROBE_TIMEOUT_ENV = "DATASTACK_PROBE_TIMEOUT"
+#: Largest accepted ``DATASTACK_PROBE_TIMEOUT`` (seconds).
+MAX_PROBE_TIMEOUT_S = 600.0
 
 
 class CacheFolderError(StorageError):
@@ -76,8 +78,7 @@ def is_offline(environ: Mapping[str, str] | None = None) -> bool:
     >>> is_offline({"DATASTACK_OFFLINE": "1"}), is_offline({})
     (True, False)
     """
-    raw = (os.environ if environ is None else environ).get(OFFLINE_ENV, "")
-    return raw.strip().lower() in {"1", "true", "yes", "on"}
+    return env_bool(OFFLINE_ENV, False, environ)
 
 
 def store_key(store: Store) -> str:
@@ -126,10 +127,10 @@ def cached_records(cache: DiskCache, key: str, name: str) -> list[VersionRecord]
 
 def version_resources(record: VersionRecord) -> list[dict[str, Any]]:
     """The resources a load reads: those under the version's own prefix
-    (``datasets/<name>/v<N>/``), not the raw source copies kept for re-preparing."""
-    from datastack.canonical.layout import version_prefix
+    (``resource_prefix``), not the raw source copies kept for re-preparing."""
+    from datastack.catalog.record import resource_prefix
 
-    prefix = version_prefix(record.name, record.version)
+    prefix = resource_prefix(record)
     own = [r for r in record.resources if str(r.get("identifier", "")).startswith(prefix)]
     return own or list(record.resources)
 
@@ -141,11 +142,7 @@ def _is_cached(cache: DiskCache, record: VersionRecord) -> bool:
 
 # -- resolving a version ---------------------------------------------------------------------
 def _probe_timeout() -> float:
-    raw = os.environ.get(PROBE_TIMEOUT_ENV, "").strip()
-    try:
-        return float(raw) if raw else PROBE_TIMEOUT_S
-    except ValueError:
-        return PROBE_TIMEOUT_S
+    return env_float(PROBE_TIMEOUT_ENV, PROBE_TIMEOUT_S, maximum=MAX_PROBE_TIMEOUT_S)
 
 
 def _online_record(store: Store, name: str, version: int | None) -> VersionRecord:

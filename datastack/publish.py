@@ -76,6 +76,51 @@ class _Columns:
         return h.hexdigest()
 
 
+def _check_text(values: Sequence[Any], what: str) -> None:
+    """Refuse strings that are not Unicode text (a lone surrogate such as ``"\\ud800"``,
+    which has no UTF-8 form), naming the row."""
+    strings = [v for v in values if isinstance(v, str)]
+    try:
+        "".join(strings).encode("utf-8")
+        return
+    except UnicodeEncodeError:
+        pass
+    for row, value in enumerate(values):
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                bad = value[exc.start]
+                raise FormatError(
+                    f"publish: {what}, row {row}: the string {value[:40]!r} holds a lone "
+                    f"surrogate (U+{ord(bad):04X} at position {exc.start}), which is not "
+                    "Unicode text and has no UTF-8 form; expected valid text. Decode the "
+                    "source with errors='replace' (or 'surrogateescape' -> bytes) first"
+                ) from None
+
+
+def _check_names(keys: Sequence[Any], strict: bool) -> list[str]:
+    """Column names as strings: unique, valid text (and strings, when ``strict``)."""
+    if strict:
+        for key in keys:
+            if not isinstance(key, str):
+                raise ConfigurationError(
+                    f"publish: column names must be strings; got {key!r} "
+                    f"({type(key).__name__}); rename it, e.g. {{str(key): values}}"
+                )
+    names = [str(k) for k in keys]
+    _check_text(names, "column names")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ConfigurationError(
+                f"publish: column name {name!r} appears more than once ({names[:20]}); "
+                "expected unique names: rename or drop the duplicates"
+            )
+        seen.add(name)
+    return names
+
+
 def _field_of(name: str, values: Any, is_target: bool) -> tuple[Field, Any]:
     from datastack.canonical.records import ListRows
 
@@ -87,6 +132,7 @@ def _field_of(name: str, values: Any, is_target: bool) -> tuple[Field, Any]:
     if not items:
         raise FormatError(f"publish: column {name!r} is empty")
     if all(isinstance(v, str) for v in items):
+        _check_text(items, f"column {name!r}")
         if is_target:
             names = sorted(set(items))
             code = {label: i for i, label in enumerate(names)}
@@ -107,7 +153,7 @@ def _field_of(name: str, values: Any, is_target: bool) -> tuple[Field, Any]:
 
 
 def _from_arrays(data: Mapping[str, Any], target: str | None) -> _Columns:
-    names = [str(k) for k in data]
+    names = _check_names(list(data), strict=True)
     if target is not None:
         if target not in names:
             raise ConfigurationError(f"publish: target {target!r} is not a key of {names}")
@@ -129,14 +175,15 @@ def _from_frame(frame: Any, target: str | None, text: Sequence[str] = ()) -> _Co
     from datastack.formats._table_policy import Block, TableOptions, TablePolicy
     from datastack.formats.tables import classic_names
 
-    names = [str(c) for c in frame.columns]
+    names = _check_names(list(frame.columns), strict=False)
     cells: list[Any] = []
-    for column in frame.columns:
-        series = frame[column]
+    for index, name in enumerate(names):
+        series = frame.iloc[:, index]
         if series.dtype.kind in "biuf":
             cells.append(series.to_numpy(dtype="float64", na_value=np.nan))
         else:
             cells.append([None if _missing(v) else _scalar(v) for v in series.tolist()])
+            _check_text(cells[-1], f"column {name!r}")
     policy = TablePolicy(TableOptions(target=target, text=tuple(text)))
     staged = policy.convert(Block(names, cells, range(1, len(frame) + 1)), "DataFrame")
     fields, transforms, encodings = policy.finish()
@@ -155,6 +202,10 @@ def _scalar(value: Any) -> Any:
 
 
 def _columns_of(data: Any, target: str | None, text: Sequence[str] = ()) -> _Columns:
+    from datastack._arrow_in import arrow_columns, is_arrow_like
+
+    if is_arrow_like(data):  # pyarrow, Polars, Hugging Face datasets (docs/arrow.md)
+        return _Columns(*arrow_columns(data, target, text))
     if type(data).__module__.startswith("pandas") and hasattr(data, "columns"):
         return _from_frame(data, target, text)
     if isinstance(data, Mapping):
@@ -163,7 +214,8 @@ def _columns_of(data: Any, target: str | None, text: Sequence[str] = ()) -> _Col
         samples, targets = (np.asarray(part) for part in data)
         return _from_arrays({"samples": samples, "targets": targets}, "targets")
     raise ConfigurationError(
-        f"publish: data is a {type(data).__name__}; expected a pandas DataFrame, a dict of "
+        f"publish: data is a {type(data).__name__}; expected a pandas DataFrame, a Polars "
+        "DataFrame, a pyarrow Table or RecordBatchReader, a datasets.Dataset, a dict of "
         "arrays or a (samples, targets) pair"
     )
 
@@ -211,7 +263,8 @@ def publish(
     seed: int = 0,
     text: Sequence[str] = (),
 ) -> VersionRecord:
-    """Publish ``data`` (DataFrame, dict of arrays, ``(samples, targets)``) as dataset ``name``.
+    """Publish ``data`` (pandas or Polars DataFrame, pyarrow Table or RecordBatchReader,
+    ``datasets.Dataset``, dict of arrays, ``(samples, targets)``) as dataset ``name``.
 
     ``target`` names the target column (last in the sample tuple; strings become a label);
     ``splits`` are ratios as in a spec (``{"train": 0.8, "test": 0.2}``, seeded by ``seed``);
@@ -224,6 +277,14 @@ def publish(
     from datastack.store import Store
 
     name = validate_dataset_name(name)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (
+        0 <= int(seed) < 2**64
+    ):
+        big = isinstance(seed, int) and abs(seed).bit_length() > 96
+        shown = f"an integer of {abs(seed).bit_length()} bits" if big else repr(seed)[:40]
+        raise ConfigurationError(
+            f"publish {name!r}: seed must be an integer from 0 to 2^64 - 1, got {shown}"
+        )
     columns = _columns_of(data, target, text)
     spec = DatasetSpec(
         name=name, sources=(), format=None, description=description,

@@ -148,6 +148,12 @@ def class_members(labels: NDArray[np.generic]) -> list[NDArray[np.int64]]:
 
 # -- split expressions -----------------------------------------------------------------------
 _BOUND = r"-?\d+(?:\.\d+)?%?"
+#: Digits of a slice bound's whole part (a sample count up to 10^18).
+MAX_BOUND_DIGITS = 18
+
+
+def _cut(text: str, size: int) -> str:
+    return text if len(text) <= size else f"{text[:size]}...({len(text)} characters)"
 _TERM = re.compile(
     rf"\s*(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]*)\s*"
     rf"(?:\[\s*(?P<start>{_BOUND})?\s*(?P<colon>:)?\s*(?P<stop>{_BOUND})?\s*\])?\s*"
@@ -163,14 +169,24 @@ class Bound:
 
     @classmethod
     def parse(cls, text: str, expr: str) -> Bound:
+        shown_expr, shown = _cut(expr, 80), _cut(text, 30)
+        digits = len(text.split(".")[0].lstrip("-"))
+        if digits > MAX_BOUND_DIGITS:
+            raise ConfigurationError(
+                f"{shown_expr!r}: the bound {shown} has {digits} digits; expected a sample "
+                f"count or percentage of at most {MAX_BOUND_DIGITS} digits"
+            )
         if text.endswith("%"):
             value = float(text[:-1])
             if not -100 <= value <= 100:
-                raise ConfigurationError(f"{expr!r}: percentage {text} outside -100%..100%")
+                raise ConfigurationError(
+                    f"{shown_expr!r}: percentage {shown} outside -100%..100%"
+                )
             return cls(value, True)
         if "." in text:
             raise ConfigurationError(
-                f"{expr!r}: {text} is not a whole number of samples (add % for a percentage)"
+                f"{shown_expr!r}: {shown} is not a whole number of samples (add % for a "
+                "percentage)"
             )
         return cls(int(text), False)
 

@@ -123,14 +123,24 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def _retry_transient(task_: Any, task_run: Any, state: State[Any]) -> bool:
-    """``retry_condition_fn``: retry a failed task only when its exception is transient."""
+    """``retry_condition_fn``: retry a failed step only when its exception is transient and
+    the step is one that is retried.
+
+    Every step task has at least one retry, so that Prefect asks this function instead of
+    logging each failure with a traceback: an expected failure (a non-transient
+    :class:`DatastackError`: a gate, a checksum, a 4xx) is reported once by the pipeline, as
+    the dataset's outcome; an unexpected exception is logged here with its traceback.
+    """
     try:
         state.result()
     except BaseException as exc:
-        retry = is_transient(exc)
-        if not retry:
-            get_run_logger().warning("not retrying %s: %s", type(exc).__name__, redact(str(exc)))
-        return retry
+        transient = is_transient(exc)
+        if not transient and not isinstance(exc, DatastackError):
+            get_run_logger().error(
+                "%s: unexpected %s: %s", task_.name, type(exc).__name__, redact(str(exc)),
+                exc_info=exc,
+            )
+        return transient and task_.name in _RETRIED_STEPS
     return False
 
 
@@ -160,8 +170,19 @@ _NETWORK_STEPS = {"check-sources", "retrieve-sources"}
 
 
 def _run_step(dataset: str, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-    """The body of every step task: call the pipeline's step."""
-    return fn(*args, **kwargs)
+    """The body of every step task: call the pipeline's step.
+
+    An expected failure (a :class:`DatastackError` that retrying cannot fix: a validation
+    gate, a checksum, a format or spec error, a 4xx) ends the task Failed with its reason as
+    one line, not a traceback; :class:`PrefectSteps` raises it again for the pipeline, which
+    reports the dataset's outcome. Transient errors raise (Prefect retries them).
+    """
+    try:
+        return fn(*args, **kwargs)
+    except DatastackError as exc:
+        if is_transient(exc):
+            raise
+        return Failed(message=f"{type(exc).__name__}: {redact(str(exc))}", data=exc)
 
 
 _TASKS: dict[str, Task[..., Any]] = {}
@@ -195,7 +216,15 @@ class PrefectSteps:
                 retry_delay_seconds=exponential_backoff(backoff_factor=self.settings.retry_delay_s),
                 retry_jitter_factor=0.5,
             )
-        result: T = runner(self.dataset, quote(fn), quote(args), quote(kwargs))
+        else:  # never retried (_retry_transient says no), but failures go through it
+            runner = runner.with_options(retries=1)
+        state = runner(self.dataset, quote(fn), quote(args), quote(kwargs), return_state=True)
+        outcome: Any = state.result(raise_on_failure=False)
+        if isinstance(outcome, BaseException):  # an expected failure, or retries exhausted
+            raise outcome
+        if state.is_failed():  # pragma: no cover - a failed state always carries its exception
+            raise DatastackError(f"{step} of {self.dataset!r} failed: {state.message}")
+        result: T = outcome
         return result
 
 

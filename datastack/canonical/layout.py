@@ -6,7 +6,10 @@ Resource layout in a storage::
     datasets/<name>/raw/<algo>-<digest>/<filename>   a pinned raw source, content-addressed
                                                       (shared by every version that uses it)
     datasets/<name>/raw/fetched-<id>/<filename>      one download of a tracked source
-    datasets/<name>/v<version>/data.h5               the canonical HDF5 file of one version
+    datasets/<name>/v<version>-<attempt>/data.h5     the canonical HDF5 file of one version,
+                                                      in the folder of the attempt that wrote it
+    datasets/<name>/v<version>/data.h5               the same, for versions written before
+                                                      attempts had ids
 
 The canonical file has two layouts (``docs/fields.md``): layout 1 (``samples``/``targets`` per
 split) and layout 2 (named fields, values + offsets), told apart by the ``format_version`` of
@@ -58,6 +61,25 @@ def version_prefix(name: str, version: int) -> str:
     return f"{RESOURCE_ROOT}/{validate_dataset_name(name)}/v{int(version)}/"
 
 
+def new_attempt_id() -> str:
+    """A fresh attempt id: 12 random hex digits (an attempt is one try at a version)."""
+    import secrets
+
+    return secrets.token_hex(6)
+
+
+def attempt_prefix(name: str, version: int, attempt: str) -> str:
+    """The identifier prefix of one attempt at version ``version``: its resources are staged
+    (and stay, once published) there, so a failed attempt never shares a path with another.
+
+    >>> attempt_prefix("iris", 3, "0123456789ab")
+    'datasets/iris/v3-0123456789ab/'
+    """
+    if not attempt or not all(c in "0123456789abcdef" for c in attempt):
+        raise DatastackError(f"invalid attempt id {attempt!r}: expected lower-case hex digits")
+    return f"{RESOURCE_ROOT}/{validate_dataset_name(name)}/v{int(version)}-{attempt}/"
+
+
 def data_identifier(name: str, version: int) -> str:
     """Identifier of the canonical HDF5 file of ``name`` version ``version``."""
     return f"{RESOURCE_ROOT}/{name}/v{version}/{DATA_FILE}"
@@ -101,11 +123,13 @@ __all__ = [
     "DEFAULT_COMPRESSION",
     "FIELDS_LAYOUT",
     "RESOURCE_ROOT",
+    "attempt_prefix",
     "data_identifier",
     "dataset_prefix",
     "fetched_identifier",
     "is_fetched",
     "layout_of",
+    "new_attempt_id",
     "raw_identifier",
     "version_prefix",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from datastack.canonical.layout import FIELDS_LAYOUT, data_identifier, layout_of
+from datastack.canonical.layout import FIELDS_LAYOUT, layout_of
 from datastack.errors import FormatError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,7 +22,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def data_file(record: VersionRecord) -> str:
     """The identifier of the version's canonical file, checked to be listed by its record."""
-    identifier = data_identifier(record.name, record.version)
+    from datastack.catalog.record import data_identifier_of
+
+    identifier = data_identifier_of(record)
     if not any(r.get("identifier") == identifier for r in record.resources):
         raise FormatError(
             f"{record.name} v{record.version}: the catalog record lists no data file "

@@ -381,6 +381,21 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
             return column.values
         return super()._get_targets(target_pos)
 
+    def column_arrays(self, name: str) -> tuple[NDArray[Any], Any, Any]:
+        """The whole stored column of field ``name``: ``(values, offsets, shapes)`` as numpy
+        (offsets and shapes None for a fixed field), for ``to_arrow`` to wrap without a
+        Python object per value."""
+        state = self._state()
+        column = next((c for c in state.columns if c.field.name == name), None)
+        if column is None:
+            raise KeyError(name)
+        if column.values is not None:
+            return column.values, None, None
+        if column.offsets is None:
+            return np.asarray(column.stored.dset[()]), None, None
+        values = np.asarray(column.stored.dset[: int(column.offsets[-1])])
+        return values, column.offsets, column.shapes
+
     # -- metadata ---------------------------------------------------------------------------
     @property
     def fields(self) -> dict[str, Field]:

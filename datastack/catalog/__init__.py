@@ -20,7 +20,7 @@ from datastack._uri import StorageLocation, parse_storage_uri
 from datastack.catalog.base import DEFAULT_GRACE_SECONDS, Catalog
 from datastack.catalog.filestore import FileCatalog
 from datastack.catalog.gc import GCReport, collect_garbage
-from datastack.catalog.lease import DEFAULT_TTL, Lease, LeaseState
+from datastack.catalog.leases import DEFAULT_TTL, Lease, LeaseState
 from datastack.catalog.record import (
     DELETED,
     PENDING,

@@ -8,17 +8,17 @@ lease operations). See ``docs/catalog.md`` for the publish protocol and its guar
 from __future__ import annotations
 
 import abc
-import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from datastack.catalog.leasing import LeaseBook, Token, token_value
+from datastack.catalog.leases import LeaseBook, Token, token_value
 from datastack.catalog.record import (
     DELETED,
     PENDING,
     PUBLISHED,
     VersionRecord,
+    new_attempt_id,
     summarised,
     utcnow,
 )
@@ -41,9 +41,6 @@ log = logging.getLogger("datastack.catalog")
 #: Resources of a version deleted less than this many seconds ago are kept (readers may still
 #: be using them); pending versions younger than this are treated as in progress.
 DEFAULT_GRACE_SECONDS = 3600.0
-
-
-_PUBLISH_FIELDS = ("resources", "splits", "schema", "encodings", "extra", "description")
 
 
 def _validate_version(name: str, version: object) -> int:
@@ -103,7 +100,8 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
 
     @abc.abstractmethod
     def _insert(self, record: VersionRecord) -> bool:
-        """Store ``record`` unless (name, version) exists; return False if it exists."""
+        """Store ``record`` unless (name, version) is held (``VersionRecord.holds_number``),
+        atomically, replacing an aborted attempt's record; return False if it is held."""
 
     @abc.abstractmethod
     def _records(self, name: str) -> list[VersionRecord]:
@@ -115,9 +113,15 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
 
     @abc.abstractmethod
     def _transition(
-        self, name: str, version: int, from_status: Sequence[str], changes: Mapping[str, Any]
+        self,
+        name: str,
+        version: int,
+        from_status: Sequence[str],
+        changes: Mapping[str, Any],
+        attempt: str | None = None,
     ) -> VersionRecord | None:
-        """Atomically apply ``changes`` if the record's status is in ``from_status``.
+        """Atomically apply ``changes`` if the record's status is in ``from_status`` (and it is
+        ``attempt``'s, if given).
 
         Returns the updated record, or None when no record matched.
         """
@@ -131,8 +135,9 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         return published[-1] if published else None
 
     def _max_version(self, name: str) -> int:
-        records = self._records(name)
-        return records[-1].version if records else 0
+        """The highest version number held (see :attr:`VersionRecord.holds_number`)."""
+        held = [r.version for r in self._records(name) if r.holds_number]
+        return max(held, default=0)
 
     def _latest_published_all(self, *, light: bool) -> dict[str, VersionRecord]:
         """The newest published record of every dataset (stores may read them in one query);
@@ -208,7 +213,8 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         return sorted(self._published_names())
 
     def next_version(self, name: str) -> int:
-        """The next free version number of ``name`` (numbers are never reused)."""
+        """The next version number of ``name``: one above the highest held. Published numbers
+        are never reused; the number of an aborted attempt is (no gaps)."""
         return self._max_version(validate_dataset_name(name)) + 1
 
     def find_identical(
@@ -227,36 +233,6 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         if record.spec_hash == spec_hash and record.matches_checksums(source_checksums):
             return record
         return None
-
-    def referenced_resources(
-        self, *, grace_seconds: float = DEFAULT_GRACE_SECONDS, now: dt.datetime | None = None
-    ) -> set[str]:
-        """Identifiers that must not be deleted.
-
-        Those of published versions, of pending versions younger than ``grace_seconds`` (a
-        writer is at work), and of published-then-deleted versions deleted less than
-        ``grace_seconds`` ago (a reader may still be using them).
-        """
-        now = now or utcnow()
-        cutoff = now - dt.timedelta(seconds=grace_seconds)
-        keep: set[str] = set()
-        for name in self._names():
-            for record in self._records(name):
-                if self._protects(record, cutoff):
-                    keep.update(record.resource_identifiers)
-        return keep
-
-    @staticmethod
-    def _protects(record: VersionRecord, cutoff: dt.datetime) -> bool:
-        if record.status == PUBLISHED:
-            return True
-        if record.status == PENDING:
-            return record.created_at is None or record.created_at > cutoff
-        return (
-            record.published_at is not None
-            and record.deleted_at is not None
-            and record.deleted_at > cutoff
-        )
 
     def statuses(
         self,
@@ -307,9 +283,10 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
 
         ``record`` is a :class:`VersionRecord`, or a dataset name with the record's fields as
         keywords (``begin("iris", spec_hash=..., sources=[...])``). With version 0 (the
-        default) the next free number is allocated; an explicit number that already exists
-        raises :class:`CatalogError` (two writers cannot reserve the same version). With
-        ``token`` (alias ``lease_token``), the lease must still be held.
+        default) the next number is allocated; an explicit number that is held raises
+        :class:`CatalogError`. The attempt gets an id (``record.attempt``; its files go under
+        ``resource_prefix(record)``). With ``token`` (alias ``lease_token``) the lease must be
+        held, and attempts pending under older tokens are aborted first (no gaps).
         """
         if isinstance(record, str):
             record = VersionRecord(name=record, **fields)
@@ -319,7 +296,11 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         name = record.name
         if value is not None:
             self._check_token(name, value, "begin a version")
+            from datastack.catalog.gc import abort_fenced
+
+            abort_fenced(self, name, value)
         explicit = record.version != 0
+        attempt = record.attempt or new_attempt_id()
         for _ in range(100):
             version = record.version if explicit else self.next_version(name)
             pending = record.replace(
@@ -330,6 +311,7 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
                 deleted_at=None,
                 lease_token=value,
                 resources=_validate_resources(record.resources),
+                attempt=attempt,
             )
             if self._insert(pending):
                 return pending
@@ -356,6 +338,7 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         encodings: Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
         description: str | None = None,
+        attempt: str | None = None,
     ) -> VersionRecord:
         """Flip a pending version to published: one atomic update of one record.
 
@@ -363,7 +346,7 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         arguments fill in what was learnt while writing (they are part of the same update).
         With ``token``, the lease must still be current: a writer whose lease expired and was
         taken over gets :class:`LockHeldError` and nothing changes (``lease_token`` is an
-        alias of ``token``).
+        alias of ``token``). With ``attempt``, only that attempt's record is published.
         """
         name = validate_dataset_name(name)
         version = _validate_version(name, version)
@@ -380,9 +363,15 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
         changes.update({k: v for k, v in given.items() if v is not None})
         if value is not None:
             self._check_token(name, value, f"publish version {version}")
-        updated = self._transition(name, version, (PENDING,), changes)
+        updated = self._transition(name, version, (PENDING,), changes, attempt)
         if updated is None:
             existing = self._get(name, version)
+            if existing is not None and attempt and existing.attempt != attempt:
+                raise PublishError(
+                    f"cannot publish version {version} of {name!r}: attempt {attempt} was "
+                    f"aborted and the number is now attempt {existing.attempt}'s "
+                    f"({existing.status}); the previous version is unchanged"
+                )
             if existing is None:
                 raise VersionNotFoundError(
                     f"cannot publish version {version} of {name!r}: no such version in "
@@ -395,16 +384,21 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
             )
         return updated
 
-    def abort(self, name: str, version: int) -> None:
-        """Give up a pending version: it becomes *deleted* (its number is not reused).
+    def abort(self, name: str, version: int, *, attempt: str | None = None) -> None:
+        """Give up a pending version: it becomes *deleted*, and its number is free for the
+        next attempt (published versions count 1, 2, 3 without gaps).
 
-        Aborting a version that is already deleted does nothing; a published one raises.
+        Aborting a version that is already deleted does nothing; a published one raises. With
+        ``attempt``, only that attempt is aborted (a number reused since is left alone).
         """
         name = validate_dataset_name(name)
         version = _validate_version(name, version)
-        if self._transition(name, version, (PENDING,), {"status": DELETED, "deleted_at": utcnow()}):
+        changes = {"status": DELETED, "deleted_at": utcnow()}
+        if self._transition(name, version, (PENDING,), changes, attempt):
             return
         existing = self._get(name, version)
+        if existing is not None and attempt and existing.attempt != attempt:
+            return  # that attempt is gone already: its number serves another one now
         if existing is None:
             raise VersionNotFoundError(f"dataset {name!r} has no version {version} to abort")
         if existing.status == PUBLISHED:
@@ -427,6 +421,13 @@ class Catalog(StatusBook, LeaseBook, abc.ABC):
                 f"dataset {name!r} has no version {version} in {self.location}"
             )
         return existing
+
+    def delete_dataset(self, name: str) -> list[int]:
+        """Remove a dataset at once (versions deleted, status gone; GC removes its files after
+        the grace period); returns the versions deleted. See ``datastack.catalog.gc``."""
+        from datastack.catalog.gc import delete_dataset
+
+        return delete_dataset(self, name)
 
     # -- garbage collection -------------------------------------------------------------------
     def gc(

@@ -13,12 +13,14 @@ so a reader sees a whole record, old or new. "Latest published" is found by scan
 version files: the record itself is the single source of truth, there is no pointer file that
 could disagree with it after a crash. Mutations take a short ``fcntl.flock`` on ``.lock``
 (released by the kernel if the process dies), so this store is for one host: do not share it
-over NFS; use MongoDB for a team.
+over NFS; use MongoDB for a team. Being on one host, its leases expire by that host's clock
+(the only clock there is); the MongoDB catalog judges by the server's clock instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import re
@@ -29,8 +31,8 @@ from typing import Any
 from datastack._fs import atomic_write
 from datastack._uri import StorageLocation
 from datastack.catalog.base import Catalog
-from datastack.catalog.lease import LeaseState
-from datastack.catalog.record import PUBLISHED, VersionRecord, as_utc, summarised, utcnow
+from datastack.catalog.leases import LeaseState
+from datastack.catalog.record import PUBLISHED, VersionRecord, as_utc, summarised
 from datastack.errors import CatalogError, ConfigurationError
 from datastack.identifiers import validate_dataset_name
 
@@ -134,7 +136,8 @@ class FileCatalog(Catalog):
     def _insert(self, record: VersionRecord) -> bool:
         with self._locked(record.name) as folder:
             path = folder / f"v{record.version}.json"
-            if path.exists():
+            existing = self._read_record(path) if path.exists() else None
+            if existing is not None and existing.holds_number:
                 return False
             self._write_json(path, record.to_dict())
             return True
@@ -179,8 +182,11 @@ class FileCatalog(Catalog):
         return None
 
     def _max_version(self, name: str) -> int:
-        numbers = self._version_numbers(name)
-        return numbers[-1] if numbers else 0
+        for version in reversed(self._version_numbers(name)):  # usually one file read
+            record = self._get(name, version)
+            if record is not None and record.holds_number:
+                return version
+        return 0
 
     def _get(self, name: str, version: int) -> VersionRecord | None:
         return self._read_record(self._dir(name) / f"v{version}.json")
@@ -200,12 +206,19 @@ class FileCatalog(Catalog):
         return names
 
     def _transition(
-        self, name: str, version: int, from_status: Sequence[str], changes: Mapping[str, Any]
+        self,
+        name: str,
+        version: int,
+        from_status: Sequence[str],
+        changes: Mapping[str, Any],
+        attempt: str | None = None,
     ) -> VersionRecord | None:
         with self._locked(name) as folder:
             path = folder / f"v{version}.json"
             record = self._read_record(path)
             if record is None or record.status not in from_status:
+                return None
+            if attempt is not None and record.attempt != attempt:
                 return None
             updated = record.replace(**changes)
             self._write_json(path, updated.to_dict())
@@ -229,11 +242,10 @@ class FileCatalog(Catalog):
             },
         )
 
-    def _lease_acquire(self, name: str, owner: str, ttl: float) -> tuple[bool, LeaseState]:
-        import datetime as dt
-
+    def _lease_acquire(
+        self, name: str, owner: str, ttl: float, now: dt.datetime
+    ) -> tuple[bool, LeaseState]:
         with self._locked(name) as folder:
-            now = utcnow()
             state = self._read_lease(folder, name)
             if state is not None and not state.expired(now) and state.owner != owner:
                 return False, state
@@ -243,11 +255,10 @@ class FileCatalog(Catalog):
             self._write_lease(folder, new)
             return True, new
 
-    def _lease_renew(self, name: str, owner: str, token: int, ttl: float) -> LeaseState | None:
-        import datetime as dt
-
+    def _lease_renew(
+        self, name: str, owner: str, token: int, ttl: float, now: dt.datetime
+    ) -> LeaseState | None:
         with self._locked(name) as folder:
-            now = utcnow()
             state = self._read_lease(folder, name)
             if state is None or state.owner != owner or state.token != token or state.expired(now):
                 return None
@@ -265,15 +276,13 @@ class FileCatalog(Catalog):
         return self._read_lease(self._dir(name), name)
 
     def _lease_takeover(
-        self, name: str, held: LeaseState, owner: str, ttl: float
+        self, name: str, held: LeaseState, owner: str, ttl: float, now: dt.datetime
     ) -> LeaseState | None:
-        import datetime as dt
-
         with self._locked(name) as folder:
             state = self._read_lease(folder, name)
             if state is None or state.owner != held.owner or state.token != held.token:
                 return None
-            new = LeaseState(name, owner, state.token + 1, utcnow() + dt.timedelta(seconds=ttl))
+            new = LeaseState(name, owner, state.token + 1, now + dt.timedelta(seconds=ttl))
             self._write_lease(folder, new)
             return new
 
@@ -284,6 +293,16 @@ class FileCatalog(Catalog):
     def _status_put(self, name: str, doc: Mapping[str, Any]) -> None:
         with self._locked(name) as folder:
             self._write_json(folder / STATUS_FILE, doc)
+
+    def _status_delete(self, name: str) -> bool:
+        with self._locked(name) as folder:
+            try:
+                (folder / STATUS_FILE).unlink()
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise CatalogError(f"cannot remove {folder / STATUS_FILE}: {exc}") from exc
+            return True
 
     def _status_names(self) -> list[str]:
         folder = self.root / "catalog"

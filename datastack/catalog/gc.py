@@ -3,15 +3,17 @@
 Per dataset, while holding that dataset's lease (so no refresh of it is writing; a held lease
 makes GC skip the dataset and say so):
 
-1. published versions beyond the newest ``keep`` are marked *deleted* (the latest never is);
-   pending versions are aborted when their writer's lease is gone (written under an older
-   token than the one GC holds now: the writer died or lost its lease -- at once), or when
-   they are older than ``grace_seconds`` (written without a lease);
-2. resources under ``datasets/<name>/`` are deleted unless *protected*: referenced by (or under
-   the ``datasets/<name>/v<N>/`` prefix of) a published version, a pending version younger than
-   the grace period, or a version that was published and deleted less than ``grace_seconds``
-   ago -- a reader that opened it before the deletion may still be reading. A second GC after
-   the grace period removes those;
+1. published versions beyond the newest ``keep`` are marked *deleted* (the latest never is),
+   unless they were published less than ``grace_seconds`` ago (they stay loadable, records and
+   files, and are listed in ``kept_versions_in_grace``); pending versions are aborted when
+   their writer's lease is gone (written under an older token than the one GC holds now: the
+   writer died or lost its lease -- at once), or when they are older than ``grace_seconds``
+   (written without a lease);
+2. resources under ``datasets/<name>/`` are deleted unless *protected*: referenced by (or
+   under the resource prefix, ``datasets/<name>/v<N>-<attempt>/``, of) a published version, a
+   pending version younger than the grace period, or a version that was published and deleted
+   less than ``grace_seconds`` ago -- a reader that opened it before the deletion may still be
+   reading. A second GC after the grace period removes those;
 3. the storage's own sweep runs (:meth:`StorageConnector.sweep`: GridFS chunks without a files
    document, temporary files of crashed writers), with the same grace period.
 """
@@ -23,13 +25,14 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from datastack.catalog.lease import default_owner
+from datastack.catalog.leases import default_owner
 from datastack.catalog.record import (
     DELETED,
     PENDING,
     PUBLISHED,
     RESOURCE_ROOT,
     VersionRecord,
+    resource_prefix,
     utcnow,
     version_prefix,
 )
@@ -52,6 +55,7 @@ class GCReport:
     aborted_versions: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     deleted_resources: list[str] = dataclasses.field(default_factory=list)
     kept_in_grace: list[str] = dataclasses.field(default_factory=list)
+    kept_versions_in_grace: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
     storage_sweep: dict[str, Any] = dataclasses.field(default_factory=dict)
     dry_run: bool = False
@@ -61,6 +65,7 @@ class GCReport:
         data = dataclasses.asdict(self)
         data["deleted_versions"] = [list(v) for v in self.deleted_versions]
         data["aborted_versions"] = [list(v) for v in self.aborted_versions]
+        data["kept_versions_in_grace"] = [list(v) for v in self.kept_versions_in_grace]
         return data
 
     def summary(self) -> str:
@@ -70,7 +75,8 @@ class GCReport:
             f"{verb} {len(self.deleted_versions)} version(s) and "
             f"{len(self.deleted_resources)} resource(s); aborted "
             f"{len(self.aborted_versions)} stale pending version(s); kept "
-            f"{len(self.kept_in_grace)} resource(s) within the grace period"
+            f"{len(self.kept_in_grace)} resource(s) and {len(self.kept_versions_in_grace)} "
+            "version(s) within the grace period"
         )
         if self.skipped:
             text += f"; skipped (lease held): {', '.join(sorted(self.skipped))}"
@@ -78,9 +84,18 @@ class GCReport:
 
 
 def _protected(record: VersionRecord, cutoff: dt.datetime) -> bool:
-    from datastack.catalog.base import Catalog
-
-    return Catalog._protects(record, cutoff)
+    """Whether ``record``'s resources must stay: published; pending and younger than the
+    cutoff (a writer is at work); published, then deleted after the cutoff (a reader may
+    still be using them)."""
+    if record.status == PUBLISHED:
+        return True
+    if record.status == PENDING:
+        return record.created_at is None or record.created_at > cutoff
+    return (
+        record.published_at is not None
+        and record.deleted_at is not None
+        and record.deleted_at > cutoff
+    )
 
 
 def _storage_names(storage: StorageConnector) -> set[str]:
@@ -102,7 +117,8 @@ def _refs(records: Iterable[VersionRecord], cutoff: dt.datetime) -> tuple[set[st
     for record in records:
         if _protected(record, cutoff):
             ids.update(record.resource_identifiers)
-            prefixes.add(version_prefix(record.name, record.version))
+            # the attempt's folder, and v<N>/ for writers that follow the older layout
+            prefixes.update((resource_prefix(record), version_prefix(record.name, record.version)))
     return ids, prefixes
 
 
@@ -230,10 +246,18 @@ def _mark(
     dry_run: bool,
     lease_token: int,
 ) -> list[VersionRecord]:
-    """Mark old published and abandoned pending versions deleted; return the updated records."""
+    """Mark old published and abandoned pending versions deleted; return the updated records.
+
+    A published version beyond ``keep`` is deleted only once it is older than the grace period
+    (``--grace``: "do not delete anything newer than this"); until then pinned loads of it work.
+    """
     records = catalog.versions(name, include_all=True)
     published = [r for r in records if r.status == PUBLISHED]
-    doomed = {r.version for r in published[:-keep]} if len(published) > keep else set()
+    beyond = published[:-keep] if len(published) > keep else []
+    doomed = {r.version for r in beyond if r.published_at is None or r.published_at <= cutoff}
+    report.kept_versions_in_grace.extend(
+        (name, r.version) for r in beyond if r.version not in doomed
+    )
     updated = []
     for record in records:
         if record.version in doomed:
@@ -247,10 +271,48 @@ def _mark(
             if dry_run:
                 record = record.replace(status=DELETED, deleted_at=utcnow())
             else:
-                catalog.abort(name, record.version)
+                catalog.abort(name, record.version, attempt=record.attempt or None)
                 record = catalog.get(name, record.version, include_all=True)
         updated.append(record)
     return updated
 
 
-__all__ = ["GCReport", "collect_garbage"]
+def abort_fenced(catalog: Catalog, name: str, token: int) -> None:
+    """Abort pending attempts written under a lease older than ``token`` (``begin`` under a
+    lease calls it): their writer lost the lease (it crashed or was taken over) and can no
+    longer publish, so their numbers are free for the attempt that begins now."""
+    for r in catalog.versions(name, include_all=True):
+        if r.status == PENDING and r.lease_token is not None and r.lease_token < token:
+            catalog.abort(name, r.version, attempt=r.attempt or None)
+
+
+def delete_dataset(catalog: Catalog, name: str) -> list[int]:
+    """Remove a dataset: every version becomes *deleted* and its status document goes, at
+    once (``ls``, ``status``, ``load`` no longer see it); GC removes its files after the
+    grace period, as for any deleted version. Returns the versions deleted now. Holds the
+    dataset's lease (:class:`LockHeldError` while a refresh runs);
+    :class:`DatasetNotFoundError` for a name with no record and no status.
+    """
+    from datastack.errors import DatasetNotFoundError
+
+    name = validate_dataset_name(name)
+    with catalog.lease(name, owner=default_owner("delete"), ttl=GC_LEASE_TTL):
+        records = catalog.versions(name, include_all=True)
+        if not records and catalog.status(name) is None:
+            known = ", ".join(catalog.datasets(include_unpublished=True)[:20]) or "none"
+            raise DatasetNotFoundError(
+                f"no dataset {name!r} in the catalog at {catalog.location} (no version, no "
+                f"status); known datasets: {known}"
+            )
+        deleted = []
+        for record in records:
+            if record.status == PENDING:
+                catalog.abort(name, record.version, attempt=record.attempt or None)
+            elif record.status == PUBLISHED:
+                catalog.delete_version(name, record.version)
+                deleted.append(record.version)
+        catalog._status_delete(name)
+    return deleted
+
+
+__all__ = ["GCReport", "abort_fenced", "collect_garbage", "delete_dataset"]

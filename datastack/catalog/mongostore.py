@@ -8,6 +8,8 @@
 - Leases: ``find_one_and_update({_id: name, $or: [{expires_at: {$lt: now}}, {owner: me}]},
   {$set: ..., $inc: {token: 1}}, upsert=True)``; a contender's upsert collides on ``_id`` and
   gets ``DuplicateKeyError``. A release keeps the document (and so the token counter).
+  ``now`` is the server's clock (``hello``'s ``localTime``, read just before), never the
+  client's: a client whose clock runs ahead cannot take a live lease.
 """
 
 from __future__ import annotations
@@ -19,15 +21,16 @@ from typing import Any
 from datastack._mongo import MongoHandle, naive_utc
 from datastack._uri import StorageLocation, parse_storage_uri, redact
 from datastack.catalog.base import LIGHT_FIELDS, Catalog
-from datastack.catalog.lease import LeaseState
+from datastack.catalog.leases import LeaseState
 from datastack.catalog.record import (
+    DELETED,
     PUBLISHED,
     SUMMARY_PROJECTION,
     VersionRecord,
     as_utc,
     utcnow,
 )
-from datastack.errors import ConfigurationError
+from datastack.errors import CatalogError, ConfigurationError
 
 RECORDS = "datastack_catalog"
 LEASES = "datastack_leases"
@@ -130,10 +133,16 @@ class MongoCatalog(Catalog):
     def _insert(self, record: VersionRecord) -> bool:
         from pymongo.errors import DuplicateKeyError
 
-        coll = self._records_coll(write=True)
+        from datastack._mongo import durable
+
+        coll = durable(self._records_coll(write=True))
+        doc = _to_doc(record)
         with self._errors(f"reserving {record.name!r} v{record.version}"):
-            try:
-                coll.insert_one(_to_doc(record))
+            try:  # inserts, or replaces an aborted attempt's record; a held number collides
+                coll.replace_one(
+                    {"_id": doc["_id"], "status": DELETED, "published_at": None}, doc,
+                    upsert=True,
+                )
             except DuplicateKeyError:
                 return False
         return True
@@ -167,8 +176,9 @@ class MongoCatalog(Catalog):
 
     def _max_version(self, name: str) -> int:
         with self._errors(f"reading versions of {name!r}"):
+            held = [{"status": {"$ne": DELETED}}, {"published_at": {"$ne": None}}]
             doc = self._records_coll().find_one(
-                {"name": {"$eq": name}}, {"version": 1}, sort=[("version", -1)]
+                {"name": {"$eq": name}, "$or": held}, {"version": 1}, sort=[("version", -1)]
             )
         return 0 if doc is None else int(doc["version"])
 
@@ -208,20 +218,28 @@ class MongoCatalog(Catalog):
             return [str(n) for n in self._records_coll().distinct("name", {"version": {"$gte": 1}})]
 
     def _transition(
-        self, name: str, version: int, from_status: Sequence[str], changes: Mapping[str, Any]
+        self,
+        name: str,
+        version: int,
+        from_status: Sequence[str],
+        changes: Mapping[str, Any],
+        attempt: str | None = None,
     ) -> VersionRecord | None:
         from pymongo import ReturnDocument
 
         from datastack._mongo import durable
 
+        query: dict[str, Any] = {
+            "name": {"$eq": name},
+            "version": {"$eq": version},
+            "status": {"$in": list(from_status)},
+        }
+        if attempt is not None:
+            query["attempt"] = {"$eq": str(attempt)}
         with self._errors(f"updating {name!r} v{version}"):
             # journaled: a published flip survives a server crash
             doc = durable(self._records_coll(write=True)).find_one_and_update(
-                {
-                    "name": {"$eq": name},
-                    "version": {"$eq": version},
-                    "status": {"$in": list(from_status)},
-                },
+                query,
                 {"$set": _bson_changes(changes)},
                 return_document=ReturnDocument.AFTER,
             )
@@ -236,11 +254,36 @@ class MongoCatalog(Catalog):
             name, doc.get("owner"), int(doc.get("token", 0)), as_utc(doc.get("expires_at"))
         )
 
-    def _lease_acquire(self, name: str, owner: str, ttl: float) -> tuple[bool, LeaseState]:
+    def store_now(self) -> dt.datetime:
+        """The MongoDB server's clock (``hello``'s ``localTime``), by which every lease
+        expires: clients whose clocks disagree still agree on who holds a lease. A database
+        object that runs in this process (mongomock) has this process's clock."""
+        from pymongo.errors import OperationFailure
+
+        with self._errors("reading the server's clock"):
+            admin = self.mongo.db().client.admin
+            try:
+                reply = admin.command("hello")
+            except NotImplementedError:  # mongomock: the "server" is this process
+                return utcnow()
+            except OperationFailure:  # a server older than 4.4.2 knows only isMaster
+                reply = admin.command("isMaster")
+        when = reply.get("localTime")
+        if not isinstance(when, dt.datetime):
+            raise CatalogError(
+                f"the MongoDB server at {self.location} did not report its clock "
+                f"(hello.localTime is {type(when).__name__}); leases need a server that does: "
+                "MongoDB 4.2 or later"
+            )
+        return as_utc(when) or utcnow()
+
+    def _lease_acquire(
+        self, name: str, owner: str, ttl: float, now: dt.datetime
+    ) -> tuple[bool, LeaseState]:
         from pymongo import ReturnDocument
         from pymongo.errors import DuplicateKeyError
 
-        now = naive_utc(utcnow())
+        now = naive_utc(now)
         with self._errors(f"acquiring the lease of {name!r}"):
             try:
                 doc = self._leases().find_one_and_update(
@@ -269,10 +312,12 @@ class MongoCatalog(Catalog):
             return False, LeaseState(name, "unknown", 0, None)
         return True, state
 
-    def _lease_renew(self, name: str, owner: str, token: int, ttl: float) -> LeaseState | None:
+    def _lease_renew(
+        self, name: str, owner: str, token: int, ttl: float, now: dt.datetime
+    ) -> LeaseState | None:
         from pymongo import ReturnDocument
 
-        now = naive_utc(utcnow())
+        now = naive_utc(now)
         with self._errors(f"renewing the lease of {name!r}"):
             doc = self._leases().find_one_and_update(
                 {
@@ -302,11 +347,11 @@ class MongoCatalog(Catalog):
         return state
 
     def _lease_takeover(
-        self, name: str, held: LeaseState, owner: str, ttl: float
+        self, name: str, held: LeaseState, owner: str, ttl: float, now: dt.datetime
     ) -> LeaseState | None:
         from pymongo import ReturnDocument
 
-        now = naive_utc(utcnow())
+        now = naive_utc(now)
         with self._errors(f"taking over the lease of {name!r}"):
             doc = self._leases().find_one_and_update(
                 {"_id": {"$eq": name}, "owner": {"$eq": held.owner}, "token": {"$eq": held.token}},
@@ -336,6 +381,13 @@ class MongoCatalog(Catalog):
             durable(self._status_coll()).replace_one(
                 {"_id": str(name)}, {**doc, "_id": name}, upsert=True
             )
+
+    def _status_delete(self, name: str) -> bool:
+        from datastack._mongo import durable
+
+        with self._errors(f"removing the status of {name!r}"):
+            result = durable(self._status_coll()).delete_one({"_id": {"$eq": name}})
+        return bool(result.deleted_count)
 
     def _status_all(self) -> dict[str, dict[str, Any]]:
         with self._errors("reading dataset statuses"):

@@ -19,7 +19,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from datastack._uri import redact
-from datastack.canonical.layout import RESOURCE_ROOT, version_prefix
+from datastack.canonical.layout import (
+    DATA_FILE,
+    RESOURCE_ROOT,
+    attempt_prefix,
+    new_attempt_id,
+    version_prefix,
+)
 from datastack.errors import CatalogError
 from datastack.identifiers import validate_dataset_name
 
@@ -27,6 +33,23 @@ PENDING = "pending"
 PUBLISHED = "published"
 DELETED = "deleted"
 STATUSES = (PENDING, PUBLISHED, DELETED)
+
+def resource_prefix(record: VersionRecord) -> str:
+    """Where the resources of ``record`` live: its attempt's prefix, or ``v<N>/`` for records
+    written before attempts had ids.
+
+    >>> resource_prefix(VersionRecord(name="iris", version=2))
+    'datasets/iris/v2/'
+    """
+    if record.attempt:
+        return attempt_prefix(record.name, record.version, record.attempt)
+    return version_prefix(record.name, record.version)
+
+
+def data_identifier_of(record: VersionRecord) -> str:
+    """The identifier of the canonical HDF5 file of a version."""
+    return resource_prefix(record) + DATA_FILE
+
 
 def utcnow() -> dt.datetime:
     """Now in UTC, truncated to milliseconds (the precision BSON stores)."""
@@ -97,6 +120,10 @@ class VersionRecord:
         encodings; lineage (``flow_run_id``, ``host``, ``datastack_version``); free text.
     lease_token:
         Fencing token of the lease the writer held (``None`` if it held none).
+    attempt:
+        Id of the attempt that wrote the version (hex; empty for records older than attempt
+        ids): its resources live under :func:`resource_prefix`. A version number is held only
+        by a pending or published attempt: an aborted attempt frees it for the next one.
     extra:
         Free-form, JSON-serialisable metadata for extensions.
     """
@@ -118,6 +145,7 @@ class VersionRecord:
     description: str = ""
     lease_token: int | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    attempt: str = ""
 
     def __post_init__(self) -> None:
         self.name = validate_dataset_name(self.name)
@@ -138,6 +166,13 @@ class VersionRecord:
         self.splits = {str(k): int(v) for k, v in self.splits.items()}
 
     # -- derived -------------------------------------------------------------------------------
+    @property
+    def holds_number(self) -> bool:
+        """Whether this record keeps its version number taken: pending, published, or deleted
+        after it was published. An aborted attempt (deleted, never published) does not: the
+        next attempt reuses the number, so published versions count 1, 2, 3 without gaps."""
+        return self.status != DELETED or self.published_at is not None
+
     @property
     def resource_identifiers(self) -> list[str]:
         """Identifiers of the stored resources (and of raw source copies) of this version."""
@@ -229,7 +264,11 @@ __all__ = [
     "SUMMARY_PROJECTION",
     "VersionRecord",
     "as_utc",
+    "attempt_prefix",
+    "data_identifier_of",
+    "new_attempt_id",
     "normalise_checksums",
+    "resource_prefix",
     "summarised",
     "utcnow",
     "version_prefix",

@@ -151,7 +151,8 @@ class DatasetStatus:
 class StatusBook(abc.ABC):
     """The status documents of a catalog (mixed into :class:`~datastack.catalog.Catalog`).
 
-    Stores implement three primitives: ``_status_get``, ``_status_put``, ``_status_names``.
+    Stores implement four primitives: ``_status_get``, ``_status_put``, ``_status_names``,
+    ``_status_delete``.
     """
 
     @abc.abstractmethod
@@ -165,6 +166,10 @@ class StatusBook(abc.ABC):
     @abc.abstractmethod
     def _status_names(self) -> list[str]:
         """Names with a status document."""
+
+    @abc.abstractmethod
+    def _status_delete(self, name: str) -> bool:
+        """Remove the status document of ``name``; False when there was none."""
 
     def _status_all(self) -> dict[str, dict[str, Any]]:
         """Every stored status document by name (stores may read them in one query)."""

@@ -46,17 +46,23 @@ def plain(text: Any, limit: int = 10_000) -> str:
 
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    """A table on stdout; every cell is plain text (no markup is interpreted)."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
+    """A table on stdout, columns aligned, every cell plain text printed in full (no markup
+    is interpreted, nothing is cut to a terminal width: piped output keeps whole values).
 
-    table = Table(title=Text(plain(title, 200)))
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(Text(plain(cell)) for cell in row))
-    Console(soft_wrap=True).print(table)
+    >>> print_table("t", ["a", "bb"], [["x", 1], ["yyy", None]])
+    t
+    a    bb
+    ---  ----
+    x    1
+    yyy  None
+    """
+    header = [plain(c, 200) for c in columns]
+    body = [[plain(cell) for cell in row] for row in rows]
+    widths = [max([len(h), *(len(r[j]) for r in body if j < len(r))])
+              for j, h in enumerate(header)]
+    print(plain(title, 200))
+    for line in (header, ["-" * w for w in widths], *body):
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=False)).rstrip())
 
 
 def open_store(storage: str | None) -> Any:

@@ -57,6 +57,9 @@ def run_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
     else:
+        import sys
+
+        reason_limit = 120 if sys.stdout.isatty() else 10_000  # piped: the whole reason
         print_table(
             f"dataset status in {store.uri}",
             ["name", "state", "version", "schedule", "last success", "last failure"],
@@ -67,7 +70,7 @@ def run_status(args: argparse.Namespace) -> int:
                     "-" if r["version"] is None else f"v{r['version']}",
                     r["schedule"] or "-",
                     r["last_success"] or "-",
-                    plain((r["last_failure"] or {}).get("reason") or "-", 120),
+                    plain((r["last_failure"] or {}).get("reason") or "-", reason_limit),
                 ]
                 for r in rows
             ],

@@ -8,6 +8,9 @@ Policy (``docs/preprocessing.md``):
   numeric, and a later non-number in it is an error naming the row and column;
 * categorical values become codes ``0..k-1`` over the sorted labels (numbers first, in numeric
   order, then text), returned as ``encodings[column]``; codes never depend on row order;
+* a feature column found categorical by itself (not listed) with many distinct values -- more
+  than half the rows, or more than :data:`MAX_IMPLICIT_CATEGORIES` -- is an error asking
+  whether it is ``text`` or ``categorical`` (free text must not silently become codes);
 * a value in ``missing`` (and a null: JSON ``null``, Parquet null, an empty Excel cell, NaN) is
   NaN in the features; a missing categorical *target* is an error;
 * ``text: [columns]`` are kept as strings (own fields, before the target; missing -> ``""``);
@@ -44,6 +47,9 @@ TABLE_KEYS = ("target", "categorical", "missing", "text", "features", "dtype")
 #: Keys added after specs were fingerprinted: left out of the fingerprint at their default.
 NEW_KEY_DEFAULTS: dict[str, Any] = {"text": (), "features": None, "dtype": "float32"}
 FEATURES_FIELD = "features"
+#: A feature column not listed in ``categorical`` that holds more distinct strings than this
+#: (or than half the rows) is an error: free text or categories? The spec must say.
+MAX_IMPLICIT_CATEGORIES = 1000
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,7 @@ class ColumnState:
 
     name: str
     categorical: bool | None = None  # None until the first non-missing value
+    listed: bool = False  # listed in ``categorical`` by the spec
     codes: dict[str, int] = field(default_factory=dict)  # first-appearance codes
     integral: bool = True
     any_missing: bool = False
@@ -152,6 +159,7 @@ class TablePolicy:
         self.target_index = -1
         self.text_indices: list[int] = []
         self.feature_indices: list[int] = []
+        self.rows = 0
 
     # -- columns -----------------------------------------------------------------------------
     def set_names(self, names: list[str], where: str) -> None:
@@ -171,7 +179,8 @@ class TablePolicy:
         target = self._resolve(where, opts.target, "target")
         self.target_index = len(names) - 1 if target is None else target
         for ref in opts.categorical:
-            self.columns[self._index(where, ref, "categorical")].categorical = True
+            column = self.columns[self._index(where, ref, "categorical")]
+            column.categorical = column.listed = True
         self.text_indices = sorted({self._index(where, r, "text") for r in opts.text})
         if self.target_index in self.text_indices:
             raise FormatError(f"{where}: the target {names[self.target_index]!r} is listed in text")
@@ -214,6 +223,7 @@ class TablePolicy:
         self.set_names(block.names, where)
         names = self.names or []
         n = len(block.rows)
+        self.rows += n
         out: dict[str, Any] = {}
         if self.feature_indices:
             matrix = np.empty((n, len(self.feature_indices)), dtype=self.options.dtype)
@@ -287,7 +297,10 @@ class TablePolicy:
             try:
                 number = parse_number(cell)
             except NumberError as exc:
-                raise FormatError(f"{where}: row {row}, column {column.name!r}: {exc}") from None
+                if not column.categorical:  # a listed categorical keeps it as written
+                    raise FormatError(f"{where}: row {row}, column {column.name!r}: {exc}"
+                                      ) from None
+                number = None
             if column.categorical is None:
                 column.categorical = number is None
             if column.categorical:
@@ -311,6 +324,7 @@ class TablePolicy:
         final values (sorted codes, typed target), and the category labels per column."""
         if self.names is None:
             raise FormatError("the table has no columns")
+        self._check_implicit_categories()
         encodings: dict[str, list[str]] = {}
         lookups: dict[int, NDArray[np.int64]] = {}
         for i, column in enumerate(self.columns):
@@ -331,6 +345,23 @@ class TablePolicy:
             fields[-1] = Field(target.name, ARRAY, "int64", ())
             transforms[target.name] = _as_int64
         return fields, transforms, encodings
+
+
+    def _check_implicit_categories(self) -> None:
+        """Free text must not silently become category codes in the feature vector."""
+        for i in self.feature_indices:
+            column = self.columns[i]
+            distinct = len(column.codes)
+            if not column.categorical or column.listed:
+                continue
+            if distinct > MAX_IMPLICIT_CATEGORIES or 2 * distinct > self.rows:
+                p = self.prefix
+                raise FormatError(
+                    f"column {column.name!r} holds {distinct} distinct strings in {self.rows} "
+                    f"rows: is it free text or categories? List it under {p}text: to keep the "
+                    f"strings as a text field, or under {p}categorical: to encode them as "
+                    "category codes in the feature vector"
+                )
 
 
 class _FeatureCodes:

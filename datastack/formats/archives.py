@@ -24,6 +24,7 @@ import os
 import posixpath
 import shutil
 import stat
+import struct
 import tarfile
 import unicodedata
 import zipfile
@@ -31,8 +32,9 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+from datastack._env import env_float, env_int
 from datastack.errors import FormatError, UnsafeArchiveError
 
 _READ_SIZE = 1024 * 1024
@@ -60,17 +62,16 @@ class ArchiveLimits:
 def limits_from_env(environ: Mapping[str, str] | None = None) -> ArchiveLimits:
     """The caps, with ``DATASTACK_MAX_EXPANDED_BYTES``, ``DATASTACK_MAX_EXPANSION_RATIO`` and
     ``DATASTACK_MAX_ARCHIVE_MEMBERS`` overriding the defaults (read once, at import)."""
-    env = os.environ if environ is None else environ
     base = ArchiveLimits()
-    try:
-        return ArchiveLimits(
-            max_members=int(env.get("DATASTACK_MAX_ARCHIVE_MEMBERS", base.max_members)),
-            max_total_bytes=int(env.get("DATASTACK_MAX_EXPANDED_BYTES", base.max_total_bytes)),
-            max_ratio=float(env.get("DATASTACK_MAX_EXPANSION_RATIO", base.max_ratio)),
-            ratio_floor=base.ratio_floor,
-        )
-    except ValueError as exc:
-        raise FormatError(f"invalid DATASTACK_MAX_* setting: {exc}") from None
+    return ArchiveLimits(
+        max_members=env_int("DATASTACK_MAX_ARCHIVE_MEMBERS", base.max_members, minimum=1,
+                            environ=environ),
+        max_total_bytes=env_int("DATASTACK_MAX_EXPANDED_BYTES", base.max_total_bytes,
+                                minimum=1, environ=environ),
+        max_ratio=env_float("DATASTACK_MAX_EXPANSION_RATIO", base.max_ratio, minimum=0.0,
+                            maximum=1e9, unit="times", environ=environ),
+        ratio_floor=base.ratio_floor,
+    )
 
 
 DEFAULT_LIMITS = limits_from_env()
@@ -203,13 +204,27 @@ class _Member:
     key: object  # TarInfo or ZipInfo
 
 
-def _scan_tar(tf: tarfile.TarFile, archive: str, limits: ArchiveLimits) -> list[_Member]:
+def _scan_tar(
+    tf: tarfile.TarFile, archive: str, limits: ArchiveLimits, compressed: int
+) -> list[_Member]:
+    """Pre-scan the members; the declared sizes are summed as they come, so an archive
+    declaring more than the caps is refused at the member that passes them (reading the next
+    header of a compressed tar decompresses the whole member before it)."""
     members: list[_Member] = []
+    declared = 0
     for info in tf:
         if len(members) >= limits.max_members:
             raise UnsafeArchiveError(
                 f"{archive}: more than {limits.max_members} members (the cap); refusing it"
             )
+        declared += max(0, info.size)
+        try:
+            _check_expansion(archive, declared, compressed, limits)
+        except UnsafeArchiveError as exc:
+            raise UnsafeArchiveError(
+                f"{exc} (the first {len(members) + 1} members declare {declared} bytes; "
+                "refused before reading further)"
+            ) from None
         name = safe_member_name(archive, info.name)
         if info.issym() or info.islnk():
             raise UnsafeArchiveError(
@@ -222,6 +237,62 @@ def _scan_tar(tf: tarfile.TarFile, archive: str, limits: ArchiveLimits) -> list[
             )
         members.append(_Member(name, info.size, info.isdir(), info))
     return members
+
+
+_CENTRAL = b"PK\x01\x02"
+
+
+def _zip_private(name: str) -> Any:
+    return getattr(zipfile, name)
+
+_CENTRAL_FIXED = 46  # bytes of a central directory entry before its name, extra and comment
+
+
+def check_zip_directory(stream: Any, archive: str, max_members: int) -> None:
+    """Count a zip's central directory entries *before* :class:`zipfile.ZipFile` builds one
+    object per entry (a 1M-entry listing costs ~0.5 GiB): the end-of-central-directory count
+    must be within ``max_members``, and so must the entries really listed (walked header by
+    header in the raw directory, at most ``max_members + 1`` reads of 46 bytes, so memory
+    stays constant). Leaves the stream at its start."""
+    try:
+        end = _zip_private("_EndRecData")(stream)  # the stdlib's own EOCD (and zip64) reader
+    except (OSError, EOFError, struct.error):
+        end = None
+    stream.seek(0)
+    if not end:
+        return  # not a zip: ZipFile reports it
+    count = int(end[_zip_private("_ECD_ENTRIES_TOTAL")])
+    size = int(end[_zip_private("_ECD_SIZE")])
+    limit = max_members * (_CENTRAL_FIXED + 3 * 0xFFFF)
+    if count > max_members or size > limit:
+        raise UnsafeArchiveError(
+            f"{archive}: the zip directory lists {count} members in {size} bytes; at most "
+            f"{max_members} members are accepted (DATASTACK_MAX_ARCHIVE_MEMBERS); refused "
+            "before reading the listing"
+        )
+    start = int(end[_zip_private("_ECD_LOCATION")]) - size
+    if end[_zip_private("_ECD_SIGNATURE")] == _zip_private("stringEndArchive64"):
+        start -= _zip_private("sizeEndCentDir64") + _zip_private("sizeEndCentDir64Locator")
+    if start < 0:
+        return  # inconsistent: ZipFile reports it
+    entries, at = 0, start
+    try:
+        while at + _CENTRAL_FIXED <= start + size:  # one fixed header read per entry
+            stream.seek(at)
+            header = stream.read(_CENTRAL_FIXED)
+            if len(header) < _CENTRAL_FIXED or header[:4] != _CENTRAL:
+                break  # inconsistent: ZipFile reports it
+            entries += 1
+            if entries > max_members:
+                raise UnsafeArchiveError(
+                    f"{archive}: the zip directory lists more than {max_members} members (its "
+                    f"end record says {count}); at most {max_members} are accepted "
+                    "(DATASTACK_MAX_ARCHIVE_MEMBERS); refused"
+                )
+            name, extra, comment = struct.unpack_from("<HHH", header, 28)
+            at += _CENTRAL_FIXED + name + extra + comment
+    finally:
+        stream.seek(0)
 
 
 def _scan_zip(zf: zipfile.ZipFile, archive: str, limits: ArchiveLimits) -> list[_Member]:
@@ -287,14 +358,14 @@ def _extract(path: Path, dest: Path, label: str, limits: ArchiveLimits) -> list[
     compressed = path.stat().st_size
     try:
         if zipfile.is_zipfile(path):
-            with _open_zip(path, label) as zf:
+            with _open_zip(path, label, limits.max_members) as zf:
                 members = _scan_zip(zf, label, limits)
                 _check_declared(label, members, compressed, limits)
                 return _write_members(
                     members, dest, label, compressed, limits, lambda m: _zip_open(zf, m)
                 )
         with tarfile.open(path, "r:*") as tf:
-            members = _scan_tar(tf, label, limits)
+            members = _scan_tar(tf, label, limits, compressed)
             _check_declared(label, members, compressed, limits)
             return _write_members(
                 members, dest, label, compressed, limits, lambda m: _tar_open(tf, m, label)
@@ -309,7 +380,10 @@ def _extract(path: Path, dest: Path, label: str, limits: ArchiveLimits) -> list[
         ) from None
 
 
-def _open_zip(path: Path, label: str) -> zipfile.ZipFile:
+def _open_zip(path: Path, label: str, max_members: int = DEFAULT_LIMITS.max_members
+              ) -> zipfile.ZipFile:
+    with open(path, "rb") as stream:
+        check_zip_directory(stream, label, max_members)
     try:
         return zipfile.ZipFile(path)
     except UnicodeDecodeError:
@@ -393,6 +467,7 @@ __all__ = [
     "ArchiveLimits",
     "CappedGzipReader",
     "archive_kind",
+    "check_zip_directory",
     "extract_archive",
     "iter_regular_files",
     "safe_member_name",

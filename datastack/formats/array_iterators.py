@@ -31,11 +31,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from datastack.errors import FormatError
+from datastack.errors import FormatError, UnsafeArchiveError
 from datastack.formats import idx, npy
 from datastack.formats._arrays import Reader as Readable
 from datastack.formats._arrays import check_payload
 from datastack.formats._arrays import read_exact as _read_exact
+from datastack.formats.archives import DEFAULT_LIMITS, check_zip_directory
 from datastack.iterators._process import ProcessLocalIterator, private_copy
 from datastack.iterators.base import Batch, Indices, Sample
 from datastack.resources import StreamedResource
@@ -308,7 +309,11 @@ class NPZDatasetIterator(_ArrayIterator):
     def _open(self) -> _OpenArrays:
         stream = private_copy(self.resource)
         try:
+            check_zip_directory(stream, self.name, DEFAULT_LIMITS.max_members)
             zf = zipfile.ZipFile(stream)
+        except UnsafeArchiveError:
+            stream.close()
+            raise
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             stream.close()
             raise FormatError(f"{self.name}: not a valid .npz archive ({exc})") from None

@@ -19,6 +19,7 @@ from datastack._checks import Checker
 from datastack.errors import FormatError, MissingDependencyError, UnsafeArchiveError
 from datastack.formats._seekable import seekable_input
 from datastack.formats._table_policy import Block, TableOptions
+from datastack.formats.archives import check_zip_directory
 from datastack.formats.inputs import RawInput
 from datastack.formats.tables import TableFormat, row_blocks
 
@@ -26,6 +27,8 @@ MAX_EXPANDED_BYTES = 1024**3
 MAX_RATIO = 200
 RATIO_FLOOR = 16 * 1024 * 1024
 MAX_MEMBERS = 10_000
+#: Cells (padding included) a sheet may yield at least; beyond, one per byte of expanded XML.
+MIN_CELL_BUDGET = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,10 @@ class ExcelOptions(TableOptions):
     skip_rows: int = 0
 
 
-def check_zip_caps(stream: IO[bytes], name: str) -> None:
-    """Refuse an ``.xlsx`` whose members would expand beyond the caps (zip bomb)."""
+def check_zip_caps(stream: IO[bytes], name: str) -> int:
+    """Refuse an ``.xlsx`` whose members would expand beyond the caps (zip bomb); return the
+    declared expanded size."""
+    check_zip_directory(stream, name, MAX_MEMBERS)
     try:
         with zipfile.ZipFile(stream) as archive:
             members = archive.infolist()
@@ -55,6 +60,7 @@ def check_zip_caps(stream: IO[bytes], name: str) -> None:
             f"{MAX_RATIO}, {MAX_MEMBERS} members"
         )
     stream.seek(0)
+    return expanded
 
 
 def _sheet(workbook: Any, ref: str | int, name: str) -> Any:
@@ -96,7 +102,7 @@ class ExcelFormat(TableFormat):
                 "format excel needs openpyxl: pip install 'datastack[tables]'"
             ) from None
         with seekable_input(raw) as stream:
-            check_zip_caps(stream, raw.name)
+            expanded = check_zip_caps(stream, raw.name)
             try:
                 workbook = openpyxl.load_workbook(
                     stream, read_only=True, data_only=True, keep_links=False
@@ -105,11 +111,35 @@ class ExcelFormat(TableFormat):
                 raise FormatError(f"{raw.name}: not a readable .xlsx workbook ({exc})") from None
             try:
                 sheet = _sheet(workbook, options.sheet, raw.name)
+                # The declared <dimension> (A1:XFD1048576 in a 5 KB file) is not trusted:
+                # rows are only as wide as their cells, missing rows are empty.
+                sheet.reset_dimensions()
                 names: list[str] = []
-                rows = _sheet_rows(sheet.iter_rows(values_only=True), raw.name, options, names)
+                cells = _bounded(sheet.iter_rows(values_only=True), raw.name,
+                                 max(MIN_CELL_BUDGET, expanded))
+                rows = _sheet_rows(cells, raw.name, options, names)
                 yield from row_blocks(names, rows)
             finally:
                 workbook.close()
+
+
+def _bounded(
+    rows: Iterator[tuple[Any, ...]], name: str, budget: int
+) -> Iterator[tuple[Any, ...]]:
+    """The rows, refused once they hold more cells (padding included) than ``budget``: one
+    cell per byte of XML is far more than any real sheet holds (a cell takes 20+ bytes), so
+    only a sparse sheet with cells far to the right pads beyond it."""
+    seen = 0
+    for number, cells in enumerate(rows, start=1):
+        seen += len(cells) + 1
+        if seen > budget:
+            raise FormatError(
+                f"{name}: row {number}: the sheet pads more than {budget} cells (one per "
+                "byte of its expanded XML): its cells lie far apart (columns up to "
+                f"{len(cells)}); refused. Delete the stray cells far to the right or below "
+                "the table, or save it as CSV"
+            )
+        yield cells
 
 
 def _sheet_rows(

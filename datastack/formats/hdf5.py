@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datastack._checks import Checker
+from datastack._env import env_int
 from datastack.errors import FormatError, UnsafeArchiveError
 from datastack.formats.archives import DEFAULT_LIMITS, ArchiveLimits
 from datastack.formats.base import (
@@ -44,6 +45,27 @@ PROBE_TIMEOUT = 60.0
 MAX_OBJECTS = 100_000
 #: Largest HDF5 chunk read from an untrusted file (bytes): h5py decodes a chunk whole.
 MAX_CHUNK_BYTES = 256 * 1024 * 1024
+#: Chunks one dataset may have (``DATASTACK_MAX_HDF5_CHUNKS``): the chunk index is walked
+#: to check what is written, and 2 million one-element chunks are a 112 MB file.
+MAX_CHUNKS = 1_000_000
+MAX_CHUNKS_ENV = "DATASTACK_MAX_HDF5_CHUNKS"
+#: Chunks touched by one read: HDF5 keeps ~2.5 KB of bookkeeping per chunk of a selection,
+#: so a read of millions of tiny chunks at once needs gigabytes (:class:`BoundedReads`).
+MAX_CHUNKS_PER_READ = 16_384
+
+
+def max_chunks() -> int:
+    """The chunk cap of one dataset (``$DATASTACK_MAX_HDF5_CHUNKS`` or :data:`MAX_CHUNKS`)."""
+    return env_int(MAX_CHUNKS_ENV, MAX_CHUNKS, minimum=1)
+
+
+def chunk_count(shape: Sequence[int], chunks: Sequence[int]) -> int:
+    """Chunks a dataset of ``shape`` cut in ``chunks`` has (written or not).
+
+    >>> chunk_count((10, 7), (3, 7))
+    4
+    """
+    return math.prod(-(-int(n) // max(1, int(c))) for n, c in zip(shape, chunks, strict=True))
 
 
 def check_file(h5file: Any, label: str) -> None:
@@ -93,19 +115,72 @@ def _check_size(obj: Any, name: str, label: str) -> None:
             f"{label}: dataset {name!r} declares {declared} bytes ({obj.shape} of {obj.dtype}), "
             f"over the cap of {limits.max_total_bytes} bytes; refused before reading"
         )
-    stored = int(obj.id.get_storage_size())
-    if declared > limits.ratio_floor and declared > limits.max_ratio * max(stored, 1):
-        raise UnsafeArchiveError(
-            f"{label}: dataset {name!r} declares {declared} bytes but stores {stored}: it is "
-            "mostly unwritten (fill values) and would expand without bound; refused"
-        )
+    written = int(obj.id.get_storage_size())  # contiguous data is stored as declared
     if obj.chunks is not None:
         chunk = int(math.prod(obj.chunks)) * obj.dtype.itemsize
         if chunk > MAX_CHUNK_BYTES:
             raise UnsafeArchiveError(
                 f"{label}: dataset {name!r} has chunks of {chunk} bytes ({obj.chunks}); at most "
-                f"{MAX_CHUNK_BYTES} bytes per chunk are read (one chunk is decoded whole)"
+                f"{MAX_CHUNK_BYTES} bytes per chunk are read (one chunk is decoded whole); "
+                "refused before reading"
             )
+        total, cap = chunk_count(obj.shape, obj.chunks), max_chunks()
+        if total > cap:
+            raise UnsafeArchiveError(
+                f"{label}: dataset {name!r} is cut into {total} chunks of {obj.chunks} "
+                f"({obj.shape} of {obj.dtype}); at most {cap} chunks per dataset are read "
+                f"({MAX_CHUNKS_ENV}); refused before reading. Rewrite it with larger chunks "
+                "(e.g. h5repack -l CHUNK=...) or raise the setting"
+            )
+        # What is written is what has chunks allocated, whatever they compress to: a fully
+        # written, very compressible dataset is not "unwritten".
+        written = min(declared, int(obj.id.get_num_chunks()) * chunk)
+    if declared > limits.ratio_floor and declared > limits.max_ratio * max(written, 1):
+        raise UnsafeArchiveError(
+            f"{label}: dataset {name!r} declares {declared} bytes but only {written} are "
+            "written (the rest are fill values): it is mostly unwritten and would expand "
+            "without bound; refused"
+        )
+
+
+class BoundedReads:
+    """An h5py dataset whose reads along the first axis touch at most ``max_chunks`` chunks
+    each (split into pieces and joined), so memory stays bounded however small the chunks;
+    everything else is the dataset's."""
+
+    def __init__(self, dataset: Any, max_chunks: int = MAX_CHUNKS_PER_READ) -> None:
+        self.dataset = dataset
+        self.rows: int | None = None
+        chunks = dataset.chunks
+        if chunks is not None and dataset.ndim >= 1:
+            per_band = chunk_count(dataset.shape[1:], chunks[1:]) if dataset.ndim > 1 else 1
+            self.rows = max(1, max_chunks // max(1, per_band)) * int(chunks[0])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.dataset, name)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Any) -> Any:
+        import numpy as np
+
+        step = self.rows
+        n = int(self.dataset.shape[0]) if self.dataset.ndim else 0
+        if step is not None and isinstance(key, slice) and key.step in (None, 1):
+            start, stop, _ = key.indices(n)
+            if stop - start > step:
+                out = np.empty((stop - start, *self.dataset.shape[1:]), self.dataset.dtype)
+                for lo in range(start, stop, step):
+                    hi = min(lo + step, stop)
+                    out[lo - start : hi - start] = self.dataset[lo:hi]
+                return out
+        elif step is not None and isinstance(key, np.ndarray) and key.ndim == 1 and (
+            len(key) > step and key.dtype.kind in "iu"
+        ):
+            return np.concatenate([self.dataset[key[i : i + step]]
+                                   for i in range(0, len(key), step)])
+        return self.dataset[key]
 
 
 def _describe(h5file: Any, name: str, label: str) -> dict[str, Any]:
@@ -207,8 +282,8 @@ class Hdf5Format(Format):
                 handle = h5py.File(path, "r")
                 decoded.handles.append(handle)
                 parts[group] = (
-                    handle[options.samples],
-                    handle[options.targets] if options.targets else None,
+                    BoundedReads(handle[options.samples]),
+                    BoundedReads(handle[options.targets]) if options.targets else None,
                 )
         except BaseException:
             decoded.close()
@@ -241,11 +316,16 @@ def _main(argv: list[str]) -> int:
 
 __all__ = [
     "FORMAT",
+    "MAX_CHUNKS",
+    "MAX_CHUNKS_PER_READ",
     "MAX_OBJECTS",
     "PROBE_TIMEOUT",
+    "BoundedReads",
     "Hdf5Format",
     "check_file",
+    "chunk_count",
     "inspect",
+    "max_chunks",
     "probe_file",
 ]
 

@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 from datastack._checks import Checker
 from datastack.errors import FormatError
-from datastack.fields import IMAGE, LABEL, Field, image_shape, verify_image
+from datastack.fields import IMAGE, LABEL, Field, image_dtype, image_shape, verify_image
 from datastack.formats.archives import ArchiveLimits
 from datastack.formats.base import Decoded, Format
 from datastack.formats.inputs import RawInput
@@ -112,7 +112,7 @@ class _Checked:
 
     def image_field(self) -> Field:
         modes = tuple(sorted(self.modes))
-        return Field("image", IMAGE, "uint8", image_shape(modes), modes=modes)
+        return Field("image", IMAGE, image_dtype(modes), image_shape(modes), modes=modes)
 
     def extra(self) -> dict[str, Any]:
         return {"skipped": {"count": len(self.skipped), "files": self.skipped[:_SHOWN]}}

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from datastack._checks import Checker
 from datastack.errors import FormatError, UnsafeArchiveError
-from datastack.formats.archives import ArchiveLimits
+from datastack.formats.archives import ArchiveLimits, check_zip_directory
 from datastack.formats.base import (
     ArrayLike,
     ArrayNames,
@@ -74,6 +74,8 @@ class NpzFormat(Format):
         parts: SplitArrays = {}
         for group, raw in one_per_split(inputs, "npz").items():
             path = raw.local_path(workdir)
+            with open(path, "rb") as stream:
+                check_zip_directory(stream, raw.name, limits.max_members)
             try:
                 with zipfile.ZipFile(path) as zf:
                     samples = _member(zf, raw, names.samples, workdir, limits)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from datastack.errors import FormatError, MissingDependencyError
+from datastack.formats._numbers import EXACT_INTEGER
 from datastack.formats._seekable import seekable_input
 from datastack.formats._table_policy import Block
 from datastack.formats.inputs import RawInput
@@ -32,11 +33,25 @@ def _pyarrow() -> Any:
     return pyarrow
 
 
+def _beyond_float64(pa: Any, array: Any) -> bool:
+    """Whether an integer column holds a value float64 cannot hold exactly (beyond 2^53)."""
+    import pyarrow.compute as pc
+
+    if array.type.bit_width < 54 or array.null_count == len(array):
+        return False
+    low, high = pc.min_max(array).values()
+    return bool(high.as_py() > EXACT_INTEGER or low.as_py() < -EXACT_INTEGER)
+
+
 def _column(pa: Any, array: Any, name: str, first_row: int, where: str) -> Any:
     kind = array.type
     if pa.types.is_dictionary(kind):
         array = array.cast(kind.value_type)
         kind = array.type
+    if pa.types.is_integer(kind) and _beyond_float64(pa, array):
+        # as the digits a CSV would hold: the table policy names the row, column and value
+        # (or keeps the column as written when it is listed in text / categorical)
+        return [None if v is None else str(v) for v in array.to_pylist()]
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
         values = array.cast(pa.float64()).to_numpy(zero_copy_only=False)
         return np.asarray(values, dtype=np.float64)

@@ -22,7 +22,6 @@ class names when categorical). Without text columns the file keeps the classic l
 from __future__ import annotations
 
 import abc
-import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from datastack._checks import Checker
+from datastack._env import env_int
 from datastack.errors import FormatError
 from datastack.fields import Field, object_column
 from datastack.formats._table_policy import (
@@ -57,7 +57,7 @@ BLOCK_ROWS = 16384
 BLOCK_CELLS = 1 << 20
 #: Columns (fields per row) a table may have; a wider header or record is refused, naming
 #: the row, before it is parsed (``DATASTACK_MAX_COLUMNS`` overrides).
-MAX_COLUMNS = int(os.environ.get("DATASTACK_MAX_COLUMNS", 100_000))
+MAX_COLUMNS = env_int("DATASTACK_MAX_COLUMNS", 100_000, minimum=1)
 
 
 class TooManyColumns(ValueError):

@@ -212,6 +212,32 @@ class DatasetIterator(abc.ABC):
             clone.iterator = new[0]
         return clone
 
+    # -- other tools (docs/arrow.md) --------------------------------------------------------
+    def to_arrow(self) -> Any:
+        """A ``pyarrow.Table``, one column per field (zero-copy for a whole published split)."""
+        from datastack.iterators.arrow import to_arrow
+
+        return to_arrow(self)
+
+    def to_arrow_reader(self, batch_rows: int = 8192) -> Any:
+        """A ``pyarrow.RecordBatchReader`` of ``batch_rows`` rows at a time (bounded memory)."""
+        from datastack.iterators.arrow import to_arrow_reader
+
+        return to_arrow_reader(self, batch_rows=batch_rows)
+
+    def to_pandas(self, *, flatten: bool = True) -> Any:
+        """A pandas DataFrame (labels categorical; ``flatten``: a table's feature vector as
+        its source columns)."""
+        from datastack.iterators.arrow import to_pandas
+
+        return to_pandas(self, flatten=flatten)
+
+    def to_hf(self) -> Any:
+        """A Hugging Face ``datasets.Dataset`` (``ClassLabel`` labels, ``Image`` images)."""
+        from datastack.iterators.arrow import to_hf
+
+        return to_hf(self)
+
     def close(self) -> None:
         """Release open files/streams (of this iterator and those under it); reopened lazily."""
         for child in self.underlying_iterators:

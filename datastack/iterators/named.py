@@ -60,6 +60,19 @@ class DictView:
         """Columns of many samples, keyed by field name."""
         return dict(zip(self.names, self.iterator.get_batch(indices), strict=True))
 
+    def to_arrow(self) -> Any:
+        """The underlying iterator's ``to_arrow()`` (one column per field, by name)."""
+        return self.iterator.to_arrow()
+
+    def to_arrow_reader(self, batch_rows: int = 8192) -> Any:
+        return self.iterator.to_arrow_reader(batch_rows)
+
+    def to_pandas(self, *, flatten: bool = True) -> Any:
+        return self.iterator.to_pandas(flatten=flatten)
+
+    def to_hf(self) -> Any:
+        return self.iterator.to_hf()
+
     def __repr__(self) -> str:
         return f"<DictView of {self.iterator!r}>"
 

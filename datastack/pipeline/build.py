@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from datastack._isolation import run_isolated
 from datastack._workdirs import work_dir
-from datastack.canonical.layout import DATA_FILE, data_identifier, version_prefix
+from datastack.canonical.layout import DATA_FILE, attempt_prefix, version_prefix
+from datastack.catalog.record import data_identifier_of
 from datastack.errors import DatastackError, FormatError, StorageError
 from datastack.factory import DatasetFactory, as_factory
 from datastack.pipeline import gates
@@ -58,6 +59,7 @@ class PreparedVersion:
     encodings: dict[str, Any]
     format: str
     stats: dict[str, Any] = field(default_factory=dict)
+    attempt: str = ""  # the attempt's own id: its files are under resource_prefix(record)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,13 +139,14 @@ def prepare_version(
             sources=list(sources),
             format=spec.format or "custom",
             description=spec.description,
+            extra={"license": spec.license} if spec.license else {},
             producer=producer or default_producer(),
             lease_token=lease_token,
         )
         try:
-            info = store.storage.set_resource(data_identifier(spec.name, record.version), out)
+            info = store.storage.set_resource(data_identifier_of(record), out)
         except BaseException:
-            drop_version(store, spec.name, record.version)
+            drop_version(store, spec.name, record.version, record.attempt)
             raise
     raw = [
         {"identifier": s["identifier"], "size": s.get("size"),
@@ -159,6 +162,7 @@ def prepare_version(
         encodings=dict(getattr(prepared, "encodings", {}) or {}),
         format=spec.format or "custom",
         stats=stats,
+        attempt=record.attempt,
     )
 
 
@@ -194,11 +198,13 @@ def _fit_catalog_document(name: str, prepared: Any) -> None:
         )
 
 
-def drop_version(store: Store, name: str, version: int) -> None:
-    """Remove what a failed attempt wrote (its pending record and files), best effort."""
+def drop_version(store: Store, name: str, version: int, attempt: str = "") -> None:
+    """Remove what a failed attempt wrote (its pending record and files), best effort; its
+    version number is free again for the next attempt."""
+    prefix = attempt_prefix(name, version, attempt) if attempt else version_prefix(name, version)
     try:
-        store.catalog.abort(name, version)
-        for identifier in store.storage.list_resources(version_prefix(name, version)):
+        store.catalog.abort(name, version, attempt=attempt or None)
+        for identifier in store.storage.list_resources(prefix):
             store.storage.delete_resource(identifier, missing_ok=True)
     except DatastackError as exc:  # GC removes it later
         log.warning("%s: could not remove the failed version %d: %s", name, version, exc)
@@ -214,7 +220,7 @@ def validate_version(
             spec, prepared.splits, prepared.schema, prepared.stats, latest_record(spec, store)
         )
     except BaseException:
-        store.catalog.abort(spec.name, prepared.version)
+        store.catalog.abort(spec.name, prepared.version, attempt=prepared.attempt or None)
         raise
 
 
@@ -238,7 +244,7 @@ def publish_version(
         checksums = source_checksums(list(sources))
         same = catalog.find_identical(spec.name, spec.fingerprint(), checksums)
         if same is not None:
-            catalog.abort(spec.name, prepared.version)
+            catalog.abort(spec.name, prepared.version, attempt=prepared.attempt or None)
             return None
     record = catalog.publish(
         spec.name,
@@ -248,6 +254,7 @@ def publish_version(
         schema=prepared.schema,
         encodings=prepared.encodings,
         resources=prepared.resources,
+        attempt=prepared.attempt or None,
     )
     log.info("%s: published version %d", spec.name, record.version)
     return dict(record.to_dict())

@@ -13,8 +13,8 @@
 
 from __future__ import annotations
 
-import importlib
 import os
+import pkgutil
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -59,12 +59,9 @@ def load_preprocessor(reference: str, dataset: str = "?") -> Preprocessor:
     >>> load_preprocessor("datastack.builtin.cifar:Cifar10Binary")  # doctest: +ELLIPSIS
     <datastack.builtin.cifar.Cifar10Binary object at ...>
     """
-    module_name, _, attr = reference.partition(":")
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
+        obj: Any = pkgutil.resolve_name(reference)
+    except (ImportError, AttributeError, ValueError) as exc:
         raise SpecError(
             f"dataset {dataset!r}: key 'preprocessor': cannot import {reference!r} ({exc}); "
             "is the module installed and on sys.path?"

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from datastack._retry import Backoff, call_with_retries
 from datastack._uri import redact
 from datastack._workdirs import sweep_work_dirs
 from datastack.canonical.layout import data_identifier, raw_identifier
@@ -62,6 +63,7 @@ T = TypeVar("T")
 DEFAULT_LEASE_TTL = 60.0
 #: Retries of a step that failed because the storage was unreachable (local engine).
 LOCAL_STORAGE_RETRIES = 2
+_STORAGE_BACKOFF = Backoff(initial=1.0, maximum=2.0, jitter=0.0)  # 1 s, then 2 s
 
 
 @dataclass
@@ -101,16 +103,14 @@ def run_here(step: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T
     A step that found the storage unreachable is retried twice (after 1 s and 2 s), so a
     short MongoDB outage does not fail a refresh; ``prepare-version`` is never retried here.
     """
-    attempt = 0
-    while True:
-        try:
-            return fn(*args, **kwargs)
-        except StorageUnavailableError as exc:
-            if step == "prepare-version" or attempt >= LOCAL_STORAGE_RETRIES:
-                raise
-            attempt += 1
-            log.warning("%s: storage unavailable, retry %d: %s", step, attempt, redact(str(exc)))
-            time.sleep(float(2 ** (attempt - 1)))
+    def retrying(exc: BaseException, attempt: int, wait: float) -> None:
+        log.warning("%s: storage unavailable, retry %d: %s", step, attempt, redact(str(exc)))
+
+    retries = 0 if step == "prepare-version" else LOCAL_STORAGE_RETRIES
+    return call_with_retries(
+        lambda: fn(*args, **kwargs), retry_on=StorageUnavailableError, max_retries=retries,
+        backoff=_STORAGE_BACKOFF, on_retry=retrying,
+    )
 
 
 def acquire_lease(
@@ -175,7 +175,7 @@ def _sequence(run: _Run, lease: Any, force: bool, producer: Any, deadline: Any) 
         )
     except BaseException:
         if prepared is not None:
-            drop_version(store, factory.spec.name, prepared.version)
+            drop_version(store, factory.spec.name, prepared.version, prepared.attempt)
         discard_fetched(sources, store)
         raise
     if record is None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from datastack.retrieval._policy import Backoff
+from datastack._retry import Backoff
 from datastack.retrieval.base import (
     RETRIEVERS,
     SUPPORTED_SCHEMES,

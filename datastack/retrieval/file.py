@@ -24,6 +24,7 @@ from stat import S_ISDIR, S_ISREG
 from typing import IO, TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
 
+from datastack._env import env_int
 from datastack._uri import redact
 from datastack.errors import ChecksumError, RetrievalError, UnsupportedSchemeError
 from datastack.retrieval.base import ResourceDefinition, SourceInfo, check_scheme
@@ -63,7 +64,7 @@ host 'fileserver': ...
 
 
 #: Largest file source (bytes); ``DATASTACK_MAX_SOURCE_BYTES`` overrides it.
-MAX_FILE_BYTES = int(os.environ.get("DATASTACK_MAX_SOURCE_BYTES", str(1 << 40)))
+MAX_FILE_BYTES = env_int("DATASTACK_MAX_SOURCE_BYTES", 1 << 40, minimum=1)
 
 
 class _Bounded(io.RawIOBase):

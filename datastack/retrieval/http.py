@@ -23,10 +23,12 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
+from datastack._env import invalid, parse_float
+from datastack._retry import Backoff
 from datastack._uri import redact
 from datastack.errors import ChecksumError, ConfigurationError, RetrievalError
 from datastack.retrieval._deadline import mount
-from datastack.retrieval._policy import Backoff, DownloadBudget
+from datastack.retrieval._policy import DownloadBudget
 from datastack.retrieval._transport import (
     Restart,
     ResumableBody,
@@ -45,12 +47,11 @@ logger = logging.getLogger("datastack.retrieval")
 
 def _timeouts_from_env(text: str | None) -> tuple[float, float]:
     """``DATASTACK_HTTP_TIMEOUT="CONNECT,READ"`` (seconds); default 10 s and 60 s."""
-    try:
-        connect, read = (float(part) for part in (text or "10,60").split(","))
-    except ValueError:
-        raise ConfigurationError(
-            f"DATASTACK_HTTP_TIMEOUT must be CONNECT,READ in seconds (e.g. 10,60), got {text!r}"
-        ) from None
+    parts = (text or "").strip().split(",") if (text or "").strip() else ["10", "60"]
+    if len(parts) != 2:
+        raise invalid("DATASTACK_HTTP_TIMEOUT", text or "", "CONNECT,READ in seconds", "10,60")
+    connect, read = (parse_float(part, "DATASTACK_HTTP_TIMEOUT", maximum=86400.0, example=10)
+                     for part in parts)
     return (connect, read)
 
 

@@ -71,6 +71,18 @@ def _yaml_loader(origin: str) -> Any:
                 seen[key] = line
             return super().construct_mapping(node, deep=deep)
 
+        def construct_yaml_int(self, node: Any) -> Any:
+            try:
+                return super().construct_yaml_int(node)
+            except ValueError:  # Python refuses to convert 4,300+ digits
+                raise _error(
+                    origin, None, None,
+                    f"line {node.start_mark.line + 1}: an integer of {len(node.value)} "
+                    "characters; expected a number of at most 4,300 digits (a seed or a "
+                    "count fits in 20)",
+                ) from None
+
+    SpecLoader.add_constructor("tag:yaml.org,2002:int", SpecLoader.construct_yaml_int)
     return SpecLoader
 
 

@@ -58,7 +58,7 @@ MAX_EXTRA_VALUES = 10_000
 
 _TOP_KEYS = ("datasets",)
 _DATASET_KEYS = (
-    "description", "sources", "format", "splits", "stratify", "seed",
+    "description", "license", "sources", "format", "splits", "stratify", "seed",
     "schedule", "preprocessor", "factory", "extra", "compression", "expect",
 )
 _SOURCE_KEYS = ("url", "sha256", "md5", "track", "role", "filename", "split", "member")
@@ -426,6 +426,7 @@ def _dataset(name: Any, raw: Any, origin: str, base_dir: Path | None) -> Dataset
         sources=sources,
         format=fmt,
         description=_str(ctx, description if description is not None else "", "description"),
+        license=_str(ctx, raw.get("license") or "", "license"),
         options=options,
         splits=splits,
         stratify=stratify,

@@ -93,6 +93,9 @@ class DatasetSpec:
     sources: tuple[SourceSpec, ...]
     format: str | None = None
     description: str = ""
+    #: The data's license (an SPDX id such as ``CC-BY-4.0``, or a URL): shown in the Croissant
+    #: metadata; like ``description``, not part of the fingerprint.
+    license: str = ""
     options: Any = None
     splits: dict[str, float] | None = None
     stratify: bool = False
@@ -125,9 +128,9 @@ class DatasetSpec:
     def fingerprint(self) -> str:
         """Stable sha256 over everything that shapes the prepared data.
 
-        URLs, ``description``, ``schedule``, ``origin`` and ``expect`` are left out: moving a file
-        or a mirror with the same checksum, or changing the cron or the gates, does not make the
-        data different. A source's ``track`` counts only when true.
+        URLs, ``description``, ``license``, ``schedule``, ``origin`` and ``expect`` are left
+        out: moving a file or a mirror with the same checksum, or changing the cron or the
+        gates, does not make the data different. A source's ``track`` counts only when true.
         ``compression`` counts only when it is not the default, and ``factory`` only when set,
         so specs written before those keys existed keep their fingerprint.
         """

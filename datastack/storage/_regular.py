@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import stat
-from typing import IO
 
 
-def open_regular(path: str | os.PathLike[str]) -> IO[bytes] | None:
+def open_regular(path: str | os.PathLike[str]) -> io.BufferedReader | None:
     """``path`` opened for reading if it is a regular file, else None (a symlink, a FIFO, a
     device or a folder put in the cache's place must never be read: ``/dev/zero`` or a FIFO
     would hang the reader). ``O_NOFOLLOW`` and ``O_NONBLOCK`` make the open itself safe."""
@@ -29,7 +29,7 @@ def open_regular(path: str | os.PathLike[str]) -> IO[bytes] | None:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         return None
-    return os.fdopen(fd, "rb")
+    return open(fd, "rb")
 
 
 def read_regular(path: str | os.PathLike[str]) -> bytes | None:
@@ -41,16 +41,13 @@ def read_regular(path: str | os.PathLike[str]) -> bytes | None:
         return fh.read()
 
 
-def file_sha256(path: str | os.PathLike[str], chunk_bytes: int = 8 << 20) -> str | None:
+def file_sha256(path: str | os.PathLike[str]) -> str | None:
     """The sha256 of ``path`` if it is a regular file, else None."""
     fh = open_regular(path)
     if fh is None:
         return None
-    digest = hashlib.sha256()
     with fh:
-        while chunk := fh.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 __all__ = ["file_sha256", "open_regular", "read_regular"]

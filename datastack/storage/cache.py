@@ -22,6 +22,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 
+from datastack._env import parse_size
 from datastack.errors import ConfigurationError
 
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
@@ -263,28 +264,6 @@ os.register_at_fork(after_in_child=_reinit_after_fork)
 
 _DEFAULT_CACHE: BlockCache | None = None
 _DEFAULT_LOCK = threading.Lock()
-
-
-def parse_size(raw: str, setting: str) -> int:
-    """Bytes from ``raw`` (an int, or a number with a K, M or G suffix); ``setting`` names
-    the variable in the error message.
-
-    >>> parse_size("32M", "DATASTACK_CACHE_BYTES"), parse_size("1.5GiB", "X")
-    (33554432, 1610612736)
-    """
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    text = raw.strip().upper().removesuffix("IB").removesuffix("B")
-    factor = units.get(text[-1:], 1)
-    number = text[:-1] if text[-1:] in units else text
-    try:
-        value = int(float(number) * factor)
-    except ValueError:
-        raise ConfigurationError(
-            f"{setting}={raw!r} is not a size: expected bytes such as 268435456 or 256M"
-        ) from None
-    if value < 0:
-        raise ConfigurationError(f"{setting}={raw!r} must be >= 0")
-    return value
 
 
 def cache_bytes_from_env(environ: Mapping[str, str] | None = None) -> int:

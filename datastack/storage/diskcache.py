@@ -188,13 +188,8 @@ class DiskCache:
 
     def _write_stamp(self, sha256: str, target: Path) -> None:
         stamp, path = _stamp_of(os.lstat(target)), self._stamp(sha256)
-        try:
-            if not os.path.islink(path) and os.path.isdir(path):
-                shutil.rmtree(path)  # a folder in the stamp's place (#26.20)
-            with atomic_write(path, fsync=False) as out:
-                out.write(json.dumps(stamp).encode())
-        except OSError as exc:  # the copy was verified: serve it, hash it again next time
-            log.warning("could not write the cache stamp %s: %s", path, exc)
+        with atomic_write(path, fsync=False, on_error=lambda exc: _stamp_error(path, exc)) as out:
+            out.write(json.dumps(stamp).encode())
 
     def open(self, sha256: str, name: str = "") -> IO[bytes]:
         """The verified copy opened for reading; :class:`NotCachedError` when absent."""
@@ -466,6 +461,15 @@ def _stop_fills_at_exit() -> None:
 atexit.register(_stop_fills_at_exit)
 
 _DEFAULT: tuple[tuple[str, str], DiskCache | None] | None = None
+
+
+def _stamp_error(path: Path, exc: OSError) -> StorageError:
+    kind = "a folder" if path.is_dir() else "not writable"
+    return StorageError(
+        f"local cache: cannot write the stamp {path} ({exc.strerror or exc}): it is {kind}; "
+        "expected a regular file datastack writes. Remove it, or point DATASTACK_CACHE_DIR "
+        "at a writable folder"
+    )
 
 
 def default_disk_cache() -> DiskCache | None:

@@ -5,6 +5,7 @@ thread) and read-only; every parameter goes through :mod:`datastack.web.params` 
 ``/``  (``?q=``)                           the catalog: every dataset, problems first
 ``/datasets/NAME`` (``?version=&split=&    one dataset: status, splits, fields, class
 page=&size=``)                             histograms, paged samples, versions with lineage
+``/datasets/NAME/croissant.json``          its Croissant 1.0 JSON-LD (``?version=``)
 ``/thumbs/NAME/VERSION/SPLIT/INDEX.png``   one image thumbnail (``?field=``), bounded size
 ``/api/datasets``                          ``datastack ls --json`` rows, each with ``freshness``
 ``/api/datasets/NAME`` (``?version=``)     ``datastack show NAME --json`` + ``freshness``
@@ -137,6 +138,21 @@ def thumbnail(request: Request) -> Response:
                     headers={"cache-control": "private, max-age=86400, immutable"})
 
 
+def croissant_json(request: Request) -> Response:
+    """The version's Croissant 1.0 JSON-LD (``datastack show NAME --croissant``)."""
+    from datastack.croissant import croissant
+
+    state = state_of(request)
+    name, _, record, _ = _dataset(request)
+    if record is None:
+        raise HTTPException(404, f"dataset {name!r} has no published version yet")
+    url = f"{str(request.base_url).rstrip('/')}/datasets/{name}"
+    doc = croissant(record, url=url, storage=state.store.uri)
+    response = json_response(doc)
+    response.headers["content-type"] = "application/ld+json"
+    return response
+
+
 # -- JSON API ----------------------------------------------------------------------------------
 def api_datasets(request: Request) -> Response:
     """``datastack ls --json`` rows, each with ``freshness`` (its ``status --json`` object)."""
@@ -220,6 +236,7 @@ def page_link(name: str, version: int | None, split: str, page: int, size: int) 
 ROUTES = [
     Route("/", catalog_page),
     Route("/datasets/{name}", dataset_page),
+    Route("/datasets/{name}/croissant.json", croissant_json),
     Route("/thumbs/{name}/{version}/{split}/{index}.png", thumbnail),
     Route("/api/datasets", api_datasets),
     Route("/api/datasets/{name}", api_dataset),

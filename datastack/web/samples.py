@@ -4,12 +4,13 @@ class histograms.
 - A preview page reads only the samples it shows (``get_samples`` of that range: one batch,
   one round trip over GridFS), and none of their images when the other fields are labels
   (labels are read eagerly with the split): each image is its own thumbnail request.
-- A thumbnail (:meth:`SampleCache.thumbnail`) reads one sample with images left encoded,
-  refuses images over :data:`MAX_THUMBNAIL_PIXELS` before decoding them, decodes JPEGs at a
-  reduced scale (Pillow's ``draft``) and returns a PNG of at most :data:`THUMBNAIL` pixels a
-  side. Versions are immutable, so thumbnails and histograms are cached (bounded).
+- A thumbnail (:meth:`SampleCache.thumbnail`) reads one sample with images left encoded and
+  draws it with :func:`datastack.preview.thumbnail`, the renderer ``datastack show
+  --preview`` uses too (bounded: images refused over its pixel limit before decoding, JPEGs
+  decoded at a reduced scale, arrays subsampled in place). Versions are immutable, so
+  thumbnails and histograms are cached (bounded).
 - Fixed-shape numeric fields shaped like pictures (``H x W`` or ``H x W x 1|3|4``: MNIST,
-  CIFAR) are shown as images too.
+  CIFAR) are shown as images too (:func:`datastack.preview.picture_like`).
 
 Open split iterators are kept per (dataset, version, split), a few at a time, each behind a
 lock: the routes run in worker threads and one stream is not safe for concurrent seeks.
@@ -18,35 +19,34 @@ lock: the routes run in worker threads and one stream is not safe for concurrent
 from __future__ import annotations
 
 import atexit
-import io
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode
 
 import numpy as np
 
-from datastack.errors import DatastackError, FormatError, StorageUnavailableError
-from datastack.fields import IMAGE, LABEL, Field
+from datastack.errors import DatastackError, StorageUnavailableError
+from datastack.fields import LABEL, Field
+from datastack.preview import (
+    category_names,
+    column_names,
+    field_cells,
+    picture_like,
+    render_thumbnail,
+    shown_as_image,
+    shown_fields,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.catalog.record import VersionRecord
     from datastack.iterators.base import DatasetIterator
     from datastack.store import Store
 
-#: Longest side of a thumbnail (pixels); small pictures are enlarged to at least MIN_SHOWN.
-THUMBNAIL = 128
-MIN_SHOWN = 96
-#: Images with more pixels than this are not decoded for a thumbnail (about 40 megapixels).
-MAX_THUMBNAIL_PIXELS = 40_000_000
-#: Characters of a text value shown in a preview cell.
-MAX_TEXT = 300
 #: Bars of a class histogram (the most frequent classes beyond are counted, not drawn).
 MAX_BARS = 40
-#: Feature vectors with at most this many named columns are shown one cell per column.
-MAX_TABLE_COLUMNS = 32
 #: Open split iterators kept; bytes of cached thumbnails.
 MAX_OPEN = 8
 MAX_THUMB_CACHE_BYTES = 32 * 1024 * 1024
@@ -55,126 +55,23 @@ Key = tuple[str, int, str]
 T = TypeVar("T")
 
 
-def picture_like(field: Field) -> bool:
-    """Whether a fixed-shape numeric field holds pictures (``H x W [x 1|3|4]``, sides >= 8)."""
-    shape = field.shape
-    if field.kind != "array" or shape is None or any(d is None for d in shape):
-        return False
-    dims = [int(d) for d in shape if d is not None]
-    if len(dims) == 3 and dims[2] not in (1, 3, 4):
-        return False
-    return len(dims) in (2, 3) and min(dims[:2]) >= 8 and dims[0] * dims[1] <= 4096 * 4096
-
-
-def _shown_as_image(field: Field) -> bool:
-    return field.kind == IMAGE or picture_like(field)
-
-
-def _text(field: Field, value: Any, names: Sequence[Any] | None) -> str:
-    """A value as a short text (label names for labels, a snippet for text)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and value.is_integer() and names is not None:
-        value = int(value)  # a category code inside a float feature vector
-    if names is not None and isinstance(value, int) and 0 <= value < len(names):
-        return str(names[value])[:MAX_TEXT]
-    if isinstance(value, str):
-        return value if len(value) <= MAX_TEXT else f"{value[:MAX_TEXT]}... ({len(value)} chars)"
-    if isinstance(value, (bytes, bytearray)):
-        return f"{len(value)} bytes"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, np.ndarray):
-        flat = value.reshape(-1)
-        shown = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v)
-                          for v in flat[:8].tolist())
-        more = ", ..." if flat.size > 8 else ""
-        return f"[{shown}{more}]" if value.ndim <= 1 else f"{value.shape} [{shown}{more}]"
-    return str(value)[:MAX_TEXT]
-
-
-def _to_uint8(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    if array.dtype == np.uint8:
-        return array
-    values = array.astype(np.float64)
-    finite = values[np.isfinite(values)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    if lo >= 0.0 and hi <= 1.0:
-        lo, hi = 0.0, 1.0
-    scaled = (np.nan_to_num(values, nan=lo) - lo) / ((hi - lo) or 1.0)
-    return np.asarray(np.clip(scaled * 255.0, 0, 255), dtype=np.uint8)
-
-
-def render_thumbnail(value: Any, where: str) -> bytes:
-    """A PNG of at most :data:`THUMBNAIL` pixels a side of an encoded image or a picture-like
-    array (FormatError for an unreadable or oversized image)."""
-    from datastack.fields import pillow
-
-    Image = pillow()
-    if isinstance(value, (bytes, bytearray)):
-        try:
-            image = Image.open(io.BytesIO(bytes(value)))
-            if image.width * image.height > MAX_THUMBNAIL_PIXELS:
-                raise FormatError(f"{where}: {image.width} x {image.height} pixels is too "
-                                  f"large to preview (at most {MAX_THUMBNAIL_PIXELS})")
-            image.draft("RGB", (THUMBNAIL, THUMBNAIL))  # JPEG: decode at a reduced scale
-            image.load()
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            raise FormatError(f"{where}: not a readable image ({exc})") from None
-    else:
-        array = _to_uint8(np.asarray(value))
-        if array.ndim == 3 and array.shape[2] == 1:
-            array = array[:, :, 0]
-        image = Image.fromarray(array)
-    if image.mode not in ("RGB", "RGBA", "L", "LA"):
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    image.thumbnail((THUMBNAIL, THUMBNAIL))
-    side = max(image.width, image.height)
-    if side < MIN_SHOWN:
-        factor = -(-MIN_SHOWN // side)
-        image = image.resize((image.width * factor, image.height * factor), Image.NEAREST)
-    out = io.BytesIO()
-    image.save(out, format="PNG", optimize=False)
-    return out.getvalue()
-
-
-def _expanded(field: Field) -> bool:
-    """Whether a feature vector is shown one column per source column (a table row)."""
-    shape = field.shape
-    return (field.kind == "array" and shape is not None and len(shape) == 1
-            and field.columns is not None and len(field.columns) == shape[0]
-            and len(field.columns) <= MAX_TABLE_COLUMNS)
-
-
-def _column_names(field: Field) -> list[str]:
-    return list(field.columns or ()) if _expanded(field) else [field.name]
+_shown_as_image = shown_as_image
 
 
 def _cells(record: VersionRecord, split: str, index: int, fields: list[Field],
            row: Any) -> list[dict[str, Any]]:
-    """The cells of one sample: a thumbnail URL per image field, text for the others."""
+    """The cells of one sample: a thumbnail URL per image field, text for the others (the
+    cells :func:`datastack.preview.field_cells` gives ``show --preview`` too)."""
     cells: list[dict[str, Any]] = []
-    categories = _categories(record)
+    categories = category_names(record)
     for pos, fld in enumerate(fields):
         if _shown_as_image(fld):
             src = thumbnail_url(record, split, index, fld.name)
             cells.append({"field": fld.name, "src": src, "alt": f"{fld.name} {index}"})
-        elif _expanded(fld):
-            values = np.asarray(row[pos]).reshape(-1)
-            cells += [{"field": c, "src": "", "text": _text(fld, v, categories.get(c))}
-                      for c, v in zip(fld.columns or (), values, strict=False)]
         else:
-            names = fld.names if fld.kind == LABEL else categories.get(fld.name)
-            cells.append({"field": fld.name, "src": "", "text": _text(fld, row[pos], names)})
+            cells += [{"field": column, "src": "", "text": text}
+                      for column, text in field_cells(fld, row[pos], categories)]
     return cells
-
-
-def _categories(record: VersionRecord) -> dict[str, Sequence[Any]]:
-    """Category names by column (the record's encodings, not copied): a categorical
-    column's code is shown as its name."""
-    encodings = record.encodings if isinstance(record.encodings, dict) else {}
-    return {str(column): names for column, names in encodings.items()
-            if isinstance(names, list)}
 
 
 def _scattered_reads(store: Store) -> Store:
@@ -247,13 +144,7 @@ class SampleCache:
     @staticmethod
     def _fields(it: DatasetIterator, record: VersionRecord) -> list[Field]:
         """The split's fields; a classic file's encoded target becomes a label with names."""
-        from datastack.web.views import target_names
-
-        fields = list(it.fields.values())
-        names = target_names(record)
-        if len(fields) == 2 and fields[1].names is None and names is not None:
-            fields[1] = Field(fields[1].name, LABEL, "int64", (), names=names)
-        return fields
+        return shown_fields(it, record)
 
     # -- a page of samples ------------------------------------------------------------------
     def page_context(
@@ -285,7 +176,7 @@ class SampleCache:
             "split": split, "splits": list(record.splits), "page": page, "size": size,
             "pages": max(1, -(-total // size)), "total": total, "first": lo,
             "last": max(lo, hi - 1),
-            "columns": [c for f in fields for c in _column_names(f)], "samples": samples,
+            "columns": [c for f in fields for c in column_names(f)], "samples": samples,
             "grid": images,
             "link": link,
         }

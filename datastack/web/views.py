@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from datastack._format import fmt_size, fmt_time
 from datastack._uri import redact, storage_for_python
+from datastack.preview import target_names
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.catalog.overview import CatalogEntry
@@ -122,14 +123,6 @@ def fields_of(record: VersionRecord) -> list[dict[str, Any]]:
             "columns": schema.get("features") if array == "samples" else None,
         }))
     return out
-
-
-def target_names(record: VersionRecord) -> tuple[str, ...] | None:
-    """Class names of a classic (samples, targets) version's encoded target, if any."""
-    schema = record.schema if isinstance(record.schema, dict) else {}
-    target = schema.get("target")
-    names = (record.encodings or {}).get(str(target)) if target is not None else None
-    return tuple(str(n) for n in names) if isinstance(names, list) else None
 
 
 def _field_view(field: Mapping[str, Any]) -> dict[str, Any]:

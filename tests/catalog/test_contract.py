@@ -27,20 +27,52 @@ def catalog(backend: tuple[str, Any]) -> Catalog:
 
 
 # -- versions and visibility -------------------------------------------------------------------
-def test_versions_increase_and_are_never_reused(catalog: Catalog) -> None:
+def test_versions_count_without_gaps_and_published_numbers_are_never_reused(
+    catalog: Catalog,
+) -> None:
+    """(#27.6) An aborted attempt frees its number; a published (even deleted) one never."""
     assert catalog.next_version("iris") == 1
     v1 = publish_version(catalog)
     v2 = publish_version(catalog)
     assert (v1.version, v2.version) == (1, 2)
     aborted = catalog.begin(record())
+    assert aborted.attempt and aborted.attempt != v2.attempt  # attempts have ids of their own
     catalog.abort("iris", aborted.version)
-    assert catalog.next_version("iris") == 4  # v3 was aborted: its number stays taken
+    assert catalog.next_version("iris") == 3  # v3 was aborted: its number is free again
     assert [r.version for r in catalog.versions("iris")] == [1, 2]
     assert [r.status for r in catalog.versions("iris", include_all=True)] == [
         "published",
         "published",
         "deleted",
     ]
+    v3 = publish_version(catalog, checksum="c" * 64)
+    assert v3.version == 3 and v3.attempt != aborted.attempt
+    catalog.delete_version("iris", 3)
+    assert catalog.next_version("iris") == 4  # a published number stays taken once deleted
+    assert [r.version for r in catalog.versions("iris")] == [1, 2]
+
+
+def test_abort_and_publish_of_an_attempt_leave_a_reused_number_alone(catalog: Catalog) -> None:
+    first = catalog.begin(record())
+    catalog.abort("iris", first.version, attempt=first.attempt)
+    second = catalog.begin(record())
+    assert second.version == first.version == 1
+    catalog.abort("iris", 1, attempt=first.attempt)  # the stale attempt: nothing happens
+    with pytest.raises(PublishError, match=first.attempt):
+        catalog.publish("iris", 1, attempt=first.attempt)
+    assert catalog.get("iris", 1, include_all=True).attempt == second.attempt
+    assert catalog.publish("iris", 1, attempt=second.attempt).status == PUBLISHED
+
+
+def test_begin_under_a_newer_lease_aborts_fenced_attempts(catalog: Catalog) -> None:
+    old = catalog.lease("iris", owner="crashed", ttl=0.2)
+    stale = catalog.begin(record(), token=old)
+    time.sleep(0.3)
+    with catalog.lease("iris", owner="next", ttl=30) as new:
+        fresh = catalog.begin(record(), token=new)
+        assert fresh.version == stale.version == 1  # the crashed attempt left no gap
+        catalog.publish("iris", 1, token=new, attempt=fresh.attempt)
+    assert [r.version for r in catalog.versions("iris")] == [1]
 
 
 def test_latest_resolves_only_published(catalog: Catalog) -> None:

@@ -55,6 +55,7 @@ def test_grace_period_keeps_resources_of_recently_deleted_versions(
     publish_version(catalog, storage, payload=b"old" * 1000)
     publish_version(catalog, storage, payload=b"new", checksum="b" * 64)
     reader = storage.get_resource("datasets/iris/v1/data.h5")  # a reader pinned v1 before GC
+    time.sleep(0.6)  # v1 is older than the grace period: GC may delete its record (#27.5)
     first = catalog.gc(storage, keep=1, grace_seconds=0.5)
     assert first.deleted_versions == [("iris", 1)]
     assert first.kept_in_grace == ["datasets/iris/v1/data.h5"]
@@ -65,6 +66,27 @@ def test_grace_period_keeps_resources_of_recently_deleted_versions(
     second = catalog.gc(storage, keep=1, grace_seconds=0.5)
     assert second.deleted_resources == ["datasets/iris/v1/data.h5"]
     assert _ids(storage) == ["datasets/iris/v2/data.h5"]
+
+
+def test_versions_newer_than_the_grace_period_stay_loadable(
+    pair: tuple[Catalog, StorageConnector],
+) -> None:
+    """(#27.5) `gc --keep 3` deletes no version (record or file) published within --grace."""
+    catalog, storage = pair
+    for i in range(5):
+        publish_version(catalog, storage, payload=b"v%d" % i, checksum=str(i) * 64)
+    report = catalog.gc(storage, keep=3, grace_seconds=3600)
+    assert report.deleted_versions == [] and report.deleted_resources == []
+    assert report.kept_versions_in_grace == [("iris", 1), ("iris", 2)]
+    assert report.to_dict()["kept_versions_in_grace"] == [["iris", 1], ["iris", 2]]
+    for version in range(1, 6):  # pinned reads of every version still work
+        record = catalog.get("iris", version)
+        with storage.get_resource(record.resources[0]["identifier"]) as res:
+            assert res.read() == b"v%d" % (version - 1)
+    time.sleep(0.05)  # older than a zero grace period, at millisecond precision
+    later = catalog.gc(storage, keep=3, grace_seconds=0)
+    assert later.deleted_versions == [("iris", 1), ("iris", 2)]
+    assert [r.version for r in catalog.versions("iris")] == [3, 4, 5]
 
 
 def test_orphans_removed_referenced_untouched(pair: tuple[Catalog, StorageConnector]) -> None:
@@ -170,3 +192,30 @@ def test_version_record_resource_identifiers() -> None:
     )
     assert rec.resource_identifiers == ["datasets/iris/v1/data.h5", "datasets/iris/raw/x"]
     assert rec.size == 5
+
+
+def test_delete_dataset_at_once_files_after_grace(pair: tuple[Catalog, StorageConnector]) -> None:
+    """(#27.4) delete_dataset: versions and status go at once, files after the grace period."""
+    from datastack.errors import DatasetNotFoundError
+
+    catalog, storage = pair
+    publish_version(catalog, storage)
+    publish_version(catalog, storage, checksum="b" * 64)
+    publish_version(catalog, storage, name="mnist")
+    catalog.record_check("iris", "published", version=2)
+    catalog.record_check("never", "failed", reason="HTTP 404")  # failed, never published
+    catalog.begin(record("iris", checksum="c" * 64))  # an attempt in progress
+    assert catalog.delete_dataset("iris") == [1, 2]
+    assert catalog.delete_dataset("never") == []
+    assert catalog.datasets() == ["mnist"]
+    assert [s.name for s in catalog.statuses()] == ["mnist"]
+    assert catalog.status("iris") is None
+    assert all(r.status == "deleted" for r in catalog.versions("iris", include_all=True))
+    with pytest.raises(DatasetNotFoundError):
+        catalog.delete_dataset("other")
+    assert catalog.gc(storage, grace_seconds=3600).deleted_resources == []
+    time.sleep(0.05)
+    report = catalog.gc(storage, grace_seconds=0)
+    assert sorted(report.deleted_resources) == [
+        "datasets/iris/v1/data.h5", "datasets/iris/v2/data.h5"]
+    assert _ids(storage) == ["datasets/mnist/v1/data.h5"]

@@ -113,6 +113,30 @@ def test_generated_prefect_yaml_matches_builder(tmp_path: Path) -> None:
     assert "storage" not in gamma["parameters"]
 
 
+def test_generate_writes_an_untracked_file_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """(#27.12) `python -m deployments.generate` never overwrites the tracked example."""
+    from deployments.generate import DEFAULT_OUTPUT, EXAMPLE_OUTPUT, main
+
+    spec = _spec(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    before = EXAMPLE_OUTPUT.read_bytes()
+    assert main(["--spec", str(spec)]) == 0
+    written = yaml.safe_load((work / DEFAULT_OUTPUT).read_text())
+    assert [d["name"] for d in written["deployments"]] == ["refresh-alpha", "refresh-gamma"]
+    assert f"--prefect-file {DEFAULT_OUTPUT}" in (work / DEFAULT_OUTPUT).read_text()
+    capsys.readouterr()
+    assert main(["--spec", str(spec), "-o", "-"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["deployments"] == written["deployments"]
+    with pytest.raises(SystemExit):
+        main(["--spec", str(spec), "-o", str(EXAMPLE_OUTPUT)])
+    assert "tracked example" in capsys.readouterr().err
+    assert EXAMPLE_OUTPUT.read_bytes() == before
+
+
 def test_committed_prefect_yaml_is_current() -> None:
     """deployments/prefect.yaml is what the generator writes for the example spec."""
     from deployments.generate import prefect_yaml

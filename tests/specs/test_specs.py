@@ -263,11 +263,31 @@ def test_source_splits() -> None:
         "@daily",
         "0 0 * * 7",
         "59 23 31 12 6",
+        "0 0 L * *",  # L and # are accepted, as by Prefect
+        "0 0 1,L * *",
+        "0 9 * * mon#2",
+        "0 9 * * 1#1,5#3",
+        "0 0 29 2 *",  # fires in leap years
+        "0 0 31 2,3 *",  # fires in March
     ],
 )
 def test_good_cron(cron: str) -> None:
     assert parse(schedule=cron).schedule == cron
     assert validate_cron(cron) == cron
+
+
+def test_every_accepted_schedule_is_one_prefect_accepts_and_cronsim_can_time() -> None:
+    """Both engines see the schedule: Prefect schedules it, cronsim computes "overdue"."""
+    import datetime as dt
+
+    from datastack._cron import fire_times
+
+    validators = pytest.importorskip("prefect._internal.schemas.validators")
+    for cron in ["0 0 L * *", "0 0 1,L * *", "0 9 * * mon#2", "0 9 * * 1#1,5#3", "0 0 29 2 *",
+                 "0 0 31 2,3 *", "*/15 * * * *", "@daily"]:
+        validate_cron(cron)
+        assert validators.validate_cron_string(cron) == cron
+        assert len(fire_times(cron, dt.datetime(2026, 1, 1, tzinfo=dt.UTC), 2)) == 2
 
 
 @pytest.mark.parametrize(
@@ -287,6 +307,15 @@ def test_good_cron(cron: str) -> None:
         ("? * * * *", "not a number"),
         ("@sometimes", "expected 5 fields"),
         ("", "expected 5 fields"),
+        ("0 0 31 2 *", "never fire"),  # valid fields that never fire
+        ("0 0 30 feb *", "never fire"),
+        ("0 12 31 4,6,9,11 *", "never fire"),
+        ("0 0 L5 * *", "day of month: 'L5' is not supported"),
+        ("0 0 LW * *", "day of month: 'LW' is not supported"),
+        ("0 0 15W * *", "day of month: '15W' is not supported"),
+        ("30 2 * * 5L", "day of week: '5L' is not supported"),
+        ("0 0 * * mon#6", "day of week: 'mon#6' is not supported"),
+        ("0 0 * * 9#2", "day of week: 9 is out of range"),
     ],
 )
 def test_bad_cron(cron: str, reason: str) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from datastack.cli import main
-from datastack.errors import NotCachedError
+from datastack.errors import NotCachedError, StorageError
 from datastack.storage.diskcache import CacheUnusableWarning, DiskCache
 from tests.training.conftest import publish
 
@@ -59,6 +59,10 @@ def test_only_regular_files_are_read_from_the_cache(tmp_path: Path, kind: str, w
         target.mkdir()
     else:
         target.symlink_to(keep)
+    if where == "stamp" and kind == "folder":  # a clear error (#26.20), never a hang
+        with pytest.raises(StorageError, match="it is a folder"):
+            _bounded(lambda: cache.path(SHA))
+        return
     found = _bounded(lambda: cache.path(SHA))
     if where == "object":
         assert found is None  # a miss: fetched again from the storage when online
