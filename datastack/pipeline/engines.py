@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from datastack._registry import Registry
-from datastack.errors import ConfigurationError, MissingDependencyError
+from datastack.errors import ConfigurationError, DatastackError, MissingDependencyError
 from datastack.factory import factory_for
 from datastack.pipeline.sequence import RefreshResult, refresh_dataset
 from datastack.specs import load_selected
@@ -100,8 +100,13 @@ def run_refresh(
     """
     path = Path(spec_path).resolve()
     specs = load_selected(path, names)
-    for spec in specs:  # a factory: that cannot be imported is a bad spec, before any engine
-        factory_for(spec)
+    for spec in specs:  # a factory: or preprocessor: that cannot be loaded is a bad spec,
+        try:  # before any engine starts
+            factory_for(spec)
+        except DatastackError:
+            raise
+        except Exception:  # noqa: S110 - a constructor that fails is that dataset's failure,
+            pass  # recorded by its refresh
     selected = [spec.name for spec in specs]
     store = Store.open(storage)
     store.ping()
