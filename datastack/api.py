@@ -63,9 +63,9 @@ def load(
         raise ConfigurationError(f"version must be a positive int (64 bits), got {version!r:.40}")
     expression = SplitExpression.from_spec(split)  # a malformed split fails before any I/O
     store = Store.open(storage)
-    record = resolve_version(store, name, version)  # offline: from the local cache
+    read = resolve_version(store, name, version)  # offline: from the local cache
     reader = factory if factory is not None else DatasetFactory()
-    return select(reader.iterators(record, store), expression)
+    return select(reader.iterators(read.record, store, read=read), expression)
 
 
 def refresh(

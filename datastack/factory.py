@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from datastack.canonical.writer import PreparedData
     from datastack.catalog.record import VersionRecord
     from datastack.iterators.base import DatasetIterator
+    from datastack.offline import ReadDecision
     from datastack.pipeline.sequence import RefreshResult
     from datastack.resources import StreamedResource
     from datastack.store import Store
@@ -126,11 +127,16 @@ class DatasetFactory:
         )
 
     # -- 3. iterators ------------------------------------------------------------------------
-    def iterators(self, record: VersionRecord, store: Store) -> dict[str, DatasetIterator]:
-        """One lazy iterator per split of a published version (nothing is read yet)."""
+    def iterators(
+        self, record: VersionRecord, store: Store, *, read: ReadDecision | None = None
+    ) -> dict[str, DatasetIterator]:
+        """One lazy iterator per split of a published version (nothing is read yet).
+
+        ``read`` says how (``datastack.load`` resolved it: online or offline, fill the local
+        cache or not); default: online, filling the cache."""
         from datastack.canonical.published import open_version
 
-        return open_version(record, store)
+        return open_version(record, store, read=read)
 
     # -- conveniences ------------------------------------------------------------------------
     def refresh(
