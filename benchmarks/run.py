@@ -89,7 +89,9 @@ def relayout(src: Path, dst: Path, layout: str) -> None:
                     new[lo : lo + step] = dset[lo : lo + step]
 
 
-def prepare(work: Path, n: int, mongo_uri: str, fs_uri: str, layout: str) -> dict[str, Any]:
+def prepare(
+    work: Path, n: int, mongo_uri: str, fs_uri: str, layout: str, hf: bool = True
+) -> dict[str, Any]:
     """Arrays -> npy pair + spec -> refresh into both storages; local canonical file; HF.
 
     With ``layout`` other than "canonical", the published data file of both storages is then
@@ -134,10 +136,10 @@ def prepare(work: Path, n: int, mongo_uri: str, fs_uri: str, layout: str) -> dic
             ident = data_identifier_of(open_catalog(uri).latest(NAME))
             with open(variant, "rb") as fh:
                 connect(uri).set_resource(ident, fh)
-    hf = work / "hf"
-    t0 = time.perf_counter()
-    _write_hf(images, labels, hf)
-    timings["hf_write_s"] = time.perf_counter() - t0
+    if hf:  # the filesystem rows' baseline (Hugging Face datasets)
+        t0 = time.perf_counter()
+        _write_hf(images, labels, work / "hf")
+        timings["hf_write_s"] = time.perf_counter() - t0
     from datastack.catalog import open_catalog
 
     record = open_catalog(fs_uri).latest(NAME)
@@ -150,7 +152,7 @@ def prepare(work: Path, n: int, mongo_uri: str, fs_uri: str, layout: str) -> dic
         "gridfs_identifier": data_identifier_of(open_catalog(mongo_uri).latest(NAME)),
         "local_h5": str(local),
         "fs_h5": str(_fs_path(fs_uri, data_identifier_of(record))),
-        "hf_dir": str(hf),
+        "hf_dir": str(work / "hf"),
         "file_bytes": local.stat().st_size,
         "raw_bytes": images.nbytes + labels.nbytes,
         **timings,
@@ -425,7 +427,7 @@ def store_rows(mongo_uri: str, big: int, small: int, repeat: int) -> dict[str, A
 
 # -- table -----------------------------------------------------------------------------------
 def table(
-    state: dict[str, Any], g: dict[str, Any], f: dict[str, Any], s: dict[str, Any]
+    state: dict[str, Any], g: dict[str, Any], f: dict[str, Any] | None, s: dict[str, Any] | None
 ) -> list[dict[str, Any]]:
     def row(
         figure: str, baseline: str, value: float, goal: str, ok: bool, detail: str
@@ -442,12 +444,8 @@ def table(
     r1 = g["single_uncached_ms"] / g["find_one_ms"]
     r2 = g["batch_ms"] / g["batch_raw_ms"]
     r3 = g["pass_raw_s"] / g["pass_s"]
-    r4 = f["single_ms"] / f["single_h5py_ms"]
-    r5 = f["pass_hf_s"] / f["pass_s"]
-    r6 = s["store_mb_s"] / s["raw_insert_mb_s"]
-    flat = s["peak_rss_big_mib"] / s["peak_rss_small_mib"]
     mb = state["file_bytes"] / MIB
-    return [
+    rows = [
         row(
             "random single sample via datastack.load over GridFS (uncached: fresh block cache)",
             "one raw find_one chunk round trip",
@@ -476,6 +474,18 @@ def table(
             f"{g['pass_samples_per_s']:.0f} samples/s; next pass from the block cache "
             f"{g['pass_warm_s']:.2f} s)",
         ),
+    ]
+    if f is not None:
+        rows += _filesystem_rows(row, f)
+    if s is not None:
+        rows += _store_rows(row, s)
+    return rows
+
+
+def _filesystem_rows(row: Any, f: dict[str, Any]) -> list[dict[str, Any]]:
+    r4 = f["single_ms"] / f["single_h5py_ms"]
+    r5 = f["pass_hf_s"] / f["pass_s"]
+    return [
         row(
             "random single sample via datastack.load on the filesystem",
             "h5py on the same local file (disjoint random chunks)",
@@ -494,6 +504,13 @@ def table(
             f"{f['pass_s']:.2f} s vs {f['pass_hf_s']:.2f} s (HF slices "
             f"{f['pass_hf_slices_s']:.2f} s, .iter {f['pass_hf_iter_s']:.2f} s)",
         ),
+    ]
+
+
+def _store_rows(row: Any, s: dict[str, Any]) -> list[dict[str, Any]]:
+    r6 = s["store_mb_s"] / s["raw_insert_mb_s"]
+    flat = s["peak_rss_big_mib"] / s["peak_rss_small_mib"]
+    return [
         row(
             f"store a {s['size_mib']} MiB resource into GridFS",
             "raw insert_many of the same pre-cut chunks",
@@ -529,6 +546,9 @@ def main() -> None:
         default="canonical",
         help="republish the data file in another HDF5 layout (what-if runs)",
     )
+    parser.add_argument(
+        "--only", choices=("gridfs",), help="measure only these figures (GridFS reads)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
@@ -555,17 +575,23 @@ def main() -> None:
             client.drop_database("bench_run")
             client.drop_database("bench_run_store")
             print(f"preparing {n} samples (server {base}) ...", flush=True)
-            state = prepare(work, n, mongo_uri, str(work / "fsstore"), args.layout)
+            state = prepare(
+                work, n, mongo_uri, str(work / "fsstore"), args.layout, args.only is None
+            )
             state_path = work / "state.json"
             state_path.write_text(json.dumps(state))
             me = Path(__file__).resolve()
             common = ["--state", str(state_path), "--repeat", str(repeat)]
             print("GridFS reads ...", flush=True)
-            g = run_child(me, ["--child", "gridfs", *common])
-            print("filesystem reads ...", flush=True)
-            f = run_child(me, ["--child", "filesystem", *common])
-            print("stores ...", flush=True)
-            s = store_rows(base, big, small, repeat)
+            # GridFS rows read GridFS: the local disk cache (read-through) is off for them
+            g = run_child(me, ["--child", "gridfs", *common], {"DATASTACK_CACHE_DIR_BYTES": "0"})
+            f: dict[str, Any] | None = None
+            s: dict[str, Any] | None = None
+            if args.only is None:
+                print("filesystem reads ...", flush=True)
+                f = run_child(me, ["--child", "filesystem", *common])
+                print("stores ...", flush=True)
+                s = store_rows(base, big, small, repeat)
             client.drop_database("bench_run")
             client.drop_database("bench_run_store")
     finally:

@@ -108,20 +108,26 @@ def child_shuffle(state: dict[str, Any], repeat: int) -> dict[str, Any]:
     def epoch(batches: list[Any]) -> tuple[float, int]:
         cache.clear()
         listener.bytes = 0
-        took = seconds(lambda: [it.get_batch(b) for b in batches])
+        took = seconds(lambda: [read(b, at) for b, at in batches])
         return took, listener.bytes
 
-    sequential = [np.arange(lo, min(n, lo + BATCH)) for lo in range(0, n, BATCH)]
+    def read(batch: Any, at: int | None) -> Any:
+        if plan is not None and at is not None:  # the sampler's plan, handed over
+            plan.before_batch(it, batch, sampler.epoch, at)
+        return it.get_batch(batch)
+
+    sequential = [(np.arange(lo, min(n, lo + BATCH)), None) for lo in range(0, n, BATCH)]
     seq, shuf = [], []
     sampler = DatasetSampler(it, seed=0)
+    plan = sampler.read_plan()
     for epoch_number in range(max(3, repeat)):
         sampler.set_epoch(epoch_number)
         order = sampler.indices()
         seq.append(epoch(sequential))
-        shuf.append(epoch([order[lo : lo + BATCH] for lo in range(0, n, BATCH)]))
+        shuf.append(epoch([(order[lo : lo + BATCH], lo) for lo in range(0, n, BATCH)]))
     # per-sample shuffle for contrast: the first quarter of an epoch, scaled to a whole one
     full = DatasetSampler(it, seed=0, block_aware=False).indices()
-    took, fetched = epoch([full[lo : lo + BATCH] for lo in range(0, n // 4, BATCH)])
+    took, fetched = epoch([(full[lo : lo + BATCH], None) for lo in range(0, n // 4, BATCH)])
     per_sample = (took * 4, fetched * 4)
     return {
         "cache_bytes": cache.max_bytes,
@@ -171,6 +177,7 @@ def _loader_epoch(uri: str, shuffle: bool, epoch_number: int, dealt: bool = True
     dataset = as_torch_dataset(it)
     told = {"batch_size": BATCH, "num_workers": 2} if dealt else {}
     sampler = DatasetSampler(dataset, shuffle=shuffle, seed=0, **told)
+    dataset = dataset.with_read_plan(sampler.read_plan())
     sampler.set_epoch(epoch_number)
     loader = DataLoader(dataset, batch_size=BATCH, sampler=sampler, num_workers=2,
                         worker_init_fn=worker_init_fn)
@@ -233,7 +240,8 @@ def child_peers(state: dict[str, Any], repeat: int) -> dict[str, Any]:
                       "block_aware": loader.sampler.block_aware_active}
         # the per-sample way: DatasetSampler over indices, DataLoader's batching and collate
         dataset = as_torch_dataset(it)
-        sampler = DatasetSampler(dataset, seed=0)
+        sampler = DatasetSampler(dataset, seed=0, batch_size=BATCH)
+        dataset = dataset.with_read_plan(sampler.read_plan())
         runs = []
         for e in range(repeat + 1):
             sampler.set_epoch(e)

@@ -74,16 +74,13 @@ def refresh(
     >>> [(r.name, r.status) for r in results]          # doctest: +SKIP
     [('iris', 'published'), ...]
     """
-    from datastack.factory import DatasetFactory, build_factories
+    from datastack.factory import build_factories
     from datastack.pipeline.engines import run_refresh
-    from datastack.pipeline.sequence import RefreshResult
     from datastack.specs import load_selected
     from datastack.store import Store
 
     path = Path(spec).resolve()
-    built = build_factories(load_selected(path, names))  # a failed build fails that dataset
-    factories = [b for b in built if isinstance(b, DatasetFactory)]
-    done = iter(run_refresh(
-        factories, Store.open(storage), spec_path=path, engine=engine, force=force, **options
-    ) if factories else [])
-    return [b if isinstance(b, RefreshResult) else next(done) for b in built]
+    datasets = build_factories(load_selected(path, names))  # a failed build fails that dataset
+    return run_refresh(
+        datasets, Store.open(storage), spec_path=path, engine=engine, force=force, **options
+    )

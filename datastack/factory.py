@@ -48,7 +48,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from datastack.canonical.writer import PreparedData
     from datastack.catalog.record import VersionRecord
     from datastack.iterators.base import DatasetIterator
-    from datastack.pipeline.sequence import RefreshResult
+    from datastack.offline import ReadDecision
+    from datastack.pipeline.sequence import NotBuilt, RefreshResult
     from datastack.resources import StreamedResource
     from datastack.store import Store
 
@@ -127,11 +128,16 @@ class DatasetFactory:
         )
 
     # -- 3. iterators ------------------------------------------------------------------------
-    def iterators(self, record: VersionRecord, store: Store) -> dict[str, DatasetIterator]:
-        """One lazy iterator per split of a published version (nothing is read yet)."""
+    def iterators(
+        self, record: VersionRecord, store: Store, *, read: ReadDecision | None = None
+    ) -> dict[str, DatasetIterator]:
+        """One lazy iterator per split of a published version (nothing is read yet).
+
+        ``read`` says how (``datastack.load`` resolved it: online or offline, fill the local
+        cache or not); default: online, filling the cache."""
         from datastack.canonical.published import open_version
 
-        return open_version(record, store)
+        return open_version(record, store, read=read)
 
     # -- conveniences ------------------------------------------------------------------------
     def refresh(
@@ -197,8 +203,8 @@ def read_split(
         raise ConfigurationError(f"version must be a positive int (64 bits), got {version!r:.40}")
     expression = SplitExpression.from_spec(split)  # a malformed split fails before any I/O
     store = Store.open(storage)
-    record = resolve_version(store, name, version)  # offline: from the local cache
-    return select(reader.iterators(record, store), expression)
+    read = resolve_version(store, name, version)  # offline: from the local cache
+    return select(reader.iterators(read.record, store, read=read), expression)
 
 
 def load_factory_class(reference: str, dataset: str = "?") -> type[DatasetFactory]:
@@ -232,21 +238,27 @@ def factory_for(spec: DatasetSpec) -> DatasetFactory:
     return cls(spec)
 
 
-def build_factories(specs: Sequence[DatasetSpec]) -> list[DatasetFactory | RefreshResult]:
-    """Each spec's factory, built once at the edge of a refresh; a spec whose factory cannot
-    be built gets a ``failed`` :class:`~datastack.pipeline.sequence.RefreshResult` instead
-    (that dataset fails; the others still run)."""
-    from datastack._uri import redact
+def build_factories(
+    specs: Sequence[DatasetSpec], *, strict: bool = False
+) -> list[DatasetFactory | NotBuilt]:
+    """Each spec's factory, built once at the edge of a refresh. A spec whose factory cannot
+    be built becomes :class:`~datastack.pipeline.sequence.NotBuilt`: that dataset's failure,
+    recorded by :func:`~datastack.pipeline.engines.run_refresh`; the others still run. With
+    ``strict``, a ``factory:`` or ``preprocessor:`` that cannot be loaded (a
+    :class:`~datastack.errors.DatastackError`) raises: a bad spec, before anything runs."""
     from datastack.errors import DatastackError
-    from datastack.pipeline.sequence import RefreshResult
+    from datastack.pipeline.sequence import NotBuilt
 
-    built: list[DatasetFactory | RefreshResult] = []
+    built: list[DatasetFactory | NotBuilt] = []
     for spec in specs:
         try:
             built.append(factory_for(spec))
         except DatastackError as exc:
-            reason = redact(f"{type(exc).__name__}: {exc}")
-            built.append(RefreshResult(spec.name, "failed", None, reason))
+            if strict:
+                raise
+            built.append(NotBuilt(spec, exc))
+        except Exception as exc:  # a constructor that fails is that dataset's failure
+            built.append(NotBuilt(spec, exc))
     return built
 
 

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 from datastack._env import env_bool, env_float
 from datastack._fs import atomic_write
 from datastack._uri import storage_for_shell
-from datastack.errors import NotCachedError, StorageUnavailableError
+from datastack.errors import DatastackError, NotCachedError, StorageError, StorageUnavailableError
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.catalog.record import VersionRecord
@@ -48,8 +48,28 @@ PROBE_TIMEOUT_ENV = "DATASTACK_PROBE_TIMEOUT"
 MAX_PROBE_TIMEOUT_S = 600.0
 
 
+class CacheFolderError(StorageError):
+    """The local cache folder cannot be written (permissions, no space left): ``pull`` fails."""
+
+
 class CachedVersionWarning(UserWarning):
     """``load(name)`` served the newest *cached* version (the catalog may have newer ones)."""
+
+
+@dataclass(frozen=True)
+class ReadDecision:
+    """How ``load`` reads one version: a value handed down to the opener of each resource
+    (:func:`open_published`), never state kept on the :class:`~datastack.store.Store`.
+
+    ``record`` is the version's catalog record; ``offline``: read the local cache only (the
+    storage is unreachable or ``DATASTACK_OFFLINE=1``); ``fill_cache``: online streams that
+    are not cached fill the local cache in the background (the web page reads a few samples
+    and turns it off).
+    """
+
+    record: VersionRecord
+    offline: bool = False
+    fill_cache: bool = True
 
 
 def is_offline(environ: Mapping[str, str] | None = None) -> bool:
@@ -91,12 +111,15 @@ def save_record(cache: DiskCache, key: str, record: VersionRecord) -> None:
 def cached_records(cache: DiskCache, key: str, name: str) -> list[VersionRecord]:
     """The records of ``name`` kept for this storage, by increasing version."""
     from datastack.catalog.record import VersionRecord
+    from datastack.storage._regular import read_regular
 
     folder = cache.records_dir / key / name
     records = []
     for path in folder.glob("v*.json") if folder.is_dir() else ():
         try:
-            records.append(VersionRecord.from_dict(json.loads(path.read_text())))
+            raw = read_regular(path)  # a FIFO or a link in a record's place is skipped
+            if raw is not None:
+                records.append(VersionRecord.from_dict(json.loads(raw)))
         except (OSError, ValueError):
             continue  # a damaged record is skipped, never trusted
     return sorted(records, key=lambda r: r.version)
@@ -127,17 +150,14 @@ def _online_record(store: Store, name: str, version: int | None) -> VersionRecor
     return catalog.get(name, version) if version is not None else catalog.latest(name)
 
 
-def resolve_version(store: Store, name: str, version: int | None) -> VersionRecord:
-    """The record ``load`` reads: from the catalog, or offline from the local cache.
-
-    Sets ``store.offline`` to say which (resources are then opened accordingly).
-    """
-    from datastack.storage.diskcache import default_disk_cache
+def resolve_version(store: Store, name: str, version: int | None) -> ReadDecision:
+    """How ``load`` reads ``name`` (``version`` or the latest): the record from the catalog
+    (online), or offline from the local cache, and which of the two it is."""
+    from datastack.storage.diskcache import default_disk_cache, warn_unusable
 
     cache = default_disk_cache()
-    store.offline = False
     if not store.storage.remote:
-        return _online_record(store, name, version)
+        return ReadDecision(_online_record(store, name, version))
     if cache is None:
         if is_offline():
             raise NotCachedError(
@@ -145,7 +165,7 @@ def resolve_version(store: Store, name: str, version: int | None) -> VersionReco
                 "(DATASTACK_CACHE_DIR_BYTES=0): nothing can be served; give the cache a size "
                 f"and `datastack pull {name}` while the storage is reachable"
             )
-        return _online_record(store, name, version)
+        return ReadDecision(_online_record(store, name, version))
     if is_offline():
         reason = f"offline ({OFFLINE_ENV}=1)"
     else:
@@ -155,10 +175,12 @@ def resolve_version(store: Store, name: str, version: int | None) -> VersionReco
             reason = f"storage {store.uri} unreachable"
         else:
             record = _online_record(store, name, version)
-            save_record(cache, store_key(store), record)
-            return record
-    store.offline = True
-    return cached_version(cache, store, name, version, reason)
+            try:
+                save_record(cache, store_key(store), record)
+            except OSError as exc:  # unwritable or full: the cache is only an optimisation
+                warn_unusable(cache, exc)
+            return ReadDecision(record)
+    return ReadDecision(cached_version(cache, store, name, version, reason), offline=True)
 
 
 def cached_version(
@@ -194,29 +216,108 @@ def _entry(record: VersionRecord, identifier: str) -> Mapping[str, Any]:
     return next((r for r in record.resources if r.get("identifier") == identifier), {})
 
 
-def open_published(store: Store, record: VersionRecord, identifier: str) -> StreamedResource:
-    """The stream of resource ``identifier`` of a published ``record`` (see module doc)."""
+def open_published(store: Store, read: ReadDecision, identifier: str) -> StreamedResource:
+    """The stream of resource ``identifier`` of the version ``read`` decided on (module doc)."""
     from datastack.resources import StreamedResource
-    from datastack.storage.diskcache import CachedOpener, default_disk_cache
+    from datastack.storage.diskcache import CachedOpener, default_disk_cache, warn_unusable
 
-    cache = default_disk_cache()
+    cache, record = default_disk_cache(), read.record
     entry = _entry(record, identifier)
     sha256, size = entry.get("sha256"), entry.get("size")
     if cache is None or not store.storage.remote or not sha256 or size is None:
-        return store.storage.get_resource(identifier)
+        return _explained(store, record, store.storage.get_resource(identifier))
     sha256, size = str(sha256), int(size)
-    if getattr(store, "offline", False):
+    if read.offline:
         opener = CachedOpener(cache, sha256, identifier)
         return StreamedResource(identifier, opener, size=size)
-    remote = None if cache.path(sha256) is not None else store.storage.get_resource(identifier)
-    if remote is None:
+    try:
+        cached = cache.path(sha256) is not None
+    except OSError as exc:  # an unreadable cache folder: read the storage (#26.18)
+        warn_unusable(cache, exc)
+        return _explained(store, record, store.storage.get_resource(identifier))
+    if cached:
         return StreamedResource(identifier, CachedOpener(cache, sha256, identifier), size=size)
-    if not store.fill_cache:
+    remote = _explained(store, record, store.storage.get_resource(identifier))
+    if not read.fill_cache:
         return remote  # read what is asked, fill nothing
-    source = functools.partial(store.storage.open_stream, identifier)
-    cache.fill_in_background(sha256, size, source, name=f"{record.name} v{record.version}")
+    try:
+        cache.fill_in_background(sha256, size, _fill_source(store, identifier),
+                                 name=f"{record.name} v{record.version}")
+    except OSError as exc:  # unwritable or full: no fill, the stream reads the storage
+        warn_unusable(cache, exc)
+        return remote
     opener = CachedOpener(cache, sha256, identifier, remote.opener)
     return StreamedResource(identifier, opener, size=size)
+
+
+def _fill_source(store: Store, identifier: str) -> Any:
+    """What a read-through fill copies: the resource as blocks when the storage has them
+    (GridFS; the fill and this process's readers then fetch each block once between them),
+    else a sequential stream."""
+    blocks = getattr(store.storage, "block_source", None)
+    if blocks is not None:
+        try:
+            return blocks(identifier)
+        except DatastackError:
+            pass  # the stream below reports it when the fill runs
+    return functools.partial(store.storage.open_stream, identifier)
+
+
+def _explained(
+    store: Store, record: VersionRecord, resource: StreamedResource
+) -> StreamedResource:
+    """``resource`` opened so that a block found missing is explained (see :class:`GoneByGc`)."""
+    if not store.storage.remote:
+        return resource
+    from datastack.resources import StreamedResource
+
+    opener = _ExplainingOpener(resource.opener, GoneByGc(store, record.name, record.version))
+    return StreamedResource(resource.identifier, opener, size=resource.size)
+
+
+class GoneByGc:
+    """Why blocks of a published version are missing: usually `datastack gc` deleted the
+    version while it was read. Called only then; looks at the catalog to say so (picklable)."""
+
+    def __init__(self, store: Store, name: str, version: int) -> None:
+        self.store, self.name, self.version = store, name, version
+
+    def __call__(self) -> str:
+        from datastack.errors import DatastackError, VersionNotFoundError
+
+        try:
+            self.store.catalog.get(self.name, self.version)
+        except VersionNotFoundError:
+            pass
+        except DatastackError:
+            return "the catalog could not be asked why (the storage is unreachable); retry later"
+        else:
+            return ("the resource is missing or corrupt although version "
+                    f"{self.version} of {self.name!r} is still in the catalog; republish it")
+        try:
+            current = f"the current version is {self.store.catalog.latest(self.name).version}"
+        except DatastackError:
+            current = "no version of it is published now"
+        return (
+            f"version {self.version} of {self.name!r} was deleted by `datastack gc` while this "
+            f"iterator read it ({current}). A pinned version survives only as long as "
+            "`datastack gc --keep N --grace DURATION` keeps it: load the current version "
+            f"(datastack.load({self.name!r})), or keep more versions or a longer grace. "
+            "Every further read of this iterator fails the same way"
+        )
+
+
+class _ExplainingOpener:
+    """Opens a remote stream whose reader explains missing blocks with ``explain``."""
+
+    def __init__(self, inner: Any, explain: GoneByGc) -> None:
+        self.inner, self.explain = inner, explain
+
+    def __call__(self) -> Any:
+        stream = self.inner()
+        if hasattr(stream, "explain_gone"):
+            stream.explain_gone = self.explain
+        return stream
 
 
 # -- pulling ---------------------------------------------------------------------------------
@@ -246,17 +347,35 @@ def pull(store: Store, name: str, version: int | None = None) -> PullResult:
         return PullResult(record.name, record.version, _read_bytes(record), "local")
     store.storage.ping(_probe_timeout())
     record = _online_record(store, name, version)
+    try:
+        fetched = _pull_files(store, cache, record)
+        save_record(cache, store_key(store), record)
+    except OSError as exc:
+        if isinstance(exc, DatastackError):
+            raise
+        from datastack.storage.diskcache import CACHE_DIR_ENV
+
+        raise CacheFolderError(
+            f"cannot pull {name!r} version {record.version} into the local cache {cache.root}: "
+            f"{type(exc).__name__}: {exc}. Free space or fix the folder's permissions, or "
+            f"choose another folder with {CACHE_DIR_ENV}"
+        ) from None
+    status = "pulled" if fetched else "cached"
+    return PullResult(record.name, record.version, _read_bytes(record), status)
+
+
+def _pull_files(store: Store, cache: DiskCache, record: VersionRecord) -> bool:
+    """Fill the cache with the version's files; whether anything was fetched."""
     fetched = False
     for entry in version_resources(record):
         sha256, identifier = str(entry.get("sha256") or ""), str(entry["identifier"])
         if not sha256 or cache.path(sha256) is not None:
             continue
         source = functools.partial(store.storage.open_stream, identifier)
-        cache.fill(sha256, int(entry.get("size") or 0), source, name=f"{name} {identifier}")
+        cache.fill(sha256, int(entry.get("size") or 0), source,
+                   name=f"{record.name} {identifier}")
         fetched = True
-    save_record(cache, store_key(store), record)
-    status = "pulled" if fetched else "cached"
-    return PullResult(record.name, record.version, _read_bytes(record), status)
+    return fetched
 
 
 def _read_bytes(record: VersionRecord) -> int:
@@ -266,8 +385,11 @@ def _read_bytes(record: VersionRecord) -> int:
 
 __all__ = [
     "OFFLINE_ENV",
+    "CacheFolderError",
     "CachedVersionWarning",
+    "GoneByGc",
     "PullResult",
+    "ReadDecision",
     "cached_version",
     "is_offline",
     "open_published",

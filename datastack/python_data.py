@@ -1,9 +1,11 @@
 """``datastack.publish``: a DataFrame, a dict of arrays or a ``(samples, targets)`` pair from
 Python into the catalog, as a versioned, atomically published dataset exactly like a refresh.
 
-The data is described as fields and hashed (content, field types, options); the hash is the
-dataset's fingerprint, so publishing identical content again publishes nothing and returns
-the current record. The version goes through the same pipeline as a spec (lease, pending
+The data is described as fields and hashed over everything a reader gets back (values as
+stored, dtype and shape of every row, field names and kinds, category labels, text/target
+options); the hash is the dataset's fingerprint, so publishing identical content again
+publishes nothing and returns the current record, and anything a reader could tell apart
+publishes a new version. The version goes through the same pipeline as a spec (lease, pending
 version, preparation in a child process, one atomic publish); the record's lineage says it
 came from Python: ``engine: python``, the calling file and line, the user, the host.
 
@@ -27,7 +29,10 @@ from __future__ import annotations
 import getpass
 import hashlib
 import inspect
+import json
 import os
+import sys
+import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,22 +63,49 @@ class _Columns:
         self.transforms = transforms or {}
 
     def digest(self) -> str:
-        """sha256 over field descriptions and values (what makes the content identical)."""
+        """sha256 over everything a reader gets back: field descriptions (names, kinds, dtypes,
+        shapes, labels, feature columns), the category labels of every column, and each value
+        as it will be stored (after the table transforms), with its type, dtype and shape."""
         h = hashlib.sha256()
+        _feed(h, "encodings")
+        _feed(h, json.dumps(self.encodings, sort_keys=True, ensure_ascii=True))
         for fld in self.fields:
-            h.update(repr(sorted(fld.to_dict().items())).encode())
+            _feed(h, json.dumps(fld.to_dict(), sort_keys=True, ensure_ascii=True))
             column = self.columns[fld.name]
             values = column.values if hasattr(column, "values") else column
+            transform = self.transforms.get(fld.name)
+            if transform is not None and isinstance(values, np.ndarray):
+                values = transform(values)
             if isinstance(values, np.ndarray) and values.dtype != object:
-                h.update(str(values.dtype).encode() + repr(values.shape).encode())
-                h.update(np.ascontiguousarray(values).tobytes())
+                _feed(h, values)
                 continue
+            _feed(h, f"rows:{len(column)}")  # values may be a generator (Arrow columns)
             for value in values:
-                data = value.encode("utf-8") if isinstance(value, str) else (
-                    value if isinstance(value, bytes) else np.ascontiguousarray(value).tobytes()
-                )
-                h.update(len(data).to_bytes(8, "little") + data)
+                _feed(h, value)
         return h.hexdigest()
+
+
+def _feed(h: Any, value: Any) -> None:
+    """Add ``value`` to ``h`` unambiguously: a type tag, then (dtype, shape and) bytes, each
+    length-prefixed, so that no two different values (a reshaped ragged row, an int32 row with
+    the bytes of a float32 one, ``"ab"`` + ``"c"`` vs ``"a"`` + ``"bc"``) feed the same bytes."""
+    if value is None:
+        tag, data = b"n", b""
+    elif isinstance(value, str):
+        tag, data = b"s", value.encode("utf-8", "surrogatepass")
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        tag, data = b"b", bytes(value)
+    else:
+        array = np.asarray(value)
+        if array.dtype == object:
+            _feed(h, f"objects:{array.shape}")
+            for item in array.reshape(-1):
+                _feed(h, item)
+            return
+        _feed(h, f"array:{array.dtype.str}:{array.shape}")
+        tag, data = b"a", np.ascontiguousarray(array).tobytes()
+    h.update(tag + len(data).to_bytes(8, "little"))
+    h.update(data)
 
 
 def _check_text(values: Sequence[Any], what: str) -> None:
@@ -142,6 +174,8 @@ def _field_of(name: str, values: Any, is_target: bool) -> tuple[Field, Any]:
     if all(isinstance(v, bytes) for v in items):
         return Field(name, BYTES), ListRows(items)
     arrays = [np.asarray(v) for v in items]
+    if all(a.dtype.kind in "biufc" and a.ndim == 0 for a in arrays):  # a list of numbers
+        return _field_of(name, np.array(arrays), is_target)
     if all(a.dtype.kind in "biufc" for a in arrays) and len({a.ndim for a in arrays}) == 1:
         dtype = np.result_type(*arrays).name
         shape: tuple[int | None, ...] = (None,) * arrays[0].ndim
@@ -301,5 +335,16 @@ def publish(
         raise PublishError(f"publish {name!r}: {result.reason}; the catalog is unchanged")
     return store.catalog.get(name, result.version)
 
+
+class _CallableModule(types.ModuleType):
+    """``datastack.publish`` names both this module and its function. Once the module has been
+    imported by name (``from datastack.publish import PythonDataFactory``), the package
+    attribute is the module: calling it still publishes."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> VersionRecord:
+        return publish(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["PythonDataFactory", "publish"]

@@ -35,13 +35,6 @@ class Store:
         self.storage = storage
         self.catalog = catalog
         self._uri = uri
-        #: Set by :func:`datastack.offline.resolve_version`: resources of the record just
-        #: resolved are read from the local cache only (offline, or storage unreachable).
-        self.offline = False
-        #: Whether streams of a remote storage that are not in the local disk cache fill it
-        #: in the background (:func:`datastack.offline.open_published`). The web page turns
-        #: it off: it reads a few samples of a version, never the whole file.
-        self.fill_cache = True
 
     @classmethod
     def open(cls, uri: Store | str | os.PathLike[str] | None = None) -> Store:

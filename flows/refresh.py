@@ -36,7 +36,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from datastack._uri import STORAGE_ENV, redact
 from datastack.errors import ConfigurationError, DatastackError
 from datastack.factory import DatasetFactory
-from datastack.pipeline.sequence import DEFAULT_LEASE_TTL, RefreshResult
+from datastack.pipeline.sequence import (
+    DEFAULT_LEASE_TTL,
+    NotBuilt,
+    RefreshResult,
+    fail_not_built,
+)
 from datastack.store import Store
 
 try:
@@ -47,6 +52,7 @@ from flows.tasks import (
     RETRIEVE_TIMEOUT_S,
     DatasetRefreshFailed,
     RefreshSettings,
+    producer,
     refresh_dataset_task,
     refresh_one,
     resolve_storage,
@@ -193,15 +199,13 @@ def refresh_dataset_flow(
         lease_wait_s=lease_wait_s,
         retrieve_timeout_s=retrieve_timeout_s,
     )
-    if isinstance(built, RefreshResult):  # its factory cannot be built
-        return _finish([built.to_dict()], storage)
+    if isinstance(built, NotBuilt):  # its factory cannot be built: this dataset's failure
+        return _finish([fail_not_built(built, Store.open(storage), producer()).to_dict()], storage)
     row = refresh_one(built, storage_env, storage_secret, force, settings)
     return _finish([row], storage)
 
 
-def _factories(
-    spec_path: str, names: Sequence[str] | None
-) -> list[DatasetFactory | RefreshResult]:
+def _factories(spec_path: str, names: Sequence[str] | None) -> list[DatasetFactory | NotBuilt]:
     """The datasets of a flow run: its spec read once, each dataset built into its factory
     (or the failed result of one whose factory cannot be built)."""
     from datastack.factory import build_factories
@@ -303,7 +307,7 @@ def refresh_all_flow(
     rows: list[dict[str, Any]] = []
     with runner:
         pending = [
-            item if isinstance(item, RefreshResult) else (
+            item if isinstance(item, NotBuilt) else (
                 item.spec.name,
                 runner.submit(
                     refresh_dataset_task,
@@ -320,8 +324,8 @@ def refresh_all_flow(
             for item in built
         ]
         for item in pending:
-            if isinstance(item, RefreshResult):  # its factory cannot be built
-                rows.append(item.to_dict())
+            if isinstance(item, NotBuilt):  # its factory cannot be built: this dataset's failure
+                rows.append(fail_not_built(item, Store.open(storage), producer()).to_dict())
                 continue
             name, future = item
             outcome = future.result(raise_on_failure=False)

@@ -105,17 +105,22 @@ def _http_status(exc: BaseException) -> int | None:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether retrying may help: network and storage outages yes; 4xx, checksums, specs no.
+    """Whether retrying may help: storage outages yes; downloads (retried by the retriever
+    itself), 4xx, checksums, specs no.
 
     >>> is_transient(StorageUnavailableError("db down"))
     True
     >>> is_transient(RetrievalError("https://x/a.csv: HTTP 404 Not Found"))
     False
     """
+    if isinstance(exc, RetrievalError):
+        # one layer retries downloads: the retriever already retried transient failures within
+        # its budget, and fails at once on the permanent ones (4xx, unknown host, refused)
+        return False
     status = _http_status(exc)
     if status in _PERMANENT_STATUS and status not in _TRANSIENT_4XX:
         return False
-    if isinstance(exc, StorageUnavailableError | RetrievalError | TimeoutError | ConnectionError):
+    if isinstance(exc, StorageUnavailableError | TimeoutError | ConnectionError):
         return True
     if isinstance(exc, DatastackError):
         return False  # checksum, spec, format, identifiers, configuration, catalog, lock

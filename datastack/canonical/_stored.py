@@ -120,6 +120,14 @@ class _StoredArray:
             row = end
         return out
 
+    def row_offset(self, row: int) -> int | None:
+        """:meth:`row_offsets` of one row, in plain ints (a single sample's read)."""
+        starts = self._raw_starts()
+        if starts is None:
+            return None
+        start = int(starts[row // self.rows_per_group])
+        return None if start < 0 else start + (row % self.rows_per_group) * self.row_bytes
+
     def row_offsets(self, rows: Indices) -> NDArray[np.int64] | None:
         """The file offset of each of ``rows`` when all of them are stored raw (see
         :meth:`raw_segments`), else ``None``."""

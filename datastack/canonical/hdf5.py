@@ -202,7 +202,7 @@ class HDF5DatasetIterator(ProcessLocalIterator[_OpenFile]):
         state = self._state()
         sample = _gather(state, state.samples, index)
         if sample is None:
-            sample = state.samples.dset[index]
+            sample = _remote_row(state, state.samples, index)
         if state.targets is None:
             return (sample,)
         if state.target_values is not None:
@@ -333,6 +333,18 @@ def _gather(state: _OpenFile, column: _StoredArray, rows: Any) -> Any:
     if found is None or isinstance(rows, np.ndarray):
         return found  # fancy indexing copies already
     return np.array(found)[()]  # one row: a copy, not a view of the map
+
+
+def _remote_row(state: _OpenFile, column: _StoredArray, index: int) -> Any:
+    """Row ``index``: its bytes straight from a remote stream when stored raw (one block
+    fetch, no HDF5 chunk read through Python), else through h5py."""
+    offset = column.row_offset(index) if state.can_prefetch else None
+    if offset is None:
+        return column.dset[index]
+    out = np.empty(column.dset.shape[1:], dtype=column.dset.dtype)
+    if state.resource.read_at([(offset, out.data.cast("B"))]) != column.row_bytes:
+        return column.dset[index]  # past the end of the stream: h5py says what is wrong
+    return out
 
 
 def _plain(value: Any) -> Any:

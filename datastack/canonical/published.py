@@ -7,6 +7,7 @@ open_published`, which picks the verified local copy or the storage).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from datastack.canonical.layout import FIELDS_LAYOUT, data_identifier_of, layout_of
@@ -15,6 +16,7 @@ from datastack.errors import FormatError
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.catalog.record import VersionRecord
     from datastack.iterators.base import DatasetIterator
+    from datastack.offline import ReadDecision
     from datastack.store import Store
 
 
@@ -29,12 +31,16 @@ def data_file(record: VersionRecord) -> str:
     return identifier
 
 
-def open_version(record: VersionRecord, store: Store) -> dict[str, DatasetIterator]:
-    """One lazy iterator per split of a published version (nothing is read yet)."""
-    from datastack.offline import open_published
+def open_version(
+    record: VersionRecord, store: Store, *, read: ReadDecision | None = None
+) -> dict[str, DatasetIterator]:
+    """One lazy iterator per split of a published version (nothing is read yet), read as
+    ``read`` says (online or offline, fill the local cache or not; default: online, fill)."""
+    from datastack.offline import ReadDecision, open_published
 
+    read = ReadDecision(record) if read is None else dataclasses.replace(read, record=record)
     identifier = data_file(record)
-    resource = open_published(store, record, identifier)  # local cache first
+    resource = open_published(store, read, identifier)  # local cache first
     if layout_of(record.schema) == FIELDS_LAYOUT:  # named fields (docs/fields.md)
         from datastack.canonical.records import RecordsDatasetIterator
 

@@ -52,7 +52,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from datastack.factory import factory_for
+    from datastack.factory import build_factories
     from datastack.pipeline.engines import run_refresh
     from datastack.specs import load_selected
     from datastack.store import Store
@@ -75,11 +75,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"--wait must be a number of seconds >= 0, got {args.wait}")
     path = Path(spec).resolve()
     specs = load_selected(path, args.names or None)  # validated, names checked: once
-    factories = [factory_for(s) for s in specs]  # a bad `factory:` is a bad spec, exit 2
+    datasets = build_factories(specs, strict=True)  # a bad `factory:` is a bad spec, exit 2
     store = Store.open(args.storage)
     store.ping()  # an unreachable storage stops the command at once (exit 3)
     results = run_refresh(
-        factories, store, spec_path=path, force=args.force,
+        datasets, store, spec_path=path, force=args.force,
         engine=args.engine, wait_s=args.wait, quiet=not args.verbose,
     )
     failed = [r for r in results if not r.ok]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import abc
 import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -150,21 +150,11 @@ def unstack_batch(batch: Batch, count: int) -> list[Sample]:
     return list(zip(*(column[:count] for column in batch), strict=True))
 
 
-class ReadPlan(Protocol):
-    """Told of every batch read at the top of a stack, before it is read (a sampler that
-    knows the order uses it to prefetch the blocks of the batches that follow)."""
-
-    def before_batch(self, iterator: DatasetIterator, indices: Indices) -> None: ...
-
-
 class DatasetIterator(abc.ABC):
     """A sized, indexable sequence of samples; each sample is a tuple ``(sample, target, ...)``.
 
     Implement ``__len__`` and ``_get``; everything else is built on them.
     """
-
-    #: Set by :class:`~datastack.iterators.sampler.DatasetSampler` (a hint, never required).
-    read_plan: ReadPlan | None = None
 
     # -- to implement -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -310,8 +300,6 @@ class DatasetIterator(abc.ABC):
             if n == 0:
                 return ()
             return tuple(column[:0] for column in self._get_batch(np.zeros(1, dtype=np.int64)))
-        if self.read_plan is not None:
-            self.read_plan.before_batch(self, idx)
         return self._get_batch(idx)
 
     def get_samples(self, indices: Iterable[int] | NDArray[Any]) -> list[Sample]:

@@ -16,8 +16,10 @@ i.e. it is read from remote storage such as GridFS; off for local files and memo
 blocks are shuffled, then samples within windows that fit the block cache
 (:func:`~datastack.iterators.blocks.block_aware_order`), so each storage block is fetched
 about once per epoch. ``block_aware=False`` gives a full per-sample shuffle. The sampler also
-attaches a read plan to the dataset: before each batch, the reader is told which blocks the
-next batches of this process need and fetches them in the background.
+gives a read plan (:meth:`DatasetSampler.read_plan`) for the dataset to hold: before each
+batch, the reader is told which blocks the next batches of this process need and fetches
+them in the background. Batches carry their epoch and position, so a plan (in a DataLoader
+worker too) never guesses where it is.
 
 >>> from datastack.iterators import SequenceDatasetIterator
 >>> it = SequenceDatasetIterator(list(range(10)))
@@ -31,6 +33,7 @@ True
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from collections.abc import Iterator
@@ -134,16 +137,18 @@ class _Order:
         budget = default_cache().max_bytes // (WINDOW_CACHE_FRACTION * blocks.block_bytes)
         return max(1, int(budget))
 
-    def indices(self, iterator: DatasetIterator) -> Indices:
-        """This rank's indices for the current epoch (computed once per process and epoch)."""
-        key = (os.getpid(), self.epoch)
+    def indices(self, iterator: DatasetIterator, epoch: int | None = None) -> Indices:
+        """This rank's indices for ``epoch`` (default: the current one; computed once per
+        process and epoch)."""
+        epoch = self.epoch if epoch is None else epoch
+        key = (os.getpid(), epoch)
         if key in self._cached:
             return self._cached[key]
         n = self.length
         if not self.shuffle:
             order = np.arange(n, dtype=np.int64)
         else:
-            rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch]))
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch]))
             blocks = self.blocks(iterator)
             if blocks is None:
                 order = rng.permutation(n).astype(np.int64)
@@ -168,64 +173,82 @@ class _Order:
         return state
 
 
-class _Lookahead:
-    """The read plan a sampler attaches to its dataset: before each batch, hint the reader
-    with the samples of this process's next batches (their blocks are fetched meanwhile)."""
+class SampledBatch(list):  # type: ignore[type-arg]
+    """A batch as :class:`DatasetSampler` yields it: its indices, and where it starts in this
+    rank's order of which epoch (``epoch``, ``start``). It travels to DataLoader workers with
+    the batch, so a read plan knows the epoch instead of guessing it."""
+
+    epoch: int
+    start: int
+
+    def __init__(self, indices: Any = (), epoch: int = 0, start: int = 0) -> None:
+        super().__init__(indices)
+        self.epoch, self.start = epoch, start
+
+
+class SampledIndex(int):
+    """An index that starts a batch of :class:`DatasetSampler`'s order (per-sample loaders):
+    ``epoch`` and ``start`` (its position in this rank's order), as :class:`SampledBatch`."""
+
+    epoch: int
+    start: int
+
+    def __new__(cls, value: int, epoch: int, start: int) -> SampledIndex:
+        self = super().__new__(cls, value)
+        self.epoch, self.start = epoch, start
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SampledIndex, (int(self), self.epoch, self.start))
+
+
+def batch_position(indices: Any) -> tuple[int, int] | None:
+    """``(epoch, start)`` of a batch drawn from a :class:`DatasetSampler` (a
+    :class:`SampledBatch`, or indices whose first is a :class:`SampledIndex`), else None."""
+    if isinstance(indices, SampledBatch):
+        return indices.epoch, indices.start
+    first = indices[0] if len(indices) else None
+    return (first.epoch, first.start) if isinstance(first, SampledIndex) else None
+
+
+class ReadPlan:
+    """A sampler's read plan (:meth:`DatasetSampler.read_plan`): before a batch is read, hint
+    the reader with the samples of this process's next batches (their blocks are fetched
+    meanwhile). Its own copy of the order: the sampler's later ``set_epoch`` does not touch
+    it; each batch says its epoch and position (:func:`batch_position`)."""
 
     def __init__(self, order: _Order) -> None:
         self.order = order
-        self._positions: dict[tuple[int, int], NDArray[np.int64]] = {}  # as _Order._cached
         self._hinted: tuple[tuple[int, int], NDArray[np.bool_]] | None = None
 
-    def _hinted_positions(self, count: int) -> NDArray[np.bool_]:
-        key = (os.getpid(), self.order.epoch)
+    def _hinted_positions(self, epoch: int, count: int) -> NDArray[np.bool_]:
+        key = (os.getpid(), epoch)
         if self._hinted is None or self._hinted[0] != key:
             self._hinted = (key, np.zeros(count, dtype=bool))
         return self._hinted[1]
 
-    def _position_of(self, iterator: DatasetIterator, first: int) -> int:
+    def before_batch(
+        self, iterator: DatasetIterator, indices: Indices, epoch: int, start: int
+    ) -> None:
+        """Hint the batches after the one at ``start`` of ``epoch``'s order (nothing when
+        ``indices`` are not that batch: another order, a debugging read)."""
         order = self.order
-        key = (os.getpid(), order.epoch)
-        if key not in self._positions:
-            mine = order.indices(iterator)
-            where = np.full(order.length, -1, dtype=np.int64)
-            where[mine[::-1]] = np.arange(len(mine) - 1, -1, -1)  # first occurrence wins
-            _keep_two(self._positions)[key] = where
-        return int(self._positions[key][first])
-
-    def _follow(self, iterator: DatasetIterator, indices: Indices) -> tuple[int, int]:
-        """Where ``indices`` start in this process's order (-1: not in it). A persistent
-        DataLoader worker keeps the sampler copy it was started with while the main process
-        calls ``set_epoch``: a batch of the next epoch's order moves this copy on to it."""
-        order = self.order
-        for epoch in (order.epoch, order.epoch + 1):
-            order.epoch = epoch
-            at = self._position_of(iterator, int(indices[0]))
-            mine = order.indices(iterator)
-            if at >= 0 and np.array_equal(mine[at : at + len(indices)], indices):
-                return at, len(indices)
-        order.epoch -= 1  # neither: stay at the epoch we had
-        return -1, len(indices)
-
-    def before_batch(self, iterator: DatasetIterator, indices: Indices) -> None:
-        blocks = self.order.blocks(iterator)
-        if blocks is None or blocks.prefetch is None or len(iterator) != self.order.length:
+        blocks = order.blocks(iterator)
+        if blocks is None or blocks.prefetch is None or len(iterator) != order.length:
             return
-        at, size = self._follow(iterator, indices)
-        if at < 0:
-            return  # not reading in this sampler's order: no hint
-        mine = self.order.indices(iterator)
-        workers = _workers()
-        stride = size * workers  # with n workers, this process reads every n-th batch
+        mine, size = order.indices(iterator, epoch), len(indices)
+        if start < 0 or not np.array_equal(mine[start : start + size], indices):
+            return  # not reading in this plan's order: no hint
+        stride = size * _workers()  # with n workers, this process reads every n-th batch
         # samples whose blocks this process holds per batch ahead: its own batch when the
         # order is dealt to the workers (its own part), all of them in between otherwise
-        spread = size if self.order.loader is not None else stride
-        ahead = min(MAX_LOOKAHEAD_BATCHES, max(LOOKAHEAD_BATCHES,
-                                               self.order.window_samples // spread))
+        spread = size if order.loader is not None else stride
+        ahead = min(MAX_LOOKAHEAD_BATCHES, max(LOOKAHEAD_BATCHES, order.window_samples // spread))
         steps = range(1, ahead + 1)
-        spans = [np.arange(at + k * stride, min(len(mine), at + k * stride + size)) for k in steps]
+        spans = [np.arange(start + k * stride, min(len(mine), start + k * stride + size))
+                 for k in steps]
         positions = np.concatenate(spans)
-        hinted = self._hinted_positions(len(mine))
+        hinted = self._hinted_positions(epoch, len(mine))
         positions = positions[~hinted[positions]]  # each position is hinted once
         if len(positions):
             hinted[positions] = True
@@ -328,8 +351,15 @@ class DatasetSampler:
         self._iterator = iterator
         self.yielded = 0
         self._resume_at: int | None = None
-        plan = shuffle and block_aware is not False
-        iterator.read_plan = _Lookahead(self._order) if plan else None
+
+    def read_plan(self) -> ReadPlan | None:
+        """The plan that prefetches the blocks of the next batches of this sampler's order
+        (None when it would not help: no shuffle, or ``block_aware=False``). Hand it to the
+        dataset that reads the batches: ``TorchDataset.with_read_plan(plan)`` (what
+        :func:`~datastack.iterators.torch.data_loader` does)."""
+        if not self._order.shuffle or self._order.block_aware is False:
+            return None
+        return ReadPlan(copy.copy(self._order))
 
     # -- DistributedSampler surface ------------------------------------------------------------
     @property
@@ -385,20 +415,25 @@ class DatasetSampler:
         return self._order.indices(self._iterator).copy()
 
     def __iter__(self) -> Iterator[Any]:
-        mine = self._order.indices(self._iterator)
+        mine, epoch = self._order.indices(self._iterator), self._order.epoch
         start, self._resume_at = (self._resume_at or 0), None
         self.yielded = start
         if self.batches and self.batch_size:
             step = self.batch_size
             stop = len(mine) - (len(mine) - start) % step if self._order.drop_last else len(mine)
             for at in range(start, stop, step):
-                batch = mine[at : min(at + step, stop)].tolist()
+                batch = SampledBatch(mine[at : min(at + step, stop)].tolist(), epoch, at)
                 self.yielded += len(batch)
                 yield batch
             return
-        for index in mine[start:].tolist():
+        # Where batches start (every batch_size-th index, or every index when the batch
+        # size is not known) carries its epoch and position, for a read plan; plain ints
+        # otherwise and when no plan can use them (no storage blocks).
+        mark = self._order.shuffle and self._order.blocks(self._iterator) is not None
+        every = self.batch_size or 1
+        for at, index in enumerate(mine[start:].tolist(), start):
             self.yielded += 1
-            yield index
+            yield SampledIndex(index, epoch, at) if mark and (at - start) % every == 0 else index
 
     # -- StatefulDataLoader protocol -----------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -440,4 +475,4 @@ class DatasetSampler:
         )
 
 
-__all__ = ["DatasetSampler"]
+__all__ = ["DatasetSampler", "ReadPlan", "SampledBatch", "SampledIndex", "batch_position"]

@@ -21,6 +21,7 @@ or with ``ragged="pad"`` as ``(padded tensor, bool mask)``; strings become a lis
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ from datastack.errors import MissingDependencyError
 from datastack.iterators._ipc import Unpacking, pack
 from datastack.iterators.base import DatasetIterator, Sample
 from datastack.iterators.sampler import DatasetSampler as DatasetSampler  # re-export
+from datastack.iterators.sampler import ReadPlan, batch_position
 
 RAGGED_MODES = ("list", "pad")
 #: numpy scalars a batch hands to ``collate`` as Python scalars: default_collate makes them
@@ -40,10 +42,19 @@ RAGGED_MODES = ("list", "pad")
 _COLLATED_SCALARS = (np.int64, np.float64, np.bool_)
 
 
+def _tensor(array: NDArray[Any]) -> torch.Tensor:
+    """A tensor over ``array``'s memory. A read-only array (a decoded image: Pillow hands its
+    pixels over as immutable bytes) is copied once instead: torch cannot keep it read-only
+    and warns "The given NumPy array is not writable" at every such conversion."""
+    if not array.flags.writeable:
+        return torch.from_numpy(np.array(array, order="C"))
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
 def _convert(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         if value.dtype.kind in "biufc":
-            return torch.from_numpy(np.ascontiguousarray(value))
+            return _tensor(value)
         return value
     if isinstance(value, np.generic) and value.dtype.kind in "biufc":
         return torch.from_numpy(np.asarray(value))  # a 0-d tensor of the value's dtype
@@ -78,14 +89,14 @@ def _column_values(column: Any) -> Sequence[Any]:
     if isinstance(column, np.ndarray) and column.dtype.kind in "biufc":
         if column.ndim == 1 and column.dtype.type in _COLLATED_SCALARS:
             return column.tolist()  # type: ignore[no-any-return]
-        return torch.from_numpy(np.ascontiguousarray(column)).unbind(0)
+        return _tensor(column).unbind(0)
     return [_convert(v) for v in column]
 
 
 def _batch_column(column: Any, ragged: str) -> Any:
     """One column of :meth:`TorchDataset.batch`."""
     if isinstance(column, np.ndarray) and column.dtype.kind in "biufc":
-        return torch.from_numpy(np.ascontiguousarray(column))
+        return _tensor(column)
     return _collate_column(list(column), ragged)
 
 
@@ -121,6 +132,8 @@ def collate_fields(samples: list[Any], ragged: str = "list") -> Any:
 
 
 def _collate_column(values: list[Any], ragged: str) -> Any:
+    if _same_numeric_arrays(values):  # one copy into the batch (as torch.stack would make)
+        return torch.from_numpy(np.stack(values))
     values = [_convert(v) for v in values]
     if all(isinstance(v, torch.Tensor) for v in values):
         if len({tuple(v.shape) for v in values}) == 1:
@@ -131,6 +144,17 @@ def _collate_column(values: list[Any], ragged: str) -> Any:
         floats = any(isinstance(v, float) for v in values)
         return torch.as_tensor(values, dtype=torch.float64 if floats else None)
     return list(values)
+
+
+def _same_numeric_arrays(values: list[Any]) -> bool:
+    """Whether ``values`` are numeric numpy arrays of one shape and dtype (stackable)."""
+    first = values[0] if values else None
+    if not isinstance(first, np.ndarray) or first.dtype.kind not in "biufc":
+        return False
+    return all(
+        isinstance(v, np.ndarray) and v.shape == first.shape and v.dtype == first.dtype
+        for v in values
+    )
 
 
 class TorchDataset(Dataset[Sample]):
@@ -150,7 +174,11 @@ class TorchDataset(Dataset[Sample]):
     """
 
     def __init__(
-        self, iterator: DatasetIterator, to_tensor: bool = True, ragged: str = "list"
+        self,
+        iterator: DatasetIterator,
+        to_tensor: bool = True,
+        ragged: str = "list",
+        read_plan: ReadPlan | None = None,
     ) -> None:
         from datastack.iterators.named import DictView
 
@@ -165,6 +193,25 @@ class TorchDataset(Dataset[Sample]):
         self.iterator = iterator
         self.to_tensor = to_tensor
         self.ragged = ragged
+        #: A sampler's read plan (:meth:`DatasetSampler.read_plan`): told of each batch drawn
+        #: from that sampler before it is read, it prefetches the next batches' blocks.
+        self.read_plan = read_plan
+
+    def with_read_plan(self, plan: ReadPlan | None) -> TorchDataset:
+        """This dataset reading with ``plan`` (a copy: ``self`` is left as it is).
+
+        >>> data = data.with_read_plan(sampler.read_plan())          # doctest: +SKIP
+        """
+        out = copy.copy(self)
+        out.read_plan = plan
+        return out
+
+    def _before(self, indices: Any) -> None:
+        """Tell the read plan which batch of its order is about to be read."""
+        plan = self.read_plan
+        where = batch_position(indices) if plan is not None else None
+        if plan is not None and where is not None:
+            plan.before_batch(self.iterator, np.asarray(indices, dtype=np.int64), *where)
 
     def collate(self, samples: list[Any]) -> Any:
         """A ``collate_fn`` for every field kind (``DataLoader(ds, collate_fn=ds.collate)``)."""
@@ -194,15 +241,19 @@ class TorchDataset(Dataset[Sample]):
         """The samples ``indices`` collated: what ``collate_fn=dataset.collate`` makes of
         ``__getitems__(indices)``, read and converted as columns (a numeric column is one
         tensor of its dtype, never cut into rows and stacked again)."""
+        self._before(indices)
         if not self._columnar:
-            samples = self.__getitems__(list(indices))
+            samples = self._named(self._getitems(list(indices)))
             return self.collate(samples) if self.to_tensor else samples
         columns = self.iterator.get_batch(indices)
         out = tuple(_batch_column(column, self.ragged) for column in columns)
         return out if self.names is None else dict(zip(self.names, out, strict=True))
 
     def __getitems__(self, indices: list[int]) -> list[Any]:
-        samples = self._getitems(indices)
+        self._before(indices)
+        return self._named(self._getitems(indices))
+
+    def _named(self, samples: list[Sample]) -> list[Any]:
         if self.names is None:
             return samples
         return [dict(zip(self.names, sample, strict=True)) for sample in samples]
@@ -277,6 +328,7 @@ def data_loader(
         drop_last=drop_last, block_aware=block_aware, batch_size=batch_size,
         num_workers=workers, batches=True,
     )
+    data = data.with_read_plan(sampler.read_plan())  # handed over, not set by the sampler
     # Workers send small tensors by value (datastack.iterators._ipc); not with pinned
     # memory, whose thread pins only tensors, nor with the caller's own collate_fn.
     inline = workers > 0 and not loader_kwargs.get("pin_memory")

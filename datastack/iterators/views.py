@@ -286,12 +286,6 @@ class MappedDatasetIterator(DatasetIterator):
 
     def get_samples(self, indices: Iterable[int] | NDArray[Any]) -> list[Sample]:
         """The mapped samples of one underlying batch read, not stacked again."""
-        if self.read_plan is not None:  # a sampler's plan sees the batch, as get_batch does
-            indices = normalize_indices(
-                indices if isinstance(indices, np.ndarray) else list(indices), len(self), self
-            )
-            if indices.size:
-                self.read_plan.before_batch(self, indices)
         rows = self.iterator.get_samples(indices)
         return [self._apply(row) for row in rows]
 

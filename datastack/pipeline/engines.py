@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from datastack._registry import Registry
 from datastack._uri import redact
 from datastack.errors import ConfigurationError, DatastackError, MissingDependencyError
-from datastack.pipeline.sequence import RefreshResult, refresh_dataset
+from datastack.pipeline.sequence import NotBuilt, RefreshResult, fail_not_built, refresh_dataset
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.factory import DatasetFactory
@@ -91,7 +91,7 @@ def resolve_engine(engine: str = "auto") -> str:
 
 
 def run_refresh(
-    factories: Sequence[DatasetFactory],
+    datasets: Sequence[DatasetFactory | NotBuilt],
     store: Store,
     *,
     spec_path: Path | None = None,
@@ -101,7 +101,9 @@ def run_refresh(
     quiet: bool = False,
     **options: Any,
 ) -> list[RefreshResult]:
-    """Refresh ``factories`` into ``store`` with ``engine``: one :class:`RefreshResult` each.
+    """Refresh ``datasets`` into ``store`` with ``engine``: one :class:`RefreshResult` each, in
+    their order. A dataset whose factory could not be built (:class:`NotBuilt`) is not run:
+    its failure is recorded in its status and returned in its place.
 
     The storage is checked reachable (a few seconds at most) before any engine starts: when it
     is not, every dataset is ``failed`` with the reason (nothing raises for a dataset-level
@@ -114,7 +116,30 @@ def run_refresh(
         store.ping()
     except DatastackError as exc:
         reason = redact(f"{type(exc).__name__}: {exc}")
-        return [RefreshResult(f.spec.name, "failed", None, reason) for f in factories]
+        return [RefreshResult(d.spec.name, "failed", None, reason) for d in datasets]
+    factories = [d for d in datasets if not isinstance(d, NotBuilt)]
+    done = iter(_run_engine(
+        chosen, factories, store, spec_path=spec_path, force=force, wait_s=wait_s, quiet=quiet,
+        **options,
+    ) if factories else [])
+    producer = options.get("producer")
+    return [
+        fail_not_built(d, store, producer) if isinstance(d, NotBuilt) else next(done)
+        for d in datasets
+    ]
+
+
+def _run_engine(
+    chosen: str,
+    factories: Sequence[DatasetFactory],
+    store: Store,
+    *,
+    spec_path: Path | None,
+    force: bool,
+    wait_s: float,
+    quiet: bool,
+    **options: Any,
+) -> list[RefreshResult]:
     try:
         runner = ENGINES.get(chosen)
     except MissingDependencyError as exc:

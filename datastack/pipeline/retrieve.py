@@ -81,7 +81,9 @@ def _ask_upstream(source: SourceSpec, recorded: dict[str, Any]) -> bool | None:
     etag, modified = recorded.get("etag"), recorded.get("last_modified")
     if not (etag or modified):
         return None
-    return check_changed(source.url, etag=etag, last_modified=modified).changed
+    # a tracked file with the same size and mtime is hashed to decide (#26.6)
+    sha256 = recorded.get("sha256") if source.track else None
+    return check_changed(source.url, etag=etag, last_modified=modified, sha256=sha256).changed
 
 
 def check_sources(factory: DatasetFactory, store: Store) -> SourcesCheck:
@@ -163,7 +165,8 @@ def _retrieve_one(
         retriever: Retriever = retriever_for(definition, store.storage, **options)
         (info,) = retriever.retrieve_with_info([definition])
     except DatastackError as exc:
-        raise type(exc)(f"dataset {spec.name!r}: {exc}") from None
+        text = str(exc).replace("`datastack refresh NAME`", f"`datastack refresh {spec.name}`")
+        raise type(exc)(f"dataset {spec.name!r}: {text}") from None
     return {
         "identifier": identifier,
         "size": info.size,

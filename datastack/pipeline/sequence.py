@@ -51,6 +51,7 @@ from datastack.pipeline.retrieve import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.factory import DatasetFactory
+    from datastack.specs.model import DatasetSpec
     from datastack.store import Store
 
 log = logging.getLogger("datastack.pipeline")
@@ -185,14 +186,15 @@ def _sequence(run: _Run, lease: Any, force: bool, producer: Any, deadline: Any) 
     return run.result("published", int(record["version"]), why, splits=splits)
 
 
-def _record_status(run: _Run, result: RefreshResult, producer: dict[str, Any] | None) -> None:
-    spec = run.factory.spec
+def _record_status(
+    spec: DatasetSpec, store: Store, result: RefreshResult, producer: dict[str, Any] | None
+) -> None:
     version = result.version
     try:
         if result.status == "failed" and version is None:
-            previous = latest_record(spec, run.store)  # the version that stays served
+            previous = latest_record(spec, store)  # the version that stays served
             version = previous.version if previous is not None else None
-        run.store.catalog.record_check(
+        store.catalog.record_check(
             spec.name,
             result.status,
             reason=result.reason,
@@ -239,7 +241,7 @@ def refresh_dataset(
     run = _Run(factory, store, run_step)
     sweep_work_dirs()  # what killed refreshes on this host left in the temp folder
     result = _locked_sequence(run, force, producer, lease_ttl_s, wait_s, retrieve_deadline_s, owner)
-    _record_status(run, result, producer)
+    _record_status(factory.spec, store, result, producer)
     return result
 
 
@@ -262,6 +264,9 @@ def _locked_sequence(
         return run.result("locked", None, str(exc))
     except DatastackError as exc:
         return run.result("failed", None, f"{type(exc).__name__}: {exc}")
+    except Exception as exc:
+        log.debug("%s: could not take the lease", name, exc_info=True)
+        return run.result("failed", None, _foreign_reason(exc))
     try:
         with lease.keep_alive():
             return _sequence(run, lease, force, producer, deadline)
@@ -269,18 +274,62 @@ def _locked_sequence(
         # reported once, by the caller (the CLI's line, the Prefect task's log)
         log.info("%s: refresh failed: %s", name, redact(str(exc)))
         return run.result("failed", None, f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # any other exception is this dataset's failure too
+        # (a malformed input a parser did not foresee, a bug in a custom preprocessor): recorded
+        # as this dataset's failure so that the other datasets are refreshed
+        log.debug("%s: refresh failed", name, exc_info=True)
+        return run.result("failed", None, _foreign_reason(exc))
     finally:
         try:
             run.run_step("release-lease", lease.release)
-        except DatastackError as exc:  # pragma: no cover - logged, the lease expires anyway
+        except Exception as exc:  # pragma: no cover - logged, the lease expires anyway
             log.warning("%s: could not release lease: %s", name, redact(str(exc)))
+
+
+def _foreign_reason(exc: BaseException) -> str:
+    """The one-line reason of an exception outside the ``DatastackError`` tree."""
+    text = " ".join(str(exc).split()) or repr(exc)
+    if len(text) > 500:
+        text = text[:500].rsplit(" ", 1)[0] + " [...]"
+    return (
+        f"{type(exc).__name__}: {text}; an unexpected error: the input is malformed in a way "
+        "no check caught, or a custom preprocessor failed. Nothing was published, the "
+        "previous version stays served"
+    )
+
+
+@dataclass
+class NotBuilt:
+    """A dataset whose factory could not be built (a bad ``factory:``, a constructor that
+    raised): that dataset's failure, recorded in its status like any other."""
+
+    spec: DatasetSpec
+    error: Exception
+
+    def result(self) -> RefreshResult:
+        exc = self.error
+        reason = (f"{type(exc).__name__}: {exc}" if isinstance(exc, DatastackError)
+                  else _foreign_reason(exc))
+        return RefreshResult(self.spec.name, "failed", None, redact(reason))
+
+
+def fail_not_built(
+    dataset: NotBuilt, store: Store, producer: dict[str, Any] | None = None
+) -> RefreshResult:
+    """The failed result of a dataset whose factory could not be built, recorded in its
+    status (the previous version stays served)."""
+    failed = dataset.result()
+    _record_status(dataset.spec, store, failed, producer)
+    return failed
 
 
 __all__ = [
     "DEFAULT_LEASE_TTL",
+    "NotBuilt",
     "RefreshResult",
     "StepRunner",
     "acquire_lease",
+    "fail_not_built",
     "refresh_dataset",
     "release_lease",
     "run_here",

@@ -73,7 +73,8 @@ class DownloadBudget(Attempts):
             raise RetrievalError(
                 f"download of {self.url} exceeded its deadline of {self.deadline_seconds:g} s "
                 f"after {received} bytes ({self.total_failures} failed attempts); nothing was "
-                "stored. The server is too slow: raise `deadline=` or try again later"
+                "stored. The server is too slow: try again later (or, from Python, give the "
+                "retriever a longer `deadline=`)"
             )
 
     def advanced(self, received: int) -> None:
@@ -90,7 +91,7 @@ class DownloadBudget(Attempts):
             raise RetrievalError(
                 f"download of {self.url} failed after {self.failures} consecutive attempts "
                 f"without progress ({received} bytes received); last error: {reason}. "
-                "Nothing was stored; check the server or raise `max_retries=`"
+                "Nothing was stored; the server looks down or overloaded: try again later"
             )
         left = self.remaining()
         if left is not None and wait >= left:

@@ -8,8 +8,10 @@ dropped connection with ``Range``/``If-Range`` or asks for a clean restart.
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
+import socket
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import requests
@@ -35,6 +37,8 @@ NETWORK_ERRORS: tuple[type[BaseException], ...] = (
 )
 _CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*\Z", re.IGNORECASE)
 _BASE_HEADERS = {"Accept-Encoding": "identity"}
+#: Client errors that say "try again" (timeout, too early, too many requests).
+_RETRIED_4XX = frozenset({408, 425, 429})
 
 
 class Transient(Exception):
@@ -70,12 +74,82 @@ def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
     return urlunsplit(parts._replace(netloc=netloc)), auth
 
 
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>:?\s*")
+#: Longest description kept of a network exception (cut at a word boundary, never mid-word).
+_DESCRIBE_CHARS = 800
+
+
 def describe(exc: BaseException) -> str:
-    """A one-line, credential-free description of a network exception."""
-    text = " ".join(str(exc).split()) or "no details"
-    if len(text) > 300:
-        text = text[:297] + "..."
-    return f"{type(exc).__name__}: {redact(text)}"
+    """A one-line, credential-free description of a network exception (object reprs such as
+    ``<urllib3.connection.HTTPConnection object at 0x...>`` left out; a very long text is cut
+    at a word boundary)."""
+    text = redact(_OBJECT_REPR.sub("", " ".join(str(exc).split()))) or "no details"
+    if len(text) > _DESCRIBE_CHARS:
+        text = text[:_DESCRIBE_CHARS].rsplit(" ", 1)[0] + " [...]"
+    return f"{type(exc).__name__}: {text}"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps: ``args[0]`` exceptions (requests), ``reason`` (urllib3's
+    MaxRetryError), ``__cause__`` and ``__context__``, outermost first."""
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(seen) < 32:
+        current = todo.pop(0)
+        if any(current is s for s in seen):
+            continue
+        seen.append(current)
+        wrapped = [getattr(current, "reason", None), current.__cause__, current.__context__]
+        wrapped += [a for a in current.args if isinstance(a, BaseException)]
+        todo.extend(w for w in wrapped if isinstance(w, BaseException))
+    return seen
+
+
+#: "Network is unreachable", "No route to host": no network path, not a passing hiccup.
+_NO_ROUTE = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH})
+
+
+def unreachable(exc: BaseException, url: str, shown: str) -> RetrievalError | None:
+    """The permanent error for a host name that does not resolve or a connection refused
+    (retrying cannot help within a refresh: fail fast, saying why); None for other failures
+    (timeouts, resets), which are worth a retry."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    try:
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError:
+        port = 0
+    for cause in _causes(exc):
+        if isinstance(cause, socket.gaierror | urllib3.exceptions.NameResolutionError):
+            why = _strerror(cause)
+            return RetrievalError(
+                f"cannot download {shown}: the host name {host!r} does not resolve ({why}); "
+                "not retried. Check the host name in the source URL, this machine's network "
+                "connection and DNS (or proxy) settings, then run the refresh again "
+                "(`datastack refresh NAME`)"
+            )
+        if isinstance(cause, OSError) and cause.errno in _NO_ROUTE:
+            return RetrievalError(
+                f"cannot download {shown}: no route to {host} ({_strerror(cause)}: this machine "
+                "has no network path there); not retried. Check this machine's network "
+                "connection (and proxy settings), then run the refresh again "
+                "(`datastack refresh NAME`)"
+            )
+        if isinstance(cause, ConnectionRefusedError):
+            return RetrievalError(
+                f"cannot download {shown}: {host} refused the connection on port {port} "
+                f"({_strerror(cause)}: no server listens there); not retried. Check the host "
+                "and port in the source URL and that the server is running, then run the "
+                "refresh again (`datastack refresh NAME`)"
+            )
+    return None
+
+
+def _strerror(exc: BaseException) -> str:
+    for cause in _causes(exc):
+        if isinstance(cause, OSError) and cause.strerror:
+            return f"{cause.strerror} [errno {cause.errno}]"
+    return describe(exc)
 
 
 def _origin(url: str) -> tuple[str, str | None, int | None]:
@@ -152,6 +226,9 @@ class Transport:
                     raise RetrievalError(
                         f"TLS error for {self._show(url)}: {describe(exc)}; not retried"
                     ) from None
+                failure = unreachable(exc, url, self._show(url))
+                if failure is not None:
+                    raise failure from None
                 if isinstance(
                     exc,
                     requests.exceptions.ConnectionError
@@ -204,8 +281,9 @@ class Transport:
         method: str = "GET",
         accept: frozenset[int] = frozenset(),
     ) -> requests.Response:
-        """Send with retries: 2xx/3xx (and ``accept``) are returned; 429/5xx/network errors
-        are retried within ``budget``; other 4xx raise :class:`RetrievalError` at once."""
+        """Send with retries: 2xx/3xx (and ``accept``) are returned; 408/425/429/5xx and
+        network errors (not a name that does not resolve, not a refused connection) are retried
+        within ``budget``; other 4xx raise :class:`RetrievalError` at once."""
         while True:
             budget.check_deadline(received)
             try:
@@ -219,7 +297,7 @@ class Transport:
             reason = f"HTTP {status} {response.reason or ''}".strip()
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             response.close()
-            if status == 429 or status >= 500:
+            if status in _RETRIED_4XX or status >= 500:
                 budget.failed(reason, received=received, retry_after=retry_after)
                 continue
             raise RetrievalError(
@@ -238,6 +316,40 @@ def content_length(response: requests.Response) -> int | None:
     return int(text)
 
 
+def require_whole(response: requests.Response, shown: str) -> requests.Response:
+    """``response`` when it is a ``200``, the only complete answer to a request without
+    ``Range``; otherwise (a ``206`` partial body, a ``204``, a ``304`` to an unconditional
+    request...) it is closed and a :class:`RetrievalError` says why nothing is stored."""
+    status = response.status_code
+    if status == 200:
+        return response
+    reason = f"HTTP {status} {response.reason or ''}".strip()
+    content_range = response.headers.get("Content-Range")
+    response.close()
+    what = (
+        f"a partial body (Content-Range: {content_range or 'none'})" if status == 206
+        else "no complete body"
+    )
+    raise RetrievalError(
+        f"{shown} answered {reason}, {what}, to a request for the whole file (no Range was "
+        "asked): only a complete 200 answer is content, so nothing was stored and the "
+        "previous version stays served. The server, or a proxy or cache on the way, is "
+        "misbehaving: try again later or tell its operator"
+    )
+
+
+def over_limit(shown: str, size: int, limit: int, *, declared: bool) -> RetrievalError:
+    """The error for a source larger than ``DATASTACK_MAX_SOURCE_BYTES``."""
+    if declared:
+        what = f"declares {size} bytes (Content-Length); refused before downloading"
+    else:
+        what = f"sent more than {limit} bytes ({size} so far); the download was stopped"
+    return RetrievalError(
+        f"{shown} {what}: over the limit of {limit} bytes for one source, nothing was "
+        "stored. Raise DATASTACK_MAX_SOURCE_BYTES if the source really is that large"
+    )
+
+
 class ResumableBody:
     """The body of one download as a file-like object whose ``read(n)`` never hides a fault.
 
@@ -254,8 +366,10 @@ class ResumableBody:
         response: requests.Response,
         budget: DownloadBudget,
         progress: Progress,
+        limit: int | None = None,
     ) -> None:
         self.transport = transport
+        self.limit = limit
         self.url = url
         self.budget = budget
         self.progress = progress
@@ -266,6 +380,9 @@ class ResumableBody:
     def _adopt(self, response: requests.Response) -> None:
         self._response = response
         self.total = content_length(response)
+        if self.limit is not None and self.total is not None and self.total > self.limit:
+            response.close()
+            raise over_limit(self.budget.url, self.total, self.limit, declared=True)
         self.etag: str | None = response.headers.get("ETag")
         self.last_modified: str | None = response.headers.get("Last-Modified")
 
@@ -298,6 +415,8 @@ class ResumableBody:
                 continue
             if data:
                 self.received += len(data)
+                if self.limit is not None and self.received > self.limit:
+                    raise over_limit(self.budget.url, self.received, self.limit, declared=False)
                 self.budget.advanced(self.received)
                 self.progress.update(len(data))
                 return data
@@ -316,7 +435,8 @@ class ResumableBody:
         self._response.close()
         self.budget.failed(reason, received=self.received)
         if self.received == 0:
-            self._adopt(self.transport.get(self.url, {}, self.budget))
+            whole = self.transport.get(self.url, {}, self.budget)
+            self._adopt(require_whole(whole, self.budget.url))
             return
         validator = self._validator()
         if validator is None:

@@ -54,6 +54,24 @@ def _check_hex(name: str, value: object, length: int) -> str | None:
     return lowered
 
 
+#: Default largest source (bytes) of any scheme: 1 TiB.
+DEFAULT_MAX_SOURCE_BYTES = 1 << 40
+
+
+def max_source_bytes() -> int:
+    """The largest source of any scheme (file, folder, http download), in bytes:
+    ``DATASTACK_MAX_SOURCE_BYTES`` (read at each call, validated), else 1 TiB.
+
+    >>> os.environ["DATASTACK_MAX_SOURCE_BYTES"] = "1000000"; max_source_bytes()
+    1000000
+    >>> del os.environ["DATASTACK_MAX_SOURCE_BYTES"]; max_source_bytes() == 1 << 40
+    True
+    """
+    from datastack._env import env_int
+
+    return env_int("DATASTACK_MAX_SOURCE_BYTES", DEFAULT_MAX_SOURCE_BYTES, minimum=1)
+
+
 @dataclass(frozen=True)
 class ResourceDefinition:
     """One source to retrieve: where from, where to store it, and its expected checksum.

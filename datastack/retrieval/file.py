@@ -24,10 +24,14 @@ from stat import S_ISDIR, S_ISREG
 from typing import IO, TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
 
-from datastack._env import env_int
 from datastack._uri import redact
 from datastack.errors import ChecksumError, RetrievalError, UnsupportedSchemeError
-from datastack.retrieval.base import ResourceDefinition, SourceInfo, check_scheme
+from datastack.retrieval.base import (
+    ResourceDefinition,
+    SourceInfo,
+    check_scheme,
+    max_source_bytes,
+)
 from datastack.retrieval.folder import FolderTar
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,10 +65,6 @@ host 'fileserver': ...
             "read (file:///absolute/path); mount the share and use its local path"
         )
     return unquote(parts.path)
-
-
-#: Largest file source (bytes); ``DATASTACK_MAX_SOURCE_BYTES`` overrides it.
-MAX_FILE_BYTES = env_int("DATASTACK_MAX_SOURCE_BYTES", 1 << 40, minimum=1)
 
 
 class _Bounded(io.RawIOBase):
@@ -173,15 +173,64 @@ def _open_source(path: str, shown: str) -> tuple[io.RawIOBase, float, str | None
         )
     else:
         os.set_blocking(fd, True)
-        size, mtime, etag = stat.st_size, stat.st_mtime, None
+        size, mtime, etag = stat.st_size, stat.st_mtime, file_etag(stat)
         handle = _Bounded(os.fdopen(fd, "rb"), stat.st_size, shown)
-    if size > MAX_FILE_BYTES:
+    limit = max_source_bytes()
+    if size > limit:
         handle.close()
         raise RetrievalError(
-            f"cannot read {shown}: {size} bytes is over the limit of "
-            f"{MAX_FILE_BYTES} bytes for one source (DATASTACK_MAX_SOURCE_BYTES)"
+            f"cannot read {shown}: {size} bytes is over the limit of {limit} bytes for one "
+            "source; nothing was stored. Raise DATASTACK_MAX_SOURCE_BYTES if the source "
+            "really is that large"
         )
     return handle, mtime, etag
+
+
+def file_etag(stat: os.stat_result) -> str:
+    """The validator of a file source: its size and its modification time in nanoseconds
+    (a rewrite within the same second changes it on any filesystem with sub-second times)."""
+    return f'"file-{stat.st_size}-{stat.st_mtime_ns}"'
+
+
+def file_changed(
+    path: str, shown: str, *, etag: str | None, last_modified: str | None,
+    sha256: str | None = None,
+) -> tuple[bool | None, str, str]:
+    """``(changed, etag, last_modified)`` of the file at ``path`` against what was recorded.
+
+    A different size or nanosecond mtime (``etag``, see :func:`file_etag`) means changed.
+    The same size and mtime are ambiguous (a rewrite within the filesystem's timestamp
+    granularity, or an mtime set back with ``os.utime``): with the ``sha256`` recorded of the
+    previous copy (tracked sources), the file is read once and hashed to decide; without it,
+    the same size and mtime count as unchanged. Records made before the nanosecond
+    validator compare ``last_modified`` (whole seconds) the same way.
+    """
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        raise RetrievalError(f"cannot stat {shown}: {exc.strerror}") from None
+    tag, now = file_etag(stat), formatdate(stat.st_mtime, usegmt=True)
+    if etag is not None and etag.startswith('"file-'):
+        if etag != tag:
+            return True, tag, now
+    elif last_modified is None:
+        return None, tag, now
+    elif now != last_modified:
+        return True, tag, now
+    # same size and mtime (or, for an older record, the same second): only the bytes can tell
+    if sha256 is None or not S_ISREG(stat.st_mode):
+        return False, tag, now
+    return _sha256_of(path, shown) != sha256.lower(), tag, now
+
+
+def _sha256_of(path: str, shown: str) -> str:
+    import hashlib
+
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as exc:
+        raise RetrievalError(f"cannot read {shown}: {exc.strerror}") from None
 
 
 def make_retriever(storage: StorageConnector, options: dict[str, Any]) -> FileRetriever:

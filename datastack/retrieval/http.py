@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import formatdate, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 from urllib.parse import unquote, urlsplit
@@ -34,9 +34,17 @@ from datastack.retrieval._transport import (
     ResumableBody,
     Transport,
     content_length,
+    over_limit,
+    require_whole,
     split_credentials,
 )
-from datastack.retrieval.base import ResourceDefinition, SourceInfo, check_scheme
+from datastack.retrieval.base import (
+    ResourceDefinition,
+    SourceInfo,
+    check_scheme,
+    max_source_bytes,
+)
+from datastack.retrieval.file import file_changed
 from datastack.retrieval.folder import folder_etag
 from datastack.retrieval.progress import make_progress
 
@@ -180,14 +188,19 @@ class HTTPRetriever:
             origin_url=url,
             display_url=shown,
         )
-        first = transport.get(url, {}, budget)
-        progress = make_progress(self.progress, shown, content_length(first))
+        limit = max_source_bytes()
+        first = require_whole(transport.get(url, {}, budget), shown)
+        declared = content_length(first)
+        if declared is not None and declared > limit:
+            first.close()
+            raise over_limit(shown, declared, limit, declared=True)
+        progress = make_progress(self.progress, shown, declared)
         response: requests.Response | None = first
         try:
             while True:
                 if response is None:
-                    response = transport.get(url, {}, budget)
-                body = ResumableBody(transport, url, response, budget, progress)
+                    response = require_whole(transport.get(url, {}, budget), shown)
+                body = ResumableBody(transport, url, response, budget, progress, limit)
                 response = None
                 try:
                     stored = self.storage.set_resource(
@@ -255,19 +268,21 @@ def _strip_weak(etag: str) -> str:
     return etag[2:] if etag.startswith("W/") else etag
 
 
-def _check_file(url: str, etag: str | None, last_modified: str | None) -> ChangeCheck:
+def _check_file(
+    url: str, etag: str | None, last_modified: str | None, sha256: str | None
+) -> ChangeCheck:
     parts = urlsplit(url)
     path = unquote(parts.path) if "://" in url else url
     try:
         if os.path.isdir(path):  # a folder: its listing (names, sizes, mtimes) is the ETag
             tag = folder_etag(Path(path), redact(url))
             return ChangeCheck(None if etag is None else tag != etag, tag, None, None)
-        mtime = os.stat(path).st_mtime
     except OSError as exc:
         raise RetrievalError(f"cannot stat {redact(url)}: {exc.strerror}") from None
-    now = formatdate(mtime, usegmt=True)
-    changed = None if last_modified is None else not _same_date(now, last_modified)
-    return ChangeCheck(changed, None, now, None)
+    changed, tag, now = file_changed(
+        path, redact(url), etag=etag, last_modified=last_modified, sha256=sha256
+    )
+    return ChangeCheck(changed, tag, now, None)
 
 
 def check_changed(
@@ -279,20 +294,23 @@ def check_changed(
     timeout: tuple[float, float] = (10.0, 30.0),
     max_retries: int = 2,
     backoff: Backoff | None = None,
+    sha256: str | None = None,
 ) -> ChangeCheck:
     """Ask whether ``url`` changed since it had ``etag`` / ``last_modified``, without a download.
 
     Sends a conditional ``HEAD`` (``If-None-Match`` / ``If-Modified-Since``), falling back to a
     streamed ``GET`` that is closed unread when HEAD is not allowed. 304 means unchanged; a 200
     is compared with the validators given; no validators on either side means unknown (None).
-    ``file://`` URLs and paths compare the file's mtime with ``last_modified``, folders their
-    listing (:func:`~datastack.retrieval.folder.folder_etag`) with ``etag``.
+    ``file://`` URLs and paths compare the file's size and nanosecond mtime (``etag``, or the
+    whole-second ``last_modified`` of older records) and, when those are the same, its sha256
+    with ``sha256`` if given (:func:`~datastack.retrieval.file.file_changed`); folders compare
+    their listing (:func:`~datastack.retrieval.folder.folder_etag`) with ``etag``.
 
     >>> check_changed("https://example.org/iris.csv", etag='"abc"')    # doctest: +SKIP
     ChangeCheck(changed=False, etag='"abc"', last_modified=None, status=304)
     """
     if check_scheme(url) == "file":
-        return _check_file(url, etag, last_modified)
+        return _check_file(url, etag, last_modified, sha256)
     clean, auth = split_credentials(url)
     own = session is None
     sess = session or mount(requests.Session())

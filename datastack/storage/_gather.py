@@ -29,6 +29,9 @@ def span_blocks(
     starts: NDArray[np.int64], ends: NDArray[np.int64], block_size: int, size: int
 ) -> list[int]:
     """:func:`block_numbers` of the ranges ``starts[i]..ends[i]``."""
+    if len(starts) == 1:  # one range (a single sample): no numpy passes
+        start, end = max(0, int(starts[0])), min(size, int(ends[0]))
+        return list(range(start // block_size, (end - 1) // block_size + 1)) if end > start else []
     numbers: list[int] = covered_units(starts, ends, block_size, size).tolist()
     return numbers
 

@@ -20,7 +20,7 @@ import os
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 from datastack._env import parse_size
 from datastack.errors import ConfigurationError
@@ -31,11 +31,36 @@ CACHE_BYTES_ENV = "DATASTACK_CACHE_BYTES"
 _ALL_CACHES: weakref.WeakSet[BlockCache] = weakref.WeakSet()
 
 
+class Flight:
+    """One fetch of blocks in progress: readers that need its blocks wait for it
+    (:meth:`BlockCache.begin_fetch`) instead of fetching them again. Held (its lock taken)
+    until the fetch ends: a lock costs far less than an Event on the single-read path."""
+
+    __slots__ = ("_held", "blocks")
+
+    def __init__(self) -> None:
+        self._held = threading.Lock()
+        self._held.acquire()
+        self.blocks: dict[int, bytes] = {}  # what the fetch brought (empty if it failed)
+
+    def wait(self) -> None:
+        """Return once the fetch has ended."""
+        with self._held:
+            pass
+
+    def end(self) -> None:
+        self._held.release()
+
+
 class BlockCache:
     """A thread-safe LRU of blocks, bounded by the total bytes it holds.
 
     Keys are ``(file_key, block_number)`` tuples. A block larger than the whole budget is
     never stored. ``max_bytes=0`` disables caching (readers still work).
+
+    Fetches are single-flight: a reader about to fetch blocks registers them
+    (:meth:`begin_fetch`); another reader (or thread) that needs one of them meanwhile waits
+    for that fetch instead of fetching the block again, whatever the timing.
 
     >>> cache = BlockCache(max_bytes=10)
     >>> cache.put(("f", 0), b"12345"); cache.put(("f", 1), b"67890"); cache.put(("f", 2), b"x")
@@ -54,6 +79,8 @@ class BlockCache:
         self.misses = 0
         self.evictions = 0
         self.generation = 0  # bumped by clear()/discard(): readers drop their own blocks too
+        self._flights: dict[Hashable, Flight] = {}  # (file_key, n) -> the fetch bringing it
+        self.flight_waits = 0  # reads that waited for a fetch in flight instead of fetching
         _ALL_CACHES.add(self)
 
     @property
@@ -103,6 +130,68 @@ class BlockCache:
             self.hits += len(found)
             self.misses += len(numbers) - len(found)
         return found
+
+    def begin_fetch(
+        self, file_key: Hashable, numbers: Sequence[int]
+    ) -> tuple[Flight | None, list[int], dict[int, Flight]]:
+        """Register a fetch of the blocks ``numbers`` of ``file_key``.
+
+        Returns ``(flight, mine, others)``: ``mine`` are the numbers the caller fetches now
+        (under ``flight``, None when there are none; finish it with :meth:`end_fetch`),
+        ``others`` maps the numbers already being fetched by someone else to their flight
+        (``flight.wait()``, then take ``flight.blocks``).
+        """
+        mine: list[int] = []
+        others: dict[int, Flight] = {}
+        flight = Flight()
+        with self._lock:
+            flights = self._flights
+            for n in numbers:
+                other = flights.get((file_key, n))
+                if other is None:
+                    flights[(file_key, n)] = flight
+                    mine.append(n)
+                else:
+                    others[n] = other
+            self.flight_waits += bool(others)
+        return (flight if mine else None), mine, others
+
+    def end_fetch(
+        self, file_key: Hashable, flight: Flight, numbers: Sequence[int], blocks: dict[int, bytes]
+    ) -> None:
+        """Finish a fetch begun with :meth:`begin_fetch` (``blocks``: what it brought, empty
+        when it failed) and wake its waiters."""
+        flight.blocks = blocks
+        with self._lock:
+            for n in numbers:
+                if self._flights.get((file_key, n)) is flight:
+                    del self._flights[(file_key, n)]
+        flight.end()
+
+    def fetch_once(
+        self,
+        file_key: Hashable,
+        numbers: Sequence[int],
+        fetch: Callable[[list[int]], Mapping[int, bytes]],
+    ) -> dict[int, bytes]:
+        """``{n: block}`` for ``numbers``: ``fetch`` is called for those nobody is fetching
+        right now; the others are taken from the fetch in flight once it is done (a failed
+        one is fetched here again, so its error is raised here)."""
+        flight, mine, others = self.begin_fetch(file_key, numbers)
+        out: dict[int, bytes] = {}
+        if flight is not None:
+            try:
+                out = dict(fetch(mine))
+            finally:
+                self.end_fetch(file_key, flight, mine, out)
+        for n, other in others.items():
+            other.wait()
+            if (data := other.blocks.get(n)) is not None:
+                out[n] = data
+        failed = [n for n in others if n not in out]
+        if failed:
+            out.update(fetch(failed))
+        return out
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._blocks
@@ -155,8 +244,10 @@ class BlockCache:
             self.evictions += 1
 
     def _after_fork(self) -> None:
-        # A lock held by another thread at fork time would stay locked forever in the child.
+        # A lock held by another thread at fork time would stay locked forever in the child,
+        # and the parent's fetches in flight never finish here.
         self._lock = threading.Lock()
+        self._flights = {}
 
     def __repr__(self) -> str:
         return f"<BlockCache {self._nbytes}/{self._max_bytes} bytes, {len(self._blocks)} blocks>"
@@ -204,6 +295,7 @@ __all__ = [
     "CACHE_BYTES_ENV",
     "DEFAULT_CACHE_BYTES",
     "BlockCache",
+    "Flight",
     "cache_bytes_from_env",
     "default_cache",
     "parse_size",

@@ -48,14 +48,20 @@ import json
 import logging
 import os
 import re
+import shutil
+import stat
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from datastack._fs import atomic_write, create_temporary, fsync_dir, is_temporary_name
 from datastack.errors import ChecksumError, ConfigurationError, NotCachedError, StorageError
+from datastack.storage._partial import BlockSource, copy_blocks
+from datastack.storage._regular import file_sha256 as _file_sha256
+from datastack.storage._regular import open_regular, read_regular
 from datastack.storage.cache import parse_size
 
 CACHE_DIR_ENV = "DATASTACK_CACHE_DIR"
@@ -67,8 +73,9 @@ CLAIM_STALE_SECONDS = 60.0
 TEMP_GRACE_SECONDS = 3600.0
 FILL_CHUNK_BYTES = 8 * 1024 * 1024
 
-Source = Callable[[], IO[bytes]]
-"""Opens a fresh stream over the whole resource (read sequentially, once)."""
+Source = Callable[[], IO[bytes]] | BlockSource
+"""Opens a fresh stream over the whole resource (read sequentially, once), or the resource
+as blocks (a fill shared with this process's readers: :mod:`datastack.storage._partial`)."""
 
 log = logging.getLogger("datastack.cache")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -100,11 +107,6 @@ def _stamp_of(st: os.stat_result) -> dict[str, int]:
         "mtime_ns": st.st_mtime_ns,
         "ctime_ns": st.st_ctime_ns,
     }
-
-
-def _file_sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 class DiskCache:
@@ -159,8 +161,12 @@ class DiskCache:
         sha256 = _checked_sha256(sha256)
         target = self._object(sha256)
         try:
-            st = os.stat(target)
+            st = os.lstat(target)  # the entry itself: a symlink is not followed
         except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            log.warning("cached copy %s is not a regular file: removed (a miss)", target)
+            self.discard(sha256)
             return None
         if not self._stamp_matches(sha256, st):
             if _file_sha256(target) != sha256:
@@ -169,19 +175,19 @@ class DiskCache:
                 return None
             self._write_stamp(sha256, target)
         with contextlib.suppress(OSError):
-            os.utime(self._stamp(sha256))  # last use, for LRU eviction
+            os.utime(self._stamp(sha256), follow_symlinks=False)  # last use, for LRU eviction
         return target
 
     def _stamp_matches(self, sha256: str, st: os.stat_result) -> bool:
         try:
-            stamp = json.loads(self._stamp(sha256).read_text())
+            raw = read_regular(self._stamp(sha256))
+            stamp = json.loads(raw) if raw is not None else None
         except (OSError, ValueError):
             return False
         return bool(stamp == _stamp_of(st))
 
     def _write_stamp(self, sha256: str, target: Path) -> None:
-        stamp = _stamp_of(os.stat(target))
-        path = self._stamp(sha256)
+        stamp, path = _stamp_of(os.lstat(target)), self._stamp(sha256)
         with atomic_write(path, fsync=False, on_error=lambda exc: _stamp_error(path, exc)) as out:
             out.write(json.dumps(stamp).encode())
 
@@ -191,8 +197,8 @@ class DiskCache:
             target = self.path(sha256)
             if target is None:
                 break
-            with contextlib.suppress(FileNotFoundError):
-                return open(target, "rb")
+            if (fh := open_regular(target)) is not None:
+                return fh
         raise NotCachedError(
             f"{name or sha256} (sha256 {sha256[:12]}...) is not in the local cache {self.root}; "
             "fetch it while the storage is reachable: `datastack pull NAME --storage URI`"
@@ -203,7 +209,10 @@ class DiskCache:
         sha256 = _checked_sha256(sha256)
         for path in (self._object(sha256), self._stamp(sha256)):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+                if not os.path.islink(path) and os.path.isdir(path):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
 
     # -- filling -------------------------------------------------------------------------------
     def fill(
@@ -233,7 +242,11 @@ class DiskCache:
         self.make_room(size, keep=sha256)
         fd, tmp = create_temporary(str(self._tmp_dir))
         try:
-            written, actual = self._copy(fd, source, sha256, stop)
+            if isinstance(source, BlockSource):  # block by block, shared with the readers
+                written, actual = copy_blocks(fd, tmp, source, sha256, stop,
+                                              lambda: self._beat(sha256))
+            else:
+                written, actual = self._copy(fd, source, sha256, stop)
             if written != size or not hmac.compare_digest(actual, sha256):
                 raise ChecksumError(
                     f"{name or 'resource'}: expected {size} bytes with sha256 {sha256}, got "
@@ -253,7 +266,7 @@ class DiskCache:
         return target
 
     def _copy(
-        self, fd: int, source: Source, sha256: str, stop: threading.Event | None
+        self, fd: int, source: Callable[[], IO[bytes]], sha256: str, stop: threading.Event | None
     ) -> tuple[int, str]:
         digest, written, beat = hashlib.sha256(), 0, time.monotonic()
         with os.fdopen(fd, "wb") as out, contextlib.closing(source()) as stream:
@@ -265,11 +278,14 @@ class DiskCache:
                 written += len(chunk)
                 if time.monotonic() - beat > CLAIM_STALE_SECONDS / 4:
                     beat = time.monotonic()
-                    with contextlib.suppress(OSError):
-                        os.utime(self._claim(sha256))  # the claim stays fresh while we work
+                    self._beat(sha256)
             out.flush()
             os.fsync(out.fileno())
         return written, digest.hexdigest()
+
+    def _beat(self, sha256: str) -> None:
+        with contextlib.suppress(OSError):
+            os.utime(self._claim(sha256))  # the claim stays fresh while a fill works
 
     def fill_in_background(
         self, sha256: str, size: int, source: Source, *, name: str = ""
@@ -382,6 +398,29 @@ class DiskCache:
         return f"DiskCache({str(self.root)!r}, max_bytes={self.max_bytes})"
 
 
+_WARNED: set[str] = set()
+
+
+def warn_unusable(cache: DiskCache, exc: OSError) -> None:
+    """Warn once per folder that the local cache cannot be used (unwritable, full, ...):
+    loads then read from the storage; the cache is only an optimisation."""
+    key = str(cache.root)
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    warnings.warn(
+        f"the local cache folder {cache.root} is not usable ({type(exc).__name__}: {exc}); "
+        "reading from the storage instead. Free space or fix its permissions, choose another "
+        f"folder with {CACHE_DIR_ENV}, or turn the cache off with {CACHE_DIR_BYTES_ENV}=0",
+        CacheUnusableWarning,
+        stacklevel=3,
+    )
+
+
+class CacheUnusableWarning(UserWarning):
+    """The local disk cache folder cannot be read or written; loads read the storage."""
+
+
 class CachedOpener:
     """Picklable opener: the verified local copy when cached, else ``remote`` (if any).
 
@@ -404,11 +443,13 @@ class CachedOpener:
     def __call__(self) -> IO[bytes]:
         if self.remote is None:
             return self.cache.open(self.sha256, self.identifier)
-        target = self.cache.path(self.sha256)
-        if target is not None:
-            with contextlib.suppress(FileNotFoundError):
-                return open(target, "rb")
-        return self.remote()
+        try:
+            target = self.cache.path(self.sha256)
+            fh = open_regular(target) if target is not None else None
+        except OSError as exc:  # an unreadable cache folder: read the storage (#26.18)
+            warn_unusable(self.cache, exc)
+            fh = None
+        return fh if fh is not None else self.remote()
 
 
 def _stop_fills_at_exit() -> None:
@@ -445,8 +486,12 @@ __all__ = [
     "CACHE_DIR_BYTES_ENV",
     "CACHE_DIR_ENV",
     "DEFAULT_CACHE_DIR_BYTES",
+    "CacheUnusableWarning",
     "CachedOpener",
     "DiskCache",
     "default_cache_dir",
     "default_disk_cache",
+    "open_regular",
+    "read_regular",
+    "warn_unusable",
 ]

@@ -1,25 +1,17 @@
-"""A seekable reader over fixed-size blocks, fetched through the block cache.
+"""A seekable reader over fixed-size blocks (GridFS: the file's chunks), fetched through the
+process-wide LRU of blocks (:class:`~datastack.storage.cache.BlockCache`): random access never
+goes through a cursor thrown away on every seek. :class:`BlockReader` depends only on a
+``fetch(block_numbers) -> {block_number: bytes}`` callable, so it is tested with no I/O (the
+model is fsspec's ``caching.py``). Missing blocks of one read are fetched in one call, and
+once process-wide (single-flight); when reads turn sequential, the reader reads ahead,
+doubling the window up to ``readahead_bytes``; :meth:`BlockReader.prefetch` loads the missing
+blocks of many byte ranges in one call (one ``$in`` query on GridFS).
 
-Remote storage (GridFS) answers one query per round trip, so random access must not go
-through a cursor that is thrown away on every seek. Instead a resource is cut into fixed-size
-*blocks* (for GridFS: exactly its chunks) and read through a process-wide LRU of blocks:
-
-- :class:`BlockCache` is the LRU, bounded in bytes and shared by every reader in the process
-  (the key of a block includes the identity of the file it belongs to);
-- :class:`BlockReader` is a seekable ``io.RawIOBase`` over one file. It depends only on a
-  ``fetch(block_numbers) -> {block_number: bytes}`` callable, so it is tested with no I/O
-  (the model is fsspec's ``caching.py``). Missing blocks of one read are fetched in one call;
-  when reads turn sequential, the reader reads ahead, doubling the window up to
-  ``readahead_bytes``; :meth:`BlockReader.prefetch` loads the missing blocks of many byte
-  ranges in a single call (one ``$in`` query on GridFS).
-
-With ``background=True`` (what GridFS readers use) the next read-ahead windows are fetched on a
-small thread pool while the caller consumes the current one, so the server's work overlaps the
-caller's and the client's decoding (up to ``READAHEAD_DEPTH`` windows in flight per reader,
-each one contiguous run of blocks; all of them together are capped at a quarter of the cache
-budget, so memory stays bounded by it). Those threads touch only ``fetch`` (pymongo) and the
-cache, never h5py: h5py calls back into Python from file-like objects, and a thread touching
-it could deadlock. A failed read-ahead is simply fetched again in the caller's thread, which
+With ``background=True`` (GridFS readers) the next read-ahead windows (up to
+``READAHEAD_DEPTH`` per reader, together at most a quarter of the cache budget) are fetched on
+a small thread pool while the caller consumes the current one. Those threads touch only
+``fetch`` (pymongo) and the cache, never h5py (which calls back into Python from file-like
+objects: a deadlock risk). A failed read-ahead is fetched again in the caller's thread, which
 raises the error. See docs/performance.md for the measurements.
 
 >>> data = bytes(range(256)) * 40                       # 10240 bytes, blocks of 1024
@@ -55,6 +47,10 @@ Fetch = Callable[[Sequence[int]], Mapping[int, bytes]]
 """Fetch blocks by number; return ``{number: bytes}`` for every number asked."""
 
 DEFAULT_READAHEAD_BYTES = 8 * 1024 * 1024
+_GONE = ("the resource was deleted or replaced while being read, or is corrupt; open it again "
+         "with get_resource()")
+
+
 class BlockReader(io.RawIOBase):
     """A seekable binary reader over fixed-size blocks fetched through a :class:`BlockCache`.
 
@@ -76,16 +72,13 @@ class BlockReader(io.RawIOBase):
     cache:
         The cache to share (default: :func:`default_cache`).
     readahead_bytes:
-        Largest read-ahead window once reads turn sequential (0 disables read-ahead). It
-        also bounds how much one fetch returns. The window is further capped at a quarter of
-        the cache budget, so read-ahead never pushes out more than it brings.
+        Largest read-ahead window once reads turn sequential (0 disables read-ahead); also
+        bounds one fetch. Capped further at a quarter of the cache budget.
     background:
-        Fetch the next read-ahead windows on background threads while the caller consumes
-        the current one (up to ``readahead_depth`` fetches in flight per reader). Off when
-        the cache is disabled (``max_bytes=0``).
+        Fetch the next read-ahead windows on background threads (up to ``readahead_depth``
+        per reader, all of them together within that quarter). Off with the cache disabled.
     readahead_depth:
-        Background windows in flight per reader. Every window is capped so that all of them
-        together hold at most a quarter of the cache budget.
+        Background windows in flight per reader.
     name:
         Shown in error messages (the identifier).
     """
@@ -136,6 +129,10 @@ class BlockReader(io.RawIOBase):
         self._generation = self._cache.generation
         self.fetch_calls = 0
         self.background_fetches = 0
+        #: Says why a block is missing (set by whoever knows what the file is, e.g. the
+        #: version of a dataset that gc deleted); the default blames a deletion or corruption.
+        self.explain_gone: Callable[[], str] | None = None
+        self._gone: str | None = None
 
     # -- io ------------------------------------------------------------------------------------
     def readable(self) -> bool:
@@ -175,10 +172,8 @@ class BlockReader(io.RawIOBase):
         return done
 
     def _read_one_block(self, view: memoryview) -> bool:
-        """The fast path of hinted (sampler-driven) readers: a read inside one block that is
-        present is one slice copy, with no access tracking (there is no read-ahead to steer).
-        The block of the previous such read is kept at hand (HDF5 chunks of one block are
-        read one after another)."""
+        """The fast path of hinted (sampler-driven) readers: a read inside one present block
+        is one slice copy, no access tracking; the last such block is kept at hand."""
         start, count, bs = self._pos, len(view), self.block_size
         number = start // bs
         if not count or (start + count - 1) // bs != number or start + count > self.size:
@@ -461,6 +456,11 @@ class BlockReader(io.RawIOBase):
         self._ahead = ahead
 
     def _fetch_checked(self, numbers: list[int]) -> dict[int, bytes]:
+        """The blocks ``numbers``, fetched once process-wide (single-flight: blocks another
+        reader or thread is fetching right now are waited for, not fetched again)."""
+        return self._cache.fetch_once(self.key, numbers, self._fetch_now)
+
+    def _fetch_now(self, numbers: list[int]) -> dict[int, bytes]:
         self.fetch_calls += 1
         result = self._fetch(numbers)
         out: dict[int, bytes] = {}
@@ -469,11 +469,11 @@ class BlockReader(io.RawIOBase):
             expected = min(self.block_size, self.size - n * self.block_size)
             if data is None or len(data) != expected:
                 actual = "missing" if data is None else f"{len(data)} bytes"
-                raise StorageError(
-                    f"block {n} of {self.name} is {actual}, expected {expected} bytes: the "
-                    "resource was deleted or replaced while being read, or is corrupt; open "
-                    "it again with get_resource()"
+                self._gone = (
+                    f"block {n} of {self.name} is {actual}, expected {expected} bytes: "
+                    + (self.explain_gone() if self.explain_gone is not None else _GONE)
                 )
+                raise StorageError(self._gone)
             if type(data) is not bytes:  # pymongo hands bytes over as is: no copy then
                 data = bytes(data)
             out[n] = data
@@ -483,6 +483,8 @@ class BlockReader(io.RawIOBase):
     def _check_open(self) -> None:
         if self.closed:
             raise ValueError(f"I/O operation on closed reader {self.name}")
+        if self._gone is not None:  # every later read fails alike, cached blocks or not
+            raise StorageError(self._gone)
 
     def close(self) -> None:
         self._local, self._ahead, self._memo = {}, {}, None
@@ -493,6 +495,5 @@ class BlockReader(io.RawIOBase):
         return f"<BlockReader {self.name} size={self.size} block={self.block_size}>"
 
 
-__all__ = [
-    "DEFAULT_READAHEAD_BYTES", "READAHEAD_DEPTH", "READAHEAD_THREADS", "BlockReader", "Fetch"
-]
+__all__ = ["DEFAULT_READAHEAD_BYTES", "READAHEAD_DEPTH", "READAHEAD_THREADS", "BlockReader",
+           "Fetch"]

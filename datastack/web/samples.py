@@ -75,9 +75,9 @@ def _cells(record: VersionRecord, split: str, index: int, fields: list[Field],
 
 
 def _scattered_reads(store: Store) -> Store:
-    """The store previews read through: a page reads a few scattered samples, so neither
-    sequential read-ahead (GridFS) nor filling the local disk cache with the whole file
-    (:mod:`datastack.offline`; copies already cached are still used) would serve it."""
+    """The store previews read through: a page reads a few scattered samples, so sequential
+    read-ahead (GridFS) would not serve it (nor would filling the local disk cache with the
+    whole file: iterators are opened with ``ReadDecision(fill_cache=False)``)."""
     import copy
 
     try:
@@ -87,7 +87,6 @@ def _scattered_reads(store: Store) -> Store:
             clone.storage.readahead_bytes = 0  # type: ignore[attr-defined]
     except TypeError:  # built on a Database object (tests): read as it is
         return store
-    clone.fill_cache = False
     return clone
 
 
@@ -118,6 +117,7 @@ class SampleCache:
     def _iterator(self, record: VersionRecord, split: str) -> tuple[DatasetIterator, Any]:
         """The split's iterator (images left encoded: thumbnails decode them), opened lazily."""
         from datastack.factory import DatasetFactory
+        from datastack.offline import ReadDecision
 
         key = (record.name, record.version, split)
         evicted = []
@@ -125,7 +125,8 @@ class SampleCache:
             if key in self._open:
                 self._open.move_to_end(key)
                 return self._open[key]
-            it = DatasetFactory().iterators(record, self.store)[split]
+            read = ReadDecision(record, fill_cache=False)  # a few samples: fill nothing
+            it = DatasetFactory().iterators(record, self.store, read=read)[split]
             opened = (it.with_image_options(decode=False), threading.Lock())
             self._open[key] = opened
             while len(self._open) > MAX_OPEN:

@@ -29,8 +29,10 @@ from flows.tasks import is_transient, resolve_storage
         (RetrievalError("dataset 'a': http://h/a.csv answered HTTP 404 NOT FOUND; not retried"),
          False),
         (RetrievalError("http://h/a.csv answered HTTP 403 Forbidden"), False),
-        (RetrievalError("http://h/a.csv answered HTTP 408 Request Timeout"), True),
-        (RetrievalError("http://h/a.csv: connection reset after 5 retries"), True),
+        # the retriever retried these itself (#27.3: one layer retries, not both)
+        (RetrievalError("http://h/a.csv answered HTTP 408 Request Timeout"), False),
+        (RetrievalError("http://h/a.csv: connection reset after 5 retries"), False),
+        (RetrievalError("the host name 'h.invalid' does not resolve; not retried"), False),
         (StorageUnavailableError("mongodb://h/db unreachable"), True),
         (ConnectionResetError("reset"), True),
         (TimeoutError("slow"), True),

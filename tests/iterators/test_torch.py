@@ -127,3 +127,47 @@ def test_mapped_samples_convert_as_value_by_value() -> None:
             assert list(a) == list(b)
         else:
             assert a.dtype == b.dtype and bool((a == b).all())
+
+
+def test_decoded_images_become_tensors_without_the_not_writable_warning() -> None:
+    """#27.11: decoded images are read-only arrays (Pillow's bytes); every TorchDataset read
+    of them warned "The given NumPy array is not writable". Run in a fresh process: torch
+    warns once per process, so an earlier test could hide it here."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import io, warnings
+        import numpy as np
+        from PIL import Image
+        from datastack.fields import decode_image
+        from datastack.iterators import SequenceDatasetIterator
+        from datastack.iterators.torch import TorchDataset
+
+        def png(h, w):
+            buf = io.BytesIO()
+            Image.fromarray(np.full((h, w, 3), h, np.uint8)).save(buf, "PNG")
+            return decode_image(buf.getvalue())
+
+        same = [png(4, 5) for _ in range(3)]
+        assert not same[0].flags.writeable  # what Pillow hands over
+        warnings.simplefilter("error")
+        data = TorchDataset(SequenceDatasetIterator(same, [0, 1, 2]))
+        one = data[0][0]
+        batch = data.batch([0, 2])[0]
+        collated = data.collate(data.__getitems__([1, 2]))[0]
+        ragged = TorchDataset(SequenceDatasetIterator([png(4, 5), png(6, 2)], [0, 1]))
+        listed = ragged.batch([0, 1])[0]
+        one[0, 0, 0] = 7  # a tensor of its own: writing it is fine
+        assert tuple(batch.shape) == (2, 4, 5, 3) and tuple(collated.shape) == (2, 4, 5, 3)
+        assert [tuple(t.shape) for t in listed] == [(4, 5, 3), (6, 2, 3)]
+        assert int(same[0][0, 0, 0]) == 4  # the decoded array was not written through
+        print("ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and "not writable" not in done.stderr, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok"

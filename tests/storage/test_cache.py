@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -189,3 +190,82 @@ def test_reads_match_the_bytes(size: int, ops: list[tuple[int, int]], cache_byte
             buf = bytearray(n)
             got = reader.readinto(buf)
             assert bytes(buf[:got]) == data[pos : pos + n]
+
+
+def test_a_block_fetched_by_one_reader_is_waited_for_by_another_not_fetched_again() -> None:
+    """Single-flight (#27.1): while one reader's fetch of a block is in flight, a second
+    reader (another thread, same cache) that needs that block waits for that fetch."""
+    import threading
+
+    from datastack.storage.cache import BlockCache
+    from datastack.storage.reader import BlockReader
+
+    data = bytes(range(256)) * 64  # 16 KiB, blocks of 1 KiB
+    started, release = threading.Event(), threading.Event()
+    calls: list[list[int]] = []
+
+    def slow_fetch(numbers: Any) -> dict[int, bytes]:
+        calls.append(list(numbers))
+        started.set()
+        assert release.wait(60)  # held until the other reader waits for this fetch
+        return {n: data[n * 1024 : (n + 1) * 1024] for n in numbers}
+
+    cache = BlockCache(1 << 20)
+    first = BlockReader("f", len(data), 1024, slow_fetch, cache=cache, readahead_bytes=0)
+    second = BlockReader("f", len(data), 1024, slow_fetch, cache=cache, readahead_bytes=0)
+    got: dict[str, bytes] = {}
+
+    def read(name: str, reader: BlockReader, at: int) -> None:
+        reader.seek(at)
+        got[name] = reader.read(100)
+
+    one = threading.Thread(target=read, args=("first", first, 2048))
+    one.start()
+    assert started.wait(60)
+    two = threading.Thread(target=read, args=("second", second, 2100))
+    two.start()
+    for _ in range(6000):  # until the second reader waits on the flight (bounded)
+        if cache.flight_waits:
+            break
+        threading.Event().wait(0.01)
+    release.set()
+    one.join(60)
+    two.join(60)
+    assert cache.flight_waits == 1
+    assert calls == [[2]]  # one fetch for both readers
+    assert got == {"first": data[2048:2148], "second": data[2100:2200]}
+    assert second.fetch_calls == 0
+
+
+def test_a_failed_flight_is_fetched_again_by_its_waiter_which_raises() -> None:
+    """When the fetch in flight fails, a reader that waited for it fetches the block itself
+    (and so gets the error itself); the failed flight leaves nothing registered."""
+    import threading
+
+    from datastack.errors import StorageError
+    from datastack.storage.cache import BlockCache
+
+    cache = BlockCache(1 << 20)
+    flight, mine, others = cache.begin_fetch("f", [1, 2])
+    assert flight is not None and mine == [1, 2] and not others
+    outcome: list[Any] = []
+
+    def wait_for_it() -> None:
+        def fetch(numbers: list[int]) -> dict[int, bytes]:
+            raise StorageError(f"boom {numbers}")
+
+        try:
+            cache.fetch_once("f", [2], fetch)
+        except StorageError as exc:
+            outcome.append(str(exc))
+
+    waiter = threading.Thread(target=wait_for_it)
+    waiter.start()
+    for _ in range(6000):
+        if cache.flight_waits:
+            break
+        threading.Event().wait(0.01)
+    cache.end_fetch("f", flight, mine, {})  # the first fetch failed: it brought nothing
+    waiter.join(60)
+    assert outcome == ["boom [2]"]
+    assert cache.begin_fetch("f", [1, 2, 3])[1] == [1, 2, 3]  # nothing left in flight

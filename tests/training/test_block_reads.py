@@ -3,6 +3,8 @@ and reads through a latency-adding proxy."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +46,12 @@ LISTENER = ChunkBytes()
 monitoring.register(LISTENER)  # before this module's clients exist (new URIs: new clients)
 
 
-def _epoch(it: Any, order: np.ndarray, batch: int) -> None:
+def _epoch(it: Any, sampler: DatasetSampler, batch: int) -> None:
+    """One epoch of ``sampler``'s order in batches, the sampler's read plan told of each."""
+    plan, order = sampler.read_plan(), sampler.indices()
     for lo in range(0, len(order), batch):
+        if plan is not None:
+            plan.before_batch(it, order[lo : lo + batch], sampler.epoch, lo)
         it.get_batch(order[lo : lo + batch])
 
 
@@ -66,7 +72,7 @@ def test_block_aware_epoch_reads_each_block_about_once(
     assert np.median(np.abs(np.diff(order))) > 1000
     small_block_cache.clear()
     LISTENER.bytes = 0
-    _epoch(it, order, 128)
+    _epoch(it, sampler, 128)
     file_bytes = it.resource.size
     assert LISTENER.bytes <= 1.1 * file_bytes, (LISTENER.bytes, file_bytes)
     assert it.resource.stream is not None
@@ -77,7 +83,7 @@ def test_block_aware_epoch_reads_each_block_about_once(
     assert not shuffled.block_aware_active
     small_block_cache.clear()
     LISTENER.bytes = 0
-    _epoch(it, shuffled.indices(), 128)
+    _epoch(it, shuffled, 128)
     assert LISTENER.bytes > 3 * file_bytes  # what block-aware shuffling avoids
 
 
@@ -114,6 +120,25 @@ def test_records_over_gridfs_shuffle_block_aware_and_deal_parts(
     """Texts (a records file) report their storage blocks: the sampler's order is block-aware
     (each block fetched about once per epoch, also through `map`, whose batches reach the
     read plan), and with batch_size/num_workers the order is dealt to workers by parts."""
+    _records_epoch(mongo_uri, small_block_cache)
+
+
+def test_records_epoch_bytes_bound_holds_with_the_cores_busy(
+    mongo_uri: str, small_block_cache: Any
+) -> None:
+    """The same epoch with two busy processes started by the test (a loaded machine, as when
+    the whole suite runs beside other jobs): block fetches are single-flight, so a block whose
+    background fetch is still in flight is waited for, never fetched again (#27.1)."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        _records_epoch(mongo_uri, small_block_cache)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
+def _records_epoch(mongo_uri: str, small_block_cache: Any) -> None:
     import datastack
 
     rng = np.random.default_rng(5)
@@ -132,7 +157,12 @@ def test_records_over_gridfs_shuffle_block_aware_and_deal_parts(
     LISTENER.bytes = 0
     reader = it._state().resource.stream
     hinted = reader.background_fetches
-    got = [s for lo in range(0, 6000, 64) for s in stack.get_samples(order[lo : lo + 64])]
+    plan = sampler.read_plan()
+    assert plan is not None
+    got = []
+    for lo in range(0, 6000, 64):
+        plan.before_batch(stack, order[lo : lo + 64], 0, lo)  # the plan sees the mapped batch
+        got += stack.get_samples(order[lo : lo + 64])
     assert [g[0] for g in got] == [len(texts[i]) for i in order.tolist()]
     assert reader.background_fetches > hinted  # the plan saw the mapped batches
     file_bytes = it.resource.size
@@ -144,3 +174,40 @@ def test_records_over_gridfs_shuffle_block_aware_and_deal_parts(
     assert np.array_equal(dealt[64:128], order[47 * 64 : 48 * 64])  # batch 1: part 1
     plain = DatasetSampler(stack, shuffle=False, batch_size=64, num_workers=2).indices()
     assert np.array_equal(plain, np.arange(6000))  # a sequential pass is not dealt
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["quiet", "cores-busy"])
+def test_first_epoch_with_the_local_cache_on_moves_the_file_about_once(
+    mongo_uri: str, tmp_path: Path, small_block_cache: Any, cache_dir: Path, busy: bool
+) -> None:
+    """#27.2: with the local disk cache on, the read-through fill and the epoch's reads share
+    what they fetch (the fill writes blocks into the local copy, readers take them from it
+    and add theirs), so the first epoch plus the fill move ~1x the file, not ~2x; also with
+    two busy processes beside them."""
+    import datastack
+    from datastack.storage.diskcache import _FILL_THREADS, default_disk_cache
+
+    x = publish(mongo_uri, "digits", tmp_path / "v1", 15000, 784, seed=1)  # 47 MB
+    LISTENER.database = mongo_uri.rsplit("/", 1)[1]
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(2 if busy else 0)]
+    try:
+        small_block_cache.clear()
+        LISTENER.bytes = 0
+        it = datastack.load("digits", storage=mongo_uri)  # starts the background fill
+        sampler = DatasetSampler(it, seed=0)
+        order = sampler.indices()
+        _epoch(it, sampler, 128)
+        for thread in list(_FILL_THREADS):
+            thread.join(120)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    file_bytes = it.resource.size
+    assert LISTENER.bytes <= 1.15 * file_bytes, (LISTENER.bytes, file_bytes)
+    cache = default_disk_cache()
+    assert cache is not None and cache.usage() == file_bytes  # the verified copy is there
+    assert np.array_equal(it.get_batch(order[:50])[0], x[order[:50]])
+    again = datastack.load("digits", storage=mongo_uri)  # from the local copy now
+    assert np.array_equal(again.get_batch(order[-50:])[0], x[order[-50:]])

@@ -153,29 +153,56 @@ def test_each_worker_reads_its_own_blocks(n: int, workers: int) -> None:
 def test_read_plan_hints_the_next_batches() -> None:
     it = _blocky(1000, 10)
     sampler = DatasetSampler(it, seed=0, window_blocks=4)
+    plan = sampler.read_plan()
+    assert plan is not None
     order = np.asarray(list(sampler))
-    it.get_batch(order[:32])  # hints the next LOOKAHEAD_BATCHES batches
+    plan.before_batch(it, order[:32], 0, 0)  # hints the next LOOKAHEAD_BATCHES batches
     assert len(it.hints) == 1 and np.array_equal(it.hints[0], order[32 : 32 * 5])
-    it.get_batch(order[32:64])  # only the batch not hinted yet
+    plan.before_batch(it, order[32:64], 0, 32)  # only the batch not hinted yet
     assert len(it.hints) == 2 and np.array_equal(it.hints[1], order[32 * 5 : 32 * 6])
-    it.get_batch(np.arange(32))  # not the sampler's order: no hint
+    plan.before_batch(it, np.arange(32), 0, 64)  # not the sampler's order: no hint
     assert len(it.hints) == 2
+    it.get_batch(order[64:96])  # reading alone calls nothing back (#22.4)
+    assert len(it.hints) == 2
+    assert DatasetSampler(it, shuffle=False).read_plan() is None
+    assert DatasetSampler(it, block_aware=False).read_plan() is None
+
+
+def test_batches_carry_their_epoch_and_position_through_pickling() -> None:
+    it = _blocky(100, 10)
+    sampler = DatasetSampler(it, seed=0, batch_size=8, batches=True)
+    sampler.set_epoch(3)
+    batches = [pickle.loads(pickle.dumps(b)) for b in sampler]  # as DataLoader workers get them
+    assert [(b.epoch, b.start) for b in batches[:3]] == [(3, 0), (3, 8), (3, 16)]
+    assert np.array_equal(np.concatenate(batches), sampler.indices())
+    per_sample = list(DatasetSampler(it, seed=0, batch_size=8))
+    marks = [pickle.loads(pickle.dumps(i)) for i in per_sample[::8]]
+    assert [(m.epoch, m.start) for m in marks[:2]] == [(0, 0), (0, 8)]
+    assert all(type(i) is int for k, i in enumerate(per_sample) if k % 8)
+    assert per_sample == DatasetSampler(it, seed=0).indices().tolist()
+    local = list(DatasetSampler(SequenceDatasetIterator(np.arange(10)), seed=0))
+    assert all(type(i) is int for i in local)  # no blocks, no plan: plain indices
 
 
 def test_a_persistent_worker_follows_the_next_epoch() -> None:
-    """A persistent DataLoader worker keeps the copy of the dataset (and of the sampler's
-    order) it started with; the main process moves the sampler on with set_epoch. The batches
-    of the next epoch's order move the copy on too, so its hints stay right."""
+    """A persistent DataLoader worker keeps the copy of the dataset (and of its read plan) it
+    started with; the main process moves the sampler on with set_epoch. Each batch carries
+    its epoch and position, so the worker's hints are right without guessing (#22.4)."""
+    from datastack.iterators.torch import TorchDataset
+
     it = _blocky(1000, 10)
-    sampler = DatasetSampler(it, seed=0, window_blocks=4)
-    worker = copy.deepcopy(it)  # what a worker holds, at epoch 0 (as pickled to it)
-    worker.hints = []
-    sampler.set_epoch(1)
-    order = np.asarray(list(sampler))
-    worker.get_batch(order[:32])
-    assert len(worker.hints) == 1 and np.array_equal(worker.hints[0], order[32 : 32 * 5])
-    worker.get_batch(np.arange(32))  # neither epoch's order: no hint, the epoch stays
-    assert len(worker.hints) == 1 and worker.read_plan.order.epoch == 1
+    sampler = DatasetSampler(it, seed=0, window_blocks=4, batch_size=32, batches=True)
+    data = TorchDataset(it).with_read_plan(sampler.read_plan())
+    worker = copy.deepcopy(data)  # what a worker holds, at epoch 0 (as pickled to it)
+    worker.iterator.hints = []
+    sampler.set_epoch(5)  # more than one epoch ahead: no guessing involved
+    batches = list(sampler)
+    worker[batches[0]]
+    order = np.concatenate(batches)
+    assert len(worker.iterator.hints) == 1
+    assert np.array_equal(worker.iterator.hints[0], order[32 : 32 * 5])
+    worker[list(range(32))]  # not a batch of the sampler: no hint
+    assert len(worker.iterator.hints) == 1
 
 
 def test_a_lambda_in_a_stack_fails_at_pickling_with_a_clear_error() -> None:
