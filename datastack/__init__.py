@@ -31,14 +31,14 @@ _LAZY = {
     "load": "datastack.api",
     "open_store": "datastack.store",
     "refresh": "datastack.api",
-    "publish": "datastack.python_data",
+    "publish": "datastack.publish",
     "errors": "datastack.errors",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.api import load, refresh
     from datastack.factory import DatasetFactory
-    from datastack.python_data import publish
+    from datastack.publish import publish
     from datastack.resources import StreamedResource, StreamedTextResource
     from datastack.splits import SplitExpression
     from datastack.storage import connect

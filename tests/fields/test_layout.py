@@ -55,7 +55,7 @@ def test_field_descriptions() -> None:
 
 def test_new_modules_import_no_optional_heavy_dependency() -> None:
     code = (
-        "import sys, datastack, datastack.fields, datastack.formats, datastack.python_data, "
+        "import sys, datastack, datastack.fields, datastack.formats, datastack.publish, "
         "datastack.preview, datastack.canonical.records\n"
         "from datastack.formats import FORMATS\n"
         "for n in FORMATS.names(): FORMATS.get(n)\n"
