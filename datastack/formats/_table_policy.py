@@ -9,7 +9,8 @@ Policy (``docs/preprocessing.md``):
 * categorical values become codes ``0..k-1`` over the sorted labels (numbers first, in numeric
   order, then text), returned as ``encodings[column]``; codes never depend on row order;
 * a feature column found categorical by itself (not listed) with many distinct values -- more
-  than half the rows, or more than :data:`MAX_IMPLICIT_CATEGORIES` -- is an error asking
+  than half the rows (from :data:`MIN_AMBIGUOUS_DISTINCT` values on), or more than
+  :data:`MAX_IMPLICIT_CATEGORIES` -- is an error asking
   whether it is ``text`` or ``categorical`` (free text must not silently become codes);
 * a value in ``missing`` (and a null: JSON ``null``, Parquet null, an empty Excel cell, NaN) is
   NaN in the features; a missing categorical *target* is an error;
@@ -50,6 +51,9 @@ FEATURES_FIELD = "features"
 #: A feature column not listed in ``categorical`` that holds more distinct strings than this
 #: (or than half the rows) is an error: free text or categories? The spec must say.
 MAX_IMPLICIT_CATEGORIES = 1000
+#: The half-the-rows rule applies from this many distinct strings on: a small table whose few
+#: labels repeat (3 rows, "red, blue, red") stays categorical without a word.
+MIN_AMBIGUOUS_DISTINCT = 10
 
 
 @dataclass(frozen=True)
@@ -354,7 +358,9 @@ class TablePolicy:
             distinct = len(column.codes)
             if not column.categorical or column.listed:
                 continue
-            if distinct > MAX_IMPLICIT_CATEGORIES or 2 * distinct > self.rows:
+            if distinct > MAX_IMPLICIT_CATEGORIES or (
+                distinct >= MIN_AMBIGUOUS_DISTINCT and 2 * distinct > self.rows
+            ):
                 p = self.prefix
                 raise FormatError(
                     f"column {column.name!r} holds {distinct} distinct strings in {self.rows} "

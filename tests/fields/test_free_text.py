@@ -92,3 +92,11 @@ def test_refresh_of_free_text_fails_with_the_question_and_publishes_nothing(
     assert sorted(c for c in comments if c) == sorted(
         f"comment {i} is unique" for i in range(40) if i != 4)
     assert np.asarray(it[0][0]).dtype == np.float32
+
+
+def test_a_small_table_with_repeating_labels_stays_categorical() -> None:
+    """3 rows, 2 colours: more than half the rows, but too few values to be free text."""
+    _, (_, _, encodings) = _finish(  # type: ignore[misc]
+        ["a", "color", "label"], [[1, 2, 3], ["red", "blue", "red"], ["x", "y", "x"]],
+        target="label")
+    assert encodings["color"] == ["blue", "red"]
