@@ -143,7 +143,7 @@ def run_show(args: argparse.Namespace) -> int:
             catalog.get(args.name, args.version_) if args.version_ is not None
             else catalog.latest(args.name)
         )
-        versions = catalog.versions(args.name)
+        versions = catalog.version_summaries(args.name)  # numbers, states, times only
     if getattr(args, "croissant", False):
         from datastack.croissant import croissant
 
@@ -232,13 +232,13 @@ def _usable(store: Any, cache: Any, name: str) -> list[VersionRecord]:
 def _ls_cached(args: argparse.Namespace, store: Any, cache: Any, reason: str) -> int:
     import sys
 
-    records = [usable[-1] for name in _cached_names(store, cache)
-               if (usable := _usable(store, cache, name))]
+    usable_of = [usable for name in _cached_names(store, cache)
+                 if (usable := _usable(store, cache, name))]  # one scan of the cache a name
     rows: list[dict[str, Any]] = [
         {"name": r.name, "state": "cached", "version": r.version, "splits": dict(r.splits),
          "size": r.size, "published_at": r.published_at, "cached": True,
-         "versions_cached": [v.version for v in _usable(store, cache, r.name)]}
-        for r in records
+         "versions_cached": [v.version for v in usable]}
+        for usable in usable_of for r in [usable[-1]]
     ]
     if args.json:
         print_json(rows)

@@ -365,8 +365,7 @@ def _extract(path: Path, dest: Path, label: str, limits: ArchiveLimits) -> list[
                     members, dest, label, compressed, limits, lambda m: _zip_open(zf, m)
                 )
         with tarfile.open(path, "r:*") as tf:
-            members = _scan_tar(tf, label, limits, compressed)
-            _check_declared(label, members, compressed, limits)
+            members = _scan_tar(tf, label, limits, compressed)  # checks the declared sizes
             return _write_members(
                 members, dest, label, compressed, limits, lambda m: _tar_open(tf, m, label)
             )

@@ -210,15 +210,12 @@ def drop_version(store: Store, name: str, version: int, attempt: str = "") -> No
 def validate_version(
     factory: DatasetFactory, prepared: PreparedVersion, store: Store
 ) -> None:
-    """The validation gates (``datastack.pipeline.gates``); a failure drops the pending version."""
+    """The validation gates (``datastack.pipeline.gates``); on a failure the sequence drops the
+    pending version (:func:`drop_version`)."""
     spec = factory.spec
-    try:
-        gates.check_version(
-            spec, prepared.splits, prepared.schema, prepared.stats, latest_record(spec, store)
-        )
-    except BaseException:
-        store.catalog.abort(spec.name, prepared.version, attempt=prepared.attempt or None)
-        raise
+    gates.check_version(
+        spec, prepared.splits, prepared.schema, prepared.stats, latest_record(spec, store)
+    )
 
 
 def publish_version(
@@ -240,8 +237,8 @@ def publish_version(
     if not force:
         checksums = source_checksums(list(sources))
         same = catalog.find_identical(spec.name, spec.fingerprint(), checksums)
-        if same is not None:
-            catalog.abort(spec.name, prepared.version, attempt=prepared.attempt or None)
+        if same is not None:  # the attempt's record and files go at once, its number is free
+            drop_version(store, spec.name, prepared.version, prepared.attempt)
             return None
     record = catalog.publish(
         spec.name,

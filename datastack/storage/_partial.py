@@ -57,8 +57,6 @@ class PartialCopy:
         self.fd, self.rfd, self.size, self.block_size = fd, rfd, size, block_size
         self._have = np.zeros(-(-size // block_size), dtype=bool)
         self._lock = threading.Lock()
-        self.written = 0  # blocks written by the fill or by readers
-        self.served = 0  # blocks readers took from here instead of fetching them
 
     def missing(self, numbers: Sequence[int]) -> list[int]:
         have = self._have
@@ -67,26 +65,34 @@ class PartialCopy:
     def complete(self) -> bool:
         return bool(self._have.all())
 
+    def length(self, n: int) -> int:
+        """The exact length of block ``n``."""
+        return min(self.block_size, self.size - n * self.block_size)
+
     def take(self, numbers: Sequence[int]) -> dict[int, bytes]:
         """The blocks of ``numbers`` already written (read back from the file)."""
         out: dict[int, bytes] = {}
-        for n in numbers:
-            if self._have[n]:
-                length = min(self.block_size, self.size - n * self.block_size)
-                data = os.pread(self.rfd, length, n * self.block_size)
-                if len(data) == length:
-                    out[n] = data
-        self.served += len(out)
+        with self._lock:  # the reading fd is not closed (nor its number reused) meanwhile
+            if self.rfd < 0:
+                return out
+            for n in numbers:
+                if self._have[n]:
+                    data = os.pread(self.rfd, self.length(n), n * self.block_size)
+                    if len(data) == self.length(n):
+                        out[n] = data
         return out
 
-    def put(self, blocks: Mapping[int, bytes]) -> None:
-        """Write fetched blocks (of their exact lengths) into the file."""
+    def put(self, blocks: Mapping[int, bytes]) -> dict[int, bytes]:
+        """Write fetched blocks into the file; returns those of their exact lengths (a short
+        or long block is neither written nor returned: its reader fetches it again and gets
+        the storage's own error)."""
+        good = {n: d for n, d in blocks.items() if len(d) == self.length(n)}
         with self._lock:
-            for n, data in blocks.items():
+            for n, data in good.items():
                 if self.fd >= 0 and not self._have[n]:
                     os.pwrite(self.fd, data, n * self.block_size)
                     self._have[n] = True
-                    self.written += 1
+        return good
 
 
     def finish(self) -> None:
@@ -96,6 +102,13 @@ class PartialCopy:
         if fd >= 0:
             os.close(fd)
 
+    def close(self) -> None:
+        """No more reads either: close both descriptors (the copy is no longer shared)."""
+        self.finish()
+        with self._lock:
+            rfd, self.rfd = self.rfd, -1
+        if rfd >= 0:
+            os.close(rfd)
 
 
 def copy_blocks(
@@ -109,16 +122,17 @@ def copy_blocks(
     """Write ``source`` into the temporary ``path`` (open as ``fd``) block by block, sharing
     it with this process's readers meanwhile; ``(bytes, sha256)`` of what was written, hashed
     from the file. A copy of the expected ``sha256`` stays shared (read-only) for the readers
-    already open; otherwise, or on an error, it is unshared (its reading fd is left open: a
-    reader may be about to read it, and a reused fd number must never be read instead)."""
+    already open (until the next fill of the same key replaces it); otherwise, or on an
+    error, it is unshared and closed (reads hold the copy's lock, so no reused fd number is
+    read)."""
     from datastack.errors import StorageError
     from datastack.storage.cache import default_cache
 
     rfd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    os.ftruncate(fd, source.size)
     copy = PartialCopy(fd, rfd, source.size, source.block_size)
-    share(source.key, copy)
     try:
+        os.ftruncate(fd, source.size)
+        share(source.key, copy)
         shared, cache = SharedCopyFetch(source.key, source.fetch), default_cache()
         count, per = len(copy._have), max(1, WINDOW_BYTES // source.block_size)
         for lo in range(0, count, per):
@@ -136,17 +150,20 @@ def copy_blocks(
         actual = digest.hexdigest()
         if actual != sha256 or not copy.complete():
             unshare(source.key, copy)
+            copy.close()
         return source.size if copy.complete() else -1, actual
     except BaseException:
         unshare(source.key, copy)
-        copy.finish()
+        copy.close()
         raise
 
 
 def share(key: Hashable, copy: PartialCopy) -> None:
     """Readers of ``key`` in this process use ``copy`` from now on."""
     with _LOCK:
-        _COPIES[key] = copy
+        old, _COPIES[key] = _COPIES.get(key), copy
+    if old is not None and old is not copy:
+        old.close()  # one copy a resource: a replaced one holds no descriptor (nor disk space)
 
 
 def unshare(key: Hashable, copy: PartialCopy) -> None:
@@ -168,10 +185,7 @@ class SharedCopyFetch:
         found = copy.take(numbers)
         rest = [n for n in numbers if n not in found]
         if rest:
-            fetched = dict(self.inner(rest))
-            expected = {n: min(copy.block_size, copy.size - n * copy.block_size) for n in rest}
-            copy.put({n: d for n, d in fetched.items() if len(d) == expected.get(n)})
-            found.update(fetched)
+            found.update(copy.put(self.inner(rest)))  # blocks of the right length only
         return found
 
 

@@ -22,7 +22,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 
-from datastack._env import parse_size
+from datastack._env import env_size, parse_size
 from datastack.errors import ConfigurationError
 
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
@@ -268,10 +268,7 @@ _DEFAULT_LOCK = threading.Lock()
 
 def cache_bytes_from_env(environ: Mapping[str, str] | None = None) -> int:
     """The cache budget from ``$DATASTACK_CACHE_BYTES`` (bytes; suffixes K, M, G allowed)."""
-    raw = (os.environ if environ is None else environ).get(CACHE_BYTES_ENV, "").strip()
-    if not raw:
-        return DEFAULT_CACHE_BYTES
-    return parse_size(raw, CACHE_BYTES_ENV)
+    return env_size(CACHE_BYTES_ENV, DEFAULT_CACHE_BYTES, environ)
 
 
 def default_cache() -> BlockCache:

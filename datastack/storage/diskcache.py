@@ -57,12 +57,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from datastack._env import env_size
 from datastack._fs import atomic_write, create_temporary, fsync_dir, is_temporary_name
 from datastack.errors import ChecksumError, ConfigurationError, NotCachedError, StorageError
 from datastack.storage._partial import BlockSource, copy_blocks
 from datastack.storage._regular import file_sha256 as _file_sha256
 from datastack.storage._regular import open_regular, read_regular
-from datastack.storage.cache import parse_size
 
 CACHE_DIR_ENV = "DATASTACK_CACHE_DIR"
 CACHE_DIR_BYTES_ENV = "DATASTACK_CACHE_DIR_BYTES"
@@ -126,8 +126,7 @@ class DiskCache:
         """The cache ``$DATASTACK_CACHE_DIR`` / ``$DATASTACK_CACHE_DIR_BYTES`` describe, or
         None when disabled (``DATASTACK_CACHE_DIR_BYTES=0``)."""
         env = os.environ if environ is None else environ
-        raw = env.get(CACHE_DIR_BYTES_ENV, "").strip()
-        max_bytes = parse_size(raw, CACHE_DIR_BYTES_ENV) if raw else DEFAULT_CACHE_DIR_BYTES
+        max_bytes = env_size(CACHE_DIR_BYTES_ENV, DEFAULT_CACHE_DIR_BYTES, env)
         if max_bytes == 0:
             return None
         return cls(env.get(CACHE_DIR_ENV, "").strip() or default_cache_dir(), max_bytes)

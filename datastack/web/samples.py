@@ -55,17 +55,14 @@ Key = tuple[str, int, str]
 T = TypeVar("T")
 
 
-_shown_as_image = shown_as_image
-
 
 def _cells(record: VersionRecord, split: str, index: int, fields: list[Field],
-           row: Any) -> list[dict[str, Any]]:
+           row: Any, categories: dict[str, Any]) -> list[dict[str, Any]]:
     """The cells of one sample: a thumbnail URL per image field, text for the others (the
     cells :func:`datastack.preview.field_cells` gives ``show --preview`` too)."""
     cells: list[dict[str, Any]] = []
-    categories = category_names(record)
     for pos, fld in enumerate(fields):
-        if _shown_as_image(fld):
+        if shown_as_image(fld):
             src = thumbnail_url(record, split, index, fld.name)
             cells.append({"field": fld.name, "src": src, "alt": f"{fld.name} {index}"})
         else:
@@ -141,11 +138,6 @@ class SampleCache:
         with lock:
             return read(it)
 
-    @staticmethod
-    def _fields(it: DatasetIterator, record: VersionRecord) -> list[Field]:
-        """The split's fields; a classic file's encoded target becomes a label with names."""
-        return shown_fields(it, record)
-
     # -- a page of samples ------------------------------------------------------------------
     def page_context(
         self, record: VersionRecord, split: str, page: int, size: int,
@@ -163,13 +155,14 @@ class SampleCache:
 
     def _page(self, it: DatasetIterator, record: VersionRecord, split: str, page: int,
               size: int, link: Callable[[str, int], str]) -> dict[str, Any]:
-        fields = self._fields(it, record)
+        fields = shown_fields(it, record)
         total = len(it)
         lo, hi = min(total, (page - 1) * size), min(total, page * size)
         rows = self._read_rows(it, fields, lo, hi)
-        images = any(_shown_as_image(f) for f in fields)
+        images = any(shown_as_image(f) for f in fields)
+        categories = category_names(record)  # once a page, not once a sample
         samples = [
-            {"index": lo + k, "cells": _cells(record, split, lo + k, fields, row)}
+            {"index": lo + k, "cells": _cells(record, split, lo + k, fields, row, categories)}
             for k, row in enumerate(rows)
         ]
         preview = {
@@ -188,10 +181,10 @@ class SampleCache:
         (labels come from the split's eagerly read column)."""
         if hi <= lo:
             return []
-        if any(_shown_as_image(f) for f in fields) and all(
-            _shown_as_image(f) or f.kind == LABEL for f in fields
+        if any(shown_as_image(f) for f in fields) and all(
+            shown_as_image(f) or f.kind == LABEL for f in fields
         ):
-            columns = [None if _shown_as_image(f) else it.get_targets(pos)[lo:hi]
+            columns = [None if shown_as_image(f) else it.get_targets(pos)[lo:hi]
                        for pos, f in enumerate(fields)]
             return [tuple(None if c is None else c[k] for c in columns) for k in range(hi - lo)]
         return it.get_samples(range(lo, hi))  # images (if any) stay encoded: not decoded here
@@ -238,8 +231,8 @@ class SampleCache:
                 field: str) -> bytes:
         from datastack.errors import NotFoundError
 
-        fields = self._fields(it, record)
-        images = [i for i, f in enumerate(fields) if _shown_as_image(f)]
+        fields = shown_fields(it, record)
+        images = [i for i, f in enumerate(fields) if shown_as_image(f)]
         pos = next((i for i in images if fields[i].name == field), None) if field else (
             images[0] if images else None)
         if pos is None:

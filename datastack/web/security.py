@@ -6,8 +6,9 @@
   ``Authorization: Bearer TOKEN`` or the session cookie set by the login form; everything
   else gets 401 (the login page for a browser, JSON for ``/api/``). Only ``/login`` and
   ``/static/`` (the style sheet and the filter script) are open. Comparisons are constant-time
-  (:func:`hmac.compare_digest`); the cookie holds an HMAC of the token, never the token, and
-  is ``HttpOnly`` and ``SameSite=Strict``.
+  (:func:`hmac.compare_digest`); the cookie holds a random session id (see
+  :class:`Sessions`: revoked by ``/logout``), never the token, and is ``HttpOnly`` and
+  ``SameSite=Strict``.
 
 - :class:`HostGate` (ASGI middleware) answers 400 to a request whose ``Host`` header names
   neither a loopback address nor an allowed host, so a page that rebinds its own name to
