@@ -14,9 +14,10 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, TypeVar
 
 from datastack.errors import FormatError
+from datastack.formats._tar_spans import SharedFile, TarSpan, tar_spans
 from datastack.formats.archives import (
     DEFAULT_LIMITS,
     ArchiveLimits,
@@ -27,6 +28,8 @@ from datastack.resources import StreamedResource
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.specs import SourceSpec
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -122,8 +125,14 @@ def prepare_inputs(
     sources: Sequence[tuple[SourceSpec, StreamedResource]],
     workdir: Path,
     limits: ArchiveLimits = DEFAULT_LIMITS,
+    *,
+    in_place: bool = False,
 ) -> list[RawInput]:
-    """Expand sources into raw inputs (see module docstring)."""
+    """Expand sources into raw inputs (see module docstring).
+
+    ``in_place``: the members of an uncompressed tar are read where they are in the archive
+    (:mod:`._tar_spans`: the same checks, no extraction; inputs without ``path``), for formats
+    that read each input as one stream (image folders)."""
     inputs: list[RawInput] = []
     for index, (source, resource) in enumerate(sources):
         kind = source.compression
@@ -137,6 +146,10 @@ def prepare_inputs(
             inputs.append(_gzip_input(source, source.filename, plain.open, limits))
         else:
             archive = plain.local_path(workdir)
+            spans = tar_spans(archive, source.filename, limits) if in_place else None
+            if spans is not None:
+                inputs.extend(_span_inputs(source, archive, spans, limits))
+                continue
             files = extract_archive(
                 archive, workdir / f"extract-{index}", name=source.filename, limits=limits
             )
@@ -150,10 +163,8 @@ def _gzip_input(
     return RawInput(source, name, lambda: CappedGzipReader(opener(), name, limits))  # type: ignore[arg-type,return-value]
 
 
-def _archive_inputs(
-    source: SourceSpec, files: list[Path], root: Path, limits: ArchiveLimits
-) -> list[RawInput]:
-    members = {file.relative_to(root).as_posix(): file for file in files}
+def _chosen(source: SourceSpec, members: dict[str, T]) -> dict[str, T]:
+    """Only ``member:`` when the source names one."""
     if source.member is not None:
         if source.member not in members:
             shown = ", ".join(sorted(members)[:20]) or "(none)"
@@ -161,7 +172,14 @@ def _archive_inputs(
                 f"{source.filename}: member {source.member!r} not found in the archive; "
                 f"it holds: {shown}"
             )
-        members = {source.member: members[source.member]}
+        return {source.member: members[source.member]}
+    return members
+
+
+def _archive_inputs(
+    source: SourceSpec, files: list[Path], root: Path, limits: ArchiveLimits
+) -> list[RawInput]:
+    members = _chosen(source, {file.relative_to(root).as_posix(): file for file in files})
     out = []
     for rel, file in members.items():
         label = f"{source.filename}!{rel}"
@@ -170,6 +188,25 @@ def _archive_inputs(
         else:
             out.append(RawInput(source, label, _path_opener(file), file.stat().st_size, file))
     return out
+
+
+def _span_inputs(
+    source: SourceSpec, archive: Path, spans: list[TarSpan], limits: ArchiveLimits
+) -> list[RawInput]:
+    shared = SharedFile(archive)  # one descriptor for every member; closed with its inputs
+    out = []
+    for rel, span in _chosen(source, {span.name: span for span in spans}).items():
+        label = f"{source.filename}!{rel}"
+        opener = _span_opener(shared, span)
+        if rel.lower().endswith(".gz"):
+            out.append(_gzip_input(source, label, opener, limits))
+        else:
+            out.append(RawInput(source, label, opener, span.size))
+    return out
+
+
+def _span_opener(shared: SharedFile, span: TarSpan) -> Callable[[], IO[bytes]]:
+    return lambda: shared.reader(span)  # type: ignore[return-value]
 
 
 def _path_opener(path: Path) -> Callable[[], IO[bytes]]:

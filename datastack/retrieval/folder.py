@@ -26,7 +26,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from stat import S_ISDIR, S_ISREG
+from stat import S_ISDIR, S_ISLNK, S_ISREG
 
 from datastack.errors import RetrievalError
 
@@ -51,25 +51,37 @@ def _refuse(shown: str, rel: str, why: str) -> RetrievalError:
     )
 
 
+def _resolved(path: str, real_root: str, shown: str, rel: str) -> tuple[str, os.stat_result]:
+    """The file behind ``path`` and its stat. The walk enters no linked folder (they are
+    refused), so only the file itself can be a link: a link is resolved and must stay inside
+    the folder; a plain file is taken as it is (no ``realpath`` walk per file)."""
+    try:
+        stat = os.lstat(path)
+        if not S_ISLNK(stat.st_mode):
+            return path, stat
+        real = os.path.realpath(path)
+        if os.path.commonpath([real_root, real]) == real_root:
+            return real, os.stat(real)
+    except OSError as exc:
+        raise _refuse(shown, rel, f"cannot be read ({exc.strerror})") from None
+    raise _refuse(shown, rel, "links out of the folder")
+
+
 def folder_members(root: Path, shown: str) -> list[FolderMember]:
     """The files of ``root`` as archive members, sorted by relative path (see module doc)."""
     real_root = os.path.realpath(root)
     members: list[FolderMember] = []
-    for parent, dirs, files in os.walk(root, followlinks=False):
+    for parent, dirs, files in os.walk(real_root, followlinks=False):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in (d for d in dirs if os.path.islink(os.path.join(parent, d))):
-            raise _refuse(shown, os.path.relpath(os.path.join(parent, name), root),
+            raise _refuse(shown, os.path.relpath(os.path.join(parent, name), real_root),
                           "is a link to a folder")
+        prefix = Path(os.path.relpath(parent, real_root)).as_posix()
+        prefix = "" if prefix == "." else prefix + "/"
         for name in (f for f in files if not f.startswith(".")):
             path = os.path.join(parent, name)
-            rel = Path(os.path.relpath(path, root)).as_posix()
-            real = os.path.realpath(path)
-            if os.path.commonpath([real_root, real]) != real_root:
-                raise _refuse(shown, rel, "links out of the folder")
-            try:
-                stat = os.stat(real)
-            except OSError as exc:
-                raise _refuse(shown, rel, f"cannot be read ({exc.strerror})") from None
+            rel = prefix + name
+            real, stat = _resolved(path, real_root, shown, rel)
             if S_ISDIR(stat.st_mode):
                 raise _refuse(shown, rel, "is a link to a folder")
             if not S_ISREG(stat.st_mode):

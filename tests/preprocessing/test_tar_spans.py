@@ -1,0 +1,174 @@
+"""Members of an uncompressed tar read in place (image folders) give the inputs extraction
+gives, and every archive extraction refuses is refused the same way, with nothing extracted."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from datastack.errors import DatastackError, FormatError, UnsafeArchiveError
+from datastack.formats._tar_spans import tar_spans
+from datastack.formats.archives import ArchiveLimits
+from datastack.formats.inputs import prepare_inputs
+from tests.preprocessing.helpers import make_spec, resources
+
+
+def _info(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, linkname
+    return info
+
+
+def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w") -> Path:
+    with tarfile.open(path, mode) as tf:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _inputs(folder: Path, name: str, in_place: bool, **source: Any) -> list[Any]:
+    spec = make_spec(folder, [{"name": name, **source}], format="imagefolder")
+    work = folder / f"work-{in_place}"
+    work.mkdir(exist_ok=True)
+    limits = ArchiveLimits(max_members=50)
+    return prepare_inputs(resources(spec), work, limits, in_place=in_place)
+
+
+def _read(inputs: list[Any]) -> list[tuple[str, int | None, bytes]]:
+    out = []
+    for raw in inputs:
+        with raw.open() as stream:
+            out.append((raw.name, raw.size, stream.read()))
+    return out
+
+
+GOOD = [
+    (_info("cat/", tarfile.DIRTYPE), None),
+    ("cat/1.png", b"\x89PNG" + os.urandom(3000)),
+    ("dog/2.jpg", b""),
+    ("./dog/3.jpg", os.urandom(513)),
+    ("notes/readme.txt.gz", None),  # filled in below: a gzip member
+]
+
+
+def _good(path: Path) -> Path:
+    import gzip
+
+    members: list[tuple[tarfile.TarInfo, bytes | None]] = []
+    for name, data in GOOD:
+        if isinstance(name, tarfile.TarInfo):
+            members.append((name, None))
+        else:
+            members.append((_info(name), gzip.compress(b"hello") if data is None else data))
+    return _tar(path, members)
+
+
+def test_in_place_members_equal_the_extracted_ones(tmp_path: Path) -> None:
+    _good(tmp_path / "photos.tar")
+    extracted = _read(_inputs(tmp_path, "photos.tar", False))
+    in_place = _read(_inputs(tmp_path, "photos.tar", True))
+    assert in_place == extracted
+    assert [name for name, _, _ in in_place] == [
+        "photos.tar!cat/1.png", "photos.tar!dog/2.jpg", "photos.tar!dog/3.jpg",
+        "photos.tar!notes/readme.txt.gz"]
+    assert in_place[-1][2] == b"hello"  # a .gz member is decompressed (capped) as before
+    assert not (tmp_path / "work-True" / "extract-0").exists()  # nothing was extracted
+    assert _read(_inputs(tmp_path, "photos.tar", True, member="dog/3.jpg")) == [extracted[2]]
+
+
+def test_in_place_reader_seeks_and_reads_in_parts(tmp_path: Path) -> None:
+    data = os.urandom(5000)
+    _tar(tmp_path / "a.tar", [(_info("x/a.bin"), data), (_info("x/b.bin"), b"tail")])
+    [first, _] = _inputs(tmp_path, "a.tar", True)
+    with first.open() as stream:
+        assert stream.read(10) == data[:10]
+        assert stream.seek(-5, io.SEEK_END) == 4995
+        assert stream.read() == data[-5:]
+        assert stream.read() == b""
+        stream.seek(100)
+        buffer = bytearray(50)
+        assert stream.readinto(buffer) == 50 and bytes(buffer) == data[100:150]
+
+
+def _hostile(tmp_path: Path) -> dict[str, list[tuple[tarfile.TarInfo, bytes | None]]]:
+    char = _info("dev", tarfile.CHRTYPE)
+    char.devmajor, char.devminor = 1, 3
+    return {
+        "dotdot": [(_info("../x"), b"x")],
+        "absolute": [(_info("/tmp/abs-x"), b"x")],
+        "symlink": [(_info("link", tarfile.SYMTYPE, "/etc"), None), (_info("link/x"), b"x")],
+        "hardlink": [(_info("passwd", tarfile.LNKTYPE, "/etc/passwd"), None)],
+        "chardev": [(char, None)],
+        "fifo": [(_info("pipe", tarfile.FIFOTYPE), None)],
+        "duplicate": [(_info("a/1.png"), b"1"), (_info("a/1.png"), b"2")],
+        "duplicate-normalised": [(_info("a/1.png"), b"1"), (_info("a/./1.png"), b"2")],
+        "file-and-folder": [(_info("a"), b"1"), (_info("a/1.png"), b"2")],
+        "folder-then-file": [(_info("a/1.png"), b"1"), (_info("a"), b"2")],
+        "dir-and-file": [(_info("a", tarfile.DIRTYPE), None), (_info("a"), b"2")],
+        "slash-file": [(_info("a/"), b""), (_info("a/1.png"), b"2")],
+        "too-many": [(_info(f"c/{i}.png"), b"x") for i in range(60)],
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_hostile(Path())))
+def test_hostile_tars_are_refused_in_place_as_by_extraction(tmp_path: Path, case: str) -> None:
+    _tar(tmp_path / "evil.tar", _hostile(tmp_path)[case])
+    with pytest.raises(DatastackError) as extracting:
+        _inputs(tmp_path, "evil.tar", False)
+    with pytest.raises(DatastackError) as in_place:
+        _inputs(tmp_path, "evil.tar", True)
+    assert type(in_place.value) is type(extracting.value)
+    assert isinstance(in_place.value, UnsafeArchiveError)
+    assert str(in_place.value) == str(extracting.value)
+
+
+def test_truncated_tar_is_refused_in_place(tmp_path: Path) -> None:
+    good = _tar(tmp_path / "g.tar", [(_info("c/a.png"), os.urandom(200_000))])
+    data = good.read_bytes()
+    (tmp_path / "cut.tar").write_bytes(data[:100_000])
+    with pytest.raises(FormatError, match="corrupt or truncated"):
+        tar_spans(tmp_path / "cut.tar", "cut.tar", ArchiveLimits())
+    with pytest.raises(FormatError, match="corrupt or truncated"):
+        _inputs(tmp_path, "cut.tar", True)
+
+
+def test_a_member_cut_after_listing_fails_when_read(tmp_path: Path) -> None:
+    archive = _tar(tmp_path / "g.tar", [(_info("c/a.png"), os.urandom(20_000))])
+    [raw] = _inputs(tmp_path, "g.tar", True)
+    os.truncate(archive, 10_000)
+    with raw.open() as stream, pytest.raises(FormatError, match="ends early"):
+        stream.read()
+
+
+@pytest.mark.parametrize("mode", ["w:gz", "w:bz2"])
+def test_compressed_tars_and_others_are_extracted(tmp_path: Path, mode: str) -> None:
+    archive = _tar(tmp_path / "p.tar", [(_info("c/a.png"), b"abc")], mode)
+    assert tar_spans(archive, "p.tar", ArchiveLimits()) is None
+    (tmp_path / "junk.tar").write_bytes(os.urandom(5000))
+    assert tar_spans(tmp_path / "junk.tar", "junk.tar", ArchiveLimits()) is None
+    assert _read(_inputs(tmp_path, "p.tar", True)) == [("p.tar!c/a.png", 3, b"abc")]
+
+
+def test_sparse_members_are_extracted(tmp_path: Path) -> None:
+    sparse = _info("c/s.bin", tarfile.GNUTYPE_SPARSE)
+    sparse.sparse = [(0, 3)]  # type: ignore[attr-defined]
+    archive = tmp_path / "s.tar"
+    with tarfile.open(archive, "w", format=tarfile.GNU_FORMAT) as tf:
+        tf.addfile(_info("c/a.bin"), io.BytesIO(b""))
+    # a GNU sparse member cannot be written by tarfile; its header is patched in place
+    header = bytearray(archive.read_bytes())
+    header[156] = ord(tarfile.GNUTYPE_SPARSE)
+    checksum = sum(header[:148]) + 8 * 32 + sum(header[156:512])
+    header[148:156] = b"%06o\0 " % checksum
+    archive.write_bytes(bytes(header))
+    with tarfile.open(archive) as tf:
+        if not tf.getmembers()[0].issparse():
+            pytest.skip("this tarfile does not read the patched header as sparse")
+    assert tar_spans(archive, "s.tar", ArchiveLimits()) is None
