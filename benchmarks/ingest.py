@@ -31,8 +31,9 @@ largest of the runs), the ratio against HF datasets and against the fastest peer
 Lance); then the goals of #23 and the load average. JSON: ``benchmarks/results/ingest.json``.
 
     python benchmarks/ingest.py [--quick] [--rows 1000000] [--big-gb 1.0] [--images 3000]
-        [--repeat 1] [--inputs csv,jsonl,parquet,...] [--systems datastack,hf,lance]
-        [--baseline DIR] [--cache DIR]
+        [--repeat 1] [--image-repeat N] [--inputs csv,jsonl,parquet,big,images]
+        [--systems datastack,hf,lance] [--baseline DIR [--baseline-on images]] [--cache DIR]
+        [--output ingest.json]
 
 Needs the ``bench`` extra (``datasets``, ``pylance``, ``scikit-image``, ``scikit-learn``).
 """
@@ -222,6 +223,7 @@ def _hf(kind: str, path: Path, out: Path) -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
     import datasets
+    import PIL.Image  # noqa: F401  (imported before the clock, as for datastack)
 
     started = time.perf_counter()
     fmt = _format(kind)
@@ -380,11 +382,16 @@ def arguments() -> argparse.Namespace:
                         help="size of the big CSV in GB (1.0; 0: none); a tenth is run too")
     parser.add_argument("--images", type=int, default=None, help="photos (3000)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each system per input")
+    parser.add_argument("--image-repeat", type=int, default=None,
+                        help="runs of each system on the image folder (default: --repeat)")
     parser.add_argument("--inputs", default="", help="only these inputs (comma-separated: "
                         "csv, jsonl, parquet, big, images)")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--baseline", type=Path, default=None,
                         help="also run datastack from this checkout, as system 'base'")
+    parser.add_argument("--baseline-on", default="images",
+                        help="the inputs 'base' runs on (comma-separated; default: images)")
+    parser.add_argument("--output", default="ingest.json", help="file in benchmarks/results")
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get(
         "DATASTACK_BENCH_CACHE", Path.home() / ".cache" / "datastack-bench" / "ingest")))
     parser.add_argument("--child", nargs=5, metavar=("SYSTEM", "KIND", "PATH", "OUT", "ROOT"))
@@ -415,6 +422,29 @@ def inputs_of(args: argparse.Namespace) -> tuple[dict[str, Path], list[str]]:
     return inputs, big
 
 
+def run_inputs(args: argparse.Namespace, inputs: dict[str, Path], systems: list[str],
+               roots: dict[str, Path]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Every system on every input (``--repeat`` alternating runs); the summaries, every run
+    and the load average after each input."""
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    loads: dict[str, list[float]] = {}
+    all_runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    with tempfile.TemporaryDirectory(prefix="datastack-ingest-") as tmp:
+        for kind, path in inputs.items():
+            warm(path)
+            chosen = [s for s in systems if s != "base" or kind in args.baseline_on.split(",")]
+            runs: dict[str, list[dict[str, Any]]] = {s: [] for s in chosen}
+            repeat = args.image_repeat if kind == "images" and args.image_repeat else args.repeat
+            for _ in range(repeat):
+                for system in chosen:
+                    runs[system].append(measure(system, kind, path, Path(tmp), roots[system]))
+                    print(f"  {kind:<12} {system:<10} {runs[system][-1]}", flush=True)
+            results[kind] = {s: summarise(r) for s, r in runs.items()}
+            all_runs[kind] = runs
+            loads[kind] = list(os.getloadavg())
+    return results, all_runs, loads
+
+
 def main() -> None:
     args = arguments()
     if args.child:
@@ -429,29 +459,16 @@ def main() -> None:
     sizes = {k: size_of(p) for k, p in inputs.items()}
     print("inputs: " + ", ".join(f"{k} {v / MIB:.1f} MiB" for k, v in sizes.items()))
     print(f"load average before: {os.getloadavg()}", flush=True)
-    results: dict[str, dict[str, dict[str, Any]]] = {}
-    loads: dict[str, list[float]] = {}
-    all_runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    with tempfile.TemporaryDirectory(prefix="datastack-ingest-") as tmp:
-        for kind, path in inputs.items():
-            warm(path)
-            runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
-            for _ in range(args.repeat):
-                for system in systems:
-                    runs[system].append(measure(system, kind, path, Path(tmp), roots[system]))
-                    print(f"  {kind:<12} {system:<10} {runs[system][-1]}", flush=True)
-            results[kind] = {s: summarise(r) for s, r in runs.items()}
-            all_runs[kind] = runs
-            loads[kind] = list(os.getloadavg())
+    results, all_runs, loads = run_inputs(args, inputs, systems, roots)
     print_table(results, sizes)
     found = goals(results, big)
     print_goals(found)
     print(f"load average (1, 5, 15 min) after each input: {loads}")
-    out = write_results("ingest.json", {
-        "rows": args.rows, "images": args.images, "big_gb": args.big_gb,
-        "repeat": args.repeat, "input_bytes": sizes, "results": results, "goals": found,
-        "ratios": {k: ratios(r) for k, r in results.items()}, "load_after": loads,
-        "runs": all_runs})
+    out = write_results(args.output, {
+        "rows": args.rows, "images": args.images, "big_gb": args.big_gb, "repeat": args.repeat,
+        "image_repeat": args.image_repeat, "input_bytes": sizes, "results": results,
+        "goals": found, "ratios": {k: ratios(r) for k, r in results.items()},
+        "load_after": loads, "runs": all_runs})
     print(f"results: {out}")
 
 
