@@ -66,8 +66,8 @@ def tar_spans(path: Path, label: str, limits: ArchiveLimits) -> list[TarSpan] | 
     """The regular members of the uncompressed tar at ``path`` in archive order (see the
     module docstring), or ``None`` when it is not one (then extract it)."""
     size = path.stat().st_size
-    if zipfile.is_zipfile(path):
-        return None
+    if not hasattr(os, "pread") or zipfile.is_zipfile(path):
+        return None  # no pread (Windows), or a zip: extract
     try:
         tf = tarfile.open(path, "r:")  # noqa: SIM115  (closed below: two kinds of failure)
     except (tarfile.TarError, EOFError, OSError):
