@@ -32,7 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from datastack.errors import FormatError
-from datastack.fields import RAGGED, Field, decode_value, encode_value
+from datastack.fields import BYTES, RAGGED, STRING, Field, decode_value, encode_value
 
 #: Bytes per chunk of a variable field's flat values (one random sample: one or two chunks).
 VALUE_CHUNK_BYTES = 256 * 1024
@@ -46,6 +46,45 @@ COPY_BLOCK_BYTES = 16 * 1024 * 1024
 VARIABLE_BLOCK_ROWS = 256
 
 Transform = Callable[[NDArray[Any]], NDArray[Any]]
+
+
+class FlatRows:
+    """Rows of a string or bytes field as one flat ``uint8`` buffer and ``offsets`` (N+1,
+    from any base): what the writer stores, with no Python object per value."""
+
+    def __init__(self, values: NDArray[np.uint8], offsets: NDArray[np.int64]) -> None:
+        self.values = values
+        self.offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @classmethod
+    def of(cls, block: Any) -> FlatRows | None:
+        """A block as flat rows when it is one already or an Arrow string/binary array."""
+        if isinstance(block, FlatRows):
+            return block
+        if not type(block).__module__.startswith("pyarrow") or not hasattr(block, "buffers"):
+            return None
+        import pyarrow as pa
+
+        kind = block.type
+        wide = pa.types.is_large_string(kind) or pa.types.is_large_binary(kind)
+        if not (wide or pa.types.is_string(kind) or pa.types.is_binary(kind)):
+            return None
+        if block.null_count:
+            block = block.fill_null(b"" if pa.types.is_binary(kind) or
+                                    pa.types.is_large_binary(kind) else "")
+        _, offsets_buffer, data = block.buffers()
+        offsets = np.frombuffer(offsets_buffer, np.int64 if wide else np.int32)
+        offsets = offsets[block.offset : block.offset + len(block) + 1].astype(np.int64)
+        values = (np.frombuffer(data, np.uint8) if data is not None
+                  else np.empty(0, np.uint8))
+        return cls(values, offsets)
+
+    def flat(self) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
+        """``(values of these rows, sizes)``."""
+        return self.values[int(self.offsets[0]) : int(self.offsets[-1])], np.diff(self.offsets)
 
 
 class RowSource(Protocol):
@@ -142,15 +181,21 @@ class FieldAppender:
 
     def _append_variable(self, field: Field, block: Sequence[Any]) -> None:
         sub = self.group[field.stored_name]
-        encoded = [encode_value(field, value) for value in block]
-        sizes = np.fromiter((len(flat) for flat, _ in encoded), np.int64, len(encoded))
+        rows = FlatRows.of(block) if field.kind in (STRING, BYTES) else None
+        if rows is not None:
+            flat, sizes = rows.flat()
+            encoded: list[tuple[Any, Any]] = []
+        else:
+            encoded = [encode_value(field, value) for value in block]
+            sizes = np.fromiter((len(flat) for flat, _ in encoded), np.int64, len(encoded))
+            flat = np.concatenate([f for f, _ in encoded]) if encoded else np.empty(0, np.uint8)
         start = self._value_ends[field.stored_name]
         ends = start + np.cumsum(sizes)
         values = sub["values"]
         total = int(ends[-1])
         values.resize(total, axis=0)
         if total > start:
-            values[start:total] = np.concatenate([flat for flat, _ in encoded])
+            values[start:total] = flat
         offsets = sub["offsets"]
         offsets.resize(self.length + len(block) + 1, axis=0)
         offsets[self.length + 1 :] = ends
@@ -187,6 +232,22 @@ class StagedRows:
 
     def __len__(self) -> int:
         return int(self.group["offsets"].shape[0]) - 1
+
+    def take_flat(self, rows: NDArray[np.int64]) -> FlatRows | None:
+        """Rows of a string/bytes field as :class:`FlatRows` (``None`` for other kinds)."""
+        if self.field.kind not in (STRING, BYTES) or len(rows) == 0:
+            return None
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        offsets = np.asarray(self.group["offsets"][lo : hi + 1], np.int64)
+        values = np.asarray(self.group["values"][int(offsets[0]) : int(offsets[-1])])
+        offsets -= offsets[0]
+        if hi - lo == len(rows):
+            return FlatRows(values, offsets)
+        picked = np.asarray(rows, np.int64) - lo
+        starts, sizes = offsets[picked], offsets[picked + 1] - offsets[picked]
+        ends = np.concatenate([[0], np.cumsum(sizes)])
+        index = np.repeat(starts - ends[:-1], sizes) + np.arange(int(ends[-1]))
+        return FlatRows(values[index], ends.astype(np.int64))
 
     def take(self, rows: NDArray[np.int64]) -> list[Any]:
         if len(rows) == 0:
@@ -256,7 +317,8 @@ def copy_fields(
         for field in fields:
             source = columns[field.name]
             if field.variable:
-                block[field.name] = source.take(wanted)
+                flat = source.take_flat(wanted) if hasattr(source, "take_flat") else None
+                block[field.name] = flat if flat is not None else source.take(wanted)
                 continue
             data = _read_fixed(source, wanted)
             fn = transforms.get(field.name)
@@ -269,6 +331,7 @@ __all__ = [
     "COPY_BLOCK_BYTES",
     "VALUE_CHUNK_BYTES",
     "FieldAppender",
+    "FlatRows",
     "RowSource",
     "StagedRows",
     "Transform",
