@@ -79,6 +79,24 @@ class ArrowRows:
         flat = part.flatten().to_numpy(zero_copy_only=False).astype(self.field.dtype, copy=False)
         return list(np.split(flat, np.cumsum(lengths)[:-1])) if len(lengths) else []
 
+    def take_flat(self, rows: NDArray[np.int64]) -> Any:
+        """Rows of a string/bytes column as flat values + offsets (``None`` otherwise)."""
+        from datastack.canonical.columns import FlatRows
+
+        if self.field.kind not in (STRING, BYTES) or len(rows) == 0:
+            return None
+        rows = np.asarray(rows, dtype=np.int64)
+        if bool((np.diff(rows) == 1).all()):
+            return FlatRows.of(self.array.slice(int(rows[0]), len(rows)))
+        return FlatRows.of(self.array.take(rows))
+
+    def flat_blocks(self) -> Iterator[Any]:
+        """Every row as :class:`~datastack.canonical.columns.FlatRows` blocks (strings and
+        bytes; ``None`` once for other kinds)."""
+        for lo in range(0, len(self), ROWS_AT_A_TIME):
+            hi = min(lo + ROWS_AT_A_TIME, len(self))
+            yield self.take_flat(np.arange(lo, hi, dtype=np.int64))
+
     @property
     def values(self) -> Iterator[Any]:
         """Every value in order, a block of rows at a time (what a content digest reads)."""

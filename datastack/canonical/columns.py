@@ -277,14 +277,27 @@ def is_classic(fields: Sequence[Field]) -> bool:
     )
 
 
-def _block_rows(fields: Sequence[Field]) -> int:
-    rows = VARIABLE_BLOCK_ROWS if any(f.variable for f in fields) else 1 << 30
+def _block_rows(fields: Sequence[Field], columns: Mapping[str, Any]) -> int:
+    """Rows per copy block: ~:data:`COPY_BLOCK_BYTES` of fixed rows; variable rows by their
+    mean size when stored flat (text, bytes), else :data:`VARIABLE_BLOCK_ROWS`."""
+    rows = 1 << 30
     for field in fields:
-        if not field.variable:
-            row = max(1, math.prod(int(d or 1) for d in field.shape or ()))
-            row *= np.dtype(field.dtype).itemsize
-            rows = min(rows, max(1, COPY_BLOCK_BYTES // row))
+        if field.variable:
+            mean = _mean_bytes(columns[field.name]) if field.kind in (STRING, BYTES) else None
+            rows = min(rows, VARIABLE_BLOCK_ROWS if mean is None else
+                       max(VARIABLE_BLOCK_ROWS, min(1 << 16, COPY_BLOCK_BYTES // max(1, mean))))
+            continue
+        row = max(1, math.prod(int(d or 1) for d in field.shape or ()))
+        row *= np.dtype(field.dtype).itemsize
+        rows = min(rows, max(1, COPY_BLOCK_BYTES // row))
     return rows
+
+
+def _mean_bytes(source: Any) -> int | None:
+    """Mean stored bytes per row of a staged variable field (``None``: not known)."""
+    if not isinstance(source, StagedRows) or len(source) == 0:
+        return None
+    return int(source.group["values"].shape[0]) // len(source) + 1
 
 
 def _read_fixed(source: Any, wanted: NDArray[np.int64]) -> NDArray[Any]:
@@ -308,7 +321,7 @@ def copy_fields(
     total = len(columns[fields[0].name]) if fields else 0
     rows = None if indices is None else np.asarray(indices, np.int64)
     count = total if rows is None else len(rows)
-    step = _block_rows(fields)
+    step = _block_rows(fields, columns)
     transforms = transforms or {}
     for start in range(0, count, step):  # no index array the size of the input
         wanted = (np.arange(start, min(count, start + step), dtype=np.int64) if rows is None

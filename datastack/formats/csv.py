@@ -13,7 +13,7 @@ other table formats; this module turns CSV bytes into blocks of columns for it:
 >>> import io
 >>> raw = RawInput(None, "x.csv", lambda: io.BytesIO(b"a,b,cls\\n1,2,x\\n3,,y\\n"))
 >>> [block] = CsvFormat().blocks(raw, CsvOptions(target="cls"))
->>> block.names, [list(c) for c in block.columns], list(block.rows)
+>>> block.names, [c.to_pylist() for c in block.columns], list(block.rows)
 (['a', 'b', 'cls'], [['1', '3'], ['2', ''], ['x', 'y']], [2, 3])
 """
 
@@ -107,6 +107,8 @@ class _DecodedLines:
         self._strip_bom = codecs.lookup(encoding).name == "utf-8"
         self.count = 0
         self.invalid = False
+        #: bytes of the stream read so far (whole lines: where the next record starts)
+        self.consumed = 0
 
     def __iter__(self) -> _DecodedLines:
         return self
@@ -114,6 +116,7 @@ class _DecodedLines:
     def __next__(self) -> str:
         self.count += 1
         line = self._reader.readline(MAX_LINE + 1)
+        self.consumed += len(line)
         if not line:
             tail = self._decoder.decode(b"", final=True)
             if tail:
@@ -132,8 +135,11 @@ class _DecodedLines:
         return text
 
 
-def _records(raw: RawInput, options: CsvOptions) -> Iterator[tuple[int, list[str]]]:
-    """``(line number, fields)`` of every non-empty record after ``skip_rows``."""
+def _records(
+    raw: RawInput, options: CsvOptions, span: list[int] | None = None
+) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, fields)`` of every non-empty record after ``skip_rows``; ``span``
+    (when given) holds the byte offsets where the record last yielded starts and ends."""
     csv.field_size_limit(MAX_FIELD)
     with raw.open() as binary:
         lines = _DecodedLines(binary, options.encoding, options.delimiter)
@@ -142,6 +148,7 @@ def _records(raw: RawInput, options: CsvOptions) -> Iterator[tuple[int, list[str
         while True:
             try:
                 lines.record_fields = 1
+                start = lines.consumed
                 fields = next(reader)
             except StopIteration:
                 return
@@ -177,7 +184,39 @@ def _records(raw: RawInput, options: CsvOptions) -> Iterator[tuple[int, list[str
                         f"{raw.name}: row {reader.line_num}: bytes not valid {options.encoding} "
                         f"in column {col}; set csv.encoding to the file's encoding"
                     )
+            if span is not None:
+                span[:] = [start, lines.consumed]
             yield reader.line_num, fields
+
+
+def header_of(raw: RawInput, options: CsvOptions) -> tuple[list[str], int, int]:
+    """``(column names, byte offset where the data records start, line number before)``:
+    ``skip_rows`` and the header read by Python's ``csv`` (bounded: fields, lines, columns)."""
+    span: list[int] = []
+    records = _records(raw, options, span)
+    try:
+        for line, fields in records:
+            shown = fields if options.header else [""] * len(fields)
+            names = _header(raw.name, line, shown, options.delimiter)
+            return (names, span[1], line) if options.header else (names, span[0], 0)
+    finally:
+        records.close()
+    raise FormatError(f"{raw.name}: no data rows (the file is empty or only a header)")
+
+
+def check_whole_file(raw: RawInput, options: CsvOptions) -> None:
+    """Read every record with Python's ``csv``: raises the FormatError that names the row of
+    a malformed record (ragged, NUL byte, oversized field, undecodable bytes), if any."""
+    for _ in _data_rows(raw, options, []):
+        pass
+
+
+def line_of_record(raw: RawInput, options: CsvOptions, index: int) -> int:
+    """The line number (1-based, where it ends) of data record ``index`` (0-based)."""
+    for k, (line, _) in enumerate(_data_rows(raw, options, [])):
+        if k == index:
+            return line
+    raise IndexError(index)
 
 
 def _header(name: str, line: int, fields: list[str], delimiter: str) -> list[str]:
@@ -203,6 +242,13 @@ class CsvFormat(TableFormat):
         return parse_csv_options(raw, check)
 
     def blocks(self, raw: RawInput, options: Any) -> Iterator[Block]:
+        from datastack.formats._arrow_csv import arrow_blocks
+
+        return arrow_blocks(raw, options)
+
+    def python_blocks(self, raw: RawInput, options: Any) -> Iterator[Block]:
+        """The same blocks by Python's ``csv`` module (the reference :func:`arrow_blocks` is
+        checked against, and the reader that names the row of a malformed record)."""
         names: list[str] = []
         return row_blocks(names, _data_rows(raw, options, names))
 
@@ -262,5 +308,8 @@ __all__ = [
     "CSVDatasetIterator",
     "CsvFormat",
     "CsvOptions",
+    "check_whole_file",
+    "header_of",
+    "line_of_record",
     "parse_csv_options",
 ]
