@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from datastack.errors import ConfigurationError, FormatError, MissingDependencyError
+from datastack.errors import ConfigurationError, FormatError
 from datastack.fields import ARRAY, BYTES, LABEL, RAGGED, STRING, Field
 
 #: Rows turned into Python values at a time (digest, writer blocks).
@@ -47,12 +47,10 @@ def is_arrow_like(data: Any) -> bool:
 
 
 def require_pyarrow(what: str) -> Any:
-    try:
-        import pyarrow
-    except ImportError:
-        raise MissingDependencyError(
-            f"{what} needs pyarrow: pip install 'datastack[tables]'"
-        ) from None
+    """pyarrow (a core dependency, imported when first needed: ``import datastack`` stays
+    light); ``what`` names the caller."""
+    import pyarrow
+
     return pyarrow
 
 

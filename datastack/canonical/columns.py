@@ -76,8 +76,8 @@ class FlatRows:
             block = block.fill_null(b"" if pa.types.is_binary(kind) or
                                     pa.types.is_large_binary(kind) else "")
         _, offsets_buffer, data = block.buffers()
-        offsets = np.frombuffer(offsets_buffer, np.int64 if wide else np.int32)
-        offsets = offsets[block.offset : block.offset + len(block) + 1].astype(np.int64)
+        raw = np.frombuffer(offsets_buffer, np.int64 if wide else np.int32)
+        offsets = np.asarray(raw[block.offset : block.offset + len(block) + 1], np.int64)
         values = (np.frombuffer(data, np.uint8) if data is not None
                   else np.empty(0, np.uint8))
         return cls(values, offsets)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
-from datastack.errors import FormatError, MissingDependencyError
+from datastack.errors import FormatError
 from datastack.formats._table_policy import Block
 from datastack.formats.csv import (
     MAX_FIELD,
@@ -37,10 +37,8 @@ _READ = 1024 * 1024
 
 
 def _pyarrow_csv() -> Any:
-    try:
-        import pyarrow.csv
-    except ImportError:  # pragma: no cover - a core dependency
-        raise MissingDependencyError("CSV tables need pyarrow: pip install pyarrow") from None
+    import pyarrow.csv
+
     return pyarrow.csv
 
 
@@ -90,17 +88,17 @@ class RecordLines(Sequence[int]):
         self.raw = raw
         self.options = options
         self.first = first
-        self.count = count
+        self.size = count
 
     def __len__(self) -> int:
-        return self.count
+        return self.size
 
     def __getitem__(self, k: Any) -> Any:
         if isinstance(k, slice):
-            return [self[i] for i in range(*k.indices(self.count))]
-        if not -self.count <= int(k) < self.count:
+            return [self[i] for i in range(*k.indices(self.size))]
+        if not -self.size <= int(k) < self.size:
             raise IndexError(k)
-        return line_of_record(self.raw, self.options, self.first + int(k) % self.count)
+        return line_of_record(self.raw, self.options, self.first + int(k) % self.size)
 
 
 def arrow_blocks(raw: RawInput, options: CsvOptions) -> Iterator[Block]:

@@ -23,7 +23,7 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -137,7 +137,7 @@ class _DecodedLines:
 
 def _records(
     raw: RawInput, options: CsvOptions, span: list[int] | None = None
-) -> Iterator[tuple[int, list[str]]]:
+) -> Generator[tuple[int, list[str]], None, None]:
     """``(line number, fields)`` of every non-empty record after ``skip_rows``; ``span``
     (when given) holds the byte offsets where the record last yielded starts and ends."""
     csv.field_size_limit(MAX_FIELD)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from datastack.errors import FormatError, MissingDependencyError
+from datastack.errors import FormatError
 from datastack.formats._seekable import seekable_input
 from datastack.formats._table_policy import Block
 from datastack.formats.inputs import RawInput
@@ -21,13 +21,9 @@ from datastack.formats.tables import BLOCK_ROWS, TableFormat
 
 
 def _pyarrow() -> Any:
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError:
-        raise MissingDependencyError(
-            "format parquet needs pyarrow: pip install 'datastack[tables]'"
-        ) from None
+    import pyarrow
+    import pyarrow.parquet
+
     return pyarrow
 
 
