@@ -1,7 +1,7 @@
 """CSV records as Arrow record batches: pyarrow's streaming reader with every column as text.
 
 The header (and ``skip_rows``) is read first by Python's ``csv`` module with the bounds of
-:mod:`datastack.formats.csv` (field size, line length, column count); pyarrow's streaming
+:mod:`._csv_records` (field size, line length, column count); pyarrow's streaming
 reader (:func:`pyarrow.csv.open_csv`) then reads the records from the byte where the data
 starts, with the header's names and every column typed ``string``, so typing stays the
 table policy's (:mod:`._table_policy`, per batch with Arrow compute). Quoted newlines are
@@ -18,18 +18,20 @@ one: :class:`RecordLines` finds them by reading the file again up to that record
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from datastack.errors import FormatError
-from datastack.formats._table_policy import Block
-from datastack.formats.csv import (
+from datastack.formats._csv_records import (
     MAX_FIELD,
-    CsvOptions,
     check_whole_file,
     header_of,
     line_of_record,
 )
+from datastack.formats._table_policy import Block
 from datastack.formats.inputs import RawInput
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.formats.csv import CsvOptions
 
 #: Bytes pyarrow parses at a time (a record longer than this is refused by pyarrow).
 BLOCK_BYTES = 4 * 1024 * 1024
