@@ -116,8 +116,9 @@ class SpanReader(io.RawIOBase):
         super().__init__()
         self._span = span
         self._archive = os.fspath(archive)
-        self._fd = os.open(self._archive, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self._file = open(self._archive, "rb", buffering=0)  # noqa: SIM115 - closed in close()
         self._pos = 0
+        self._at = -1  # where the file is positioned (-1: unknown, seek before reading)
 
     def readable(self) -> bool:
         return True
@@ -130,7 +131,11 @@ class SpanReader(io.RawIOBase):
         want = min(len(view), self._span.size - self._pos)
         if want <= 0:
             return 0
-        got = os.preadv(self._fd, [view[:want]], self._span.offset + self._pos)
+        where = self._span.offset + self._pos
+        if self._at != where:
+            self._file.seek(where)
+        got = self._file.readinto(view[:want]) or 0
+        self._at = where + got
         if got == 0:
             raise FormatError(
                 f"{self._archive}: member {self._span.name!r} ends early (the archive shrank "
@@ -151,7 +156,7 @@ class SpanReader(io.RawIOBase):
 
     def close(self) -> None:
         if not self.closed:
-            os.close(self._fd)
+            self._file.close()
         super().close()
 
 
