@@ -29,6 +29,27 @@ from datastack.store import Store
 from tests.retrieval.servers import Behaviour, FaultyServer
 
 MIB = 1 << 20
+#: Reads besides the source's bytes a retrieval may make (a few small files, no full pass).
+SLACK = 256 * 1024
+
+
+def _rchar() -> int | None:
+    """Bytes this process has read with read()/pread() so far (Linux), else None. Unlike the
+    counters at the edges, this sees any read: of the source, of the stored copy, by path."""
+    try:
+        text = Path("/proc/self/io").read_text()
+    except OSError:
+        return None
+    return int(next(line.split()[1] for line in text.splitlines() if line.startswith("rchar:")))
+
+
+def _warm_up(tmp_path: Path) -> None:
+    """One small retrieval first, so that lazy imports are not counted as reads."""
+    small = tmp_path / "warm.bin"
+    small.write_bytes(b"warm")
+    FileRetriever(CountingStorage(tmp_path / "warm")).retrieve(
+        [ResourceDefinition("w/raw/warm.bin", str(small), sha256=_sha(b"warm"))]
+    )
 
 
 class CountingStorage(FileStorageConnector):
@@ -134,9 +155,14 @@ def test_a_file_source_is_read_once_and_hashed_while_it_is_copied(
     path.write_bytes(data)
     storage = CountingStorage(tmp_path / "store")
     definition = ResourceDefinition("d/raw/big.bin", str(path), sha256=_sha(data))
+    _warm_up(tmp_path)
+    before = _rchar()
     (info,) = FileRetriever(storage).retrieve_with_info([definition])
+    after = _rchar()
     assert info.sha256 == _sha(data) and info.size == len(data)
     assert source_reads[str(path)] == len(data)  # not 2N: no read just to hash
+    if before is not None and after is not None:  # no other full read, by any path
+        assert len(data) <= after - before < len(data) + SLACK
     assert storage.written == {"d/raw/big.bin": len(data)}  # not 2N: one copy
     assert storage.opened == {}  # the stored copy is not read back to hash it
 
@@ -180,13 +206,23 @@ def test_an_http_source_is_downloaded_once_and_hashed_as_it_streams(
 ) -> None:
     data = bytes(range(251)) * (3 * MIB // 251)
     storage = CountingStorage(tmp_path / "store")
+    _warm_up(tmp_path)
     with FaultyServer(data) as server:
         definition = ResourceDefinition("d/raw/big.bin", server.url(), sha256=_sha(data))
+        HTTPRetriever(storage, **fast).retrieve([  # warm up the HTTP stack too
+            ResourceDefinition("w/raw/w.bin", server.url(), sha256=_sha(data))
+        ])
+        server.requests.clear()
+        server.sent = 0
+        before = _rchar()
         (info,) = HTTPRetriever(storage, **fast).retrieve_with_info([definition])
+        after = _rchar()
         assert [r.method for r in server.requests] == ["GET"]
+        if before is not None and after is not None:  # socket receives are not in rchar:
+            assert after - before < SLACK  # the stored copy is not read back, by any path
         assert server.sent == len(data)
     assert info.sha256 == _sha(data)
-    assert storage.written == {"d/raw/big.bin": len(data)}
+    assert storage.written["d/raw/big.bin"] == len(data)
     assert storage.opened == {}
 
 
