@@ -6,11 +6,12 @@ record (ragged, NUL byte, oversized field or line, too many columns, undecodable
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import io
 import re
 from collections.abc import Generator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from datastack.errors import FormatError
 from datastack.formats.inputs import RawInput
@@ -69,12 +70,14 @@ class _DecodedLines:
 
 
 def _records(
-    raw: RawInput, options: CsvOptions, span: list[int] | None = None
+    raw: RawInput, options: CsvOptions, span: list[int] | None = None,
+    stream: IO[bytes] | None = None,
 ) -> Generator[tuple[int, list[str]], None, None]:
     """``(line number, fields)`` of every non-empty record after ``skip_rows``; ``span``
-    (when given) holds the byte offsets where the record last yielded starts and ends."""
+    (when given) holds the byte offsets where the record last yielded starts and ends;
+    ``stream`` (left open) is read instead of opening ``raw``."""
     csv.field_size_limit(MAX_FIELD)
-    with raw.open() as binary:
+    with contextlib.nullcontext(stream) if stream is not None else raw.open() as binary:
         lines = _DecodedLines(binary, options.encoding, options.delimiter)
         reader = csv.reader(lines, delimiter=options.delimiter, strict=True)
         skipped = 0
@@ -122,11 +125,14 @@ def _records(
             yield reader.line_num, fields
 
 
-def header_of(raw: RawInput, options: CsvOptions) -> tuple[list[str], int, int]:
+def header_of(
+    raw: RawInput, options: CsvOptions, stream: IO[bytes] | None = None
+) -> tuple[list[str], int, int]:
     """``(column names, byte offset where the data records start, line number before)``:
-    ``skip_rows`` and the header read by Python's ``csv`` (bounded: fields, lines, columns)."""
+    ``skip_rows`` and the header read by Python's ``csv`` (bounded: fields, lines, columns)
+    from ``stream`` (left open, read past the header) or a fresh ``raw.open()``."""
     span: list[int] = []
-    records = _records(raw, options, span)
+    records = _records(raw, options, span, stream)
     try:
         for line, fields in records:
             shown = fields if options.header else [""] * len(fields)

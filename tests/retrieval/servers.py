@@ -166,9 +166,9 @@ class FaultyServer:
                     self.sent += 1
                     time.sleep(b.trickle)
             else:
+                with self._lock:  # counted before the write: a client that has read it all
+                    self.sent += end - start  # may look before this thread runs again
                 h.wfile.write(self.payload[start:end])
-                with self._lock:
-                    self.sent += end - start
             h.wfile.flush()
         except OSError:
             pass
