@@ -112,9 +112,6 @@ class Format(abc.ABC):
     name: ClassVar[str] = ""
     #: The spec block holding this format's options (``None``: the format has none).
     options_key: ClassVar[str | None] = None
-    #: Whether the format reads each input once as a stream, so that the members of an
-    #: uncompressed tar are read in place rather than extracted (``prepare_inputs``).
-    members_in_place: ClassVar[bool] = False
 
     # -- spec --------------------------------------------------------------------------------
     def default_options(self) -> Any:

@@ -123,7 +123,6 @@ class ImageFolderFormat(Format):
 
     name = "imagefolder"
     options_key = "imagefolder"
-    members_in_place = True  # each image is read as one stream: no extraction of a tar
 
     def default_options(self) -> ImageFolderOptions:
         return ImageFolderOptions()

@@ -121,8 +121,7 @@ def preprocess(
     workdir = Path(tempfile.mkdtemp(prefix=".datastack-prep-", dir=out.parent))
     tmp_out = workdir / "out.h5"
     try:
-        in_place = spec.format is not None and get_format(spec.format).members_in_place
-        inputs = prepare_inputs(sources, workdir, limits, in_place=in_place)
+        inputs = prepare_inputs(sources, workdir, limits)
         if not inputs:
             raise FormatError(f"{spec.name}: the sources hold no files to read")
         prepared = _convert(spec, inputs, workdir, tmp_out, limits, probe_hdf5)
