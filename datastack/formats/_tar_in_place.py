@@ -28,10 +28,12 @@ import io
 import os
 import posixpath
 import tarfile
+import threading
+import weakref
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from datastack.errors import FormatError, UnsafeArchiveError
 from datastack.formats.archives import DEFAULT_LIMITS, ArchiveLimits, _scan_tar
@@ -109,14 +111,44 @@ def _check_names(label: str, members: list[tuple[str, bool]]) -> None:
             )
 
 
+class SharedArchive(os.PathLike[str]):
+    """A plain tar opened once for the readers of all its members, so that opening a member
+    costs no system call (an image folder opens each of its thousands of members twice).
+    Reads seek and read under a lock; the file closes when the inputs holding this are gone.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._file: io.FileIO | None = None
+        self._lock = threading.Lock()
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def __str__(self) -> str:
+        return self.path
+
+    def read_at(self, offset: int, view: memoryview) -> int:
+        """Read into ``view`` from ``offset``; the count read (0 at the end of the file)."""
+        with self._lock:
+            if self._file is None:
+                self._file = open(self.path, "rb", buffering=0)  # noqa: SIM115 - finalizer
+                weakref.finalize(self, self._file.close)
+            self._file.seek(offset)
+            return self._file.readinto(view) or 0
+
+
 class SpanReader(io.RawIOBase):
-    """One member of a plain tar as a seekable read-only stream of exactly its bytes."""
+    """One member of a plain tar as a seekable read-only stream of exactly its bytes (read
+    through ``archive``'s own descriptor when it is a :class:`SharedArchive`)."""
 
     def __init__(self, archive: str | os.PathLike[str], span: TarSpan) -> None:
         super().__init__()
         self._span = span
         self._archive = os.fspath(archive)
-        self._file = open(self._archive, "rb", buffering=0)  # noqa: SIM115 - closed in close()
+        self._shared = archive if isinstance(archive, SharedArchive) else None
+        self._file = None if self._shared is not None else open(  # noqa: SIM115 - close()
+            self._archive, "rb", buffering=0)
         self._pos = 0
         self._at = -1  # where the file is positioned (-1: unknown, seek before reading)
 
@@ -132,10 +164,14 @@ class SpanReader(io.RawIOBase):
         if want <= 0:
             return 0
         where = self._span.offset + self._pos
-        if self._at != where:
-            self._file.seek(where)
-        got = self._file.readinto(view[:want]) or 0
-        self._at = where + got
+        if self._shared is not None:
+            got = self._shared.read_at(where, view[:want])
+        else:
+            own = cast("io.FileIO", self._file)  # opened in __init__ when not shared
+            if self._at != where:
+                own.seek(where)
+            got = own.readinto(view[:want]) or 0
+            self._at = where + got
         if got == 0:
             raise FormatError(
                 f"{self._archive}: member {self._span.name!r} ends early (the archive shrank "
@@ -154,8 +190,16 @@ class SpanReader(io.RawIOBase):
     def tell(self) -> int:
         return self._pos
 
+    def readall(self) -> bytes:
+        """The rest of the member in one read (not in 8 KiB steps)."""
+        buffer = bytearray(max(0, self._span.size - self._pos))
+        view, done = memoryview(buffer), 0
+        while done < len(buffer):
+            done += self.readinto(view[done:])
+        return bytes(buffer)
+
     def close(self) -> None:
-        if not self.closed:
+        if not self.closed and self._file is not None:
             self._file.close()
         super().close()
 
@@ -165,4 +209,4 @@ def open_span(archive: str | os.PathLike[str], span: TarSpan) -> io.BufferedRead
     return io.BufferedReader(SpanReader(archive, span), 1 << 16)
 
 
-__all__ = ["SpanReader", "TarSpan", "open_span", "tar_spans"]
+__all__ = ["SharedArchive", "SpanReader", "TarSpan", "open_span", "tar_spans"]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from datastack.errors import FormatError
-from datastack.formats._tar_in_place import open_span, tar_spans
+from datastack.formats._tar_in_place import SharedArchive, open_span, tar_spans
 from datastack.formats.archives import (
     DEFAULT_LIMITS,
     ArchiveLimits,
@@ -154,7 +154,8 @@ def _members(source: SourceSpec, archive: Path, dest: Path, limits: ArchiveLimit
     """The files of an archive: windows of a plain tar (read in place), else extracted."""
     spans = tar_spans(archive, name=source.filename, limits=limits)
     if spans is not None:
-        return [(s.name, _span_opener(archive, s), s.size, None) for s in spans]
+        shared = SharedArchive(archive)  # one descriptor for all its members' readers
+        return [(s.name, _span_opener(shared, s), s.size, None) for s in spans]
     files = extract_archive(archive, dest, name=source.filename, limits=limits)
     return [(f.relative_to(dest).as_posix(), _path_opener(f), f.stat().st_size, f)
             for f in files]
@@ -192,7 +193,7 @@ def _path_opener(path: Path) -> Callable[[], IO[bytes]]:
     return lambda: open_local(path)
 
 
-def _span_opener(archive: Path, span: Any) -> Callable[[], IO[bytes]]:
+def _span_opener(archive: SharedArchive, span: Any) -> Callable[[], IO[bytes]]:
     return lambda: open_span(archive, span)
 
 

@@ -182,3 +182,37 @@ def test_sparse_members_are_extracted(tmp_path: Path) -> None:
         if not tf.getmembers()[0].issparse():
             pytest.skip("this tarfile does not read the patched header as sparse")
     assert tar_spans(archive) is None
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _targets() -> list[str]:
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_members_share_one_descriptor_closed_with_their_inputs(tmp_path: Path) -> None:
+    import gc
+
+    datas = [os.urandom(1000 + i) for i in range(40)]
+    _tar(tmp_path / "many.tar", [(_info(f"c/{i}.png"), d) for i, d in enumerate(datas)])
+    before, names = _open_fds(), _targets()
+    inputs = _inputs(tmp_path, "many.tar")
+    streams = [raw.open() for raw in inputs]  # all open at once, read interleaved
+    assert _open_fds() - before <= 1
+    halves = [s.read(500) for s in streams]
+    whole = [h + s.read() for h, s in zip(halves, streams, strict=True)]
+    assert whole == datas
+    for stream in streams:
+        stream.close()
+    del inputs, streams, stream  # the last reader holds the archive too
+    gc.collect()
+    assert _open_fds() == before, sorted(set(_targets()) - set(names))
