@@ -45,7 +45,10 @@ from datastack._codes import KnownCodes, continued, known_for, new_labels
 from datastack.errors import FormatError
 from datastack.fields import ARRAY, LABEL, STRING, Field
 from datastack.formats._arrow_columns import (
+    FeatureCodes,
+    TargetCodes,
     as_column,
+    as_int64,
     integers_beyond_float64,
     label_of,
     labels,
@@ -402,15 +405,15 @@ class TablePolicy:
         feature_lookups = {j: lookups[i] for j, i in enumerate(self.feature_indices)
                            if i in lookups}
         if feature_lookups:
-            transforms[FEATURES_FIELD] = _FeatureCodes(feature_lookups)
+            transforms[FEATURES_FIELD] = FeatureCodes(feature_lookups)
         target = self.columns[self.target_index]
         if target.categorical:
             fields[-1] = Field(target.name, LABEL, "int64", (),
                                names=tuple(encodings[target.name]))
-            transforms[target.name] = _TargetCodes(lookups[self.target_index])
+            transforms[target.name] = TargetCodes(lookups[self.target_index])
         elif target.integral and not target.any_missing:
             fields[-1] = Field(target.name, ARRAY, "int64", ())
-            transforms[target.name] = _as_int64
+            transforms[target.name] = as_int64
         return fields, transforms, encodings
 
     def new_values(self, known: KnownCodes | None) -> dict[str, dict[str, int]]:
@@ -469,32 +472,6 @@ class _Picked(Sequence[int]):
 
     def __getitem__(self, k: Any) -> Any:
         return self.rows[int(self.picked[k])]
-
-
-class _FeatureCodes:
-    """Provisional -> sorted category codes in the categorical columns of a feature block."""
-
-    def __init__(self, lookups: Mapping[int, NDArray[np.int64]]) -> None:
-        self.lookups = dict(lookups)
-
-    def __call__(self, block: NDArray[Any]) -> NDArray[Any]:
-        block = np.array(block, copy=True)
-        for j, lookup in self.lookups.items():
-            known = ~np.isnan(block[:, j])
-            block[known, j] = lookup[block[known, j].astype(np.int64)]
-        return block
-
-
-class _TargetCodes:
-    def __init__(self, lookup: NDArray[np.int64]) -> None:
-        self.lookup = lookup
-
-    def __call__(self, block: NDArray[Any]) -> NDArray[np.int64]:
-        return self.lookup[np.asarray(block).astype(np.int64)]
-
-
-def _as_int64(block: NDArray[Any]) -> NDArray[np.int64]:
-    return np.asarray(block).astype(np.int64)
 
 
 __all__ = [

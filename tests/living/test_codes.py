@@ -246,3 +246,47 @@ def test_the_schema_gate_refuses_a_class_code_that_changes_meaning() -> None:
         gates.check_schema("d", schema(["a", "b", "c"]), previous)
     with pytest.raises(GateError, match=r"class code 1 meant 'c' in v3 and means None now"):
         gates.check_schema("d", schema(["b"]), previous)
+
+
+def _publish_twice(storage: str, first: Any, second: Any, target: str) -> tuple[Any, Any]:
+    one = datastack.publish("py", first, target=target, storage=storage)
+    two = datastack.publish("py", second, target=target, storage=storage)
+    return one, two
+
+
+@pytest.mark.parametrize("kind", ["dict", "pandas", "arrow"])
+def test_publish_continues_the_codes_of_a_string_target(tmp_path: Path, kind: str) -> None:
+    """``datastack.publish`` again to the same dataset: a string target's new class (sorting
+    first) takes the next code; a DataFrame's categorical column too."""
+    def data(species: list[str], islands: list[str]) -> Any:
+        columns = {"mass": np.arange(len(species), dtype=np.float64), "island": islands,
+                   "species": species}
+        if kind == "pandas":
+            return pytest.importorskip("pandas").DataFrame(columns)
+        if kind == "arrow":
+            import pyarrow as pa
+
+            return pa.table(columns)
+        return {"mass": columns["mass"], "species": species}
+
+    storage = str(tmp_path / "store")
+    one, two = _publish_twice(
+        storage,
+        data(["Gentoo", "Gentoo", "Adelie"], ["Dream", "Biscoe", "Dream"]),
+        data(["Gentoo", "Chinstrap", "Adelie", "Chinstrap"], ["Dream", "Anvers", "Dream", "Dream"]),
+        "species",
+    )
+    assert (one.version, two.version) == (1, 2)
+    assert one.encodings["species"] == ["Adelie", "Gentoo"]
+    assert two.encodings["species"] == ["Adelie", "Gentoo", "Chinstrap"]
+    labels = [int(s[-1]) for s in datastack.load("py", storage=storage)]
+    assert labels == [1, 2, 0, 2]
+    found = two.schema["new_values"]
+    assert found["species"] == {"count": 1, "labels": {"Chinstrap": 2}}
+    if kind == "pandas":  # a categorical feature column, through the table policy
+        assert two.encodings["island"] == ["Biscoe", "Dream", "Anvers"]
+        assert found["island"] == {"count": 1, "labels": {"Anvers": 1}}
+    again = datastack.publish("py", data(["Gentoo", "Chinstrap", "Adelie", "Chinstrap"],
+                                         ["Dream", "Anvers", "Dream", "Dream"]),
+                              target="species", storage=storage)
+    assert again.version == 2  # identical content: nothing new published
