@@ -190,6 +190,28 @@ def test_an_image_folder_gains_a_class_that_sorts_first(tmp_path: Path) -> None:
     assert "new class aardvark: 1 sample" in version_changes(summaries[0], summaries[1])
 
 
+def test_an_image_manifest_gains_a_label_that_sorts_first(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    files = sorted(image_files(folder))
+    manifest = folder / "labels.csv"
+    rows = [f"{path},{'cd'[i % 2]}" for i, path in enumerate(files)]
+    _write(manifest, "path,label\n" + "\n".join(rows[:6]) + "\n")
+    spec = _spec(tmp_path / "spec.yaml", folder, "rated", "imagefolder",
+                 "    imagefolder: {manifest: labels.csv}\n")
+    storage = str(tmp_path / "store")
+    assert _refresh(spec, storage).status == "published"
+    rows[6] = f"{files[6]},a"
+    _write(manifest, "path,label\n" + "\n".join(rows) + "\n")
+    os.utime(folder, ns=(manifest.stat().st_mtime_ns,) * 2)
+    grown = _refresh(spec, storage)
+    assert grown.status == "published", grown.reason
+    record = Store.open(storage).catalog.latest("rated")
+    assert record.encodings["label"] == ["c", "d", "a"]
+    assert record.schema["new_values"]["label"] == {"count": 1, "labels": {"a": 1}}
+    loaded = {path: int(label) for _, path, label in datastack.load("rated", storage=storage)}
+    assert [loaded[f] for f in files[:6]] == [0, 1, 0, 1, 0, 1] and loaded[files[6]] == 2
+
+
 def test_the_first_refresh_after_the_upgrade_keeps_the_codes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -254,7 +276,7 @@ def _publish_twice(storage: str, first: Any, second: Any, target: str) -> tuple[
     return one, two
 
 
-@pytest.mark.parametrize("kind", ["dict", "pandas", "arrow"])
+@pytest.mark.parametrize("kind", ["dict", "pandas", "arrow", "reader"])
 def test_publish_continues_the_codes_of_a_string_target(tmp_path: Path, kind: str) -> None:
     """``datastack.publish`` again to the same dataset: a string target's new class (sorting
     first) takes the next code; a DataFrame's categorical column too."""
@@ -263,10 +285,13 @@ def test_publish_continues_the_codes_of_a_string_target(tmp_path: Path, kind: st
                    "species": species}
         if kind == "pandas":
             return pytest.importorskip("pandas").DataFrame(columns)
-        if kind == "arrow":
+        if kind in ("arrow", "reader"):
             import pyarrow as pa
 
-            return pa.table(columns)
+            table = pa.table(columns)
+            if kind == "arrow":
+                return table
+            return pa.RecordBatchReader.from_batches(table.schema, table.to_batches(2))
         return {"mass": columns["mass"], "species": species}
 
     storage = str(tmp_path / "store")
