@@ -70,7 +70,7 @@ def test_a_new_value_that_sorts_first_moves_no_code(
     assert v1.encodings["city"] == ["Berlin", "Oslo"]  # a first version: sorted, as before
     assert "new_values" not in v1.schema
 
-    grown = rows + [(20.0, "Amsterdam", "y"), (21.0, "Amsterdam", "n"), (22.0, "Oslo", "y")]
+    grown = [*rows, (20.0, "Amsterdam", "y"), (21.0, "Amsterdam", "n"), (22.0, "Oslo", "y")]
     _write(source, _cities(grown, fmt))
     second = _refresh(spec, storage)
     assert (second.status, second.version) == ("published", 2), second.reason
