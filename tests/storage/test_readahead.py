@@ -72,9 +72,8 @@ def test_sequential_pass_reads_ahead_on_the_background_thread_once_per_block() -
 def test_caller_consumes_the_current_window_while_the_next_is_in_flight() -> None:
     data, fetch, reader, _ = make()
     fetch.release.clear()  # read-ahead fetches block until released
-    # block 0, then blocks 1-5 (the first window, 4 blocks, joins the miss), then block 2
-    # from memory while the next windows are fetched on the read-ahead thread: the caller
-    # does not wait for them
+    # block 0, then blocks 1-2 (window 1 joins the miss), then block 2 from memory while
+    # blocks 3-4 are fetched on the read-ahead thread: the caller does not wait for them
     out = [reader.read(100) for _ in range(3)]
     assert reader._inflight and not any(f.done() for _, f in reader._inflight)
     assert b"".join(out) == data[:300]
@@ -83,7 +82,7 @@ def test_caller_consumes_the_current_window_while_the_next_is_in_flight() -> Non
     assert sorted(fetch.blocks()) == list(range(200))
 
 
-def test_window_starts_at_four_times_the_read_and_doubles_to_the_cap() -> None:
+def test_window_starts_at_four_times_a_multi_block_read_and_doubles_to_the_cap() -> None:
     data, fetch, reader, _ = make(cache_bytes=1 << 20, readahead=3_200)  # cap: 32 blocks
     widths = []
     for start in range(0, 2_400, 400):  # batches of 4 blocks, one after the other
@@ -94,6 +93,12 @@ def test_window_starts_at_four_times_the_read_and_doubles_to_the_cap() -> None:
     reader.seek(0)
     assert b"".join(iter(lambda: reader.read(400), b"")) == data
     assert sorted(set(fetch.blocks())) == list(range(200))
+    _, _, small, _ = make(cache_bytes=1 << 20, readahead=3_200)
+    widths = []
+    for _ in range(4):  # small reads inside one block (h5py's metadata): from one block
+        small.read(20)
+        widths.append(small._window)
+    assert widths == [0, 1, 2, 4]
 
 
 def test_random_access_never_reads_ahead() -> None:
