@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from datastack.errors import ConfigurationError, FormatError, MissingDependencyError
-from datastack.fields import ARRAY, BYTES, LABEL, RAGGED, STRING, Field
+from datastack.errors import ConfigurationError, FormatError
+from datastack.fields import ARRAY, BYTES, LABEL, RAGGED, STRING, Field, FlatRows
 
 #: Rows turned into Python values at a time (digest, writer blocks).
 ROWS_AT_A_TIME = 65_536
@@ -47,12 +47,10 @@ def is_arrow_like(data: Any) -> bool:
 
 
 def require_pyarrow(what: str) -> Any:
-    try:
-        import pyarrow
-    except ImportError:
-        raise MissingDependencyError(
-            f"{what} needs pyarrow: pip install 'datastack[tables]'"
-        ) from None
+    """pyarrow (a core dependency, imported when first needed: ``import datastack`` stays
+    light); ``what`` names the caller."""
+    import pyarrow
+
     return pyarrow
 
 
@@ -78,6 +76,22 @@ class ArrowRows:
         lengths = part.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
         flat = part.flatten().to_numpy(zero_copy_only=False).astype(self.field.dtype, copy=False)
         return list(np.split(flat, np.cumsum(lengths)[:-1])) if len(lengths) else []
+
+    def take_flat(self, rows: NDArray[np.int64]) -> Any:
+        """Rows of a string/bytes column as flat values + offsets (``None`` otherwise)."""
+        if self.field.kind not in (STRING, BYTES) or len(rows) == 0:
+            return None
+        rows = np.asarray(rows, dtype=np.int64)
+        if bool((np.diff(rows) == 1).all()):
+            return FlatRows.of(self.array.slice(int(rows[0]), len(rows)))
+        return FlatRows.of(self.array.take(rows))
+
+    def flat_blocks(self) -> Iterator[Any]:
+        """Every row as :class:`~datastack.canonical.columns.FlatRows` blocks (strings and
+        bytes; ``None`` once for other kinds)."""
+        for lo in range(0, len(self), ROWS_AT_A_TIME):
+            hi = min(lo + ROWS_AT_A_TIME, len(self))
+            yield self.take_flat(np.arange(lo, hi, dtype=np.int64))
 
     @property
     def values(self) -> Iterator[Any]:
@@ -289,6 +303,40 @@ def _names_in_metadata(schema: Any) -> dict[str, list[str]]:
     return out
 
 
+def _chunked_field(name: str, array: Any, is_target: bool,
+                   class_names: Sequence[str] | None) -> tuple[Field, Any]:
+    """:func:`arrow_field` of a column of many chunks (a spooled reader) without gathering
+    it in the heap: numbers chunk by chunk into an unlinked memory-mapped scratch file,
+    strings and bytes read from their chunks; other kinds are combined first."""
+    import pyarrow as pa
+
+    kind = array.type
+    if array.num_chunks <= 1 or class_names is not None:
+        return arrow_field(name, array.combine_chunks(), is_target, class_names)
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        fld, _ = arrow_field(name, array.chunk(0), is_target)
+        out = _scratch(len(array), np.dtype(fld.dtype))
+        at = 0
+        for chunk in array.chunks:
+            _, values = arrow_field(name, chunk, is_target)  # each chunk checked (nulls)
+            out[at : at + len(chunk)] = values
+            at += len(chunk)
+        return fld, out
+    plain = pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or (
+        not is_target and (pa.types.is_string(kind) or pa.types.is_large_string(kind)))
+    if plain and not array.null_count:
+        fld = Field(name, STRING if "string" in str(kind) else BYTES)
+        return fld, ArrowRows(array, fld)
+    return arrow_field(name, array.combine_chunks(), is_target, class_names)
+
+
+def _scratch(rows: int, dtype: np.dtype[Any]) -> NDArray[Any]:
+    """A writable array of ``rows`` backed by an unlinked temporary file (page cache)."""
+    with tempfile.TemporaryFile(prefix="datastack-publish-") as handle:
+        handle.truncate(max(1, rows * dtype.itemsize))
+        return np.memmap(handle, dtype=dtype, mode="r+", shape=(rows,))
+
+
 def arrow_columns(
     data: Any, target: str | None, text: Sequence[str] = ()
 ) -> tuple[list[Field], dict[str, Any], dict[str, list[str]]]:
@@ -310,8 +358,7 @@ def arrow_columns(
         if name in images:
             fld, column = image_field(name, array.combine_chunks())
         else:
-            fld, column = arrow_field(name, array.combine_chunks(), name == target,
-                                      class_names.get(name))
+            fld, column = _chunked_field(name, array, name == target, class_names.get(name))
         fields.append(fld)
         columns[name] = column
     encodings = {f.name: list(f.names) for f in fields if f.names}

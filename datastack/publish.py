@@ -80,6 +80,10 @@ class _Columns:
                 _feed(h, values)
                 continue
             _feed(h, f"rows:{len(column)}")  # values may be a generator (Arrow columns)
+            if fld.kind in (STRING, BYTES) and hasattr(column, "flat_blocks"):
+                for flat in column.flat_blocks():
+                    _feed_flat(h, b"s" if fld.kind == STRING else b"b", flat)
+                continue
             for value in values:
                 _feed(h, value)
         return h.hexdigest()
@@ -106,6 +110,24 @@ def _feed(h: Any, value: Any) -> None:
         tag, data = b"a", np.ascontiguousarray(array).tobytes()
     h.update(tag + len(data).to_bytes(8, "little"))
     h.update(data)
+
+
+def _feed_flat(h: Any, tag: bytes, rows: Any) -> None:
+    """:func:`_feed` of every string (``tag`` ``s``) or bytes (``b``) row of a flat block, in
+    one buffer: the very bytes the rows fed one by one would give."""
+    flat, sizes = rows.flat()
+    n = len(sizes)
+    if n == 0:
+        return
+    ends = np.cumsum(sizes)
+    heads = 9 * np.arange(n, dtype=np.int64) + ends - sizes  # where each row's tag goes
+    out = np.empty(9 * n + int(ends[-1]), np.uint8)
+    data = np.ones(len(out), bool)
+    data[heads[:, None] + np.arange(9)] = False
+    out[heads] = tag[0]
+    out[heads[:, None] + 1 + np.arange(8)] = sizes.astype("<u8").view(np.uint8).reshape(n, 8)
+    out[data] = flat
+    h.update(out)
 
 
 def _check_text(values: Sequence[Any], what: str) -> None:
@@ -170,9 +192,9 @@ def _field_of(name: str, values: Any, is_target: bool) -> tuple[Field, Any]:
             code = {label: i for i, label in enumerate(names)}
             codes = np.array([code[v] for v in items], dtype=np.int64)
             return Field(name, LABEL, "int64", (), names=tuple(names)), codes
-        return Field(name, STRING), ListRows(items)
+        return _flat_column(Field(name, STRING), items)
     if all(isinstance(v, bytes) for v in items):
-        return Field(name, BYTES), ListRows(items)
+        return _flat_column(Field(name, BYTES), items)
     arrays = [np.asarray(v) for v in items]
     if all(a.dtype.kind in "biufc" and a.ndim == 0 for a in arrays):  # a list of numbers
         return _field_of(name, np.array(arrays), is_target)
@@ -184,6 +206,17 @@ def _field_of(name: str, values: Any, is_target: bool) -> tuple[Field, Any]:
         f"publish: column {name!r} holds {type(items[0]).__name__} values; expected numbers, "
         "arrays, strings or bytes"
     )
+
+
+def _flat_column(fld: Field, items: list[Any]) -> tuple[Field, Any]:
+    """Strings or bytes as one Arrow array: stored and hashed from its buffers, no Python
+    step per value after this one."""
+    import pyarrow as pa
+
+    from datastack._arrow_in import ArrowRows
+
+    kind = pa.large_string() if fld.kind == STRING else pa.large_binary()
+    return fld, ArrowRows(pa.array(items, kind), fld)
 
 
 def _from_arrays(data: Mapping[str, Any], target: str | None) -> _Columns:
@@ -205,7 +238,7 @@ def _from_arrays(data: Mapping[str, Any], target: str | None) -> _Columns:
 
 
 def _from_frame(frame: Any, target: str | None, text: Sequence[str] = ()) -> _Columns:
-    from datastack.canonical.records import ListRows
+    from datastack._arrow_in import ArrowRows
     from datastack.formats._table_policy import Block, TableOptions, TablePolicy
     from datastack.formats.tables import classic_names
 
@@ -215,14 +248,35 @@ def _from_frame(frame: Any, target: str | None, text: Sequence[str] = ()) -> _Co
         series = frame.iloc[:, index]
         if series.dtype.kind in "biuf":
             cells.append(series.to_numpy(dtype="float64", na_value=np.nan))
+        elif (column := _arrow_of(series)) is not None:
+            cells.append(column)
         else:
             cells.append([None if _missing(v) else _scalar(v) for v in series.tolist()])
             _check_text(cells[-1], f"column {name!r}")
     policy = TablePolicy(TableOptions(target=target, text=tuple(text)))
     staged = policy.convert(Block(names, cells, range(1, len(frame) + 1)), "DataFrame")
     fields, transforms, encodings = policy.finish()
-    columns = {f.name: ListRows(staged[f.name]) if f.variable else staged[f.name] for f in fields}
+    columns = {f.name: ArrowRows(staged[f.name], f) if f.variable else staged[f.name]
+               for f in fields}
     return _Columns(classic_names(fields), columns, encodings, transforms)
+
+
+def _arrow_of(series: Any) -> Any:
+    """A DataFrame column of one type as an Arrow array (no Python object per value), or
+    ``None`` for a mixed column (converted cell by cell, which names a bad value)."""
+    import pyarrow as pa
+
+    try:
+        column = pa.array(series, from_pandas=True)
+    except (pa.ArrowException, UnicodeError, OverflowError, TypeError, ValueError):
+        return None
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    plain = (pa.types.is_string(kind) or pa.types.is_large_string(kind)
+             or pa.types.is_boolean(kind) or pa.types.is_integer(kind)
+             or pa.types.is_floating(kind) or pa.types.is_temporal(kind))
+    return column if plain else None
 
 
 def _missing(value: Any) -> bool:

@@ -32,7 +32,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from datastack.errors import FormatError
-from datastack.fields import RAGGED, Field, decode_value, encode_value
+from datastack.fields import (
+    BYTES,
+    RAGGED,
+    STRING,
+    Field,
+    FlatRows,
+    decode_value,
+    encode_value,
+)
 
 #: Bytes per chunk of a variable field's flat values (one random sample: one or two chunks).
 VALUE_CHUNK_BYTES = 256 * 1024
@@ -142,15 +150,21 @@ class FieldAppender:
 
     def _append_variable(self, field: Field, block: Sequence[Any]) -> None:
         sub = self.group[field.stored_name]
-        encoded = [encode_value(field, value) for value in block]
-        sizes = np.fromiter((len(flat) for flat, _ in encoded), np.int64, len(encoded))
+        rows = FlatRows.of(block) if field.kind in (STRING, BYTES) else None
+        if rows is not None:
+            flat, sizes = rows.flat()
+            encoded: list[tuple[Any, Any]] = []
+        else:
+            encoded = [encode_value(field, value) for value in block]
+            sizes = np.fromiter((len(flat) for flat, _ in encoded), np.int64, len(encoded))
+            flat = np.concatenate([f for f, _ in encoded]) if encoded else np.empty(0, np.uint8)
         start = self._value_ends[field.stored_name]
         ends = start + np.cumsum(sizes)
         values = sub["values"]
         total = int(ends[-1])
         values.resize(total, axis=0)
         if total > start:
-            values[start:total] = np.concatenate([flat for flat, _ in encoded])
+            values[start:total] = flat
         offsets = sub["offsets"]
         offsets.resize(self.length + len(block) + 1, axis=0)
         offsets[self.length + 1 :] = ends
@@ -188,6 +202,22 @@ class StagedRows:
     def __len__(self) -> int:
         return int(self.group["offsets"].shape[0]) - 1
 
+    def take_flat(self, rows: NDArray[np.int64]) -> FlatRows | None:
+        """Rows of a string/bytes field as :class:`FlatRows` (``None`` for other kinds)."""
+        if self.field.kind not in (STRING, BYTES) or len(rows) == 0:
+            return None
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        offsets = np.asarray(self.group["offsets"][lo : hi + 1], np.int64)
+        values = np.asarray(self.group["values"][int(offsets[0]) : int(offsets[-1])])
+        offsets -= offsets[0]
+        if hi - lo == len(rows):
+            return FlatRows(values, offsets)
+        picked = np.asarray(rows, np.int64) - lo
+        starts, sizes = offsets[picked], offsets[picked + 1] - offsets[picked]
+        ends = np.concatenate([[0], np.cumsum(sizes)])
+        index = np.repeat(starts - ends[:-1], sizes) + np.arange(int(ends[-1]))
+        return FlatRows(values[index], ends.astype(np.int64))
+
     def take(self, rows: NDArray[np.int64]) -> list[Any]:
         if len(rows) == 0:
             return []
@@ -216,14 +246,27 @@ def is_classic(fields: Sequence[Field]) -> bool:
     )
 
 
-def _block_rows(fields: Sequence[Field]) -> int:
-    rows = VARIABLE_BLOCK_ROWS if any(f.variable for f in fields) else 1 << 30
+def _block_rows(fields: Sequence[Field], columns: Mapping[str, Any]) -> int:
+    """Rows per copy block: ~:data:`COPY_BLOCK_BYTES` of fixed rows; variable rows by their
+    mean size when stored flat (text, bytes), else :data:`VARIABLE_BLOCK_ROWS`."""
+    rows = 1 << 30
     for field in fields:
-        if not field.variable:
-            row = max(1, math.prod(int(d or 1) for d in field.shape or ()))
-            row *= np.dtype(field.dtype).itemsize
-            rows = min(rows, max(1, COPY_BLOCK_BYTES // row))
+        if field.variable:
+            mean = _mean_bytes(columns[field.name]) if field.kind in (STRING, BYTES) else None
+            rows = min(rows, VARIABLE_BLOCK_ROWS if mean is None else
+                       max(VARIABLE_BLOCK_ROWS, min(1 << 16, COPY_BLOCK_BYTES // max(1, mean))))
+            continue
+        row = max(1, math.prod(int(d or 1) for d in field.shape or ()))
+        row *= np.dtype(field.dtype).itemsize
+        rows = min(rows, max(1, COPY_BLOCK_BYTES // row))
     return rows
+
+
+def _mean_bytes(source: Any) -> int | None:
+    """Mean stored bytes per row of a staged variable field (``None``: not known)."""
+    if not isinstance(source, StagedRows) or len(source) == 0:
+        return None
+    return int(source.group["values"].shape[0]) // len(source) + 1
 
 
 def _read_fixed(source: Any, wanted: NDArray[np.int64]) -> NDArray[Any]:
@@ -247,7 +290,7 @@ def copy_fields(
     total = len(columns[fields[0].name]) if fields else 0
     rows = None if indices is None else np.asarray(indices, np.int64)
     count = total if rows is None else len(rows)
-    step = _block_rows(fields)
+    step = _block_rows(fields, columns)
     transforms = transforms or {}
     for start in range(0, count, step):  # no index array the size of the input
         wanted = (np.arange(start, min(count, start + step), dtype=np.int64) if rows is None
@@ -256,7 +299,8 @@ def copy_fields(
         for field in fields:
             source = columns[field.name]
             if field.variable:
-                block[field.name] = source.take(wanted)
+                flat = source.take_flat(wanted) if hasattr(source, "take_flat") else None
+                block[field.name] = flat if flat is not None else source.take(wanted)
                 continue
             data = _read_fixed(source, wanted)
             fn = transforms.get(field.name)
@@ -269,6 +313,7 @@ __all__ = [
     "COPY_BLOCK_BYTES",
     "VALUE_CHUNK_BYTES",
     "FieldAppender",
+    "FlatRows",
     "RowSource",
     "StagedRows",
     "Transform",

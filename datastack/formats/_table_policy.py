@@ -39,6 +39,16 @@ from numpy.typing import NDArray
 from datastack._checks import Checker
 from datastack.errors import FormatError
 from datastack.fields import ARRAY, LABEL, STRING, Field
+from datastack.formats._arrow_columns import (
+    as_column,
+    integers_beyond_float64,
+    label_of,
+    labels,
+    missing_mask,
+    numbers,
+    suspects,
+    text,
+)
 from datastack.formats._numbers import NumberError, needs_checking, parse_number
 
 DEFAULT_MISSING = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "?")
@@ -102,14 +112,6 @@ def label_key(label: str) -> tuple[int, float, str]:
         return (0, float(label), label)
     except ValueError:
         return (1, 0.0, label)
-
-
-def _label_of(value: Any) -> str:
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 @dataclass
@@ -223,7 +225,7 @@ class TablePolicy:
         return out
 
     def convert(self, block: Block, where: str) -> dict[str, Any]:
-        """One block as staged columns (``features`` matrix, text lists, float64 target)."""
+        """One block as staged columns (``features`` matrix, text arrays, float64 target)."""
         self.set_names(block.names, where)
         names = self.names or []
         n = len(block.rows)
@@ -232,46 +234,78 @@ class TablePolicy:
         if self.feature_indices:
             matrix = np.empty((n, len(self.feature_indices)), dtype=self.options.dtype)
             for j, i in enumerate(self.feature_indices):
-                matrix[:, j] = self._numeric(i, block.columns[i], block.rows, where)
+                matrix[:, j] = self._numeric(i, as_column(block.columns[i]), block.rows, where)
             out[FEATURES_FIELD] = matrix
         for i in self.text_indices:
-            out[names[i]] = self._text(i, block.columns[i], block.rows, where)
+            out[names[i]] = self._text(i, as_column(block.columns[i]), block.rows, where)
         out[names[self.target_index]] = self._numeric(
-            self.target_index, block.columns[self.target_index], block.rows, where
+            self.target_index, as_column(block.columns[self.target_index]), block.rows, where
         )
         return out
 
-    def _text(self, i: int, cells: Any, rows: Sequence[int], where: str) -> list[str]:
-        out = []
-        for row, cell in zip(rows, cells, strict=True):
-            if cell is None or (isinstance(cell, float) and math.isnan(cell)):
-                out.append("")
-            elif isinstance(cell, bytes):
-                try:
-                    out.append(cell.decode("utf-8"))
-                except UnicodeDecodeError as exc:
-                    raise FormatError(f"{where}: row {row}, column {self.columns[i].name!r}: "
-                                      f"bytes not valid UTF-8 ({exc.reason})") from None
-            else:
-                text = cell if isinstance(cell, str) else _label_of(cell)
-                out.append("" if text.strip() in self.missing else text)
-        return out
+    def _text(self, i: int, column: Any, rows: Sequence[int], where: str) -> Any:
+        if isinstance(column, np.ndarray):
+            column = _pa().array(column)
+        return text(column, self.missing)
 
-    def _numeric(self, i: int, cells: Any, rows: Sequence[int], where: str) -> NDArray[Any]:
-        column = self.columns[i]
-        if column.categorical:
-            return self._cells(i, list(cells), rows, where)
-        try:
-            if isinstance(cells, np.ndarray) and cells.dtype.kind in "biuf":
-                values = cells.astype(np.float64)
-            else:
-                values = np.array(cells, dtype=np.float64)
-        except (ValueError, TypeError, OverflowError):
-            return self._cells(i, list(cells), rows, where)
-        if needs_checking(cells, values):  # numpy accepts 1_000, 1e400 -> inf, rounds 2^53+1
-            return self._cells(i, list(cells), rows, where)
-        self._note_numbers(column, values)
+    def _numeric(self, i: int, column: Any, rows: Sequence[int], where: str) -> NDArray[Any]:
+        state = self.columns[i]
+        if isinstance(column, np.ndarray):  # numbers already (a DataFrame's numeric column)
+            values = column.astype(np.float64)
+            if needs_checking(column, values):
+                return self._cells(i, list(column), rows, where)
+            self._note_numbers(state, values)
+            return values
+        if state.categorical is None:
+            self._decide(i, column, rows, where)
+        if state.categorical:
+            return self._codes(i, column, rows, where)
+        if len(beyond := integers_beyond_float64(column)):  # refused: names the row
+            self._cells(i, column.take(beyond).to_pylist(), _Picked(rows, beyond), where)
+        found = numbers(column, self.missing)
+        if found is None:
+            return self._cells(i, column.to_pylist(), rows, where)
+        values, _ = found
+        odd = suspects(values)
+        if len(odd) and _pa().types.is_string(column.type):
+            self._cells(i, column.take(odd).to_pylist(), _Picked(rows, odd), where)
+        self._note_numbers(state, values)
         return values
+
+    def _decide(self, i: int, column: Any, rows: Sequence[int], where: str) -> None:
+        """A column's kind from its first non-missing value (a number: numeric)."""
+        state = self.columns[i]
+        found = numbers(column, self.missing)
+        if found is not None:
+            if not bool(found[1].all()):
+                state.categorical = False
+            return
+        _, mask = missing_mask(column, self.missing) if _is_text(column) else (None, None)
+        if mask is None or bool(mask.all()):
+            return
+        k = int(np.argmin(mask))
+        cell = column[k].as_py()
+        try:
+            state.categorical = parse_number(cell) is None
+        except NumberError as exc:
+            raise FormatError(f"{where}: row {rows[k]}, column {state.name!r}: {exc}") from None
+
+    def _codes(self, i: int, column: Any, rows: Sequence[int], where: str) -> NDArray[Any]:
+        """Provisional category codes (first appearance); NaN where missing."""
+        state = self.columns[i]
+        encoded, mask = labels(column, self.missing)
+        if mask.any():
+            state.any_missing = True
+            if i == self.target_index:
+                k = int(np.argmax(mask))
+                raise FormatError(f"{where}: row {rows[k]}, column {state.name!r}: missing "
+                                  "target class")
+        lookup = np.array([state.codes.setdefault(label, len(state.codes))
+                           for label in encoded.dictionary.to_pylist()] or [0], np.float64)
+        indices = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False)
+        out = lookup[np.asarray(indices, dtype=np.int64)]
+        out[mask] = math.nan
+        return out
 
     def _note_numbers(self, column: ColumnState, values: NDArray[np.float64]) -> None:
         known = values[~np.isnan(values)]
@@ -279,6 +313,8 @@ class TablePolicy:
             column.any_missing = True
         if len(known):
             column.categorical = False
+            if column.name != (self.names or [""])[self.target_index]:
+                return  # integrality decides the target's type only
             finite = bool(np.isfinite(known).all())
             if column.integral and not (
                 finite and bool((np.mod(known, 1) == 0).all() and (np.abs(known) < 2**53).all())
@@ -286,34 +322,36 @@ class TablePolicy:
                 column.integral = False
 
     def _cells(self, i: int, cells: list[Any], rows: Sequence[int], where: str) -> NDArray[Any]:
+        """Cell by cell: where a block holds a value Arrow's parser or numpy does not settle
+        (a non-number, an overflowing literal, an integer above 2^53), to name its row."""
         column = self.columns[i]
         out = np.empty(len(cells), dtype=np.float64)
-        for k, (row, cell) in enumerate(zip(rows, cells, strict=True)):
+        for k, cell in enumerate(cells):
             if cell is None or (isinstance(cell, float) and math.isnan(cell)) or (
                 isinstance(cell, str) and cell.strip() in self.missing
             ):
                 column.any_missing = True
                 if column.categorical and i == self.target_index:
-                    raise FormatError(f"{where}: row {row}, column {column.name!r}: missing "
-                                      "target class")
+                    raise FormatError(f"{where}: row {rows[k]}, column {column.name!r}: "
+                                      "missing target class")
                 out[k] = math.nan
                 continue
             try:
                 number = parse_number(cell)
             except NumberError as exc:
                 if not column.categorical:  # a listed categorical keeps it as written
-                    raise FormatError(f"{where}: row {row}, column {column.name!r}: {exc}"
+                    raise FormatError(f"{where}: row {rows[k]}, column {column.name!r}: {exc}"
                                       ) from None
                 number = None
             if column.categorical is None:
                 column.categorical = number is None
             if column.categorical:
-                label = _label_of(cell)
+                label = label_of(cell)
                 out[k] = column.codes.setdefault(label, len(column.codes))
                 continue
             if number is None:
                 raise FormatError(
-                    f"{where}: row {row}, column {column.name!r} (index {i}): "
+                    f"{where}: row {rows[k]}, column {column.name!r} (index {i}): "
                     f"{str(cell)[:40]!r} is not a number in a numeric column; list the column "
                     "in categorical, text or missing"
                 )
@@ -368,6 +406,31 @@ class TablePolicy:
                     f"strings as a text field, or under {p}categorical: to encode them as "
                     "category codes in the feature vector"
                 )
+
+
+def _pa() -> Any:
+    import pyarrow
+
+    return pyarrow
+
+
+def _is_text(column: Any) -> bool:
+    pa = _pa()
+    return bool(pa.types.is_string(column.type) or pa.types.is_large_string(column.type))
+
+
+class _Picked(Sequence[int]):
+    """The row numbers of some rows of a block, looked up only when an error names one."""
+
+    def __init__(self, rows: Sequence[int], picked: NDArray[np.int64]) -> None:
+        self.rows = rows
+        self.picked = picked
+
+    def __len__(self) -> int:
+        return len(self.picked)
+
+    def __getitem__(self, k: Any) -> Any:
+        return self.rows[int(self.picked[k])]
 
 
 class _FeatureCodes:

@@ -213,12 +213,16 @@ def read_table(fmt: TableFormat, raw: RawInput, options: Any) -> TableData:
     for fld in fields:
         pieces = [p[fld.name] for p in parts]
         if fld.variable:
-            columns.append(object_column([v for piece in pieces for v in piece]))
+            columns.append(object_column([v for piece in pieces for v in _values(piece)]))
             continue
         joined = np.concatenate(pieces)
         fn = transforms.get(fld.name)
         columns.append(fn(joined) if fn is not None else joined)
     return TableData(fields, columns, encodings, list(policy.names or []))
+
+
+def _values(piece: Any) -> list[Any]:
+    return list(piece.to_pylist()) if hasattr(piece, "to_pylist") else list(piece)
 
 
 class TableDatasetIterator(ProcessLocalIterator[TableData]):

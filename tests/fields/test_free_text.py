@@ -39,7 +39,7 @@ def test_many_distinct_strings_ask_text_or_categorical() -> None:
     staged, (_fields, _, encodings) = _finish(  # type: ignore[misc]
         ["x", "review", "label"], [list(range(10)), reviews, labels], target="label",
         text=("review",))
-    assert staged["review"] == reviews and "review" not in encodings
+    assert staged["review"].to_pylist() == reviews and "review" not in encodings
     _, (_, _, encodings) = _finish(  # type: ignore[misc]
         ["x", "review", "label"], [list(range(10)), reviews, labels], target="label",
         categorical=("review",))
