@@ -71,8 +71,8 @@ def _cell_text(cell: Any) -> str | None:
         return cell.literal
     if isinstance(cell, bool):
         return "1" if cell else "0"
-    if isinstance(cell, float):
-        return repr(cell)
+    if isinstance(cell, float):  # as a label (a whole number without ".0"), below 2^53
+        return label_of(cell) if abs(cell) < EXACT_INTEGER else repr(cell)
     if hasattr(cell, "isoformat"):
         return str(cell.isoformat())
     if isinstance(cell, bytes):
@@ -85,8 +85,11 @@ def as_column(cells: Any) -> Any:
 
     A list of Python cells becomes an Arrow array of its one type (strings, numbers,
     booleans; ``None``/NaN missing); a mixed list (numbers and strings in one Excel column)
-    becomes strings, numbers written as their exact text, so the policy reads them back
-    exactly. Dictionary arrays are decoded; temporal arrays become ISO text."""
+    becomes strings, numbers written as their exact text (a whole float below 2^53 as its
+    label, ``1`` for ``1.0``, so that its label does not depend on the other cells of its
+    block), so the policy reads them back exactly. A column of nulls (an all-missing block of
+    a sparse JSON key) is a null string column. Dictionary arrays are decoded; temporal
+    arrays become ISO text."""
     pa = _pa()
     if isinstance(cells, np.ndarray) and cells.dtype.kind in "biuf":
         return cells
@@ -95,6 +98,8 @@ def as_column(cells: Any) -> Any:
     if not isinstance(cells, pa.Array):
         values = list(cells)
         kinds = {type(v) for v in values if v is not None}
+        if not kinds:  # every cell missing: a column of nulls (as text, like Arrow's)
+            return pa.nulls(len(values), pa.string())
         if kinds <= {str} or kinds <= {bool} or (
             kinds <= {int, float} and not _has_overflow(values)
         ):
@@ -104,6 +109,8 @@ def as_column(cells: Any) -> Any:
                 pass
         return pa.array([_cell_text(v) for v in values], pa.string())
     kind = cells.type
+    if pa.types.is_null(kind):
+        return pa.nulls(len(cells), pa.string())
     if pa.types.is_dictionary(kind):
         return as_column(cells.cast(kind.value_type))
     if pa.types.is_temporal(kind):
@@ -148,8 +155,9 @@ def numbers(array: Any, missing: frozenset[str]) -> tuple[NDArray[np.float64], _
         pa.types.is_floating(array.type)
     ):
         mask = np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-        values = np.asarray(array.cast(pa.float64()).to_numpy(zero_copy_only=False),
-                            dtype=np.float64)
+        # unchecked: an integer above 2^53 is the caller's (integers_beyond_float64)
+        values = np.asarray(array.cast(pa.float64(), safe=False).to_numpy(
+            zero_copy_only=False), dtype=np.float64)
         return values, mask | np.isnan(values)
     if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
         return None

@@ -26,7 +26,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from datastack.errors import FormatError
@@ -38,7 +38,8 @@ from datastack.formats.tables import MAX_COLUMNS, TableFormat, TooManyColumns, r
 #: Largest JSON Lines line / JSON array element.
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 _READ = 1024 * 1024
-_SURROGATE = re.compile("[\udc80-\udcff]")
+#: Undecodable bytes (surrogate escapes) and lone surrogates written as ``\\uXXXX`` escapes.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _BOM = "\ufeff"
 _SPACE = re.compile(r"[ \t\n\r]*")
 
@@ -90,6 +91,13 @@ class _Records:
             raise FormatError(f"{self.name}: row {number}: expected an object, got "
                               f"{type(record).__name__}")
         if not self.names:
+            if not record:
+                raise FormatError(f"{self.name}: row {number}: the first record has no keys "
+                                  "(its keys are the columns of the table)")
+            bad = [k for k in record if _SURROGATE.search(k)]
+            if bad:
+                raise FormatError(f"{self.name}: row {number}: key {bad[0]!r}: bytes not "
+                                  "valid UTF-8 (or a lone \\uD800-\\uDFFF escape)")
             self.names.extend(str(k) for k in record)
             self.position = {k: i for i, k in enumerate(self.names)}
         out: list[Any] = [None] * len(self.names)
@@ -102,7 +110,7 @@ class _Records:
                                   f"value ({type(value).__name__}); tables take scalar values")
             if isinstance(value, str) and _SURROGATE.search(value):
                 raise FormatError(f"{self.name}: row {number}, column {key!r}: bytes not valid "
-                                  "UTF-8")
+                                  "UTF-8 (or a lone \\uD800-\\uDFFF escape)")
             out[self.position[key]] = value
         return out
 
@@ -113,7 +121,9 @@ def _blocks(name: str, records: Iterator[tuple[int, Any]]) -> Iterator[Block]:
     return row_blocks(names, ((number, table.row(record, number)) for number, record in records))
 
 
-def _lines(raw: RawInput) -> Iterator[tuple[int, Any]]:
+def _text_lines(raw: RawInput) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of every line that is not blank (``str.strip()``: Unicode
+    whitespace), decoded with surrogate escapes; a BOM opening the file is stripped."""
     with raw.open() as binary:
         reader = io.BufferedReader(binary, _READ)  # type: ignore[arg-type,type-var]
         number = 0
@@ -128,17 +138,39 @@ def _lines(raw: RawInput) -> Iterator[tuple[int, Any]]:
             text = line.decode("utf-8", "surrogateescape")
             if number == 1:
                 text = text.removeprefix(_BOM)
-            if not text.strip():
-                continue
-            where = f"{raw.name}: row {number}"
-            try:
-                value, end = _decode(text, len(text) - len(text.lstrip()), where)
-            except json.JSONDecodeError as exc:
-                raise FormatError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})"
-                                  ) from None
-            if text[end:].strip():
-                raise FormatError(f"{where}: more than one JSON value on the line")
-            yield number, value
+            if text.strip():
+                yield number, text
+
+
+def _lines(raw: RawInput) -> Iterator[tuple[int, Any]]:
+    for number, text in _text_lines(raw):
+        where = f"{raw.name}: row {number}"
+        try:
+            value, end = _decode(text, len(text) - len(text.lstrip()), where)
+        except json.JSONDecodeError as exc:
+            raise FormatError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})"
+                              ) from None
+        if text[end:].strip():
+            raise FormatError(f"{where}: more than one JSON value on the line")
+        yield number, value
+
+
+def python_rows(
+    raw: RawInput, names: list[str]
+) -> Generator[tuple[int, list[Any]], None, None]:
+    """``(line number, cells)`` of every record, in the columns of the first record (which
+    fill ``names``); raises the FormatError naming the row and column of a bad record."""
+    table = _Records(raw.name, names)
+    for number, record in _lines(raw):
+        yield number, table.row(record, number)
+
+
+def record_line(raw: RawInput, index: int) -> int:
+    """The line number of record ``index`` (0-based; blank lines are not records)."""
+    for k, (number, _) in enumerate(_text_lines(raw)):
+        if k == index:
+            return number
+    raise IndexError(index)
 
 
 class _ArrayReader:
@@ -213,7 +245,15 @@ class JsonLinesFormat(TableFormat):
     options_key = "jsonl"
 
     def blocks(self, raw: RawInput, options: Any) -> Iterator[Block]:
-        return _blocks(raw.name, _lines(raw))
+        from datastack.formats._arrow_jsonl import arrow_blocks
+
+        return arrow_blocks(raw)
+
+    def python_blocks(self, raw: RawInput, options: Any) -> Iterator[Block]:
+        """The same blocks by Python's ``json`` (the reference :func:`arrow_blocks` is checked
+        against, and the reader that names the row and column of a bad record)."""
+        names: list[str] = []
+        return row_blocks(names, python_rows(raw, names))
 
 
 class JsonFormat(TableFormat):
@@ -231,4 +271,12 @@ class JsonFormat(TableFormat):
 JSONL_FORMAT = JsonLinesFormat()
 JSON_FORMAT = JsonFormat()
 
-__all__ = ["JSONL_FORMAT", "JSON_FORMAT", "MAX_RECORD_BYTES", "JsonFormat", "JsonLinesFormat"]
+__all__ = [
+    "JSONL_FORMAT",
+    "JSON_FORMAT",
+    "MAX_RECORD_BYTES",
+    "JsonFormat",
+    "JsonLinesFormat",
+    "python_rows",
+    "record_line",
+]

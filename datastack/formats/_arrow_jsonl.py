@@ -1,0 +1,266 @@
+"""JSON Lines records as Arrow record batches: pyarrow's streaming JSON reader, checked.
+
+The first records are read by Python's ``json`` (:func:`~datastack.formats.jsonl.python_rows`):
+they fix the columns (the keys of the first record, in order) and their Arrow types (a
+string is ``string``, a boolean ``bool``, every number ``float64`` so that integers and
+floats may mix in a column; a key that is ``null`` in the first record takes the type of its
+first value in the next :data:`LOOKAHEAD` records, ``string`` if none). pyarrow's streaming
+reader (:func:`pyarrow.json.open_json`) then reads the file with that schema, a key that is
+not a column being an error, and the table policy types each batch with Arrow compute.
+
+The Python reader stays the reference, and takes over whenever pyarrow's reading may differ:
+
+* **pyarrow raises** (malformed JSON, a key not in the first record, a nested value, a
+  duplicate key, bytes that are not UTF-8, a record longer than :data:`BLOCK_BYTES`, or a
+  column whose values change kind -- numbers, then strings: legal for a categorical column):
+  the records from the batch that failed on are read by the Python reader (which also
+  re-reads the records before them, so an error anywhere names its row and column). A file
+  whose columns change kind is read correctly, at the Python reader's speed, from there on;
+* **a value pyarrow may have changed silently**: bytes that are not UTF-8 in a string
+  (pyarrow keeps them as they are), a number of magnitude 2^53 or more or
+  infinite (pyarrow rounds ``99999999999999999999`` to the double ``1e20`` and reads the
+  non-JSON ``Inf``), a negative zero (``-0`` is the integer 0 for Python), a NaN with its
+  sign bit set (pyarrow reads ``-NaN``, not JSON): that batch and the rest go to the Python
+  reader, which keeps integers exact and refuses what is not JSON;
+* **what pyarrow accepts and Python refuses, seen in the bytes as they stream**: two values on
+  one line (``}`` then ``{``), or a record across lines (fewer records than non-blank lines):
+  at the end, the Python reader reads the file and raises the error naming the row (a false
+  alarm -- ``"} {"`` inside a string -- costs that read and changes nothing).
+
+Row numbers are line numbers (blank lines are not records, as for the Python reader), found
+only when an error names one (:class:`RecordLines`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
+
+import numpy as np
+
+from datastack.errors import FormatError, MissingDependencyError
+from datastack.formats._numbers import EXACT_INTEGER
+from datastack.formats._table_policy import Block
+from datastack.formats.inputs import RawInput
+from datastack.formats.jsonl import python_rows, record_line
+from datastack.formats.tables import row_blocks
+
+#: Bytes pyarrow parses at a time (a longer record goes to the Python reader).
+BLOCK_BYTES = 4 * 1024 * 1024
+#: Records looked at for the type of a key that is null in the first record.
+LOOKAHEAD = 1000
+_JOINED = re.compile(rb"\}[ \t\r]*\{")
+_JOIN_START = re.compile(rb"[ \t\r]*\{")
+_BLANK = re.compile(rb"\n[ \t\r]*(?=\n)")
+_CONTENT = re.compile(rb"[^ \t\r\n]")
+_MINUS_ZERO = re.compile(rb"-0[,}\] \t\r\n]")
+_READ = 1024 * 1024
+_NOT_SPACE = re.compile(rb"[^ \t\r]")
+
+
+def _pyarrow_json() -> Any:
+    try:
+        import pyarrow.json
+    except ImportError:  # pragma: no cover - a core dependency
+        raise MissingDependencyError("JSON Lines tables need pyarrow: pip install pyarrow"
+                                     ) from None
+    return pyarrow.json
+
+
+class _Switch(Exception):
+    """A batch pyarrow may have read differently: the Python reader takes over."""
+
+
+class _Watched:
+    """A binary stream that counts non-blank lines and sees two values on one line."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.closed = False
+        self.lines = 0  # complete lines, blank or not
+        self.blank = 0  # complete lines of spaces, tabs and CRs only
+        self.content = False  # the line being read so far holds more than whitespace
+        self.joined = False  # "}" then "{" on one line (maybe inside a string)
+        self._brace = False  # the bytes so far end with "}" and whitespace
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        if data:
+            self._scan(data)
+        return data
+
+    def _scan(self, data: bytes) -> None:
+        if (self._brace and _JOIN_START.match(data)) or _JOINED.search(data):
+            self.joined = True
+        self._brace = data.rstrip(b" \t\r").endswith(b"}") or (
+            self._brace and not _NOT_SPACE.search(data))
+        first = data.find(b"\n")
+        if first < 0:
+            self.content = self.content or bool(_CONTENT.search(data))
+            return
+        if not (self.content or _CONTENT.search(data, 0, first)):
+            self.blank += 1
+        self.blank += len(_BLANK.findall(data))
+        self.lines += data.count(b"\n")
+        self.content = bool(_CONTENT.search(data, data.rfind(b"\n") + 1))
+
+    def records(self) -> int:
+        """Lines holding more than whitespace (a record each, in a valid file)."""
+        return self.lines - self.blank + (1 if self.content else 0)
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class RecordLines(Sequence[int]):
+    """Line numbers of ``size`` records from record ``first`` on, found on demand."""
+
+    def __init__(self, raw: RawInput, first: int, size: int) -> None:
+        self.raw = raw
+        self.first = first
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, k: Any) -> Any:
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(self.size))]
+        if not -self.size <= int(k) < self.size:
+            raise IndexError(k)
+        return record_line(self.raw, self.first + int(k) % self.size)
+
+
+def _arrow_type(value: Any) -> Any:
+    import pyarrow as pa
+
+    if isinstance(value, str):
+        return pa.string()
+    if isinstance(value, bool):
+        return pa.bool_()
+    if isinstance(value, (int, float)):
+        return pa.float64()
+    return None
+
+
+def schema_of(raw: RawInput) -> Any:
+    """The Arrow schema of the first record's keys (types: module docstring), or ``None``
+    when the Python reader must read the file (no record, an error in the first records)."""
+    import pyarrow as pa
+
+    names: list[str] = []
+    types: dict[str, Any] = {}
+    rows = python_rows(raw, names)
+    try:
+        for _, cells in itertools.islice(rows, LOOKAHEAD):
+            for name, cell in zip(names, cells, strict=True):
+                if name not in types and cell is not None:
+                    types[name] = _arrow_type(cell)
+            if len(types) == len(names):
+                break
+        if not names:
+            return None
+        return pa.schema([(n, types.get(n) or pa.string()) for n in names])
+    except (FormatError, ValueError, pa.ArrowException):  # the Python reader says why
+        return None
+    finally:
+        rows.close()
+
+
+class _Checks:
+    """Whether a batch holds a value pyarrow may have read differently from Python."""
+
+    def __init__(self, raw: RawInput) -> None:
+        self.raw = raw
+        self.minus_zero: bool | None = None  # the input writes -0 as an integer (looked once)
+
+    def changed(self, batch: Any) -> bool:
+        """Bytes that are not UTF-8 in a string (pyarrow keeps them), or a float listed in
+        the module docstring."""
+        import pyarrow as pa
+
+        for column in batch.columns:
+            if pa.types.is_string(column.type):
+                try:
+                    column.validate(full=True)
+                except pa.ArrowInvalid:
+                    return True
+            elif pa.types.is_floating(column.type) and self._changed_floats(column):
+                return True
+        return False
+
+    def _changed_floats(self, column: Any) -> bool:
+        values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            if bool((np.abs(values) >= EXACT_INTEGER).any()):  # also infinities
+                return True
+            signed = np.signbit(values)
+            if not signed.any():
+                return False
+            if bool((signed & np.isnan(values)).any()):  # -NaN: not JSON
+                return True
+            if not bool((signed & (values == 0)).any()):
+                return False
+        if self.minus_zero is None:  # -0.0 is a float for both, -0 the integer 0 for Python
+            self.minus_zero = _minus_zero_literal(self.raw)
+        return self.minus_zero
+
+
+def _minus_zero_literal(raw: RawInput) -> bool:
+    """Whether the input holds the integer literal ``-0`` (or those bytes in a string)."""
+    with raw.open() as stream:
+        tail = b""
+        while chunk := stream.read(_READ):
+            if _MINUS_ZERO.search(tail + chunk):
+                return True
+            tail = chunk[-2:]
+    return False
+
+
+def _python_from(raw: RawInput, skip: int) -> Iterator[Block]:
+    """The blocks of the Python reader from record ``skip`` on (the records before are read
+    too, so that an error in them is raised, naming its row)."""
+    names: list[str] = []
+    return row_blocks(names, itertools.islice(python_rows(raw, names), skip, None))
+
+
+def arrow_blocks(raw: RawInput) -> Iterator[Block]:
+    """The records of a JSON Lines input as blocks of Arrow columns (module docstring)."""
+    pjson = _pyarrow_json()
+    import pyarrow as pa
+
+    schema = schema_of(raw)
+    if schema is None:
+        yield from _python_from(raw, 0)
+        return
+    names = list(schema.names)
+    done = 0
+    switch = False
+    checks = _Checks(raw)
+    read = pjson.ReadOptions(block_size=BLOCK_BYTES, use_threads=True)
+    parse = pjson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
+    with raw.open() as stream:
+        watched = _Watched(stream)
+        try:
+            for batch in pjson.open_json(watched, read_options=read, parse_options=parse):
+                if batch.num_rows == 0:
+                    continue
+                if checks.changed(batch):
+                    raise _Switch
+                yield Block(names, batch.columns, RecordLines(raw, done, batch.num_rows))
+                done += batch.num_rows
+        except (_Switch, pa.ArrowException, ValueError):
+            switch = True
+    if switch:
+        yield from _python_from(raw, done)
+    elif watched.joined or watched.records() != done:
+        for _ in python_rows(raw, []):  # raises the error that names the row
+            pass
+
+
+__all__ = ["BLOCK_BYTES", "LOOKAHEAD", "RecordLines", "arrow_blocks", "schema_of"]
