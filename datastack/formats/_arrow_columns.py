@@ -71,8 +71,10 @@ def _cell_text(cell: Any) -> str | None:
         return cell.literal
     if isinstance(cell, bool):
         return "1" if cell else "0"
-    if isinstance(cell, float):  # as a label (a whole number without ".0"), below 2^53
-        return label_of(cell) if abs(cell) < EXACT_INTEGER else repr(cell)
+    if isinstance(cell, float):
+        if cell.is_integer() and abs(cell) < EXACT_INTEGER:  # as label_of writes it ...
+            return "-0" if math.copysign(1.0, cell) < 0 and cell == 0 else str(int(cell))
+        return repr(cell)  # ... but -0.0 keeps its sign and 1e+20 stays a float
     if hasattr(cell, "isoformat"):
         return str(cell.isoformat())
     if isinstance(cell, bytes):

@@ -55,7 +55,15 @@ _JOINED = re.compile(rb"\}[ \t\r]*\{")
 _JOIN_START = re.compile(rb"[ \t\r]*\{")
 _BLANK = re.compile(rb"\n[ \t\r]*(?=\n)")
 _CONTENT = re.compile(rb"[^ \t\r\n]")
+#: Literals pyarrow reads differently from Python, looked for when a batch holds a value
+#: one of them may give: the integer -0 (pyarrow: -0.0); an infinity that is not written
+#: ``Infinity`` (pyarrow reads ``Inf``, and a literal just beyond float64, to inf); an
+#: integer of 16 digits or more (pyarrow rounds it to a double). Bytes inside a string may
+#: match: the Python reader then reads the rest, slower, with the same result.
 _MINUS_ZERO = re.compile(rb"-0[,}\] \t\r\n]")
+_NOT_INFINITY = re.compile(rb"Inf(?!inity)|\d[eE]\+?\d|\d{300}")
+_BIG_INTEGER = re.compile(rb"(?<![.\d])\d{16,}(?![.\deE])")
+_OVERLAP = 320
 _READ = 1024 * 1024
 _NOT_SPACE = re.compile(rb"[^ \t\r]")
 
@@ -84,11 +92,13 @@ class _Watched:
         self.content = False  # the line being read so far holds more than whitespace
         self.joined = False  # "}" then "{" on one line (maybe inside a string)
         self._brace = False  # the bytes so far end with "}" and whitespace
+        self._started = False  # a BOM opening the stream is not counted as content
 
     def read(self, size: int = -1) -> bytes:
         data = self.stream.read(size)
         if data:
-            self._scan(data)
+            self._scan(data if self._started else data.removeprefix(b"\xef\xbb\xbf"))
+            self._started = True
         return data
 
     def _scan(self, data: bytes) -> None:
@@ -177,7 +187,7 @@ class _Checks:
 
     def __init__(self, raw: RawInput) -> None:
         self.raw = raw
-        self.minus_zero: bool | None = None  # the input writes -0 as an integer (looked once)
+        self.found: dict[re.Pattern[bytes], bool] = {}  # looked for once each
 
     def changed(self, batch: Any) -> bool:
         """Bytes that are not UTF-8 in a string (pyarrow keeps them), or a float listed in
@@ -197,28 +207,33 @@ class _Checks:
     def _changed_floats(self, column: Any) -> bool:
         values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
         with np.errstate(invalid="ignore"):
-            if bool((np.abs(values) >= EXACT_INTEGER).any()):  # also infinities
-                return True
+            big = np.abs(values) >= EXACT_INTEGER
             signed = np.signbit(values)
-            if not signed.any():
+            if not (big.any() or signed.any()):
                 return False
             if bool((signed & np.isnan(values)).any()):  # -NaN: not JSON
                 return True
-            if not bool((signed & (values == 0)).any()):
-                return False
-        if self.minus_zero is None:  # -0.0 is a float for both, -0 the integer 0 for Python
-            self.minus_zero = _minus_zero_literal(self.raw)
-        return self.minus_zero
+            infinite = bool(np.isinf(values[big]).any())
+            finite = bool(np.isfinite(values[big]).any())
+            zero = bool((signed & (values == 0)).any())
+        return (infinite and self._holds(_NOT_INFINITY)) or (
+            finite and self._holds(_BIG_INTEGER)) or (zero and self._holds(_MINUS_ZERO))
+
+    def _holds(self, pattern: re.Pattern[bytes]) -> bool:
+        """Whether the input's bytes match ``pattern`` (read once per pattern, only when a
+        batch holds a value that may come from such a literal)."""
+        if pattern not in self.found:
+            self.found[pattern] = _search(self.raw, pattern)
+        return self.found[pattern]
 
 
-def _minus_zero_literal(raw: RawInput) -> bool:
-    """Whether the input holds the integer literal ``-0`` (or those bytes in a string)."""
+def _search(raw: RawInput, pattern: re.Pattern[bytes]) -> bool:
     with raw.open() as stream:
         tail = b""
         while chunk := stream.read(_READ):
-            if _MINUS_ZERO.search(tail + chunk):
+            if pattern.search(tail + chunk):
                 return True
-            tail = chunk[-2:]
+            tail = chunk[-_OVERLAP:]
     return False
 
 

@@ -166,8 +166,10 @@ def python_rows(
 
 
 def record_line(raw: RawInput, index: int) -> int:
-    """The line number of record ``index`` (0-based; blank lines are not records)."""
-    for k, (number, _) in enumerate(_text_lines(raw)):
+    """The line number of record ``index`` (0-based; blank lines are not records), read by
+    the Python reader: a bad record before it raises its own FormatError (a reader that
+    counted records differently, or read one Python refuses, never names a wrong row)."""
+    for k, (number, _) in enumerate(python_rows(raw, [])):
         if k == index:
             return number
     raise IndexError(index)
