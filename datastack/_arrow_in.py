@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from datastack.errors import ConfigurationError, FormatError, MissingDependencyError
-from datastack.fields import ARRAY, BYTES, LABEL, RAGGED, STRING, Field
+from datastack.errors import ConfigurationError, FormatError
+from datastack.fields import ARRAY, BYTES, LABEL, RAGGED, STRING, Field, FlatRows
 
 #: Rows turned into Python values at a time (digest, writer blocks).
 ROWS_AT_A_TIME = 65_536
@@ -47,12 +47,10 @@ def is_arrow_like(data: Any) -> bool:
 
 
 def require_pyarrow(what: str) -> Any:
-    try:
-        import pyarrow
-    except ImportError:
-        raise MissingDependencyError(
-            f"{what} needs pyarrow: pip install 'datastack[tables]'"
-        ) from None
+    """pyarrow (a core dependency, imported when first needed: ``import datastack`` stays
+    light); ``what`` names the caller."""
+    import pyarrow
+
     return pyarrow
 
 
@@ -81,8 +79,6 @@ class ArrowRows:
 
     def take_flat(self, rows: NDArray[np.int64]) -> Any:
         """Rows of a string/bytes column as flat values + offsets (``None`` otherwise)."""
-        from datastack.canonical.columns import FlatRows
-
         if self.field.kind not in (STRING, BYTES) or len(rows) == 0:
             return None
         rows = np.asarray(rows, dtype=np.int64)

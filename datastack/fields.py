@@ -207,6 +207,45 @@ def object_column(values: Sequence[Any]) -> NDArray[Any]:
 
 
 # -- storage of variable-length values ---------------------------------------------------------
+class FlatRows:
+    """Rows of a string or bytes field as one flat ``uint8`` buffer and ``offsets`` (N+1,
+    from any base): what the writer stores, with no Python object per value."""
+
+    def __init__(self, values: NDArray[np.uint8], offsets: NDArray[np.int64]) -> None:
+        self.values = values
+        self.offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @classmethod
+    def of(cls, block: Any) -> FlatRows | None:
+        """A block as flat rows when it is one already or an Arrow string/binary array."""
+        if isinstance(block, FlatRows):
+            return block
+        if not type(block).__module__.startswith("pyarrow") or not hasattr(block, "buffers"):
+            return None
+        import pyarrow as pa
+
+        kind = block.type
+        wide = pa.types.is_large_string(kind) or pa.types.is_large_binary(kind)
+        if not (wide or pa.types.is_string(kind) or pa.types.is_binary(kind)):
+            return None
+        if block.null_count:
+            block = block.fill_null(b"" if pa.types.is_binary(kind) or
+                                    pa.types.is_large_binary(kind) else "")
+        _, offsets_buffer, data = block.buffers()
+        raw = np.frombuffer(offsets_buffer, np.int64 if wide else np.int32)
+        offsets = np.asarray(raw[block.offset : block.offset + len(block) + 1], np.int64)
+        values = (np.frombuffer(data, np.uint8) if data is not None
+                  else np.empty(0, np.uint8))
+        return cls(values, offsets)
+
+    def flat(self) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
+        """``(values of these rows, sizes)``."""
+        return self.values[int(self.offsets[0]) : int(self.offsets[-1])], np.diff(self.offsets)
+
+
 def encode_value(field: Field, value: Any) -> tuple[NDArray[Any], tuple[int, ...]]:
     """One sample as ``(flat values, shape)`` for the values + offsets layout."""
     if field.kind == STRING:
@@ -420,6 +459,7 @@ __all__ = [
     "STRING",
     "VARIABLE_KINDS",
     "Field",
+    "FlatRows",
     "decode_image",
     "decode_value",
     "default_names",

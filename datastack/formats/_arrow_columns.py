@@ -157,9 +157,8 @@ def numbers(array: Any, missing: frozenset[str]) -> tuple[NDArray[np.float64], _
         pa.types.is_floating(array.type)
     ):
         mask = np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-        # unchecked: an integer above 2^53 is the caller's (integers_beyond_float64)
-        values = np.asarray(array.cast(pa.float64(), safe=False).to_numpy(
-            zero_copy_only=False), dtype=np.float64)
+        values = np.asarray(array.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False),
+                            dtype=np.float64)
         return values, mask | np.isnan(values)
     if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
         return None

@@ -1,7 +1,7 @@
 """CSV records as Arrow record batches: pyarrow's streaming reader with every column as text.
 
 The header (and ``skip_rows``) is read first by Python's ``csv`` module with the bounds of
-:mod:`datastack.formats.csv` (field size, line length, column count); pyarrow's streaming
+:mod:`._csv_records` (field size, line length, column count); pyarrow's streaming
 reader (:func:`pyarrow.csv.open_csv`) then reads the records from the byte where the data
 starts, with the header's names and every column typed ``string``, so typing stays the
 table policy's (:mod:`._table_policy`, per batch with Arrow compute). Quoted newlines are
@@ -17,30 +17,30 @@ one: :class:`RecordLines` finds them by reading the file again up to that record
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from datastack.errors import FormatError, MissingDependencyError
-from datastack.formats._table_policy import Block
-from datastack.formats.csv import (
+from datastack.errors import FormatError
+from datastack.formats._csv_records import (
     MAX_FIELD,
-    CsvOptions,
     check_whole_file,
     header_of,
     line_of_record,
 )
+from datastack.formats._table_policy import Block
 from datastack.formats.inputs import RawInput
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.formats.csv import CsvOptions
 
 #: Bytes pyarrow parses at a time (a record longer than this is refused by pyarrow).
 BLOCK_BYTES = 4 * 1024 * 1024
-_READ = 1024 * 1024
 
 
 def _pyarrow_csv() -> Any:
-    try:
-        import pyarrow.csv
-    except ImportError:  # pragma: no cover - a core dependency
-        raise MissingDependencyError("CSV tables need pyarrow: pip install pyarrow") from None
+    import pyarrow.csv
+
     return pyarrow.csv
 
 
@@ -48,32 +48,48 @@ class _NulByte(Exception):
     """A NUL byte in the stream: the Python reader names its row."""
 
 
-class _Guarded:
-    """A binary stream from ``offset`` on that raises :class:`_NulByte` on a NUL byte."""
+class _Recording(io.RawIOBase):
+    """A stream that keeps what is read from it (the header's read-ahead, handed on to
+    pyarrow so that the file is read once)."""
 
-    def __init__(self, stream: IO[bytes], offset: int) -> None:
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.kept = bytearray()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.stream.read(len(buffer))
+        buffer[: len(data)] = data
+        self.kept += data
+        return len(data)
+
+    def close(self) -> None:  # the stream stays open: the data is read from it next
+        pass
+
+
+class _Guarded:
+    """``first`` then the rest of ``stream``; raises :class:`_NulByte` on a NUL byte."""
+
+    def __init__(self, stream: IO[bytes], first: bytes) -> None:
         self.stream = stream
         self.closed = False
-        self._pending = b""
-        seekable = getattr(stream, "seekable", None)
-        if callable(seekable) and seekable():
-            stream.seek(offset)
-            return
-        while offset > 0:
-            chunk = stream.read(min(offset, _READ))
-            if not chunk:
-                break
-            offset -= len(chunk)
+        self._pending = first
 
     def read(self, size: int = -1) -> bytes:
-        data = self._pending + self.stream.read(size - len(self._pending) if size > 0 else size)
-        self._pending = b""
+        if size > 0 and len(self._pending) >= size:
+            data, self._pending = self._pending[:size], self._pending[size:]
+        else:
+            data = self._pending + self.stream.read(size - len(self._pending) if size > 0
+                                                    else size)
+            self._pending = b""
         if b"\x00" in data:
             raise _NulByte
         if len(data) > 1 and data.endswith(b"\r"):
             # pyarrow (26) drops the LF of a CRLF inside a quoted value when a block ends
             # between the two: a block never ends on a CR (tests/fields/test_arrow_tables.py)
-            data, self._pending = data[:-1], b"\r"
+            data, self._pending = data[:-1], b"\r" + self._pending
         return data
 
     def readable(self) -> bool:
@@ -90,17 +106,17 @@ class RecordLines(Sequence[int]):
         self.raw = raw
         self.options = options
         self.first = first
-        self.count = count
+        self.size = count
 
     def __len__(self) -> int:
-        return self.count
+        return self.size
 
     def __getitem__(self, k: Any) -> Any:
         if isinstance(k, slice):
-            return [self[i] for i in range(*k.indices(self.count))]
-        if not -self.count <= int(k) < self.count:
+            return [self[i] for i in range(*k.indices(self.size))]
+        if not -self.size <= int(k) < self.size:
             raise IndexError(k)
-        return line_of_record(self.raw, self.options, self.first + int(k) % self.count)
+        return line_of_record(self.raw, self.options, self.first + int(k) % self.size)
 
 
 def arrow_blocks(raw: RawInput, options: CsvOptions) -> Iterator[Block]:
@@ -108,18 +124,21 @@ def arrow_blocks(raw: RawInput, options: CsvOptions) -> Iterator[Block]:
     pcsv = _pyarrow_csv()
     import pyarrow as pa
 
-    names, offset, _ = header_of(raw, options)
-    read = pcsv.ReadOptions(column_names=names, block_size=BLOCK_BYTES, use_threads=True,
+    read = pcsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=True,
                             encoding=options.encoding)
     parse = pcsv.ParseOptions(delimiter=options.delimiter, newlines_in_values=True,
                               ignore_empty_lines=True)
-    convert = pcsv.ConvertOptions(column_types={n: pa.string() for n in names},
-                                  strings_can_be_null=False, null_values=[],
+    convert = pcsv.ConvertOptions(strings_can_be_null=False, null_values=[],
                                   quoted_strings_can_be_null=False, check_utf8=True)
     first = 0
     with raw.open() as stream:
+        recording = _Recording(stream)
+        names, offset, _ = header_of(raw, options, recording)  # type: ignore[arg-type]
+        read.column_names = names
+        convert.column_types = {n: pa.string() for n in names}
         try:
-            reader = pcsv.open_csv(_Guarded(stream, offset), read_options=read,
+            reader = pcsv.open_csv(_Guarded(stream, bytes(recording.kept[offset:])),
+                                   read_options=read,
                                    parse_options=parse, convert_options=convert)
             for batch in reader:
                 if batch.num_rows == 0:

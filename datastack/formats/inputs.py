@@ -1,9 +1,13 @@
 """Raw inputs: a source's bytes after safe decompression / extraction, opened on demand.
 
 ``prepare_inputs`` turns each ``(SourceSpec, StreamedResource)`` into one or more
-:class:`RawInput`: a plain source is itself; ``*.gz`` is wrapped in a capped gzip reader; a
-tar/zip archive is copied into the work folder and extracted safely, and each extracted file
-(or only ``member:``) becomes an input carrying the archive's role and split.
+:class:`RawInput`: a plain source is itself (the stored raw copy, read where it lies when it is
+a local file); ``*.gz`` is wrapped in a capped gzip reader; each file of an archive (or only
+``member:``) becomes an input carrying the archive's role and split. A plain tar (a folder
+source is stored as one) is read in place, each member a window of the stored copy
+(:mod:`._tar_in_place`); a compressed tar or a zip is extracted safely into the work folder. A
+raw copy that is not a local file (a GridFS store) is copied into the work folder once when a
+reader needs a file (an archive) or a second pass (a stream that cannot seek).
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from datastack.errors import FormatError
+from datastack.formats._tar_in_place import open_span, tar_spans
 from datastack.formats.archives import (
     DEFAULT_LIMITS,
     ArchiveLimits,
@@ -107,9 +112,7 @@ def _resource_path(resource: StreamedResource) -> Path | None:
 def _plain_input(source: SourceSpec, resource: StreamedResource) -> RawInput:
     path = _resource_path(resource)
     if path is not None:
-        return RawInput(
-            source, source.filename, lambda: open(path, "rb"), path.stat().st_size, path
-        )
+        return RawInput(source, source.filename, _path_opener(path), path.stat().st_size, path)
     size: int | None
     try:
         size = resource.size
@@ -136,12 +139,25 @@ def prepare_inputs(
         elif kind == "gzip":
             inputs.append(_gzip_input(source, source.filename, plain.open, limits))
         else:
-            archive = plain.local_path(workdir)
-            files = extract_archive(
-                archive, workdir / f"extract-{index}", name=source.filename, limits=limits
-            )
-            inputs.extend(_archive_inputs(source, files, workdir / f"extract-{index}", limits))
+            inputs.extend(_archive_inputs(source, _members(
+                source, plain.local_path(workdir), workdir / f"extract-{index}", limits
+            ), limits))
     return inputs
+
+
+#: One file of an archive: its path in the archive, an opener, its size, its local file if any.
+_Entry = tuple[str, Callable[[], IO[bytes]], int, Path | None]
+
+
+def _members(source: SourceSpec, archive: Path, dest: Path, limits: ArchiveLimits
+             ) -> list[_Entry]:
+    """The files of an archive: windows of a plain tar (read in place), else extracted."""
+    spans = tar_spans(archive, name=source.filename, limits=limits)
+    if spans is not None:
+        return [(s.name, _span_opener(archive, s), s.size, None) for s in spans]
+    files = extract_archive(archive, dest, name=source.filename, limits=limits)
+    return [(f.relative_to(dest).as_posix(), _path_opener(f), f.stat().st_size, f)
+            for f in files]
 
 
 def _gzip_input(
@@ -151,9 +167,9 @@ def _gzip_input(
 
 
 def _archive_inputs(
-    source: SourceSpec, files: list[Path], root: Path, limits: ArchiveLimits
+    source: SourceSpec, entries: list[_Entry], limits: ArchiveLimits
 ) -> list[RawInput]:
-    members = {file.relative_to(root).as_posix(): file for file in files}
+    members = {entry[0]: entry for entry in entries}
     if source.member is not None:
         if source.member not in members:
             shown = ", ".join(sorted(members)[:20]) or "(none)"
@@ -163,17 +179,26 @@ def _archive_inputs(
             )
         members = {source.member: members[source.member]}
     out = []
-    for rel, file in members.items():
+    for rel, opener, size, path in members.values():
         label = f"{source.filename}!{rel}"
         if rel.lower().endswith(".gz"):
-            out.append(_gzip_input(source, label, _path_opener(file), limits))
+            out.append(_gzip_input(source, label, opener, limits))
         else:
-            out.append(RawInput(source, label, _path_opener(file), file.stat().st_size, file))
+            out.append(RawInput(source, label, opener, size, path))
     return out
 
 
 def _path_opener(path: Path) -> Callable[[], IO[bytes]]:
-    return lambda: open(path, "rb")
+    return lambda: open_local(path)
+
+
+def _span_opener(archive: Path, span: Any) -> Callable[[], IO[bytes]]:
+    return lambda: open_span(archive, span)
+
+
+def open_local(path: Path) -> IO[bytes]:
+    """Open a local file an input reads (the one place: tests count the bytes read here)."""
+    return open(path, "rb")
 
 
 __all__ = ["RawInput", "prepare_inputs"]

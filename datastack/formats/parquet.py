@@ -1,10 +1,11 @@
 """Parquet tables (``format: parquet``, pyarrow), read one batch of a row group at a time.
 
-Numeric and boolean columns arrive as float arrays (nulls -> NaN), strings as Python strings
-(nulls -> missing), binary columns must hold UTF-8 (an error names the row and column),
-dictionary columns (pandas categoricals) are decoded to their values, dates and times become
-their ISO text (categorical). Typing then follows the shared table policy, so the same table
-in CSV, Parquet, Excel or a DataFrame gives the same samples. Needs the ``tables`` extra.
+Each batch's columns go to the table policy as Arrow arrays (no Python object per value):
+numbers and booleans (nulls -> NaN), strings (nulls -> missing), binary columns that must hold
+UTF-8 (an error names the row and column), dictionary columns (pandas categoricals) decoded to
+their values, dates and times as their ISO text (categorical); an integer above 2^53 in a
+numeric column is an error naming its row. Typing then follows the shared table policy, so
+the same table in CSV, Parquet, Excel or a DataFrame gives the same samples.
 """
 
 from __future__ import annotations
@@ -12,10 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
-
-from datastack.errors import FormatError, MissingDependencyError
-from datastack.formats._numbers import EXACT_INTEGER
+from datastack.errors import FormatError
 from datastack.formats._seekable import seekable_input
 from datastack.formats._table_policy import Block
 from datastack.formats.inputs import RawInput
@@ -23,51 +21,34 @@ from datastack.formats.tables import BLOCK_ROWS, TableFormat
 
 
 def _pyarrow() -> Any:
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError:
-        raise MissingDependencyError(
-            "format parquet needs pyarrow: pip install 'datastack[tables]'"
-        ) from None
+    import pyarrow
+    import pyarrow.parquet
+
     return pyarrow
 
 
-def _beyond_float64(pa: Any, array: Any) -> bool:
-    """Whether an integer column holds a value float64 cannot hold exactly (beyond 2^53)."""
-    import pyarrow.compute as pc
-
-    if array.type.bit_width < 54 or array.null_count == len(array):
-        return False
-    low, high = pc.min_max(array).values()
-    return bool(high.as_py() > EXACT_INTEGER or low.as_py() < -EXACT_INTEGER)
-
-
 def _column(pa: Any, array: Any, name: str, first_row: int, where: str) -> Any:
+    """One Parquet column as the Arrow array the table policy types (binary must be UTF-8)."""
     kind = array.type
     if pa.types.is_dictionary(kind):
         array = array.cast(kind.value_type)
         kind = array.type
-    if pa.types.is_integer(kind) and _beyond_float64(pa, array):
-        # as the digits a CSV would hold: the table policy names the row, column and value
-        # (or keeps the column as written when it is listed in text / categorical)
-        return [None if v is None else str(v) for v in array.to_pylist()]
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-        values = array.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        return np.asarray(values, dtype=np.float64)
     if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
-        out = []
-        for k, value in enumerate(array.to_pylist()):
-            try:
-                out.append(None if value is None else value.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise FormatError(f"{where}: row {first_row + k}, column {name!r}: bytes not "
-                                  f"valid UTF-8 ({exc.reason})") from None
-        return out
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        return array.to_pylist()
-    if pa.types.is_temporal(kind):
-        return [None if v is None else v.isoformat() for v in array.to_pylist()]
+        try:
+            return array.cast(pa.large_string() if pa.types.is_large_binary(kind)
+                              else pa.string())
+        except pa.ArrowInvalid:
+            for k, value in enumerate(array.to_pylist()):
+                try:
+                    None if value is None else value.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise FormatError(f"{where}: row {first_row + k}, column {name!r}: bytes "
+                                      f"not valid UTF-8 ({exc.reason})") from None
+            raise
+    if (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+            or pa.types.is_string(kind) or pa.types.is_large_string(kind)
+            or pa.types.is_temporal(kind)):
+        return array
     raise FormatError(f"{where}: column {name!r} has type {kind}; tables take numbers, "
                       "booleans, strings and dates")
 

@@ -3,7 +3,8 @@
 ``FaultyServer(payload, ...)`` serves one payload at any path and misbehaves as configured:
 drop the connection at an absolute byte offset (for the first N responses, or always), ignore
 ``Range``, declare a wrong ``Content-Length``, stall before the body, trickle bytes. Every
-request's method, path and headers are recorded in ``requests``.
+request's method, path and headers are recorded in ``requests``; ``sent`` counts the body
+bytes written.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class FaultyServer:
         self.behaviour = behaviour or Behaviour()
         self.requests: list[Recorded] = []
         self.dropped = 0
+        self.sent = 0  # body bytes written to clients
         self._lock = threading.Lock()
         server = self
 
@@ -161,8 +163,11 @@ class FaultyServer:
                 for i in range(start, end):
                     h.wfile.write(self.payload[i : i + 1])
                     h.wfile.flush()
+                    self.sent += 1
                     time.sleep(b.trickle)
             else:
+                with self._lock:  # counted before the write: a client that has read it all
+                    self.sent += end - start  # may look before this thread runs again
                 h.wfile.write(self.payload[start:end])
             h.wfile.flush()
         except OSError:
