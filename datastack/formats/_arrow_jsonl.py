@@ -1,6 +1,6 @@
 """JSON Lines records as Arrow record batches: pyarrow's streaming JSON reader, checked.
 
-The first records are read by Python's ``json`` (:func:`~datastack.formats.jsonl.python_rows`):
+The first records are read by Python's ``json`` (:func:`._jsonl_records.python_rows`):
 they fix the columns (the keys of the first record, in order) and their Arrow types (a
 string is ``string``, a boolean ``bool``, every number ``float64`` so that integers and
 floats may mix in a column; a key that is ``null`` in the first record takes the type of its
@@ -28,24 +28,25 @@ The Python reader stays the reference, and takes over whenever pyarrow's reading
   alarm -- ``"} {"`` inside a string -- costs that read and changes nothing).
 
 Row numbers are line numbers (blank lines are not records, as for the Python reader), found
-only when an error names one (:class:`RecordLines`).
+only when an error names one (:class:`~datastack.formats.tables.RowsOnDemand`).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import IO, Any
 
 import numpy as np
 
-from datastack.errors import FormatError, MissingDependencyError
+from datastack.errors import FormatError
+from datastack.formats._jsonl_records import python_rows, record_line
 from datastack.formats._numbers import EXACT_INTEGER
 from datastack.formats._table_policy import Block
-from datastack.formats.inputs import RawInput
-from datastack.formats.jsonl import python_rows, record_line
-from datastack.formats.tables import row_blocks
+from datastack.formats.inputs import RawInput, RecordingStream
+from datastack.formats.tables import RowsOnDemand, row_blocks
 
 #: Bytes pyarrow parses at a time (a longer record goes to the Python reader).
 BLOCK_BYTES = 4 * 1024 * 1024
@@ -69,11 +70,8 @@ _NOT_SPACE = re.compile(rb"[^ \t\r]")
 
 
 def _pyarrow_json() -> Any:
-    try:
-        import pyarrow.json
-    except ImportError:  # pragma: no cover - a core dependency
-        raise MissingDependencyError("JSON Lines tables need pyarrow: pip install pyarrow"
-                                     ) from None
+    import pyarrow.json
+
     return pyarrow.json
 
 
@@ -82,11 +80,13 @@ class _Switch(Exception):
 
 
 class _Watched:
-    """A binary stream that counts non-blank lines and sees two values on one line."""
+    """``first`` then the rest of ``stream``, counting non-blank lines and seeing two values
+    on one line as the bytes go by."""
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: IO[bytes], first: bytes) -> None:
         self.stream = stream
         self.closed = False
+        self._pending = first
         self.lines = 0  # complete lines, blank or not
         self.blank = 0  # complete lines of spaces, tabs and CRs only
         self.content = False  # the line being read so far holds more than whitespace
@@ -95,7 +95,14 @@ class _Watched:
         self._started = False  # a BOM opening the stream is not counted as content
 
     def read(self, size: int = -1) -> bytes:
-        data = self.stream.read(size)
+        if size > 0 and len(self._pending) >= size:
+            data, self._pending = self._pending[:size], self._pending[size:]
+        elif self._pending:
+            data = self._pending + self.stream.read(size - len(self._pending) if size > 0
+                                                    else size)
+            self._pending = b""
+        else:
+            data = self.stream.read(size)
         if data:
             self._scan(data if self._started else data.removeprefix(b"\xef\xbb\xbf"))
             self._started = True
@@ -127,25 +134,6 @@ class _Watched:
         self.closed = True
 
 
-class RecordLines(Sequence[int]):
-    """Line numbers of ``size`` records from record ``first`` on, found on demand."""
-
-    def __init__(self, raw: RawInput, first: int, size: int) -> None:
-        self.raw = raw
-        self.first = first
-        self.size = size
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, k: Any) -> Any:
-        if isinstance(k, slice):
-            return [self[i] for i in range(*k.indices(self.size))]
-        if not -self.size <= int(k) < self.size:
-            raise IndexError(k)
-        return record_line(self.raw, self.first + int(k) % self.size)
-
-
 def _arrow_type(value: Any) -> Any:
     import pyarrow as pa
 
@@ -158,14 +146,15 @@ def _arrow_type(value: Any) -> Any:
     return None
 
 
-def schema_of(raw: RawInput) -> Any:
+def schema_of(raw: RawInput, stream: RecordingStream | None = None) -> Any:
     """The Arrow schema of the first record's keys (types: module docstring), or ``None``
-    when the Python reader must read the file (no record, an error in the first records)."""
+    when the Python reader must read the file (no record, an error in the first records).
+    ``stream`` (left open) is read instead of opening ``raw``."""
     import pyarrow as pa
 
     names: list[str] = []
     types: dict[str, Any] = {}
-    rows = python_rows(raw, names)
+    rows = python_rows(raw, names, stream)
     try:
         for _, cells in itertools.islice(rows, LOOKAHEAD):
             for name, cell in zip(names, cells, strict=True):
@@ -249,25 +238,28 @@ def arrow_blocks(raw: RawInput) -> Iterator[Block]:
     pjson = _pyarrow_json()
     import pyarrow as pa
 
-    schema = schema_of(raw)
-    if schema is None:
-        yield from _python_from(raw, 0)
-        return
-    names = list(schema.names)
     done = 0
     switch = False
     checks = _Checks(raw)
-    read = pjson.ReadOptions(block_size=BLOCK_BYTES, use_threads=True)
-    parse = pjson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
     with raw.open() as stream:
-        watched = _Watched(stream)
+        recording = RecordingStream(stream)
+        schema = schema_of(raw, recording)
+        if schema is None:
+            switch = True
+        names = [] if schema is None else list(schema.names)
+        read = pjson.ReadOptions(block_size=BLOCK_BYTES, use_threads=True)
+        parse = pjson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
+        watched = _Watched(stream, bytes(recording.kept))
         try:
+            if switch:
+                raise _Switch
             for batch in pjson.open_json(watched, read_options=read, parse_options=parse):
                 if batch.num_rows == 0:
                     continue
                 if checks.changed(batch):
                     raise _Switch
-                yield Block(names, batch.columns, RecordLines(raw, done, batch.num_rows))
+                locate = functools.partial(record_line, raw)
+                yield Block(names, batch.columns, RowsOnDemand(locate, done, batch.num_rows))
                 done += batch.num_rows
         except (_Switch, pa.ArrowException, ValueError):
             switch = True
@@ -278,4 +270,4 @@ def arrow_blocks(raw: RawInput) -> Iterator[Block]:
             pass
 
 
-__all__ = ["BLOCK_BYTES", "LOOKAHEAD", "RecordLines", "arrow_blocks", "schema_of"]
+__all__ = ["BLOCK_BYTES", "LOOKAHEAD", "arrow_blocks", "schema_of"]

@@ -22,10 +22,11 @@ from hypothesis import strategies as st
 
 from datastack.errors import FormatError
 from datastack.formats import _arrow_jsonl
+from datastack.formats._jsonl_records import python_rows
 from datastack.formats._table_policy import Block, TableOptions, TablePolicy
 from datastack.formats.inputs import RawInput
-from datastack.formats.jsonl import JSONL_FORMAT, python_rows
-from datastack.formats.tables import row_blocks
+from datastack.formats.jsonl import JSONL_FORMAT
+from datastack.formats.tables import RowsOnDemand, row_blocks
 
 pa = pytest.importorskip("pyarrow")
 
@@ -225,7 +226,7 @@ def _arrow_only(monkeypatch: pytest.MonkeyPatch, data: bytes, options: TableOpti
     spy = _Spy(monkeypatch)
     blocks = list(JSONL_FORMAT.blocks(_raw(data), options))
     assert spy.skips == [], "the Python reader took over"
-    assert all(isinstance(b.rows, _arrow_jsonl.RecordLines) for b in blocks)
+    assert all(isinstance(b.rows, RowsOnDemand) for b in blocks)
     assert all(pa.types.is_floating(b.columns[0].type) or pa.types.is_string(b.columns[0].type)
                or pa.types.is_boolean(b.columns[0].type) for b in blocks)
     result = _typed(iter(blocks), options)
@@ -374,7 +375,7 @@ def test_integers_above_2_53_are_errors_in_numeric_columns() -> None:
 
 
 def test_records_over_the_limit_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("datastack.formats.jsonl.MAX_RECORD_BYTES", 100)
+    monkeypatch.setattr("datastack.formats._jsonl_records.MAX_RECORD_BYTES", 100)
     monkeypatch.setattr(_arrow_jsonl, "BLOCK_BYTES", 64)
     data = _lines(GOOD, '{"a": 2, "y": "' + "q" * 200 + '"}')
     assert "row 2: line longer than 100 bytes; refused" in _error(data)
@@ -394,7 +395,7 @@ def test_a_record_longer_than_a_block_is_read(monkeypatch: pytest.MonkeyPatch) -
 def test_rows_of_arrow_blocks_are_line_numbers() -> None:
     data = b'\n{"a": 1, "y": "p"}\n\n \n{"a": 2, "y": "p"}\n{"a": 3, "y": "p"}'
     [block] = JSONL_FORMAT.blocks(_raw(data), OPTIONS)
-    assert isinstance(block, Block) and isinstance(block.rows, _arrow_jsonl.RecordLines)
+    assert isinstance(block, Block) and isinstance(block.rows, RowsOnDemand)
     assert list(block.rows) == [2, 5, 6] and block.rows[-1] == 6 and block.rows[1:] == [5, 6]
     with pytest.raises(IndexError):
         block.rows[3]
