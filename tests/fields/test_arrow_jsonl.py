@@ -406,3 +406,24 @@ def test_null_first_value_takes_the_type_of_the_next(monkeypatch: pytest.MonkeyP
     options = TableOptions(target="y", text=("t",))
     _, values, _ = _arrow_only(monkeypatch, data, options)
     assert values["t"] == ["", "w"] and math.isnan(values["features"][0, 0])
+
+
+def test_the_file_is_read_once() -> None:
+    """The first records' read-ahead goes on to pyarrow (#23.3): a well-formed file's bytes
+    are read once, whatever its size against the read-ahead."""
+    for rows in (3, 40_000):
+        data = _lines(*[f'{{"a": {i * 0.5}, "t": "w{i % 7}", "y": "{"pq"[i % 2]}"}}'
+                        for i in range(rows)])
+        reads: list[int] = []
+
+        class Counting(io.BytesIO):
+            def read(self, size: int | None = -1) -> bytes:
+                chunk = super().read(size)
+                reads.append(len(chunk))
+                return chunk
+
+        raw = RawInput(None, "t.jsonl", lambda: Counting(data), len(data))
+        options = TableOptions(target="y", text=("t",))
+        blocks = list(JSONL_FORMAT.blocks(raw, options))
+        assert sum(len(b.rows) for b in blocks) == rows
+        assert sum(reads) == len(data)
