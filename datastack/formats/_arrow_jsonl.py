@@ -4,8 +4,9 @@ The first records are read by Python's ``json`` (:func:`._jsonl_records.python_r
 they fix the columns (the keys of the first record, in order) and their Arrow types (a
 string is ``string``, a boolean ``bool``, every number ``float64`` so that integers and
 floats may mix in a column; a key that is ``null`` in the first record takes the type of its
-first value in the next :data:`LOOKAHEAD` records, ``string`` if none). pyarrow's streaming
-reader (:func:`pyarrow.json.open_json`) then reads the file with that schema, a key that is
+first value in the next records, up to :data:`LOOKAHEAD` of them or 1 MiB, ``string`` if
+none). pyarrow's streaming reader (:func:`pyarrow.json.open_json`) then reads the file -- the
+first records' bytes handed on, so the file is read once -- with that schema, a key that is
 not a column being an error, and the table policy types each batch with Arrow compute.
 
 The Python reader stays the reference, and takes over whenever pyarrow's reading may differ:
@@ -14,14 +15,18 @@ The Python reader stays the reference, and takes over whenever pyarrow's reading
   duplicate key, bytes that are not UTF-8, a record longer than :data:`BLOCK_BYTES`, or a
   column whose values change kind -- numbers, then strings: legal for a categorical column):
   the records from the batch that failed on are read by the Python reader (which also
-  re-reads the records before them, so an error anywhere names its row and column). A file
-  whose columns change kind is read correctly, at the Python reader's speed, from there on;
-* **a value pyarrow may have changed silently**: bytes that are not UTF-8 in a string
-  (pyarrow keeps them as they are), a number of magnitude 2^53 or more or
-  infinite (pyarrow rounds ``99999999999999999999`` to the double ``1e20`` and reads the
-  non-JSON ``Inf``), a negative zero (``-0`` is the integer 0 for Python), a NaN with its
-  sign bit set (pyarrow reads ``-NaN``, not JSON): that batch and the rest go to the Python
-  reader, which keeps integers exact and refuses what is not JSON;
+  re-reads and checks the records before them, so an error anywhere names its row and
+  column). A file whose columns change kind is read correctly, at the Python reader's speed
+  (about 5x slower);
+* **a value pyarrow may have read differently**: bytes that are not UTF-8 in a string
+  (pyarrow keeps them as they are) and a NaN with its sign bit set (pyarrow reads ``-NaN``,
+  not JSON) hand that batch and the rest to the Python reader; a float of magnitude 2^53 or
+  more, an infinity or a negative zero make the input's bytes be read once more for the
+  literals that give them differently (an integer of 16 digits or more, which pyarrow
+  rounds to a double; ``Inf`` or a literal beyond float64, which pyarrow reads as inf; the
+  integer ``-0``, 0 for Python): if one is there, the Python reader takes over too, which
+  keeps integers exact and refuses what is not JSON (``1e20``, ``Infinity`` and ``-0.0``
+  alone stay on Arrow);
 * **what pyarrow accepts and Python refuses, seen in the bytes as they stream**: two values on
   one line (``}`` then ``{``), or a record across lines (fewer records than non-blank lines):
   at the end, the Python reader reads the file and raises the error naming the row (a false
@@ -52,6 +57,8 @@ from datastack.formats.tables import RowsOnDemand, row_blocks
 BLOCK_BYTES = 4 * 1024 * 1024
 #: Records looked at for the type of a key that is null in the first record.
 LOOKAHEAD = 1000
+#: ... within the first bytes of the input (the read-ahead is kept until pyarrow reads it).
+LOOKAHEAD_BYTES = 1024 * 1024
 _JOINED = re.compile(rb"\}[ \t\r]*\{")
 _JOIN_START = re.compile(rb"[ \t\r]*\{")
 _BLANK = re.compile(rb"\n[ \t\r]*(?=\n)")
@@ -160,7 +167,9 @@ def schema_of(raw: RawInput, stream: RecordingStream | None = None) -> Any:
             for name, cell in zip(names, cells, strict=True):
                 if name not in types and cell is not None:
                     types[name] = _arrow_type(cell)
-            if len(types) == len(names):
+            if len(types) == len(names) or (
+                stream is not None and len(stream.kept) > LOOKAHEAD_BYTES
+            ):
                 break
         if not names:
             return None

@@ -427,3 +427,15 @@ def test_the_file_is_read_once() -> None:
         blocks = list(JSONL_FORMAT.blocks(raw, options))
         assert sum(len(b.rows) for b in blocks) == rows
         assert sum(reads) == len(data)
+
+
+def test_null_first_value_beyond_the_lookahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key null in the first MiB is read as text by pyarrow: its first number hands over to
+    the Python reader, and the result is the Python reader's."""
+    monkeypatch.setattr(_arrow_jsonl, "LOOKAHEAD_BYTES", 100)
+    data = _lines(*['{"a": null, "y": "p"}'] * 20, '{"a": 2.5, "y": "q"}')
+    spy = _Spy(monkeypatch)
+    assert _arrow_jsonl.schema_of(_raw(data)).field("a").type == pa.float64()  # no bound
+    _assert_same(_read(JSONL_FORMAT.blocks, data, OPTIONS),
+                 _read(JSONL_FORMAT.python_blocks, data, OPTIONS))
+    assert spy.skips == [0]
