@@ -74,6 +74,7 @@ _BIG_INTEGER = re.compile(rb"(?<![.\d])\d{16,}(?![.\deE])")
 _OVERLAP = 320
 _READ = 1024 * 1024
 _NOT_SPACE = re.compile(rb"[^ \t\r]")
+_BOM = b"\xef\xbb\xbf"
 
 
 def _pyarrow_json() -> Any:
@@ -99,7 +100,7 @@ class _Watched:
         self.content = False  # the line being read so far holds more than whitespace
         self.joined = False  # "}" then "{" on one line (maybe inside a string)
         self._brace = False  # the bytes so far end with "}" and whitespace
-        self._started = False  # a BOM opening the stream is not counted as content
+        self._offset = 0  # bytes of a BOM opening the stream seen so far (not content)
 
     def read(self, size: int = -1) -> bytes:
         if size > 0 and len(self._pending) >= size:
@@ -111,9 +112,19 @@ class _Watched:
         else:
             data = self.stream.read(size)
         if data:
-            self._scan(data if self._started else data.removeprefix(b"\xef\xbb\xbf"))
-            self._started = True
+            self._scan(self._past_bom(data))
         return data
+
+    def _past_bom(self, data: bytes) -> bytes:
+        """``data`` without the bytes of a BOM opening the stream (cut anywhere)."""
+        if self._offset >= len(_BOM):
+            return data
+        head = _BOM[self._offset :]
+        n = 0
+        while n < min(len(head), len(data)) and data[n] == head[n]:
+            n += 1
+        self._offset = len(_BOM) if n < min(len(head), len(data)) else self._offset + n
+        return data[n:]
 
     def _scan(self, data: bytes) -> None:
         if (self._brace and _JOIN_START.match(data)) or _JOINED.search(data):

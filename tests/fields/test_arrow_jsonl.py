@@ -439,3 +439,26 @@ def test_null_first_value_beyond_the_lookahead(monkeypatch: pytest.MonkeyPatch) 
     _assert_same(_read(JSONL_FORMAT.blocks, data, OPTIONS),
                  _read(JSONL_FORMAT.python_blocks, data, OPTIONS))
     assert spy.skips == [0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(st.sampled_from(['{"a": 1}', '{"a": "}  {"}', "", " ", "\t\r", "\r",
+                                       '{"a": 2} {"a": 3}', '{"a":', "}"]), max_size=12),
+       end=st.sampled_from(["\n", "\r\n"]), final=st.booleans(), bom=st.booleans(),
+       cuts=st.lists(st.integers(1, 7), min_size=1, max_size=40))
+def test_the_byte_watch_counts_lines_and_sees_joined_values(
+    lines: list[str], end: str, final: bool, bom: bool, cuts: list[int]
+) -> None:
+    """Read in pieces of any size: the non-blank lines (as the Python reader counts them)
+    and whether "}" then "{" sit on one line, whatever the cuts."""
+    text = end.join(lines) + (end if final else "")
+    data = ("\ufeff" if bom else "").encode() + text.encode()
+    watched = _arrow_jsonl._Watched(io.BytesIO(data[3:] if bom else data),
+                                    data[:3] if bom else b"")
+    k = 0
+    while watched.read(cuts[k % len(cuts)]):
+        k += 1
+    assert watched.records() == sum(1 for line in text.split("\n") if line.strip())
+    assert watched.joined == any("}" in line and "{" in line.split("}", 1)[1]
+                                 and line.split("}", 1)[1].split("{", 1)[0].strip(" \t\r") == ""
+                                 for line in text.split("\n"))
