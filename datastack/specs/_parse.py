@@ -58,7 +58,7 @@ MAX_EXTRA_VALUES = 10_000
 
 _TOP_KEYS = ("datasets",)
 _DATASET_KEYS = (
-    "description", "license", "sources", "format", "splits", "stratify", "seed",
+    "description", "license", "sources", "format", "splits", "stratify", "seed", "key",
     "schedule", "preprocessor", "factory", "extra", "compression", "expect",
 )
 _SOURCE_KEYS = ("url", "sha256", "md5", "track", "role", "filename", "split", "member")
@@ -106,6 +106,26 @@ def _int(ctx: _Ctx, value: Any, key: str, minimum: int = 0) -> int:
 
 def _str(ctx: _Ctx, value: Any, key: str) -> str:
     return ctx.string(value, key)
+
+
+def _key(ctx: _Ctx, raw: Mapping[str, Any], custom: bool) -> tuple[str, ...] | None:
+    """``key:``: a column name or a list of them (a row's identity for stable splits)."""
+    value = raw.get("key")
+    if value is None:
+        return None
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(
+        isinstance(n, str) and n for n in names
+    ) or len(set(names)) != len(names):
+        raise ctx.fail("key", f"expected a column name or a list of distinct column names, got "
+                              f"{value!r:.80}")
+    if raw.get("splits") is None:
+        raise ctx.fail("key", "key: names the columns that identify a row across versions, "
+                              "for splits: that never move; it needs splits:")
+    if custom:
+        raise ctx.fail("key", "key: is not used by a preprocessor: or factory: (they cut "
+                              "their own splits); remove it")
+    return tuple(names)
 
 
 # -- sources -------------------------------------------------------------------------------------
@@ -431,6 +451,7 @@ def _dataset(name: Any, raw: Any, origin: str, base_dir: Path | None) -> Dataset
         splits=splits,
         stratify=stratify,
         seed=_int(ctx, raw.get("seed", 0), "seed"),
+        key=_key(ctx, raw, custom),
         schedule=_schedule(ctx, raw),
         preprocessor=preprocessor,
         factory=factory,
