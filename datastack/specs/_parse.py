@@ -109,23 +109,11 @@ def _str(ctx: _Ctx, value: Any, key: str) -> str:
 
 
 def _key(ctx: _Ctx, raw: Mapping[str, Any], custom: bool) -> tuple[str, ...] | None:
-    """``key:``: a column name or a list of them (a row's identity for stable splits)."""
-    value = raw.get("key")
-    if value is None:
-        return None
-    names = [value] if isinstance(value, str) else value
-    if not isinstance(names, list) or not names or not all(
-        isinstance(n, str) and n for n in names
-    ) or len(set(names)) != len(names):
-        raise ctx.fail("key", f"expected a column name or a list of distinct column names, got "
-                              f"{value!r:.80}")
-    if raw.get("splits") is None:
-        raise ctx.fail("key", "key: names the columns that identify a row across versions, "
-                              "for splits: that never move; it needs splits:")
-    if custom:
-        raise ctx.fail("key", "key: is not used by a preprocessor: or factory: (they cut "
-                              "their own splits); remove it")
-    return tuple(names)
+    """``key:`` (``docs/living.md``): the columns identifying a row across versions."""
+    if raw.get("key") is not None and (raw.get("splits") is None or custom):
+        raise ctx.fail("key", "it names the columns identifying a row across versions, for "
+                              "splits: that never move; it needs splits: and a format:")
+    return None if raw.get("key") is None else ctx.names(raw["key"], "key")
 
 
 # -- sources -------------------------------------------------------------------------------------
