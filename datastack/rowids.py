@@ -86,7 +86,7 @@ def number_words(block: Any) -> U64:
 def hash_words(words: U64, salt: int = 0) -> U64:
     """One hash per row of an ``(n, k)`` word matrix (position-sensitive)."""
     n, k = words.shape
-    positions = mix(np.arange(k, dtype=np.uint64) + np.uint64(salt) * _GOLDEN)
+    positions = mix(np.arange(k, dtype=np.uint64) + np.uint64(salt * int(_GOLDEN) % 2**64))
     out = np.empty(n, np.uint64)
     step = max(1, STEP_ELEMENTS // max(1, k))
     with np.errstate(over="ignore"):

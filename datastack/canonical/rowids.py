@@ -117,8 +117,7 @@ def write_row_ids(group: Any, ids: U64, identity: str) -> None:
     """Store ``ids`` as ``group/.row_ids`` (see the module docstring)."""
     if ROW_IDS in group:
         raise FormatError(f"{group.name}: a field is named {ROW_IDS!r}, a reserved name")
-    dset = group.create_dataset(ROW_IDS, data=np.asarray(ids, np.uint64),
-                                chunks=(max(1, min(len(ids), HASH_BLOCK_ROWS)),))
+    dset = group.create_dataset(ROW_IDS, data=np.asarray(ids, np.uint64))  # contiguous: 8 B/row
     dset.attrs["identity"] = identity
     dset.attrs["scheme"] = SCHEME
 
