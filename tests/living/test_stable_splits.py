@@ -4,9 +4,11 @@ the splits towards their ratios; a version published without row ids is continue
 
 from __future__ import annotations
 
+import io
 import math
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -250,3 +252,64 @@ def test_a_first_version_is_cut_as_before(tmp_path: Path) -> None:
     for split, indices in expected.items():
         assert [int(r[0]) for r in rows[split]] == indices.tolist()
     assert not math.isnan(rows["train"][0][1])
+
+
+class _Recording(io.RawIOBase):
+    """A file read through Python (h5py's file-object driver), every read range recorded."""
+
+    def __init__(self, path: Path, reads: list[tuple[int, int]]) -> None:
+        self.file = path.open("rb")
+        self.reads = reads
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def readinto(self, buffer: Any) -> int:
+        start = self.file.tell()
+        count = self.file.readinto(buffer)
+        self.reads.append((start, start + (count or 0)))
+        return count or 0
+
+
+@pytest.mark.parametrize("text", [False, True], ids=["layout1", "layout2"])
+def test_readers_never_read_the_row_ids(tmp_path: Path, text: bool) -> None:
+    """Every sample of every split read through the readers of both layouts: the stored row
+    ids are not read (they cost storage, not reads)."""
+    from datastack.canonical.published import open_version
+    from datastack.resources import StreamedResource
+
+    source = tmp_path / "t.csv"
+    source.write_text(HEADER + table(range(20_000)))
+    csv = "{target: label" + (", text: [city]}" if text else ", categorical: [city]}")
+    storage = tmp_path / "store"
+    refresh(write_spec(tmp_path, source, csv=csv, splits=SPLITS), storage)
+    store = Store.open(storage)
+    record = store.catalog.get("live", 1)
+    path = storage / "resources" / data_identifier_of(record)
+    with h5py.File(path, "r") as f:
+        spans = [(f[s][ROW_IDS].id.get_offset(), f[s][ROW_IDS].id.get_storage_size())
+                 for s in record.splits]
+    assert all(offset is not None and size == 8 * record.splits[s]
+               for (offset, size), s in zip(spans, record.splits, strict=True))
+    reads: list[tuple[int, int]] = []
+    resource = StreamedResource("data.h5", lambda: _Recording(path, reads))
+    original = store.storage.get_resource
+    store.storage.get_resource = lambda identifier: resource  # type: ignore[method-assign]
+    try:
+        for split, it in open_version(record, store).items():
+            assert len(it.get_batch(range(len(it)))[0]) == record.splits[split]
+    finally:
+        store.storage.get_resource = original  # type: ignore[method-assign]
+    assert reads
+    for offset, size in spans:  # HDF5 may read a metadata block that touches their first bytes
+        touched = sum(max(0, min(end, offset + size) - max(start, offset)) for start, end in reads)
+        assert touched <= 4096 < size, (offset, size, touched)
