@@ -142,14 +142,17 @@ class PreviousVersion:
     splits: dict[str, int]
     schema: dict[str, Any]
 
-    def history(self, identity: str) -> SplitHistory:
+    def history(self, identity: str, names: Sequence[str]) -> SplitHistory | None:
         """The row ids of each split: stored ones when their identity is ``identity``, else
         the content ids computed from the stored fields (a version published before row ids,
-        or with another ``key:``)."""
+        or with another ``key:``). ``None`` when the version has no row ids and other splits
+        than ``names`` (it was not cut by these ``splits:``: they are cut afresh)."""
         import h5py
 
         with h5py.File(self.resource, "r") as f:
             stored = {s: f[s][ROW_IDS] for s in self.splits if s in f and ROW_IDS in f[s]}
+            if not stored and set(self.splits) != set(names):
+                return None
             if len(stored) == len(self.splits) and all(
                 d.attrs.get("identity") == identity and int(d.attrs.get("scheme", 0)) == SCHEME
                 for d in stored.values()

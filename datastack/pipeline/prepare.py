@@ -231,7 +231,7 @@ def cut_splits(
     identity = identity_of(spec.key)
     ids = hash_columns(fields, columns, transforms, encodings, spec.key)
     previous = current_previous()
-    history = None if previous is None else previous.history(identity)
+    history = None if previous is None else previous.history(identity, list(spec.splits or {}))
     match = ids
     if history is not None and history.identity != identity:  # the upgrade, a new key:
         match = hash_columns(fields, columns, transforms, encodings, None)

@@ -313,3 +313,20 @@ def test_readers_never_read_the_row_ids(tmp_path: Path, text: bool) -> None:
     for offset, size in spans:  # HDF5 may read a metadata block that touches their first bytes
         touched = sum(max(0, min(end, offset + size) - max(start, offset)) for start, end in reads)
         assert touched <= 4096 < size, (offset, size, touched)
+
+
+def test_splits_added_to_a_spec_are_cut_afresh(tmp_path: Path) -> None:
+    """A version published without splits: (one train split) is not continued: the spec
+    that introduces splits: cuts every row like a first version."""
+    from datastack.splits import split_indices
+
+    source = tmp_path / "t.csv"
+    source.write_text(HEADER + table(range(1_000)))
+    storage = tmp_path / "store"
+    refresh(write_spec(tmp_path, source, csv="{target: label}"), storage)
+    with source.open("a") as f:
+        f.write(table(range(1_000, 1_010)))
+    refresh(write_spec(tmp_path, source, csv="{target: label}", splits=SPLITS), storage)
+    rows = split_rows(storage, "live", 2)
+    for split, indices in split_indices(1_010, RATIOS, 0).items():
+        assert [int(r[0]) for r in rows[split]] == indices.tolist()
