@@ -330,3 +330,19 @@ def test_splits_added_to_a_spec_are_cut_afresh(tmp_path: Path) -> None:
     rows = split_rows(storage, "live", 2)
     for split, indices in split_indices(1_010, RATIOS, 0).items():
         assert [int(r[0]) for r in rows[split]] == indices.tolist()
+
+
+def test_appends_keep_splits_on_every_storage(tmp_path: Path, storage: str) -> None:
+    """The preparation reads the previous version's ids from the storage (GridFS too)."""
+    source = tmp_path / "t.csv"
+    source.write_text(HEADER + table(range(3_000)))
+    spec = write_spec(tmp_path, source, csv="{target: label, categorical: [city]}",
+                      splits=SPLITS, stratify="true")
+    refresh(spec, storage)  # type: ignore[arg-type]
+    with source.open("a") as f:
+        f.write(table(range(3_000, 3_040)))
+    refresh(spec, storage)  # type: ignore[arg-type]
+    before = split_rows(storage, "live", 1)  # type: ignore[arg-type]
+    after = split_rows(storage, "live", 2)  # type: ignore[arg-type]
+    assert moved(before, after) == 0
+    assert sum(map(len, after.values())) == 3_040
