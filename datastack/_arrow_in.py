@@ -303,6 +303,40 @@ def _names_in_metadata(schema: Any) -> dict[str, list[str]]:
     return out
 
 
+def _chunked_field(name: str, array: Any, is_target: bool,
+                   class_names: Sequence[str] | None) -> tuple[Field, Any]:
+    """:func:`arrow_field` of a column of many chunks (a spooled reader) without gathering
+    it in the heap: numbers chunk by chunk into an unlinked memory-mapped scratch file,
+    strings and bytes read from their chunks; other kinds are combined first."""
+    import pyarrow as pa
+
+    kind = array.type
+    if array.num_chunks <= 1 or class_names is not None:
+        return arrow_field(name, array.combine_chunks(), is_target, class_names)
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        fld, _ = arrow_field(name, array.chunk(0), is_target)
+        out = _scratch(len(array), np.dtype(fld.dtype))
+        at = 0
+        for chunk in array.chunks:
+            _, values = arrow_field(name, chunk, is_target)  # each chunk checked (nulls)
+            out[at : at + len(chunk)] = values
+            at += len(chunk)
+        return fld, out
+    plain = pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or (
+        not is_target and (pa.types.is_string(kind) or pa.types.is_large_string(kind)))
+    if plain and not array.null_count:
+        fld = Field(name, STRING if "string" in str(kind) else BYTES)
+        return fld, ArrowRows(array, fld)
+    return arrow_field(name, array.combine_chunks(), is_target, class_names)
+
+
+def _scratch(rows: int, dtype: np.dtype[Any]) -> NDArray[Any]:
+    """A writable array of ``rows`` backed by an unlinked temporary file (page cache)."""
+    with tempfile.TemporaryFile(prefix="datastack-publish-") as handle:
+        handle.truncate(max(1, rows * dtype.itemsize))
+        return np.memmap(handle, dtype=dtype, mode="r+", shape=(rows,))
+
+
 def arrow_columns(
     data: Any, target: str | None, text: Sequence[str] = ()
 ) -> tuple[list[Field], dict[str, Any], dict[str, list[str]]]:
@@ -324,8 +358,7 @@ def arrow_columns(
         if name in images:
             fld, column = image_field(name, array.combine_chunks())
         else:
-            fld, column = arrow_field(name, array.combine_chunks(), name == target,
-                                      class_names.get(name))
+            fld, column = _chunked_field(name, array, name == target, class_names.get(name))
         fields.append(fld)
         columns[name] = column
     encodings = {f.name: list(f.names) for f in fields if f.names}

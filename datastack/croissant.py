@@ -21,6 +21,7 @@ the published file (``docs/fields.md`` gives the layout).
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,7 +95,9 @@ def _file_url(storage: str | None, identifier: str) -> str:
     base = redact(storage)
     if "://" not in base:
         base = Path(os.path.abspath(base)).as_uri()
-    return f"{base.rstrip('/')}/{identifier}"
+    parts = urllib.parse.urlsplit(base)  # a query (?authSource=...) stays after the path
+    path = f"{parts.path.rstrip('/')}/{identifier}"
+    return urllib.parse.urlunsplit(parts._replace(path=path))
 
 
 def _distribution(record: VersionRecord, storage: str | None) -> list[dict[str, Any]]:

@@ -223,9 +223,12 @@ class FlatRows:
         """A block as flat rows when it is one already or an Arrow string/binary array."""
         if isinstance(block, FlatRows):
             return block
-        if not type(block).__module__.startswith("pyarrow") or not hasattr(block, "buffers"):
+        if not type(block).__module__.startswith("pyarrow"):
             return None
         import pyarrow as pa
+
+        if isinstance(block, pa.ChunkedArray):  # a block of rows: small enough to gather
+            block = block.combine_chunks()
 
         kind = block.type
         wide = pa.types.is_large_string(kind) or pa.types.is_large_binary(kind)

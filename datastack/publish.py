@@ -192,9 +192,9 @@ def _field_of(name: str, values: Any, is_target: bool) -> tuple[Field, Any]:
             code = {label: i for i, label in enumerate(names)}
             codes = np.array([code[v] for v in items], dtype=np.int64)
             return Field(name, LABEL, "int64", (), names=tuple(names)), codes
-        return Field(name, STRING), ListRows(items)
+        return _flat_column(Field(name, STRING), items)
     if all(isinstance(v, bytes) for v in items):
-        return Field(name, BYTES), ListRows(items)
+        return _flat_column(Field(name, BYTES), items)
     arrays = [np.asarray(v) for v in items]
     if all(a.dtype.kind in "biufc" and a.ndim == 0 for a in arrays):  # a list of numbers
         return _field_of(name, np.array(arrays), is_target)
@@ -206,6 +206,17 @@ def _field_of(name: str, values: Any, is_target: bool) -> tuple[Field, Any]:
         f"publish: column {name!r} holds {type(items[0]).__name__} values; expected numbers, "
         "arrays, strings or bytes"
     )
+
+
+def _flat_column(fld: Field, items: list[Any]) -> tuple[Field, Any]:
+    """Strings or bytes as one Arrow array: stored and hashed from its buffers, no Python
+    step per value after this one."""
+    import pyarrow as pa
+
+    from datastack._arrow_in import ArrowRows
+
+    kind = pa.large_string() if fld.kind == STRING else pa.large_binary()
+    return fld, ArrowRows(pa.array(items, kind), fld)
 
 
 def _from_arrays(data: Mapping[str, Any], target: str | None) -> _Columns:

@@ -30,6 +30,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -37,7 +38,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from datastack.formats._numbers import EXACT_INTEGER, OverflowNumber
+from datastack.formats._numbers import (
+    EXACT_INTEGER,
+    NumberError,
+    OverflowNumber,
+    parse_number,
+)
 
 _Mask = NDArray[np.bool_]
 
@@ -153,8 +159,11 @@ def numbers(array: Any, missing: frozenset[str]) -> tuple[NDArray[np.float64], _
         return values, mask | np.isnan(values)
     if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
         return None
-    marks = pc.is_in(array, value_set=pa.array(sorted(missing), pa.string()))
-    parsed = _cast_float(pc.if_else(marks, pa.scalar(None, array.type), array))
+    # most numeric columns hold no marker: one cast (unless a marker is itself a number)
+    parsed = None if _numeric_markers(missing) else _cast_float(array)
+    if parsed is None:
+        marks = pc.is_in(array, value_set=pa.array(sorted(missing), pa.string()))
+        parsed = _cast_float(pc.if_else(marks, pa.scalar(None, array.type), array))
     if parsed is None:  # whitespace around numbers or markers, or not numbers at all
         stripped, mask = missing_mask(array, missing)
         parsed = _cast_float(pc.if_else(pa.array(mask), pa.scalar(None, array.type), stripped))
@@ -162,6 +171,19 @@ def numbers(array: Any, missing: frozenset[str]) -> tuple[NDArray[np.float64], _
             return None
     values = np.asarray(parsed.to_numpy(zero_copy_only=False), dtype=np.float64)
     return values, np.isnan(values)
+
+
+@functools.lru_cache(maxsize=64)
+def _numeric_markers(missing: frozenset[str]) -> bool:
+    """Whether a missing marker reads as a number other than NaN (``-999``)."""
+    for marker in missing:
+        try:
+            number = parse_number(marker)
+        except NumberError:
+            continue
+        if number is not None and not math.isnan(number):
+            return True
+    return False
 
 
 def suspects(values: NDArray[np.float64]) -> NDArray[np.int64]:

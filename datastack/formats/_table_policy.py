@@ -313,6 +313,8 @@ class TablePolicy:
             column.any_missing = True
         if len(known):
             column.categorical = False
+            if column.name != (self.names or [""])[self.target_index]:
+                return  # integrality decides the target's type only
             finite = bool(np.isfinite(known).all())
             if column.integral and not (
                 finite and bool((np.mod(known, 1) == 0).all() and (np.abs(known) < 2**53).all())

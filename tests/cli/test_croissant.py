@@ -110,6 +110,9 @@ def test_credentials_and_secret_parameters_are_redacted() -> None:
         assert secret not in text
     assert doc["distribution"][0]["contentUrl"] == (
         "https://alice:***@example.org/d.csv?X-Amz-Signature=***&x=1")
+    # the published file's URL: the storage path, then its query (not a path after the query)
+    assert doc["distribution"][1]["contentUrl"] == (
+        "mongodb://bob:***@db.example/team/datasets/s3/v1/data.h5?token=***")
     _validated(doc)
 
 

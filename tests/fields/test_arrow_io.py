@@ -268,3 +268,17 @@ def test_arrow_rows_are_cut_into_splits(tmp_path: Path) -> None:
     rows = sorted(map(repr, pa.concat_tables(parts).to_pylist()))
     assert rows == sorted(map(repr, table.to_pylist()))
     assert parts[0].column("s").to_pylist() != table.column("s").to_pylist()[:6]  # shuffled
+
+
+def test_a_many_batch_reader_is_not_gathered_in_the_heap() -> None:
+    """Numbers of a spooled reader go chunk by chunk into a memory-mapped scratch file,
+    strings stay in their chunks (#23.4: streamed, bounded memory)."""
+    from datastack._arrow_in import ArrowRows, arrow_columns
+
+    table = _table()
+    reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=4))
+    fields, columns, _ = arrow_columns(reader, "y")
+    assert isinstance(columns["x"], np.memmap) and isinstance(columns["flag"], np.memmap)
+    assert isinstance(columns["s"], ArrowRows) and columns["s"].array.num_chunks == 3
+    np.testing.assert_array_equal(columns["x"], table["x"].to_numpy())
+    assert columns["s"].take(np.array([0, 5, 11])) == [table["s"][i].as_py() for i in (0, 5, 11)]

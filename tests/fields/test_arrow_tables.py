@@ -190,3 +190,11 @@ def test_published_samples_equal_pyarrow_reading(tmp_path: Path, fmt: str) -> No
     np.testing.assert_array_equal(species, expected["target"])
     assert loaded.fields["species"].names == tuple(expected["names"])
     assert list(island) == reference["island"].to_pylist()
+
+
+def test_a_missing_marker_that_is_a_number_is_missing() -> None:
+    data = b"a,b,y\n1,-999,x\n-999,2,y\n3,4,x\n"
+    options = CsvOptions(target="y", missing=("-999", ""))
+    _, values, _ = _typed(FORMAT.blocks(_raw(data), options), options)
+    np.testing.assert_array_equal(np.asarray(values["features"]),
+                                  [[1, np.nan], [np.nan, 2], [3, 4]])
