@@ -10,8 +10,9 @@ published file, because the hash follows values, not storage:
   as that integer, any other float as its float64 bits, every NaN alike;
 - a category code (a ``label`` field, a categorical column of a feature vector) is hashed as
   its *label* (the string), so codes renumbered between versions do not change identities;
-- text is hashed from its UTF-8 bytes (vectorised over the flat buffer: no Python per row);
-  bytes, images and ragged arrays per row with BLAKE2b (their rows are large and few).
+- text and bytes are hashed from their bytes (vectorised over the flat buffer: no Python per
+  row); images (their stored, encoded bytes) and ragged arrays per row with BLAKE2b (their
+  rows are large and few).
 
 Two rows with the same content (duplicates) are told apart by their occurrence number, in row
 order (:func:`with_occurrences`): the k-th copy of a row keeps the k-th copy's id.
@@ -38,7 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from datastack.errors import FormatError
-from datastack.fields import LABEL, RAGGED, STRING, Field, FlatRows
+from datastack.fields import BYTES, LABEL, RAGGED, STRING, Field, FlatRows
 
 U64 = NDArray[np.uint64]
 #: Version of the hash; stored with the ids (a file of another scheme is recomputed).
@@ -169,15 +170,18 @@ def field_hashes(
     """One hash per row of one field's block (see the module docstring)."""
     if not field.variable:
         return hash_words(field_words(field, block, encodings), salt)
-    flat = FlatRows.of(block) if field.kind == STRING or isinstance(block, FlatRows) else None
-    if flat is not None:
+    flat = FlatRows.of(block)
+    if field.kind in (STRING, BYTES):  # vectorised over the flat bytes, whatever the source
+        if flat is None:
+            encoded = [b"" if v is None else v.encode("utf-8") if isinstance(v, str)
+                       else bytes(v) for v in block]
+            flat = FlatRows(np.frombuffer(b"".join(encoded), np.uint8), np.concatenate(
+                [[0], np.cumsum([len(e) for e in encoded], dtype=np.int64)]).astype(np.int64))
         values, sizes = flat.flat()
         return mix(hash_flat(values, sizes) + np.uint64(salt))
-    if field.kind == STRING:
-        encoded = [("" if v is None else str(v)).encode("utf-8") for v in block]
-        flat_values = np.frombuffer(b"".join(encoded), np.uint8)
-        sizes = np.array([len(e) for e in encoded], np.int64)
-        return mix(hash_flat(flat_values, sizes) + np.uint64(salt))
+    if flat is not None:  # images given as flat bytes: one value per row
+        values, sizes = flat.flat()
+        block = np.split(values, np.cumsum(sizes)[:-1]) if len(sizes) else []
     return mix(_hash_objects(block, field) + np.uint64(salt))
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from datastack.canonical.rowids import hash_columns, identity_of, resolve_key
 from datastack.errors import FormatError, SpecError
-from datastack.fields import ARRAY, LABEL, STRING, Field, FlatRows
+from datastack.fields import ARRAY, BYTES, LABEL, STRING, Field, FlatRows
 from datastack.rowids import row_hashes, with_occurrences
 from datastack.specs import load_spec
 from datastack.splits import grow_sizes, kept_split_indices, split_indices, split_sizes
@@ -55,6 +55,8 @@ def test_text_hashes_the_same_from_flat_rows_and_from_strings() -> None:
     from_flat = row_hashes([field], {"t": flat})
     assert np.array_equal(from_flat, row_hashes([field], {"t": texts}))
     assert len(set(from_flat.tolist())) == len(texts)  # "ab" != "ba", "" is a value
+    raw = Field("b", BYTES)
+    assert np.array_equal(row_hashes([raw], {"b": flat}), row_hashes([raw], {"b": encoded}))
 
 
 def test_duplicates_get_distinct_ids_by_occurrence() -> None:

@@ -346,3 +346,43 @@ def test_appends_keep_splits_on_every_storage(tmp_path: Path, storage: str) -> N
     after = split_rows(storage, "live", 2)  # type: ignore[arg-type]
     assert moved(before, after) == 0
     assert sum(map(len, after.values())) == 3_040
+
+
+def test_a_folder_of_real_images_that_gains_files_keeps_its_splits(tmp_path: Path) -> None:
+    """Images are identified by their stored bytes (and label): a tracked folder of real
+    photographs gains files, every image stays in its split."""
+    import datastack
+    from tests.fields.realdata import image_files
+
+    folder = tmp_path / "photos"
+    files = sorted(image_files(folder).items())
+    late = tmp_path / "late"
+    late.mkdir()
+    arriving = [f for f in files if f[0].startswith("photo/")][:2] + [
+        f for f in files if f[0].startswith("scan/")][:1]  # their classes keep other images
+    for relative, path in arriving:  # three images arrive later
+        target = late / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.replace(target)
+    spec = tmp_path / "img.yaml"
+    spec.write_text(f"datasets:\n  live:\n    sources: [{{url: {folder.as_uri()}, track: true}}]\n"
+                    "    format: imagefolder\n    splits: {train: 0.6, test: 0.4}\n")
+    storage = tmp_path / "store"
+    refresh(spec, storage)
+    for relative, _ in arriving:
+        (late / relative).replace(folder / relative)
+    refresh(spec, storage)
+
+    def images(version: int) -> dict[str, list[tuple[bytes, int]]]:
+        out = {}
+        for split in ("train", "test"):
+            it = datastack.load("live", split, version=version, storage=storage)
+            raw = it.with_image_options(decode=False)
+            out[split] = [(bytes(image), int(label)) for image, label in raw]
+        return out
+
+    before, after = images(1), images(2)
+    assert sum(map(len, after.values())) == sum(map(len, before.values())) + 3
+    assert moved(before, after) == 0
+    ids = stored_ids(storage, "live", 2)
+    assert all(v is not None for v in ids.values())
