@@ -53,7 +53,11 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 def mix(value: Any) -> U64:
     """SplitMix64's finaliser, elementwise (wrapping uint64 arithmetic)."""
-    z: U64 = np.array(value, dtype=np.uint64, copy=True, ndmin=1)
+    return _mixed(np.array(value, dtype=np.uint64, copy=True, ndmin=1))
+
+
+def _mixed(z: U64) -> U64:
+    """:func:`mix` in place, on an array of ours (a temporary)."""
     with np.errstate(over="ignore"):
         z ^= z >> np.uint64(30)
         z *= np.uint64(0xBF58476D1CE4E5B9)
@@ -93,9 +97,7 @@ def hash_words(words: U64, salt: int = 0) -> U64:
     with np.errstate(over="ignore"):
         for lo in range(0, n, step):
             part = words[lo : lo + step]
-            out[lo : lo + step] = mix(part + positions).reshape(part.shape).sum(
-                axis=1, dtype=np.uint64
-            )
+            out[lo : lo + step] = _mixed(part + positions).sum(axis=1, dtype=np.uint64)
         return mix(out + mix(np.uint64(k) + _GOLDEN))
 
 
@@ -115,8 +117,8 @@ def hash_flat(values: NDArray[np.uint8], sizes: NDArray[np.int64]) -> U64:
             position = np.arange(lo, hi, dtype=np.uint64) - np.repeat(
                 starts[row:stop].astype(np.uint64), sizes[row:stop]
             )
-            summed = np.concatenate([[np.uint64(0)], np.cumsum(mix((position << np.uint64(8))
-                                                                     | part), dtype=np.uint64)])
+            summed = np.concatenate([[np.uint64(0)], np.cumsum(
+                _mixed((position << np.uint64(8)) | part), dtype=np.uint64)])
             local = (ends[row:stop] - lo).astype(np.int64)
             out[row:stop] = summed[local] - summed[local - sizes[row:stop]]
             row = stop
