@@ -147,6 +147,16 @@ class PreviousVersion:
         the content ids computed from the stored fields (a version published before row ids,
         or with another ``key:``). ``None`` when the version has no row ids and other splits
         than ``names`` (it was not cut by these ``splits:``: they are cut afresh)."""
+        try:
+            return self._history(identity, names)
+        except (OSError, KeyError, ValueError) as exc:
+            raise FormatError(
+                f"{self.name} v{self.version}: cannot read its row ids or rows to keep every "
+                f"sample in its split ({type(exc).__name__}: {exc}); nothing was published. "
+                "Check the version's file (datastack pull verifies it) and the storage"
+            ) from None
+
+    def _history(self, identity: str, names: Sequence[str]) -> SplitHistory | None:
         import h5py
 
         with h5py.File(self.resource, "r") as f:

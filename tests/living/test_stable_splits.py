@@ -386,3 +386,23 @@ def test_a_folder_of_real_images_that_gains_files_keeps_its_splits(tmp_path: Pat
     assert moved(before, after) == 0
     ids = stored_ids(storage, "live", 2)
     assert all(v is not None for v in ids.values())
+
+
+def test_an_unreadable_previous_version_fails_the_refresh_and_says_why(tmp_path: Path) -> None:
+    """Splits are never silently re-cut: a previous file that cannot be read fails the refresh
+    (the previous version stays published)."""
+    import datastack
+
+    source = tmp_path / "t.csv"
+    source.write_text(HEADER + table(range(500)))
+    spec = write_spec(tmp_path, source, csv="{target: label}", splits=SPLITS)
+    storage = tmp_path / "store"
+    refresh(spec, storage)
+    record = Store.open(storage).catalog.get("live", 1)
+    (storage / "resources" / data_identifier_of(record)).write_bytes(b"not an HDF5 file")
+    with source.open("a") as f:
+        f.write(table(range(500, 510)))
+    [result] = datastack.refresh(spec, storage=storage)
+    assert result.status == "failed"
+    assert "live v1: cannot read its row ids or rows to keep every sample" in result.reason
+    assert Store.open(storage).catalog.latest("live").version == 1
