@@ -5,7 +5,8 @@
 Arrow columns are typed already, so each one becomes one field under its own name (as a dict
 of arrays does), without the CSV typing policy: numbers and booleans -> ``array`` fields (a
 ``fixed_size_list`` -> an ``array`` of that shape), ``list`` of numbers -> ``ragged``,
-strings -> ``string`` (a string *target* -> a ``label`` over its sorted values, as today),
+strings -> ``string`` (a string *target* -> a ``label`` over its sorted values, or continuing
+the class names of the dataset's last version),
 binary -> ``bytes``, a dictionary of strings -> a ``label`` whose names are the dictionary in
 its order, a Hugging Face ``ClassLabel`` -> a ``label`` with its names; an ``Image`` feature
 (or a binary column ``to_arrow`` wrote from an image field) -> an ``image`` field of the
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from datastack._codes import KnownCodes, continued, known_for
 from datastack.errors import ConfigurationError, FormatError
 from datastack.fields import ARRAY, BYTES, LABEL, RAGGED, STRING, Field, FlatRows
 
@@ -147,10 +149,11 @@ def _label(name: str, codes: Any, names: Sequence[str]) -> tuple[Field, NDArray[
     return Field(name, LABEL, "int64", (), names=tuple(str(n) for n in names)), out
 
 
-def _string_target(name: str, array: Any, pa: Any) -> tuple[Field, NDArray[Any]]:
+def _string_target(name: str, array: Any, pa: Any,
+                   known: Sequence[str] | None = None) -> tuple[Field, NDArray[Any]]:
     import pyarrow.compute as pc
 
-    names = sorted(pc.unique(array).to_pylist())
+    names = continued(known, pc.unique(array).to_pylist())
     return _label(name, pc.index_in(array, value_set=pa.array(names)).to_numpy(), names)
 
 
@@ -165,8 +168,10 @@ def _dictionary(name: str, array: Any, pa: Any) -> tuple[Field, NDArray[Any]]:
 
 
 def arrow_field(name: str, array: Any, is_target: bool,
-                class_names: Sequence[str] | None = None) -> tuple[Field, Any]:
-    """The field and column of one Arrow array (one chunk); see the module docstring."""
+                class_names: Sequence[str] | None = None,
+                known: Sequence[str] | None = None) -> tuple[Field, Any]:
+    """The field and column of one Arrow array (one chunk); see the module docstring.
+    ``known``: the class names a string target continues (the dataset's last version's)."""
     import pyarrow as pa
 
     kind = array.type
@@ -185,7 +190,7 @@ def arrow_field(name: str, array: Any, is_target: bool,
         raise _null_error(name, array)
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         if is_target:
-            return _string_target(name, array, pa)
+            return _string_target(name, array, pa, known)
         return Field(name, STRING), ArrowRows(array, Field(name, STRING))
     if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
         return Field(name, BYTES), ArrowRows(array, Field(name, BYTES))
@@ -304,7 +309,8 @@ def _names_in_metadata(schema: Any) -> dict[str, list[str]]:
 
 
 def _chunked_field(name: str, array: Any, is_target: bool,
-                   class_names: Sequence[str] | None) -> tuple[Field, Any]:
+                   class_names: Sequence[str] | None,
+                   known: Sequence[str] | None = None) -> tuple[Field, Any]:
     """:func:`arrow_field` of a column of many chunks (a spooled reader) without gathering
     it in the heap: numbers chunk by chunk into an unlinked memory-mapped scratch file,
     strings and bytes read from their chunks; other kinds are combined first."""
@@ -312,7 +318,7 @@ def _chunked_field(name: str, array: Any, is_target: bool,
 
     kind = array.type
     if array.num_chunks <= 1 or class_names is not None:
-        return arrow_field(name, array.combine_chunks(), is_target, class_names)
+        return arrow_field(name, array.combine_chunks(), is_target, class_names, known)
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
         fld, _ = arrow_field(name, array.chunk(0), is_target)
         out = _scratch(len(array), np.dtype(fld.dtype))
@@ -327,7 +333,7 @@ def _chunked_field(name: str, array: Any, is_target: bool,
     if plain and not array.null_count:
         fld = Field(name, STRING if "string" in str(kind) else BYTES)
         return fld, ArrowRows(array, fld)
-    return arrow_field(name, array.combine_chunks(), is_target, class_names)
+    return arrow_field(name, array.combine_chunks(), is_target, class_names, known)
 
 
 def _scratch(rows: int, dtype: np.dtype[Any]) -> NDArray[Any]:
@@ -338,9 +344,10 @@ def _scratch(rows: int, dtype: np.dtype[Any]) -> NDArray[Any]:
 
 
 def arrow_columns(
-    data: Any, target: str | None, text: Sequence[str] = ()
+    data: Any, target: str | None, text: Sequence[str] = (), known: KnownCodes | None = None
 ) -> tuple[list[Field], dict[str, Any], dict[str, list[str]]]:
-    """Fields (target last), columns and label encodings of Arrow-shaped ``data``."""
+    """Fields (target last), columns and label encodings of Arrow-shaped ``data``; a string
+    target continues the class names ``known`` has for it (docs/living.md)."""
     table, class_names, images = as_table(data)
     names = [str(n) for n in table.column_names]
     if len(set(names)) != len(names):
@@ -358,7 +365,8 @@ def arrow_columns(
         if name in images:
             fld, column = image_field(name, array.combine_chunks())
         else:
-            fld, column = _chunked_field(name, array, name == target, class_names.get(name))
+            fld, column = _chunked_field(name, array, name == target, class_names.get(name),
+                                         known_for(known, name))
         fields.append(fld)
         columns[name] = column
     encodings = {f.name: list(f.names) for f in fields if f.names}

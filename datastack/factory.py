@@ -45,6 +45,7 @@ from datastack.identifiers import validate_dataset_name
 from datastack.specs.model import DatasetSpec, SourceSpec
 
 if TYPE_CHECKING:  # pragma: no cover
+    from datastack._codes import KnownCodes
     from datastack.canonical.writer import PreparedData
     from datastack.catalog.record import VersionRecord
     from datastack.iterators.base import DatasetIterator
@@ -127,6 +128,16 @@ class DatasetFactory:
             "a dataset (it only reads published ones otherwise)"
         )
 
+    def prepare_continuing(
+        self, sources: Sources, out_path: Path, known: KnownCodes
+    ) -> PreparedData:
+        """:meth:`prepare` for a dataset that has a published version: ``known`` holds that
+        version's category labels by column (code ``i`` of a column is ``known[column][i]``).
+        The refresh calls this one; spec-driven datasets keep those codes and give new labels
+        the next ones (``docs/living.md``). By default it calls :meth:`prepare`: a factory of
+        your own that makes categories keeps its codes by overriding this method."""
+        return self.prepare(sources, out_path)
+
     # -- 3. iterators ------------------------------------------------------------------------
     def iterators(
         self, record: VersionRecord, store: Store, *, read: ReadDecision | None = None
@@ -179,6 +190,13 @@ class SpecDatasetFactory(DatasetFactory):
         from datastack.pipeline.prepare import preprocess
 
         return preprocess(self.spec, sources, out_path)
+
+    def prepare_continuing(
+        self, sources: Sources, out_path: Path, known: KnownCodes
+    ) -> PreparedData:
+        from datastack.pipeline.prepare import preprocess
+
+        return preprocess(self.spec, sources, out_path, known=known)
 
 
 def read_split(

@@ -12,7 +12,9 @@ came from Python: ``engine: python``, the calling file and line, the user, the h
 A DataFrame goes through the same table policy as CSV, Parquet and Excel files (features as
 float32, categorical codes over sorted labels, NaN for missing values), so the same table
 gives the same samples whichever way it arrives. pandas is optional (only needed to pass
-a DataFrame).
+a DataFrame). Publishing again to a dataset that has a version continues its category codes
+(``docs/living.md``): the class names of a string target (and a DataFrame's categorical
+columns) keep the codes of the last version, new ones take the next codes.
 
 >>> import tempfile, numpy as np, datastack
 >>> store = tempfile.mkdtemp()
@@ -39,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from datastack._codes import KnownCodes, continued, known_for, new_labels, new_values_schema
 from datastack.errors import ConfigurationError, FormatError, PublishError
 from datastack.factory import DatasetFactory
 from datastack.fields import ARRAY, BYTES, LABEL, RAGGED, STRING, Field
@@ -56,11 +59,14 @@ class _Columns:
 
     def __init__(self, fields: list[Field], columns: dict[str, Any],
                  encodings: dict[str, list[str]] | None = None,
-                 transforms: dict[str, Any] | None = None) -> None:
+                 transforms: dict[str, Any] | None = None,
+                 new_values: dict[str, dict[str, int]] | None = None) -> None:
         self.fields = fields
         self.columns = columns
         self.encodings = encodings or {}
         self.transforms = transforms or {}
+        #: ``{column: {label: rows}}``: labels the dataset's last version did not have
+        self.new_values = new_values or {}
 
     def digest(self) -> str:
         """sha256 over everything a reader gets back: field descriptions (names, kinds, dtypes,
@@ -175,7 +181,8 @@ def _check_names(keys: Sequence[Any], strict: bool) -> list[str]:
     return names
 
 
-def _field_of(name: str, values: Any, is_target: bool) -> tuple[Field, Any]:
+def _field_of(name: str, values: Any, is_target: bool,
+              known: Sequence[str] | None = None) -> tuple[Field, Any]:
     from datastack.canonical.records import ListRows
 
     if isinstance(values, np.ndarray) and values.dtype.kind in "biufc":
@@ -188,7 +195,7 @@ def _field_of(name: str, values: Any, is_target: bool) -> tuple[Field, Any]:
     if all(isinstance(v, str) for v in items):
         _check_text(items, f"column {name!r}")
         if is_target:
-            names = sorted(set(items))
+            names = continued(known, set(items))
             code = {label: i for i, label in enumerate(names)}
             codes = np.array([code[v] for v in items], dtype=np.int64)
             return Field(name, LABEL, "int64", (), names=tuple(names)), codes
@@ -219,7 +226,8 @@ def _flat_column(fld: Field, items: list[Any]) -> tuple[Field, Any]:
     return fld, ArrowRows(pa.array(items, kind), fld)
 
 
-def _from_arrays(data: Mapping[str, Any], target: str | None) -> _Columns:
+def _from_arrays(data: Mapping[str, Any], target: str | None,
+                 known: KnownCodes | None = None) -> _Columns:
     names = _check_names(list(data), strict=True)
     if target is not None:
         if target not in names:
@@ -227,17 +235,34 @@ def _from_arrays(data: Mapping[str, Any], target: str | None) -> _Columns:
         names = [n for n in names if n != target] + [target]
     fields, columns, lengths = [], {}, set()
     for name in names:
-        fld, column = _field_of(name, data[name], name == target)
+        fld, column = _field_of(name, data[name], name == target, known_for(known, name))
         fields.append(fld)
         columns[name] = column
         lengths.add(len(column))
     if len(lengths) != 1:
         raise FormatError(f"publish: columns have different lengths {sorted(lengths)}")
     encodings = {f.name: list(f.names) for f in fields if f.names}
-    return _Columns(fields, columns, encodings)
+    return _Columns(fields, columns, encodings, None, _new_labels(fields, columns, known))
 
 
-def _from_frame(frame: Any, target: str | None, text: Sequence[str] = ()) -> _Columns:
+def _new_labels(fields: Sequence[Field], columns: Mapping[str, Any],
+                known: KnownCodes | None) -> dict[str, dict[str, int]]:
+    """``{label field: {new class: rows}}``: the classes ``known`` did not have."""
+    out: dict[str, dict[str, int]] = {}
+    for fld in fields:
+        before = known_for(known, fld.name)
+        if fld.kind != LABEL or before is None or not fld.names:
+            continue
+        fresh = new_labels(before, list(fld.names))
+        if fresh:
+            rows = np.bincount(np.asarray(columns[fld.name], np.int64), minlength=len(fld.names))
+            first = len(fld.names) - len(fresh)
+            out[fld.name] = {label: int(rows[first + i]) for i, label in enumerate(fresh)}
+    return out
+
+
+def _from_frame(frame: Any, target: str | None, text: Sequence[str] = (),
+                known: KnownCodes | None = None) -> _Columns:
     from datastack._arrow_in import ArrowRows
     from datastack.formats._table_policy import Block, TableOptions, TablePolicy
     from datastack.formats.tables import classic_names
@@ -255,10 +280,11 @@ def _from_frame(frame: Any, target: str | None, text: Sequence[str] = ()) -> _Co
             _check_text(cells[-1], f"column {name!r}")
     policy = TablePolicy(TableOptions(target=target, text=tuple(text)))
     staged = policy.convert(Block(names, cells, range(1, len(frame) + 1)), "DataFrame")
-    fields, transforms, encodings = policy.finish()
+    fields, transforms, encodings = policy.finish(known)
     columns = {f.name: ArrowRows(staged[f.name], f) if f.variable else staged[f.name]
                for f in fields}
-    return _Columns(classic_names(fields), columns, encodings, transforms)
+    return _Columns(classic_names(fields), columns, encodings, transforms,
+                    policy.new_values(known))
 
 
 def _arrow_of(series: Any) -> Any:
@@ -289,18 +315,22 @@ def _scalar(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-def _columns_of(data: Any, target: str | None, text: Sequence[str] = ()) -> _Columns:
+def _columns_of(data: Any, target: str | None, text: Sequence[str] = (),
+                known: KnownCodes | None = None) -> _Columns:
+    """``data`` as fields and columns; ``known``: the category codes of the dataset's last
+    version, continued (class names of a string target, a DataFrame's categorical columns)."""
     from datastack._arrow_in import arrow_columns, is_arrow_like
 
     if is_arrow_like(data):  # pyarrow, Polars, Hugging Face datasets (docs/arrow.md)
-        return _Columns(*arrow_columns(data, target, text))
+        fields, columns, encodings = arrow_columns(data, target, text, known)
+        return _Columns(fields, columns, encodings, None, _new_labels(fields, columns, known))
     if type(data).__module__.startswith("pandas") and hasattr(data, "columns"):
-        return _from_frame(data, target, text)
+        return _from_frame(data, target, text, known)
     if isinstance(data, Mapping):
-        return _from_arrays(data, target)
+        return _from_arrays(data, target, known)
     if isinstance(data, tuple) and len(data) == 2:
         samples, targets = (np.asarray(part) for part in data)
-        return _from_arrays({"samples": samples, "targets": targets}, "targets")
+        return _from_arrays({"samples": samples, "targets": targets}, "targets", known)
     raise ConfigurationError(
         f"publish: data is a {type(data).__name__}; expected a pandas DataFrame, a Polars "
         "DataFrame, a pyarrow Table or RecordBatchReader, a datasets.Dataset, a dict of "
@@ -328,9 +358,21 @@ class PythonDataFactory(DatasetFactory):
                                writer, data.encodings)
             target = decoded_fields[-1].name
             features = decoded_fields[0].columns
-            extra = {"origin": "python"}
+            extra = {"origin": "python", **new_values_schema(data.new_values)}
             return writer.prepared(list(features) if features else None, target,
                                    data.encodings, extra)
+
+
+def _known_codes(store: Store, name: str) -> dict[str, list[str]] | None:
+    """The category labels of the dataset's last published version (``None``: none yet)."""
+    from datastack.canonical.published import known_codes
+    from datastack.errors import NotFoundError
+
+    try:
+        record = store.catalog.latest(name)
+    except NotFoundError:
+        return None
+    return known_codes(record, store)
 
 
 def _caller() -> str:
@@ -374,7 +416,8 @@ def publish(
         raise ConfigurationError(
             f"publish {name!r}: seed must be an integer from 0 to 2^64 - 1, got {shown}"
         )
-    columns = _columns_of(data, target, text)
+    store = Store.open(storage)
+    columns = _columns_of(data, target, text, _known_codes(store, name))
     spec = DatasetSpec(
         name=name, sources=(), format=None, description=description,
         splits=check_ratios(splits) if splits else None, seed=seed,
@@ -383,7 +426,6 @@ def publish(
     )
     producer = {**default_producer(), "engine": "python", "caller": _caller(),
                 "user": getpass.getuser()}
-    store = Store.open(storage)
     [result] = run_refresh([PythonDataFactory(spec, columns)], store, producer=producer)
     if not result.ok or result.version is None:
         raise PublishError(f"publish {name!r}: {result.reason}; the catalog is unchanged")

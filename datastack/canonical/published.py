@@ -8,10 +8,12 @@ open_published`, which picks the verified local copy or the storage).
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any
 
 from datastack.canonical.layout import FIELDS_LAYOUT, data_identifier_of, layout_of
 from datastack.errors import FormatError
+from datastack.fields import LABEL
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.catalog.record import VersionRecord
@@ -50,4 +52,52 @@ def open_version(
     return {split: HDF5DatasetIterator(resource, group=split) for split in record.splits}
 
 
-__all__ = ["data_file", "open_version"]
+def known_codes(record: VersionRecord, store: Store) -> dict[str, list[str]]:
+    """The category labels of a published version by column (code ``i`` is ``labels[i]``):
+    what its next version continues (``docs/living.md``). Its record's encodings and the
+    class names of its label fields; a column whose record keeps only its first labels (a
+    very long list, ``encodings_truncated``) is read whole from the version's data file."""
+    known = {str(column): [str(label) for label in labels]
+             for column, labels in (record.encodings or {}).items()
+             if isinstance(labels, (list, tuple))}
+    schema = record.schema if isinstance(record.schema, dict) else {}
+    for field in schema.get("fields") or []:
+        if isinstance(field, dict) and field.get("kind") == LABEL and isinstance(
+            field.get("names"), (list, tuple)
+        ):
+            known[str(field["name"])] = [str(name) for name in field["names"]]
+    truncated = schema.get("encodings_truncated") or {}
+    short = [c for c, n in truncated.items() if len(known.get(str(c), ())) < int(n)]
+    if short:
+        whole = _file_encodings(record, store)
+        for column in short:
+            if column not in whole:
+                raise FormatError(
+                    f"{record.name} v{record.version}: the data file holds no category labels "
+                    f"of column {column!r} (the record keeps only the first); the next version "
+                    "cannot keep their codes; restore the data file, or start the dataset "
+                    "afresh (datastack delete NAME)"
+                )
+            known[str(column)] = [str(label) for label in whole[column]]
+    return known
+
+
+def _file_encodings(record: VersionRecord, store: Store) -> dict[str, list[Any]]:
+    """The ``encodings`` attribute of a version's data file (every label of every column)."""
+    import h5py
+
+    resource = store.storage.get_resource(data_file(record))
+    try:
+        with h5py.File(resource, "r") as f:
+            found = json.loads(f.attrs.get("encodings", "{}"))
+    except OSError as exc:
+        raise FormatError(
+            f"{record.name} v{record.version}: its data file's category labels cannot be read "
+            f"({exc}); the next version needs them to keep the codes"
+        ) from None
+    finally:
+        resource.close()
+    return found if isinstance(found, dict) else {}
+
+
+__all__ = ["data_file", "known_codes", "open_version"]

@@ -214,19 +214,22 @@ class VersionRecord:
 
 
 #: What a version summary keeps (:meth:`Catalog.version_summaries`, a MongoDB projection):
-#: what a list of versions shows and compares. Resources, encodings (category labels),
+#: what a list of versions shows and compares (``schema.new_values``: the category labels a
+#: version added, at most a hundred per column). Resources, encodings (category labels),
 #: ``extra`` and class names or columns inside ``schema.fields`` are left out.
 SUMMARY_PROJECTION = (
     "name", "version", "status", "created_at", "published_at", "producer", "sources", "splits",
     "spec_hash", "format", "schema.fields.name", "schema.fields.kind", "schema.fields.dtype",
     "schema.fields.shape", "schema.features", "schema.splits", "schema.target",
+    "schema.new_values",
 )
 
 
 def summarised(record: VersionRecord) -> VersionRecord:
     """``record`` reduced to :data:`SUMMARY_PROJECTION` (the same as the MongoDB projection)."""
     schema = record.schema if isinstance(record.schema, dict) else {}
-    slim: dict[str, Any] = {k: schema[k] for k in ("features", "splits", "target") if k in schema}
+    slim: dict[str, Any] = {k: schema[k] for k in ("features", "splits", "target", "new_values")
+                            if k in schema}
     if isinstance(schema.get("fields"), list):
         keep = ("name", "kind", "dtype", "shape")
         slim["fields"] = [{k: f[k] for k in keep if k in f} for f in schema["fields"]

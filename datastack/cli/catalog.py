@@ -7,6 +7,7 @@ import argparse
 import math
 from typing import TYPE_CHECKING, Any
 
+from datastack._codes import describe_new_values
 from datastack._uri import redact
 from datastack.cli._common import (
     EXIT_OK,
@@ -305,6 +306,8 @@ def _print_record(record: VersionRecord, versions: list[dict[str, Any]]) -> None
         labels = ", ".join(f"{i}={c}" for i, c in enumerate(classes[:200]))
         more = f" ... ({len(classes)} classes)" if len(classes) > 200 else ""
         print(plain(f"encoding {column}: {labels}{more}", 5000))
+    for line in describe_new_values(record.schema):  # what this version added (docs/living.md)
+        print(plain(f"v{record.version}: {line}", 500))
 
 
 def _fields_by_name(record: VersionRecord) -> dict[str, dict[str, Any]]:

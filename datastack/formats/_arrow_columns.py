@@ -13,6 +13,9 @@ turned into one Arrow array per column here (:func:`as_column`). The policy then
   by :func:`label_of`) as a dictionary-encoded array plus the missing mask;
 * :func:`text` -- the strings of a text column, missing values as ``""``.
 
+:class:`FeatureCodes` and :class:`TargetCodes` map provisional category codes (first
+appearance) to the final ones on copy.
+
 A value that Arrow's parser takes but the numbers policy refuses (a literal that overflows
 float64, an integer above 2^53) is found by a vectorised test on the parsed values, and only
 those rows are looked at again with :func:`~datastack.formats._numbers.parse_number`.
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -245,8 +248,39 @@ def text(array: Any, missing: frozenset[str]) -> Any:
     return pc.if_else(pa.array(mask), pa.scalar("", array.type), array)
 
 
+class FeatureCodes:
+    """Provisional -> final category codes in the categorical columns of a feature block."""
+
+    def __init__(self, lookups: Mapping[int, NDArray[np.int64]]) -> None:
+        self.lookups = dict(lookups)
+
+    def __call__(self, block: NDArray[Any]) -> NDArray[Any]:
+        block = np.array(block, copy=True)
+        for j, lookup in self.lookups.items():
+            known = ~np.isnan(block[:, j])
+            block[known, j] = lookup[block[known, j].astype(np.int64)]
+        return block
+
+
+class TargetCodes:
+    """Provisional -> final class codes of a target block."""
+
+    def __init__(self, lookup: NDArray[np.int64]) -> None:
+        self.lookup = lookup
+
+    def __call__(self, block: NDArray[Any]) -> NDArray[np.int64]:
+        return self.lookup[np.asarray(block).astype(np.int64)]
+
+
+def as_int64(block: NDArray[Any]) -> NDArray[np.int64]:
+    return np.asarray(block).astype(np.int64)
+
+
 __all__ = [
+    "FeatureCodes",
+    "TargetCodes",
     "as_column",
+    "as_int64",
     "integers_beyond_float64",
     "is_arrow",
     "label_of",

@@ -7,7 +7,10 @@ Policy (``docs/preprocessing.md``):
   is not a number (a string that parses as a number counts as a number); otherwise it is
   numeric, and a later non-number in it is an error naming the row and column;
 * categorical values become codes ``0..k-1`` over the sorted labels (numbers first, in numeric
-  order, then text), returned as ``encodings[column]``; codes never depend on row order;
+  order, then text), returned as ``encodings[column]``; codes never depend on row order; a
+  later version of a dataset continues the codes of the one before (``known`` in
+  :meth:`TablePolicy.finish`, :mod:`datastack._codes`): known labels keep theirs, new labels
+  take the next codes, so a code never changes meaning;
 * a feature column found categorical by itself (not listed) with many distinct values -- more
   than half the rows (from :data:`MIN_AMBIGUOUS_DISTINCT` values on), or more than
   :data:`MAX_IMPLICIT_CATEGORIES` -- is an error asking
@@ -22,7 +25,8 @@ Policy (``docs/preprocessing.md``):
 
 :class:`TablePolicy` converts blocks of columns (bounded memory) into staged blocks with
 provisional codes; :meth:`TablePolicy.finish` gives the final fields, the transforms that turn
-provisional codes into sorted codes, and the encodings.
+provisional codes into final codes, and the encodings; :meth:`TablePolicy.new_values` the
+labels (and their row counts) that the known codes did not have.
 """
 
 from __future__ import annotations
@@ -37,10 +41,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from datastack._checks import Checker
+from datastack._codes import KnownCodes, continued, known_for, new_labels
 from datastack.errors import FormatError
 from datastack.fields import ARRAY, LABEL, STRING, Field
 from datastack.formats._arrow_columns import (
+    FeatureCodes,
+    TargetCodes,
     as_column,
+    as_int64,
     integers_beyond_float64,
     label_of,
     labels,
@@ -122,12 +130,22 @@ class ColumnState:
     categorical: bool | None = None  # None until the first non-missing value
     listed: bool = False  # listed in ``categorical`` by the spec
     codes: dict[str, int] = field(default_factory=dict)  # first-appearance codes
+    counts: dict[int, int] = field(default_factory=dict)  # rows per provisional code
     integral: bool = True
     any_missing: bool = False
 
-    def labels_and_lookup(self) -> tuple[list[str], NDArray[np.int64]]:
-        """Sorted labels and provisional code -> sorted code."""
-        labels = sorted(self.codes, key=label_key)
+    def code_of(self, label: str) -> int:
+        """The provisional code of ``label`` (the next one when first seen), counted once."""
+        code = self.codes.setdefault(label, len(self.codes))
+        self.counts[code] = self.counts.get(code, 0) + 1
+        return code
+
+    def labels_and_lookup(
+        self, known: Sequence[str] | None = None
+    ) -> tuple[list[str], NDArray[np.int64]]:
+        """Labels in code order (``known`` continued, :func:`~datastack._codes.continued`;
+        else sorted) and provisional code -> final code."""
+        labels = continued(known, self.codes, key=label_key)
         position = {label: i for i, label in enumerate(labels)}
         lookup = np.empty(len(self.codes), dtype=np.int64)
         for label, code in self.codes.items():
@@ -300,10 +318,16 @@ class TablePolicy:
                 k = int(np.argmax(mask))
                 raise FormatError(f"{where}: row {rows[k]}, column {state.name!r}: missing "
                                   "target class")
+        dictionary = encoded.dictionary.to_pylist()
         lookup = np.array([state.codes.setdefault(label, len(state.codes))
-                           for label in encoded.dictionary.to_pylist()] or [0], np.float64)
-        indices = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False)
-        out = lookup[np.asarray(indices, dtype=np.int64)]
+                           for label in dictionary] or [0], np.int64)
+        indices = np.asarray(encoded.indices.fill_null(0).to_numpy(zero_copy_only=False),
+                             dtype=np.int64)
+        per_label = np.bincount(indices[~mask], minlength=len(dictionary))
+        for code, count in zip(lookup[: len(dictionary)].tolist(), per_label.tolist(),
+                               strict=True):
+            state.counts[code] = state.counts.get(code, 0) + count
+        out = lookup[indices].astype(np.float64)
         out[mask] = math.nan
         return out
 
@@ -347,7 +371,7 @@ class TablePolicy:
                 column.categorical = number is None
             if column.categorical:
                 label = label_of(cell)
-                out[k] = column.codes.setdefault(label, len(column.codes))
+                out[k] = column.code_of(label)
                 continue
             if number is None:
                 raise FormatError(
@@ -361,9 +385,14 @@ class TablePolicy:
         return out
 
     # -- the end -----------------------------------------------------------------------------
-    def finish(self) -> tuple[list[Field], dict[str, Callable[[Any], Any]], dict[str, list[str]]]:
+    def finish(
+        self, known: KnownCodes | None = None
+    ) -> tuple[list[Field], dict[str, Callable[[Any], Any]], dict[str, list[str]]]:
         """``(fields, transforms, encodings)``: the final fields, the maps from staged blocks to
-        final values (sorted codes, typed target), and the category labels per column."""
+        final values (final codes, typed target), and the category labels per column.
+
+        ``known``: the labels of the dataset's last published version by column; their codes
+        are kept and new labels take the next ones (default: codes over the sorted labels)."""
         if self.names is None:
             raise FormatError("the table has no columns")
         self._check_implicit_categories()
@@ -371,23 +400,37 @@ class TablePolicy:
         lookups: dict[int, NDArray[np.int64]] = {}
         for i, column in enumerate(self.columns):
             if column.categorical:
-                encodings[column.name], lookups[i] = column.labels_and_lookup()
+                encodings[column.name], lookups[i] = column.labels_and_lookup(
+                    known_for(known, column.name))
         fields = self.staged_fields()
         transforms: dict[str, Callable[[Any], Any]] = {}
         feature_lookups = {j: lookups[i] for j, i in enumerate(self.feature_indices)
                            if i in lookups}
         if feature_lookups:
-            transforms[FEATURES_FIELD] = _FeatureCodes(feature_lookups)
+            transforms[FEATURES_FIELD] = FeatureCodes(feature_lookups)
         target = self.columns[self.target_index]
         if target.categorical:
             fields[-1] = Field(target.name, LABEL, "int64", (),
                                names=tuple(encodings[target.name]))
-            transforms[target.name] = _TargetCodes(lookups[self.target_index])
+            transforms[target.name] = TargetCodes(lookups[self.target_index])
         elif target.integral and not target.any_missing:
             fields[-1] = Field(target.name, ARRAY, "int64", ())
-            transforms[target.name] = _as_int64
+            transforms[target.name] = as_int64
         return fields, transforms, encodings
 
+    def new_values(self, known: KnownCodes | None) -> dict[str, dict[str, int]]:
+        """``{column: {label: rows}}``: the labels of the categorical columns that ``known``
+        had (as categories) and that are new here, in code order, with their row counts."""
+        out: dict[str, dict[str, int]] = {}
+        for column in self.columns:
+            before = known_for(known, column.name)
+            if not column.categorical or before is None:
+                continue
+            fresh = new_labels(before, continued(before, column.codes, key=label_key))
+            if fresh:
+                out[column.name] = {label: column.counts.get(column.codes[label], 0)
+                                    for label in fresh}
+        return out
 
     def _check_implicit_categories(self) -> None:
         """Free text must not silently become category codes in the feature vector."""
@@ -431,32 +474,6 @@ class _Picked(Sequence[int]):
 
     def __getitem__(self, k: Any) -> Any:
         return self.rows[int(self.picked[k])]
-
-
-class _FeatureCodes:
-    """Provisional -> sorted category codes in the categorical columns of a feature block."""
-
-    def __init__(self, lookups: Mapping[int, NDArray[np.int64]]) -> None:
-        self.lookups = dict(lookups)
-
-    def __call__(self, block: NDArray[Any]) -> NDArray[Any]:
-        block = np.array(block, copy=True)
-        for j, lookup in self.lookups.items():
-            known = ~np.isnan(block[:, j])
-            block[known, j] = lookup[block[known, j].astype(np.int64)]
-        return block
-
-
-class _TargetCodes:
-    def __init__(self, lookup: NDArray[np.int64]) -> None:
-        self.lookup = lookup
-
-    def __call__(self, block: NDArray[Any]) -> NDArray[np.int64]:
-        return self.lookup[np.asarray(block).astype(np.int64)]
-
-
-def _as_int64(block: NDArray[Any]) -> NDArray[np.int64]:
-    return np.asarray(block).astype(np.int64)
 
 
 __all__ = [

@@ -32,6 +32,7 @@ from datastack.errors import FormatError
 from datastack.fields import Field
 
 if TYPE_CHECKING:  # pragma: no cover
+    from datastack._codes import KnownCodes
     from datastack.formats.archives import ArchiveLimits
     from datastack.formats.inputs import RawInput
     from datastack.iterators.base import DatasetIterator
@@ -147,6 +148,22 @@ class Format(abc.ABC):
     ) -> Decoded:
         """Read every input of a dataset into arrays per split (never all in memory when the
         format allows otherwise). ``probe``: open untrusted files in a subprocess first."""
+
+    def decode_continuing(
+        self,
+        spec: DatasetSpec,
+        inputs: list[RawInput],
+        workdir: Path,
+        limits: ArchiveLimits,
+        known: KnownCodes | None,
+        *,
+        probe: bool = True,
+    ) -> Decoded:
+        """:meth:`decode`, continuing the category codes ``known`` of the dataset's last
+        published version (``docs/living.md``: known labels keep their codes, new ones take
+        the next; ``schema_extra`` lists the new ones). Formats that make categories (tables,
+        image folders) override it; the others have no codes to keep."""
+        return self.decode(spec, inputs, workdir, limits, probe=probe)
 
     # -- raw streams -------------------------------------------------------------------------
     def iterator(

@@ -4,7 +4,8 @@ Sources are archives (``.tar``, ``.tar.gz``, ``.zip``: extracted safely, :mod:`.
 or single image files. Two layouts:
 
 * **folders** (default): ``cat/001.jpg``, ``dog/002.png``... -> fields ``image`` and ``label``
-  (class names sorted; the class is an image's parent folder);
+  (class names sorted; the class is an image's parent folder; a later version keeps the
+  codes of the classes it knew and gives a new class folder the next code, ``docs/living.md``);
 * **manifest**: ``imagefolder: {manifest: labels.csv}`` names a CSV or JSON Lines file (a
   member of the archive or a source of its own) with a ``path`` column (relative to the
   archive root; key ``path:``) and a label column (key ``label:``, default ``label``); its
@@ -21,6 +22,7 @@ or, with ``on_error: skip``, left out and counted (``skipped`` in the schema).
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -30,6 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from datastack._checks import Checker
+from datastack._codes import KnownCodes, continued, known_for, new_labels, new_values_schema
 from datastack.errors import FormatError
 from datastack.fields import IMAGE, LABEL, Field, image_dtype, image_shape, verify_image
 from datastack.formats.archives import ArchiveLimits
@@ -153,17 +156,31 @@ class ImageFolderFormat(Format):
         *,
         probe: bool = True,
     ) -> Decoded:
+        return self.decode_continuing(spec, inputs, workdir, limits, None, probe=probe)
+
+    def decode_continuing(
+        self,
+        spec: Any,
+        inputs: list[RawInput],
+        workdir: Path,
+        limits: ArchiveLimits,
+        known: KnownCodes | None,
+        *,
+        probe: bool = True,
+    ) -> Decoded:
         options = spec.options or ImageFolderOptions()
         if options.manifest is not None:
-            return _decode_manifest(options, inputs, workdir)
-        return _decode_folders(options, inputs)
+            return _decode_manifest(options, inputs, workdir, known)
+        return _decode_folders(options, inputs, known)
 
 
 def _is_image(raw: RawInput) -> bool:
     return raw.name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _decode_folders(options: ImageFolderOptions, inputs: list[RawInput]) -> Decoded:
+def _decode_folders(
+    options: ImageFolderOptions, inputs: list[RawInput], known: KnownCodes | None
+) -> Decoded:
     checked = _Checked(options)
     groups: dict[str | None, list[tuple[RawInput, str]]] = {}
     for raw in inputs:
@@ -179,8 +196,13 @@ def _decode_folders(options: ImageFolderOptions, inputs: list[RawInput]) -> Deco
             groups.setdefault(raw.split, []).append((raw, folder))
     if not groups:
         raise FormatError(f"no readable images ({', '.join(IMAGE_EXTENSIONS)}) in the sources")
-    classes = sorted({folder for members in groups.values() for _, folder in members})
+    folders = [folder for members in groups.values() for _, folder in members]
+    before = known_for(known, "label")
+    rows = Counter(folders)
+    classes = continued(before, rows)
     code = {name: i for i, name in enumerate(classes)}
+    found = {} if before is None else {
+        "label": {name: rows[name] for name in new_labels(before, classes)}}
     fields = [checked.image_field(), Field("label", LABEL, "int64", (), names=tuple(classes))]
     columns: dict[str | None, dict[str, Any]] = {
         split: {
@@ -190,7 +212,7 @@ def _decode_folders(options: ImageFolderOptions, inputs: list[RawInput]) -> Deco
         for split, members in groups.items()
     }
     return Decoded({}, None, "label", {"label": classes}, [], fields, columns, {},
-                   checked.extra())
+                   {**checked.extra(), **new_values_schema(found)})
 
 
 def _manifest_input(options: ImageFolderOptions, inputs: list[RawInput]) -> RawInput:
@@ -202,7 +224,7 @@ def _manifest_input(options: ImageFolderOptions, inputs: list[RawInput]) -> RawI
 
 
 def _decode_manifest(
-    options: ImageFolderOptions, inputs: list[RawInput], workdir: Path
+    options: ImageFolderOptions, inputs: list[RawInput], workdir: Path, known: KnownCodes | None
 ) -> Decoded:
     from datastack.formats import get_format
     from datastack.formats.tables import TableFormat, stage_table
@@ -214,7 +236,7 @@ def _decode_manifest(
     table_options = dataclasses.replace(
         fmt.default_options(), target=options.label, text=(options.path,)
     )
-    table = stage_table(fmt, table_options, [manifest], workdir)
+    table = stage_table(fmt, table_options, [manifest], workdir, known)
     members = {_relative(r): r for r in inputs if r is not manifest}
     [paths] = [v for k, v in table.columns[None].items() if k == options.path]
     checked = _Checked(options)
@@ -234,7 +256,7 @@ def _decode_manifest(
     fields = [checked.image_field(),
               *[dataclasses.replace(f, dataset=None) for f in table.fields or []]]
     return Decoded({}, table.features, table.target, table.encodings, table.handles, fields,
-                   {None: columns}, table.transforms, checked.extra())
+                   {None: columns}, table.transforms, {**table.schema_extra, **checked.extra()})
 
 
 FORMAT = ImageFolderFormat()

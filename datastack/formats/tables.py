@@ -31,6 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from datastack._checks import Checker
+from datastack._codes import KnownCodes, new_values_schema
 from datastack._env import env_int
 from datastack.errors import FormatError
 from datastack.fields import Field, object_column
@@ -102,8 +103,20 @@ class TableFormat(Format):
         *,
         probe: bool = True,
     ) -> Decoded:
+        return self.decode_continuing(spec, inputs, workdir, limits, None, probe=probe)
+
+    def decode_continuing(
+        self,
+        spec: DatasetSpec,
+        inputs: list[RawInput],
+        workdir: Path,
+        limits: ArchiveLimits,
+        known: KnownCodes | None,
+        *,
+        probe: bool = True,
+    ) -> Decoded:
         options = spec.options if spec.options is not None else self.default_options()
-        return stage_table(self, options, inputs, workdir)
+        return stage_table(self, options, inputs, workdir, known)
 
     def iterator(
         self, resources: Sequence[StreamedResource], options: Any = None
@@ -159,10 +172,12 @@ def _rows_of_inputs(
 
 
 def stage_table(
-    fmt: TableFormat, options: Any, inputs: Sequence[RawInput], workdir: Path
+    fmt: TableFormat, options: Any, inputs: Sequence[RawInput], workdir: Path,
+    known: KnownCodes | None = None,
 ) -> Decoded:
     """Stream every input through the policy into a staging file; the rows per split come
-    back as ``Decoded.columns`` over it (see the module docstring)."""
+    back as ``Decoded.columns`` over it (see the module docstring). ``known``: the category
+    codes to continue (:mod:`datastack._codes`); the new labels go into ``schema_extra``."""
     import h5py
 
     from datastack.canonical.columns import FieldAppender, StagedRows
@@ -176,7 +191,7 @@ def stage_table(
                 group = stage.create_group(f"part{len(appenders)}")
                 appenders[split] = FieldAppender(group, classic_names(policy.staged_fields()))
             appenders[split].append(staged)
-        fields, transforms, encodings = policy.finish()
+        fields, transforms, encodings = policy.finish(known)
         fields = classic_names(fields)
         columns = {
             split: {
@@ -191,7 +206,7 @@ def stage_table(
         raise
     features = fields[0].columns if fields[0].columns is not None else ()
     return Decoded({}, list(features), fields[-1].name, encodings, [stage], fields, columns,
-                   transforms)
+                   transforms, new_values_schema(policy.new_values(known)))
 
 
 @dataclass

@@ -72,11 +72,12 @@ class PreparedVersion:
 
 def _prepare_in_child(
     factory: DatasetFactory, inputs: Any, out: Path, with_stats: bool,
-    previous: PreviousVersion | None = None,
+    known: dict[str, list[str]] | None, previous: PreviousVersion | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     try:
         with continuing(previous):  # splits never move (docs/living.md)
-            prepared = factory.prepare(inputs, out)
+            prepared = (factory.prepare(inputs, out) if known is None
+                        else factory.prepare_continuing(inputs, out, known))
     except DatastackError:
         raise
     except OSError as exc:
@@ -116,8 +117,13 @@ def prepare_version(
     refused by the format gate before parsing) leaves the catalog untouched. Only then is the
     next version reserved as *pending* (readers do not see it until :func:`publish_version`)
     and the file uploaded.
+
+    A dataset with a published version continues its category codes (``docs/living.md``):
+    the last version's labels by column (:func:`~datastack.canonical.published.known_codes`)
+    are handed to the child as a plain value.
     """
     spec = factory.spec
+    known = _known_codes(spec, store)
     inputs = [
         (source, store.storage.get_resource(stored["identifier"]))
         for source, stored in zip(spec.sources, sources, strict=True)
@@ -129,7 +135,8 @@ def prepare_version(
                 gates.check_markup(spec, str(stored.get("url")), resource)
             out = tmp / DATA_FILE
             prepared, stats = run_isolated(
-                _prepare_in_child, factory, inputs, out, gates.needs_stats(spec), previous,
+                _prepare_in_child, factory, inputs, out, gates.needs_stats(spec), known,
+                previous,
                 what=f"{spec.name}: preprocessing",
             )
         finally:
@@ -187,6 +194,14 @@ def previous_version(spec: DatasetSpec, store: Store) -> PreviousVersion | None:
         return None
     return PreviousVersion(record.name, record.version, resource, dict(record.splits),
                            dict(record.schema or {}))
+
+
+def _known_codes(spec: Any, store: Store) -> dict[str, list[str]] | None:
+    """The category labels of the dataset's last published version (``None``: none yet)."""
+    from datastack.canonical.published import known_codes
+
+    previous = latest_record(spec, store)
+    return None if previous is None else known_codes(previous, store)
 
 
 #: A catalog record is one MongoDB document (at most 16 MB): label lists larger than this are

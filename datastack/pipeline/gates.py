@@ -7,9 +7,12 @@ in the dataset's status (``datastack status`` says ``failing`` with the reason).
   is refused before parsing; then the content must parse in the declared format;
 - **schema** (always, for datasets with tracked sources): the fields/columns, dtypes and
   sample shapes stay those of the previous version, unless ``expect: {schema_change: true}``;
+  a label field may gain classes (new codes after the known ones: ``docs/living.md``), but a
+  known class never changes its code;
 - from the spec's ``expect:`` block: ``min_samples``, ``max_samples``, ``max_change`` (largest
   relative change of the sample count against the previous version), ``classes`` (allowed
-  target classes), ``max_missing`` (largest fraction of missing feature values).
+  target classes), ``new_classes`` (``false``: a label gaining a class is refused),
+  ``max_missing`` (largest fraction of missing feature values).
 
 >>> from datastack.specs import Expectations
 >>> check_counts("iris", Expectations(min_samples=100), total=40, previous=None)
@@ -24,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from datastack._codes import new_values_of
 from datastack.errors import GateError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -81,13 +85,46 @@ def schema_signature(schema: Mapping[str, Any]) -> dict[str, Any]:
         "target": schema.get("target"),
         "arrays": dict(sorted(arrays.items())),
     }
-    if "fields" in schema:
-        signature["fields"] = schema["fields"]
+    if "fields" in schema:  # class names may grow: compared by check_classes_kept
+        signature["fields"] = [
+            {k: v for k, v in f.items() if k != "names"} if isinstance(f, Mapping) else f
+            for f in schema["fields"] or []
+        ]
     return signature
 
 
+def label_names(schema: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The class names of each label field of a version's schema."""
+    return {
+        str(f["name"]): [str(n) for n in f["names"]]
+        for f in (schema.get("fields") or [])
+        if isinstance(f, Mapping) and f.get("kind") == "label" and isinstance(f.get("names"), list)
+    }
+
+
+def check_classes_kept(name: str, schema: Mapping[str, Any], previous: VersionRecord) -> None:
+    """Part of the schema gate: every class of a label field keeps its code (the previous
+    version's class names start the new list); new classes may follow."""
+    before = label_names(previous.schema)
+    for field, names in label_names(schema).items():
+        old = before.get(field)
+        if old is not None and names[: len(old)] != old:
+            now: list[str | None] = [*names, *[None] * len(old)]
+            moved = next(i for i, label in enumerate(old) if now[i] != label)
+            raise _fail(
+                name,
+                "schema",
+                f"label {field}: class code {moved} meant {old[moved]!r:.80} in v"
+                f"{previous.version} and means {now[moved]!r:.80} now; "
+                "codes must keep their meaning (a preprocessor of your own: continue the "
+                "known classes, docs/living.md); allow it with expect: {schema_change: true}",
+            )
+
+
 def check_schema(name: str, schema: Mapping[str, Any], previous: VersionRecord) -> None:
-    """The schema gate: the new version keeps the previous version's schema."""
+    """The schema gate: the new version keeps the previous version's schema (a label field may
+    gain classes after its known ones)."""
+    check_classes_kept(name, schema, previous)
     old, new = schema_signature(previous.schema), schema_signature(schema)
     for key in ("features", "target", "fields"):
         if old.get(key) != new.get(key):
@@ -133,6 +170,26 @@ def check_counts(
             )
 
 
+def check_new_classes(name: str, expect: Expectations, schema: Mapping[str, Any]) -> None:
+    """The ``new_classes: false`` gate: no label field gains a class the previous version did
+    not have (the new values a preparation lists in the schema, ``datastack._codes``)."""
+    if expect.new_classes:
+        return
+    labels = set(label_names(schema))
+    for field, found in sorted(new_values_of(schema).items()):
+        if field not in labels:
+            continue
+        shown = ", ".join(f"{label} ({rows} samples)" for label, rows in
+                          list(found["labels"].items())[:20])
+        more = f" and {found['count'] - 20} more" if found.get("count", 0) > 20 else ""
+        raise _fail(
+            name,
+            "new_classes",
+            f"label {field} has {found.get('count')} new class(es): {shown}{more}; expected "
+            "none (expect: {new_classes: false}); allow them by removing that key",
+        )
+
+
 def check_values(name: str, expect: Expectations, stats: Mapping[str, Any]) -> None:
     """The ``classes`` and ``max_missing`` gates, from the statistics of the prepared file."""
     if expect.classes is not None and stats.get("classes") is not None:
@@ -168,6 +225,7 @@ def check_version(
         check_schema(spec.name, schema, previous)
     if expect is not None:
         check_counts(spec.name, expect, total=sum(splits.values()), previous=previous)
+        check_new_classes(spec.name, expect, schema)
         check_values(spec.name, expect, stats)
 
 
@@ -209,12 +267,15 @@ def file_stats(path: Any, target_labels: Sequence[str] | None = None) -> dict[st
 
 
 __all__ = [
+    "check_classes_kept",
     "check_counts",
     "check_markup",
+    "check_new_classes",
     "check_schema",
     "check_values",
     "check_version",
     "file_stats",
+    "label_names",
     "looks_like_markup",
     "needs_stats",
     "schema_signature",

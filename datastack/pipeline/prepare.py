@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from datastack._codes import KnownCodes
 from datastack.canonical.rowids import current_previous, hash_columns, identity_of, write_row_ids
 from datastack.canonical.writer import (
     CanonicalWriter,
@@ -109,8 +110,13 @@ def preprocess(
     *,
     limits: ArchiveLimits = DEFAULT_LIMITS,
     probe_hdf5: bool = True,
+    known: KnownCodes | None = None,
 ) -> PreparedData:
     """Convert ``sources`` (in ``spec.sources`` order) into the canonical HDF5 at ``out_path``.
+
+    ``known``: the category codes of the dataset's last published version, continued (known
+    labels keep their codes, new ones take the next: ``docs/living.md``); ``None`` for a
+    first version (codes over the sorted labels). A custom ``preprocessor:`` chooses its own.
 
     The file is written under a temporary name next to ``out_path`` and renamed into place only
     when complete; temporary files are removed on success and on error. Raises
@@ -126,7 +132,7 @@ def preprocess(
         inputs = prepare_inputs(sources, workdir, limits)
         if not inputs:
             raise FormatError(f"{spec.name}: the sources hold no files to read")
-        prepared = _convert(spec, inputs, workdir, tmp_out, limits, probe_hdf5)
+        prepared = _convert(spec, inputs, workdir, tmp_out, limits, probe_hdf5, known)
         os.replace(tmp_out, out)
         return prepared
     finally:
@@ -159,10 +165,13 @@ def _convert(
     out: Path,
     limits: ArchiveLimits,
     probe_hdf5: bool,
+    known: KnownCodes | None = None,
 ) -> PreparedData:
     if spec.format is None:
         raise SpecError(f"dataset {spec.name!r}: key 'format': missing")
-    decoded = get_format(spec.format).decode(spec, inputs, workdir, limits, probe=probe_hdf5)
+    decoded = get_format(spec.format).decode_continuing(
+        spec, inputs, workdir, limits, known, probe=probe_hdf5
+    )
     try:
         with CanonicalWriter(out, spec.name, spec.compression) as writer:
             if decoded.fields is not None:

@@ -64,6 +64,7 @@ _DATASET_KEYS = (
 _SOURCE_KEYS = ("url", "sha256", "md5", "track", "role", "filename", "split", "member")
 _EXPECT_KEYS = (
     "min_samples", "max_samples", "max_change", "classes", "max_missing", "schema_change",
+    "new_classes",
 )
 
 
@@ -280,6 +281,7 @@ def _expect(ctx: _Ctx, raw: Any) -> Expectations | None:
         classes=None if classes is None else tuple(str(c) for c in classes),
         max_missing=fraction("max_missing"),
         schema_change=_bool(ctx, block.get("schema_change", False), "expect.schema_change"),
+        new_classes=_bool(ctx, block.get("new_classes", True), "expect.new_classes"),
     )
     low, high = expectations.min_samples, expectations.max_samples
     if low is not None and high is not None and low > high:

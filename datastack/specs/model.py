@@ -67,8 +67,10 @@ class Expectations:
 
     Sample counts are totals over all splits; ``max_change`` is the largest allowed relative
     change of that total against the previous version (0.5: +-50 %); ``classes`` the allowed
-    target classes; ``max_missing`` the largest allowed fraction of missing feature values;
-    ``schema_change`` lets a tracked dataset change its columns, dtypes or sample shapes.
+    target classes; ``new_classes`` (default true) whether a label may gain a class its
+    previous version did not have; ``max_missing`` the largest allowed fraction of missing
+    feature values; ``schema_change`` lets a tracked dataset change its columns, dtypes or
+    sample shapes.
     """
 
     min_samples: int | None = None
@@ -77,6 +79,7 @@ class Expectations:
     classes: tuple[str, ...] | None = None
     max_missing: float | None = None
     schema_change: bool = False
+    new_classes: bool = True
 
 
 @dataclass(frozen=True)

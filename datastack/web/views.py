@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from datastack._codes import describe_new_values
 from datastack._format import fmt_size, fmt_time
 from datastack._uri import redact, storage_for_python
 from datastack.preview import target_names
@@ -150,7 +151,7 @@ def _schema_signature(record: VersionRecord) -> dict[str, tuple[str, str, str]]:
 # -- versions -----------------------------------------------------------------------------------
 def version_changes(previous: VersionRecord | None, current: VersionRecord) -> list[str]:
     """What changed from ``previous`` to ``current``: sample counts per split, fields and
-    their dtypes/shapes, feature columns, sources."""
+    their dtypes/shapes, feature columns, new classes and category values, sources."""
     if previous is None:
         return ["first version"]
     changes = []
@@ -175,6 +176,7 @@ def version_changes(previous: VersionRecord | None, current: VersionRecord) -> l
     new_cols = (current.schema or {}).get("features")
     if old_cols != new_cols and old_cols is not None and new_cols is not None:
         changes.append(f"feature columns changed ({len(old_cols)} -> {len(new_cols)})")
+    changes.extend(describe_new_values(current.schema))
     if previous.source_checksums() != current.source_checksums():
         changes.append("source content changed")
     if previous.spec_hash != current.spec_hash:

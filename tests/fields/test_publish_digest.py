@@ -127,7 +127,8 @@ def test_publish_relabelled_categories_and_reshaped_rows_publish_new_versions(
     relabelled = frame.assign(colour=["green", "yellow", "green", "yellow"])
     record = datastack.publish("colours", relabelled, target="y", storage=storage)
     assert record.version == 2
-    assert record.encodings["colour"] == ["green", "yellow"]
+    # codes never move (#24.5): blue and red keep 0 and 1 (reserved), the new ones follow
+    assert record.encodings["colour"] == ["blue", "red", "green", "yellow"]
 
     rows = np.arange(8, dtype=np.float32)
     square = {"r": [rows[:4].reshape(2, 2), rows[4:].reshape(2, 2)], "y": np.arange(2)}
