@@ -74,7 +74,8 @@ def test_rows_appended_to_penguins_stay_in_their_split(tmp_path: Path, stratify:
 
 def test_one_percent_append_moves_nothing_even_with_a_new_category(tmp_path: Path) -> None:
     """The issue's case (20,000 rows + 1%: 465 of 4,000 test samples moved), with a new city
-    that sorts first, so every other city's code is renumbered: still 0 moved."""
+    that sorts first (identities hash a code as its label, so they would hold even if the
+    codes were renumbered: test_split_identity): 0 moved."""
     source = tmp_path / "t.csv"
     source.write_text(HEADER + table(range(20_000)))
     spec = write_spec(tmp_path, source, csv="{target: label, categorical: [city]}", splits=SPLITS)
@@ -85,7 +86,7 @@ def test_one_percent_append_moves_nothing_even_with_a_new_category(tmp_path: Pat
     refresh(spec, storage)
     before, after = split_rows(storage, "live", 1), split_rows(storage, "live", 2)
     record = Store.open(storage).catalog.get("live", 2)
-    assert record.encodings["city"][0] == "Aachen"  # codes moved under the rows
+    assert "Aachen" in record.encodings["city"]  # a new category arrived with the rows
     assert moved(before, after) == 0
     _within_one({s: len(r) for s, r in after.items()}, RATIOS)
     new = {row[0] for rows in after.values() for row in rows} - {
