@@ -21,12 +21,15 @@ from typing import TYPE_CHECKING, Any
 from datastack._isolation import run_isolated
 from datastack._workdirs import work_dir
 from datastack.canonical.layout import DATA_FILE, attempt_prefix, data_identifier_of, version_prefix
-from datastack.errors import DatastackError, FormatError, StorageError
+from datastack.canonical.published import data_file
+from datastack.canonical.rowids import PreviousVersion, continuing
+from datastack.errors import DatastackError, FormatError, ResourceNotFoundError, StorageError
 from datastack.pipeline import gates
 from datastack.pipeline.retrieve import latest_record, source_checksums
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.factory import DatasetFactory
+    from datastack.specs import DatasetSpec
     from datastack.store import Store
 
 log = logging.getLogger("datastack.pipeline")
@@ -69,11 +72,12 @@ class PreparedVersion:
 
 def _prepare_in_child(
     factory: DatasetFactory, inputs: Any, out: Path, with_stats: bool,
-    known: dict[str, list[str]] | None,
+    known: dict[str, list[str]] | None, previous: PreviousVersion | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     try:
-        prepared = (factory.prepare(inputs, out) if known is None
-                    else factory.prepare_continuing(inputs, out, known))
+        with continuing(previous):  # splits never move (docs/living.md)
+            prepared = (factory.prepare(inputs, out) if known is None
+                        else factory.prepare_continuing(inputs, out, known))
     except DatastackError:
         raise
     except OSError as exc:
@@ -124,6 +128,7 @@ def prepare_version(
         (source, store.storage.get_resource(stored["identifier"]))
         for source, stored in zip(spec.sources, sources, strict=True)
     ]
+    previous = previous_version(spec, store)
     with work_dir() as tmp:
         try:
             for (_, resource), stored in zip(inputs, sources, strict=True):
@@ -131,11 +136,14 @@ def prepare_version(
             out = tmp / DATA_FILE
             prepared, stats = run_isolated(
                 _prepare_in_child, factory, inputs, out, gates.needs_stats(spec), known,
+                previous,
                 what=f"{spec.name}: preprocessing",
             )
         finally:
             for _, resource in inputs:
                 resource.close()
+            if previous is not None:
+                previous.resource.close()
         _fit_catalog_document(spec.name, prepared)  # before anything is written
         record = store.catalog.begin(
             spec.name,
@@ -168,6 +176,24 @@ def prepare_version(
         stats=stats,
         attempt=record.attempt,
     )
+
+
+def previous_version(spec: DatasetSpec, store: Store) -> PreviousVersion | None:
+    """The last published version of ``spec``, whose splits the next preparation continues
+    (its data file is opened lazily, only if the preparation cuts ``splits:``)."""
+    if not spec.splits or spec.preprocessor is not None:
+        return None
+    record = latest_record(spec, store)
+    if record is None or not record.splits:
+        return None
+    try:
+        resource = store.storage.get_resource(data_file(record))
+    except (FormatError, ResourceNotFoundError) as exc:
+        log.warning("%s: cannot read version %d to continue its splits (%s); the splits are "
+                    "cut afresh", spec.name, record.version, exc)
+        return None
+    return PreviousVersion(record.name, record.version, resource, dict(record.splits),
+                           dict(record.schema or {}))
 
 
 def _known_codes(spec: Any, store: Store) -> dict[str, list[str]] | None:
@@ -274,6 +300,7 @@ __all__ = [
     "default_producer",
     "drop_version",
     "prepare_version",
+    "previous_version",
     "publish_version",
     "validate_version",
 ]
