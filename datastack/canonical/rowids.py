@@ -110,7 +110,24 @@ def hash_columns(
             fn = transforms.get(fld.name)
             block[fld.name] = fn(data) if fn is not None else data
         out[lo:hi] = row_hashes(used, block, encodings, wanted)
+    if wanted is not None:
+        _unique_keys(out, key or ())
     return with_occurrences(out)
+
+
+def _unique_keys(ids: U64, key: Sequence[str]) -> None:
+    """A ``key:`` names each row once: two rows sharing a key would be told apart by their
+    order only, and swap splits when upstream reorders them."""
+    ordered = np.sort(ids)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if len(repeated):
+        row = int(np.flatnonzero(ids == repeated[0])[1])
+        raise FormatError(
+            f"key: {', '.join(key)} is not unique: {len(repeated)} rows repeat a key (the "
+            f"first at row {row} of its split); a key must name each row once so that the row "
+            "keeps its split. Fix the duplicates upstream, or remove key: to identify rows by "
+            "their content"
+        )
 
 
 def write_row_ids(group: Any, ids: U64, identity: str) -> None:
@@ -163,12 +180,13 @@ class PreviousVersion:
             stored = {s: f[s][ROW_IDS] for s in self.splits if s in f and ROW_IDS in f[s]}
             if not stored and set(self.splits) != set(names):
                 return None
-            if len(stored) == len(self.splits) and all(
-                d.attrs.get("identity") == identity and int(d.attrs.get("scheme", 0)) == SCHEME
-                for d in stored.values()
-            ):
-                return SplitHistory(identity, {s: np.asarray(d[()], np.uint64)
-                                               for s, d in stored.items()})
+            for wanted in (identity, CONTENT):  # content ids: what recomputing would give
+                if len(stored) == len(self.splits) and all(
+                    d.attrs.get("identity") == wanted and int(d.attrs.get("scheme", 0)) == SCHEME
+                    for d in stored.values()
+                ):
+                    return SplitHistory(wanted, {s: np.asarray(d[()], np.uint64)
+                                                 for s, d in stored.items()})
             encodings = json.loads(f.attrs.get("encodings", "{}"))
             fields = _stored_fields(json.loads(f.attrs.get("schema", "{}")) or self.schema,
                                     encodings)

@@ -66,10 +66,6 @@ def label_of(value: Any) -> str:
     return str(value)
 
 
-def is_arrow(column: Any) -> bool:
-    return type(column).__module__.startswith("pyarrow")
-
-
 def _cell_text(cell: Any) -> str | None:
     """A Python cell of a mixed column as text (``None``: missing)."""
     if cell is None or (isinstance(cell, float) and math.isnan(cell)):
@@ -291,7 +287,6 @@ __all__ = [
     "as_column",
     "as_int64",
     "integers_beyond_float64",
-    "is_arrow",
     "label_of",
     "labels",
     "missing_mask",

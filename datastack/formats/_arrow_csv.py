@@ -51,12 +51,15 @@ class _NulByte(Exception):
 
 
 class _Guarded:
-    """``first`` then the rest of ``stream``; raises :class:`_NulByte` on a NUL byte."""
+    """``first`` then the rest of ``stream``; raises :class:`_NulByte` on a NUL byte and
+    counts the quote characters (an odd count: a quote left open, which pyarrow takes as a
+    value running to the end of the file)."""
 
     def __init__(self, stream: IO[bytes], first: bytes) -> None:
         self.stream = stream
         self.closed = False
         self._pending = first
+        self.quotes = 0
 
     def read(self, size: int = -1) -> bytes:
         if size > 0 and len(self._pending) >= size:
@@ -71,6 +74,7 @@ class _Guarded:
             # pyarrow (26) drops the LF of a CRLF inside a quoted value when a block ends
             # between the two: a block never ends on a CR (tests/fields/test_arrow_tables.py)
             data, self._pending = data[:-1], b"\r" + self._pending
+        self.quotes += data.count(b'"')
         return data
 
     def readable(self) -> bool:
@@ -97,9 +101,9 @@ def arrow_blocks(raw: RawInput, options: CsvOptions) -> Iterator[Block]:
         names, offset, _ = header_of(raw, options, recording)  # type: ignore[arg-type]
         read.column_names = names
         convert.column_types = {n: pa.string() for n in names}
+        guarded = _Guarded(stream, bytes(recording.kept[offset:]))
         try:
-            reader = pcsv.open_csv(_Guarded(stream, bytes(recording.kept[offset:])),
-                                   read_options=read,
+            reader = pcsv.open_csv(guarded, read_options=read,
                                    parse_options=parse, convert_options=convert)
             for batch in reader:
                 if batch.num_rows == 0:
@@ -108,6 +112,8 @@ def arrow_blocks(raw: RawInput, options: CsvOptions) -> Iterator[Block]:
                 locate = functools.partial(line_of_record, raw, options)
                 yield Block(names, batch.columns, RowsOnDemand(locate, first, batch.num_rows))
                 first += batch.num_rows
+            if guarded.quotes % 2:  # a quote left open (or a lone quote inside a value)
+                check_whole_file(raw, options)  # the Python reader names the row, if malformed
         except (_NulByte, pa.ArrowException) as exc:
             if first == 0 and "Empty CSV file" in str(exc):
                 return  # a header and no records: the caller says "no data rows"

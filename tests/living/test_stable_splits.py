@@ -407,3 +407,38 @@ def test_an_unreadable_previous_version_fails_the_refresh_and_says_why(tmp_path:
     assert result.status == "failed"
     assert "live v1: cannot read its row ids or rows to keep every sample" in result.reason
     assert Store.open(storage).catalog.latest("live").version == 1
+
+
+def test_a_missing_previous_file_fails_the_refresh_and_says_why(tmp_path: Path) -> None:
+    """A previous version whose data file is gone is not re-cut silently either."""
+    import datastack
+
+    source = tmp_path / "t.csv"
+    source.write_text(HEADER + table(range(500)))
+    spec = write_spec(tmp_path, source, csv="{target: label}", splits=SPLITS)
+    storage = tmp_path / "store"
+    refresh(spec, storage)
+    record = Store.open(storage).catalog.get("live", 1)
+    (storage / "resources" / data_identifier_of(record)).unlink()
+    with source.open("a") as f:
+        f.write(table(range(500, 510)))
+    [result] = datastack.refresh(spec, storage=storage)
+    assert result.status == "failed"
+    assert "cannot read version 1's data file to keep every sample in its split" in result.reason
+    assert "datastack delete live" in result.reason
+    assert Store.open(storage).catalog.latest("live").version == 1
+
+
+def test_a_key_that_repeats_is_refused(tmp_path: Path) -> None:
+    """Two rows sharing a key would be told apart by their order only (and swap splits when
+    upstream reorders them): the refresh fails naming the key."""
+    import datastack
+
+    source = tmp_path / "t.csv"
+    rows = table(range(300))
+    source.write_text(HEADER + rows + rows.splitlines(keepends=True)[7])
+    spec = write_spec(tmp_path, source, csv="{target: label, categorical: [city]}",
+                      splits=SPLITS, key="id")
+    [result] = datastack.refresh(spec, storage=tmp_path / "store")
+    assert result.status == "failed"
+    assert "key: id is not unique: 1 rows repeat a key" in result.reason, result.reason
