@@ -328,8 +328,11 @@ def _chunked_field(name: str, array: Any, is_target: bool,
             out[at : at + len(chunk)] = values
             at += len(chunk)
         return fld, out
+    text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+    if text and is_target and not array.null_count:  # unique / index_in read the chunks
+        return _string_target(name, array, pa, known)
     plain = pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or (
-        not is_target and (pa.types.is_string(kind) or pa.types.is_large_string(kind)))
+        not is_target and text)
     if plain and not array.null_count:
         fld = Field(name, STRING if "string" in str(kind) else BYTES)
         return fld, ArrowRows(array, fld)

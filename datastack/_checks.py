@@ -87,5 +87,14 @@ class Checker:
             raise self.fail(key, f"expected a list of {what}")
         return tuple(value)
 
+    def names(self, value: Any, key: str) -> tuple[str, ...]:
+        """A column name or a list of distinct ones."""
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, list) or not names or len(set(map(repr, names))) != len(
+            names) or not all(isinstance(n, str) and n for n in names):
+            raise self.fail(key, f"expected a column name or a list of distinct column names, "
+                                 f"got {value!r:.80}")
+        return tuple(names)
+
 
 __all__ = ["Checker", "Fail"]

@@ -355,7 +355,7 @@ class PythonDataFactory(DatasetFactory):
         decoded_fields = data.fields
         with CanonicalWriter(out_path, self.spec.name, self.spec.compression) as writer:
             write_field_splits(self.spec, decoded_fields, {None: data.columns}, data.transforms,
-                               writer)
+                               writer, data.encodings)
             target = decoded_fields[-1].name
             features = decoded_fields[0].columns
             extra = {"origin": "python", **new_values_schema(data.new_values)}

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,6 +136,120 @@ def split_indices(
         name: np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
         for name, parts in pieces.items()
     }
+
+
+def grow_sizes(total: int, kept: Sequence[int], ratios: Mapping[str, float]) -> list[int]:
+    """How many *new* samples each split gets when ``kept[i]`` samples of split ``i`` (in the
+    mapping's order) must stay where they are and ``total`` samples are split in all.
+
+    The totals are those of :func:`split_sizes` (each within one sample of its ratio) whenever
+    no split already holds more than that; otherwise the splits over their share keep what
+    they hold (nothing moves) and the others share the rest by their ratios (water-filling,
+    then largest remainders).
+
+    >>> grow_sizes(11, [8, 2], {"train": 0.8, "test": 0.2})
+    [1, 0]
+    >>> grow_sizes(10, [0, 5], {"train": 0.8, "test": 0.2})
+    [5, 0]
+    """
+    clean = check_ratios(ratios)
+    names = list(clean)
+    fresh = split_sizes(total, clean)
+    if all(k <= fresh[name] for k, name in zip(kept, names, strict=True)):
+        return [fresh[name] - k for k, name in zip(kept, names, strict=True)]
+    ideal = [clean[name] * total for name in names]
+    lo, hi = 0.0, float(total) + 1.0
+    for _ in range(100):  # the level: sum(max(kept, ideal - level)) == total
+        level = (lo + hi) / 2
+        if sum(max(k, x - level) for k, x in zip(kept, ideal, strict=True)) > total:
+            lo = level
+        else:
+            hi = level
+    share = [x - hi for x in ideal]
+    free = [s > k for s, k in zip(share, kept, strict=True)]
+    base = [math.floor(s + 1e-9) if f else k for s, k, f in zip(share, kept, free, strict=True)]
+    left = total - sum(base)
+    order = sorted((i for i in range(len(names)) if free[i]), key=lambda i: -(share[i] - base[i]))
+    order = order or [max(range(len(names)), key=lambda i: ideal[i] - base[i])]
+    for step in range(abs(left)):  # a few samples of rounding (floats), never a loop per row
+        if left > 0 and order:
+            base[order[step % len(order)]] += 1
+            continue
+        over = [i for i in reversed(order) if base[i] > kept[i]]
+        if not over:
+            break
+        base[over[0]] -= 1
+    return [max(0, b - k) for b, k in zip(base, kept, strict=True)]
+
+
+def kept_split_indices(
+    ids: NDArray[np.uint64],
+    ratios: Mapping[str, float],
+    seed: int = 0,
+    stratify_by: NDArray[np.generic] | None = None,
+    previous: Mapping[str, NDArray[np.uint64]] | None = None,
+) -> dict[str, NDArray[np.int64]]:
+    """:func:`split_indices` over rows with identities ``ids`` that keeps every row found in
+    ``previous`` (``{split: ids}``, a former version) in its split: splits never move.
+
+    Rows not seen before are shuffled with ``default_rng(seed)`` (per class, in sorted class
+    order, with ``stratify_by``) and cut by :func:`grow_sizes`. With no previous rows this is
+    exactly :func:`split_indices`. Each index array is sorted ascending (source order).
+
+    >>> ids = np.arange(10, dtype=np.uint64)
+    >>> first = kept_split_indices(ids[:8], {"a": 0.5, "b": 0.5}, seed=1)
+    >>> old = {k: ids[v] for k, v in first.items()}
+    >>> grown = kept_split_indices(ids, {"a": 0.5, "b": 0.5}, seed=1, previous=old)
+    >>> all(set(v.tolist()) <= set(grown[k].tolist()) for k, v in first.items())
+    True
+    """
+    names = list(check_ratios(ratios))
+    n = len(ids)
+    known = {k: np.asarray(v, np.uint64) for k, v in (previous or {}).items() if k in names}
+    if not any(len(v) for v in known.values()):
+        return split_indices(n, ratios, seed, stratify_by)
+    assigned = _previous_splits(np.asarray(ids, np.uint64), known, names)
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(n, dtype=np.int64)] if stratify_by is None else None
+    if groups is None:
+        labels = np.asarray(stratify_by)
+        if labels.ndim != 1 or len(labels) != n:
+            raise FormatError(
+                f"stratify needs one label per sample (1-D, length {n}), got shape {labels.shape}"
+            )
+        groups = class_members(labels)
+    for members in groups:
+        held = assigned[members]
+        kept = np.bincount(held[held >= 0], minlength=len(names)).tolist()
+        new = members[held < 0]
+        shuffled = new[rng.permutation(len(new))]
+        sizes = grow_sizes(len(members), kept, ratios)
+        start = 0
+        for number, size in enumerate(sizes):
+            assigned[shuffled[start : start + size]] = number
+            start += size
+    return {name: np.flatnonzero(assigned == i).astype(np.int64) for i, name in enumerate(names)}
+
+
+def _previous_splits(
+    ids: NDArray[np.uint64], known: Mapping[str, NDArray[np.uint64]], names: Sequence[str]
+) -> NDArray[np.int64]:
+    """The split number each row had before (-1: a new row), found by a sorted lookup."""
+    old_ids = np.concatenate([known.get(name, np.empty(0, np.uint64)) for name in names])
+    old_split = np.concatenate(
+        [np.full(len(known.get(name, ())), i, np.int64) for i, name in enumerate(names)]
+    )
+    order = np.argsort(old_ids, kind="stable")
+    ranked = old_ids[order]
+    out = np.full(len(ids), -1, np.int64)
+    if len(ranked) == 0:
+        return out
+    needles = np.argsort(ids, kind="stable")  # sorted needles: a cache-friendly search
+    wanted = ids[needles]
+    at = np.minimum(np.searchsorted(ranked, wanted), len(ranked) - 1)
+    hit = ranked[at] == wanted
+    out[needles[hit]] = old_split[order[at[hit]]]
+    return out
 
 
 def class_members(labels: NDArray[np.generic]) -> list[NDArray[np.int64]]:
@@ -334,6 +448,8 @@ __all__ = [
     "check_ratios",
     "class_members",
     "cut",
+    "grow_sizes",
+    "kept_split_indices",
     "parse_split_expression",
     "split_indices",
     "split_sizes",

@@ -281,6 +281,10 @@ class CanonicalWriter:
         self.fields = list(fields)
         return FieldAppender(self._file.create_group(split), fields, _h5_filter(self.compression))
 
+    def group(self, split: str) -> Any:
+        """The h5py group of a split written (for datasets beside its fields: row ids)."""
+        return self._file[split]
+
     def end_split(self, split: str, appender: FieldAppender) -> int:
         """Record the length of a split written with :meth:`begin_split`."""
         appender.group.attrs["length"] = appender.length
@@ -480,18 +484,8 @@ def _check_fields(
 
 
 __all__ = [
-    "COMPRESSION",
-    "COMPRESSIONS",
-    "FIELDS_FORMAT_VERSION",
-    "FORMAT_VERSION",
-    "SAMPLE_CHUNK_BYTES",
-    "CanonicalWriter",
-    "PreparedData",
-    "check_compression",
-    "chunk_rows",
-    "classic_fields",
-    "current_default_compression",
-    "default_compression",
-    "read_prepared",
+    "COMPRESSION", "COMPRESSIONS", "FIELDS_FORMAT_VERSION", "FORMAT_VERSION",
+    "SAMPLE_CHUNK_BYTES", "CanonicalWriter", "PreparedData", "check_compression", "chunk_rows",
+    "classic_fields", "current_default_compression", "default_compression", "read_prepared",
     "write_arrays",
 ]

@@ -66,10 +66,6 @@ def label_of(value: Any) -> str:
     return str(value)
 
 
-def is_arrow(column: Any) -> bool:
-    return type(column).__module__.startswith("pyarrow")
-
-
 def _cell_text(cell: Any) -> str | None:
     """A Python cell of a mixed column as text (``None``: missing)."""
     if cell is None or (isinstance(cell, float) and math.isnan(cell)):
@@ -81,7 +77,9 @@ def _cell_text(cell: Any) -> str | None:
     if isinstance(cell, bool):
         return "1" if cell else "0"
     if isinstance(cell, float):
-        return repr(cell)
+        if cell.is_integer() and abs(cell) < EXACT_INTEGER:  # as label_of writes it ...
+            return "-0" if math.copysign(1.0, cell) < 0 and cell == 0 else str(int(cell))
+        return repr(cell)  # ... but -0.0 keeps its sign and 1e+20 stays a float
     if hasattr(cell, "isoformat"):
         return str(cell.isoformat())
     if isinstance(cell, bytes):
@@ -94,8 +92,11 @@ def as_column(cells: Any) -> Any:
 
     A list of Python cells becomes an Arrow array of its one type (strings, numbers,
     booleans; ``None``/NaN missing); a mixed list (numbers and strings in one Excel column)
-    becomes strings, numbers written as their exact text, so the policy reads them back
-    exactly. Dictionary arrays are decoded; temporal arrays become ISO text."""
+    becomes strings, numbers written as their exact text (a whole float below 2^53 as its
+    label, ``1`` for ``1.0``, so that its label does not depend on the other cells of its
+    block), so the policy reads them back exactly. A column of nulls (an all-missing block of
+    a sparse JSON key) is a null string column. Dictionary arrays are decoded; temporal
+    arrays become ISO text."""
     pa = _pa()
     if isinstance(cells, np.ndarray) and cells.dtype.kind in "biuf":
         return cells
@@ -104,6 +105,8 @@ def as_column(cells: Any) -> Any:
     if not isinstance(cells, pa.Array):
         values = list(cells)
         kinds = {type(v) for v in values if v is not None}
+        if not kinds:  # every cell missing: a column of nulls (as text, like Arrow's)
+            return pa.nulls(len(values), pa.string())
         if kinds <= {str} or kinds <= {bool} or (
             kinds <= {int, float} and not _has_overflow(values)
         ):
@@ -113,6 +116,8 @@ def as_column(cells: Any) -> Any:
                 pass
         return pa.array([_cell_text(v) for v in values], pa.string())
     kind = cells.type
+    if pa.types.is_null(kind):
+        return pa.nulls(len(cells), pa.string())
     if pa.types.is_dictionary(kind):
         return as_column(cells.cast(kind.value_type))
     if pa.types.is_temporal(kind):
@@ -282,7 +287,6 @@ __all__ = [
     "as_column",
     "as_int64",
     "integers_beyond_float64",
-    "is_arrow",
     "label_of",
     "labels",
     "missing_mask",

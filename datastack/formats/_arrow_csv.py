@@ -12,13 +12,14 @@ byte (seen in the raw bytes as they stream), an oversized field (from the batch'
 lengths), a ragged record or undecodable bytes (pyarrow raises) -- the Python reader reads the
 file again and raises the FormatError that names the row and column. Row numbers (the line
 where a record ends, as the Python reader counts them) are known only when an error names
-one: :class:`RecordLines` finds them by reading the file again up to that record.
+one: :class:`~datastack.formats.tables.RowsOnDemand` finds them by reading the file again up
+to that record.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 from datastack.errors import FormatError
@@ -29,7 +30,8 @@ from datastack.formats._csv_records import (
     line_of_record,
 )
 from datastack.formats._table_policy import Block
-from datastack.formats.inputs import RawInput
+from datastack.formats.inputs import RawInput, RecordingStream
+from datastack.formats.tables import RowsOnDemand
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.formats.csv import CsvOptions
@@ -48,34 +50,16 @@ class _NulByte(Exception):
     """A NUL byte in the stream: the Python reader names its row."""
 
 
-class _Recording(io.RawIOBase):
-    """A stream that keeps what is read from it (the header's read-ahead, handed on to
-    pyarrow so that the file is read once)."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self.stream = stream
-        self.kept = bytearray()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.stream.read(len(buffer))
-        buffer[: len(data)] = data
-        self.kept += data
-        return len(data)
-
-    def close(self) -> None:  # the stream stays open: the data is read from it next
-        pass
-
-
 class _Guarded:
-    """``first`` then the rest of ``stream``; raises :class:`_NulByte` on a NUL byte."""
+    """``first`` then the rest of ``stream``; raises :class:`_NulByte` on a NUL byte and
+    counts the quote characters (an odd count: a quote left open, which pyarrow takes as a
+    value running to the end of the file)."""
 
     def __init__(self, stream: IO[bytes], first: bytes) -> None:
         self.stream = stream
         self.closed = False
         self._pending = first
+        self.quotes = 0
 
     def read(self, size: int = -1) -> bytes:
         if size > 0 and len(self._pending) >= size:
@@ -90,6 +74,7 @@ class _Guarded:
             # pyarrow (26) drops the LF of a CRLF inside a quoted value when a block ends
             # between the two: a block never ends on a CR (tests/fields/test_arrow_tables.py)
             data, self._pending = data[:-1], b"\r" + self._pending
+        self.quotes += data.count(b'"')
         return data
 
     def readable(self) -> bool:
@@ -97,26 +82,6 @@ class _Guarded:
 
     def close(self) -> None:
         self.closed = True
-
-
-class RecordLines(Sequence[int]):
-    """Line numbers of ``count`` data records from record ``first`` on, found on demand."""
-
-    def __init__(self, raw: RawInput, options: CsvOptions, first: int, count: int) -> None:
-        self.raw = raw
-        self.options = options
-        self.first = first
-        self.size = count
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, k: Any) -> Any:
-        if isinstance(k, slice):
-            return [self[i] for i in range(*k.indices(self.size))]
-        if not -self.size <= int(k) < self.size:
-            raise IndexError(k)
-        return line_of_record(self.raw, self.options, self.first + int(k) % self.size)
 
 
 def arrow_blocks(raw: RawInput, options: CsvOptions) -> Iterator[Block]:
@@ -132,21 +97,23 @@ def arrow_blocks(raw: RawInput, options: CsvOptions) -> Iterator[Block]:
                                   quoted_strings_can_be_null=False, check_utf8=True)
     first = 0
     with raw.open() as stream:
-        recording = _Recording(stream)
+        recording = RecordingStream(stream)
         names, offset, _ = header_of(raw, options, recording)  # type: ignore[arg-type]
         read.column_names = names
         convert.column_types = {n: pa.string() for n in names}
+        guarded = _Guarded(stream, bytes(recording.kept[offset:]))
         try:
-            reader = pcsv.open_csv(_Guarded(stream, bytes(recording.kept[offset:])),
-                                   read_options=read,
+            reader = pcsv.open_csv(guarded, read_options=read,
                                    parse_options=parse, convert_options=convert)
             for batch in reader:
                 if batch.num_rows == 0:
                     continue
                 _check_sizes(batch, raw, options)
-                yield Block(names, batch.columns, RecordLines(raw, options, first,
-                                                              batch.num_rows))
+                locate = functools.partial(line_of_record, raw, options)
+                yield Block(names, batch.columns, RowsOnDemand(locate, first, batch.num_rows))
                 first += batch.num_rows
+            if guarded.quotes % 2:  # a quote left open (or a lone quote inside a value)
+                check_whole_file(raw, options)  # the Python reader names the row, if malformed
         except (_NulByte, pa.ArrowException) as exc:
             if first == 0 and "Empty CSV file" in str(exc):
                 return  # a header and no records: the caller says "no data rows"
@@ -175,4 +142,4 @@ def _error(raw: RawInput, options: CsvOptions, exc: BaseException | None) -> For
                        "the delimiter of the file")
 
 
-__all__ = ["BLOCK_BYTES", "RecordLines", "arrow_blocks"]
+__all__ = ["BLOCK_BYTES", "arrow_blocks"]

@@ -274,39 +274,43 @@ class TablePolicy:
                 return self._cells(i, list(column), rows, where)
             self._note_numbers(state, values)
             return values
+        found: Any = False  # not computed yet
         if state.categorical is None:
-            self._decide(i, column, rows, where)
+            found = self._decide(i, column, rows, where)
         if state.categorical:
             return self._codes(i, column, rows, where)
         if len(beyond := integers_beyond_float64(column)):  # refused: names the row
             self._cells(i, column.take(beyond).to_pylist(), _Picked(rows, beyond), where)
-        found = numbers(column, self.missing)
+        if found is False:
+            found = numbers(column, self.missing)
         if found is None:
             return self._cells(i, column.to_pylist(), rows, where)
-        values, _ = found
+        values = np.asarray(found[0], dtype=np.float64)
         odd = suspects(values)
         if len(odd) and _pa().types.is_string(column.type):
             self._cells(i, column.take(odd).to_pylist(), _Picked(rows, odd), where)
         self._note_numbers(state, values)
         return values
 
-    def _decide(self, i: int, column: Any, rows: Sequence[int], where: str) -> None:
-        """A column's kind from its first non-missing value (a number: numeric)."""
+    def _decide(self, i: int, column: Any, rows: Sequence[int], where: str) -> Any:
+        """A column's kind from its first non-missing value (a number: numeric); returns
+        what :func:`numbers` gave for the block (reused by the caller)."""
         state = self.columns[i]
         found = numbers(column, self.missing)
         if found is not None:
             if not bool(found[1].all()):
                 state.categorical = False
-            return
+            return found
         _, mask = missing_mask(column, self.missing) if _is_text(column) else (None, None)
         if mask is None or bool(mask.all()):
-            return
+            return found
         k = int(np.argmin(mask))
         cell = column[k].as_py()
         try:
             state.categorical = parse_number(cell) is None
         except NumberError as exc:
             raise FormatError(f"{where}: row {rows[k]}, column {state.name!r}: {exc}") from None
+        return found
 
     def _codes(self, i: int, column: Any, rows: Sequence[int], where: str) -> NDArray[Any]:
         """Provisional category codes (first appearance); NaN where missing."""

@@ -103,6 +103,27 @@ class _Unclosing(io.RawIOBase):
         return self._res.readinto(buffer)
 
 
+class RecordingStream(io.RawIOBase):
+    """A stream that keeps what is read from it (a reader's read-ahead of the first records,
+    handed on to pyarrow so that the file is read once); closing it leaves ``stream`` open."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.kept = bytearray()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.stream.read(len(buffer))
+        buffer[: len(data)] = data
+        self.kept += data
+        return len(data)
+
+    def close(self) -> None:  # the stream stays open: the data is read from it next
+        pass
+
+
 def _resource_path(resource: StreamedResource) -> Path | None:
     """The local file behind a resource made by ``StreamedResource.from_path``, if any."""
     path = getattr(getattr(resource, "_opener", None), "path", None)
@@ -202,4 +223,4 @@ def open_local(path: Path) -> IO[bytes]:
     return open(path, "rb")
 
 
-__all__ = ["RawInput", "prepare_inputs"]
+__all__ = ["RawInput", "RecordingStream", "prepare_inputs"]

@@ -3,7 +3,8 @@ an array of objects), both read in bounded blocks through the shared table polic
 
 Columns are the keys of the first record, in order; a later record may leave keys out (missing
 values) but not add new ones. Values must be scalars (strings, numbers, booleans as 1/0,
-``null`` as missing).
+``null`` as missing). Row numbers are line numbers (JSON Lines; blank lines are not records)
+or record numbers (JSON).
 
 Hostile input (``docs/formats.md``):
 
@@ -11,14 +12,26 @@ Hostile input (``docs/formats.md``):
 * nesting deeper than Python's recursion limit (~1000) is a FormatError, never a crash;
 * duplicate keys in an object are refused (JSON leaves it undefined which one wins);
 * ``NaN``, ``Infinity`` and ``-Infinity`` literals (not JSON, but written by Python's ``json``
-  and pandas) are read as floats: NaN is a missing value, infinities are numbers;
-* bytes that are not UTF-8 are an error naming the row and the column; a BOM is stripped.
+  and pandas) are read as floats: NaN is a missing value, infinities are numbers; a literal
+  that overflows float64 (``1e400``) is an error, and so is an integer above 2^53 in a
+  numeric column (the numbers policy);
+* bytes that are not UTF-8 (and lone ``\\uD800``-``\\uDFFF`` escapes) are an error naming
+  the row and the column; a BOM is stripped.
+
+JSON Lines are read by pyarrow's streaming JSON reader (:mod:`._arrow_jsonl`), with the
+Python reader (:mod:`._jsonl_records`) as the reference and the locator of errors: whatever
+pyarrow refuses or may read differently goes to the Python reader, which gives the result and
+the error naming the row. A file whose column changes kind (numbers, then strings: legal for a
+categorical column) is read correctly, but from that record on at the Python reader's speed.
+JSON arrays stay on the Python reader (streamed record by record): pyarrow reads
+newline-delimited objects only, and an array would have to be loaded whole or re-framed.
 
 >>> import io
+>>> from datastack.formats._table_policy import TableOptions
 >>> raw = RawInput(None, "r.jsonl", lambda: io.BytesIO(b'{"t": "good", "y": 1}\\n{"t": "bad"}\\n'))
 >>> [b] = JSONL_FORMAT.blocks(raw, TableOptions())
->>> b.names, [list(c) for c in b.columns], list(b.rows)
-(['t', 'y'], [['good', 'bad'], [1, None]], [1, 2])
+>>> b.names, [c.to_pylist() for c in b.columns], list(b.rows)
+(['t', 'y'], [['good', 'bad'], [1.0, None]], [1, 2])
 """
 
 from __future__ import annotations
@@ -30,115 +43,26 @@ from collections.abc import Iterator
 from typing import Any
 
 from datastack.errors import FormatError
-from datastack.formats._numbers import json_float
+from datastack.formats._arrow_jsonl import arrow_blocks
+from datastack.formats._jsonl_records import (
+    MAX_RECORD_BYTES,
+    Records,
+    decode_value,
+    python_rows,
+)
 from datastack.formats._table_policy import Block
 from datastack.formats.inputs import RawInput
-from datastack.formats.tables import MAX_COLUMNS, TableFormat, TooManyColumns, row_blocks
+from datastack.formats.tables import TableFormat, row_blocks
 
-#: Largest JSON Lines line / JSON array element.
-MAX_RECORD_BYTES = 64 * 1024 * 1024
 _READ = 1024 * 1024
-_SURROGATE = re.compile("[\udc80-\udcff]")
 _BOM = "\ufeff"
 _SPACE = re.compile(r"[ \t\n\r]*")
 
 
-class _Duplicate(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    if len(pairs) > MAX_COLUMNS:
-        raise TooManyColumns(len(pairs))
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _Duplicate(key)
-        out[key] = value
-    return out
-
-
-_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_float=json_float)
-
-
-def _decode(text: str, pos: int, where: str) -> tuple[Any, int]:
-    """One JSON value of ``text`` at ``pos`` -> ``(value, end)``, errors as FormatErrors."""
-    try:
-        return _DECODER.raw_decode(text, pos)
-    except _Duplicate as exc:
-        raise FormatError(f"{where}: duplicate key {exc.args[0]!r} in an object; keep one"
-                          ) from None
-    except TooManyColumns as exc:
-        raise FormatError(f"{where}: {exc.args[0]} keys in one record; tables are limited to "
-                          f"{MAX_COLUMNS} columns (DATASTACK_MAX_COLUMNS raises the limit)"
-                          ) from None
-    except RecursionError:
-        raise FormatError(f"{where}: JSON nested too deeply (refused); tables hold flat records"
-                          ) from None
-
-
-class _Records:
-    """Turn JSON objects into rows of the columns fixed by the first one."""
-
-    def __init__(self, name: str, names: list[str]) -> None:
-        self.name = name
-        self.names = names  # filled from the first record
-        self.position: dict[str, int] = {}
-
-    def row(self, record: Any, number: int) -> list[Any]:
-        if not isinstance(record, dict):
-            raise FormatError(f"{self.name}: row {number}: expected an object, got "
-                              f"{type(record).__name__}")
-        if not self.names:
-            self.names.extend(str(k) for k in record)
-            self.position = {k: i for i, k in enumerate(self.names)}
-        out: list[Any] = [None] * len(self.names)
-        for key, value in record.items():
-            if key not in self.position:
-                raise FormatError(f"{self.name}: row {number}: key {key!r} is not a column of "
-                                  f"the first record ({', '.join(self.names)})")
-            if isinstance(value, (dict, list)):
-                raise FormatError(f"{self.name}: row {number}, column {key!r}: nested JSON "
-                                  f"value ({type(value).__name__}); tables take scalar values")
-            if isinstance(value, str) and _SURROGATE.search(value):
-                raise FormatError(f"{self.name}: row {number}, column {key!r}: bytes not valid "
-                                  "UTF-8")
-            out[self.position[key]] = value
-        return out
-
-
 def _blocks(name: str, records: Iterator[tuple[int, Any]]) -> Iterator[Block]:
     names: list[str] = []
-    table = _Records(name, names)
+    table = Records(name, names)
     return row_blocks(names, ((number, table.row(record, number)) for number, record in records))
-
-
-def _lines(raw: RawInput) -> Iterator[tuple[int, Any]]:
-    with raw.open() as binary:
-        reader = io.BufferedReader(binary, _READ)  # type: ignore[arg-type,type-var]
-        number = 0
-        while True:
-            line = reader.readline(MAX_RECORD_BYTES + 1)
-            number += 1
-            if not line:
-                return
-            if len(line) > MAX_RECORD_BYTES:
-                raise FormatError(f"{raw.name}: row {number}: line longer than "
-                                  f"{MAX_RECORD_BYTES} bytes; refused")
-            text = line.decode("utf-8", "surrogateescape")
-            if number == 1:
-                text = text.removeprefix(_BOM)
-            if not text.strip():
-                continue
-            where = f"{raw.name}: row {number}"
-            try:
-                value, end = _decode(text, len(text) - len(text.lstrip()), where)
-            except json.JSONDecodeError as exc:
-                raise FormatError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})"
-                                  ) from None
-            if text[end:].strip():
-                raise FormatError(f"{where}: more than one JSON value on the line")
-            yield number, value
 
 
 class _ArrayReader:
@@ -171,7 +95,7 @@ class _ArrayReader:
         where = f"{self.name}: row {number}"
         while True:
             try:
-                value, end = _decode(self.buffer, self.pos, where)
+                value, end = decode_value(self.buffer, self.pos, where)
                 if end < len(self.buffer) or self.eof:
                     self.pos = end
                     return value
@@ -213,7 +137,13 @@ class JsonLinesFormat(TableFormat):
     options_key = "jsonl"
 
     def blocks(self, raw: RawInput, options: Any) -> Iterator[Block]:
-        return _blocks(raw.name, _lines(raw))
+        return arrow_blocks(raw)
+
+    def python_blocks(self, raw: RawInput, options: Any) -> Iterator[Block]:
+        """The same blocks by Python's ``json`` (the reference :func:`arrow_blocks` is checked
+        against, and the reader that names the row and column of a bad record)."""
+        names: list[str] = []
+        return row_blocks(names, python_rows(raw, names))
 
 
 class JsonFormat(TableFormat):
@@ -231,4 +161,10 @@ class JsonFormat(TableFormat):
 JSONL_FORMAT = JsonLinesFormat()
 JSON_FORMAT = JsonFormat()
 
-__all__ = ["JSONL_FORMAT", "JSON_FORMAT", "MAX_RECORD_BYTES", "JsonFormat", "JsonLinesFormat"]
+__all__ = [
+    "JSONL_FORMAT",
+    "JSON_FORMAT",
+    "MAX_RECORD_BYTES",
+    "JsonFormat",
+    "JsonLinesFormat",
+]

@@ -22,7 +22,7 @@ class names when categorical). Without text columns the file keeps the classic l
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -122,6 +122,26 @@ class TableFormat(Format):
         self, resources: Sequence[StreamedResource], options: Any = None
     ) -> DatasetIterator:
         return TableDatasetIterator(resources[0], self.name, options)
+
+
+class RowsOnDemand(Sequence[int]):
+    """The row numbers of ``size`` records from record ``first`` on, each found only when an
+    error names it, by ``locate(record index)`` (which reads the input again up to it)."""
+
+    def __init__(self, locate: Callable[[int], int], first: int, size: int) -> None:
+        self.locate = locate
+        self.first = first
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, k: Any) -> Any:
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(self.size))]
+        if not -self.size <= int(k) < self.size:
+            raise IndexError(k)
+        return self.locate(self.first + int(k) % self.size)
 
 
 def row_blocks(names: list[str], rows: Iterable[tuple[int, Sequence[Any]]]) -> Iterator[Block]:
@@ -294,6 +314,7 @@ class TableDatasetIterator(ProcessLocalIterator[TableData]):
 
 __all__ = [
     "BLOCK_ROWS",
+    "RowsOnDemand",
     "TableData",
     "TableDatasetIterator",
     "TableFormat",

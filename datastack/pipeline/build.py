@@ -21,12 +21,16 @@ from typing import TYPE_CHECKING, Any
 from datastack._isolation import run_isolated
 from datastack._workdirs import work_dir
 from datastack.canonical.layout import DATA_FILE, attempt_prefix, data_identifier_of, version_prefix
-from datastack.errors import DatastackError, FormatError, StorageError
+from datastack.canonical.published import data_file, known_codes
+from datastack.canonical.rowids import PreviousVersion, continuing
+from datastack.errors import DatastackError, FormatError, ResourceNotFoundError, StorageError
 from datastack.pipeline import gates
 from datastack.pipeline.retrieve import latest_record, source_checksums
 
 if TYPE_CHECKING:  # pragma: no cover
+    from datastack.catalog.record import VersionRecord
     from datastack.factory import DatasetFactory
+    from datastack.specs import DatasetSpec
     from datastack.store import Store
 
 log = logging.getLogger("datastack.pipeline")
@@ -69,11 +73,12 @@ class PreparedVersion:
 
 def _prepare_in_child(
     factory: DatasetFactory, inputs: Any, out: Path, with_stats: bool,
-    known: dict[str, list[str]] | None,
+    known: dict[str, list[str]] | None, previous: PreviousVersion | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     try:
-        prepared = (factory.prepare(inputs, out) if known is None
-                    else factory.prepare_continuing(inputs, out, known))
+        with continuing(previous):  # splits never move (docs/living.md)
+            prepared = (factory.prepare(inputs, out) if known is None
+                        else factory.prepare_continuing(inputs, out, known))
     except DatastackError:
         raise
     except OSError as exc:
@@ -119,7 +124,9 @@ def prepare_version(
     are handed to the child as a plain value.
     """
     spec = factory.spec
-    known = _known_codes(spec, store)
+    last = latest_record(spec, store)  # once: codes and splits continue from it
+    known = None if last is None else known_codes(last, store)
+    previous = previous_version(spec, store, last)
     inputs = [
         (source, store.storage.get_resource(stored["identifier"]))
         for source, stored in zip(spec.sources, sources, strict=True)
@@ -131,11 +138,14 @@ def prepare_version(
             out = tmp / DATA_FILE
             prepared, stats = run_isolated(
                 _prepare_in_child, factory, inputs, out, gates.needs_stats(spec), known,
+                previous,
                 what=f"{spec.name}: preprocessing",
             )
         finally:
             for _, resource in inputs:
                 resource.close()
+            if previous is not None:
+                previous.resource.close()
         _fit_catalog_document(spec.name, prepared)  # before anything is written
         record = store.catalog.begin(
             spec.name,
@@ -170,12 +180,26 @@ def prepare_version(
     )
 
 
-def _known_codes(spec: Any, store: Store) -> dict[str, list[str]] | None:
-    """The category labels of the dataset's last published version (``None``: none yet)."""
-    from datastack.canonical.published import known_codes
-
-    previous = latest_record(spec, store)
-    return None if previous is None else known_codes(previous, store)
+def previous_version(
+    spec: DatasetSpec, store: Store, record: VersionRecord | None
+) -> PreviousVersion | None:
+    """The last published version of ``spec`` (``record``), whose splits the next
+    preparation continues (its data file is opened lazily, only if the preparation cuts
+    ``splits:``). Its data file missing fails the refresh: never re-cut silently."""
+    if not spec.splits or spec.preprocessor is not None:
+        return None
+    if record is None or not record.splits:
+        return None
+    try:
+        resource = store.storage.get_resource(data_file(record))
+    except (FormatError, ResourceNotFoundError) as exc:
+        raise FormatError(
+            f"{spec.name}: cannot read version {record.version}'s data file to keep every "
+            f"sample in its split ({exc}); nothing was published. Restore the file, or "
+            f"`datastack delete {spec.name}` to start the dataset afresh"
+        ) from None
+    return PreviousVersion(record.name, record.version, resource, dict(record.splits),
+                           dict(record.schema or {}))
 
 
 #: A catalog record is one MongoDB document (at most 16 MB): label lists larger than this are
@@ -274,6 +298,7 @@ __all__ = [
     "default_producer",
     "drop_version",
     "prepare_version",
+    "previous_version",
     "publish_version",
     "validate_version",
 ]

@@ -170,22 +170,27 @@ def check_counts(
             )
 
 
-def check_new_classes(name: str, expect: Expectations, schema: Mapping[str, Any]) -> None:
+def check_new_classes(name: str, expect: Expectations, schema: Mapping[str, Any],
+                      previous: VersionRecord | None) -> None:
     """The ``new_classes: false`` gate: no label field gains a class the previous version did
-    not have (the new values a preparation lists in the schema, ``datastack._codes``)."""
-    if expect.new_classes:
+    not have. The classes are compared by name (so a custom preparation is held to it too);
+    the counts come from the new values a built-in preparation lists (``datastack._codes``)."""
+    if expect.new_classes or previous is None:
         return
-    labels = set(label_names(schema))
-    for field, found in sorted(new_values_of(schema).items()):
-        if field not in labels:
+    before = label_names(previous.schema or {})
+    listed = new_values_of(schema)
+    for field, names in sorted(label_names(schema).items()):
+        new = [label for label in names if label not in set(before.get(field, names))]
+        if not new:
             continue
-        shown = ", ".join(f"{label} ({rows} samples)" for label, rows in
-                          list(found["labels"].items())[:20])
-        more = f" and {found['count'] - 20} more" if found.get("count", 0) > 20 else ""
+        rows = (listed.get(field) or {}).get("labels") or {}
+        shown = ", ".join(f"{label} ({rows[label]} samples)" if label in rows else label
+                          for label in new[:20])
+        more = f" and {len(new) - 20} more" if len(new) > 20 else ""
         raise _fail(
             name,
             "new_classes",
-            f"label {field} has {found.get('count')} new class(es): {shown}{more}; expected "
+            f"label {field} has {len(new)} new class(es): {shown}{more}; expected "
             "none (expect: {new_classes: false}); allow them by removing that key",
         )
 
@@ -225,7 +230,7 @@ def check_version(
         check_schema(spec.name, schema, previous)
     if expect is not None:
         check_counts(spec.name, expect, total=sum(splits.values()), previous=previous)
-        check_new_classes(spec.name, expect, schema)
+        check_new_classes(spec.name, expect, schema, previous)
         check_values(spec.name, expect, stats)
 
 

@@ -24,9 +24,11 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from datastack._codes import KnownCodes
+from datastack.canonical.rowids import current_previous, hash_columns, identity_of, write_row_ids
 from datastack.canonical.writer import (
     CanonicalWriter,
     PreparedData,
+    classic_fields,
     default_compression,
     read_prepared,
 )
@@ -37,7 +39,7 @@ from datastack.formats.archives import DEFAULT_LIMITS, ArchiveLimits
 from datastack.formats.inputs import RawInput, prepare_inputs
 from datastack.resources import StreamedResource
 from datastack.specs import DatasetSpec, SourceSpec
-from datastack.splits import split_indices
+from datastack.splits import kept_split_indices
 
 Sources = Sequence[tuple[SourceSpec, StreamedResource]]
 
@@ -174,10 +176,11 @@ def _convert(
         with CanonicalWriter(out, spec.name, spec.compression) as writer:
             if decoded.fields is not None:
                 write_field_splits(
-                    spec, decoded.fields, decoded.columns, decoded.transforms, writer
+                    spec, decoded.fields, decoded.columns, decoded.transforms, writer,
+                    decoded.encodings,
                 )
             else:
-                _write_splits(spec, decoded.parts, writer)
+                _write_splits(spec, decoded, writer)
             return writer.prepared(
                 decoded.features, decoded.target, decoded.encodings, decoded.schema_extra
             )
@@ -203,9 +206,11 @@ def write_field_splits(
     split_columns: Mapping[str | None, Mapping[str, Any]],
     transforms: Mapping[str, Any],
     writer: CanonicalWriter,
+    encodings: Mapping[str, Sequence[str]] | None = None,
 ) -> None:
     """Write named fields per split: the splits the sources name, else ``spec.splits`` cut
-    from all rows (stratified by the label field when ``spec.stratify``), else ``train``."""
+    from all rows (stratified by the label field when ``spec.stratify``; rows of the version
+    being continued keep their split: :func:`cut_splits`), else ``train``."""
     if None not in split_columns:  # the sources name their splits
         for split, columns in split_columns.items():
             writer.add_fields(str(split), fields, columns, None, transforms)
@@ -215,12 +220,38 @@ def write_field_splits(
         writer.add_fields("train", fields, columns, None, transforms)
         return
     labels = _stratify_labels(spec, fields, columns, transforms) if spec.stratify else None
-    n = len(columns[fields[0].name])
-    for split, indices in split_indices(n, spec.splits, spec.seed, labels).items():
+    chosen, ids, identity = cut_splits(spec, fields, columns, transforms, encodings, labels)
+    for split, indices in chosen.items():
         writer.add_fields(split, fields, columns, indices, transforms)
+        write_row_ids(writer.group(split), ids[indices], identity)
 
 
-def _write_splits(spec: DatasetSpec, parts: SplitArrays, writer: CanonicalWriter) -> None:
+def cut_splits(
+    spec: DatasetSpec,
+    fields: Sequence[Field],
+    columns: Mapping[str, Any],
+    transforms: Mapping[str, Any] | None,
+    encodings: Mapping[str, Sequence[str]] | None,
+    labels: Any,
+) -> tuple[dict[str, Any], Any, str]:
+    """``(indices per split, row ids, identity)``: ``spec.splits`` cut so that every row of the
+    version being continued (:func:`~datastack.canonical.rowids.current_previous`) keeps its
+    split and new rows fill the splits towards their ratios (``docs/living.md``)."""
+    identity = identity_of(spec.key)
+    ids = hash_columns(fields, columns, transforms, encodings, spec.key)
+    previous = current_previous()
+    history = None if previous is None else previous.history(identity, list(spec.splits or {}))
+    match = ids
+    if history is not None and history.identity != identity:  # the upgrade, a new key:
+        match = hash_columns(fields, columns, transforms, encodings, None)
+    chosen = kept_split_indices(
+        match, spec.splits or {}, spec.seed, labels, None if history is None else history.splits
+    )
+    return chosen, ids, identity
+
+
+def _write_splits(spec: DatasetSpec, decoded: Any, writer: CanonicalWriter) -> None:
+    parts: SplitArrays = decoded.parts
     if None not in parts:  # the sources name their splits
         for split, (samples, targets) in parts.items():
             writer.add_split(str(split), samples, targets)
@@ -239,9 +270,21 @@ def _write_splits(spec: DatasetSpec, parts: SplitArrays, writer: CanonicalWriter
         if targets is None or len(targets.shape) != 1:
             raise FormatError(f"{spec.name}: stratify needs 1-D targets")
         labels = np.asarray(targets[:])
-    chosen = split_indices(samples.shape[0], spec.splits, spec.seed, labels)
+    fields, columns = _classic_columns(samples, targets, decoded)
+    chosen, ids, identity = cut_splits(spec, fields, columns, None, decoded.encodings, labels)
     for split, indices in chosen.items():
         writer.add_split(split, samples, targets, indices)
+        write_row_ids(writer.group(split), ids[indices], identity)
+
+
+def _classic_columns(
+    samples: Any, targets: Any, decoded: Any
+) -> tuple[list[Field], dict[str, Any]]:
+    """The fields a classic (samples, targets) file will have, and their columns."""
+    arrays = {role: {"shape": list(array.shape), "dtype": np.dtype(array.dtype).str}
+              for role, array in (("samples", samples), ("targets", targets)) if array is not None}
+    fields = classic_fields({"all": arrays}, decoded.features, decoded.target, decoded.encodings)
+    return fields, dict(zip((f.name for f in fields), (samples, targets), strict=False))
 
 
 __all__ = ["Preprocessor", "load_preprocessor", "preprocess", "write_field_splits"]

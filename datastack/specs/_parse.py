@@ -58,7 +58,7 @@ MAX_EXTRA_VALUES = 10_000
 
 _TOP_KEYS = ("datasets",)
 _DATASET_KEYS = (
-    "description", "license", "sources", "format", "splits", "stratify", "seed",
+    "description", "license", "sources", "format", "splits", "stratify", "seed", "key",
     "schedule", "preprocessor", "factory", "extra", "compression", "expect",
 )
 _SOURCE_KEYS = ("url", "sha256", "md5", "track", "role", "filename", "split", "member")
@@ -107,6 +107,14 @@ def _int(ctx: _Ctx, value: Any, key: str, minimum: int = 0) -> int:
 
 def _str(ctx: _Ctx, value: Any, key: str) -> str:
     return ctx.string(value, key)
+
+
+def _key(ctx: _Ctx, raw: Mapping[str, Any], custom: bool) -> tuple[str, ...] | None:
+    """``key:`` (``docs/living.md``): the columns identifying a row across versions."""
+    if raw.get("key") is not None and (raw.get("splits") is None or custom):
+        raise ctx.fail("key", "it names the columns identifying a row across versions, for "
+                              "splits: that never move; it needs splits: and a format:")
+    return None if raw.get("key") is None else ctx.names(raw["key"], "key")
 
 
 # -- sources -------------------------------------------------------------------------------------
@@ -433,6 +441,7 @@ def _dataset(name: Any, raw: Any, origin: str, base_dir: Path | None) -> Dataset
         splits=splits,
         stratify=stratify,
         seed=_int(ctx, raw.get("seed", 0), "seed"),
+        key=_key(ctx, raw, custom),
         schedule=_schedule(ctx, raw),
         preprocessor=preprocessor,
         factory=factory,

@@ -103,6 +103,8 @@ class DatasetSpec:
     splits: dict[str, float] | None = None
     stratify: bool = False
     seed: int = 0
+    #: Columns identifying a row across versions (stable splits); ``None``: its content.
+    key: tuple[str, ...] | None = None
     schedule: str | None = None
     preprocessor: str | None = None
     factory: str | None = None
@@ -134,8 +136,8 @@ class DatasetSpec:
         URLs, ``description``, ``license``, ``schedule``, ``origin`` and ``expect`` are left
         out: moving a file or a mirror with the same checksum, or changing the cron or the
         gates, does not make the data different. A source's ``track`` counts only when true.
-        ``compression`` counts only when it is not the default, and ``factory`` only when set,
-        so specs written before those keys existed keep their fingerprint.
+        ``compression`` counts only when it is not the default, ``factory`` and ``key`` only
+        when set, so specs written before those keys existed keep their fingerprint.
         """
         payload: dict[str, Any] = {
             "name": self.name,
@@ -158,6 +160,8 @@ class DatasetSpec:
             payload["compression"] = self.compression
         if self.factory is not None:
             payload["factory"] = self.factory
+        if self.key is not None:
+            payload["key"] = list(self.key)
         if self.format is not None:
             from datastack.formats import get_format
 

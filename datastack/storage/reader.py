@@ -3,9 +3,9 @@ process-wide LRU of blocks (:class:`~datastack.storage.cache.BlockCache`): rando
 goes through a cursor thrown away on every seek. :class:`BlockReader` depends only on a
 ``fetch(block_numbers) -> {block_number: bytes}`` callable, so it is tested with no I/O (the
 model is fsspec's ``caching.py``). Missing blocks of one read are fetched in one call, and
-once process-wide (single-flight); when reads turn sequential, the reader reads ahead,
-doubling the window up to ``readahead_bytes``; :meth:`BlockReader.prefetch` loads the missing
-blocks of many byte ranges in one call (one ``$in`` query on GridFS).
+once process-wide (single-flight); when reads turn sequential, the reader reads ahead (from
+4x a read of several blocks, else 1 block), doubling the window up to ``readahead_bytes``;
+:meth:`BlockReader.prefetch` loads the missing blocks of many byte ranges in one call.
 
 With ``background=True`` (GridFS readers) the next read-ahead windows (up to
 ``READAHEAD_DEPTH`` per reader, together at most a quarter of the cache budget) are fetched on
@@ -337,7 +337,8 @@ class BlockReader(io.RawIOBase):
         if sequential and self._readahead and not self._hinted:
             quarter = self._cache.max_bytes // (4 * self._depth * self.block_size)
             cap = max(1, min(self._max_window, quarter))
-            self._window = min(cap, max(1, self._window * 2))
+            span = last - first + 1  # 4x a read of several blocks (a batch), else 1 (metadata)
+            self._window = min(cap, max(4 * span if span > 1 else 1, self._window * 2))
         elif not sequential and all(self._present(n) for n in range(first, last + 1)):
             return
         else:

@@ -198,3 +198,26 @@ def test_a_missing_marker_that_is_a_number_is_missing() -> None:
     _, values, _ = _typed(FORMAT.blocks(_raw(data), options), options)
     np.testing.assert_array_equal(np.asarray(values["features"]),
                                   [[1, np.nan], [np.nan, 2], [3, 4]])
+
+
+@pytest.mark.parametrize("where", [7, 150, 299])
+def test_a_quote_left_open_is_refused_not_swallowed(where: int) -> None:
+    """pyarrow reads an unterminated quote as a value running to the end of the file (the
+    rest of the rows gone into one label); the reader counts quotes and refuses it."""
+    lines = ["a,b,y"] + [f"{i},{i},x" for i in range(300)]
+    lines[where] = '5,5,"x'
+    data = ("\n".join(lines) + "\n").encode()
+    options = CsvOptions(target="y")
+    arrow, python = _both(data, options)
+    assert python[0] == "error" and "unexpected end of data" in python[1]
+    assert arrow == python
+
+
+def test_a_lone_quote_inside_a_value_is_kept() -> None:
+    """An odd count from a literal quote in an unquoted value (which both readers accept)
+    costs one Python read and changes nothing."""
+    data = b'a,note,y\n1,ab"c,x\n2,ok,y\n'
+    options = CsvOptions(target="y", text=("note",))
+    arrow, python = _both(data, options)
+    assert arrow == python and arrow[0] == "ok"
+    assert arrow[1][1]["note"] == ['ab"c', "ok"]

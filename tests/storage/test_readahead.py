@@ -82,6 +82,25 @@ def test_caller_consumes_the_current_window_while_the_next_is_in_flight() -> Non
     assert sorted(fetch.blocks()) == list(range(200))
 
 
+def test_window_starts_at_four_times_a_multi_block_read_and_doubles_to_the_cap() -> None:
+    data, fetch, reader, _ = make(cache_bytes=1 << 20, readahead=3_200)  # cap: 32 blocks
+    widths = []
+    for start in range(0, 2_400, 400):  # batches of 4 blocks, one after the other
+        reader.prefetch([(start, start + 400)])
+        widths.append(reader._window)
+    # the 2nd batch is the first sequential one: 16 blocks, then 32 (the cap) from the 3rd on
+    assert widths == [0, 16, 32, 32, 32, 32]
+    reader.seek(0)
+    assert b"".join(iter(lambda: reader.read(400), b"")) == data
+    assert sorted(set(fetch.blocks())) == list(range(200))
+    _, _, small, _ = make(cache_bytes=1 << 20, readahead=3_200)
+    widths = []
+    for _ in range(4):  # small reads inside one block (h5py's metadata): from one block
+        small.read(20)
+        widths.append(small._window)
+    assert widths == [0, 1, 2, 4]
+
+
 def test_random_access_never_reads_ahead() -> None:
     _, fetch, reader, _ = make()
     for pos in np.random.default_rng(0).permutation(200)[:50].tolist():

@@ -1,0 +1,94 @@
+"""Helpers of the stable-splits tests: tracked CSVs refreshed into a local store, and the rows
+of each split of a version read back as comparable tuples (category codes as their labels)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+import datastack
+from datastack.canonical.layout import data_identifier_of
+from datastack.canonical.rowids import ROW_IDS
+from datastack.store import Store
+
+
+def write_spec(tmp: Path, source: Path, name: str = "live", **keys: Any) -> Path:
+    """A spec tracking ``source`` (csv), with ``keys`` as YAML flow values."""
+    lines = [f"datasets:\n  {name}:\n    sources: [{{url: {source.as_uri()!r}, track: true}}]",
+             "    format: csv"]
+    lines += [f"    {key}: {value}" for key, value in keys.items()]
+    path = tmp / f"{name}.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def refresh(spec: Path, storage: Path) -> int:
+    [result] = datastack.refresh(spec, storage=storage)
+    assert result.status == "published", result.reason
+    assert result.version is not None
+    return result.version
+
+
+def _cell(value: Any) -> Any:
+    value = value.item() if hasattr(value, "item") else value
+    return "NaN" if isinstance(value, float) and math.isnan(value) else value
+
+
+def split_rows(storage: Path, name: str, version: int) -> dict[str, list[tuple[Any, ...]]]:
+    """Every split of a version as a list of rows in split order; codes as their labels."""
+    record = Store.open(storage).catalog.get(name, version)
+    features = record.schema.get("features") or []
+    target = record.schema.get("target")
+    encodings = record.encodings
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    for split, length in record.splits.items():
+        it = datastack.load(name, split, version=version, storage=storage)
+        rows = []
+        for sample in (it[i] for i in range(length)):
+            x, *rest = sample
+            cells = []
+            for column, value in zip(features, np.asarray(x).tolist(), strict=True):
+                labels = encodings.get(column)
+                coded = labels is not None and not math.isnan(value)
+                cells.append(labels[int(value)] if coded else _cell(value))
+            cells.extend(_cell(value) for value in rest[:-1])  # text fields
+            labels = encodings.get(target) if target else None
+            cells.append(labels[int(rest[-1])] if labels else _cell(rest[-1]))
+            rows.append(tuple(cells))
+        out[split] = rows
+    return out
+
+
+def moved(before: dict[str, list[Any]], after: dict[str, list[Any]]) -> int:
+    """How many rows of ``before`` are not in the same split of ``after`` (multisets)."""
+    count = 0
+    for split, rows in before.items():
+        missing = Counter(rows) - Counter(after.get(split, []))
+        count += sum(missing.values())
+    return count
+
+
+def stored_ids(storage: Path, name: str, version: int) -> dict[str, np.ndarray | None]:
+    """The row ids a version stores per split (``None`` where it has none)."""
+    store = Store.open(storage)
+    record = store.catalog.get(name, version)
+    path = storage / "resources" / data_identifier_of(record)
+    with h5py.File(path, "r") as f:
+        return {s: (np.asarray(f[s][ROW_IDS][()]) if ROW_IDS in f[s] else None)
+                for s in record.splits}
+
+
+def table(rows: range, seed: int = 0, cities: tuple[str, ...] = ("Oslo", "Paris")) -> str:
+    """Generated CSV rows ``id,x,city,label`` (``x`` random, ``label`` from the id)."""
+    rng = np.random.default_rng(seed + rows.start)
+    return "".join(
+        f"{i},{rng.random():.6f},{cities[i % len(cities)]},{'abc'[(i * 7) % 3]}\n" for i in rows
+    )
+
+
+HEADER = "id,x,city,label\n"
