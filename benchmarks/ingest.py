@@ -206,6 +206,7 @@ def _datastack(kind: str, path: Path, out: Path) -> None:
     spec.write_text(f"datasets:\n  bench:\n    sources: [{{url: {path.as_uri()}, "
                     f"sha256: {digest}}}]\n    format: {fmt}\n{body}")
     import h5py  # noqa: F401  (imports are not timed, for any system)
+    import pandas  # noqa: F401  (pyarrow imports it at its first pa.array; HF's import does too)
     import PIL.Image  # noqa: F401
     import pyarrow  # noqa: F401
 

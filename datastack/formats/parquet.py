@@ -17,7 +17,7 @@ from datastack.errors import FormatError
 from datastack.formats._seekable import seekable_input
 from datastack.formats._table_policy import Block
 from datastack.formats.inputs import RawInput
-from datastack.formats.tables import BLOCK_ROWS, TableFormat
+from datastack.formats.tables import BLOCK_CELLS, TableFormat
 
 
 def _pyarrow() -> Any:
@@ -53,6 +53,12 @@ def _column(pa: Any, array: Any, name: str, first_row: int, where: str) -> Any:
                       "booleans, strings and dates")
 
 
+def _batch_rows(columns: int) -> int:
+    """Rows per batch: typed columns cost little per cell (no text to parse), so batches are
+    4x the cells of a parsed block (fewer, larger appends), at most 65,536 rows."""
+    return max(1, min(1 << 16, 4 * BLOCK_CELLS // max(1, columns)))
+
+
 class ParquetFormat(TableFormat):
     """Parquet files (``parquet:`` block: the table options)."""
 
@@ -69,7 +75,7 @@ class ParquetFormat(TableFormat):
             names = list(file.schema_arrow.names)
             row = 1
             try:
-                for batch in file.iter_batches(batch_size=BLOCK_ROWS):
+                for batch in file.iter_batches(batch_size=_batch_rows(len(names))):
                     columns = [_column(pa, batch.column(j), names[j], row, raw.name)
                                for j in range(len(names))]
                     yield Block(names, columns, range(row, row + batch.num_rows))
