@@ -120,6 +120,8 @@ def as_column(cells: Any) -> Any:
         return pa.nulls(len(cells), pa.string())
     if pa.types.is_dictionary(kind):
         return as_column(cells.cast(kind.value_type))
+    if pa.types.is_date32(kind) or pa.types.is_date64(kind):  # ISO dates, as isoformat()
+        return cells.cast(pa.date32()).cast(pa.string())
     if pa.types.is_temporal(kind):
         return pa.array([None if v is None else v.isoformat() for v in cells.to_pylist()],
                         pa.string())
@@ -241,8 +243,10 @@ def text(array: Any, missing: frozenset[str]) -> Any:
     import pyarrow.compute as pc
 
     pa = _pa()
+    if pa.types.is_integer(array.type):  # the same digits as str(int), in C
+        return pc.if_else(array.is_null(), "", array.cast(pa.string()))
     if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
-        found = numbers(array, missing)
+        found = numbers(array, missing)  # floats and booleans: as label_of writes them
         gone = found[1] if found is not None else np.zeros(len(array), bool)
         values = array.to_pylist()
         return pa.array(["" if gone[k] else label_of(v) for k, v in enumerate(values)],
