@@ -277,7 +277,7 @@ def test_a_many_batch_reader_is_not_gathered_in_the_heap() -> None:
 
     table = _table()
     reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=4))
-    fields, columns, _ = arrow_columns(reader, "y")
+    _, columns, _ = arrow_columns(reader, "y")
     assert isinstance(columns["x"], np.memmap) and isinstance(columns["flag"], np.memmap)
     assert isinstance(columns["s"], ArrowRows) and columns["s"].array.num_chunks == 3
     np.testing.assert_array_equal(columns["x"], table["x"].to_numpy())

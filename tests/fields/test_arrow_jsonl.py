@@ -23,10 +23,11 @@ from hypothesis import strategies as st
 from datastack.errors import FormatError
 from datastack.formats import _arrow_jsonl
 from datastack.formats._jsonl_records import python_rows
-from datastack.formats._table_policy import Block, TableOptions, TablePolicy
+from datastack.formats._table_policy import Block, TableOptions
 from datastack.formats.inputs import RawInput
 from datastack.formats.jsonl import JSONL_FORMAT
 from datastack.formats.tables import RowsOnDemand, row_blocks
+from tests.fields.policy_helpers import typed
 
 pa = pytest.importorskip("pyarrow")
 
@@ -37,20 +38,7 @@ def _raw(data: bytes, name: str = "t.jsonl") -> RawInput:
 
 def _typed(blocks: Any, options: TableOptions) -> Any:
     """Every block through one policy: staged columns joined, then the final fields."""
-    policy = TablePolicy(options, "jsonl.")
-    staged = [policy.convert(block, "t.jsonl") for block in blocks]
-    fields, transforms, encodings = policy.finish()
-    out: dict[str, Any] = {}
-    for fld in fields:
-        parts = [s[fld.name] for s in staged]
-        if fld.variable:
-            out[fld.name] = [v for p in parts for v in (p.to_pylist() if hasattr(p, "to_pylist")
-                                                         else p)]
-            continue
-        joined = np.concatenate(parts)
-        fn = transforms.get(fld.name)
-        out[fld.name] = np.asarray(fn(joined) if fn else joined)
-    return [f.to_dict() for f in fields], out, encodings
+    return typed(blocks, options, "jsonl.", "t.jsonl")
 
 
 def _read(read: Any, data: bytes, options: TableOptions) -> tuple[str, Any]:

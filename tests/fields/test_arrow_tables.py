@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 import datastack
 from datastack.errors import FormatError
 from datastack.formats import _arrow_csv
-from datastack.formats._table_policy import TablePolicy
 from datastack.formats.csv import FORMAT, CsvOptions
 from datastack.formats.inputs import RawInput
+from tests.fields.policy_helpers import typed
 from tests.fields.realdata import penguins_csv, write_spec
 
 pa = pytest.importorskip("pyarrow")
@@ -34,22 +34,11 @@ def _raw(data: bytes, name: str = "t.csv") -> RawInput:
     return RawInput(None, name, lambda: io.BytesIO(data), len(data))
 
 
-def _typed(blocks: Any, options: CsvOptions) -> Any:
-    """Every block through one policy: staged columns joined, then the final fields."""
-    policy = TablePolicy(options, "csv.")
-    staged = [policy.convert(block, "t.csv") for block in blocks]
-    fields, transforms, encodings = policy.finish()
-    out: dict[str, Any] = {}
-    for fld in fields:
-        parts = [s[fld.name] for s in staged]
-        if fld.variable:
-            out[fld.name] = [v for p in parts for v in (p.to_pylist() if hasattr(p, "to_pylist")
-                                                         else p)]
-            continue
-        joined = np.concatenate(parts)
-        fn = transforms.get(fld.name)
-        out[fld.name] = (fn(joined) if fn else joined).tolist()
-    return [f.to_dict() for f in fields], out, encodings
+def _typed(blocks: Any, options: Any) -> Any:
+    """Every block through one policy (fixed fields as lists, to compare with lists)."""
+    fields, out, encodings = typed(blocks, options, "csv.", "t.csv")
+    return fields, {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in out.items()}, \
+        encodings
 
 
 def _both(data: bytes, options: CsvOptions) -> tuple[Any, Any]:

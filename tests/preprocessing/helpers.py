@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import struct
+import tarfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -73,3 +75,16 @@ def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
     data = header + big.tobytes()
     path.write_bytes(gzip.compress(data, mtime=0) if compress else data)
     return path
+
+
+def write_tar(
+    path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w:gz"
+) -> Path:
+    """A tar at ``path`` of ``(TarInfo, bytes or None)`` members (sizes set from the bytes)."""
+    with tarfile.open(path, mode) as tf:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+

@@ -14,18 +14,13 @@ import pytest
 
 from datastack.errors import FormatError, UnsafeArchiveError
 from datastack.preprocessing import ArchiveLimits, CappedGzipReader, extract_archive
-from tests.preprocessing.helpers import make_spec, read_h5, run
+from tests.preprocessing.helpers import make_spec, read_h5, run, write_tar
 
 
 def _tar(
     path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w:gz"
 ) -> Path:
-    with tarfile.open(path, mode) as tf:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-            tf.addfile(info, io.BytesIO(data) if data is not None else None)
-    return path
+    return write_tar(path, members, mode)
 
 
 def _info(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:

@@ -18,7 +18,7 @@ from datastack.errors import DatastackError, FormatError, UnsafeArchiveError
 from datastack.formats._tar_in_place import tar_spans
 from datastack.formats.archives import ArchiveLimits, extract_archive
 from datastack.formats.inputs import prepare_inputs
-from tests.preprocessing.helpers import make_spec, resources
+from tests.preprocessing.helpers import make_spec, resources, write_tar
 
 
 def _info(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
@@ -28,12 +28,7 @@ def _info(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfi
 
 
 def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], mode: str = "w") -> Path:
-    with tarfile.open(path, mode) as tf:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-            tf.addfile(info, io.BytesIO(data) if data is not None else None)
-    return path
+    return write_tar(path, members, mode)
 
 
 def _inputs(folder: Path, name: str, **source: Any) -> list[Any]:
