@@ -57,6 +57,9 @@ class GCReport:
     kept_versions_in_grace: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
     storage_sweep: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Bytes of resources (shards, raw copies) that versions deleted by this run referenced
+    #: and a kept version references too: kept, shared (``docs/living.md``).
+    bytes_shared: int = 0
     dry_run: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -210,6 +213,7 @@ def _delete_unreferenced(
         more_ids, more_prefixes = _refs(recs, cutoff)
         ids |= more_ids
         prefixes |= more_prefixes
+    report.bytes_shared += _shared_bytes(name, records, all_records, report)
     in_grace = {
         i
         for r in records
@@ -224,6 +228,22 @@ def _delete_unreferenced(
         if not report.dry_run:
             storage.delete_resource(identifier, missing_ok=True)
         report.deleted_resources.append(identifier)
+
+
+def _shared_bytes(
+    name: str,
+    records: list[VersionRecord],
+    all_records: dict[str, list[VersionRecord]],
+    report: GCReport,
+) -> int:
+    """Bytes of the resources of the versions of ``name`` this run deleted that a published
+    version still references (each resource once, its size as its record lists it)."""
+    gone = {v for n, v in report.deleted_versions if n == name}
+    kept = {i for recs in all_records.values() for r in recs if r.status == PUBLISHED
+            for i in r.resource_identifiers}
+    sizes = {str(e.get("identifier")): int(e.get("size") or 0)
+             for r in records if r.version in gone for e in r.resources}
+    return sum(size for identifier, size in sizes.items() if identifier in kept)
 
 
 def _abandoned(record: VersionRecord, cutoff: dt.datetime, lease_token: int) -> bool:
