@@ -65,18 +65,35 @@ class ShardedSplit(CombinedDatasetIterator):
         self._opened: dict[int, DatasetIterator] = {}
         super().__init__([])
         self._ends = np.cumsum([int(e["rows"]) for e in self.entries]).tolist()
+        self._bounds_cache: tuple[Any, Any] | None = None
 
     # -- shards, opened on first use ---------------------------------------------------------
     def shard(self, k: int) -> DatasetIterator:
         """The reader of shard ``k`` (opened once)."""
         found = self._opened.get(k)
         if found is None:
+            from datastack.errors import ResourceNotFoundError
             from datastack.offline import open_published
 
-            resource = open_published(self.store, self.read, str(self.entries[k]["identifier"]))
+            identifier = str(self.entries[k]["identifier"])
+            try:
+                resource = open_published(self.store, self.read, identifier)
+            except ResourceNotFoundError as exc:
+                raise self._missing(k, exc) from None
             found = self._reader(resource)
             self._opened[k] = found
         return found
+
+    def _missing(self, k: int, exc: Exception) -> Exception:
+        from datastack.errors import ResourceNotFoundError
+
+        record, first = self.read.record, (self.ends[k - 1] if k else 0)
+        return ResourceNotFoundError(
+            f"{record.name} v{record.version}:/{self.group}: shard {k + 1} of "
+            f"{len(self.entries)} (rows {first}-{self.ends[k] - 1}, "
+            f"{self.entries[k]['identifier']}) is missing ({exc}); this version cannot be read "
+            f"whole. `datastack refresh {record.name} --force` stores it again, or load "
+            "another version")
 
     def _reader(self, resource: Any) -> DatasetIterator:
         from datastack.canonical.layout import FIELDS_LAYOUT
@@ -109,10 +126,28 @@ class ShardedSplit(CombinedDatasetIterator):
         return self.shard(k)._get(index - (ends[k - 1] if k else 0))
 
     def _get_batch(self, indices: Any) -> Any:
-        ends = np.asarray(self.ends, dtype=np.int64)
-        for k in np.unique(np.searchsorted(ends, indices, side="right")):
-            self.shard(int(k))  # open only the shards the batch touches
-        return super()._get_batch(indices)
+        """One read per shard the batch touches (each opened on first use), its rows put
+        in place in the batch's columns: no pass over the other shards, one copy per row
+        (a batch across every shard of a local version costs about what it does on one)."""
+        starts, ends = self._bounds()
+        which = np.searchsorted(ends, indices, side="right")
+        first = int(which[0])
+        if len(which) == 1 or not (which != first).any():  # one shard: its batch as it is
+            return self.shard(first)._get_batch(indices - starts[first])
+        order = np.argsort(which, kind="stable")
+        grouped = which[order]
+        cuts = np.flatnonzero(grouped[1:] != grouped[:-1]) + 1
+        runs = np.split(order, cuts)
+        parts = [self.shard(int(which[run[0]]))._get_batch(indices[run] - starts[which[run[0]]])
+                 for run in runs]
+        return _placed(self, parts, runs, len(indices))
+
+    def _bounds(self) -> tuple[Any, Any]:
+        """(first row, end) of each shard as int64 arrays (computed once)."""
+        if self._bounds_cache is None:
+            ends = np.asarray(self.ends, dtype=np.int64)
+            self._bounds_cache = (np.concatenate([np.zeros(1, np.int64), ends[:-1]]), ends)
+        return self._bounds_cache
 
     # -- metadata ----------------------------------------------------------------------------
     @property
@@ -157,6 +192,35 @@ class ShardedSplit(CombinedDatasetIterator):
     def __repr__(self) -> str:
         return (f"<ShardedSplit {self.read.record.name} v{self.read.record.version}:/"
                 f"{self.group} ({len(self.entries)} shards)>")
+
+
+def _placed(owner: Any, parts: Sequence[Any], runs: Sequence[Any], n: int) -> Any:
+    """The batch of ``n`` rows whose rows at positions ``runs[k]`` are ``parts[k]``: each
+    column allocated once and filled in place, or (columns of differing types, such as
+    Python objects) concatenated and put back in order."""
+    from datastack.errors import FormatError
+
+    widths = {len(p) for p in parts}
+    if len(widths) != 1:
+        raise FormatError(f"{owner!r}: shards yield tuples of different lengths")
+    columns = []
+    for j in range(widths.pop()):
+        pieces = [p[j] for p in parts]
+        head = pieces[0]
+        if all(isinstance(x, np.ndarray) and x.dtype == head.dtype
+               and x.shape[1:] == head.shape[1:] for x in pieces):
+            out = np.empty((n, *head.shape[1:]), dtype=head.dtype)
+            for run, piece in zip(runs, pieces, strict=True):
+                out[run] = piece
+        else:
+            try:
+                out = np.concatenate(pieces)[np.argsort(np.concatenate(runs), kind="stable")]
+            except ValueError as exc:
+                raise FormatError(
+                    f"{owner!r}: samples of the shards differ in shape ({exc})"
+                ) from None
+        columns.append(out)
+    return tuple(columns)
 
 
 __all__ = ["ShardedSplit"]

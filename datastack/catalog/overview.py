@@ -122,11 +122,33 @@ def sharing(record: VersionRecord, before: VersionRecord | None) -> dict[str, An
             "new_shards": len(own) - len(shared), "new_bytes": size(own) - size(shared)}
 
 
-def details_of(record: VersionRecord, versions: list[VersionRecord]) -> dict[str, Any]:
-    """:func:`dataset_details` from records already read (``storage``: :func:`sharing`)."""
+def previous_record(
+    catalog: Catalog, record: VersionRecord, versions: list[VersionRecord]
+) -> VersionRecord | None:
+    """The whole record of the published version before ``record`` (``versions`` may be
+    summaries, which list no resources), read only when ``record`` is sharded: what
+    :func:`sharing` compares it with."""
+    from datastack.canonical.layout import is_sharded
+    from datastack.errors import DatastackError
+
+    older = [v.version for v in versions if v.version < record.version]
+    if not older or not is_sharded(record):
+        return None
+    try:
+        return catalog.get(record.name, max(older))
+    except DatastackError:  # deleted meanwhile: nothing to compare with
+        return None
+
+
+def details_of(
+    record: VersionRecord, versions: list[VersionRecord], before: VersionRecord | None = None
+) -> dict[str, Any]:
+    """:func:`dataset_details` from records already read (``storage``: :func:`sharing` with
+    ``before``, else with the newest older record of ``versions`` that lists resources)."""
     data = record.to_dict()
-    before = max((v for v in versions if v.version < record.version and v.resources),
-                 key=lambda v: v.version, default=None)
+    if before is None:
+        before = max((v for v in versions if v.version < record.version and v.resources),
+                     key=lambda v: v.version, default=None)
     data["storage"] = sharing(record, before)
     data["versions"] = [
         {"version": v.version, "status": v.status, "published_at": v.published_at}
@@ -143,6 +165,7 @@ __all__ = [
     "details_of",
     "ls_row",
     "ls_rows",
+    "previous_record",
     "problems_first",
     "sharing",
 ]

@@ -134,9 +134,10 @@ def run_ls(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from datastack.catalog.overview import details_of
+    from datastack.catalog.overview import details_of, previous_record
 
     store, cache, reason = _open_or_offline(args.storage)
+    before = None
     if reason is not None:
         record, versions = _cached_record(store, cache, args.name, args.version_, reason)
     else:
@@ -146,12 +147,13 @@ def run_show(args: argparse.Namespace) -> int:
             else catalog.latest(args.name)
         )
         versions = catalog.version_summaries(args.name)  # numbers, states, times only
+        before = previous_record(catalog, record, versions)  # what a sharded version shares
     if getattr(args, "croissant", False):
         from datastack.croissant import croissant
 
         print_json(croissant(record, storage=store.uri))
         return EXIT_OK
-    data = details_of(record, versions)
+    data = details_of(record, versions, before)
     if reason is not None:
         data["offline"] = reason
     if getattr(args, "preview", None):

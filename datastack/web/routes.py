@@ -31,6 +31,7 @@ from datastack.catalog.overview import (
     catalog_entries,
     details_of,
     ls_row,
+    previous_record,
     problems_first,
 )
 from datastack.web import params
@@ -170,7 +171,9 @@ def api_dataset(request: Request) -> Response:
     name, records, record, status = _dataset(request)
     if record is None:
         raise HTTPException(404, f"dataset {name!r} has no published version yet")
-    return json_response({**details_of(record, records), "freshness": status.summary()})
+    before = previous_record(state_of(request).store.catalog, record, records)
+    return json_response({**details_of(record, records, before),
+                          "freshness": status.summary()})
 
 
 def api_status(request: Request) -> Response:
