@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 from datastack.canonical.columns import StagedRows, Transform
 from datastack.errors import FormatError
 from datastack.fields import Field, fields_from_schema
-from datastack.rowids import SCHEME, row_hashes, with_occurrences
+from datastack.rowids import SCHEME, row_hashes, with_occurrences, with_occurrences_after
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.resources import StreamedResource
@@ -86,9 +86,11 @@ def hash_columns(
     transforms: Mapping[str, Transform] | None = None,
     encodings: Mapping[str, Sequence[str]] | None = None,
     key: Sequence[str] | None = None,
+    before: U64 | None = None,
 ) -> U64:
     """The row id of every row of ``columns`` (staged or stored columns of one split, read in
-    blocks; ``transforms`` map a fixed field's block to its stored values first)."""
+    blocks; ``transforms`` map a fixed field's block to its stored values first); ``before``:
+    the ids of rows these come after (an append: :func:`with_occurrences_after`)."""
     wanted = resolve_key(fields, key)
     names = {name for name, _ in wanted} if wanted is not None else {f.name for f in fields}
     used = [f for f in fields if f.name in names]
@@ -112,7 +114,12 @@ def hash_columns(
         out[lo:hi] = row_hashes(used, block, encodings, wanted)
     if wanted is not None:
         _unique_keys(out, key or ())
-    return with_occurrences(out)
+        if before is not None and len(before) and bool(np.isin(out, before).any()):
+            raise FormatError(
+                f"key: {', '.join(key or ())} is not unique: an appended row repeats the key "
+                "of a row of the version before; a key must name each row once"
+            )
+    return with_occurrences(out) if before is None else with_occurrences_after(out, before)
 
 
 def _unique_keys(ids: U64, key: Sequence[str]) -> None:
@@ -139,6 +146,11 @@ def write_row_ids(group: Any, ids: U64, identity: str) -> None:
     dset.attrs["scheme"] = SCHEME
 
 
+class AppendRefused(FormatError):
+    """The new rows of an append cannot be prepared on their own (their fields differ from
+    the version's, or a row repeats an old one's key): the refresh prepares every row."""
+
+
 @dataclass
 class SplitHistory:
     """Which rows (by id) each split of a former version held; ``identity`` says how the ids
@@ -162,6 +174,28 @@ class PreviousVersion:
     shards: dict[str, list[StreamedResource]] = field(default_factory=dict)
     #: The record's category labels (a sharded version's files hold none).
     encodings: dict[str, Any] = field(default_factory=dict)
+    #: The preparation reads only rows appended after this version's (``pipeline._tail``).
+    tail: bool = False
+
+    def kept(self, names: Sequence[str], stratify: bool) -> dict[Any, list[int]]:
+        """How many rows each split (in ``names``' order) holds, per class of the label
+        field with ``stratify`` (the class key ``None`` without): what an append's rows are
+        cut around (:func:`datastack.splits.tail_split_indices`)."""
+        if not stratify:
+            return {None: [int(self.splits.get(n, 0)) for n in names]}
+        import h5py
+
+        fields = _stored_fields(self.schema, self.encodings)
+        chosen = next((f for f in fields if f.kind == "label"), fields[-1])
+        out: dict[Any, list[int]] = {}
+        for number, split in enumerate(names):
+            for resource in self.shards.get(split, []):
+                with h5py.File(resource, "r") as f:
+                    values = np.asarray(f[split][chosen.stored_name][()])
+                classes, counts = np.unique(values, return_counts=True)
+                for cls, count in zip(classes.tolist(), counts.tolist(), strict=True):
+                    out.setdefault(cls, [0] * len(names))[number] += int(count)
+        return out
 
     def close(self) -> None:
         """Close every stream of the version."""
@@ -282,6 +316,7 @@ def current_previous() -> PreviousVersion | None:
 __all__ = [
     "CONTENT",
     "ROW_IDS",
+    "AppendRefused",
     "PreviousVersion",
     "SplitHistory",
     "continuing",

@@ -32,10 +32,11 @@ from datastack.canonical.layout import (
     version_prefix,
 )
 from datastack.canonical.published import data_file, known_codes
-from datastack.canonical.rowids import PreviousVersion, continuing
-from datastack.canonical.shards import ShardFile, shard_bytes_setting
+from datastack.canonical.rowids import AppendRefused, PreviousVersion, continuing
+from datastack.canonical.shards import ShardFile, shard_bytes_setting, shard_entry
 from datastack.errors import DatastackError, FormatError, ResourceNotFoundError, StorageError
 from datastack.pipeline import gates
+from datastack.pipeline._tail import TailPlan, grown, tail_input, tail_plan
 from datastack.pipeline.retrieve import latest_record, source_checksums
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -158,7 +159,6 @@ def prepare_version(
     spec = factory.spec
     last = latest_record(spec, store)  # once: codes and splits continue from it
     known = None if last is None else known_codes(last, store)
-    previous = previous_version(spec, store, last)
     inputs = [
         (source, store.storage.get_resource(stored["identifier"]))
         for source, stored in zip(spec.sources, sources, strict=True)
@@ -167,17 +167,13 @@ def prepare_version(
         try:
             for (_, resource), stored in zip(inputs, sources, strict=True):
                 gates.check_markup(spec, str(stored.get("url")), resource)
-            out = tmp / DATA_FILE
-            prepared, stats, shards = run_isolated(
-                _prepare_and_cut, factory, inputs, out, gates.needs_stats(spec), known,
-                previous, shard_bytes_setting(spec.shard_bytes),
-                what=f"{spec.name}: preprocessing",
-            )
+            plan = None if len(inputs) != 1 else tail_plan(
+                factory, sources, last, gates.needs_stats(spec), inputs[0][1])
+            prepared, stats, shards, manifest = _prepare_all_or_tail(
+                factory, inputs, tmp / DATA_FILE, known, last, store, plan)
         finally:
             for _, resource in inputs:
                 resource.close()
-            if previous is not None:
-                previous.close()
         _fit_catalog_document(spec.name, prepared)  # before anything is written
         record = store.catalog.begin(
             spec.name,
@@ -190,8 +186,8 @@ def prepare_version(
             lease_token=lease_token,
         )
         try:
-            written = store_shards(store, spec.name, [ShardFile(**s) for s in shards])
-            written += _labels_entry(store, spec.name, prepared)
+            written = store_shards(store, spec.name, shards)
+            written = (manifest or written) + _labels_entry(store, spec.name, prepared)
         except BaseException:
             drop_version(store, spec.name, record.version, record.attempt)
             raise
@@ -213,11 +209,54 @@ def prepare_version(
     )
 
 
+def _prepare_all_or_tail(
+    factory: DatasetFactory, inputs: list[tuple[Any, Any]], out: Path,
+    known: dict[str, list[str]] | None, last: VersionRecord | None, store: Store,
+    plan: TailPlan | None,
+) -> tuple[Any, dict[str, Any], list[ShardFile], list[dict[str, Any]] | None]:
+    """Prepare the appended rows only when ``plan`` says so (``pipeline._tail``), else (or
+    when the tail cannot stand on its own) every row: ``(prepared, stats, shards written,
+    the manifest of an append or None)``."""
+    spec = factory.spec
+    if plan is not None and last is not None:
+        previous = previous_version(spec, store, last, tail=True)
+        tail = [(inputs[0][0], tail_input(plan, inputs[0][1]))]
+        try:
+            prepared, stats, shards = _run_preparation(factory, tail, out, known, previous)
+            new = [shard_entry(sh, shard_identifier(spec.name, sh.sha256)) for sh in shards]
+            splits, schema, manifest = grown(last, prepared, new)
+            prepared.splits, prepared.schema = splits, schema
+            log.info("%s: prepared the %d bytes appended upstream only", spec.name,
+                     int(inputs[0][1].size) - plan.offset)
+            return prepared, stats, shards, manifest
+        except AppendRefused as exc:
+            log.info("%s: %s; preparing every row", spec.name, exc)
+        finally:
+            if previous is not None:
+                previous.close()
+    previous = previous_version(spec, store, last)
+    try:
+        return (*_run_preparation(factory, inputs, out, known, previous), None)
+    finally:
+        if previous is not None:
+            previous.close()
+
+
+def _run_preparation(
+    factory: DatasetFactory, inputs: list[tuple[Any, Any]], out: Path,
+    known: dict[str, list[str]] | None, previous: PreviousVersion | None,
+) -> tuple[Any, dict[str, Any], list[ShardFile]]:
+    spec = factory.spec
+    prepared, stats, shards = run_isolated(
+        _prepare_and_cut, factory, inputs, out, gates.needs_stats(spec), known, previous,
+        shard_bytes_setting(spec.shard_bytes), what=f"{spec.name}: preprocessing",
+    )
+    return prepared, stats, [ShardFile(**sh) for sh in shards]
+
+
 def store_shards(store: Store, name: str, shards: Sequence[ShardFile]) -> list[dict[str, Any]]:
     """Upload the shards a storage does not hold yet (by the sha256 of their bytes, which
     names them: a shard another version has is shared, not stored again); their entries."""
-    from datastack.canonical.shards import shard_entry
-
     entries = []
     for shard in shards:
         identifier = shard_identifier(name, shard.sha256)
@@ -244,7 +283,7 @@ def _labels_entry(store: Store, name: str, prepared: Any) -> list[dict[str, Any]
 
 
 def previous_version(
-    spec: DatasetSpec, store: Store, record: VersionRecord | None
+    spec: DatasetSpec, store: Store, record: VersionRecord | None, *, tail: bool = False
 ) -> PreviousVersion | None:
     """The last published version of ``spec`` (``record``), whose splits the next
     preparation continues (its files are opened lazily, only if the preparation cuts
@@ -261,7 +300,7 @@ def previous_version(
             opened = [r for rs in shards.values() for r in rs]
             return PreviousVersion(record.name, record.version, None, dict(record.splits),
                                    dict(record.schema or {}), shards=shards,
-                                   encodings=dict(record.encodings or {}))
+                                   encodings=dict(record.encodings or {}), tail=tail)
         resource = store.storage.get_resource(data_file(record))
     except (FormatError, ResourceNotFoundError) as exc:
         for r in opened:
