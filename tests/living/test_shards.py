@@ -172,32 +172,41 @@ def test_torch_loader_with_two_workers(tmp_path: Path) -> None:
     assert len(got) == ROWS // 50 and got == want
 
 
+@pytest.mark.parametrize("change", ["last-row", "append"])
 def test_a_change_at_the_end_shares_every_shard_before_it(
-    tmp_path: Path, storage: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, storage: str, capsys: pytest.CaptureFixture[str], change: str
 ) -> None:
     source = tmp_path / "live.csv"
     _write(source, HEADER + _rows(0, ROWS))
     spec = _spec(tmp_path, source, {"live": "4K"})
     _refresh(spec, storage)
     first = _shards(storage, "live", 1)
-    _write(source, HEADER + _rows(0, ROWS - 1) + _rows(ROWS - 1, 1, seed=9))  # last row changed
+    if change == "last-row":
+        _write(source, HEADER + _rows(0, ROWS - 1) + _rows(ROWS - 1, 1, seed=9))
+    else:
+        _write(source, HEADER + _rows(0, ROWS) + _rows(ROWS, 150))
     _refresh(spec, storage)
     second = _shards(storage, "live", 2)
-    assert [e["identifier"] for e in second[:-1]] == [e["identifier"] for e in first[:-1]]
-    assert second[-1]["identifier"] != first[-1]["identifier"]
-    assert {k: v for k, v in second[0].items()} == first[0]  # the very entry, not only its name
+    kept = len(first) - 1  # every shard before the one holding the change
+    assert [e["identifier"] for e in second[:kept]] == [e["identifier"] for e in first[:kept]]
+    assert second[0] == first[0]  # the very entry (size, sha256, rows), not only its name
+    assert second[-1]["identifier"] not in {e["identifier"] for e in first}
+    shared = {e["identifier"] for e in first} & {e["identifier"] for e in second}
     capsys.readouterr()
     assert main(["show", "live", "--storage", storage, "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)["storage"]
-    assert shown["shared_shards"] == len(first) - 1 > 0 and shown["previous"] == 1
-    assert shown["new_shards"] == 1 and shown["shards"] == len(second)
+    assert shown["shared_shards"] == len(shared) >= kept > 0 and shown["previous"] == 1
+    assert shown["new_shards"] == len(second) - len(shared) >= 1
+    assert shown["shards"] == len(second)
     assert main(["show", "live", "--storage", storage]) == 0
-    assert f"{len(first) - 1} shared with v1" in capsys.readouterr().out
-    # v2 reads its new last row, the shared ones as before
-    loaded = datastack.load("live", "train", storage=storage)
-    assert loaded.to_pandas()["text"].tolist()[-1] == f"row {ROWS - 1} {'x' * ((ROWS - 1) % 7)}"
-    assert loaded.to_pandas()["a"].tolist()[:-1] == datastack.load(
-        "live", "train", version=1, storage=storage).to_pandas()["a"].tolist()[:-1]
+    assert f"{len(shared)} shared with v1" in capsys.readouterr().out
+    # v2 reads its rows: the shared ones as v1 has them, then what changed
+    now = datastack.load("live", "train", storage=storage).to_pandas()
+    before = datastack.load("live", "train", version=1, storage=storage).to_pandas()
+    assert now["a"].tolist()[: ROWS - 1] == before["a"].tolist()[: ROWS - 1]
+    last = ROWS - 1 if change == "last-row" else ROWS + 149
+    assert now["text"].tolist()[-1] == f"row {last} {'x' * (last % 7)}"
+    assert len(now) == (ROWS if change == "last-row" else ROWS + 150)
 
 
 def test_pull_then_offline_load_of_a_sharded_version(
