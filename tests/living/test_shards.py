@@ -200,6 +200,11 @@ def test_a_change_at_the_end_shares_every_shard_before_it(
     assert shown["shards"] == len(second)
     assert main(["show", "live", "--storage", storage]) == 0
     assert f"{len(shared)} shared with v1" in capsys.readouterr().out
+    if change == "last-row":  # the web page's JSON says the same as `show --json`
+        from tests.web.conftest import client_for
+
+        with client_for(storage) as client:
+            assert client.get("/api/datasets/live").json()["storage"] == shown
     # v2 reads its rows: the shared ones as v1 has them, then what changed
     now = datastack.load("live", "train", storage=storage).to_pandas()
     before = datastack.load("live", "train", version=1, storage=storage).to_pandas()
