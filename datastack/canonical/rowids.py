@@ -239,11 +239,12 @@ class PreviousVersion:
 
     def _sharded_history(self, identity: str, names: Sequence[str]) -> SplitHistory | None:
         """The same over the shards of each split (their ids one shard after another)."""
-        del names  # a sharded version always cut these splits, or named its own
         for wanted in (identity, CONTENT):
             found = self._shard_ids(lambda group, w=wanted: _stored_ids(group, w))
             if found is not None:
                 return SplitHistory(wanted, found)
+        if set(self.splits) != set(names) and self._shard_ids(_any_ids) is None:
+            return None  # no row ids, other splits: not cut by these splits: (cut afresh)
         fields = _stored_fields(self.schema, self.encodings)
         computed = self._shard_ids(lambda group: _content_ids(group, fields, self.encodings))
         return SplitHistory(CONTENT, computed or {})
@@ -264,6 +265,11 @@ class PreviousVersion:
                 parts.append(ids)
             out[split] = np.concatenate(parts) if parts else np.empty(0, np.uint64)
         return out
+
+
+def _any_ids(group: Any) -> U64 | None:
+    dset = group.get(ROW_IDS)
+    return None if dset is None else np.asarray(dset[()], np.uint64)
 
 
 def _stored_ids(group: Any, identity: str) -> U64 | None:

@@ -130,7 +130,15 @@ class ShardedSplit(CombinedDatasetIterator):
     def split(self) -> str:
         return self.group
 
-    def column_arrays(self, name: str) -> tuple[Any, Any, Any]:
+    @property
+    def column_arrays(self) -> Any:
+        """The whole stored column of a field over every shard (``to_arrow``): layout 2 only
+        (``None`` for layout 1, whose reader has none)."""
+        from datastack.canonical.layout import FIELDS_LAYOUT
+
+        return self._column_arrays if self.layout == FIELDS_LAYOUT else None
+
+    def _column_arrays(self, name: str) -> tuple[Any, Any, Any]:
         """The whole column ``name`` over every shard (offsets rebased), for ``to_arrow``."""
         parts = [getattr(it, "column_arrays")(name) for it in self.iterators]  # noqa: B009
         values = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)

@@ -273,6 +273,45 @@ def _described(path: Path, split: str, rows: int) -> ShardFile:
     return ShardFile(split, str(path), rows, digest, path.stat().st_size)
 
 
+#: A split whose run of small shards (each under a quarter of ``shard_bytes``) reaches this
+#: many has them merged by the next refresh (compaction: appends leave small shards).
+COMPACT_AFTER = 8
+
+
+def merge_runs(entries: Sequence[Mapping[str, Any]], shard_bytes: int,
+               after: int = COMPACT_AFTER) -> list[tuple[int, int]]:
+    """Which consecutive shards of one split to merge, as ``(start, stop)`` index ranges:
+    runs of small shards (under ``shard_bytes / 4``) once a run has ``after`` or more,
+    cut so that each merged shard stays within ``shard_bytes``.
+
+    >>> merge_runs([{"size": 10}] * 9, 1000, after=8)
+    [(0, 9)]
+    >>> merge_runs([{"size": 10}] * 3, 1000, after=8)
+    []
+    """
+    small = [int(e.get("size") or 0) < shard_bytes // 4 for e in entries]
+    out: list[tuple[int, int]] = []
+    i = 0
+    while i < len(entries):
+        if not small[i]:
+            i += 1
+            continue
+        j = i
+        while j < len(entries) and small[j]:
+            j += 1
+        if j - i >= after:
+            start, total = i, 0
+            for k in range(i, j):
+                size = int(entries[k].get("size") or 0)
+                if total + size > shard_bytes and k > start:
+                    out.append((start, k))
+                    start, total = k, 0
+                total += size
+            out.append((start, j))
+        i = j
+    return [(a, b) for a, b in out if b - a > 1]
+
+
 def shard_entry(shard: ShardFile, identifier: str) -> dict[str, Any]:
     """The entry of a shard in a version record's ``resources``."""
     return {"identifier": identifier, "size": shard.size, "sha256": shard.sha256,
@@ -280,11 +319,13 @@ def shard_entry(shard: ShardFile, identifier: str) -> dict[str, Any]:
 
 
 __all__ = [
+    "COMPACT_AFTER",
     "DEFAULT_SHARD_BYTES",
     "SHARD_BYTES_ENV",
     "ShardFile",
     "cut_points",
     "cut_shards",
+    "merge_runs",
     "merge_shards",
     "parse_shard_bytes",
     "row_bytes",

@@ -19,15 +19,18 @@ import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datastack.canonical.layout import is_sharded, shards_of
 from datastack.canonical.rowids import AppendRefused
 
 if TYPE_CHECKING:  # pragma: no cover
+    from datastack.canonical.shards import ShardFile
     from datastack.catalog.record import VersionRecord
     from datastack.factory import DatasetFactory
     from datastack.resources import StreamedResource
+    from datastack.store import Store
 
 log = logging.getLogger("datastack.pipeline")
 
@@ -171,4 +174,60 @@ def grown(last: VersionRecord, prepared: Any, tail: list[dict[str, Any]]) -> tup
     return splits, schema, entries
 
 
-__all__ = ["LINE_FORMATS", "TailPlan", "grown", "same_fields", "tail_input", "tail_plan"]
+def compact(
+    store: Store, name: str, manifest: list[dict[str, Any]], shards: list[ShardFile],
+    shard_bytes: int, folder: Path,
+) -> tuple[list[dict[str, Any]], list[ShardFile]]:
+    """Merge the runs of small shards appends left (:func:`~datastack.canonical.shards.
+    merge_runs`): the manifest with merged shards in their place, and the shards to upload
+    (new ones only: the tail's that were not merged away, and the merged)."""
+    from datastack.canonical.layout import shard_identifier
+    from datastack.canonical.shards import merge_runs, merge_shards, shard_entry
+
+    local = {shard_identifier(name, s.sha256): s for s in shards}
+    out: list[dict[str, Any]] = []
+    merged: list[ShardFile] = []
+    splits = list(dict.fromkeys(str(e["split"]) for e in manifest))
+    for split in splits:
+        entries = [e for e in manifest if e["split"] == split]
+        runs = dict(merge_runs(entries, shard_bytes))
+        k = 0
+        while k < len(entries):
+            if k not in runs:
+                out.append(entries[k])
+                k += 1
+                continue
+            paths = [_local_copy(store, local, e, folder) for e in entries[k : runs[k]]]
+            shard = merge_shards(paths, split, folder / f"merged-{len(merged)}.h5")
+            merged.append(shard)
+            out.append(shard_entry(shard, shard_identifier(name, shard.sha256)))
+            log.info("%s: merged %d small shards of %s", name, len(paths), split)
+            k = runs[k]
+    kept = {str(e["identifier"]) for e in out}
+    upload = [s for i, s in local.items() if i in kept] + merged
+    return out, upload
+
+
+def _local_copy(store: Store, local: dict[str, ShardFile], entry: dict[str, Any],
+                folder: Path) -> Path:
+    identifier = str(entry["identifier"])
+    if identifier in local:
+        return Path(local[identifier].path)
+    path = folder / f"{identifier.rsplit('/', 1)[-1]}"
+    resource = store.storage.get_resource(identifier)
+    try:
+        resource.copy_to(path)
+    finally:
+        resource.close()
+    return path
+
+
+__all__ = [
+    "LINE_FORMATS",
+    "TailPlan",
+    "compact",
+    "grown",
+    "same_fields",
+    "tail_input",
+    "tail_plan",
+]

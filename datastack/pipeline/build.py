@@ -36,7 +36,7 @@ from datastack.canonical.rowids import AppendRefused, PreviousVersion, continuin
 from datastack.canonical.shards import ShardFile, shard_bytes_setting, shard_entry
 from datastack.errors import DatastackError, FormatError, ResourceNotFoundError, StorageError
 from datastack.pipeline import gates
-from datastack.pipeline._tail import TailPlan, grown, tail_input, tail_plan
+from datastack.pipeline._tail import TailPlan, compact, grown, tail_input, tail_plan
 from datastack.pipeline.retrieve import latest_record, source_checksums
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -226,6 +226,8 @@ def _prepare_all_or_tail(
             new = [shard_entry(sh, shard_identifier(spec.name, sh.sha256)) for sh in shards]
             splits, schema, manifest = grown(last, prepared, new)
             prepared.splits, prepared.schema = splits, schema
+            manifest, shards = compact(store, spec.name, manifest, shards,
+                                       shard_bytes_setting(spec.shard_bytes), out.parent)
             log.info("%s: prepared the %d bytes appended upstream only", spec.name,
                      int(inputs[0][1].size) - plan.offset)
             return prepared, stats, shards, manifest

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 import datastack
-from datastack.canonical.layout import data_identifier_of
+from datastack.canonical.layout import data_identifier_of, is_sharded, shards_of
 from datastack.canonical.rowids import ROW_IDS
 from datastack.store import Store
 
@@ -74,13 +74,21 @@ def moved(before: dict[str, list[Any]], after: dict[str, list[Any]]) -> int:
 
 
 def stored_ids(storage: Path, name: str, version: int) -> dict[str, np.ndarray | None]:
-    """The row ids a version stores per split (``None`` where it has none)."""
+    """The row ids a version stores per split, over its shards (``None`` where it has none)."""
     store = Store.open(storage)
     record = store.catalog.get(name, version)
-    path = storage / "resources" / data_identifier_of(record)
-    with h5py.File(path, "r") as f:
-        return {s: (np.asarray(f[s][ROW_IDS][()]) if ROW_IDS in f[s] else None)
-                for s in record.splits}
+    if not is_sharded(record):  # one data file (published before shards)
+        with h5py.File(storage / "resources" / data_identifier_of(record), "r") as f:
+            return {s: (np.asarray(f[s][ROW_IDS][()]) if ROW_IDS in f[s] else None)
+                    for s in record.splits}
+    out: dict[str, np.ndarray | None] = {}
+    for split, entries in shards_of(record).items():
+        parts = []
+        for entry in entries:
+            with h5py.File(storage / "resources" / entry["identifier"], "r") as f:
+                parts.append(np.asarray(f[split][ROW_IDS][()]) if ROW_IDS in f[split] else None)
+        out[split] = None if any(p is None for p in parts) else np.concatenate(parts)
+    return out
 
 
 def table(rows: range, seed: int = 0, cities: tuple[str, ...] = ("Oslo", "Paris")) -> str:
@@ -92,3 +100,41 @@ def table(rows: range, seed: int = 0, cities: tuple[str, ...] = ("Oslo", "Paris"
 
 
 HEADER = "id,x,city,label\n"
+
+
+def unshard(storage: Path, name: str, version: int, *, row_ids: bool = True) -> None:
+    """Make version ``version`` (filesystem store) look published before shards existed: one
+    data file ``<attempt>/data.h5`` with every split (the whole version's schema and labels in
+    its attributes, as that code wrote them), its record listing that file, the shards gone.
+    ``row_ids=False`` also leaves the row ids out (a version published before them)."""
+    import hashlib
+    import json
+
+    from datastack.canonical.shards import merge_shards
+
+    record_path = storage / "catalog" / name / f"v{version}.json"
+    data = json.loads(record_path.read_text())
+    record = Store.open(storage).catalog.get(name, version)
+    target = storage / "resources" / data_identifier_of(record)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(target, "w") as out:
+        out.attrs["datastack_format"] = 2 if (record.schema or {}).get("fields") else 1
+        out.attrs["name"] = name
+        out.attrs["schema"] = json.dumps(record.schema, sort_keys=True)
+        out.attrs["encodings"] = json.dumps(record.encodings or {}, sort_keys=True)
+        for split, entries in shards_of(record).items():
+            paths = [storage / "resources" / e["identifier"] for e in entries]
+            merged = target.parent / f"{split}.tmp.h5"
+            merge_shards(paths, split, merged)
+            with h5py.File(merged, "r") as f:
+                f.copy(f[split], out, split)
+                if not row_ids and ROW_IDS in out[split]:
+                    del out[split][ROW_IDS]
+            merged.unlink()
+            for path in paths:
+                path.unlink(missing_ok=True)
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    entry = {"identifier": data_identifier_of(record), "size": target.stat().st_size,
+             "sha256": digest}
+    data["resources"] = [entry] + [r for r in data["resources"] if r.get("kind") != "shard"]
+    record_path.write_text(json.dumps(data, indent=1, sort_keys=True))
