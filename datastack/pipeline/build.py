@@ -26,6 +26,7 @@ from datastack.canonical.rowids import PreviousVersion, continuing
 from datastack.errors import DatastackError, FormatError, ResourceNotFoundError, StorageError
 from datastack.pipeline import gates
 from datastack.pipeline.retrieve import latest_record, source_checksums
+from datastack.storage.chunked import open_raw
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.catalog.record import VersionRecord
@@ -128,7 +129,7 @@ def prepare_version(
     known = None if last is None else known_codes(last, store)
     previous = previous_version(spec, store, last)
     inputs = [
-        (source, store.storage.get_resource(stored["identifier"]))
+        (source, open_raw(store.storage, stored))  # whole or chunked (storage.chunked)
         for source, stored in zip(spec.sources, sources, strict=True)
     ]
     with work_dir() as tmp:
