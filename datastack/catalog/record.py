@@ -225,8 +225,14 @@ class VersionRecord:
 #: what a list of versions shows and compares (``schema.new_values``: the category labels a
 #: version added, at most a hundred per column). Resources, encodings (category labels),
 #: ``extra`` and class names or columns inside ``schema.fields`` are left out.
+#: What a summary keeps of each source: not the list of its raw chunks (hundreds per GB).
+SUMMARY_SOURCE_KEYS = (
+    "url", "sha256", "md5", "size", "track", "etag", "last_modified", "identifier", "role",
+    "split", "appended_to", "stored_bytes",
+)
 SUMMARY_PROJECTION = (
-    "name", "version", "status", "created_at", "published_at", "producer", "sources", "splits",
+    "name", "version", "status", "created_at", "published_at", "producer",
+    *(f"sources.{key}" for key in SUMMARY_SOURCE_KEYS), "splits",
     "spec_hash", "format", "schema.fields.name", "schema.fields.kind", "schema.fields.dtype",
     "schema.fields.shape", "schema.features", "schema.splits", "schema.target",
     "schema.new_values",
@@ -245,7 +251,9 @@ def summarised(record: VersionRecord) -> VersionRecord:
     return VersionRecord(
         name=record.name, version=record.version, status=record.status,
         created_at=record.created_at, published_at=record.published_at,
-        producer=record.producer, sources=record.sources, splits=record.splits,
+        producer=record.producer, splits=record.splits,
+        sources=[{k: v for k, v in src.items() if k in SUMMARY_SOURCE_KEYS}
+                 for src in record.sources],
         spec_hash=record.spec_hash, format=record.format, schema=slim,
     )
 

@@ -112,3 +112,18 @@ def test_unreferenced_chunks_of_a_failed_download_are_collected(
     report = catalog.gc(storage, keep=1, grace_seconds=0)
     assert set(report.deleted_resources) == garbage and report.bytes_freed == 4
     assert _chunks(storage) == _ids(kept)
+
+
+def test_version_summaries_leave_the_chunk_lists_out(
+    pair: tuple[Catalog, StorageConnector],
+) -> None:
+    """A list of versions stays small: hundreds of chunks per GB stay in the full record."""
+    catalog, storage = pair
+    data = _content(5 * CHUNK, seed=7)
+    full = _publish(catalog, storage, data).sources[0]
+    assert len(full["chunks"]) == 5
+    [summary] = catalog.version_summaries("live")
+    source = summary.sources[0]
+    assert "chunks" not in source
+    assert source["sha256"] == hashlib.sha256(data).hexdigest() and source["size"] == len(data)
+    assert source["identifier"] == full["identifier"] and source["track"] is True
