@@ -6,8 +6,24 @@ Below both: ``datastack.web`` imports no ``datastack.cli`` module.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+
+
+def shared_line(storage: Mapping[str, Any]) -> str:
+    """One line on a sharded version's storage (``catalog.overview.sharing``).
+
+    >>> shared_line({"shards": 3, "bytes": 3072, "previous": 2, "shared_shards": 2,
+    ...              "shared_bytes": 2048, "new_shards": 1, "new_bytes": 1024})
+    'stored as 3 shards (3.0 KiB): 2 shared with v2 (2.0 KiB), 1 new (1.0 KiB)'
+    """
+    line = f"stored as {storage['shards']} shards ({fmt_size(storage['bytes'])})"
+    if storage.get("previous") is None:
+        return line
+    return (f"{line}: {storage['shared_shards']} shared with v{storage['previous']} "
+            f"({fmt_size(storage['shared_bytes'])}), {storage['new_shards']} new "
+            f"({fmt_size(storage['new_bytes'])})")
 
 
 def fmt_size(n: int | None) -> str:

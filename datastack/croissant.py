@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from datastack._uri import redact
+from datastack.canonical.layout import is_sharded, shards_of
 from datastack.catalog.record import data_identifier_of
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -118,6 +119,13 @@ def _distribution(record: VersionRecord, storage: str | None) -> list[dict[str, 
         if source.get("size") is not None:
             item["contentSize"] = f"{int(source['size'])} B"
         out.append(item)
+    if is_sharded(record):  # the version's shards, one split's run of rows each
+        shards = [str(r["identifier"]) for rs in shards_of(record).values() for r in rs]
+        out.append({"@type": "cr:FileSet", "@id": "published-data", "name": "shards",
+                    "description": "the published version: its shards, each an HDF5 file "
+                                   "with one group (a split) and one dataset per field",
+                    "includes": shards, "encodingFormat": HDF5})
+        return out
     data = data_identifier_of(record)
     resource = next((r for r in record.resources if r.get("identifier") == data), {})
     item = {"@type": "cr:FileObject", "@id": "published-data", "name": data.rsplit("/", 1)[-1],
@@ -132,12 +140,14 @@ def _distribution(record: VersionRecord, storage: str | None) -> list[dict[str, 
     return out
 
 
-def _source(column: str) -> dict[str, Any]:
-    return {"fileObject": {"@id": "published-data"}, "extract": {"column": column}}
+def _source(column: str, sharded: bool) -> dict[str, Any]:
+    return {"fileSet" if sharded else "fileObject": {"@id": "published-data"},
+            "extract": {"column": column}}
 
 
 def _record_sets(record: VersionRecord) -> list[dict[str, Any]]:
     fields = record.schema.get("fields") if isinstance(record.schema, dict) else None
+    sharded = is_sharded(record)
     splits = {
         "@type": "cr:RecordSet", "@id": "splits", "name": "splits", "dataType": "cr:Split",
         "key": {"@id": "splits/name"},
@@ -149,7 +159,7 @@ def _record_sets(record: VersionRecord) -> list[dict[str, Any]]:
     described = [{"@type": "cr:Field", "@id": "records/split", "name": "split",
                   "description": "the split of the record: its HDF5 group",
                   "dataType": "sc:Text", "references": {"field": {"@id": "splits/name"}},
-                  "source": _source("split")}]
+                  "source": _source("split", sharded)}]
     for field in fields or []:
         name = str(field.get("name"))
         item: dict[str, Any] = {
@@ -157,7 +167,7 @@ def _record_sets(record: VersionRecord) -> list[dict[str, Any]]:
             "description": f"datastack {field.get('kind')} field, dtype {field.get('dtype')}, "
                            f"shape {field.get('shape')}",
             "dataType": _data_type(field),
-            "source": _source(str(field.get("dataset") or name)),
+            "source": _source(str(field.get("dataset") or name), sharded),
         }
         if field.get("kind") in ("array", "ragged") and field.get("shape") != []:
             item["repeated"] = True

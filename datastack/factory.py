@@ -179,6 +179,10 @@ class DatasetFactory:
 class SpecDatasetFactory(DatasetFactory):
     """The spec-driven factory: a YAML spec's format (or its ``preprocessor:``) prepares it."""
 
+    #: Its preparation of a line-based format can read only the rows appended upstream
+    #: (``docs/living.md``); a factory of its own prepares every row unless it says so.
+    tail_appends: ClassVar[bool] = True
+
     def __init__(self, spec: DatasetSpec) -> None:
         super().__init__(spec)
         if spec.preprocessor is not None:  # a bad import path is a spec error, before any I/O

@@ -126,12 +126,14 @@ def cached_records(cache: DiskCache, key: str, name: str) -> list[VersionRecord]
 
 
 def version_resources(record: VersionRecord) -> list[dict[str, Any]]:
-    """The resources a load reads: those under the version's own prefix
-    (``resource_prefix``), not the raw source copies kept for re-preparing."""
+    """The resources a load reads: its shards, or those under the version's own prefix
+    (``resource_prefix``: its data file), not the raw source copies kept for re-preparing."""
+    from datastack.canonical.layout import SHARD_KIND
     from datastack.catalog.record import resource_prefix
 
     prefix = resource_prefix(record)
-    own = [r for r in record.resources if str(r.get("identifier", "")).startswith(prefix)]
+    own = [r for r in record.resources if r.get("kind") == SHARD_KIND
+           or str(r.get("identifier", "")).startswith(prefix)]
     return own or list(record.resources)
 
 

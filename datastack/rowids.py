@@ -222,6 +222,43 @@ def with_occurrences(hashes: U64) -> U64:
     h = np.asarray(hashes, np.uint64)
     if len(h) == 0:
         return h.copy()
+    return _numbered(h, _occurrences(h))
+
+
+def with_occurrences_after(hashes: U64, before: U64) -> U64:
+    """:func:`with_occurrences` of rows that come after rows whose ids are ``before`` (an
+    append): the ids those rows would get among all the rows, old and new.
+
+    >>> h = np.array([5, 5, 7], np.uint64)
+    >>> after = with_occurrences_after(h[1:], with_occurrences(h[:1]))
+    >>> after.tolist() == with_occurrences(h)[1:].tolist()
+    True
+    """
+    h = np.asarray(hashes, np.uint64)
+    if len(h) == 0:
+        return h.copy()
+    old = np.sort(np.asarray(before, np.uint64))
+    distinct, inverse = np.unique(h, return_inverse=True)
+    prior = np.zeros(len(distinct), np.uint64)  # copies of each content among the old rows
+    active = _contains(old, distinct)
+    k = 0
+    while active.any():
+        prior[active] += np.uint64(1)
+        k += 1
+        nxt = _numbered(distinct, np.full(len(distinct), k, np.uint64))
+        active &= _contains(old, nxt)
+    return _numbered(h, _occurrences(h) + prior[inverse.reshape(-1)])
+
+
+def _contains(ordered: U64, values: U64) -> NDArray[np.bool_]:
+    if len(ordered) == 0:
+        return np.zeros(len(values), bool)
+    at = np.minimum(np.searchsorted(ordered, values), len(ordered) - 1)
+    return np.asarray(ordered[at] == values)
+
+
+def _occurrences(h: U64) -> U64:
+    """How many earlier rows (in row order) have the same hash as each row."""
     order = np.argsort(h, kind="stable")
     ranked = h[order]
     starts = np.flatnonzero(np.concatenate([[True], ranked[1:] != ranked[:-1]]))
@@ -230,6 +267,10 @@ def with_occurrences(hashes: U64) -> U64:
     run_start = np.maximum.accumulate(run_start)
     occurrence = np.empty(len(h), np.uint64)
     occurrence[order] = (np.arange(len(h)) - run_start).astype(np.uint64)
+    return occurrence
+
+
+def _numbered(h: U64, occurrence: U64) -> U64:
     out = h.copy()
     repeated = occurrence > 0
     with np.errstate(over="ignore"):
@@ -247,4 +288,5 @@ __all__ = [
     "number_words",
     "row_hashes",
     "with_occurrences",
+    "with_occurrences_after",
 ]

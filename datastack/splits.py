@@ -27,6 +27,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -224,6 +225,47 @@ def kept_split_indices(
         new = members[held < 0]
         shuffled = new[rng.permutation(len(new))]
         sizes = grow_sizes(len(members), kept, ratios)
+        start = 0
+        for number, size in enumerate(sizes):
+            assigned[shuffled[start : start + size]] = number
+            start += size
+    return {name: np.flatnonzero(assigned == i).astype(np.int64) for i, name in enumerate(names)}
+
+
+def tail_split_indices(
+    n: int,
+    ratios: Mapping[str, float],
+    seed: int = 0,
+    stratify_by: NDArray[np.generic] | None = None,
+    kept: Mapping[Any, Sequence[int]] | None = None,
+) -> dict[str, NDArray[np.int64]]:
+    """The splits of ``n`` rows appended after a former version's rows, which all stay where
+    they are: ``kept`` gives, per class (the key ``None`` without ``stratify_by``), how many
+    rows each split (in the ratios' order) holds already. The result (indices into the new
+    rows, ascending) is exactly what :func:`kept_split_indices` gives those rows when it is
+    handed every row, old and new (same generator draws, same sizes), without the old ones.
+
+    >>> tail_split_indices(2, {"a": 0.5, "b": 0.5}, kept={None: [2, 0]})
+    {'a': array([], dtype=int64), 'b': array([0, 1])}
+    """
+    names = list(check_ratios(ratios))
+    kept = dict(kept or {})
+    rng = np.random.default_rng(seed)
+    assigned = np.full(n, -1, np.int64)
+    if stratify_by is None:
+        groups: list[tuple[Any, NDArray[np.int64]]] = [(None, np.arange(n, dtype=np.int64))]
+    else:
+        labels = np.asarray(stratify_by)
+        if labels.ndim != 1 or len(labels) != n:
+            raise FormatError(
+                f"stratify needs one label per sample (1-D, length {n}), got shape {labels.shape}"
+            )
+        classes = np.unique(np.concatenate([np.asarray(list(kept), labels.dtype), labels]))
+        groups = [(c.item(), np.flatnonzero(labels == c).astype(np.int64)) for c in classes]
+    for cls, members in groups:
+        old = list(kept.get(cls, [0] * len(names)))
+        shuffled = members[rng.permutation(len(members))]
+        sizes = grow_sizes(sum(old) + len(members), old, ratios)
         start = 0
         for number, size in enumerate(sizes):
             assigned[shuffled[start : start + size]] = number
@@ -453,4 +495,5 @@ __all__ = [
     "parse_split_expression",
     "split_indices",
     "split_sizes",
+    "tail_split_indices",
 ]

@@ -16,6 +16,14 @@ Resource layout in a storage::
                                                       in the folder of the attempt that wrote it
     datasets/<name>/v<version>/data.h5               the same, for versions written before
                                                       attempts had ids
+    datasets/<name>/shards/<sha256>.h5               one shard: an immutable canonical file
+                                                      holding a run of one split's samples,
+                                                      named by the sha256 of its bytes and
+                                                      shared by every version that lists it
+
+A version published since shards exist (``docs/living.md``) is a *manifest*: its catalog
+record lists its shards in order, split by split (``resources`` entries with ``kind:
+"shard"``, their ``split`` and ``rows``); a version published before is one data file.
 
 A tracked source's download keeps ``raw/fetched-<id>/<filename>`` as its identity in the
 catalog record (``identifier``), but its bytes are the chunks the record lists in order
@@ -62,6 +70,12 @@ _FETCHED = "fetched-"
 #: Size of one chunk of a tracked source's raw copy (the last chunk of a copy is shorter).
 RAW_CHUNK_BYTES = 4 * 1024 * 1024
 _CHUNKS = "chunks"
+#: The folder of a dataset's shards, and the ``kind`` of a shard's entry in a record.
+SHARDS = "shards"
+SHARD_KIND = "shard"
+#: The ``kind`` of the entry of a version's whole category labels (kept beside the shards
+#: when the record holds only the first of a very long list).
+LABELS_KIND = "labels"
 
 
 def dataset_prefix(name: str) -> str:
@@ -119,6 +133,38 @@ def resource_prefix(record: VersionRecord) -> str:
 def data_identifier_of(record: VersionRecord) -> str:
     """The identifier of the canonical HDF5 file of a version."""
     return resource_prefix(record) + DATA_FILE
+
+
+def shard_identifier(name: str, sha256: str) -> str:
+    """The identifier of the shard whose bytes have digest ``sha256``.
+
+    >>> shard_identifier("iris", "ab" * 32)[:30]
+    'datasets/iris/shards/ababababab'
+    """
+    digest = str(sha256).lower()
+    if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+        raise DatastackError(f"invalid shard digest {sha256!r}: expected 64 hex digits")
+    return f"{RESOURCE_ROOT}/{validate_dataset_name(name)}/{SHARDS}/{digest}.h5"
+
+
+def labels_identifier(name: str, sha256: str) -> str:
+    """The identifier of a version's whole category labels (JSON), by their digest."""
+    return shard_identifier(name, sha256)[: -len(".h5")] + ".labels.json"
+
+
+def is_sharded(record: VersionRecord) -> bool:
+    """Whether ``record`` is a manifest of shards (else one data file)."""
+    return any(r.get("kind") == SHARD_KIND for r in record.resources)
+
+
+def shards_of(record: VersionRecord) -> dict[str, list[dict[str, Any]]]:
+    """The shard entries of a sharded version by split, in order (every split of the
+    record, an empty list when it has none)."""
+    out: dict[str, list[dict[str, Any]]] = {str(s): [] for s in record.splits}
+    for entry in record.resources:
+        if entry.get("kind") == SHARD_KIND:
+            out.setdefault(str(entry.get("split")), []).append(dict(entry))
+    return out
 
 
 def _filename(source: SourceSpec) -> str:
@@ -206,19 +252,26 @@ __all__ = [
     "DATA_FILE",
     "DEFAULT_COMPRESSION",
     "FIELDS_LAYOUT",
+    "LABELS_KIND",
     "RAW_CHUNK_BYTES",
     "RESOURCE_ROOT",
+    "SHARDS",
+    "SHARD_KIND",
     "attempt_prefix",
     "data_identifier",
     "data_identifier_of",
     "dataset_prefix",
     "fetched_identifier",
     "is_fetched",
+    "is_sharded",
+    "labels_identifier",
     "layout_of",
     "new_attempt_id",
     "raw_chunk_identifier",
     "raw_chunk_identifiers",
     "raw_identifier",
     "resource_prefix",
+    "shard_identifier",
+    "shards_of",
     "version_prefix",
 ]

@@ -11,7 +11,14 @@ import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
-from datastack.canonical.layout import FIELDS_LAYOUT, data_identifier_of, layout_of
+from datastack.canonical.layout import (
+    FIELDS_LAYOUT,
+    LABELS_KIND,
+    data_identifier_of,
+    is_sharded,
+    layout_of,
+    shards_of,
+)
 from datastack.errors import FormatError
 from datastack.fields import LABEL
 
@@ -41,6 +48,13 @@ def open_version(
     from datastack.offline import ReadDecision, open_published
 
     read = ReadDecision(record) if read is None else dataclasses.replace(read, record=record)
+    if is_sharded(record):  # a manifest of shards (docs/living.md)
+        from datastack.canonical.sharded import ShardedSplit
+
+        layout = layout_of(record.schema)
+        fields = version_fields(record)
+        return {split: ShardedSplit(store, read, split, entries, fields, layout)
+                for split, entries in shards_of(record).items()}
     identifier = data_file(record)
     resource = open_published(store, read, identifier)  # local cache first
     if layout_of(record.schema) == FIELDS_LAYOUT:  # named fields (docs/fields.md)
@@ -50,6 +64,16 @@ def open_version(
     from datastack.canonical.hdf5 import HDF5DatasetIterator
 
     return {split: HDF5DatasetIterator(resource, group=split) for split in record.splits}
+
+
+def version_fields(record: VersionRecord) -> dict[str, Any] | None:
+    """The fields of a version from its record's schema (category names included), or
+    ``None`` when the record does not list them (layout 1: the shards' own)."""
+    from datastack.fields import fields_from_schema
+
+    schema = record.schema if isinstance(record.schema, dict) else {}
+    entries = schema.get("fields")
+    return dict(fields_from_schema(entries)) if entries else None
 
 
 def known_codes(record: VersionRecord, store: Store) -> dict[str, list[str]]:
@@ -83,9 +107,15 @@ def known_codes(record: VersionRecord, store: Store) -> dict[str, list[str]]:
 
 
 def _file_encodings(record: VersionRecord, store: Store) -> dict[str, list[Any]]:
-    """The ``encodings`` attribute of a version's data file (every label of every column)."""
+    """The ``encodings`` attribute of a version's data file (every label of every column),
+    or of a sharded version's labels file."""
     import h5py
 
+    labels = next((r for r in record.resources if r.get("kind") == LABELS_KIND), None)
+    if labels is not None:
+        return _labels_file(record, store, str(labels["identifier"]))
+    if is_sharded(record):
+        return {}
     resource = store.storage.get_resource(data_file(record))
     try:
         with h5py.File(resource, "r") as f:
@@ -100,4 +130,21 @@ def _file_encodings(record: VersionRecord, store: Store) -> dict[str, list[Any]]
     return found if isinstance(found, dict) else {}
 
 
-__all__ = ["data_file", "known_codes", "open_version"]
+def _labels_file(record: VersionRecord, store: Store, identifier: str) -> dict[str, list[Any]]:
+    from datastack.errors import DatastackError
+
+    try:
+        stream = store.storage.get_resource(identifier)
+        try:
+            found = json.loads(stream.read())
+        finally:
+            stream.close()
+    except (DatastackError, ValueError) as exc:
+        raise FormatError(
+            f"{record.name} v{record.version}: its category labels file {identifier} cannot "
+            f"be read ({exc}); the next version needs them to keep the codes"
+        ) from None
+    return found if isinstance(found, dict) else {}
+
+
+__all__ = ["data_file", "known_codes", "open_version", "version_fields"]

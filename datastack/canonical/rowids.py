@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 from datastack.canonical.columns import StagedRows, Transform
 from datastack.errors import FormatError
 from datastack.fields import Field, fields_from_schema
-from datastack.rowids import SCHEME, row_hashes, with_occurrences
+from datastack.rowids import SCHEME, row_hashes, with_occurrences, with_occurrences_after
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.resources import StreamedResource
@@ -86,9 +86,11 @@ def hash_columns(
     transforms: Mapping[str, Transform] | None = None,
     encodings: Mapping[str, Sequence[str]] | None = None,
     key: Sequence[str] | None = None,
+    before: U64 | None = None,
 ) -> U64:
     """The row id of every row of ``columns`` (staged or stored columns of one split, read in
-    blocks; ``transforms`` map a fixed field's block to its stored values first)."""
+    blocks; ``transforms`` map a fixed field's block to its stored values first); ``before``:
+    the ids of rows these come after (an append: :func:`with_occurrences_after`)."""
     wanted = resolve_key(fields, key)
     names = {name for name, _ in wanted} if wanted is not None else {f.name for f in fields}
     used = [f for f in fields if f.name in names]
@@ -112,7 +114,12 @@ def hash_columns(
         out[lo:hi] = row_hashes(used, block, encodings, wanted)
     if wanted is not None:
         _unique_keys(out, key or ())
-    return with_occurrences(out)
+        if before is not None and len(before) and bool(np.isin(out, before).any()):
+            raise FormatError(
+                f"key: {', '.join(key or ())} is not unique: an appended row repeats the key "
+                "of a row of the version before; a key must name each row once"
+            )
+    return with_occurrences(out) if before is None else with_occurrences_after(out, before)
 
 
 def _unique_keys(ids: U64, key: Sequence[str]) -> None:
@@ -139,6 +146,11 @@ def write_row_ids(group: Any, ids: U64, identity: str) -> None:
     dset.attrs["scheme"] = SCHEME
 
 
+class AppendRefused(FormatError):
+    """The new rows of an append cannot be prepared on their own (their fields differ from
+    the version's, or a row repeats an old one's key): the refresh prepares every row."""
+
+
 @dataclass
 class SplitHistory:
     """Which rows (by id) each split of a former version held; ``identity`` says how the ids
@@ -151,13 +163,45 @@ class SplitHistory:
 @dataclass
 class PreviousVersion:
     """The last published version, for the next preparation to continue its splits: its data
-    file (opened lazily, only when the preparation cuts splits) and what its record says."""
+    file, or its shards by split (opened lazily, only when the preparation cuts splits), and
+    what its record says."""
 
     name: str
     version: int
-    resource: StreamedResource
+    resource: StreamedResource | None
     splits: dict[str, int]
     schema: dict[str, Any]
+    shards: dict[str, list[StreamedResource]] = field(default_factory=dict)
+    #: The record's category labels (a sharded version's files hold none).
+    encodings: dict[str, Any] = field(default_factory=dict)
+    #: The preparation reads only rows appended after this version's (``pipeline._tail``).
+    tail: bool = False
+
+    def kept(self, names: Sequence[str], stratify: bool) -> dict[Any, list[int]]:
+        """How many rows each split (in ``names``' order) holds, per class of the label
+        field with ``stratify`` (the class key ``None`` without): what an append's rows are
+        cut around (:func:`datastack.splits.tail_split_indices`)."""
+        if not stratify:
+            return {None: [int(self.splits.get(n, 0)) for n in names]}
+        import h5py
+
+        fields = _stored_fields(self.schema, self.encodings)
+        chosen = next((f for f in fields if f.kind == "label"), fields[-1])
+        out: dict[Any, list[int]] = {}
+        for number, split in enumerate(names):
+            for resource in self.shards.get(split, []):
+                with h5py.File(resource, "r") as f:
+                    values = np.asarray(f[split][chosen.stored_name][()])
+                classes, counts = np.unique(values, return_counts=True)
+                for cls, count in zip(classes.tolist(), counts.tolist(), strict=True):
+                    out.setdefault(cls, [0] * len(names))[number] += int(count)
+        return out
+
+    def close(self) -> None:
+        """Close every stream of the version."""
+        for resource in [self.resource, *(r for rs in self.shards.values() for r in rs)]:
+            if resource is not None:
+                resource.close()
 
     def history(self, identity: str, names: Sequence[str]) -> SplitHistory | None:
         """The row ids of each split: stored ones when their identity is ``identity``, else
@@ -165,12 +209,14 @@ class PreviousVersion:
         or with another ``key:``). ``None`` when the version has no row ids and other splits
         than ``names`` (it was not cut by these ``splits:``: they are cut afresh)."""
         try:
+            if self.resource is None:
+                return self._sharded_history(identity, names)
             return self._history(identity, names)
         except (OSError, KeyError, ValueError) as exc:
             raise FormatError(
                 f"{self.name} v{self.version}: cannot read its row ids or rows to keep every "
                 f"sample in its split ({type(exc).__name__}: {exc}); nothing was published. "
-                "Check the version's file (datastack pull verifies it) and the storage"
+                "Check the version's files (datastack pull verifies them) and the storage"
             ) from None
 
     def _history(self, identity: str, names: Sequence[str]) -> SplitHistory | None:
@@ -181,22 +227,60 @@ class PreviousVersion:
             if not stored and set(self.splits) != set(names):
                 return None
             for wanted in (identity, CONTENT):  # content ids: what recomputing would give
-                if len(stored) == len(self.splits) and all(
-                    d.attrs.get("identity") == wanted and int(d.attrs.get("scheme", 0)) == SCHEME
-                    for d in stored.values()
-                ):
+                if len(stored) == len(self.splits) and all(_ids_are(d, wanted)
+                                                           for d in stored.values()):
                     return SplitHistory(wanted, {s: np.asarray(d[()], np.uint64)
                                                  for s, d in stored.items()})
             encodings = json.loads(f.attrs.get("encodings", "{}"))
             fields = _stored_fields(json.loads(f.attrs.get("schema", "{}")) or self.schema,
                                     encodings)
-            out = {}
-            for split in self.splits:
-                group = f[split]
-                columns = {fld.name: StagedRows(group[fld.stored_name], fld) if fld.variable
-                           else group[fld.stored_name] for fld in fields}
-                out[split] = hash_columns(fields, columns, None, encodings, None)
-            return SplitHistory(CONTENT, out)
+            return SplitHistory(CONTENT, {split: _content_ids(f[split], fields, encodings)
+                                          for split in self.splits})
+
+    def _sharded_history(self, identity: str, names: Sequence[str]) -> SplitHistory | None:
+        """The same over the shards of each split (their ids one shard after another)."""
+        del names  # a sharded version always cut these splits, or named its own
+        for wanted in (identity, CONTENT):
+            found = self._shard_ids(lambda group, w=wanted: _stored_ids(group, w))
+            if found is not None:
+                return SplitHistory(wanted, found)
+        fields = _stored_fields(self.schema, self.encodings)
+        computed = self._shard_ids(lambda group: _content_ids(group, fields, self.encodings))
+        return SplitHistory(CONTENT, computed or {})
+
+    def _shard_ids(self, ids_of: Any) -> dict[str, U64] | None:
+        """``ids_of(split group)`` over every shard, joined per split; ``None`` if any gives
+        ``None``."""
+        import h5py
+
+        out: dict[str, U64] = {}
+        for split, resources in self.shards.items():
+            parts = []
+            for resource in resources:
+                with h5py.File(resource, "r") as f:
+                    ids = ids_of(f[split])
+                if ids is None:
+                    return None
+                parts.append(ids)
+            out[split] = np.concatenate(parts) if parts else np.empty(0, np.uint64)
+        return out
+
+
+def _stored_ids(group: Any, identity: str) -> U64 | None:
+    dset = group.get(ROW_IDS)
+    return np.asarray(dset[()], np.uint64) if dset is not None and _ids_are(dset, identity) \
+        else None
+
+
+def _ids_are(dset: Any, identity: str) -> bool:
+    return bool(dset.attrs.get("identity") == identity
+                and int(dset.attrs.get("scheme", 0)) == SCHEME)
+
+
+def _content_ids(group: Any, fields: Sequence[Field], encodings: Mapping[str, Any]) -> U64:
+    columns = {fld.name: StagedRows(group[fld.stored_name], fld) if fld.variable
+               else group[fld.stored_name] for fld in fields}
+    return hash_columns(fields, columns, None, encodings, None)
 
 
 def _stored_fields(schema: Mapping[str, Any], encodings: Mapping[str, Any]) -> list[Field]:
@@ -232,6 +316,7 @@ def current_previous() -> PreviousVersion | None:
 __all__ = [
     "CONTENT",
     "ROW_IDS",
+    "AppendRefused",
     "PreviousVersion",
     "SplitHistory",
     "continuing",

@@ -101,9 +101,33 @@ def dataset_details(catalog: Catalog, name: str, version: int | None = None) -> 
     return details_of(record, catalog.versions(name))
 
 
+def sharing(record: VersionRecord, before: VersionRecord | None) -> dict[str, Any] | None:
+    """What a sharded version is made of and shares with the version ``before`` it:
+    ``{shards, bytes, previous, shared_shards, shared_bytes, new_shards, new_bytes}``
+    (``None`` for a version stored as one data file)."""
+    from datastack.canonical.layout import SHARD_KIND
+
+    own = [r for r in record.resources if r.get("kind") == SHARD_KIND]
+    if not own:
+        return None
+    old = {str(r.get("identifier")) for r in (before.resources if before else [])}
+    shared = [r for r in own if str(r.get("identifier")) in old]
+
+    def size(entries: list[dict[str, Any]]) -> int:
+        return sum(int(r.get("size") or 0) for r in entries)
+
+    return {"shards": len(own), "bytes": size(own),
+            "previous": None if before is None else before.version,
+            "shared_shards": len(shared), "shared_bytes": size(shared),
+            "new_shards": len(own) - len(shared), "new_bytes": size(own) - size(shared)}
+
+
 def details_of(record: VersionRecord, versions: list[VersionRecord]) -> dict[str, Any]:
-    """:func:`dataset_details` from records already read."""
+    """:func:`dataset_details` from records already read (``storage``: :func:`sharing`)."""
     data = record.to_dict()
+    before = max((v for v in versions if v.version < record.version and v.resources),
+                 key=lambda v: v.version, default=None)
+    data["storage"] = sharing(record, before)
     data["versions"] = [
         {"version": v.version, "status": v.status, "published_at": v.published_at}
         for v in versions
@@ -120,4 +144,5 @@ __all__ = [
     "ls_row",
     "ls_rows",
     "problems_first",
+    "sharing",
 ]

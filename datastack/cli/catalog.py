@@ -8,6 +8,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from datastack._codes import describe_new_values
+from datastack._format import shared_line
 from datastack._uri import redact
 from datastack.cli._common import (
     EXIT_OK,
@@ -162,6 +163,8 @@ def run_show(args: argparse.Namespace) -> int:
     if reason is not None:
         print(f"{reason}: from the local cache (cached versions only)")
     _print_record(record, data["versions"])
+    if data.get("storage"):
+        print(shared_line(data["storage"]))
     return EXIT_OK
 
 

@@ -10,6 +10,7 @@ flips the record to published in one atomic catalog step. A failed attempt is dr
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 import socket
@@ -20,11 +21,22 @@ from typing import TYPE_CHECKING, Any
 
 from datastack._isolation import run_isolated
 from datastack._workdirs import work_dir
-from datastack.canonical.layout import DATA_FILE, attempt_prefix, data_identifier_of, version_prefix
+from datastack.canonical.layout import (
+    DATA_FILE,
+    LABELS_KIND,
+    attempt_prefix,
+    is_sharded,
+    labels_identifier,
+    shard_identifier,
+    shards_of,
+    version_prefix,
+)
 from datastack.canonical.published import data_file, known_codes
-from datastack.canonical.rowids import PreviousVersion, continuing
+from datastack.canonical.rowids import AppendRefused, PreviousVersion, continuing
+from datastack.canonical.shards import ShardFile, shard_bytes_setting, shard_entry
 from datastack.errors import DatastackError, FormatError, ResourceNotFoundError, StorageError
 from datastack.pipeline import gates
+from datastack.pipeline._tail import TailPlan, grown, tail_input, tail_plan
 from datastack.pipeline.retrieve import latest_record, source_checksums
 from datastack.storage.chunked import open_raw
 
@@ -104,6 +116,27 @@ def _prepare_in_child(
     return prepared, gates.file_stats(out, labels)
 
 
+def _prepare_and_cut(
+    factory: DatasetFactory, inputs: Any, out: Path, with_stats: bool,
+    known: dict[str, list[str]] | None, previous: PreviousVersion | None, shard_bytes: int,
+) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
+    """In the child: prepare the whole canonical file, then cut it into shards beside it."""
+    from datastack.canonical.shards import cut_shards
+
+    prepared, stats = _prepare_in_child(factory, inputs, out, with_stats, known, previous)
+    try:
+        shards = cut_shards(out, out.parent / "shards", shard_bytes)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise StorageError(f"{factory.spec.name}: no space to write the shards ({exc}); "
+                               "nothing was published, free space and retry") from None
+        raise FormatError(f"{factory.spec.name}: the prepared file cannot be cut into shards "
+                          f"({exc}); re-run the refresh") from None
+    finally:
+        out.unlink(missing_ok=True)  # the shards hold every row now
+    return prepared, stats, [s.to_dict() for s in shards]
+
+
 def prepare_version(
     factory: DatasetFactory,
     sources: Sequence[dict[str, Any]],
@@ -127,7 +160,6 @@ def prepare_version(
     spec = factory.spec
     last = latest_record(spec, store)  # once: codes and splits continue from it
     known = None if last is None else known_codes(last, store)
-    previous = previous_version(spec, store, last)
     inputs = [
         (source, open_raw(store.storage, stored))  # whole or chunked (storage.chunked)
         for source, stored in zip(spec.sources, sources, strict=True)
@@ -136,17 +168,13 @@ def prepare_version(
         try:
             for (_, resource), stored in zip(inputs, sources, strict=True):
                 gates.check_markup(spec, str(stored.get("url")), resource)
-            out = tmp / DATA_FILE
-            prepared, stats = run_isolated(
-                _prepare_in_child, factory, inputs, out, gates.needs_stats(spec), known,
-                previous,
-                what=f"{spec.name}: preprocessing",
-            )
+            plan = None if len(inputs) != 1 else tail_plan(
+                factory, sources, last, gates.needs_stats(spec), inputs[0][1])
+            prepared, stats, shards, manifest = _prepare_all_or_tail(
+                factory, inputs, tmp / DATA_FILE, known, last, store, plan)
         finally:
             for _, resource in inputs:
                 resource.close()
-            if previous is not None:
-                previous.resource.close()
         _fit_catalog_document(spec.name, prepared)  # before anything is written
         record = store.catalog.begin(
             spec.name,
@@ -159,7 +187,8 @@ def prepare_version(
             lease_token=lease_token,
         )
         try:
-            info = store.storage.set_resource(data_identifier_of(record), out)
+            written = store_shards(store, spec.name, shards)
+            written = (manifest or written) + _labels_entry(store, spec.name, prepared)
         except BaseException:
             drop_version(store, spec.name, record.version, record.attempt)
             raise
@@ -171,7 +200,7 @@ def prepare_version(
     return PreparedVersion(
         name=spec.name,
         version=record.version,
-        resources=[info.to_dict(), *raw],
+        resources=[*written, *raw],
         splits=dict(prepared.splits),
         schema=dict(prepared.schema),
         encodings=dict(getattr(prepared, "encodings", {}) or {}),
@@ -181,21 +210,104 @@ def prepare_version(
     )
 
 
+def _prepare_all_or_tail(
+    factory: DatasetFactory, inputs: list[tuple[Any, Any]], out: Path,
+    known: dict[str, list[str]] | None, last: VersionRecord | None, store: Store,
+    plan: TailPlan | None,
+) -> tuple[Any, dict[str, Any], list[ShardFile], list[dict[str, Any]] | None]:
+    """Prepare the appended rows only when ``plan`` says so (``pipeline._tail``), else (or
+    when the tail cannot stand on its own) every row: ``(prepared, stats, shards written,
+    the manifest of an append or None)``."""
+    spec = factory.spec
+    if plan is not None and last is not None:
+        previous = previous_version(spec, store, last, tail=True)
+        tail = [(inputs[0][0], tail_input(plan, inputs[0][1]))]
+        try:
+            prepared, stats, shards = _run_preparation(factory, tail, out, known, previous)
+            new = [shard_entry(sh, shard_identifier(spec.name, sh.sha256)) for sh in shards]
+            splits, schema, manifest = grown(last, prepared, new)
+            prepared.splits, prepared.schema = splits, schema
+            log.info("%s: prepared the %d bytes appended upstream only", spec.name,
+                     int(inputs[0][1].size) - plan.offset)
+            return prepared, stats, shards, manifest
+        except AppendRefused as exc:
+            log.info("%s: %s; preparing every row", spec.name, exc)
+        finally:
+            if previous is not None:
+                previous.close()
+    previous = previous_version(spec, store, last)
+    try:
+        return (*_run_preparation(factory, inputs, out, known, previous), None)
+    finally:
+        if previous is not None:
+            previous.close()
+
+
+def _run_preparation(
+    factory: DatasetFactory, inputs: list[tuple[Any, Any]], out: Path,
+    known: dict[str, list[str]] | None, previous: PreviousVersion | None,
+) -> tuple[Any, dict[str, Any], list[ShardFile]]:
+    spec = factory.spec
+    prepared, stats, shards = run_isolated(
+        _prepare_and_cut, factory, inputs, out, gates.needs_stats(spec), known, previous,
+        shard_bytes_setting(spec.shard_bytes), what=f"{spec.name}: preprocessing",
+    )
+    return prepared, stats, [ShardFile(**sh) for sh in shards]
+
+
+def store_shards(store: Store, name: str, shards: Sequence[ShardFile]) -> list[dict[str, Any]]:
+    """Upload the shards a storage does not hold yet (by the sha256 of their bytes, which
+    names them: a shard another version has is shared, not stored again); their entries."""
+    entries = []
+    for shard in shards:
+        identifier = shard_identifier(name, shard.sha256)
+        if not store.storage.has_resource(identifier):
+            store.storage.set_resource(identifier, Path(shard.path), sha256=shard.sha256)
+        entries.append(shard_entry(shard, identifier))
+    return entries
+
+
+def _labels_entry(store: Store, name: str, prepared: Any) -> list[dict[str, Any]]:
+    """The whole category labels, stored beside the shards when the record keeps only the
+    first of each very long list (a shard holds no names)."""
+    import hashlib
+    import json
+
+    whole = getattr(prepared, "whole_encodings", None)
+    if not whole:
+        return []
+    data = json.dumps(whole, sort_keys=True).encode()
+    digest = hashlib.sha256(data).hexdigest()
+    identifier = labels_identifier(name, digest)
+    info = store.storage.set_resource(identifier, io.BytesIO(data))
+    return [{"identifier": identifier, "size": info.size, "sha256": digest, "kind": LABELS_KIND}]
+
+
 def previous_version(
-    spec: DatasetSpec, store: Store, record: VersionRecord | None
+    spec: DatasetSpec, store: Store, record: VersionRecord | None, *, tail: bool = False
 ) -> PreviousVersion | None:
     """The last published version of ``spec`` (``record``), whose splits the next
-    preparation continues (its data file is opened lazily, only if the preparation cuts
-    ``splits:``). Its data file missing fails the refresh: never re-cut silently."""
+    preparation continues (its files are opened lazily, only if the preparation cuts
+    ``splits:``). Its data file or a shard missing fails the refresh: never re-cut silently."""
     if not spec.splits or spec.preprocessor is not None:
         return None
     if record is None or not record.splits:
         return None
+    opened: list[Any] = []
     try:
+        if is_sharded(record):
+            shards = {split: [store.storage.get_resource(str(e["identifier"])) for e in entries]
+                      for split, entries in shards_of(record).items()}
+            opened = [r for rs in shards.values() for r in rs]
+            return PreviousVersion(record.name, record.version, None, dict(record.splits),
+                                   dict(record.schema or {}), shards=shards,
+                                   encodings=dict(record.encodings or {}), tail=tail)
         resource = store.storage.get_resource(data_file(record))
     except (FormatError, ResourceNotFoundError) as exc:
+        for r in opened:
+            r.close()
         raise FormatError(
-            f"{spec.name}: cannot read version {record.version}'s data file to keep every "
+            f"{spec.name}: cannot read version {record.version}'s data to keep every "
             f"sample in its split ({exc}); nothing was published. Restore the file, or "
             f"`datastack delete {spec.name}` to start the dataset afresh"
         ) from None
@@ -218,6 +330,7 @@ def _fit_catalog_document(name: str, prepared: Any) -> None:
     size = len(json.dumps(encodings, default=str))
     if size > MAX_RECORD_LABELS_BYTES:
         truncated = {col: len(labels) for col, labels in encodings.items()}
+        prepared.whole_encodings = encodings  # stored beside the shards (_labels_entry)
         prepared.encodings = {col: list(v[:RECORD_LABELS_KEPT]) for col, v in encodings.items()}
         schema = dict(prepared.schema or {})
         schema.pop("encodings", None)

@@ -24,7 +24,14 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from datastack._codes import KnownCodes
-from datastack.canonical.rowids import current_previous, hash_columns, identity_of, write_row_ids
+from datastack.canonical.rowids import (
+    AppendRefused,
+    PreviousVersion,
+    current_previous,
+    hash_columns,
+    identity_of,
+    write_row_ids,
+)
 from datastack.canonical.writer import (
     CanonicalWriter,
     PreparedData,
@@ -39,7 +46,7 @@ from datastack.formats.archives import DEFAULT_LIMITS, ArchiveLimits
 from datastack.formats.inputs import RawInput, prepare_inputs
 from datastack.resources import StreamedResource
 from datastack.specs import DatasetSpec, SourceSpec
-from datastack.splits import kept_split_indices
+from datastack.splits import kept_split_indices, tail_split_indices
 
 Sources = Sequence[tuple[SourceSpec, StreamedResource]]
 
@@ -238,8 +245,10 @@ def cut_splits(
     version being continued (:func:`~datastack.canonical.rowids.current_previous`) keeps its
     split and new rows fill the splits towards their ratios (``docs/living.md``)."""
     identity = identity_of(spec.key)
-    ids = hash_columns(fields, columns, transforms, encodings, spec.key)
     previous = current_previous()
+    if previous is not None and previous.tail:  # only the appended rows (pipeline._tail)
+        return _cut_tail(spec, fields, columns, transforms, encodings, labels, previous)
+    ids = hash_columns(fields, columns, transforms, encodings, spec.key)
     history = None if previous is None else previous.history(identity, list(spec.splits or {}))
     match = ids
     if history is not None and history.identity != identity:  # the upgrade, a new key:
@@ -247,6 +256,25 @@ def cut_splits(
     chosen = kept_split_indices(
         match, spec.splits or {}, spec.seed, labels, None if history is None else history.splits
     )
+    return chosen, ids, identity
+
+
+def _cut_tail(
+    spec: DatasetSpec, fields: Sequence[Field], columns: Mapping[str, Any],
+    transforms: Mapping[str, Any] | None, encodings: Mapping[str, Sequence[str]] | None,
+    labels: Any, previous: PreviousVersion,
+) -> tuple[dict[str, Any], Any, str]:
+    """:func:`cut_splits` of rows appended after ``previous``'s: their ids and splits are
+    those a preparation of every row would give them (``tail_split_indices``)."""
+    identity = identity_of(spec.key)
+    names = list(spec.splits or {})
+    history = previous.history(identity, names)
+    if history is None or history.identity != identity or set(history.splits) != set(names):
+        raise AppendRefused(f"{spec.name}: the version before holds no row ids of this key")
+    before = np.concatenate([history.splits[n] for n in names])
+    ids = hash_columns(fields, columns, transforms, encodings, spec.key, before=before)
+    kept = previous.kept(names, labels is not None)
+    chosen = tail_split_indices(len(ids), spec.splits or {}, spec.seed, labels, kept)
     return chosen, ids, identity
 
 

@@ -38,9 +38,8 @@ from datastack._cron import validate_cron
 from datastack._uri import redact
 from datastack.errors import InvalidIdentifierError, SpecError
 from datastack.identifiers import validate_dataset_name, validate_identifier
+from datastack.specs._storage import _compression, _shard_bytes
 from datastack.specs.model import (
-    COMPRESSIONS,
-    DEFAULT_COMPRESSION,
     DatasetSpec,
     Expectations,
     SourceSpec,
@@ -59,7 +58,7 @@ MAX_EXTRA_VALUES = 10_000
 _TOP_KEYS = ("datasets",)
 _DATASET_KEYS = (
     "description", "license", "sources", "format", "splits", "stratify", "seed", "key",
-    "schedule", "preprocessor", "factory", "extra", "compression", "expect",
+    "schedule", "preprocessor", "factory", "extra", "compression", "expect", "shard_bytes",
 )
 _SOURCE_KEYS = ("url", "sha256", "md5", "track", "role", "filename", "split", "member")
 _EXPECT_KEYS = (
@@ -384,18 +383,6 @@ def _sources(ctx: _Ctx, raw: Mapping[str, Any], fmt: str | None, custom: bool) -
     return sources
 
 
-def _compression(ctx: _Ctx, raw: Mapping[str, Any]) -> str:
-    compression = raw.get("compression", DEFAULT_COMPRESSION)
-    if not isinstance(compression, str) or compression not in COMPRESSIONS:
-        shown = "null" if compression is None else repr(compression)
-        raise ctx.fail(
-            "compression",
-            f"expected one of {', '.join(COMPRESSIONS)}, got {shown}; 'none' (the default) "
-            "reads fastest, 'lzf' or 'gzip' make the stored file smaller",
-        )
-    return compression
-
-
 def _schedule(ctx: _Ctx, raw: Mapping[str, Any]) -> str | None:
     schedule = raw.get("schedule")
     if schedule is not None:
@@ -448,6 +435,7 @@ def _dataset(name: Any, raw: Any, origin: str, base_dir: Path | None) -> Dataset
         extra=_extra(ctx, raw.get("extra", {})),
         origin=origin,
         compression=_compression(ctx, raw),
+        shard_bytes=_shard_bytes(ctx, raw),
         expect=_expect(ctx, raw.get("expect")),
     )
 

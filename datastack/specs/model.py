@@ -112,6 +112,10 @@ class DatasetSpec:
     origin: str = "<string>"
     compression: str = DEFAULT_COMPRESSION
     expect: Expectations | None = None
+    #: The most bytes of one shard of a version (``docs/living.md``); ``None``: the
+    #: ``DATASTACK_SHARD_BYTES`` setting or the default. Not part of the fingerprint: it
+    #: changes how a version is stored, not its samples.
+    shard_bytes: int | None = None
 
     @property
     def tracked(self) -> bool:

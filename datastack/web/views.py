@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from datastack._codes import describe_new_values
-from datastack._format import fmt_size, fmt_time
+from datastack._format import fmt_size, fmt_time, shared_line
 from datastack._uri import redact, storage_for_python
+from datastack.catalog.overview import sharing
 from datastack.preview import target_names
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -181,7 +182,9 @@ def version_changes(previous: VersionRecord | None, current: VersionRecord) -> l
         changes.append("source content changed")
     if previous.spec_hash != current.spec_hash:
         changes.append("spec changed")
-    return changes or ["no change in samples or schema"]
+    changes = changes or ["no change in samples or schema"]
+    stored = sharing(current, previous)
+    return changes if stored is None else [*changes, shared_line(stored)]
 
 
 def _sources(record: VersionRecord) -> list[dict[str, Any]]:

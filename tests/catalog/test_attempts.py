@@ -58,14 +58,17 @@ def test_gate_failures_and_a_crash_between_refreshes_leave_no_gaps(
     original = StorageConnector.set_resource
 
     def broken(self: StorageConnector, identifier: str, data: Any, **kw: Any) -> Any:
-        if identifier.endswith("/data.h5"):
+        if "/shards/" in identifier:
             raise StorageError("disk on fire")
         return original(self, identifier, data, **kw)
 
     monkeypatch.setattr(StorageConnector, "set_resource", broken)
+    backend = type(store.storage)  # the shards are there: make the refresh upload them again
+    monkeypatch.setattr(backend, "has_resource", lambda self, i: "/shards/" not in i)
     (failed,) = refresh(spec, storage=storage, force=True)
     assert failed.status == "failed"
     monkeypatch.setattr(StorageConnector, "set_resource", original)
+    monkeypatch.undo()
 
     assert _refresh(spec, storage, gate_fails=False).version == 3
     records = store.catalog.versions("iris", include_all=True)
@@ -73,13 +76,13 @@ def test_gate_failures_and_a_crash_between_refreshes_leave_no_gaps(
     published = [r for r in records if r.status == "published"]
     assert len({r.attempt for r in published}) == 3 and all(r.attempt for r in published)
     assert stale.attempt not in {r.attempt for r in published}
-    for record in published:  # each version's data under its own attempt's folder
-        data = [r["identifier"] for r in record.resources if r["identifier"].endswith("data.h5")]
-        assert data == [resource_prefix(record) + "data.h5"]
+    for record in published:  # each version a manifest of shards (docs/living.md)
+        assert [r for r in record.resources if r.get("kind") == "shard"]
     # the failed upload left nothing; the crashed writer's file goes with gc
     store.catalog.gc(store.storage, keep=3, grace_seconds=0)
     left = sorted(i for i in store.storage.list_resources("datasets/iris/") if "/raw/" not in i)
-    assert left == sorted(resource_prefix(r) + "data.h5" for r in published)
+    assert left == sorted({r["identifier"] for p in published for r in p.resources
+                           if r.get("kind") == "shard"})
     import datastack
 
     assert len(datastack.load("iris", "train", version=2, storage=storage)) > 0

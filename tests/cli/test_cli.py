@@ -53,7 +53,10 @@ def test_refresh_show_gc_on_example(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert record["version"] == 2
     folder = Path(store) / "resources" / "datasets" / "iris"  # one folder per attempt (#27.6)
     assert not list(folder.glob("v1-*")) and not (folder / "v1").exists()
-    assert [p.parent.name.split("-")[0] for p in folder.glob("v*/data.h5")] == ["v2"]
+    assert not list(folder.glob("v*/data.h5"))  # a version is a manifest of shards
+    shards = {r["identifier"].rsplit("/", 1)[-1] for r in record["resources"]
+              if r.get("kind") == "shard"}
+    assert shards and {p.name for p in (folder / "shards").iterdir()} == shards
     assert main(["show", "iris", "--version", "1", "--storage", store]) == EXIT_NOT_FOUND
 
 

@@ -1,0 +1,162 @@
+"""One split of a sharded version read as one dataset (``docs/living.md``).
+
+:class:`ShardedSplit` is a :class:`~datastack.iterators.views.CombinedDatasetIterator` over
+the split's shards, in the manifest's order: its length comes from the manifest (no shard is
+opened to count), a shard is opened on first access (its stream through
+:func:`datastack.offline.open_published`: the verified local copy, else the storage with a
+read-through fill of that shard), and each shard is read by the reader of its layout with
+its fast paths (memory-map gathers of local files, block reads over GridFS). A batch is
+grouped by shard; the block-aware sampler sees the shards' storage blocks one after another.
+Its fields are the version's (the record's schema holds the category names; a shard holds
+data only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from datastack.iterators.views import CombinedDatasetIterator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.fields import Field
+    from datastack.iterators.base import DatasetIterator
+    from datastack.offline import ReadDecision
+    from datastack.store import Store
+
+
+class ShardedSplit(CombinedDatasetIterator):
+    """The samples of split ``split`` of a sharded version (see module docstring).
+
+    Parameters
+    ----------
+    store, read:
+        Where the shards are and how they are read (a :class:`~datastack.offline.ReadDecision`).
+    split:
+        The split's name.
+    entries:
+        The split's shard entries of the record, in order (``identifier``, ``rows``...).
+    fields:
+        The version's fields (from its record), or ``None`` to take the first shard's.
+    layout:
+        1 (samples/targets) or 2 (named fields).
+    """
+
+    keeps_fields = True
+
+    def __init__(
+        self,
+        store: Store,
+        read: ReadDecision,
+        split: str,
+        entries: Sequence[Mapping[str, Any]],
+        fields: dict[str, Field] | None,
+        layout: int,
+    ) -> None:
+        self.store = store
+        self.read = read
+        self.group = split
+        self.entries = [dict(e) for e in entries]
+        self._fields = fields
+        self.layout = layout
+        self._image_options: dict[str, Any] = {}
+        self._opened: dict[int, DatasetIterator] = {}
+        super().__init__([])
+        self._ends = np.cumsum([int(e["rows"]) for e in self.entries]).tolist()
+
+    # -- shards, opened on first use ---------------------------------------------------------
+    def shard(self, k: int) -> DatasetIterator:
+        """The reader of shard ``k`` (opened once)."""
+        found = self._opened.get(k)
+        if found is None:
+            from datastack.offline import open_published
+
+            resource = open_published(self.store, self.read, str(self.entries[k]["identifier"]))
+            found = self._reader(resource)
+            self._opened[k] = found
+        return found
+
+    def _reader(self, resource: Any) -> DatasetIterator:
+        from datastack.canonical.layout import FIELDS_LAYOUT
+
+        if self.layout == FIELDS_LAYOUT:
+            from datastack.canonical.records import RecordsDatasetIterator
+
+            options = self._image_options
+            return RecordsDatasetIterator(resource, self.group,
+                                          image_mode=options.get("mode"),
+                                          decode_images=options.get("decode", True))
+        from datastack.canonical.hdf5 import HDF5DatasetIterator
+
+        return HDF5DatasetIterator(resource, group=self.group)
+
+    @property  # type: ignore[override]
+    def iterators(self) -> list[DatasetIterator]:  # every shard (opens each)
+        return [self.shard(k) for k in range(len(self.entries))]
+
+    @iterators.setter
+    def iterators(self, value: list[DatasetIterator]) -> None:
+        if value:  # only the base constructor sets it (to []): shards open lazily
+            raise AttributeError("the shards of a ShardedSplit are opened on first use")
+
+    def _get(self, index: int) -> Any:
+        import bisect
+
+        ends = self.ends
+        k = bisect.bisect_right(ends, index)
+        return self.shard(k)._get(index - (ends[k - 1] if k else 0))
+
+    def _get_batch(self, indices: Any) -> Any:
+        ends = np.asarray(self.ends, dtype=np.int64)
+        for k in np.unique(np.searchsorted(ends, indices, side="right")):
+            self.shard(int(k))  # open only the shards the batch touches
+        return super()._get_batch(indices)
+
+    # -- metadata ----------------------------------------------------------------------------
+    @property
+    def fields(self) -> dict[str, Field]:
+        if self._fields is not None:
+            return dict(self._fields)
+        return self.shard(0).fields if self.entries else {}
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The first shard's root attributes (name, schema without category names)."""
+        return dict(getattr(self.shard(0), "attrs", {})) if self.entries else {}
+
+    @property
+    def split(self) -> str:
+        return self.group
+
+    def column_arrays(self, name: str) -> tuple[Any, Any, Any]:
+        """The whole column ``name`` over every shard (offsets rebased), for ``to_arrow``."""
+        parts = [getattr(it, "column_arrays")(name) for it in self.iterators]  # noqa: B009
+        values = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)
+        if not parts or parts[0][1] is None:
+            return values, None, None
+        offsets, base = [np.zeros(1, np.int64)], 0
+        for _, off, _ in parts:
+            offsets.append(np.asarray(off[1:], np.int64) + base)
+            base += int(off[-1])
+        shapes = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])
+        return values, np.concatenate(offsets), shapes
+
+    def with_image_options(self, *, mode: str | None = None, decode: bool = True) -> Any:
+        clone = ShardedSplit(self.store, self.read, self.group, self.entries, self._fields,
+                             self.layout)
+        clone._image_options = {"mode": mode, "decode": decode}
+        return clone
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_opened"] = {}  # each process opens its own shards
+        return state
+
+    def __repr__(self) -> str:
+        return (f"<ShardedSplit {self.read.record.name} v{self.read.record.version}:/"
+                f"{self.group} ({len(self.entries)} shards)>")
+
+
+__all__ = ["ShardedSplit"]

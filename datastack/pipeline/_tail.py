@@ -1,0 +1,174 @@
+"""Appends prepared from the new tail only (``docs/living.md``).
+
+A refresh prepares only the rows a tracked source gained when the source's new content begins
+with its old content (the retrieval checked the prefix's sha256 against the recorded one while
+streaming: ``appended_to`` in the source's record) and nothing else changed: the same spec, one
+source, a line-based format (CSV, JSON Lines) whose old content ended at a line end, a factory
+that prepares from its spec (``tail_appends``), no gate that needs statistics of every row.
+The tail is read as a file of its own (CSV: the header line, then the bytes after the old
+end), prepared with the version's category codes and splits continued, and cut into new
+shards; the version's manifest is the old shards followed by the new ones, split by split.
+When the prepared tail does not have the old version's fields (a column would be typed
+differently), :class:`~datastack.canonical.rowids.AppendRefused` makes the refresh prepare
+everything instead: the result is the same version, only slower.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from datastack.canonical.layout import is_sharded, shards_of
+from datastack.canonical.rowids import AppendRefused
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.catalog.record import VersionRecord
+    from datastack.factory import DatasetFactory
+    from datastack.resources import StreamedResource
+
+log = logging.getLogger("datastack.pipeline")
+
+#: Formats whose rows are lines (a tail starting at a line end is rows of its own).
+LINE_FORMATS = ("csv", "jsonl")
+#: The most bytes of a CSV header line read to prefix the tail.
+MAX_HEADER_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TailPlan:
+    """Prepare only the bytes of the one source after ``offset`` (``header``: the lines read
+    before them, a CSV header)."""
+
+    offset: int
+    header: bytes
+
+
+def tail_plan(
+    factory: DatasetFactory, sources: Sequence[dict[str, Any]], last: VersionRecord | None,
+    needs_stats: bool, raw: StreamedResource,
+) -> TailPlan | None:
+    """A :class:`TailPlan` when this refresh can prepare from the tail only, else ``None``
+    (see the module docstring for the conditions)."""
+    spec = factory.spec
+    if (last is None or not is_sharded(last) or not getattr(factory, "tail_appends", False)
+            or needs_stats or len(spec.sources) != 1 or spec.format not in LINE_FORMATS
+            or last.spec_hash != spec.fingerprint() or len(last.sources) != 1):
+        return None
+    appended = sources[0].get("appended_to") or {}
+    before = last.sources[0]
+    size = appended.get("size")
+    if (not spec.sources[0].track or not isinstance(size, int) or size <= 0
+            or appended.get("sha256") != before.get("sha256") or size != before.get("size")):
+        return None
+    raw.seek(size - 1)
+    if raw.read(1) != b"\n":
+        return None  # the old last line may have grown: not rows of their own
+    header = b""
+    options = spec.options
+    if spec.format == "csv":
+        if getattr(options, "skip_rows", 0) or not getattr(options, "header", True):
+            return None
+        raw.seek(0)
+        header = raw.readline(MAX_HEADER_BYTES)
+        if not header.endswith(b"\n") or header.count(b'"') % 2:
+            return None  # a header with a quoted line break: prepare everything
+    return TailPlan(size, header)
+
+
+class _Spliced(io.RawIOBase):
+    """``head`` followed by ``resource`` from ``offset`` on, as one seekable stream."""
+
+    def __init__(self, head: bytes, resource: StreamedResource, offset: int) -> None:
+        self.head, self.resource, self.offset = head, resource, offset
+        self.total = len(head) + int(resource.size) - offset
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self.position < len(self.head):
+            data = self.head[self.position : self.position + len(view)]
+        else:
+            self.resource.seek(self.offset + self.position - len(self.head))
+            data = self.resource.read(len(view))
+        view[: len(data)] = data
+        self.position += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.total}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+
+class _SplicedOpener:
+    def __init__(self, head: bytes, resource: StreamedResource, offset: int) -> None:
+        self.head, self.resource, self.offset = head, resource, offset
+
+    def __call__(self) -> Any:
+        return io.BufferedReader(_Spliced(self.head, self.resource, self.offset), 4 << 20)
+
+
+def tail_input(plan: TailPlan, raw: StreamedResource) -> StreamedResource:
+    """The source as the preparation of the tail reads it: the header, then the new bytes."""
+    from datastack.resources import StreamedResource
+
+    size = len(plan.header) + int(raw.size) - plan.offset
+    return StreamedResource(f"{raw.identifier}#tail-{plan.offset}",
+                            _SplicedOpener(plan.header, raw, plan.offset), size=size)
+
+
+def same_fields(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether a prepared tail has the fields of the version it extends (category names may
+    only grow at the end: codes never move)."""
+    def shape(schema: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in f.items() if k != "names"} for f in schema.get("fields") or []]
+
+    if not old.get("fields") or shape(old) != shape(new):
+        return False
+    for before, after in zip(old["fields"], new["fields"], strict=True):
+        names = list(before.get("names") or [])
+        if list(after.get("names") or [])[: len(names)] != names:
+            return False
+    return old.get("features") == new.get("features") and old.get("target") == new.get(
+        "target")
+
+
+def grown(last: VersionRecord, prepared: Any, tail: list[dict[str, Any]]) -> tuple[
+        dict[str, int], dict[str, Any], list[dict[str, Any]]]:
+    """The appended version's split sizes, schema and shard entries: the last version's
+    shards of each split, then the tail's."""
+    if not same_fields(dict(last.schema or {}), dict(prepared.schema or {})):
+        raise AppendRefused("the prepared tail's fields differ from the version's")
+    splits = {s: int(n) + int(last.splits.get(s, 0)) for s, n in prepared.splits.items()}
+    for split, n in last.splits.items():  # in the tail's (the spec's) order, then the rest
+        splits.setdefault(split, int(n))
+    schema = dict(prepared.schema)
+    per_split = {}
+    for split, arrays in (schema.get("splits") or {}).items():
+        per_split[split] = {name: {**info, "shape": [splits[split], *info["shape"][1:]]}
+                            if isinstance(info, dict) and info.get("shape") else info
+                            for name, info in arrays.items()}
+    if per_split:
+        schema["splits"] = per_split
+    old = shards_of(last)
+    entries = []
+    for split in splits:
+        kept = old.get(split, [])
+        entries += kept + [e for e in tail if e.get("split") == split
+                           and (int(e.get("rows") or 0) or not kept)]
+    return splits, schema, entries
+
+
+__all__ = ["LINE_FORMATS", "TailPlan", "grown", "same_fields", "tail_input", "tail_plan"]
