@@ -5,6 +5,7 @@ file, on the filesystem and on GridFS (SecantusDB)."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,8 @@ def _refresh(spec: Path, storage: str) -> Any:
 
 
 def test_an_append_upstream_stores_only_its_new_chunks(
-    httpserver: Any, storage: str, tmp_path: Path, small_chunks: int
+    httpserver: Any, storage: str, tmp_path: Path, small_chunks: int,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     old = table(20_000)
     upstream = Upstream("/live.csv", old, validators=False)
@@ -56,6 +58,7 @@ def test_an_append_upstream_stores_only_its_new_chunks(
 
     new = old + table(300, offset=20_000).split(b"\n", 1)[1]  # rows appended, no header
     upstream.set(new)
+    caplog.set_level(logging.INFO, logger="datastack.pipeline")
     result = _refresh(spec, storage)
     assert (result.status, result.version) == ("published", 2), result.reason
     after = _raw_bytes(storage)
@@ -74,6 +77,8 @@ def test_an_append_upstream_stores_only_its_new_chunks(
     with open_raw_tail(store.storage, source, source["appended_to"]["size"]) as tail:
         assert tail.read() == new[len(old):]
     assert len(datastack.load("live", storage=storage)) == 20_300
+    # the preparation read the tail of the chunked copy only (pipeline._tail)
+    assert f"prepared the {len(new) - len(old)} bytes appended upstream only" in caplog.text
 
 
 @pytest.mark.parametrize(
