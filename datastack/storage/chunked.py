@@ -299,6 +299,23 @@ def open_raw(storage: StorageConnector, source: Mapping[str, Any]) -> StreamedRe
     return StreamedResource(identifier, _ChunksOpener(storage, pieces), size=size)
 
 
+def local_chunk_files(resource: StreamedResource) -> list[tuple[str, int]] | None:
+    """``[(local path, size), ...]`` of the chunks of a chunked raw copy (from
+    :func:`open_raw`) whose chunks are local files (the filesystem storage), else None:
+    what reads an archive's members in place across its chunks."""
+    opener = resource.opener
+    if not isinstance(opener, _ChunksOpener) or opener.storage.remote:
+        return None
+    files = []
+    for identifier, size in opener.pieces:
+        chunk = _open_chunk(opener.storage, identifier, size)
+        path = getattr(chunk.opener, "path", None)
+        if not isinstance(path, str):
+            return None
+        files.append((path, size))
+    return files
+
+
 def open_raw_tail(
     storage: StorageConnector, source: Mapping[str, Any], offset: int
 ) -> StreamedResource:
@@ -311,4 +328,4 @@ def open_raw_tail(
     return resource
 
 
-__all__ = ["ChunkSink", "ChunkedStream", "open_raw", "open_raw_tail"]
+__all__ = ["ChunkSink", "ChunkedStream", "local_chunk_files", "open_raw", "open_raw_tail"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ from datastack.storage import chunked
 from datastack.storage.chunked import open_raw, open_raw_tail
 from datastack.store import Store
 from tests.living.upstream import Upstream, serve, table, tracked_spec
+from tests.retrieval.test_one_pass import parse_reads
+
+__all__ = ["parse_reads"]  # the fixture, used by name
 
 #: A small chunk size for these tests, so that a table of a few hundred KiB has many chunks.
 SMALL = 16 * 1024
@@ -158,3 +162,31 @@ def test_a_raw_copy_stored_whole_before_chunks_still_opens_and_prepares(tmp_path
     factory = factory_for(load_spec(spec_path)["live"])
     prepared = prepare_version(factory, [old], store)
     assert sum(prepared.splits.values()) == 500
+
+
+def test_a_tracked_folder_stored_as_chunks_is_read_in_place(
+    tmp_path: Path, small_chunks: int, parse_reads: Counter[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A folder source is one tar, here cut into many chunk files: its members are read as
+    windows across those files (once each), never copied out into the work folder first."""
+    from datastack.formats import inputs as inputs_module
+
+    def no_copy(self: Any, workdir: Path) -> Path:
+        raise AssertionError(f"{self.name} was copied into the work folder")
+
+    monkeypatch.setattr(inputs_module.RawInput, "local_path", no_copy)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    parts = [table(3000, offset=k * 10_000) for k in range(4)]
+    for k, part in enumerate(parts):
+        (folder / f"part-{k}.csv").write_bytes(part)
+    spec = tracked_spec(tmp_path / "spec.yaml", folder.as_uri())
+    storage = str(tmp_path / "store")
+    result = _refresh(spec, storage)
+    assert result.status == "published", result.reason
+    source = Store.open(storage).catalog.latest("live").sources[0]
+    assert len(source["chunks"]) > 4  # members span chunk boundaries
+    read = sum(n for key, n in parse_reads.items() if ".tar!" in key)
+    assert read == sum(map(len, parts))  # each member once, in place
+    assert len(datastack.load("live", storage=storage)) == 12_000
