@@ -190,3 +190,29 @@ def test_a_tracked_folder_stored_as_chunks_is_read_in_place(
     read = sum(n for key, n in parse_reads.items() if ".tar!" in key)
     assert read == sum(map(len, parts))  # each member once, in place
     assert len(datastack.load("live", storage=storage)) == 12_000
+
+
+def test_a_refused_download_leaves_its_new_chunks_to_gc_and_the_shared_ones_stay(
+    httpserver: Any, storage: str, tmp_path: Path, small_chunks: int
+) -> None:
+    """Upstream grows by a broken row: the refresh fails (the previous version stays), the
+    download's chunks it shares with version 1 stay, its new ones go at the next gc."""
+    old = table(3000)
+    upstream = Upstream("/live.csv", old, validators=False)
+    spec = tracked_spec(tmp_path / "spec.yaml", serve(httpserver, upstream))
+    assert _refresh(spec, storage).status == "published"
+    kept = set(_raw_bytes(storage))
+    upstream.set(old + b"1,2\n")  # a row short of its label: the format refuses it
+    failed = _refresh(spec, storage)
+    assert failed.status == "failed" and "FormatError" in failed.reason, failed.reason
+    leftovers = set(_raw_bytes(storage)) - kept
+    assert len(leftovers) == 1  # the old last chunk grown by the broken row
+    assert kept <= set(_raw_bytes(storage))  # nothing shared was deleted
+    store = Store.open(storage)
+    report = store.catalog.gc(store.storage, keep=1, grace_seconds=0)
+    assert set(report.deleted_resources) == leftovers
+    assert report.bytes_freed == len(old) % small_chunks + len(b"1,2\n")
+    assert set(_raw_bytes(storage)) == kept
+    with open_raw(store.storage, store.catalog.latest("live").sources[0]) as raw:
+        assert raw.read() == old
+    assert len(datastack.load("live", storage=storage)) == 3000
