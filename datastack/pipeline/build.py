@@ -38,6 +38,7 @@ from datastack.errors import DatastackError, FormatError, ResourceNotFoundError,
 from datastack.pipeline import gates
 from datastack.pipeline._tail import TailPlan, compact, grown, tail_input, tail_plan
 from datastack.pipeline.retrieve import latest_record, source_checksums
+from datastack.storage.chunked import open_raw
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.catalog.record import VersionRecord
@@ -160,7 +161,7 @@ def prepare_version(
     last = latest_record(spec, store)  # once: codes and splits continue from it
     known = None if last is None else known_codes(last, store)
     inputs = [
-        (source, store.storage.get_resource(stored["identifier"]))
+        (source, open_raw(store.storage, stored))  # whole or chunked (storage.chunked)
         for source, stored in zip(spec.sources, sources, strict=True)
     ]
     with work_dir() as tmp:
