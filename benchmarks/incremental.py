@@ -68,15 +68,23 @@ def _refresh(spec: Path, store: Path) -> tuple[float, Any]:
 
 
 def _split_ids(store: Path, version: int) -> dict[str, np.ndarray]:
+    """The row ids each split of a version stores, over its shards."""
     import h5py
 
-    from datastack.canonical.layout import data_identifier_of
+    from datastack.canonical.layout import shards_of
     from datastack.canonical.rowids import ROW_IDS
     from datastack.store import Store
 
-    record = Store.open(str(store)).catalog.get("live", version)
-    with h5py.File(store / "resources" / data_identifier_of(record), "r") as f:
-        return {s: np.asarray(f[s][ROW_IDS][()]) for s in record.splits}
+    opened = Store.open(str(store))
+    out = {}
+    for split, entries in shards_of(opened.catalog.get("live", version)).items():
+        parts = []
+        for entry in entries:
+            with opened.storage.get_resource(entry["identifier"]) as resource, \
+                    h5py.File(resource, "r") as f:
+                parts.append(np.asarray(f[split][ROW_IDS][()]))
+        out[split] = np.concatenate(parts)
+    return out
 
 
 def _encodings(store: Path, version: int) -> dict[str, list[str]]:

@@ -152,8 +152,11 @@ def grown(last: VersionRecord, prepared: Any, tail: list[dict[str, Any]]) -> tup
         dict[str, int], dict[str, Any], list[dict[str, Any]]]:
     """The appended version's split sizes, schema and shard entries: the last version's
     shards of each split, then the tail's."""
-    if not same_fields(dict(last.schema or {}), dict(prepared.schema or {})):
-        raise AppendRefused("the prepared tail's fields differ from the version's")
+    coded = set(getattr(prepared, "encodings", None) or {})
+    if not same_fields(dict(last.schema or {}), dict(prepared.schema or {})) or coded != set(
+            last.encodings or {}):
+        raise AppendRefused("the prepared tail's fields or category columns differ from the "
+                            "version's")
     splits = {s: int(n) + int(last.splits.get(s, 0)) for s, n in prepared.splits.items()}
     for split, n in last.splits.items():  # in the tail's (the spec's) order, then the rest
         splits.setdefault(split, int(n))
