@@ -198,3 +198,6 @@ def test_a_change_before_the_end_is_prepared_in_full_and_shares_the_shards_befor
     details = dataset_details(catalog, "live")
     assert details["storage"]["shared_shards"] == len(shared)
     assert details["storage"]["previous"] == 1
+    from datastack.web.views import version_changes
+
+    assert any(f"{len(shared)} shared with v1" in line for line in version_changes(v1, v2))
