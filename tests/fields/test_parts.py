@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import pickle
 import random
@@ -29,8 +30,10 @@ from datastack.formats._parts import (
     open_part,
     ranges,
     scan_range,
+    text_plan,
 )
-from datastack.formats.csv import FORMAT as CSV, CsvOptions
+from datastack.formats.csv import FORMAT as CSV
+from datastack.formats.csv import CsvOptions
 from datastack.formats.inputs import RawInput
 from datastack.formats.jsonl import JSONL_FORMAT
 from datastack.formats.tables import read_table
@@ -76,7 +79,7 @@ def _csv_records(data: bytes, skip: int = 1) -> list[list[str]]:
 
 def _check_cover(parts: list[Part], head: int, size: int) -> None:
     assert parts[0].start == head and parts[-1].end == size
-    for before, after in zip(parts, parts[1:], strict=False):
+    for before, after in itertools.pairwise(parts):
         assert before.end == after.start and before.start < before.end  # no gap, no overlap
 
 
@@ -145,7 +148,9 @@ def test_csv_every_cut_position(data: bytes) -> None:
 def test_scans_made_apart_assemble_like_one_process(data: bytes, block: int, seed: int) -> None:
     """Ranges scanned in any order, each from its own stream and in blocks of a few bytes
     (block boundaries everywhere), assemble into the parts of :func:`cut_parts`."""
-    header_end = csv_header_end(_res(data), CsvOptions())
+    plan = text_plan(_res(data), "csv", CsvOptions())
+    assert plan is not None
+    header_end = plan.head
     spans = ranges(header_end, len(data), 5)
     order = list(range(len(spans)))
     random.Random(seed).shuffle(order)
@@ -153,7 +158,8 @@ def test_scans_made_apart_assemble_like_one_process(data: bytes, block: int, see
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(_parts, "SCAN_BLOCK", block)
         for k in order:
-            scans[k] = pickle.loads(pickle.dumps(scan_range(io.BytesIO(data), *spans[k])))
+            worker_plan = pickle.loads(pickle.dumps(plan))  # what a worker receives
+            scans[k] = pickle.loads(pickle.dumps(worker_plan.scan(io.BytesIO(data), *spans[k])))
     cuts = assemble([scans[k] for k in range(len(spans))], header_end)
     parts = cut_parts(_res(data), "csv", CsvOptions(), 5)
     if cuts is None or len(cuts) < 2:
@@ -275,7 +281,7 @@ def test_parquet_row_groups(tmp_path: Path) -> None:
     parts = cut_parts(raw, "parquet", None, 3 * group)
     assert [p.kind for p in parts] == ["row_groups"] * len(parts) and len(parts) > 5
     assert parts[0].start == 0 and parts[-1].end == meta.num_row_groups
-    assert all(a.end == b.start for a, b in zip(parts, parts[1:], strict=False))
+    assert all(a.end == b.start for a, b in itertools.pairwise(parts))
     rows, numbers = [], []
     for part in parts:
         for block in row_group_blocks(RawInput.from_resource(raw), part.start, part.end):
