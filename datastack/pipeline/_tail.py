@@ -16,7 +16,6 @@ everything instead: the result is the same version, only slower.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,8 +57,8 @@ def tail_plan(
     (see the module docstring for the conditions)."""
     spec = factory.spec
     if (last is None or not is_sharded(last) or not getattr(factory, "tail_appends", False)
-            or spec.preprocessor is not None or needs_stats or len(spec.sources) != 1 or spec.format not in LINE_FORMATS
-            or last.spec_hash != spec.fingerprint() or len(last.sources) != 1):
+            or spec.preprocessor is not None or needs_stats or len(spec.sources) != 1
+            or spec.format not in LINE_FORMATS or last.spec_hash != spec.fingerprint() or len(last.sources) != 1):
         return None
     appended = sources[0].get("appended_to") or {}
     before = last.sources[0]
@@ -82,55 +81,12 @@ def tail_plan(
     return TailPlan(size, header)
 
 
-class _Spliced(io.RawIOBase):
-    """``head`` followed by ``resource`` from ``offset`` on, as one seekable stream."""
-
-    def __init__(self, head: bytes, resource: StreamedResource, offset: int) -> None:
-        self.head, self.resource, self.offset = head, resource, offset
-        self.total = len(head) + int(resource.size) - offset
-        self.position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        if self.position < len(self.head):
-            data = self.head[self.position : self.position + len(view)]
-        else:
-            self.resource.seek(self.offset + self.position - len(self.head))
-            data = self.resource.read(len(view))
-        view[: len(data)] = data
-        self.position += len(data)
-        return len(data)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.total}[whence]
-        self.position = max(0, base + offset)
-        return self.position
-
-    def tell(self) -> int:
-        return self.position
-
-
-class _SplicedOpener:
-    def __init__(self, head: bytes, resource: StreamedResource, offset: int) -> None:
-        self.head, self.resource, self.offset = head, resource, offset
-
-    def __call__(self) -> Any:
-        return io.BufferedReader(_Spliced(self.head, self.resource, self.offset), 4 << 20)
-
-
 def tail_input(plan: TailPlan, raw: StreamedResource) -> StreamedResource:
     """The source as the preparation of the tail reads it: the header, then the new bytes."""
-    from datastack.resources import StreamedResource
+    from datastack.resources import spliced
 
-    size = len(plan.header) + int(raw.size) - plan.offset
-    return StreamedResource(f"{raw.identifier}#tail-{plan.offset}",
-                            _SplicedOpener(plan.header, raw, plan.offset), size=size)
+    return spliced(f"{raw.identifier}#tail-{plan.offset}", raw,
+                   [plan.header, (plan.offset, int(raw.size))])
 
 
 def same_fields(old: dict[str, Any], new: dict[str, Any]) -> bool:
