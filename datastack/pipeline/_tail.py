@@ -58,7 +58,8 @@ def tail_plan(
     spec = factory.spec
     if (last is None or not is_sharded(last) or not getattr(factory, "tail_appends", False)
             or spec.preprocessor is not None or needs_stats or len(spec.sources) != 1
-            or spec.format not in LINE_FORMATS or last.spec_hash != spec.fingerprint() or len(last.sources) != 1):
+            or spec.format not in LINE_FORMATS or last.spec_hash != spec.fingerprint()
+            or len(last.sources) != 1):
         return None
     appended = sources[0].get("appended_to") or {}
     before = last.sources[0]
