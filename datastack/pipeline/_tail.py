@@ -15,6 +15,7 @@ everything instead: the result is the same version, only slower.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,8 +57,9 @@ def tail_plan(
     (see the module docstring for the conditions)."""
     spec = factory.spec
     if (last is None or not is_sharded(last) or not getattr(factory, "tail_appends", False)
-            or needs_stats or len(spec.sources) != 1 or spec.format not in LINE_FORMATS
-            or last.spec_hash != spec.fingerprint() or len(last.sources) != 1):
+            or spec.preprocessor is not None or needs_stats or len(spec.sources) != 1
+            or spec.format not in LINE_FORMATS or last.spec_hash != spec.fingerprint()
+            or len(last.sources) != 1):
         return None
     appended = sources[0].get("appended_to") or {}
     before = last.sources[0]
@@ -122,6 +124,8 @@ def grown(last: VersionRecord, prepared: Any, tail: list[dict[str, Any]]) -> tup
         per_split[split] = {name: {**info, "shape": [splits[split], *info["shape"][1:]]}
                             if isinstance(info, dict) and info.get("shape") else info
                             for name, info in arrays.items()}
+    for split, arrays in ((last.schema or {}).get("splits") or {}).items():
+        per_split.setdefault(split, arrays)  # a split only the old version has
     if per_split:
         schema["splits"] = per_split
     old = shards_of(last)
@@ -178,6 +182,14 @@ def _local_copy(store: Store, local: dict[str, ShardFile], entry: dict[str, Any]
         resource.copy_to(path)
     finally:
         resource.close()
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    if digest != entry.get("sha256"):
+        from datastack.errors import FormatError
+
+        raise FormatError(f"{identifier}: read back with sha256 {digest}, its record says "
+                          f"{entry.get('sha256')}; the stored shard is damaged, nothing was "
+                          "published (restore it, or delete the dataset and refresh)")
     return path
 
 
