@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -54,8 +55,12 @@ PART_FORMATS = ("csv", "jsonl")
 def parallel_pool() -> Any:
     """The pool the settings ask for: ``DATASTACK_DASK_ADDRESS`` (a running dask.distributed
     scheduler), else ``DATASTACK_WORKERS`` > 1 local processes; ``None``: one process."""
+    import multiprocessing
+
     from datastack.pipeline._pools import DaskPool, LocalPool
 
+    if multiprocessing.parent_process() is not None:
+        return None  # a worker (or a script imported again by one) never starts a pool
     address = os.environ.get(DASK_ENV, "").strip()
     if address:
         return DaskPool(address)
@@ -93,10 +98,12 @@ def prepare_in_parts(
         history = previous.history(identity, list(spec.splits))
         if history is not None and history.identity != identity:
             return None  # a new key: continuing by content is the one-process path's
+    started = time.perf_counter()
     with open_raw(store.storage, sources[0]) as raw:
         options = spec.options
         parts = cut_parts(raw, spec.format or "", options,
                           env_size(PART_BYTES_ENV, DEFAULT_PART_BYTES))
+    clock = {"cut": time.perf_counter() - started}
     if len(parts) < 2:
         return None
     scratch = tempfile.mkdtemp(prefix="datastack-parts-")
@@ -106,7 +113,9 @@ def prepare_in_parts(
                         kill=kill) for k, part in enumerate(parts)]
         with pool:
             staged = _settled(pool, jobs, pool.map(stage_part, jobs))
+            clock["stage"] = time.perf_counter() - started - sum(clock.values())
             plan = _plan(spec, staged, known, history, identity)
+            clock["plan"] = time.perf_counter() - started - sum(clock.values())
             writes = pool.map(write_part, [
                 PartWrite(job, plan["fields"], plan["transforms"][k], plan["encodings"],
                           plan["features"], plan["target"], plan["splits"][k], plan["ids"][k],
@@ -114,7 +123,9 @@ def prepare_in_parts(
                 for k, job in enumerate(jobs)])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    log.info("%s: prepared in %d parts by %s", spec.name, len(parts), pool.describe())
+    clock["write"] = time.perf_counter() - started - sum(clock.values())
+    log.info("%s: prepared in %d parts by %s (%s)", spec.name, len(parts), pool.describe(),
+             ", ".join(f"{k} {v:.2f} s" for k, v in clock.items()))
     return _version(plan, writes)
 
 

@@ -22,8 +22,11 @@ ATTEMPTS = 3
 
 
 class LocalPool:
-    """``workers`` local processes (started by ``forkserver``: no thread of the refresh is
-    inherited), used as a context manager."""
+    """``workers`` local processes, used as a context manager. They start from a clean
+    ``forkserver`` process: nothing of the refresh (its threads, open files and their HDF5
+    locks) is inherited. As with any ``spawn``/``forkserver`` pool, a script calling
+    ``datastack.refresh`` with workers keeps its work under ``if __name__ == "__main__":``
+    (``docs/scale.md``); a worker never starts a pool of its own."""
 
     def __init__(self, workers: int) -> None:
         self.workers = int(workers)
@@ -46,7 +49,8 @@ class LocalPool:
             from concurrent.futures import ProcessPoolExecutor
 
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["datastack.pipeline._part_tasks"])
+            context.set_forkserver_preload(["datastack.pipeline._part_tasks", "numpy", "h5py",
+                                            "pyarrow", "pyarrow.csv", "pyarrow.json"])
             self._executor = ProcessPoolExecutor(self.workers, mp_context=context)
         return self._executor
 
@@ -83,16 +87,24 @@ class DaskPool:
     def __init__(self, address: str) -> None:
         self.address = address
         self._client: Any = None
+        self._inside: Any = None
 
     def describe(self) -> str:
         return f"the Dask scheduler at {self.address}"
 
     def __enter__(self) -> DaskPool:
         try:
-            from distributed import Client
+            from distributed import Client, get_worker, worker_client
         except ImportError:
             raise ConfigurationError(
                 "--dask needs dask.distributed: pip install 'datastack[dask]'") from None
+        try:  # inside a task of the same cluster (the Prefect flow's Dask task runner):
+            get_worker()  # leave the worker's slot while the parts run (no deadlock)
+            self._inside = worker_client()
+            self._client = self._inside.__enter__()
+            return self
+        except ValueError:
+            self._inside = None
         try:
             self._client = Client(  # type: ignore[no-untyped-call]
                 self.address, timeout=30, set_as_default=False)
@@ -102,9 +114,11 @@ class DaskPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._client is not None:
+        if self._inside is not None:
+            self._inside.__exit__(None, None, None)
+        elif self._client is not None:
             self._client.close()
-            self._client = None
+        self._client = self._inside = None
 
     def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> list[Any]:
         """``fn(job)`` for every job on the cluster, in order, each retried on a lost
