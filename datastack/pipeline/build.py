@@ -36,7 +36,15 @@ from datastack.canonical.rowids import AppendRefused, PreviousVersion, continuin
 from datastack.canonical.shards import ShardFile, shard_bytes_setting, shard_entry
 from datastack.errors import DatastackError, FormatError, ResourceNotFoundError, StorageError
 from datastack.pipeline import gates
-from datastack.pipeline._tail import TailPlan, compact, grown, tail_input, tail_plan
+from datastack.pipeline._tail import (
+    TailPlan,
+    compact,
+    describe,
+    grown,
+    tail_input,
+    tail_plan,
+)
+from datastack.pipeline._tail_folder import FolderPlan
 from datastack.pipeline.retrieve import latest_record, source_checksums
 from datastack.storage.chunked import open_raw
 
@@ -169,7 +177,7 @@ def prepare_version(
             for (_, resource), stored in zip(inputs, sources, strict=True):
                 gates.check_markup(spec, str(stored.get("url")), resource)
             plan = None if len(inputs) != 1 else tail_plan(
-                factory, sources, last, gates.needs_stats(spec), inputs[0][1])
+                factory, sources, last, gates.needs_stats(spec), inputs[0][1], store.storage)
             prepared, stats, shards, manifest = _prepare_all_or_tail(
                 factory, inputs, tmp / DATA_FILE, known, last, store, plan)
         finally:
@@ -213,9 +221,10 @@ def prepare_version(
 def _prepare_all_or_tail(
     factory: DatasetFactory, inputs: list[tuple[Any, Any]], out: Path,
     known: dict[str, list[str]] | None, last: VersionRecord | None, store: Store,
-    plan: TailPlan | None,
+    plan: TailPlan | FolderPlan | None,
 ) -> tuple[Any, dict[str, Any], list[ShardFile], list[dict[str, Any]] | None]:
-    """Prepare the appended rows only when ``plan`` says so (``pipeline._tail``), else (or
+    """Prepare the appended rows (or added files) only when ``plan`` says so
+    (``pipeline._tail``), else (or
     when the tail cannot stand on its own) every row: ``(prepared, stats, shards written,
     the manifest of an append or None)``."""
     spec = factory.spec
@@ -229,8 +238,7 @@ def _prepare_all_or_tail(
             prepared.splits, prepared.schema = splits, schema
             manifest, shards = compact(store, spec.name, manifest, shards,
                                        shard_bytes_setting(spec.shard_bytes), out.parent)
-            log.info("%s: prepared the %d bytes appended upstream only", spec.name,
-                     int(inputs[0][1].size) - plan.offset)
+            log.info("%s: prepared %s only", spec.name, describe(plan, inputs[0][1]))
             return prepared, stats, shards, manifest
         except AppendRefused as exc:
             log.info("%s: %s; preparing every row", spec.name, exc)
