@@ -58,7 +58,7 @@ class FolderPlan:
 
 
 @dataclass(frozen=True)
-class _Member:
+class _TarBlock:
     name: str
     start: int  # its first header block (a pax header's, if any)
     end: int  # the end of its data blocks
@@ -98,8 +98,8 @@ def folder_plan(
 
 
 def _checked_plan(
-    before: Mapping[str, Any], now: Mapping[str, Any], old: list[_Member],
-    new: list[_Member], trailer: bytes, raw: StreamedResource,
+    before: Mapping[str, Any], now: Mapping[str, Any], old: list[_TarBlock],
+    new: list[_TarBlock], trailer: bytes, raw: StreamedResource,
 ) -> FolderPlan | None:
     """The plan when every old member is in the new tar, in order, with the same bytes."""
     known = {m.name: m for m in old}
@@ -133,14 +133,14 @@ def _checked_plan(
     return FolderPlan(tuple(ranges), sum(m.regular for m in added))
 
 
-def _members(resource: StreamedResource, limit: int) -> list[_Member] | None:
+def _members(resource: StreamedResource, limit: int) -> list[_TarBlock] | None:
     """The members of the plain tar ``resource`` in archive order, from their headers only;
     ``None`` when it is not one (compressed, a zip, damaged), holds more than ``limit``
     members, or members other than files and folders (the full preparation says why)."""
     from datastack.resources import StreamedResource
 
     fresh = StreamedResource(resource.identifier, resource.opener, size=resource.size)
-    members: list[_Member] = []
+    members: list[_TarBlock] = []
     try:
         with io.BufferedReader(fresh, 8192) as stream, tarfile.open(
                 fileobj=stream, mode="r:") as tf:
@@ -150,7 +150,7 @@ def _members(resource: StreamedResource, limit: int) -> list[_Member] | None:
                     return None
                 data = -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
                 end = info.offset_data + (data if info.isreg() else 0)
-                members.append(_Member(info.name, info.offset, end, info.isreg()))
+                members.append(_TarBlock(info.name, info.offset, end, info.isreg()))
     except (tarfile.TarError, EOFError, OSError, ValueError):
         return None
     return members
