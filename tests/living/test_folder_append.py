@@ -223,3 +223,30 @@ def test_a_removed_or_rewritten_file_prepares_every_file(
                   after) == 0
     catalog = Store.open(storage).catalog
     assert catalog.get("photos", 3).encodings == catalog.get("photos", 2).encodings
+
+
+def test_a_file_of_a_new_image_mode_prepares_every_file(
+    tmp_path: Path, decoded: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An added file whose mode the image field did not hold (RGBA into RGB photographs)
+    changes the field: the files are prepared again, all of them, to the same field a
+    preparation of every file gives (here a schema change the spec allows)."""
+    folder = tmp_path / "photos"
+    files = image_files(folder)
+    for relative in [r for r in files if not r.startswith("photo/")]:
+        files[relative].unlink()
+    spec = _spec(tmp_path, folder, stratify=False)
+    spec.write_text(spec.read_text() + "    expect: {schema_change: true}\n")
+    storage = str(tmp_path / "store")
+    _refresh(spec, storage)
+    catalog = Store.open(storage).catalog
+    assert catalog.get("photos", 1).schema["fields"][0]["modes"] == ["RGB"]
+    shutil.copyfile(SKIMAGE_DATA / "logo.png", folder / "photo" / "logo.png")  # RGBA
+    decoded.clear()
+    caplog.set_level(logging.INFO, logger="datastack.pipeline")
+    _refresh(spec, storage)
+    assert "prepared the 1 file added upstream only" not in caplog.text
+    assert "preparing every row" in caplog.text  # tried, then refused: the field changed
+    assert len(decoded) == 1 + 6  # the added file, then every file
+    assert catalog.get("photos", 2).schema["fields"][0]["modes"] == ["RGB", "RGBA"]
+    assert _moved(_samples(storage, 1), _samples(storage, 2)) == 0
