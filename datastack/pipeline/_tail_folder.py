@@ -82,6 +82,8 @@ def folder_plan(
             or now.get("sha256") == sha256):
         return None
     new = _members(raw, max_members)
+    if new is None:
+        return None
     try:
         with open_raw(storage, before) as old_raw:
             old = _members(old_raw, max_members)
@@ -92,7 +94,7 @@ def folder_plan(
             trailer = old_raw.read(size - end)
     except DatastackError:  # the old copy is gone: prepare everything
         return None
-    if new is None or len(trailer) != size - end:
+    if len(trailer) != size - end:
         return None
     return _checked_plan(before, now, old, new, trailer, raw)
 
@@ -107,7 +109,7 @@ def _checked_plan(
         return None
     kept = [m for m in new if m.name in known]
     added = [m for m in new if m.name not in known]
-    if not added or [m.name for m in kept] != [m.name for m in old]:
+    if not _has_image(added) or [m.name for m in kept] != [m.name for m in old]:
         return None
     pieces: list[tuple[int, int, int]] = []  # (old offset, new offset, length)
     for mine, theirs in zip(kept, old, strict=True):
@@ -131,6 +133,13 @@ def _checked_plan(
         else:
             ranges.append((member.start, member.end - member.start))
     return FolderPlan(tuple(ranges), sum(m.regular for m in added))
+
+
+def _has_image(added: Sequence[_TarBlock]) -> bool:
+    """Whether an added member is an image file (other files prepare nothing new)."""
+    from datastack.formats.imagefolder import IMAGE_EXTENSIONS
+
+    return any(m.regular and m.name.lower().endswith(IMAGE_EXTENSIONS) for m in added)
 
 
 def _members(resource: StreamedResource, limit: int) -> list[_TarBlock] | None:

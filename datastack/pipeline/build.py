@@ -224,9 +224,10 @@ def _prepare_all_or_tail(
     plan: TailPlan | FolderPlan | None,
 ) -> tuple[Any, dict[str, Any], list[ShardFile], list[dict[str, Any]] | None]:
     """Prepare the appended rows (or added files) only when ``plan`` says so
-    (``pipeline._tail``), else (or
-    when the tail cannot stand on its own) every row: ``(prepared, stats, shards written,
-    the manifest of an append or None)``."""
+    (``pipeline._tail``), else (or when the tail cannot stand on its own) every row:
+    ``(prepared, stats, shards written, the manifest of an append or None)``. A folder's
+    added files that fail to prepare on their own (none readable, with ``on_error: skip``)
+    are prepared with every file, which reports what is wrong if anything is."""
     spec = factory.spec
     if plan is not None and last is not None:
         previous = previous_version(spec, store, last, tail=True)
@@ -240,7 +241,9 @@ def _prepare_all_or_tail(
                                        shard_bytes_setting(spec.shard_bytes), out.parent)
             log.info("%s: prepared %s only", spec.name, describe(plan, inputs[0][1]))
             return prepared, stats, shards, manifest
-        except AppendRefused as exc:
+        except FormatError as exc:
+            if not isinstance(exc, AppendRefused) and not isinstance(plan, FolderPlan):
+                raise
             log.info("%s: %s; preparing every row", spec.name, exc)
         finally:
             if previous is not None:

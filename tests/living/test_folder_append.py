@@ -250,3 +250,27 @@ def test_a_file_of_a_new_image_mode_prepares_every_file(
     assert len(decoded) == 1 + 6  # the added file, then every file
     assert catalog.get("photos", 2).schema["fields"][0]["modes"] == ["RGB", "RGBA"]
     assert _moved(_samples(storage, 1), _samples(storage, 2)) == 0
+
+
+@pytest.mark.parametrize("added", ["notes.txt", "photo/broken.png"])
+def test_added_files_with_no_readable_image_are_prepared_with_every_file(
+    tmp_path: Path, added: str, decoded: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file that is not an image (not planned), or an unreadable image skipped by
+    ``on_error: skip`` (the added files alone hold no image: tried, then every file): the
+    version is prepared from every file, with the samples and splits of the one before."""
+    folder, _ = _photos(tmp_path)
+    spec = _spec(tmp_path, folder, stratify=False)
+    spec.write_text(spec.read_text() + "    imagefolder: {on_error: skip}\n")
+    storage = str(tmp_path / "store")
+    _refresh(spec, storage)
+    (folder / added).write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
+    decoded.clear()
+    caplog.set_level(logging.INFO, logger="datastack.pipeline")
+    _refresh(spec, storage)
+    assert "added upstream only" not in caplog.text
+    assert ("preparing every row" in caplog.text) is added.endswith(".png")
+    assert len(decoded) == 12 + added.endswith(".png") * 2  # every image (the new one: twice)
+    assert _samples(storage, 2) == _samples(storage, 1)
+    skipped = Store.open(storage).catalog.get("photos", 2).schema["skipped"]
+    assert skipped["count"] == added.endswith(".png")
