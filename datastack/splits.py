@@ -260,6 +260,10 @@ def tail_split_indices(
             raise FormatError(
                 f"stratify needs one label per sample (1-D, length {n}), got shape {labels.shape}"
             )
+        if labels.dtype.kind in "fc":  # NaN is one class, as in class_members
+            labels = np.where(np.isnan(labels), -np.inf, labels)
+            kept = {(-np.inf if isinstance(c, float) and np.isnan(c) else c): v
+                    for c, v in kept.items()}
         classes = np.unique(np.concatenate([np.asarray(list(kept), labels.dtype), labels]))
         groups = [(c.item(), np.flatnonzero(labels == c).astype(np.int64)) for c in classes]
     for cls, members in groups:

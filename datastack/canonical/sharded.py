@@ -101,18 +101,8 @@ class ShardedSplit(CombinedDatasetIterator):
         if value:  # only the base constructor sets it (to []): shards open lazily
             raise AttributeError("the shards of a ShardedSplit are opened on first use")
 
-    def _get(self, index: int) -> Any:
-        import bisect
-
-        ends = self.ends
-        k = bisect.bisect_right(ends, index)
-        return self.shard(k)._get(index - (ends[k - 1] if k else 0))
-
-    def _get_batch(self, indices: Any) -> Any:
-        ends = np.asarray(self.ends, dtype=np.int64)
-        for k in np.unique(np.searchsorted(ends, indices, side="right")):
-            self.shard(int(k))  # open only the shards the batch touches
-        return super()._get_batch(indices)
+    def _part(self, k: int) -> DatasetIterator:
+        return self.shard(k)  # only the shards a read touches are opened
 
     # -- metadata ----------------------------------------------------------------------------
     @property

@@ -19,7 +19,7 @@ the added files only; the manifest grows the same way.
 
 from __future__ import annotations
 
-import io
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,7 +72,7 @@ def tail_plan(
     ``None`` (see the module docstring for the conditions)."""
     spec = factory.spec
     if (last is None or not is_sharded(last) or not getattr(factory, "tail_appends", False)
-            or needs_stats or len(spec.sources) != 1
+            or spec.preprocessor is not None or needs_stats or len(spec.sources) != 1
             or spec.format not in (*LINE_FORMATS, *FOLDER_FORMATS)
             or last.spec_hash != spec.fingerprint() or len(last.sources) != 1
             or not spec.sources[0].track):
@@ -118,60 +118,16 @@ def describe(plan: TailPlan | FolderPlan, raw: StreamedResource) -> str:
     return f"the {int(raw.size) - plan.offset} bytes appended upstream"
 
 
-class _Spliced(io.RawIOBase):
-    """``head`` followed by ``resource`` from ``offset`` on, as one seekable stream."""
-
-    def __init__(self, head: bytes, resource: StreamedResource, offset: int) -> None:
-        self.head, self.resource, self.offset = head, resource, offset
-        self.total = len(head) + int(resource.size) - offset
-        self.position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        if self.position < len(self.head):
-            data = self.head[self.position : self.position + len(view)]
-        else:
-            self.resource.seek(self.offset + self.position - len(self.head))
-            data = self.resource.read(len(view))
-        view[: len(data)] = data
-        self.position += len(data)
-        return len(data)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.total}[whence]
-        self.position = max(0, base + offset)
-        return self.position
-
-    def tell(self) -> int:
-        return self.position
-
-
-class _SplicedOpener:
-    def __init__(self, head: bytes, resource: StreamedResource, offset: int) -> None:
-        self.head, self.resource, self.offset = head, resource, offset
-
-    def __call__(self) -> Any:
-        return io.BufferedReader(_Spliced(self.head, self.resource, self.offset), 4 << 20)
-
-
 def tail_input(plan: TailPlan | FolderPlan, raw: StreamedResource) -> StreamedResource:
     """The source as the preparation of the tail reads it: the header, then the new bytes
     (a folder: a tar of the added files, :func:`~datastack.pipeline._tail_folder.
     folder_input`)."""
-    from datastack.resources import StreamedResource
+    from datastack.resources import spliced
 
     if isinstance(plan, FolderPlan):
         return folder_input(plan, raw)
-
-    size = len(plan.header) + int(raw.size) - plan.offset
-    return StreamedResource(f"{raw.identifier}#tail-{plan.offset}",
-                            _SplicedOpener(plan.header, raw, plan.offset), size=size)
+    return spliced(f"{raw.identifier}#tail-{plan.offset}", raw,
+                   [plan.header, (plan.offset, int(raw.size))])
 
 
 def same_fields(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -196,8 +152,11 @@ def grown(last: VersionRecord, prepared: Any, tail: list[dict[str, Any]]) -> tup
     shards of each split, then the tail's (within a split: the previous version's rows in
     their order, then the new ones)."""
     prepared.schema = joined_schema(dict(last.schema or {}), dict(prepared.schema or {}))
-    if not same_fields(dict(last.schema or {}), dict(prepared.schema or {})):
-        raise AppendRefused("the prepared tail's fields differ from the version's")
+    coded = set(getattr(prepared, "encodings", None) or {})
+    if not same_fields(dict(last.schema or {}), dict(prepared.schema or {})) or coded != set(
+            last.encodings or {}):
+        raise AppendRefused("the prepared tail's fields or category columns differ from the "
+                            "version's")
     splits = {s: int(n) + int(last.splits.get(s, 0)) for s, n in prepared.splits.items()}
     for split, n in last.splits.items():  # in the tail's (the spec's) order, then the rest
         splits.setdefault(split, int(n))
@@ -207,6 +166,8 @@ def grown(last: VersionRecord, prepared: Any, tail: list[dict[str, Any]]) -> tup
         per_split[split] = {name: {**info, "shape": [splits[split], *info["shape"][1:]]}
                             if isinstance(info, dict) and info.get("shape") else info
                             for name, info in arrays.items()}
+    for split, arrays in ((last.schema or {}).get("splits") or {}).items():
+        per_split.setdefault(split, arrays)  # a split only the old version has
     if per_split:
         schema["splits"] = per_split
     old = shards_of(last)
@@ -263,6 +224,14 @@ def _local_copy(store: Store, local: dict[str, ShardFile], entry: dict[str, Any]
         resource.copy_to(path)
     finally:
         resource.close()
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    if digest != entry.get("sha256"):
+        from datastack.errors import FormatError
+
+        raise FormatError(f"{identifier}: read back with sha256 {digest}, its record says "
+                          f"{entry.get('sha256')}; the stored shard is damaged, nothing was "
+                          "published (restore it, or delete the dataset and refresh)")
     return path
 
 

@@ -20,7 +20,6 @@ version's class codes (a new class folder takes the next code) and its splits co
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import io
 import tarfile
@@ -211,64 +210,13 @@ def _old_bytes(
         yield trailer[max(lo, body) - body : hi - body]
 
 
-class _Ranges(io.RawIOBase):
-    """The byte ranges ``ranges`` of ``resource`` followed by ``end``, as one seekable
-    stream."""
-
-    def __init__(self, resource: StreamedResource, ranges: Sequence[tuple[int, int]],
-                 end: bytes) -> None:
-        super().__init__()
-        self.resource, self.ranges, self.end = resource, list(ranges), end
-        self.starts = [0]
-        for _, length in self.ranges:
-            self.starts.append(self.starts[-1] + length)
-        self.total = self.starts[-1] + len(end)
-        self.position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        if self.position >= self.starts[-1]:
-            data = self.end[self.position - self.starts[-1] :][: len(view)]
-        else:
-            index = bisect.bisect_right(self.starts, self.position) - 1
-            offset, length = self.ranges[index]
-            within = self.position - self.starts[index]
-            self.resource.seek(offset + within)
-            data = self.resource.read(min(len(view), length - within))
-        view[: len(data)] = data
-        self.position += len(data)
-        return len(data)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.total}[whence]
-        self.position = max(0, base + offset)
-        return self.position
-
-    def tell(self) -> int:
-        return self.position
-
-
-class _RangesOpener:
-    def __init__(self, resource: StreamedResource, ranges: Sequence[tuple[int, int]]) -> None:
-        self.resource, self.ranges = resource, list(ranges)
-
-    def __call__(self) -> Any:
-        return io.BufferedReader(_Ranges(self.resource, self.ranges, _END), 1 << 20)
-
-
 def folder_input(plan: FolderPlan, raw: StreamedResource) -> StreamedResource:
     """The source as the preparation of the added files reads it: a plain tar of the added
     members' blocks of ``raw`` (read where they lie), then an end-of-archive marker."""
-    from datastack.resources import StreamedResource
+    from datastack.resources import spliced
 
-    return StreamedResource(f"{raw.identifier}#added-{plan.files}",
-                            _RangesOpener(raw, plan.ranges), size=plan.size)
+    pieces: list[bytes | tuple[int, int]] = [(start, start + n) for start, n in plan.ranges]
+    return spliced(f"{raw.identifier}#added-{plan.files}", raw, [*pieces, _END])
 
 
 def joined_schema(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

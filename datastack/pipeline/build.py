@@ -292,8 +292,9 @@ def _labels_entry(store: Store, name: str, prepared: Any) -> list[dict[str, Any]
     data = json.dumps(whole, sort_keys=True).encode()
     digest = hashlib.sha256(data).hexdigest()
     identifier = labels_identifier(name, digest)
-    info = store.storage.set_resource(identifier, io.BytesIO(data))
-    return [{"identifier": identifier, "size": info.size, "sha256": digest, "kind": LABELS_KIND}]
+    if not store.storage.has_resource(identifier):
+        store.storage.set_resource(identifier, io.BytesIO(data), sha256=digest)
+    return [{"identifier": identifier, "size": len(data), "sha256": digest, "kind": LABELS_KIND}]
 
 
 def previous_version(

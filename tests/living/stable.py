@@ -102,39 +102,49 @@ def table(rows: range, seed: int = 0, cities: tuple[str, ...] = ("Oslo", "Paris"
 HEADER = "id,x,city,label\n"
 
 
-def unshard(storage: Path, name: str, version: int, *, row_ids: bool = True) -> None:
-    """Make version ``version`` (filesystem store) look published before shards existed: one
-    data file ``<attempt>/data.h5`` with every split (the whole version's schema and labels in
-    its attributes, as that code wrote them), its record listing that file, the shards gone.
-    ``row_ids=False`` also leaves the row ids out (a version published before them)."""
+def unshard(storage: Path | str, name: str, version: int, *, row_ids: bool = True) -> None:
+    """Make version ``version`` look published before shards existed: one data file
+    ``<attempt>/data.h5`` with every split (the whole version's schema and labels in its
+    attributes, as that code wrote them), its record listing that file, the shards gone (on
+    the filesystem and on GridFS). ``row_ids=False`` also leaves the row ids out (a version
+    published before them)."""
     import hashlib
     import json
+    import tempfile
 
     from datastack.canonical.shards import merge_shards
 
-    record_path = storage / "catalog" / name / f"v{version}.json"
-    data = json.loads(record_path.read_text())
-    record = Store.open(storage).catalog.get(name, version)
-    target = storage / "resources" / data_identifier_of(record)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(target, "w") as out:
-        out.attrs["datastack_format"] = 2 if (record.schema or {}).get("fields") else 1
-        out.attrs["name"] = name
-        out.attrs["schema"] = json.dumps(record.schema, sort_keys=True)
-        out.attrs["encodings"] = json.dumps(record.encodings or {}, sort_keys=True)
-        for split, entries in shards_of(record).items():
-            paths = [storage / "resources" / e["identifier"] for e in entries]
-            merged = target.parent / f"{split}.tmp.h5"
-            merge_shards(paths, split, merged)
-            with h5py.File(merged, "r") as f:
-                f.copy(f[split], out, split)
-                if not row_ids and ROW_IDS in out[split]:
-                    del out[split][ROW_IDS]
-            merged.unlink()
-            for path in paths:
-                path.unlink(missing_ok=True)
-    digest = hashlib.sha256(target.read_bytes()).hexdigest()
-    entry = {"identifier": data_identifier_of(record), "size": target.stat().st_size,
-             "sha256": digest}
-    data["resources"] = [entry] + [r for r in data["resources"] if r.get("kind") != "shard"]
-    record_path.write_text(json.dumps(data, indent=1, sort_keys=True))
+    store = Store.open(storage)
+    record = store.catalog.get(name, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "data.h5"
+        with h5py.File(target, "w") as out:
+            out.attrs["datastack_format"] = 2 if (record.schema or {}).get("fields") else 1
+            out.attrs["name"] = name
+            out.attrs["schema"] = json.dumps(record.schema, sort_keys=True)
+            out.attrs["encodings"] = json.dumps(record.encodings or {}, sort_keys=True)
+            for split, entries in shards_of(record).items():
+                paths = []
+                for k, entry in enumerate(entries):
+                    paths.append(Path(tmp) / f"{split}-{k}.h5")
+                    with store.storage.get_resource(entry["identifier"]) as resource:
+                        resource.copy_to(paths[-1])
+                merge_shards(paths, split, Path(tmp) / f"{split}.h5")
+                with h5py.File(Path(tmp) / f"{split}.h5", "r") as f:
+                    f.copy(f[split], out, split)
+                    if not row_ids and ROW_IDS in out[split]:
+                        del out[split][ROW_IDS]
+        store.storage.set_resource(data_identifier_of(record), target)
+        entry = {"identifier": data_identifier_of(record), "size": target.stat().st_size,
+                 "sha256": hashlib.sha256(target.read_bytes()).hexdigest()}
+    for shard in {e["identifier"] for es in shards_of(record).values() for e in es}:
+        store.storage.delete_resource(shard)
+    resources = [entry] + [r for r in record.resources if r.get("kind") != "shard"]
+    if isinstance(storage, Path) or "://" not in str(storage):
+        path = Path(storage) / "catalog" / name / f"v{version}.json"
+        data = json.loads(path.read_text())
+        data["resources"] = resources
+        path.write_text(json.dumps(data, indent=1, sort_keys=True))
+    else:
+        store.catalog._records_coll(write=True).update_one(  # type: ignore[attr-defined]
+            {"name": name, "version": version}, {"$set": {"resources": resources}})
