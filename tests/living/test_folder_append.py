@@ -274,3 +274,79 @@ def test_added_files_with_no_readable_image_are_prepared_with_every_file(
     assert _samples(storage, 2) == _samples(storage, 1)
     skipped = Store.open(storage).catalog.get("photos", 2).schema["skipped"]
     assert skipped["count"] == added.endswith(".png")
+
+
+CHUNK = 16 * 1024
+
+
+def _stored_tar(storage: Any, folder: Path, number: int) -> dict[str, Any]:
+    """The folder stored as a tracked source is (its tar as chunks), and its source record."""
+    from datastack.retrieval.folder import FolderTar
+    from datastack.storage.chunked import ChunkSink
+
+    sink = ChunkSink(storage, lambda d: f"datasets/photos/raw/chunks/{d}", chunk_bytes=CHUNK)
+    identifier = f"datasets/photos/raw/fetched-{number}/photos.tar"
+    with FolderTar(folder, "photos") as stream:
+        info = sink.set_resource(identifier, stream)
+    return {"identifier": identifier, "chunks": sink.chunks, "size": info.size,
+            "sha256": info.sha256}
+
+
+@pytest.mark.parametrize(("added", "rewrite"), [
+    ("zz/new.jpg", False),  # sorts last: only the chunks from the old end on are hashed
+    ("aa/new.jpg", False),  # sorts first: every old byte moved
+    ("c1/005b.jpg", False),
+    ("zz/new.jpg", True),  # an old file rewritten at its size: no plan
+], ids=["sorts-last", "sorts-first", "middle", "with-a-rewrite"])
+def test_the_plan_hashes_only_the_old_bytes_that_moved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, added: str, rewrite: bool,
+) -> None:
+    """The planner on two stored tars (files of 3,000 bytes in 16 KiB chunks): the old bytes
+    it hashes again are those of the old chunks from the one where the first added file
+    starts (the chunks before it are the same chunks in both records); the tar it hands to
+    the preparation holds the added file only, with its bytes."""
+    import io
+    import random
+    import tarfile
+
+    from datastack.pipeline import _tail_folder
+    from datastack.specs import load_spec
+    from datastack.storage import connect
+    from datastack.storage.chunked import open_raw
+
+    folder = tmp_path / "photos"
+    rng = random.Random(7)
+    for i in range(40):
+        path = folder / f"c{i % 4}" / f"{i:03d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rng.randbytes(3000))
+    storage = connect(str(tmp_path / "store"))
+    before = _stored_tar(storage, folder, 1)
+    (folder / added).parent.mkdir(exist_ok=True)
+    (folder / added).write_bytes(b"new image bytes")
+    if rewrite:
+        (folder / "c1" / "005.jpg").write_bytes(rng.randbytes(3000))
+    now = _stored_tar(storage, folder, 2)
+    spec = load_spec(f"datasets:\n  photos:\n    sources: [{{url: {folder.as_uri()}, "
+                     "track: true}]\n    format: imagefolder\n")["photos"]
+    read: list[int] = []
+    old_bytes = _tail_folder._old_bytes
+
+    def counted(*args: Any) -> Any:
+        for data in old_bytes(*args):
+            read.append(len(data))
+            yield data
+
+    monkeypatch.setattr(_tail_folder, "_old_bytes", counted)
+    raw = open_raw(storage, now)
+    plan = _tail_folder.folder_plan(spec, before, now, raw, storage, 10_000)
+    if rewrite:
+        assert plan is None
+        return
+    assert plan is not None and plan.files == 1
+    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.jpg"))
+    first = names.index(added) * (512 + 3072)  # header and data blocks of each file before
+    assert sum(read) == before["size"] - first // CHUNK * CHUNK
+    with tarfile.open(fileobj=io.BytesIO(_tail_folder.folder_input(plan, raw).read())) as tf:
+        assert [(m.name, tf.extractfile(m).read()) for m in tf] == [  # type: ignore[union-attr]
+            (added, b"new image bytes")]
