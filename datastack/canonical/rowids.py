@@ -262,9 +262,9 @@ class PreviousVersion:
             return self._shard_ids(lambda group: _stored_ids(group, identity))
         except (OSError, KeyError, ValueError) as exc:
             raise FormatError(
-                f"{self.name} v{self.version}: cannot read its row ids ({type(exc).__name__}: "
-                f"{exc}); nothing was published. Check the version's files (datastack pull "
-                "verifies them) and the storage"
+                f"{self.name} v{self.version}: cannot read its row ids or rows to keep every "
+                f"sample in its split ({type(exc).__name__}: {exc}); nothing was published. "
+                "Check the version's files (datastack pull verifies them) and the storage"
             ) from None
 
     def _shard_ids(self, ids_of: Any) -> dict[str, U64] | None:
