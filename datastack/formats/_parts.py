@@ -2,9 +2,10 @@
 after another gives exactly the rows of preparing the whole input (#25.1).
 
 * **CSV and JSON Lines** (``kind="bytes"``): byte ranges starting where a record starts. The
-  input is split into equal ranges; :func:`scan_range` reads one range once (workers may scan
-  ranges in parallel) and :func:`assemble` (pure, cheap) combines the scans in order into the
-  parts' starts. A CSV quote can hold newlines, so a ``\\n`` ends a record only outside
+  input is split into equal ranges (:func:`ranges` from :func:`text_plan`'s ``head``);
+  :func:`scan_range` (``TextPlan.scan``) reads one range once (workers may scan ranges in
+  parallel) and :func:`assemble` (pure, cheap) combines the scans in order into the parts'
+  starts. A CSV quote can hold newlines, so a ``\\n`` ends a record only outside
   quotes: a scan keeps, for each of the two quote parities its range may start with, the
   first record end; the parity at a range's start is that of all the quote bytes before it
   (from the end of the header). That parity is the reader's state only when every quote byte
@@ -148,20 +149,25 @@ class _Seeker:
 
 def _quote_checks(np: Any, arr: Any, quotes: Any, base: int, delimiter: bytes) -> tuple[Any, Any]:
     """For each quote at ``arr[quotes]``: may it open a field (after a delimiter, a line end,
-    a quote or at byte 0), may it close one (before the same, or at the end of the file)."""
+    a quote or at byte 0), may it close one (before the same, or at the end of the file:
+    ``arr`` ends there when it holds no byte after the range)."""
+    last = len(arr) - 1
+
+    def byte(at: Any) -> Any:
+        return np.where((at >= 0) & (at <= last), arr[np.clip(at, 0, last)], -1)
+
+    def ends(values: Any) -> Any:
+        return (values == 10) | (values == 13) | (values == 34)
+
+    before, after = byte(quotes - 1), byte(quotes + 1)
+    opens = ends(before) | ((quotes + base) == 0)
+    closes = ends(after) | (quotes == last)
     width = len(delimiter)
-    padded = np.concatenate([np.full(width, -1, np.int16), arr.astype(np.int16),
-                             np.full(width, -1, np.int16)])
-    at = quotes + width
-    before, after = padded[at - 1], padded[at + 1]
-    ends = (10, 13, 34)
-    opens = np.isin(before, ends) | ((quotes + base) == 0)
-    closes = np.isin(after, ends) | (after == -1)
     after_delim = np.ones(len(quotes), bool)
     before_delim = np.ones(len(quotes), bool)
-    for k, byte in enumerate(delimiter):
-        after_delim &= padded[at - width + k] == byte
-        before_delim &= padded[at + 1 + k] == byte
+    for k, value in enumerate(delimiter):
+        after_delim &= byte(quotes - width + k) == value
+        before_delim &= byte(quotes + 1 + k) == value
     return opens | after_delim, closes | before_delim
 
 
@@ -286,27 +292,46 @@ def csv_header_end(raw: StreamedResource, options: Any) -> int:
     return header_of(RawInput.from_resource(raw), options)[1]
 
 
+@dataclass(frozen=True)
+class TextPlan:
+    """How to scan a CSV or JSON Lines input: where its records start (``head``), the
+    keywords of :func:`scan_range`; what a caller scanning ranges in parallel needs first."""
+
+    head: int
+    quoting: bool
+    delimiter: bytes
+
+    def scan(self, stream: IO[bytes], lo: int, hi: int) -> RangeScan:
+        return scan_range(stream, lo, hi, quoting=self.quoting, delimiter=self.delimiter)
+
+
+def text_plan(raw: StreamedResource, fmt: str, options: Any) -> TextPlan | None:
+    """The :class:`TextPlan` of a ``csv`` or ``jsonl`` input (the CSV header read), or None
+    when its bytes cannot be cut (an encoding that is not ASCII-safe: one part)."""
+    if fmt != "csv":
+        return TextPlan(0, False, b"\n")
+    from datastack.formats.csv import CsvOptions
+
+    options = options if options is not None else CsvOptions()
+    if not ascii_safe(options.encoding):
+        return None
+    return TextPlan(csv_header_end(raw, options), True,
+                    options.delimiter.encode(options.encoding))
+
+
 def _text_parts(raw: StreamedResource, fmt: str, options: Any, target_bytes: int,
                 source: int, name: str) -> list[Part]:
     size = int(raw.size)
-    quoting = fmt == "csv"
     whole = [Part(source, name, "bytes", 0, size)]
-    head, delimiter = 0, b","
-    if quoting:
-        from datastack.formats.csv import CsvOptions
-
-        options = options if options is not None else CsvOptions()
-        if not ascii_safe(options.encoding):
-            return whole
-        delimiter = options.delimiter.encode(options.encoding)
-        head = csv_header_end(raw, options)
+    plan = text_plan(raw, fmt, options)
+    if plan is None:
+        return whole
     with raw.opener() as stream:
-        scans = [scan_range(stream, lo, hi, quoting=quoting, delimiter=delimiter)
-                 for lo, hi in ranges(head, size, target_bytes)]
-    cuts = assemble(scans, head)
+        scans = [plan.scan(stream, lo, hi) for lo, hi in ranges(plan.head, size, target_bytes)]
+    cuts = assemble(scans, plan.head)
     if cuts is None or len(cuts) < 2:
         return whole
-    return [Part(source, name, "bytes", a, b, head) for a, b in cuts]
+    return [Part(source, name, "bytes", a, b, plan.head) for a, b in cuts]
 
 
 def _row_group_parts(raw: StreamedResource, target_bytes: int, source: int,
@@ -406,5 +431,5 @@ def open_part(raw: StreamedResource, part: Part, header: bytes | None = None
     return spliced(f"{raw.identifier}#part-{part.start}-{part.end}", raw, pieces)
 
 
-__all__ = ["Part", "RangeScan", "ascii_safe", "assemble", "csv_header_end", "cut_parts",
-           "open_part", "ranges", "scan_range"]
+__all__ = ["Part", "RangeScan", "TextPlan", "ascii_safe", "assemble", "csv_header_end",
+           "cut_parts", "open_part", "ranges", "scan_range", "text_plan"]
