@@ -11,6 +11,10 @@ shards; the version's manifest is the old shards followed by the new ones, split
 When the prepared tail does not have the old version's fields (a column would be typed
 differently), :class:`~datastack.canonical.rowids.AppendRefused` makes the refresh prepare
 everything instead: the result is the same version, only slower.
+
+A folder source (``imagefolder``) that only gained files is planned by
+:mod:`datastack.pipeline._tail_folder` (:class:`FolderPlan`): the preparation reads a tar of
+the added files only; the manifest grows the same way.
 """
 
 from __future__ import annotations
@@ -24,12 +28,21 @@ from typing import TYPE_CHECKING, Any
 
 from datastack.canonical.layout import is_sharded, shards_of
 from datastack.canonical.rowids import AppendRefused
+from datastack.pipeline._tail_folder import (
+    FOLDER_FORMATS,
+    FolderPlan,
+    folder_input,
+    folder_plan,
+    joined_schema,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.canonical.shards import ShardFile
     from datastack.catalog.record import VersionRecord
     from datastack.factory import DatasetFactory
     from datastack.resources import StreamedResource
+    from datastack.specs import DatasetSpec
+    from datastack.storage.base import StorageConnector
     from datastack.store import Store
 
 log = logging.getLogger("datastack.pipeline")
@@ -51,20 +64,36 @@ class TailPlan:
 
 def tail_plan(
     factory: DatasetFactory, sources: Sequence[dict[str, Any]], last: VersionRecord | None,
-    needs_stats: bool, raw: StreamedResource,
-) -> TailPlan | None:
-    """A :class:`TailPlan` when this refresh can prepare from the tail only, else ``None``
-    (see the module docstring for the conditions)."""
+    needs_stats: bool, raw: StreamedResource, storage: StorageConnector | None = None,
+) -> TailPlan | FolderPlan | None:
+    """A :class:`TailPlan` (a line-based table that grew at its end) or a
+    :class:`~datastack.pipeline._tail_folder.FolderPlan` (a folder that gained files, read
+    through ``storage``) when this refresh can prepare from the new content only, else
+    ``None`` (see the module docstring for the conditions)."""
     spec = factory.spec
     if (last is None or not is_sharded(last) or not getattr(factory, "tail_appends", False)
             or spec.preprocessor is not None or needs_stats or len(spec.sources) != 1
-            or spec.format not in LINE_FORMATS or last.spec_hash != spec.fingerprint()
-            or len(last.sources) != 1):
+            or spec.format not in (*LINE_FORMATS, *FOLDER_FORMATS)
+            or last.spec_hash != spec.fingerprint() or len(last.sources) != 1
+            or not spec.sources[0].track):
         return None
-    appended = sources[0].get("appended_to") or {}
-    before = last.sources[0]
+    if spec.format in FOLDER_FORMATS:
+        if storage is None:
+            return None
+        from datastack.formats.archives import DEFAULT_LIMITS
+
+        return folder_plan(spec, last.sources[0], sources[0], raw, storage,
+                           DEFAULT_LIMITS.max_members)
+    return _line_plan(spec, sources[0], last.sources[0], raw)
+
+
+def _line_plan(
+    spec: DatasetSpec, now: dict[str, Any], before: dict[str, Any], raw: StreamedResource
+) -> TailPlan | None:
+    """The plan of a CSV or JSON Lines source whose new content begins with its old one."""
+    appended = now.get("appended_to") or {}
     size = appended.get("size")
-    if (not spec.sources[0].track or not isinstance(size, int) or size <= 0
+    if (not isinstance(size, int) or size <= 0
             or appended.get("sha256") != before.get("sha256") or size != before.get("size")):
         return None
     raw.seek(size - 1)
@@ -82,10 +111,21 @@ def tail_plan(
     return TailPlan(size, header)
 
 
-def tail_input(plan: TailPlan, raw: StreamedResource) -> StreamedResource:
-    """The source as the preparation of the tail reads it: the header, then the new bytes."""
+def describe(plan: TailPlan | FolderPlan, raw: StreamedResource) -> str:
+    """What a plan prepares, for the log: ``the 120 bytes appended upstream``."""
+    if isinstance(plan, FolderPlan):
+        return f"the {plan.files} file{'' if plan.files == 1 else 's'} added upstream"
+    return f"the {int(raw.size) - plan.offset} bytes appended upstream"
+
+
+def tail_input(plan: TailPlan | FolderPlan, raw: StreamedResource) -> StreamedResource:
+    """The source as the preparation of the tail reads it: the header, then the new bytes
+    (a folder: a tar of the added files, :func:`~datastack.pipeline._tail_folder.
+    folder_input`)."""
     from datastack.resources import spliced
 
+    if isinstance(plan, FolderPlan):
+        return folder_input(plan, raw)
     return spliced(f"{raw.identifier}#tail-{plan.offset}", raw,
                    [plan.header, (plan.offset, int(raw.size))])
 
@@ -109,7 +149,9 @@ def same_fields(old: dict[str, Any], new: dict[str, Any]) -> bool:
 def grown(last: VersionRecord, prepared: Any, tail: list[dict[str, Any]]) -> tuple[
         dict[str, int], dict[str, Any], list[dict[str, Any]]]:
     """The appended version's split sizes, schema and shard entries: the last version's
-    shards of each split, then the tail's."""
+    shards of each split, then the tail's (within a split: the previous version's rows in
+    their order, then the new ones)."""
+    prepared.schema = joined_schema(dict(last.schema or {}), dict(prepared.schema or {}))
     coded = set(getattr(prepared, "encodings", None) or {})
     if not same_fields(dict(last.schema or {}), dict(prepared.schema or {})) or coded != set(
             last.encodings or {}):
@@ -197,6 +239,7 @@ __all__ = [
     "LINE_FORMATS",
     "TailPlan",
     "compact",
+    "describe",
     "grown",
     "same_fields",
     "tail_input",

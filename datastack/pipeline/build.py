@@ -38,7 +38,15 @@ from datastack.errors import DatastackError, FormatError, ResourceNotFoundError,
 from datastack.pipeline import gates
 from datastack.pipeline._parallel import prepare_in_parts
 from datastack.pipeline._part_tasks import worker_identity
-from datastack.pipeline._tail import TailPlan, compact, grown, tail_input, tail_plan
+from datastack.pipeline._tail import (
+    TailPlan,
+    compact,
+    describe,
+    grown,
+    tail_input,
+    tail_plan,
+)
+from datastack.pipeline._tail_folder import FolderPlan
 from datastack.pipeline.retrieve import latest_record, source_checksums
 from datastack.storage.chunked import open_raw
 
@@ -172,7 +180,7 @@ def prepare_version(
             for (_, resource), stored in zip(inputs, sources, strict=True):
                 gates.check_markup(spec, str(stored.get("url")), resource)
             plan = None if len(inputs) != 1 else tail_plan(
-                factory, sources, last, gates.needs_stats(spec), inputs[0][1])
+                factory, sources, last, gates.needs_stats(spec), inputs[0][1], store.storage)
             prepared, stats, shards, manifest = _prepare_all_or_tail(
                 factory, inputs, tmp / DATA_FILE, known, last, store, plan, sources)
         finally:
@@ -216,12 +224,15 @@ def prepare_version(
 def _prepare_all_or_tail(
     factory: DatasetFactory, inputs: list[tuple[Any, Any]], out: Path,
     known: dict[str, list[str]] | None, last: VersionRecord | None, store: Store,
-    plan: TailPlan | None, sources: Sequence[dict[str, Any]],
+    plan: TailPlan | FolderPlan | None, sources: Sequence[dict[str, Any]],
 ) -> tuple[Any, dict[str, Any], list[ShardFile], list[dict[str, Any]] | None]:
-    """Prepare the appended rows only when ``plan`` says so (``pipeline._tail``), else (or
-    when the tail cannot stand on its own) every row, in parts on the pool the settings name
-    (``pipeline._parallel``) or in one child: ``(prepared, stats, shards to store, the
-    manifest of an append or of parts, else None)``."""
+    """Prepare the appended rows (or a folder's added files) only when ``plan`` says so
+    (``pipeline._tail``), else (or when the tail cannot stand on its own) every row, in
+    parts on the pool the settings name (``pipeline._parallel``) or in one child:
+    ``(prepared, stats, shards to store, the manifest of an append or of parts, else
+    None)``. A folder's added files that fail to prepare on their own (none readable, with
+    ``on_error: skip``) are prepared with every file, which reports what is wrong if
+    anything is."""
     spec = factory.spec
     if plan is not None and last is not None:
         previous = previous_version(spec, store, last, tail=True)
@@ -233,10 +244,11 @@ def _prepare_all_or_tail(
             prepared.splits, prepared.schema = splits, schema
             manifest, shards = compact(store, spec.name, manifest, shards,
                                        shard_bytes_setting(spec.shard_bytes), out.parent)
-            log.info("%s: prepared the %d bytes appended upstream only", spec.name,
-                     int(inputs[0][1].size) - plan.offset)
+            log.info("%s: prepared %s only", spec.name, describe(plan, inputs[0][1]))
             return prepared, stats, shards, manifest
-        except AppendRefused as exc:
+        except FormatError as exc:
+            if not isinstance(exc, AppendRefused) and not isinstance(plan, FolderPlan):
+                raise
             log.info("%s: %s; preparing every row", spec.name, exc)
         finally:
             if previous is not None:
