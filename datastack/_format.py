@@ -19,6 +19,9 @@ def shared_line(storage: Mapping[str, Any]) -> str:
     'stored as 3 shards (3.0 KiB): 2 shared with v2 (2.0 KiB), 1 new (1.0 KiB)'
     """
     line = f"stored as {storage['shards']} shards ({fmt_size(storage['bytes'])})"
+    workers = storage.get("workers") or []
+    if len(workers) > 1:
+        line += f", prepared by {len(workers)} workers"
     if storage.get("previous") is None:
         return line
     return (f"{line}: {storage['shared_shards']} shared with v{storage['previous']} "

@@ -334,6 +334,88 @@ class StreamedTextResource(io.TextIOWrapper):
         )
 
 
+#: A piece of a spliced stream: literal bytes, or the window ``[start, end)`` of the resource.
+Piece = bytes | tuple[int, int]
+
+
+class _Splice(io.RawIOBase):
+    """``pieces`` one after the other as one seekable stream, the windows read from a copy
+    of ``resource`` of its own (never the caller's stream: splices of one resource may be
+    read in turns)."""
+
+    def __init__(self, resource: StreamedResource, pieces: Sequence[Piece]) -> None:
+        import copy
+
+        super().__init__()
+        self._res = copy.copy(resource)
+        self._pieces = list(pieces)
+        self._starts = [0]
+        for piece in self._pieces:
+            width = len(piece) if isinstance(piece, bytes) else piece[1] - piece[0]
+            self._starts.append(self._starts[-1] + width)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._starts[-1]}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        import bisect
+
+        view = memoryview(buffer).cast("B")
+        index = bisect.bisect_right(self._starts, self._pos) - 1
+        if index >= len(self._pieces) or not len(view):
+            return 0
+        piece, within = self._pieces[index], self._pos - self._starts[index]
+        want = min(len(view), self._starts[index + 1] - self._pos)
+        if isinstance(piece, bytes):
+            data = piece[within : within + want]
+        else:
+            self._res.seek(piece[0] + within)
+            data = self._res.read(want)
+            if len(data) < want:
+                raise StorageError(f"{self._res.identifier!r} ended before byte {piece[1]} "
+                                   "(it is shorter than when it was cut)")
+        view[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._res.close()
+        super().close()
+
+
+class _SpliceOpener:
+    def __init__(self, resource: StreamedResource, pieces: Sequence[Piece]) -> None:
+        self.resource, self.pieces = resource, list(pieces)
+
+    def __call__(self) -> IO[bytes]:
+        return io.BufferedReader(_Splice(self.resource, self.pieces), 4 << 20)  # type: ignore[return-value]
+
+
+def spliced(identifier: str, resource: StreamedResource, pieces: Sequence[Piece]
+            ) -> StreamedResource:
+    """``pieces`` (literal bytes, or ``(start, end)`` windows of ``resource``) read as one
+    lazy, seekable, picklable stream: an append's tail after its header, a part of a file.
+
+    >>> res = StreamedResource.from_bytes("t.csv", b"a,b\\n1,2\\n3,4\\n")
+    >>> spliced("t.csv#part", res, [b"a,b\\n", (8, 12), b"!"]).read()
+    b'a,b\\n3,4\\n!'
+    """
+    size = sum(len(p) if isinstance(p, bytes) else p[1] - p[0] for p in pieces)
+    return StreamedResource(identifier, _SpliceOpener(resource, pieces), size=size)
+
+
 def as_binary_stream(data: StreamedResource | IO[bytes] | bytes | bytearray | Path) -> IO[bytes]:
     """Coerce bytes, a path, or a binary file-like object into a readable binary stream."""
     if isinstance(data, (bytes, bytearray, memoryview)):

@@ -211,33 +211,38 @@ def kept_split_indices(
         return split_indices(n, ratios, seed, stratify_by)
     assigned = _previous_splits(np.asarray(ids, np.uint64), known, names)
     rng = np.random.default_rng(seed)
-    groups = [np.arange(n, dtype=np.int64)] if stratify_by is None else None
-    if groups is None:
-        labels = np.asarray(stratify_by)
-        if labels.ndim != 1 or len(labels) != n:
-            raise FormatError(
-                f"stratify needs one label per sample (1-D, length {n}), got shape {labels.shape}"
-            )
-        groups = class_members(labels)
+    groups = [np.arange(n, dtype=np.int64)] if stratify_by is None else class_members(
+        _labels(stratify_by, n))
     for members in groups:
         held = assigned[members]
         kept = np.bincount(held[held >= 0], minlength=len(names)).tolist()
-        new = members[held < 0]
-        shuffled = new[rng.permutation(len(new))]
-        sizes = grow_sizes(len(members), kept, ratios)
-        start = 0
-        for number, size in enumerate(sizes):
-            assigned[shuffled[start : start + size]] = number
-            start += size
+        _deal(members[held < 0], len(members), kept, ratios, rng, assigned)
     return {name: np.flatnonzero(assigned == i).astype(np.int64) for i, name in enumerate(names)}
 
 
+def _labels(stratify_by: Any, n: int) -> NDArray[Any]:
+    labels = np.asarray(stratify_by)
+    if labels.ndim != 1 or len(labels) != n:
+        raise FormatError(
+            f"stratify needs one label per sample (1-D, length {n}), got shape {labels.shape}"
+        )
+    return labels
+
+
+def _deal(new: NDArray[np.int64], total: int, kept: Sequence[int], ratios: Mapping[str, float],
+          rng: Any, assigned: NDArray[np.int64]) -> None:
+    """Shuffle the ``new`` rows of a group of ``total`` (``kept[i]`` already in split ``i``)
+    and give each split its :func:`grow_sizes` share of them."""
+    shuffled = new[rng.permutation(len(new))]
+    start = 0
+    for number, size in enumerate(grow_sizes(total, kept, ratios)):
+        assigned[shuffled[start : start + size]] = number
+        start += size
+
+
 def tail_split_indices(
-    n: int,
-    ratios: Mapping[str, float],
-    seed: int = 0,
-    stratify_by: NDArray[np.generic] | None = None,
-    kept: Mapping[Any, Sequence[int]] | None = None,
+    n: int, ratios: Mapping[str, float], seed: int = 0,
+    stratify_by: NDArray[np.generic] | None = None, kept: Mapping[Any, Sequence[int]] | None = None,
 ) -> dict[str, NDArray[np.int64]]:
     """The splits of ``n`` rows appended after a former version's rows, which all stay where
     they are: ``kept`` gives, per class (the key ``None`` without ``stratify_by``), how many
@@ -248,28 +253,21 @@ def tail_split_indices(
     >>> tail_split_indices(2, {"a": 0.5, "b": 0.5}, kept={None: [2, 0]})
     {'a': array([], dtype=int64), 'b': array([0, 1])}
     """
-    names = list(check_ratios(ratios))
-    kept = dict(kept or {})
-    rng = np.random.default_rng(seed)
-    assigned = np.full(n, -1, np.int64)
+    names, kept = list(check_ratios(ratios)), dict(kept or {})
+    rng, assigned = np.random.default_rng(seed), np.full(n, -1, np.int64)
     if stratify_by is None:
         groups: list[tuple[Any, NDArray[np.int64]]] = [(None, np.arange(n, dtype=np.int64))]
     else:
-        labels = np.asarray(stratify_by)
-        if labels.ndim != 1 or len(labels) != n:
-            raise FormatError(
-                f"stratify needs one label per sample (1-D, length {n}), got shape {labels.shape}"
-            )
+        labels = _labels(stratify_by, n)
+        if labels.dtype.kind in "fc":  # NaN is one class, as in class_members
+            labels = np.where(np.isnan(labels), -np.inf, labels)
+            kept = {(-np.inf if isinstance(c, float) and np.isnan(c) else c): v
+                    for c, v in kept.items()}
         classes = np.unique(np.concatenate([np.asarray(list(kept), labels.dtype), labels]))
         groups = [(c.item(), np.flatnonzero(labels == c).astype(np.int64)) for c in classes]
     for cls, members in groups:
         old = list(kept.get(cls, [0] * len(names)))
-        shuffled = members[rng.permutation(len(members))]
-        sizes = grow_sizes(sum(old) + len(members), old, ratios)
-        start = 0
-        for number, size in enumerate(sizes):
-            assigned[shuffled[start : start + size]] = number
-            start += size
+        _deal(members, sum(old) + len(members), old, ratios, rng, assigned)
     return {name: np.flatnonzero(assigned == i).astype(np.int64) for i, name in enumerate(names)}
 
 

@@ -20,6 +20,7 @@ tasks from the ``flows`` package, found from the project folder.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -306,6 +307,9 @@ def refresh_all_flow(
     )
     rows: list[dict[str, Any]] = []
     with runner:
+        if task_runner == "dask":  # a dataset's parts go to the same cluster (docs/scale.md)
+            settings = dataclasses.replace(
+                settings, parts_dask_address=str(runner.client.scheduler.address))
         pending = [
             item if isinstance(item, NotBuilt) else (
                 item.spec.name,

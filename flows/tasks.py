@@ -159,6 +159,9 @@ class RefreshSettings:
     lease_ttl_s: float = DEFAULT_LEASE_TTL
     lease_wait_s: float = 0.0
     retrieve_timeout_s: float = RETRIEVE_TIMEOUT_S
+    #: The scheduler of the flow's Dask task runner: a dataset's parts are prepared on the
+    #: same cluster (``DATASTACK_DASK_ADDRESS``, docs/scale.md); None: as the settings say.
+    parts_dask_address: str | None = None
 
 
 #: Steps that talk to the network or the storage: retried when the failure is transient.
@@ -277,6 +280,10 @@ def refresh_one(
     from datastack.store import Store
 
     name = factory.spec.name
+    if settings.parts_dask_address:  # the flow's Dask cluster prepares the parts too
+        from datastack.pipeline import DASK_ENV
+
+        os.environ[DASK_ENV] = settings.parts_dask_address
     store = Store.open(resolve_storage(storage_env, storage_secret))
     lineage = producer()
     result = refresh_dataset(

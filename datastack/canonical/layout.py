@@ -5,7 +5,13 @@ Resource layout in a storage::
 
     datasets/<name>/raw/<algo>-<digest>/<filename>   a pinned raw source, content-addressed
                                                       (shared by every version that uses it)
-    datasets/<name>/raw/fetched-<id>/<filename>      one download of a tracked source
+    datasets/<name>/raw/fetched-<id>/<filename>      one download of a tracked source stored
+                                                      whole (versions written before chunks)
+    datasets/<name>/raw/chunks/<sha256>              one chunk of the raw copy of a tracked
+                                                      source: RAW_CHUNK_BYTES (4 MiB) of it,
+                                                      the last one short, stored once per
+                                                      content and shared by every download
+                                                      (and version) that holds it
     datasets/<name>/v<version>-<attempt>/data.h5     the canonical HDF5 file of one version,
                                                       in the folder of the attempt that wrote it
     datasets/<name>/v<version>/data.h5               the same, for versions written before
@@ -18,6 +24,11 @@ Resource layout in a storage::
 A version published since shards exist (``docs/living.md``) is a *manifest*: its catalog
 record lists its shards in order, split by split (``resources`` entries with ``kind:
 "shard"``, their ``split`` and ``rows``); a version published before is one data file.
+
+A tracked source's download keeps ``raw/fetched-<id>/<filename>`` as its identity in the
+catalog record (``identifier``), but its bytes are the chunks the record lists in order
+(``chunks: [[sha256, size], ...]``, :func:`raw_chunk_identifiers`): an append upstream stores
+only its new chunks (``docs/living.md``).
 
 The canonical file has two layouts (``docs/fields.md``): layout 1 (``samples``/``targets`` per
 split) and layout 2 (named fields, values + offsets), told apart by the ``format_version`` of
@@ -56,6 +67,9 @@ DEFAULT_COMPRESSION = "none"
 #: The layout whose catalog schema says ``format_version: 2`` (named fields); else layout 1.
 FIELDS_LAYOUT = 2
 _FETCHED = "fetched-"
+#: Size of one chunk of a tracked source's raw copy (the last chunk of a copy is shorter).
+RAW_CHUNK_BYTES = 4 * 1024 * 1024
+_CHUNKS = "chunks"
 #: The folder of a dataset's shards, and the ``kind`` of a shard's entry in a record.
 SHARDS = "shards"
 SHARD_KIND = "shard"
@@ -178,6 +192,53 @@ def is_fetched(identifier: object) -> bool:
     return f"/raw/{_FETCHED}" in str(identifier)
 
 
+def raw_chunk_identifier(name: str, sha256: str) -> str:
+    """Identifier of the raw chunk of dataset ``name`` whose content has digest ``sha256``.
+
+    >>> raw_chunk_identifier("iris", "AB" * 32)[:36]
+    'datasets/iris/raw/chunks/abababababa'
+    """
+    digest = str(sha256).lower()
+    if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+        raise DatastackError(
+            f"invalid raw chunk digest {sha256!r}: expected 64 hexadecimal characters"
+        )
+    return f"{RESOURCE_ROOT}/{validate_dataset_name(name)}/raw/{_CHUNKS}/{digest}"
+
+
+def raw_chunk_identifiers(source: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """``(identifier, size)`` of each chunk of a source record's raw copy, in order; ``[]`` for
+    a raw copy stored whole (at ``source["identifier"]``).
+
+    The dataset is the one of the download's identity (``datasets/<name>/raw/...``).
+
+    >>> raw_chunk_identifiers({"identifier": "datasets/iris/raw/fetched-1/a.csv",
+    ...                        "chunks": [["ab" * 32, 3]]})[0][1]
+    3
+    """
+    chunks = source.get("chunks")
+    if not chunks:
+        return []
+    identifier = str(source.get("identifier") or "")
+    parts = identifier.split("/")
+    if len(parts) < 4 or parts[0] != RESOURCE_ROOT or parts[2] != "raw":
+        raise DatastackError(
+            f"source record {identifier!r} lists raw chunks but its identifier is not under "
+            f"{RESOURCE_ROOT}/<name>/raw/: the catalog record is damaged"
+        )
+    out = []
+    for entry in chunks:
+        try:
+            digest, size = entry
+            out.append((raw_chunk_identifier(parts[1], str(digest)), int(size)))
+        except (TypeError, ValueError) as exc:
+            raise DatastackError(
+                f"source record {identifier!r}: raw chunk entry {entry!r} is not "
+                f"[sha256, size] ({exc}): the catalog record is damaged"
+            ) from None
+    return out
+
+
 def layout_of(schema: Mapping[str, Any] | Any) -> int:
     """The layout (1 or 2) of a version, from the schema its catalog record carries."""
     if isinstance(schema, Mapping) and schema.get("format_version") == FIELDS_LAYOUT:
@@ -192,6 +253,7 @@ __all__ = [
     "DEFAULT_COMPRESSION",
     "FIELDS_LAYOUT",
     "LABELS_KIND",
+    "RAW_CHUNK_BYTES",
     "RESOURCE_ROOT",
     "SHARDS",
     "SHARD_KIND",
@@ -205,6 +267,8 @@ __all__ = [
     "labels_identifier",
     "layout_of",
     "new_attempt_id",
+    "raw_chunk_identifier",
+    "raw_chunk_identifiers",
     "raw_identifier",
     "resource_prefix",
     "shard_identifier",

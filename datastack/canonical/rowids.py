@@ -87,10 +87,13 @@ def hash_columns(
     encodings: Mapping[str, Sequence[str]] | None = None,
     key: Sequence[str] | None = None,
     before: U64 | None = None,
+    numbered: bool = True,
 ) -> U64:
     """The row id of every row of ``columns`` (staged or stored columns of one split, read in
     blocks; ``transforms`` map a fixed field's block to its stored values first); ``before``:
-    the ids of rows these come after (an append: :func:`with_occurrences_after`)."""
+    the ids of rows these come after (an append: :func:`with_occurrences_after`);
+    ``numbered=False``: the content hashes only, copies not told apart (a part of a table:
+    the whole numbers them) and keys not checked."""
     wanted = resolve_key(fields, key)
     names = {name for name, _ in wanted} if wanted is not None else {f.name for f in fields}
     used = [f for f in fields if f.name in names]
@@ -112,8 +115,10 @@ def hash_columns(
             fn = transforms.get(fld.name)
             block[fld.name] = fn(data) if fn is not None else data
         out[lo:hi] = row_hashes(used, block, encodings, wanted)
+    if not numbered:
+        return out
     if wanted is not None:
-        _unique_keys(out, key or ())
+        unique_keys(out, key or ())
         if before is not None and len(before) and bool(np.isin(out, before).any()):
             raise FormatError(
                 f"key: {', '.join(key or ())} is not unique: an appended row repeats the key "
@@ -122,7 +127,7 @@ def hash_columns(
     return with_occurrences(out) if before is None else with_occurrences_after(out, before)
 
 
-def _unique_keys(ids: U64, key: Sequence[str]) -> None:
+def unique_keys(ids: U64, key: Sequence[str]) -> None:
     """A ``key:`` names each row once: two rows sharing a key would be told apart by their
     order only, and swap splits when upstream reorders them."""
     ordered = np.sort(ids)
@@ -147,8 +152,9 @@ def write_row_ids(group: Any, ids: U64, identity: str) -> None:
 
 
 class AppendRefused(FormatError):
-    """The new rows of an append cannot be prepared on their own (their fields differ from
-    the version's, or a row repeats an old one's key): the refresh prepares every row."""
+    """The new rows of an append cannot be prepared on their own (their fields or category
+    columns differ from the version's, or the version holds no row ids of this identity):
+    the refresh prepares every row."""
 
 
 @dataclass
@@ -239,14 +245,27 @@ class PreviousVersion:
 
     def _sharded_history(self, identity: str, names: Sequence[str]) -> SplitHistory | None:
         """The same over the shards of each split (their ids one shard after another)."""
-        del names  # a sharded version always cut these splits, or named its own
         for wanted in (identity, CONTENT):
             found = self._shard_ids(lambda group, w=wanted: _stored_ids(group, w))
             if found is not None:
                 return SplitHistory(wanted, found)
+        if set(self.splits) != set(names) and self._shard_ids(_any_ids) is None:
+            return None  # no row ids, other splits: not cut by these splits: (cut afresh)
         fields = _stored_fields(self.schema, self.encodings)
         computed = self._shard_ids(lambda group: _content_ids(group, fields, self.encodings))
         return SplitHistory(CONTENT, computed or {})
+
+    def stored_ids(self, identity: str) -> dict[str, U64] | None:
+        """The row ids of identity ``identity`` the shards store, per split; ``None`` when a
+        shard has none (an append then prepares every row: nothing is hashed again)."""
+        try:
+            return self._shard_ids(lambda group: _stored_ids(group, identity))
+        except (OSError, KeyError, ValueError) as exc:
+            raise FormatError(
+                f"{self.name} v{self.version}: cannot read its row ids or rows to keep every "
+                f"sample in its split ({type(exc).__name__}: {exc}); nothing was published. "
+                "Check the version's files (datastack pull verifies them) and the storage"
+            ) from None
 
     def _shard_ids(self, ids_of: Any) -> dict[str, U64] | None:
         """``ids_of(split group)`` over every shard, joined per split; ``None`` if any gives
@@ -264,6 +283,11 @@ class PreviousVersion:
                 parts.append(ids)
             out[split] = np.concatenate(parts) if parts else np.empty(0, np.uint64)
         return out
+
+
+def _any_ids(group: Any) -> U64 | None:
+    dset = group.get(ROW_IDS)
+    return None if dset is None else np.asarray(dset[()], np.uint64)
 
 
 def _stored_ids(group: Any, identity: str) -> U64 | None:
@@ -324,5 +348,6 @@ __all__ = [
     "hash_columns",
     "identity_of",
     "resolve_key",
+    "unique_keys",
     "write_row_ids",
 ]

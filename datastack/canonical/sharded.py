@@ -118,12 +118,8 @@ class ShardedSplit(CombinedDatasetIterator):
         if value:  # only the base constructor sets it (to []): shards open lazily
             raise AttributeError("the shards of a ShardedSplit are opened on first use")
 
-    def _get(self, index: int) -> Any:
-        import bisect
-
-        ends = self.ends
-        k = bisect.bisect_right(ends, index)
-        return self.shard(k)._get(index - (ends[k - 1] if k else 0))
+    def _part(self, k: int) -> DatasetIterator:
+        return self.shard(k)  # only the shards a read touches are opened
 
     def _get_batch(self, indices: Any) -> Any:
         """One read per shard the batch touches (each opened on first use), its rows put
@@ -165,7 +161,15 @@ class ShardedSplit(CombinedDatasetIterator):
     def split(self) -> str:
         return self.group
 
-    def column_arrays(self, name: str) -> tuple[Any, Any, Any]:
+    @property
+    def column_arrays(self) -> Any:
+        """The whole stored column of a field over every shard (``to_arrow``): layout 2 only
+        (``None`` for layout 1, whose reader has none)."""
+        from datastack.canonical.layout import FIELDS_LAYOUT
+
+        return self._column_arrays if self.layout == FIELDS_LAYOUT else None
+
+    def _column_arrays(self, name: str) -> tuple[Any, Any, Any]:
         """The whole column ``name`` over every shard (offsets rebased), for ``to_arrow``."""
         parts = [getattr(it, "column_arrays")(name) for it in self.iterators]  # noqa: B009
         values = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)

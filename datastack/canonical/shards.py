@@ -21,6 +21,7 @@ shards of a split as one (compaction). Rows are copied in blocks of about
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -155,14 +156,11 @@ def merge_shards(paths: Sequence[str | Path], split: str, out: str | Path) -> Sh
     """One shard holding the rows of the shards at ``paths`` (of ``split``), in order."""
     import h5py
 
-    files = [h5py.File(p, "r") for p in paths]
-    try:
+    with contextlib.ExitStack() as stack:
+        files = [stack.enter_context(h5py.File(p, "r")) for p in paths]
         sources = [(f[split], 0, int(f[split].attrs["length"])) for f in files]
         write_shard(Path(out), shard_attrs(files[0].attrs), split, sources)
         return _described(Path(out), split, sum(hi - lo for _, lo, hi in sources))
-    finally:
-        for f in files:
-            f.close()
 
 
 def _splits(f: Any, h5py: Any) -> list[str]:
@@ -224,23 +222,25 @@ def _copy_variable(out: Any, sources: Sequence[tuple[Any, int, int]]) -> None:
         offsets.append(off[1:] - off[0] + base)
         base += int(off[-1] - off[0])
         value_runs.append((node["values"], int(off[0]), int(off[-1])))
-    _write_dataset(out, "offsets", sources[0][0]["offsets"], np.concatenate(offsets))
+    data = np.concatenate(offsets)
+    dset = out.create_dataset("offsets", data=data, **_layout_of(
+        [node["offsets"] for node, _, _ in sources], len(data)))
+    for key in sorted(sources[0][0]["offsets"].attrs):
+        dset.attrs[key] = sources[0][0]["offsets"].attrs[key]
     _copy_rows(out, "values", value_runs)
     if "shapes" in sources[0][0]:
         _copy_rows(out, "shapes", [(node["shapes"], lo, hi) for node, lo, hi in sources])
 
 
-def _write_dataset(group: Any, name: str, like: Any, data: NDArray[Any]) -> None:
-    dset = group.create_dataset(name, data=data, **_layout_of(like, len(data)))
-    for key in sorted(like.attrs):
-        dset.attrs[key] = like.attrs[key]
-
-
-def _layout_of(like: Any, rows: int) -> dict[str, Any]:
-    """Chunks (capped at the rows) and filter of ``like``, for a dataset of ``rows`` rows."""
+def _layout_of(sources: Sequence[Any], rows: int) -> dict[str, Any]:
+    """Chunks and filter of the datasets ``sources`` for one of ``rows`` rows: the largest of
+    their chunk lengths (merged small shards get their whole rows' chunks back), capped at
+    the rows."""
+    like = sources[0]
     if like.chunks is None or rows == 0:
         return {}
-    chunks = (min(like.chunks[0], rows), *like.chunks[1:])
+    longest = max(int(s.chunks[0]) if s.chunks is not None else 1 for s in sources)
+    chunks = (min(longest, rows), *like.chunks[1:])
     out: dict[str, Any] = {"chunks": chunks}
     if like.compression is not None:
         out.update(compression=like.compression, compression_opts=like.compression_opts)
@@ -254,7 +254,7 @@ def _copy_rows(group: Any, name: str, runs: Sequence[tuple[Any, int, int]]) -> N
     like = runs[0][0]
     total = sum(hi - lo for _, lo, hi in runs)
     dset = group.create_dataset(name, shape=(total, *like.shape[1:]), dtype=like.dtype,
-                                **_layout_of(like, total))
+                                **_layout_of([r[0] for r in runs], total))
     for key in sorted(like.attrs):
         dset.attrs[key] = like.attrs[key]
     row = max(1, like.dtype.itemsize * math.prod(like.shape[1:]))
@@ -273,6 +273,45 @@ def _described(path: Path, split: str, rows: int) -> ShardFile:
     return ShardFile(split, str(path), rows, digest, path.stat().st_size)
 
 
+#: A split whose run of small shards (each under a quarter of ``shard_bytes``) reaches this
+#: many has them merged by the next refresh (compaction: appends leave small shards).
+COMPACT_AFTER = 8
+
+
+def merge_runs(entries: Sequence[Mapping[str, Any]], shard_bytes: int,
+               after: int = COMPACT_AFTER) -> list[tuple[int, int]]:
+    """Which consecutive shards of one split to merge, as ``(start, stop)`` index ranges:
+    runs of small shards (under ``shard_bytes / 4``) once a run has ``after`` or more,
+    cut so that each merged shard stays within ``shard_bytes``.
+
+    >>> merge_runs([{"size": 10}] * 9, 1000, after=8)
+    [(0, 9)]
+    >>> merge_runs([{"size": 10}] * 3, 1000, after=8)
+    []
+    """
+    small = [int(e.get("size") or 0) < shard_bytes // 4 for e in entries]
+    out: list[tuple[int, int]] = []
+    i = 0
+    while i < len(entries):
+        if not small[i]:
+            i += 1
+            continue
+        j = i
+        while j < len(entries) and small[j]:
+            j += 1
+        if j - i >= after:
+            start, total = i, 0
+            for k in range(i, j):
+                size = int(entries[k].get("size") or 0)
+                if total + size > shard_bytes and k > start:
+                    out.append((start, k))
+                    start, total = k, 0
+                total += size
+            out.append((start, j))
+        i = j
+    return [(a, b) for a, b in out if b - a > 1]
+
+
 def shard_entry(shard: ShardFile, identifier: str) -> dict[str, Any]:
     """The entry of a shard in a version record's ``resources``."""
     return {"identifier": identifier, "size": shard.size, "sha256": shard.sha256,
@@ -280,11 +319,13 @@ def shard_entry(shard: ShardFile, identifier: str) -> dict[str, Any]:
 
 
 __all__ = [
+    "COMPACT_AFTER",
     "DEFAULT_SHARD_BYTES",
     "SHARD_BYTES_ENV",
     "ShardFile",
     "cut_points",
     "cut_shards",
+    "merge_runs",
     "merge_shards",
     "parse_shard_bytes",
     "row_bytes",

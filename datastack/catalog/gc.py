@@ -13,7 +13,10 @@ makes GC skip the dataset and say so):
    under the resource prefix, ``datasets/<name>/v<N>-<attempt>/``, of) a published version, a
    pending version younger than the grace period, or a version that was published and deleted
    less than ``grace_seconds`` ago -- a reader that opened it before the deletion may still be
-   reading. A second GC after the grace period removes those;
+   reading. A second GC after the grace period removes those. A raw chunk of a tracked
+   source (``raw/chunks/<sha256>``) is referenced by every version whose source record lists
+   it, so it goes only when no protected version lists it any more; ``bytes_freed`` sums
+   the sizes of what is deleted;
 3. the storage's own sweep runs (:meth:`StorageConnector.sweep`: GridFS chunks without a files
    document, temporary files of crashed writers), with the same grace period.
 """
@@ -25,6 +28,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from datastack._format import fmt_size
 from datastack.canonical.layout import DATASETS_PREFIX, dataset_prefix, version_prefix
 from datastack.catalog.leases import default_owner
 from datastack.catalog.record import (
@@ -35,7 +39,12 @@ from datastack.catalog.record import (
     resource_prefix,
     utcnow,
 )
-from datastack.errors import ConfigurationError, InvalidIdentifierError, LockHeldError
+from datastack.errors import (
+    ConfigurationError,
+    InvalidIdentifierError,
+    LockHeldError,
+    ResourceNotFoundError,
+)
 from datastack.identifiers import validate_dataset_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,6 +62,8 @@ class GCReport:
     deleted_versions: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     aborted_versions: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     deleted_resources: list[str] = dataclasses.field(default_factory=list)
+    #: Bytes of the resources deleted (or that would be, with ``dry_run``).
+    bytes_freed: int = 0
     kept_in_grace: list[str] = dataclasses.field(default_factory=list)
     kept_versions_in_grace: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -75,7 +86,7 @@ class GCReport:
         verb = "would delete" if self.dry_run else "deleted"
         text = (
             f"{verb} {len(self.deleted_versions)} version(s) and "
-            f"{len(self.deleted_resources)} resource(s); aborted "
+            f"{len(self.deleted_resources)} resource(s) ({fmt_size(self.bytes_freed)}); aborted "
             f"{len(self.aborted_versions)} stale pending version(s); kept "
             f"{len(self.kept_in_grace)} resource(s) and {len(self.kept_versions_in_grace)} "
             "version(s) within the grace period"
@@ -225,9 +236,18 @@ def _delete_unreferenced(
             if identifier in in_grace:
                 report.kept_in_grace.append(identifier)
             continue
+        report.bytes_freed += _size_of(storage, identifier)
         if not report.dry_run:
             storage.delete_resource(identifier, missing_ok=True)
         report.deleted_resources.append(identifier)
+
+
+def _size_of(storage: StorageConnector, identifier: str) -> int:
+    """The size of a stored resource (0 when it went meanwhile): a stat or one lookup."""
+    try:
+        return int(storage.get_resource(identifier).size)
+    except ResourceNotFoundError:
+        return 0
 
 
 def _shared_bytes(

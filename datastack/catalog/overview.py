@@ -103,7 +103,8 @@ def dataset_details(catalog: Catalog, name: str, version: int | None = None) -> 
 
 def sharing(record: VersionRecord, before: VersionRecord | None) -> dict[str, Any] | None:
     """What a sharded version is made of and shares with the version ``before`` it:
-    ``{shards, bytes, previous, shared_shards, shared_bytes, new_shards, new_bytes}``
+    ``{shards, bytes, workers, previous, shared_shards, shared_bytes, new_shards, new_bytes}``
+    (``workers``: who prepared its shards, each shard's entry says which one)
     (``None`` for a version stored as one data file)."""
     from datastack.canonical.layout import SHARD_KIND
 
@@ -116,10 +117,18 @@ def sharing(record: VersionRecord, before: VersionRecord | None) -> dict[str, An
     def size(entries: list[dict[str, Any]]) -> int:
         return sum(int(r.get("size") or 0) for r in entries)
 
-    return {"shards": len(own), "bytes": size(own),
+    workers = sorted({_worker(r.get("worker")) for r in own if r.get("worker")})
+    return {"shards": len(own), "bytes": size(own), "workers": workers,
             "previous": None if before is None else before.version,
             "shared_shards": len(shared), "shared_bytes": size(shared),
             "new_shards": len(own) - len(shared), "new_bytes": size(own) - size(shared)}
+
+
+def _worker(worker: Any) -> str:
+    """One shard's preparer as text: the Dask worker's address, else host:pid."""
+    if not isinstance(worker, dict):
+        return str(worker)
+    return str(worker.get("dask_worker") or f"{worker.get('host')}:{worker.get('pid')}")
 
 
 def previous_record(

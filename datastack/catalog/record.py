@@ -24,6 +24,7 @@ from datastack.canonical.layout import (
     attempt_prefix,
     data_identifier_of,
     new_attempt_id,
+    raw_chunk_identifiers,
     resource_prefix,
     version_prefix,
 )
@@ -96,7 +97,10 @@ class VersionRecord:
         UTC datetimes of :meth:`~Catalog.begin`, :meth:`~Catalog.publish` and deletion.
     sources:
         One dict per source: ``url`` (credentials redacted), ``sha256`` and/or ``md5``,
-        ``size``, ``etag``, ``last_modified``, ``identifier`` (where the raw copy is stored).
+        ``size``, ``etag``, ``last_modified``, ``identifier`` (where the raw copy is stored;
+        for a tracked source, the identity of its download, whose bytes are the ``chunks``
+        listed in order, ``[[sha256, size], ...]``), ``appended_to`` (``{size, sha256}`` of
+        the previous version's copy when this one begins with it and is longer).
     resources:
         ``{"identifier", "size", "sha256"}`` per stored resource of this version.
     splits, schema, format, spec_hash, encodings, producer, description:
@@ -159,9 +163,13 @@ class VersionRecord:
 
     @property
     def resource_identifiers(self) -> list[str]:
-        """Identifiers of the stored resources (and of raw source copies) of this version."""
+        """Identifiers of the stored resources (and of raw source copies, each chunk of a
+        chunked copy included) of this version."""
         ids = [str(r["identifier"]) for r in self.resources if r.get("identifier")]
-        ids += [str(s["identifier"]) for s in self.sources if s.get("identifier")]
+        for source in self.sources:
+            if source.get("identifier"):
+                ids.append(str(source["identifier"]))
+                ids += [chunk for chunk, _ in raw_chunk_identifiers(source)]
         return ids
 
     def source_checksums(self) -> list[str]:
@@ -217,8 +225,14 @@ class VersionRecord:
 #: what a list of versions shows and compares (``schema.new_values``: the category labels a
 #: version added, at most a hundred per column). Resources, encodings (category labels),
 #: ``extra`` and class names or columns inside ``schema.fields`` are left out.
+#: What a summary keeps of each source: not the list of its raw chunks (hundreds per GB).
+SUMMARY_SOURCE_KEYS = (
+    "url", "sha256", "md5", "size", "track", "etag", "last_modified", "identifier", "role",
+    "split", "appended_to", "stored_bytes",
+)
 SUMMARY_PROJECTION = (
-    "name", "version", "status", "created_at", "published_at", "producer", "sources", "splits",
+    "name", "version", "status", "created_at", "published_at", "producer",
+    *(f"sources.{key}" for key in SUMMARY_SOURCE_KEYS), "splits",
     "spec_hash", "format", "schema.fields.name", "schema.fields.kind", "schema.fields.dtype",
     "schema.fields.shape", "schema.features", "schema.splits", "schema.target",
     "schema.new_values",
@@ -237,7 +251,9 @@ def summarised(record: VersionRecord) -> VersionRecord:
     return VersionRecord(
         name=record.name, version=record.version, status=record.status,
         created_at=record.created_at, published_at=record.published_at,
-        producer=record.producer, sources=record.sources, splits=record.splits,
+        producer=record.producer, splits=record.splits,
+        sources=[{k: v for k, v in src.items() if k in SUMMARY_SOURCE_KEYS}
+                 for src in record.sources],
         spec_hash=record.spec_hash, format=record.format, schema=slim,
     )
 

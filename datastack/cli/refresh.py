@@ -47,8 +47,31 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--verbose", action="store_true", help="also show the orchestrator's own run logs"
     )
+    p.add_argument(
+        "--workers", type=int, default=None, metavar="N",
+        help="prepare one dataset's parts in N local processes (DATASTACK_WORKERS; a large "
+        "CSV or JSON Lines table: docs/scale.md)",
+    )
+    p.add_argument(
+        "--dask", default=None, metavar="ADDRESS",
+        help="prepare one dataset's parts on a running dask.distributed scheduler "
+        "(DATASTACK_DASK_ADDRESS, e.g. tcp://10.0.0.5:8786)",
+    )
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.set_defaults(run=run)
+
+
+def _parallel_settings(args: argparse.Namespace) -> None:
+    """``--workers`` and ``--dask`` as the settings the preparation reads (this process and
+    the engines' workers it starts inherit them)."""
+    from datastack.errors import ConfigurationError
+
+    if args.workers is not None:
+        if args.workers < 1:
+            raise ConfigurationError(f"--workers must be at least 1, got {args.workers}")
+        os.environ["DATASTACK_WORKERS"] = str(args.workers)
+    if args.dask:
+        os.environ["DATASTACK_DASK_ADDRESS"] = args.dask
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         from datastack.errors import ConfigurationError
 
         raise ConfigurationError(f"--wait must be a number of seconds >= 0, got {args.wait}")
+    _parallel_settings(args)
     path = Path(spec).resolve()
     specs = load_selected(path, args.names or None)  # validated, names checked: once
     datasets = build_factories(specs, strict=True)  # a bad `factory:` is a bad spec, exit 2

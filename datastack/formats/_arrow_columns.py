@@ -285,8 +285,23 @@ def as_int64(block: NDArray[Any]) -> NDArray[np.int64]:
     return np.asarray(block).astype(np.int64)
 
 
+class Picked(Sequence[int]):
+    """The row numbers of some rows of a block, looked up only when an error names one."""
+
+    def __init__(self, rows: Sequence[int], picked: NDArray[np.int64]) -> None:
+        self.rows = rows
+        self.picked = picked
+
+    def __len__(self) -> int:
+        return len(self.picked)
+
+    def __getitem__(self, k: Any) -> Any:
+        return self.rows[int(self.picked[k])]
+
+
 __all__ = [
     "FeatureCodes",
+    "Picked",
     "TargetCodes",
     "as_column",
     "as_int64",

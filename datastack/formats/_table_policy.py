@@ -46,6 +46,7 @@ from datastack.errors import FormatError
 from datastack.fields import ARRAY, LABEL, STRING, Field
 from datastack.formats._arrow_columns import (
     FeatureCodes,
+    Picked,
     TargetCodes,
     as_column,
     as_int64,
@@ -173,8 +174,12 @@ class TablePolicy:
     ([[1.0], [nan]], [0, 1], {'y': ['x', 'z']})
     """
 
-    def __init__(self, options: Any, prefix: str = "") -> None:
+    def __init__(self, options: Any, prefix: str = "",
+                 presets: Mapping[str, bool] | None = None) -> None:
         self.options = options
+        #: Kinds decided before any row (a parallel preparation's earlier parts decided
+        #: them: ``{column: categorical}``), as if this input came after those rows.
+        self.presets = dict(presets or {})
         #: Names the options block in errors (``"csv."``: ``csv.target column ...``).
         self.prefix = prefix
         self.missing = frozenset(options.missing)
@@ -198,7 +203,7 @@ class TablePolicy:
         if len(names) < 2:
             raise FormatError(f"{where}: found {len(names)} column; need features and a target")
         self.names = names
-        self.columns = [ColumnState(n) for n in names]
+        self.columns = [ColumnState(n, self.presets.get(n)) for n in names]
         opts = self.options
         target = self._resolve(where, opts.target, "target")
         self.target_index = len(names) - 1 if target is None else target
@@ -280,7 +285,7 @@ class TablePolicy:
         if state.categorical:
             return self._codes(i, column, rows, where)
         if len(beyond := integers_beyond_float64(column)):  # refused: names the row
-            self._cells(i, column.take(beyond).to_pylist(), _Picked(rows, beyond), where)
+            self._cells(i, column.take(beyond).to_pylist(), Picked(rows, beyond), where)
         if found is False:
             found = numbers(column, self.missing)
         if found is None:
@@ -288,7 +293,7 @@ class TablePolicy:
         values = np.asarray(found[0], dtype=np.float64)
         odd = suspects(values)
         if len(odd) and _pa().types.is_string(column.type):
-            self._cells(i, column.take(odd).to_pylist(), _Picked(rows, odd), where)
+            self._cells(i, column.take(odd).to_pylist(), Picked(rows, odd), where)
         self._note_numbers(state, values)
         return values
 
@@ -390,22 +395,32 @@ class TablePolicy:
 
     # -- the end -----------------------------------------------------------------------------
     def finish(
-        self, known: KnownCodes | None = None
+        self, known: KnownCodes | None = None, *, check: bool = True
     ) -> tuple[list[Field], dict[str, Callable[[Any], Any]], dict[str, list[str]]]:
         """``(fields, transforms, encodings)``: the final fields, the maps from staged blocks to
         final values (final codes, typed target), and the category labels per column.
 
         ``known``: the labels of the dataset's last published version by column; their codes
-        are kept and new labels take the next ones (default: codes over the sorted labels)."""
+        are kept and new labels take the next ones (default: codes over the sorted labels).
+        ``check=False`` skips the free-text check (a part of a table: the whole decides)."""
         if self.names is None:
             raise FormatError("the table has no columns")
-        self._check_implicit_categories()
+        if check:
+            self._check_implicit_categories()
         encodings: dict[str, list[str]] = {}
         lookups: dict[int, NDArray[np.int64]] = {}
         for i, column in enumerate(self.columns):
             if column.categorical:
                 encodings[column.name], lookups[i] = column.labels_and_lookup(
                     known_for(known, column.name))
+        fields, transforms = self.final_fields(lookups, encodings)
+        return fields, transforms, encodings
+
+    def final_fields(
+        self, lookups: Mapping[int, NDArray[np.int64]], encodings: Mapping[str, list[str]]
+    ) -> tuple[list[Field], dict[str, Callable[[Any], Any]]]:
+        """The final fields and the maps from staged blocks to final values, given each
+        categorical column's provisional code -> final code ``lookups`` (by column index)."""
         fields = self.staged_fields()
         transforms: dict[str, Callable[[Any], Any]] = {}
         feature_lookups = {j: lookups[i] for j, i in enumerate(self.feature_indices)
@@ -420,7 +435,7 @@ class TablePolicy:
         elif target.integral and not target.any_missing:
             fields[-1] = Field(target.name, ARRAY, "int64", ())
             transforms[target.name] = as_int64
-        return fields, transforms, encodings
+        return fields, transforms
 
     def new_values(self, known: KnownCodes | None) -> dict[str, dict[str, int]]:
         """``{column: {label: rows}}``: the labels of the categorical columns that ``known``
@@ -464,20 +479,6 @@ def _pa() -> Any:
 def _is_text(column: Any) -> bool:
     pa = _pa()
     return bool(pa.types.is_string(column.type) or pa.types.is_large_string(column.type))
-
-
-class _Picked(Sequence[int]):
-    """The row numbers of some rows of a block, looked up only when an error names one."""
-
-    def __init__(self, rows: Sequence[int], picked: NDArray[np.int64]) -> None:
-        self.rows = rows
-        self.picked = picked
-
-    def __len__(self) -> int:
-        return len(self.picked)
-
-    def __getitem__(self, k: Any) -> Any:
-        return self.rows[int(self.picked[k])]
 
 
 __all__ = [

@@ -24,6 +24,7 @@ b'abc'
 
 from __future__ import annotations
 
+import bisect
 import io
 import os
 import posixpath
@@ -31,6 +32,7 @@ import tarfile
 import threading
 import weakref
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -51,10 +53,21 @@ class TarSpan:
     size: int
 
 
-def _plain_tar(path: Path) -> bool:
-    with open(path, "rb") as stream:
-        head = stream.read(6)
-    return not head.startswith(_COMPRESSED) and not zipfile.is_zipfile(path)
+def _plain_tar(stream: Any) -> bool:
+    head = stream.read(6)
+    stream.seek(0)
+    plain = not head.startswith(_COMPRESSED) and not zipfile.is_zipfile(stream)
+    stream.seek(0)
+    return plain
+
+
+def _open_whole(archive: str | os.PathLike[str]) -> Any:
+    """The whole archive as one buffered stream: a local file, or the local files of a
+    :class:`SharedArchive` made of pieces, read through its one descriptor."""
+    if isinstance(archive, SharedArchive) and archive.pieces:
+        whole = TarSpan(os.fspath(archive), 0, archive.size)
+        return io.BufferedReader(SpanReader(archive, whole), 1 << 16)
+    return open(archive, "rb")
 
 
 def tar_spans(
@@ -64,16 +77,17 @@ def tar_spans(
     """The regular members of the plain tar at ``path`` in archive order (see the module
     docstring), or None when it is not one (compressed, a zip, unreadable as a tar, sparse
     members): extract it then, which reports what is wrong with it."""
-    path = Path(path)
-    label = name or path.name
-    if not _plain_tar(path):
-        return None
-    total = path.stat().st_size
-    try:
-        with tarfile.open(path, "r:") as tf:
-            members = _scan_tar(tf, label, limits, total)  # the checks of extract_archive
-    except (tarfile.TarError, EOFError):
-        return None
+    label = name or Path(path).name
+    with _open_whole(path) as stream:
+        if not _plain_tar(stream):
+            return None
+        total = stream.seek(0, io.SEEK_END)
+        stream.seek(0)
+        try:
+            with tarfile.open(fileobj=stream, mode="r:") as tf:
+                members = _scan_tar(tf, label, limits, total)  # the checks of extract_archive
+        except (tarfile.TarError, EOFError):
+            return None
     if any(m.key.issparse() for m in members if isinstance(m.key, tarfile.TarInfo)):
         return None
     _check_names(label, [(m.name, m.is_dir) for m in members])
@@ -115,11 +129,22 @@ class SharedArchive(os.PathLike[str]):
     """A plain tar opened once for the readers of all its members, so that opening a member
     costs no system call (an image folder opens each of its thousands of members twice).
     Reads seek and read under a lock; the file closes when the inputs holding this are gone.
+
+    With ``pieces`` (``[(local path, size), ...]``: the chunk files of a raw copy stored as
+    chunks) the archive is those files one after the other, ``path`` only its name; one
+    piece is open at a time (members are read in archive order).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], pieces: Sequence[tuple[str, int]] = ()
+    ) -> None:
         self.path = os.fspath(path)
-        self._file: io.FileIO | None = None
+        self.pieces = list(pieces)
+        self._starts = [0]
+        for _, size in self.pieces:
+            self._starts.append(self._starts[-1] + size)
+        self._open: list[Any] = [None, None]  # (file, its path), closed by the finalizer
+        weakref.finalize(self, _close_first, self._open)
         self._lock = threading.Lock()
 
     def __fspath__(self) -> str:
@@ -128,14 +153,33 @@ class SharedArchive(os.PathLike[str]):
     def __str__(self) -> str:
         return self.path
 
+    @property
+    def size(self) -> int:
+        return self._starts[-1] if self.pieces else os.path.getsize(self.path)
+
     def read_at(self, offset: int, view: memoryview) -> int:
-        """Read into ``view`` from ``offset``; the count read (0 at the end of the file)."""
+        """Read into ``view`` from ``offset``; the count read (0 at the end of the file;
+        fewer than asked at the end of a piece)."""
         with self._lock:
-            if self._file is None:
-                self._file = open(self.path, "rb", buffering=0)  # noqa: SIM115 - finalizer
-                weakref.finalize(self, self._file.close)
-            self._file.seek(offset)
-            return self._file.readinto(view) or 0
+            path = self.path
+            if self.pieces:
+                index = bisect.bisect_right(self._starts, offset) - 1
+                if index >= len(self.pieces):
+                    return 0
+                view = view[: self._starts[index + 1] - offset]
+                path, offset = self.pieces[index][0], offset - self._starts[index]
+            if self._open[0] is None or self._open[1] != path:
+                _close_first(self._open)
+                self._open[:] = [open(path, "rb", buffering=0), path]  # noqa: SIM115
+            handle = self._open[0]
+            handle.seek(offset)
+            return int(handle.readinto(view) or 0)
+
+
+def _close_first(holder: list[Any]) -> None:
+    if holder[0] is not None:
+        holder[0].close()
+        holder[0] = None
 
 
 class SpanReader(io.RawIOBase):

@@ -5,7 +5,8 @@
 a local file); ``*.gz`` is wrapped in a capped gzip reader; each file of an archive (or only
 ``member:``) becomes an input carrying the archive's role and split. A plain tar (a folder
 source is stored as one) is read in place, each member a window of the stored copy
-(:mod:`._tar_in_place`); a compressed tar or a zip is extracted safely into the work folder. A
+(:mod:`._tar_in_place`; a copy stored as chunk files, across them); a compressed tar or a
+zip is extracted safely into the work folder. A
 raw copy that is not a local file (a GridFS store) is copied into the work folder once when a
 reader needs a file (an archive) or a second pass (a stream that cannot seek).
 """
@@ -160,9 +161,11 @@ def prepare_inputs(
         elif kind == "gzip":
             inputs.append(_gzip_input(source, source.filename, plain.open, limits))
         else:
-            inputs.extend(_archive_inputs(source, _members(
-                source, plain.local_path(workdir), workdir / f"extract-{index}", limits
-            ), limits))
+            entries = _members_in_chunks(source, resource, limits)
+            if entries is None:
+                entries = _members(
+                    source, plain.local_path(workdir), workdir / f"extract-{index}", limits)
+            inputs.extend(_archive_inputs(source, entries, limits))
     return inputs
 
 
@@ -180,6 +183,23 @@ def _members(source: SourceSpec, archive: Path, dest: Path, limits: ArchiveLimit
     files = extract_archive(archive, dest, name=source.filename, limits=limits)
     return [(f.relative_to(dest).as_posix(), _path_opener(f), f.stat().st_size, f)
             for f in files]
+
+
+def _members_in_chunks(
+    source: SourceSpec, resource: StreamedResource, limits: ArchiveLimits
+) -> list[_Entry] | None:
+    """The members of a plain tar stored as local chunk files (a tracked folder source on
+    the filesystem storage), read in place across its chunks; None for anything else."""
+    from datastack.storage.chunked import local_chunk_files
+
+    pieces = local_chunk_files(resource)
+    if not pieces:
+        return None
+    shared = SharedArchive(resource.identifier, pieces)
+    spans = tar_spans(shared, name=source.filename, limits=limits)
+    if spans is None:
+        return None
+    return [(s.name, _span_opener(shared, s), s.size, None) for s in spans]
 
 
 def _gzip_input(

@@ -66,25 +66,35 @@ class ParquetFormat(TableFormat):
     options_key = "parquet"
 
     def blocks(self, raw: RawInput, options: Any) -> Iterator[Block]:
-        pa = _pyarrow()
-        with seekable_input(raw) as stream:
-            try:
-                file = pa.parquet.ParquetFile(stream)
-            except (pa.ArrowException, OSError, ValueError) as exc:
-                raise FormatError(f"{raw.name}: not a readable Parquet file ({exc})") from None
-            names = list(file.schema_arrow.names)
-            row = 1
-            try:
-                for batch in file.iter_batches(batch_size=_batch_rows(len(names))):
-                    columns = [_column(pa, batch.column(j), names[j], row, raw.name)
-                               for j in range(len(names))]
-                    yield Block(names, columns, range(row, row + batch.num_rows))
-                    row += batch.num_rows
-            except (pa.ArrowException, OSError) as exc:
-                raise FormatError(f"{raw.name}: corrupt Parquet data near row {row} ({exc})"
-                                  ) from None
+        return row_group_blocks(raw)
+
+
+def row_group_blocks(raw: RawInput, first: int = 0, stop: int | None = None
+                     ) -> Iterator[Block]:
+    """The blocks of row groups ``first`` .. ``stop - 1`` (all by default: what the format
+    reads; a part of the file, ``datastack.formats._parts``), rows numbered in the file."""
+    pa = _pyarrow()
+    with seekable_input(raw) as stream:
+        try:
+            file = pa.parquet.ParquetFile(stream)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise FormatError(f"{raw.name}: not a readable Parquet file ({exc})") from None
+        names = list(file.schema_arrow.names)
+        meta = file.metadata
+        groups = list(range(first, meta.num_row_groups if stop is None else stop))
+        row = 1 + sum(meta.row_group(g).num_rows for g in range(first))
+        try:
+            for batch in file.iter_batches(batch_size=_batch_rows(len(names)),
+                                           row_groups=groups):
+                columns = [_column(pa, batch.column(j), names[j], row, raw.name)
+                           for j in range(len(names))]
+                yield Block(names, columns, range(row, row + batch.num_rows))
+                row += batch.num_rows
+        except (pa.ArrowException, OSError) as exc:
+            raise FormatError(f"{raw.name}: corrupt Parquet data near row {row} ({exc})"
+                              ) from None
 
 
 FORMAT = ParquetFormat()
 
-__all__ = ["FORMAT", "ParquetFormat"]
+__all__ = ["FORMAT", "ParquetFormat", "row_group_blocks"]

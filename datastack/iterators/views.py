@@ -116,11 +116,15 @@ class CombinedDatasetIterator(DatasetIterator):
         ends = self.ends
         return ends[-1] if ends else 0
 
+    def _part(self, k: int) -> DatasetIterator:
+        """Iterator ``k`` (subclasses may open it on first use)."""
+        return self.iterators[k]
+
     def _get(self, index: int) -> Sample:
         ends = self.ends
         k = bisect.bisect_right(ends, index)
         start = ends[k - 1] if k else 0
-        return self.iterators[k]._get(index - start)
+        return self._part(k)._get(index - start)
 
     def _get_batch(self, indices: Indices) -> Batch:
         ends = np.asarray(self.ends, dtype=np.int64)
@@ -130,7 +134,7 @@ class CombinedDatasetIterator(DatasetIterator):
         positions: list[Indices] = []
         for k in np.unique(which):
             where = np.flatnonzero(which == k)
-            parts.append(self.iterators[int(k)]._get_batch(indices[where] - starts[k]))
+            parts.append(self._part(int(k))._get_batch(indices[where] - starts[k]))
             positions.append(where)
         if len(parts) == 1:
             return parts[0]

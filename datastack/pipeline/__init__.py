@@ -8,7 +8,9 @@
 - :mod:`~datastack.pipeline.build`: prepare (in a child process), validate, publish or drop a
   version;
 - :mod:`~datastack.pipeline.gates`: the quality gates a version passes before it is published;
-- :mod:`~datastack.pipeline.engines`: who runs the sequence (``local``, or ``prefect``).
+- :mod:`~datastack.pipeline.engines`: who runs the sequence (``local``, or ``prefect``);
+- ``_tail``, ``_parallel``, ``_part_tasks``, ``_pools``: an append prepared from its new
+  rows; one dataset prepared in parts on local processes or a Dask cluster.
 
 The names of :mod:`datastack.pipeline.sequence` are also reachable here, as before
 (``from datastack.pipeline import refresh_dataset, RefreshResult``); they load on first use.
@@ -40,6 +42,8 @@ _MOVED = {
     "as_factory": "datastack.factory",
     "data_identifier": "datastack.canonical.layout",
     "raw_identifier": "datastack.canonical.layout",
+    "DASK_ENV": "_parallel",  # one dataset's parts on a Dask scheduler (docs/scale.md)
+    "WORKERS_ENV": "_parallel",
 }
 
 

@@ -36,8 +36,19 @@ from datastack.canonical.rowids import AppendRefused, PreviousVersion, continuin
 from datastack.canonical.shards import ShardFile, shard_bytes_setting, shard_entry
 from datastack.errors import DatastackError, FormatError, ResourceNotFoundError, StorageError
 from datastack.pipeline import gates
-from datastack.pipeline._tail import TailPlan, grown, tail_input, tail_plan
+from datastack.pipeline._parallel import prepare_in_parts
+from datastack.pipeline._part_tasks import worker_identity
+from datastack.pipeline._tail import (
+    TailPlan,
+    compact,
+    describe,
+    grown,
+    tail_input,
+    tail_plan,
+)
+from datastack.pipeline._tail_folder import FolderPlan
 from datastack.pipeline.retrieve import latest_record, source_checksums
+from datastack.storage.chunked import open_raw
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.catalog.record import VersionRecord
@@ -133,7 +144,8 @@ def _prepare_and_cut(
                           f"({exc}); re-run the refresh") from None
     finally:
         out.unlink(missing_ok=True)  # the shards hold every row now
-    return prepared, stats, [s.to_dict() for s in shards]
+    worker = worker_identity()  # the shards' lineage: who prepared them
+    return prepared, stats, [{**s.to_dict(), "worker": worker} for s in shards]
 
 
 def prepare_version(
@@ -160,7 +172,7 @@ def prepare_version(
     last = latest_record(spec, store)  # once: codes and splits continue from it
     known = None if last is None else known_codes(last, store)
     inputs = [
-        (source, store.storage.get_resource(stored["identifier"]))
+        (source, open_raw(store.storage, stored))  # whole or chunked (storage.chunked)
         for source, stored in zip(spec.sources, sources, strict=True)
     ]
     with work_dir() as tmp:
@@ -168,9 +180,9 @@ def prepare_version(
             for (_, resource), stored in zip(inputs, sources, strict=True):
                 gates.check_markup(spec, str(stored.get("url")), resource)
             plan = None if len(inputs) != 1 else tail_plan(
-                factory, sources, last, gates.needs_stats(spec), inputs[0][1])
+                factory, sources, last, gates.needs_stats(spec), inputs[0][1], store.storage)
             prepared, stats, shards, manifest = _prepare_all_or_tail(
-                factory, inputs, tmp / DATA_FILE, known, last, store, plan)
+                factory, inputs, tmp / DATA_FILE, known, last, store, plan, sources)
         finally:
             for _, resource in inputs:
                 resource.close()
@@ -212,11 +224,15 @@ def prepare_version(
 def _prepare_all_or_tail(
     factory: DatasetFactory, inputs: list[tuple[Any, Any]], out: Path,
     known: dict[str, list[str]] | None, last: VersionRecord | None, store: Store,
-    plan: TailPlan | None,
+    plan: TailPlan | FolderPlan | None, sources: Sequence[dict[str, Any]],
 ) -> tuple[Any, dict[str, Any], list[ShardFile], list[dict[str, Any]] | None]:
-    """Prepare the appended rows only when ``plan`` says so (``pipeline._tail``), else (or
-    when the tail cannot stand on its own) every row: ``(prepared, stats, shards written,
-    the manifest of an append or None)``."""
+    """Prepare the appended rows (or a folder's added files) only when ``plan`` says so
+    (``pipeline._tail``), else (or when the tail cannot stand on its own) every row, in
+    parts on the pool the settings name (``pipeline._parallel``) or in one child:
+    ``(prepared, stats, shards to store, the manifest of an append or of parts, else
+    None)``. A folder's added files that fail to prepare on their own (none readable, with
+    ``on_error: skip``) are prepared with every file, which reports what is wrong if
+    anything is."""
     spec = factory.spec
     if plan is not None and last is not None:
         previous = previous_version(spec, store, last, tail=True)
@@ -226,16 +242,23 @@ def _prepare_all_or_tail(
             new = [shard_entry(sh, shard_identifier(spec.name, sh.sha256)) for sh in shards]
             splits, schema, manifest = grown(last, prepared, new)
             prepared.splits, prepared.schema = splits, schema
-            log.info("%s: prepared the %d bytes appended upstream only", spec.name,
-                     int(inputs[0][1].size) - plan.offset)
+            manifest, shards = compact(store, spec.name, manifest, shards,
+                                       shard_bytes_setting(spec.shard_bytes), out.parent)
+            log.info("%s: prepared %s only", spec.name, describe(plan, inputs[0][1]))
             return prepared, stats, shards, manifest
-        except AppendRefused as exc:
+        except FormatError as exc:
+            if not isinstance(exc, AppendRefused) and not isinstance(plan, FolderPlan):
+                raise
             log.info("%s: %s; preparing every row", spec.name, exc)
         finally:
             if previous is not None:
                 previous.close()
     previous = previous_version(spec, store, last)
     try:
+        parts = prepare_in_parts(factory, sources, store, known, previous,
+                                 shard_bytes_setting(spec.shard_bytes), gates.needs_stats(spec))
+        if parts is not None:  # the workers stored the shards
+            return parts[0], {}, [], parts[1]
         return (*_run_preparation(factory, inputs, out, known, previous), None)
     finally:
         if previous is not None:
@@ -251,18 +274,29 @@ def _run_preparation(
         _prepare_and_cut, factory, inputs, out, gates.needs_stats(spec), known, previous,
         shard_bytes_setting(spec.shard_bytes), what=f"{spec.name}: preprocessing",
     )
-    return prepared, stats, [ShardFile(**sh) for sh in shards]
+    return prepared, stats, [_Prepared(**sh) for sh in shards]
+
+
+@dataclass(frozen=True)
+class _Prepared(ShardFile):
+    """A shard written by a preparation, with the worker that prepared it (lineage)."""
+
+    worker: dict[str, Any] = field(default_factory=dict)
 
 
 def store_shards(store: Store, name: str, shards: Sequence[ShardFile]) -> list[dict[str, Any]]:
     """Upload the shards a storage does not hold yet (by the sha256 of their bytes, which
-    names them: a shard another version has is shared, not stored again); their entries."""
+    names them: a shard another version has is shared, not stored again); their entries,
+    with the worker that prepared each."""
     entries = []
     for shard in shards:
         identifier = shard_identifier(name, shard.sha256)
         if not store.storage.has_resource(identifier):
             store.storage.set_resource(identifier, Path(shard.path), sha256=shard.sha256)
-        entries.append(shard_entry(shard, identifier))
+        entry = shard_entry(shard, identifier)
+        if getattr(shard, "worker", None):
+            entry["worker"] = dict(getattr(shard, "worker", {}))
+        entries.append(entry)
     return entries
 
 
@@ -278,8 +312,9 @@ def _labels_entry(store: Store, name: str, prepared: Any) -> list[dict[str, Any]
     data = json.dumps(whole, sort_keys=True).encode()
     digest = hashlib.sha256(data).hexdigest()
     identifier = labels_identifier(name, digest)
-    info = store.storage.set_resource(identifier, io.BytesIO(data))
-    return [{"identifier": identifier, "size": info.size, "sha256": digest, "kind": LABELS_KIND}]
+    if not store.storage.has_resource(identifier):
+        store.storage.set_resource(identifier, io.BytesIO(data), sha256=digest)
+    return [{"identifier": identifier, "size": len(data), "sha256": digest, "kind": LABELS_KIND}]
 
 
 def previous_version(

@@ -268,10 +268,10 @@ def _cut_tail(
     those a preparation of every row would give them (``tail_split_indices``)."""
     identity = identity_of(spec.key)
     names = list(spec.splits or {})
-    history = previous.history(identity, names)
-    if history is None or history.identity != identity or set(history.splits) != set(names):
+    stored = previous.stored_ids(identity) if previous.resource is None else None
+    if stored is None or set(stored) != set(names):
         raise AppendRefused(f"{spec.name}: the version before holds no row ids of this key")
-    before = np.concatenate([history.splits[n] for n in names])
+    before = np.concatenate([stored[n] for n in names])
     ids = hash_columns(fields, columns, transforms, encodings, spec.key, before=before)
     kept = previous.kept(names, labels is not None)
     chosen = tail_split_indices(len(ids), spec.splits or {}, spec.seed, labels, kept)

@@ -10,7 +10,11 @@ Two kinds of source (``docs/specs.md``):
   (``If-None-Match`` / ``If-Modified-Since``; a file's mtime); when the answer is "not
   modified" nothing is downloaded. When the server cannot answer that, the source is
   downloaded and its sha256 compared with the one recorded for the latest version. Each
-  download is stored under ``datasets/<name>/raw/fetched-<id>/`` and its sha256 recorded.
+  download is stored as content-addressed chunks (``datasets/<name>/raw/chunks/<sha256>``,
+  listed in order in the source record; ``raw/fetched-<id>/<file>`` names the download),
+  so an append upstream stores only its new chunks; its sha256 is recorded, and whether it
+  begins with the latest version's copy (``appended_to``: the sha256 of its first N bytes,
+  taken in the same pass, equals the recorded one).
 
 Validators (ETag, Last-Modified) are recorded for every source of every version, also when a
 raw copy is reused (carried over, or asked with a HEAD request), so change detection never
@@ -19,12 +23,18 @@ switches itself off.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from datastack._uri import redact
-from datastack.canonical.layout import fetched_identifier, is_fetched, raw_identifier
+from datastack.canonical.layout import (
+    fetched_identifier,
+    is_fetched,
+    raw_chunk_identifier,
+    raw_identifier,
+)
 from datastack.errors import DatastackError, NotFoundError
 from datastack.specs import DatasetSpec, SourceSpec
 
@@ -152,22 +162,34 @@ def _validators(source: SourceSpec, carried: dict[str, Any] | None) -> tuple[Any
 
 
 def _retrieve_one(
-    spec: DatasetSpec, source: SourceSpec, store: Store, deadline_s: float | None
+    spec: DatasetSpec, source: SourceSpec, store: Store, deadline_s: float | None,
+    before: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Download one source: a pinned one whole under its checksum, a tracked one as chunks
+    (``storage.chunked.ChunkSink``), checking on the way whether it begins with ``before``
+    (what the latest version recorded of it)."""
     from datastack.retrieval import ResourceDefinition, Retriever, retriever_for
+    from datastack.storage.chunked import ChunkSink
 
     identifier = fetched_identifier(spec, source) if source.track else raw_identifier(spec, source)
     definition = ResourceDefinition(
         identifier, source.url, sha256=source.sha256, md5=source.md5, tracked=source.track
     )
     options = {} if deadline_s is None else {"deadline": deadline_s}
+    sink: ChunkSink | None = None
+    target: Any = store.storage
+    if source.track:
+        target = sink = ChunkSink(
+            store.storage, functools.partial(raw_chunk_identifier, spec.name),
+            prefix=_previous_copy(before),
+        )
     try:
-        retriever: Retriever = retriever_for(definition, store.storage, **options)
+        retriever: Retriever = retriever_for(definition, target, **options)
         (info,) = retriever.retrieve_with_info([definition])
     except DatastackError as exc:
         text = str(exc).replace("`datastack refresh NAME`", f"`datastack refresh {spec.name}`")
         raise type(exc)(f"dataset {spec.name!r}: {text}") from None
-    return {
+    out = {
         "identifier": identifier,
         "size": info.size,
         "etag": info.etag,
@@ -175,6 +197,27 @@ def _retrieve_one(
         "reused": False,
         "sha256_computed": info.sha256,
     }
+    if sink is not None:
+        out["chunks"] = sink.chunks
+        out["stored_bytes"] = sink.written
+        if sink.prefix is not None and info.size > sink.prefix[0] and sink.prefix_sha256 == (
+            sink.prefix[1]
+        ):
+            out["appended_to"] = {"size": sink.prefix[0], "sha256": sink.prefix[1]}
+    return out
+
+
+def _previous_copy(before: dict[str, Any] | None) -> tuple[int, str] | None:
+    """``(size, sha256)`` of the latest version's copy of a tracked source, when it recorded
+    both and is not empty (the prefix an append would begin with)."""
+    if not before:
+        return None
+    size, sha256 = before.get("size"), before.get("sha256")
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        return None
+    if not isinstance(sha256, str) or len(sha256) != 64:
+        return None
+    return size, sha256.lower()
 
 
 def retrieve_sources(
@@ -209,7 +252,8 @@ def retrieve_sources(
                 identifier=identifier, size=size, etag=etag, last_modified=modified, reused=True
             )
         else:
-            record.update(_retrieve_one(spec, source, store, deadline_s))
+            before = recorded_source(latest, spec, index) if source.track else None
+            record.update(_retrieve_one(spec, source, store, deadline_s, before))
         if source.track:
             record["sha256"] = record.pop("sha256_computed")
         records.append(record)
@@ -234,9 +278,14 @@ def same_tracked_content(
 
 
 def discard_fetched(sources: list[dict[str, Any]], store: Store) -> None:
-    """Delete the downloads of tracked sources that will not be used (best effort)."""
+    """Delete the downloads of tracked sources that will not be used (best effort).
+
+    A chunked download's chunks are left to ``datastack gc``: a chunk may hold content a
+    kept version shares, and GC deletes only what no kept version references.
+    """
     for record in sources:
-        if record.get("track") and is_fetched(record.get("identifier")):
+        whole = "chunks" not in record
+        if record.get("track") and whole and is_fetched(record.get("identifier")):
             try:
                 store.storage.delete_resource(record["identifier"], missing_ok=True)
             except DatastackError as exc:  # GC removes it later

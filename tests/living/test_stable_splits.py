@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from datastack.canonical.layout import data_identifier_of
+from datastack.canonical.layout import shards_of
 from datastack.canonical.rowids import ROW_IDS
 from datastack.store import Store
 from tests.fields.realdata import penguins_csv
@@ -25,6 +25,7 @@ from tests.living.stable import (
     split_rows,
     stored_ids,
     table,
+    unshard,
     write_spec,
 )
 
@@ -174,12 +175,9 @@ def test_edited_and_removed_rows_leave_unchanged_rows_in_place(tmp_path: Path) -
 
 
 def _drop_row_ids(storage: Path, name: str, version: int) -> None:
-    """Make a version look published before row ids: the same file without them (HDF5 keeps
-    the space, the fields are untouched); the record's checksum is not read by preparation."""
-    record = Store.open(storage).catalog.get(name, version)
-    with h5py.File(storage / "resources" / data_identifier_of(record), "r+") as f:
-        for split in record.splits:
-            del f[split][ROW_IDS]
+    """Make a version look published before shards and row ids: one data file without them
+    (``stable.unshard``); the record's checksum is not read by preparation."""
+    unshard(storage, name, version, row_ids=False)
 
 
 @pytest.mark.parametrize("stratify", [False, True])
@@ -295,24 +293,27 @@ def test_readers_never_read_the_row_ids(tmp_path: Path, text: bool) -> None:
     refresh(write_spec(tmp_path, source, csv=csv, splits=SPLITS), storage)
     store = Store.open(storage)
     record = store.catalog.get("live", 1)
-    path = storage / "resources" / data_identifier_of(record)
-    with h5py.File(path, "r") as f:
-        spans = [(f[s][ROW_IDS].id.get_offset(), f[s][ROW_IDS].id.get_storage_size())
-                 for s in record.splits]
-    assert all(offset is not None and size == 8 * record.splits[s]
-               for (offset, size), s in zip(spans, record.splits, strict=True))
-    reads: list[tuple[int, int]] = []
-    resource = StreamedResource("data.h5", lambda: _Recording(path, reads))
+    paths = {e["identifier"]: (e["split"], storage / "resources" / e["identifier"])
+             for entries in shards_of(record).values() for e in entries}
+    spans = {}
+    for identifier, (split, path) in paths.items():
+        with h5py.File(path, "r") as f:
+            dset = f[split][ROW_IDS]
+            spans[identifier] = (dset.id.get_offset(), dset.id.get_storage_size())
+            assert spans[identifier][0] is not None and spans[identifier][1] == 8 * len(dset)
+    reads: dict[str, list[tuple[int, int]]] = {i: [] for i in paths}
     original = store.storage.get_resource
-    store.storage.get_resource = lambda identifier: resource  # type: ignore[method-assign]
+    store.storage.get_resource = lambda identifier: StreamedResource(  # type: ignore
+        identifier, lambda: _Recording(paths[identifier][1], reads[identifier]))
     try:
         for split, it in open_version(record, store).items():
             assert len(it.get_batch(range(len(it)))[0]) == record.splits[split]
     finally:
         store.storage.get_resource = original  # type: ignore[method-assign]
-    assert reads
-    for offset, size in spans:  # HDF5 may read a metadata block that touches their first bytes
-        touched = sum(max(0, min(end, offset + size) - max(start, offset)) for start, end in reads)
+    assert all(reads.values())
+    for identifier, (offset, size) in spans.items():  # HDF5 may read a metadata block that
+        touched = sum(max(0, min(end, offset + size) - max(start, offset))  # touches them
+                      for start, end in reads[identifier])
         assert touched <= 4096 < size, (offset, size, touched)
 
 
@@ -400,7 +401,8 @@ def test_an_unreadable_previous_version_fails_the_refresh_and_says_why(tmp_path:
     storage = tmp_path / "store"
     refresh(spec, storage)
     record = Store.open(storage).catalog.get("live", 1)
-    (storage / "resources" / data_identifier_of(record)).write_bytes(b"not an HDF5 file")
+    shard = next(iter(shards_of(record).values()))[0]["identifier"]
+    (storage / "resources" / shard).write_bytes(b"not an HDF5 file")
     with source.open("a") as f:
         f.write(table(range(500, 510)))
     [result] = datastack.refresh(spec, storage=storage)
@@ -419,12 +421,13 @@ def test_a_missing_previous_file_fails_the_refresh_and_says_why(tmp_path: Path) 
     storage = tmp_path / "store"
     refresh(spec, storage)
     record = Store.open(storage).catalog.get("live", 1)
-    (storage / "resources" / data_identifier_of(record)).unlink()
+    shard = next(iter(shards_of(record).values()))[0]["identifier"]
+    (storage / "resources" / shard).unlink()
     with source.open("a") as f:
         f.write(table(range(500, 510)))
     [result] = datastack.refresh(spec, storage=storage)
     assert result.status == "failed"
-    assert "cannot read version 1's data file to keep every sample in its split" in result.reason
+    assert "cannot read version 1's data to keep every sample in its split" in result.reason
     assert "datastack delete live" in result.reason
     assert Store.open(storage).catalog.latest("live").version == 1
 

@@ -135,7 +135,7 @@ def test_gc_takes_over_a_dead_writers_lease_and_removes_its_pending_version(
         log,
     )
     wait_for_file(marker, proc, log, timeout=120)
-    assert any("/v1-" in r for r in _resources(storage))  # the paused writer uploaded v1
+    assert any("/shards/" in r for r in _resources(storage))  # the paused writer uploaded v1
     sigkill(proc)
     # The writer held a 600 s lease, but it is dead and on this host: GC takes the lease over
     # at once, aborts the pending version and deletes its data and its raw copies.

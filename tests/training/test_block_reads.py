@@ -46,6 +46,11 @@ LISTENER = ChunkBytes()
 monitoring.register(LISTENER)  # before this module's clients exist (new URIs: new clients)
 
 
+def _stored_bytes(it: Any) -> int:
+    """The bytes of a loaded split's shards (what an epoch reads)."""
+    return sum(int(entry["size"]) for entry in it.entries)
+
+
 def _epoch(it: Any, sampler: DatasetSampler, batch: int) -> None:
     """One epoch of ``sampler``'s order in batches, the sampler's read plan told of each."""
     plan, order = sampler.read_plan(), sampler.indices()
@@ -73,9 +78,9 @@ def test_block_aware_epoch_reads_each_block_about_once(
     small_block_cache.clear()
     LISTENER.bytes = 0
     _epoch(it, sampler, 128)
-    file_bytes = it.resource.size
+    file_bytes = _stored_bytes(it)
     assert LISTENER.bytes <= 1.1 * file_bytes, (LISTENER.bytes, file_bytes)
-    assert it.resource.stream is not None
+    assert it.shard(0).resource.stream is not None
     batch = it.get_batch(order[:50])[0]
     assert np.array_equal(batch, x[order[:50]])
 
@@ -155,7 +160,7 @@ def _records_epoch(mongo_uri: str, small_block_cache: Any) -> None:
     assert np.median(np.abs(np.diff(order))) > 50  # far from sequential
     small_block_cache.clear()
     LISTENER.bytes = 0
-    reader = it._state().resource.stream
+    reader = it.shard(0)._state().resource.stream  # one shard
     hinted = reader.background_fetches
     plan = sampler.read_plan()
     assert plan is not None
@@ -165,7 +170,7 @@ def _records_epoch(mongo_uri: str, small_block_cache: Any) -> None:
         got += stack.get_samples(order[lo : lo + 64])
     assert [g[0] for g in got] == [len(texts[i]) for i in order.tolist()]
     assert reader.background_fetches > hinted  # the plan saw the mapped batches
-    file_bytes = it.resource.size
+    file_bytes = _stored_bytes(it)
     assert LISTENER.bytes <= 1.15 * file_bytes, (LISTENER.bytes, file_bytes)
 
     dealt = DatasetSampler(stack, seed=0, batch_size=64, num_workers=2).indices()
@@ -204,7 +209,7 @@ def test_first_epoch_with_the_local_cache_on_moves_the_file_about_once(
         for hog in hogs:
             hog.kill()
             hog.wait()
-    file_bytes = it.resource.size
+    file_bytes = _stored_bytes(it)
     assert LISTENER.bytes <= 1.15 * file_bytes, (LISTENER.bytes, file_bytes)
     cache = default_disk_cache()
     assert cache is not None and cache.usage() == file_bytes  # the verified copy is there

@@ -1,0 +1,177 @@
+"""One dataset prepared in parallel (#25.6): 1 process vs 2 local workers vs a 2-worker Dask
+LocalCluster, on the same large CSV, ratios in one run.
+
+    python benchmarks/parallel.py [--gb 1.0] [--repeat 1] [--part-mb 64]
+
+The CSV is ``benchmarks/ingest.py``'s big table (8 float columns, a short text, a label;
+generated once into its cache). Each run is a first refresh into a fresh filesystem store, in
+a fresh process (``python -c 'datastack.refresh(...)'``), with ``DATASTACK_WORKERS=2`` or
+``DATASTACK_DASK_ADDRESS`` of a LocalCluster started here (its 2 worker processes, one thread
+each, started before the clock). Printed: median wall seconds, the ratio against one process,
+the peak RSS of the refresh process and of the largest worker (sampled every 50 ms over every
+process below this one), and the goals of #25 (2 local workers <= 0.6x, Dask <= 0.7x). The
+run checks that the three versions hold the same samples (split sizes and codes, and a random
+sample of rows). JSON: ``benchmarks/results/parallel.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import ROOT, write_results
+from ingest import big_csv
+
+CACHE = Path.home() / ".cache" / "datastack-bench" / "ingest"
+
+
+class PeakRss:
+    """The largest RSS of each process below this one, sampled while it runs."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.me = psutil.Process()
+        self.peaks: dict[int, tuple[str, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            for proc in self.me.children(recursive=True):
+                try:
+                    rss = proc.memory_info().rss
+                    cmd = " ".join(proc.cmdline())[:80]
+                except psutil.Error:
+                    continue
+                if rss > self.peaks.get(proc.pid, ("", 0))[1]:
+                    self.peaks[proc.pid] = (cmd, rss)
+            time.sleep(0.05)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _spec(folder: Path, csv: Path) -> Path:
+    import hashlib
+
+    with open(csv, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256")
+    spec = folder / "spec.yaml"
+    spec.write_text(
+        f"datasets:\n  big:\n    sources: [{{url: {csv.as_uri()!r}, sha256: {digest.hexdigest()}}}]\n"
+        "    format: csv\n    csv: {target: label, categorical: [label], text: [text]}\n"
+        "    splits: {train: 0.9, test: 0.1}\n")
+    return spec
+
+
+def _run(spec: Path, store: Path, env: dict[str, str]) -> tuple[float, dict[str, Any]]:
+    code = ("import time, datastack, json; t=time.perf_counter(); "
+            f"[r]=datastack.refresh({str(spec)!r}, storage={str(store)!r}); "
+            "print(json.dumps({'s': time.perf_counter()-t, 'status': r.status, "
+            "'reason': r.reason, 'splits': r.splits}))")
+    with PeakRss() as peaks:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+                              timeout=3600)
+    if done.returncode:
+        raise SystemExit(done.stderr[-2000:])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["status"] != "published":
+        raise SystemExit(f"refresh failed: {result['reason']}")
+    procs = sorted(peaks.peaks.values(), key=lambda p: -p[1])
+    main = max((rss for cmd, rss in procs if "import time, datastack" in cmd), default=0)
+    workers = [rss for cmd, rss in procs if "import time, datastack" not in cmd]
+    return float(result["s"]), {"splits": result["splits"], "coordinator_rss": main,
+                                "worker_rss": max(workers, default=0)}
+
+
+def _same(stores: list[Path]) -> bool:
+    import numpy as np
+
+    import datastack
+
+    first = None
+    for store in stores:
+        it = datastack.load("big", "train", storage=str(store))
+        rng = np.random.default_rng(0)
+        rows = rng.integers(0, len(it), 200)
+        got = (len(it), [tuple(np.asarray(v).tolist() for v in it[int(i)]) for i in rows])
+        if first is None:
+            first = got
+        elif got != first:
+            return False
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gb", type=float, default=1.0)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--part-mb", type=int, default=64)
+    args = parser.parse_args()
+    csv = big_csv(CACHE, int(args.gb * 1e9))
+    with open(csv, "rb") as f:  # warm page cache for every system
+        while f.read(1 << 24):
+            pass
+    from distributed import LocalCluster
+
+    parts = {"DATASTACK_PART_BYTES": str(args.part_mb * 1024 * 1024)}
+    results: dict[str, list[float]] = {"1 process": [], "2 local workers": [],
+                                       "Dask LocalCluster, 2 workers": []}
+    memory: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="datastack-parallel-") as tmp, \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                         dashboard_address=None) as cluster:
+        spec = _spec(Path(tmp), csv)
+        envs = {"1 process": {"DATASTACK_WORKERS": "1"},
+                "2 local workers": {"DATASTACK_WORKERS": "2", **parts},
+                "Dask LocalCluster, 2 workers": {
+                    "DATASTACK_DASK_ADDRESS": cluster.scheduler_address, **parts}}
+        stores = []
+        for round_ in range(args.repeat):
+            for name, env in envs.items():
+                store = Path(tmp) / f"store-{round_}-{len(stores)}"
+                seconds, info = _run(spec, store, env)
+                results[name].append(seconds)
+                memory[name] = info
+                stores.append(store)
+        same = _same(stores[: len(envs)])
+    base = statistics.median(results["1 process"])
+    mib = 1024 * 1024
+    lines = [f"{csv.name} ({csv.stat().st_size / 1e9:.2f} GB), parts of {args.part_mb} MiB, "
+             f"load {os.getloadavg()[0]:.1f}",
+             f"{'system':30} {'seconds':>8} {'ratio':>7} {'refresh RSS':>12} {'worker RSS':>11}"]
+    for name, values in results.items():
+        info = memory[name]
+        lines.append(f"{name:30} {statistics.median(values):8.2f} "
+                     f"{statistics.median(values) / base:6.2f}x "
+                     f"{info['coordinator_rss'] / mib:9.0f} MiB {info['worker_rss'] / mib:8.0f} MiB")
+    local = statistics.median(results["2 local workers"]) / base
+    dask = statistics.median(results["Dask LocalCluster, 2 workers"]) / base
+    lines += [f"goal 2 local workers <= 0.60x: {local:.2f}x {'PASS' if local <= 0.6 else 'FAIL'}",
+              f"goal Dask LocalCluster <= 0.70x: {dask:.2f}x {'PASS' if dask <= 0.7 else 'FAIL'}",
+              f"the three versions hold the same samples: {'yes' if same else 'NO'}"]
+    print("\n".join(lines))
+    write_results("parallel", {"seconds": results, "memory": memory, "table": lines,
+                               "same": same, "load": os.getloadavg()})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""One dataset prepared in parallel (``docs/scale.md``): a table cut into parts, each part
+staged and written by a worker (local processes or a Dask cluster), the decisions that need
+every row taken once, here.
+
+The version is the one a single process gives, sample for sample: the parts are cut where
+records start (:mod:`datastack.formats._parts`); each part's policy state (a column's kind,
+its labels in first-appearance order, counts) is merged in part order as if one policy had
+read them one after another (a part whose first values decided a kind differently is staged
+again with the kinds of the parts before it: what one process would have done); the final
+codes come from the merged labels; row ids are the content hashes of every row numbered
+together; the splits are cut over all rows (the previous version's rows kept). Each part's
+rows of a split are a run of that split in source order, so the manifest is each split's
+shards part after part. The lease, the gates and the publish stay with the refresh.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from datastack._env import env_int, env_size
+from datastack.pipeline._part_tasks import (
+    KILL_PART_ENV,
+    PartJob,
+    PartStaged,
+    PartWrite,
+    ScanJob,
+    scan_part_range,
+    stage_part,
+    write_part,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.canonical.rowids import PreviousVersion
+    from datastack.factory import DatasetFactory
+    from datastack.store import Store
+
+log = logging.getLogger("datastack.pipeline")
+
+WORKERS_ENV = "DATASTACK_WORKERS"
+DASK_ENV = "DATASTACK_DASK_ADDRESS"
+PART_BYTES_ENV = "DATASTACK_PART_BYTES"
+DEFAULT_PART_BYTES = 64 * 1024 * 1024
+#: Formats whose inputs are cut into parts.
+PART_FORMATS = ("csv", "jsonl")
+
+
+def parallel_pool() -> Any:
+    """The pool the settings ask for: ``DATASTACK_DASK_ADDRESS`` (a running dask.distributed
+    scheduler), else ``DATASTACK_WORKERS`` > 1 local processes; ``None``: one process."""
+    import multiprocessing
+
+    from datastack.pipeline._pools import DaskPool, LocalPool
+
+    if multiprocessing.parent_process() is not None:
+        return None  # a worker (or a script imported again by one) never starts a pool
+    address = os.environ.get(DASK_ENV, "").strip()
+    if address:
+        return DaskPool(address)
+    workers = env_int(WORKERS_ENV, 1, minimum=1)
+    return LocalPool(workers) if workers > 1 else None
+
+
+def _eligible(factory: DatasetFactory, sources: Sequence[dict[str, Any]],
+              needs_stats: bool) -> bool:
+    spec = factory.spec
+    return bool(getattr(factory, "tail_appends", False) and spec.format in PART_FORMATS
+                and len(spec.sources) == 1 and not spec.sources[0].split
+                and not needs_stats and spec.preprocessor is None and len(sources) == 1)
+
+
+def prepare_in_parts(
+    factory: DatasetFactory, sources: Sequence[dict[str, Any]], store: Store,
+    known: dict[str, list[str]] | None, previous: PreviousVersion | None, shard_bytes: int,
+    needs_stats: bool,
+) -> tuple[Any, list[dict[str, Any]]] | None:
+    """``(prepared, manifest)`` of a version prepared part by part by the pool the settings
+    name, or ``None`` when it is prepared by one process (no pool, one part, a case parts
+    do not cover)."""
+    from datastack.canonical.rowids import identity_of
+
+    pool = parallel_pool()
+    if pool is None or not _eligible(factory, sources, needs_stats):
+        return None
+    spec = factory.spec
+    identity = identity_of(spec.key)
+    history = None
+    if previous is not None and spec.splits:
+        history = previous.history(identity, list(spec.splits))
+        if history is not None and history.identity != identity:
+            return None  # a new key: continuing by content is the one-process path's
+    started = time.perf_counter()
+    scratch = tempfile.mkdtemp(prefix="datastack-parts-")
+    try:
+        with pool:
+            parts = _parts(pool, spec, dict(sources[0]), store)
+            clock = {"cut": time.perf_counter() - started}
+            if len(parts) < 2:
+                return None
+            kill = os.environ.get(KILL_PART_ENV, "")
+            jobs = [PartJob(spec, dict(sources[0]), part, k, store.connection_uri, scratch,
+                            kill=kill) for k, part in enumerate(parts)]
+            staged = _settled(pool, jobs, pool.map(stage_part, jobs))
+            clock["stage"] = time.perf_counter() - started - sum(clock.values())
+            plan = _plan(spec, staged, known, history, identity)
+            clock["plan"] = time.perf_counter() - started - sum(clock.values())
+            writes = pool.map(write_part, [
+                PartWrite(job, plan["fields"], plan["transforms"][k], plan["encodings"],
+                          plan["features"], plan["target"], plan["splits"][k], plan["ids"][k],
+                          identity, shard_bytes, spec.compression)
+                for k, job in enumerate(jobs)])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    clock["write"] = time.perf_counter() - started - sum(clock.values())
+    log.info("%s: prepared in %d parts by %s (%s)", spec.name, len(parts), pool.describe(),
+             ", ".join(f"{k} {v:.2f} s" for k, v in clock.items()))
+    return _version(plan, writes)
+
+
+def _parts(pool: Any, spec: Any, source: dict[str, Any], store: Store) -> list[Any]:
+    """The parts of the source, its byte ranges scanned on the workers (each reads its own
+    range once) and assembled here (:mod:`datastack.formats._parts`)."""
+    from datastack.formats._parts import Part, assemble, ranges, text_plan
+    from datastack.storage.chunked import open_raw
+
+    with open_raw(store.storage, source) as raw:
+        plan = text_plan(raw, spec.format or "", spec.options)
+        size, name = int(raw.size), raw.identifier.rsplit("/", 1)[-1]
+    if plan is None:
+        return []
+    spans = ranges(plan.head, size, env_size(PART_BYTES_ENV, DEFAULT_PART_BYTES))
+    scans = pool.map(scan_part_range, [ScanJob(source, store.connection_uri, plan, lo, hi)
+                                       for lo, hi in spans])
+    cuts = assemble(scans, plan.head) or []
+    return [Part(0, name, "bytes", a, b, plan.head) for a, b in cuts]
+
+
+def _settled(pool: Any, jobs: list[PartJob], staged: list[PartStaged]) -> list[PartStaged]:
+    """Stage again, with the kinds the parts before decided, each part that decided a
+    column's kind otherwise (one process would have read it with those kinds)."""
+    decided: dict[str, bool] = {}
+    out = list(staged)
+    for k, part in enumerate(staged):
+        presets = dict(decided)
+        differs = any(c.categorical is not None and c.name in presets
+                      and presets[c.name] != c.categorical for c in part.columns)
+        if differs:
+            out[k] = pool.map(stage_part, [replace(jobs[k], presets=presets)])[0]
+        for column in out[k].columns:
+            if column.categorical is not None:
+                decided.setdefault(column.name, bool(column.categorical))
+    return out
+
+
+def _merged(spec: Any, staged: list[PartStaged]) -> Any:
+    """One policy holding what every part's policy learnt, in part order."""
+    from datastack.formats import get_format
+    from datastack.formats._table_policy import TablePolicy
+
+    fmt = get_format(spec.format or "")
+    options = spec.options if spec.options is not None else fmt.default_options()
+    merged = TablePolicy(options, f"{fmt.options_key}.")
+    merged.set_names(list(staged[0].names), spec.name)
+    for i, column in enumerate(merged.columns):
+        for part in staged:
+            state = part.columns[i]
+            if column.categorical is None:
+                column.categorical = state.categorical
+            for label, code in state.codes.items():
+                at = column.codes.setdefault(label, len(column.codes))
+                column.counts[at] = column.counts.get(at, 0) + state.counts.get(code, 0)
+            column.integral = column.integral and state.integral
+            column.any_missing = column.any_missing or state.any_missing
+    merged.rows = sum(part.rows for part in staged)
+    return merged
+
+
+def _plan(spec: Any, staged: list[PartStaged], known: Any, history: Any,
+          identity: str) -> dict[str, Any]:
+    """The decisions that need every row: fields, codes, each part's transforms, row ids and
+    each part's rows of every split."""
+    from datastack._codes import new_values_schema
+    from datastack.formats.tables import classic_names
+    from datastack.rowids import with_occurrences
+    from datastack.splits import kept_split_indices
+
+    merged = _merged(spec, staged)
+    fields, _, encodings = merged.finish(known)
+    fields = classic_names(fields)
+    transforms = []
+    for part in staged:
+        lookups = {}
+        for i, state in enumerate(part.columns):
+            if merged.columns[i].categorical:
+                position = {label: k for k, label in enumerate(encodings[state.name])}
+                lookup = np.zeros(max(1, len(state.codes)), np.int64)
+                for label, code in state.codes.items():
+                    lookup[code] = position[label]
+                lookups[i] = lookup
+        transforms.append(merged.final_fields(lookups, encodings)[1])
+    sizes = [part.rows for part in staged]
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    target = fields[-1].name
+    ids: list[Any] = [None] * len(staged)
+    if spec.splits:
+        base = np.concatenate([part.hashes for part in staged])
+        if spec.key:
+            from datastack.canonical.rowids import unique_keys
+
+            unique_keys(base, spec.key)
+        every = with_occurrences(base)
+        labels = None
+        if spec.stratify:
+            labels = np.concatenate([
+                t[target](part.targets) if target in t else part.targets
+                for t, part in zip(transforms, staged, strict=True)])
+        chosen = kept_split_indices(every, spec.splits, spec.seed, labels,
+                                    None if history is None else history.splits)
+        ids = [every[a:b] for a, b in itertools.pairwise(starts)]
+        splits = [{s: idx[(idx >= a) & (idx < b)] - a for s, idx in chosen.items()}
+                  for a, b in itertools.pairwise(starts)]
+    else:
+        splits = [{"train": np.arange(n, dtype=np.int64)} for n in sizes]
+    features = list(fields[0].columns or ()) if fields[0].columns is not None else []
+    return {"fields": fields, "transforms": transforms, "encodings": encodings, "ids": ids,
+            "splits": splits, "features": features, "target": target,
+            "new_values": new_values_schema(merged.new_values(known))}
+
+
+def _version(plan: dict[str, Any], writes: list[dict[str, Any]]) -> tuple[Any, list[Any]]:
+    """The prepared version: its split sizes, schema and manifest (each split's shards,
+    part after part; an empty split keeps one empty shard)."""
+    from datastack.canonical.writer import PreparedData
+
+    order = list(plan["splits"][0])
+    totals = {s: int(sum(len(p[s]) for p in plan["splits"])) for s in order}
+    manifest: list[dict[str, Any]] = []
+    for split in order:
+        entries = [e for w in writes for e in w["shards"] if e["split"] == split]
+        kept = [e for e in entries if int(e["rows"])] or entries[:1]
+        manifest += kept
+    schema = dict(writes[0]["schema"])
+    schema["splits"] = {
+        split: {name: {**info, "shape": [totals[split], *info["shape"][1:]]}
+                if isinstance(info, dict) and info.get("shape") else info
+                for name, info in arrays.items()}
+        for split, arrays in (schema.get("splits") or {}).items()}
+    schema.update(plan["new_values"])
+    return PreparedData(totals, schema, dict(plan["encodings"])), manifest
+
+
+__all__ = ["DASK_ENV", "PART_BYTES_ENV", "WORKERS_ENV", "parallel_pool", "prepare_in_parts"]

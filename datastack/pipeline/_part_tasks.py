@@ -1,0 +1,238 @@
+"""The tasks of a parallel preparation (``docs/scale.md``): what a worker does with one part
+of a table. Each task needs only its job (the spec, the part, the source's record and the
+storage URI): it opens the raw copy itself, and writes its shards straight to the storage.
+
+1. :func:`stage_part` reads the part through the table policy into a staging file in the
+   job's scratch folder, and returns what the coordinator merges: the policy's state of each
+   column (kind, labels in first-appearance order, counts...), the rows' content hashes (by
+   label *names*, so they do not depend on codes) and the target's staged values.
+2. :func:`write_part` copies the staged rows into a canonical file with the final codes, the
+   splits and row ids the coordinator decided, cuts it into shards and stores the new ones;
+   it returns their entries with the worker that wrote them. A staging file that is gone (the
+   task runs on another machine, or its worker died) is staged again: the same part gives the
+   same rows.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datastack.formats._parts import Part
+    from datastack.specs import DatasetSpec
+
+#: Test hook: kill the worker writing this part (once per marker file): a worker dying
+#: mid-shard (tests/living/test_parallel.py).
+KILL_PART_ENV = "DATASTACK_TEST_KILL_PART"
+
+
+def worker_identity() -> dict[str, Any]:
+    """Who runs this task: the Dask worker's address, else host and process id."""
+    out: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+    try:
+        from distributed import get_worker
+
+        out["dask_worker"] = get_worker().address
+    except (ImportError, ValueError):
+        pass
+    return out
+
+
+@dataclass(frozen=True)
+class PartJob:
+    """One part of one source, for a worker (picklable, small)."""
+
+    spec: DatasetSpec
+    source: dict[str, Any]  # the source's record (its raw copy's chunks)
+    part: Part
+    index: int
+    storage: str  # the storage URI (credentials included: never logged)
+    scratch: str  # the folder of staging files
+    presets: dict[str, bool] = field(default_factory=dict)
+    #: The coordinator's :data:`KILL_PART_ENV` (a test hook; workers may have been started
+    #: before it was set).
+    kill: str = ""
+
+    @property
+    def stage_path(self) -> Path:
+        return Path(self.scratch) / f"part-{self.index:06d}.h5"
+
+
+@dataclass(frozen=True)
+class ScanJob:
+    """One byte range of a source to scan for where records end (the cut into parts)."""
+
+    source: dict[str, Any]
+    storage: str
+    plan: Any  # datastack.formats._parts.TextPlan
+    lo: int
+    hi: int
+
+
+def scan_part_range(job: ScanJob) -> Any:
+    """:meth:`TextPlan.scan` of one range, on a worker (its own read of its range)."""
+    from datastack.storage.chunked import open_raw
+    from datastack.store import Store
+
+    with open_raw(Store.open(job.storage).storage, job.source) as raw, \
+            raw.opener() as stream:
+        return job.plan.scan(stream, job.lo, job.hi)
+
+
+@dataclass
+class PartStaged:
+    """What :func:`stage_part` learnt of a part."""
+
+    index: int
+    names: list[str]
+    columns: list[Any]  # the policy's ColumnState of each column
+    rows: int
+    hashes: Any  # uint64 content hash of each row (None without splits)
+    targets: Any  # the staged target values (provisional codes or numbers)
+    worker: dict[str, Any]
+
+
+def _policy_inputs(job: PartJob, workdir: Path) -> tuple[Any, Any, Any, list[Any]]:
+    """``(format, options, store, raw inputs)`` of a job's part."""
+    from datastack.formats import get_format
+    from datastack.formats._parts import open_part
+    from datastack.formats.inputs import prepare_inputs
+    from datastack.storage.chunked import open_raw
+    from datastack.store import Store
+
+    spec = job.spec
+    fmt = get_format(spec.format or "")
+    options = spec.options if spec.options is not None else fmt.default_options()
+    store = Store.open(job.storage)
+    raw = open_raw(store.storage, job.source)
+    stream = open_part(raw, job.part)
+    inputs = prepare_inputs([(spec.sources[job.part.source], stream)], workdir)
+    return fmt, options, store, inputs
+
+
+def stage_part(job: PartJob) -> PartStaged:
+    """Phase 1 of a part (see the module docstring)."""
+    import h5py
+
+    from datastack.canonical.columns import FieldAppender, StagedRows
+    from datastack.canonical.rowids import hash_columns
+    from datastack.formats._table_policy import TablePolicy
+    from datastack.formats.tables import _rows_of_inputs, classic_names
+
+    workdir = Path(job.scratch)
+    fmt, options, _, inputs = _policy_inputs(job, workdir)
+    policy = TablePolicy(options, f"{fmt.options_key}.", job.presets)
+    where = job.part.describe()
+    with h5py.File(job.stage_path, "w") as stage:
+        appender = None
+        try:
+            for _, staged in _rows_of_inputs(fmt, options, inputs, policy):
+                if appender is None:
+                    appender = FieldAppender(stage.create_group("rows"),
+                                             classic_names(policy.staged_fields()))
+                appender.append(staged)
+        except Exception as exc:
+            raise _named(exc, where) from None
+        fields, transforms, encodings = policy.finish(None, check=False)
+        fields = classic_names(fields)
+        group = stage["rows"]
+        columns = {f.name: StagedRows(group[f.stored_name], f) if f.variable
+                   else group[f.stored_name] for f in fields}
+        hashes = None
+        if job.spec.splits:
+            hashes = hash_columns(fields, columns, transforms, encodings, job.spec.key,
+                                  numbered=False)
+        targets = np.asarray(group[fields[-1].stored_name][()])
+    return PartStaged(job.index, list(policy.names or []), policy.columns, policy.rows,
+                      hashes, targets, worker_identity())
+
+
+def _named(exc: BaseException, where: str) -> BaseException:
+    """A part's error, naming the part (the refresh's reason says which bytes failed)."""
+    from datastack.errors import DatastackError, FormatError
+
+    if isinstance(exc, DatastackError):
+        return type(exc)(f"{where}: {exc}")
+    return FormatError(f"{where}: {type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True)
+class PartWrite:
+    """Phase 2 of a part: the final fields and codes, and this part's rows of each split."""
+
+    job: PartJob
+    fields: list[Any]
+    transforms: dict[str, Any]
+    encodings: dict[str, list[str]]
+    features: list[str]
+    target: str
+    splits: dict[str, Any]  # split -> this part's row indices (ascending)
+    ids: Any  # uint64 row id of each of the part's rows (None without splits)
+    identity: str
+    shard_bytes: int
+    compression: str
+
+
+def write_part(task: PartWrite) -> dict[str, Any]:
+    """Phase 2 (see the module docstring): ``{"shards": entries, "schema": ..., "worker"}``."""
+    import h5py
+
+    from datastack.canonical.columns import StagedRows
+    from datastack.canonical.layout import shard_identifier
+    from datastack.canonical.rowids import write_row_ids
+    from datastack.canonical.shards import cut_shards, shard_entry
+    from datastack.canonical.writer import CanonicalWriter
+    from datastack.store import Store
+
+    job = task.job
+    if not job.stage_path.exists():  # another machine, or a dead worker's folder
+        stage_part(job)
+    out = Path(job.scratch) / f"part-{job.index:06d}-out.h5"
+    with h5py.File(job.stage_path, "r") as stage:
+        group = stage["rows"]
+        columns = {f.name: StagedRows(group[f.stored_name], f) if f.variable
+                   else group[f.stored_name] for f in task.fields}
+        with CanonicalWriter(out, job.spec.name, task.compression) as writer:
+            for split, indices in task.splits.items():
+                rows = np.asarray(indices, np.int64)
+                writer.add_fields(split, task.fields, columns, rows, task.transforms)
+                if task.ids is not None:
+                    write_row_ids(writer.group(split), task.ids[rows], task.identity)
+            prepared = writer.prepared(task.features, task.target, task.encodings)
+    _maybe_die(job)
+    shards = cut_shards(out, Path(job.scratch) / f"shards-{job.index:06d}", task.shard_bytes)
+    store = Store.open(job.storage)
+    worker = worker_identity()
+    entries = []
+    for shard in shards:
+        identifier = shard_identifier(job.spec.name, shard.sha256)
+        if not store.storage.has_resource(identifier):
+            store.storage.set_resource(identifier, Path(shard.path), sha256=shard.sha256)
+        entries.append({**shard_entry(shard, identifier), "part": job.part.describe(),
+                        "worker": worker})
+        Path(shard.path).unlink(missing_ok=True)
+    out.unlink(missing_ok=True)
+    job.stage_path.unlink(missing_ok=True)
+    return {"shards": entries, "schema": prepared.schema, "worker": worker}
+
+
+def _maybe_die(job: PartJob) -> None:
+    """The test hook of :data:`KILL_PART_ENV` (``"<part index>:<marker file>"``): the worker
+    SIGKILLs itself once, after writing the part's file, before its shards are stored."""
+    hook = job.kill
+    if not hook:
+        return
+    index, marker = hook.split(":", 1)
+    if int(index) == job.index and not os.path.exists(marker):
+        Path(marker).write_text(str(os.getpid()))
+        os.kill(os.getpid(), 9)
+
+
+__all__ = ["KILL_PART_ENV", "PartJob", "PartStaged", "PartWrite", "ScanJob",
+           "scan_part_range", "stage_part", "worker_identity", "write_part"]

@@ -1,0 +1,130 @@
+"""Where the tasks of a parallel preparation run (``docs/scale.md``): local worker processes
+or a running ``dask.distributed`` scheduler; never a scheduler of our own.
+
+Both run a list of jobs and return their results in order. A worker that dies mid-task (the
+OS killed it, a segfault): the local pool starts new workers and runs the unfinished jobs
+again (each job's effects are idempotent: shards are named by their bytes), up to
+:data:`ATTEMPTS` times; Dask retries the task (``retries``) on another worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from datastack.errors import ConfigurationError, DatastackError
+
+log = logging.getLogger("datastack.pipeline")
+
+#: Runs of a job whose worker died before it is given up.
+ATTEMPTS = 3
+
+
+class LocalPool:
+    """``workers`` local processes, used as a context manager. They start from a clean
+    ``forkserver`` process: nothing of the refresh (its threads, open files and their HDF5
+    locks) is inherited. As with any ``spawn``/``forkserver`` pool, a script calling
+    ``datastack.refresh`` with workers keeps its work under ``if __name__ == "__main__":``
+    (``docs/scale.md``); a worker never starts a pool of its own."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = int(workers)
+        self._executor: Any = None
+
+    def describe(self) -> str:
+        return f"{self.workers} local worker processes"
+
+    def __enter__(self) -> LocalPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def _pool(self) -> Any:
+        if self._executor is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["datastack.pipeline._part_tasks", "numpy", "h5py",
+                                            "pyarrow", "pyarrow.csv", "pyarrow.json"])
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=context)
+        return self._executor
+
+    def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> list[Any]:
+        """``fn(job)`` for every job, in order; jobs whose worker died run again."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        results: dict[int, Any] = {}
+        for attempt in range(1, ATTEMPTS + 1):
+            futures = {k: self._pool().submit(fn, job) for k, job in enumerate(jobs)
+                       if k not in results}
+            broken = False
+            for k, future in futures.items():
+                try:
+                    results[k] = future.result()
+                except BrokenProcessPool:
+                    broken = True
+            if not broken:
+                break
+            log.warning("a worker process died; running its jobs again (attempt %d of %d)",
+                        attempt + 1, ATTEMPTS)
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        missing = [k for k in range(len(jobs)) if k not in results]
+        if missing:
+            raise DatastackError(f"{len(missing)} part(s) lost their worker {ATTEMPTS} times; "
+                                 "nothing was published. Check the machine's memory and logs")
+        return [results[k] for k in range(len(jobs))]
+
+
+class DaskPool:
+    """The workers of a running ``dask.distributed`` scheduler at ``address``."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._client: Any = None
+        self._inside: Any = None
+
+    def describe(self) -> str:
+        return f"the Dask scheduler at {self.address}"
+
+    def __enter__(self) -> DaskPool:
+        try:
+            from distributed import Client, get_worker, worker_client
+        except ImportError:
+            raise ConfigurationError(
+                "--dask needs dask.distributed: pip install 'datastack[dask]'") from None
+        try:  # inside a task of the same cluster (the Prefect flow's Dask task runner):
+            get_worker()  # leave the worker's slot while the parts run (no deadlock)
+            self._inside = worker_client()
+            self._client = self._inside.__enter__()
+            return self
+        except ValueError:
+            self._inside = None
+        try:
+            self._client = Client(  # type: ignore[no-untyped-call]
+                self.address, timeout=30, set_as_default=False)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot reach the Dask scheduler at {self.address} "
+                                     f"({exc}); start it, or drop --dask") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._inside is not None:
+            self._inside.__exit__(None, None, None)
+        elif self._client is not None:
+            self._client.close()
+        self._client = self._inside = None
+
+    def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> list[Any]:
+        """``fn(job)`` for every job on the cluster, in order, each retried on a lost
+        worker."""
+        futures = self._client.map(fn, list(jobs), retries=ATTEMPTS - 1, pure=False)
+        return list(self._client.gather(futures))
+
+
+__all__ = ["ATTEMPTS", "DaskPool", "LocalPool"]

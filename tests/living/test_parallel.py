@@ -1,0 +1,241 @@
+"""One dataset prepared in parallel (#25): a table cut into parts, prepared by 2 local worker
+processes or a Dask LocalCluster (started by the test), gives the version one process gives,
+sample for sample (codes, splits, row ids, schema); a worker killed mid-shard is replaced and
+the version is published once; a part that fails names its bytes; each shard says which
+worker prepared it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import datastack
+from datastack.canonical.layout import shards_of
+from datastack.store import Store
+
+SPLITS = "{train: 0.7, val: 0.1, test: 0.2}"
+
+
+def _table(rows: int, start: int = 0) -> str:
+    """Rows with quoted multi-line text, a category whose first rows look like text and later
+    rows like numbers (one process decides 'categorical' at row 1), and a label."""
+    return "".join(_records(rows, start))
+
+
+def _records(rows: int, start: int = 0) -> list[str]:
+    rng = np.random.default_rng(start)
+    out = []
+    for i in range(start, start + rows):
+        note = f'"line {i}\nsecond, line ""quoted"" {i % 5}"' if i % 3 else f"plain {i % 7}"
+        grade = ("A", "B", "C")[i % 3] if i < 40 else str(i % 4)
+        out.append(f"{rng.normal():.5f},{('Oslo', 'Lima', 'Rome')[i % 3]},{grade},{note},"
+                   f"{('ant', 'bee', 'cat')[i % 3 if i % 11 else 0]}\n")
+    return out
+
+
+HEADER = "x,city,grade,note,label\n"
+
+
+def _spec(folder: Path, source: Path, **keys: str) -> Path:
+    lines = [f"datasets:\n  big:\n    sources: [{{url: {source.as_uri()!r}, track: true}}]",
+             "    format: csv",
+             "    csv: {target: label, categorical: [city], text: [note]}",
+             f"    splits: {SPLITS}"]
+    lines += [f"    {k}: {v}" for k, v in keys.items()]
+    path = folder / "spec.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _samples(storage: str, version: int) -> dict[str, list[Any]]:
+    record = Store.open(storage).catalog.get("big", version)
+    out = {}
+    for split in record.splits:
+        it = datastack.load("big", split, version=version, storage=storage)
+        out[split] = [tuple(np.asarray(v).tolist() for v in it[i]) for i in range(len(it))]
+    return out
+
+
+def _refresh(spec: Path, storage: str) -> Any:
+    [result] = datastack.refresh(spec, storage=storage)
+    return result
+
+
+def _twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parallel: dict[str, str],
+           text: str, storage: str | None = None, **keys: str) -> tuple[str, str]:
+    """The same refresh by one process (store ``one``) and with ``parallel`` settings."""
+    stores = []
+    for name, env in (("one", {}), ("many", parallel)):
+        folder = tmp_path / name
+        folder.mkdir()
+        source = folder / "big.csv"
+        source.write_text(HEADER + text)
+        where = storage if (storage and name == "many") else str(folder / "store")
+        with monkeypatch.context() as patch:
+            patch.setenv("DATASTACK_PART_BYTES", "48K")
+            for key, value in env.items():
+                patch.setenv(key, value)
+            result = _refresh(_spec(folder, source, **keys), where)
+        assert result.status == "published", result.reason
+        stores.append(where)
+    return stores[0], stores[1]
+
+
+def _same_version(one: str, many: str, version: int = 1) -> None:
+    a = Store.open(one).catalog.get("big", version)
+    b = Store.open(many).catalog.get("big", version)
+    assert dict(a.splits) == dict(b.splits)
+    assert a.encodings == b.encodings and a.schema == b.schema
+    assert _samples(one, version) == _samples(many, version)
+    ids_a, ids_b = _ids(one, version), _ids(many, version)
+    assert ids_a.keys() == ids_b.keys() and all(np.array_equal(ids_a[s], ids_b[s]) for s in ids_a)
+
+
+def _ids(storage: str, version: int) -> dict[str, np.ndarray]:
+    import h5py
+
+    from datastack.canonical.rowids import ROW_IDS
+
+    store = Store.open(storage)
+    out = {}
+    for split, entries in shards_of(store.catalog.get("big", version)).items():
+        parts = []
+        for entry in entries:
+            with store.storage.get_resource(entry["identifier"]) as r, h5py.File(r, "r") as f:
+                parts.append(np.asarray(f[split][ROW_IDS][()]))
+        out[split] = np.concatenate(parts)
+    return out
+
+
+@pytest.mark.parametrize("stratify", [False, True], ids=["plain", "stratified"])
+def test_two_local_workers_give_the_one_process_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stratify: bool,
+) -> None:
+    keys = {"stratify": "true"} if stratify else {}
+    one, many = _twice(tmp_path, monkeypatch, {"DATASTACK_WORKERS": "2"}, _table(3000),
+                       **keys)
+    _same_version(one, many)
+    record = Store.open(many).catalog.latest("big")
+    entries = [e for es in shards_of(record).values() for e in es]
+    parts = {e["part"] for e in entries}
+    assert len(parts) >= 4  # cut into parts, each part's shards named by its bytes
+    workers = {(e["worker"]["host"], e["worker"]["pid"]) for e in entries}
+    assert os.getpid() not in {pid for _, pid in workers} and 1 <= len(workers) <= 2
+    from datastack.catalog.overview import dataset_details
+
+    details = dataset_details(Store.open(many).catalog, "big")
+    assert len(details["storage"]["workers"]) == len(workers)  # show --json carries them
+
+
+def test_a_continued_version_in_parts_equals_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """v2 of a changed table (not an append): splits of v1's rows kept, codes continued,
+    prepared in parts."""
+    text = _table(2500)
+    one, many = _twice(tmp_path, monkeypatch, {"DATASTACK_WORKERS": "2"}, text)
+    changed = HEADER + text.replace("Lima", "Berlin", 5) + _table(200, start=5000)
+    for name, storage in (("one", one), ("many", many)):
+        folder = tmp_path / name
+        (folder / "big.csv").write_text(changed)
+        with monkeypatch.context() as patch:
+            patch.setenv("DATASTACK_PART_BYTES", "48K")
+            if name == "many":
+                patch.setenv("DATASTACK_WORKERS", "2")
+            result = _refresh(folder / "spec.yaml", storage)
+        assert (result.status, result.version) == ("published", 2), result.reason
+    _same_version(one, many, 2)
+
+
+def test_jsonl_in_parts_equals_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(3)
+    lines = [json.dumps({"x": float(rng.normal()), "city": ("Oslo", "Lima")[i % 2],
+                         "note": f"text {i}\nwith a newline", "label": ("a", "b", "c")[i % 3]})
+             for i in range(3000)]
+    stores = []
+    for name, env in (("one", {}), ("many", {"DATASTACK_WORKERS": "2"})):
+        folder = tmp_path / name
+        folder.mkdir()
+        source = folder / "big.jsonl"
+        source.write_text("\n".join(lines) + "\n")
+        spec = folder / "spec.yaml"
+        spec.write_text(
+            f"datasets:\n  big:\n    sources: [{{url: {source.as_uri()!r}, track: true}}]\n"
+            "    format: jsonl\n    jsonl: {target: label, categorical: [city], text: [note]}\n"
+            f"    splits: {SPLITS}\n")
+        with monkeypatch.context() as patch:
+            patch.setenv("DATASTACK_PART_BYTES", "32K")
+            for key, value in env.items():
+                patch.setenv(key, value)
+            result = _refresh(spec, str(folder / "store"))
+        assert result.status == "published", result.reason
+        stores.append(str(folder / "store"))
+    _same_version(*stores)
+    record = Store.open(stores[1]).catalog.latest("big")
+    assert len({e["part"] for es in shards_of(record).values() for e in es}) >= 3
+
+
+@pytest.mark.slow
+def test_a_dask_local_cluster_gives_the_one_process_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        one, many = _twice(tmp_path, monkeypatch,
+                           {"DATASTACK_DASK_ADDRESS": cluster.scheduler_address},
+                           _table(3000))
+        workers = set(cluster.workers and [w.worker_address for w in cluster.workers.values()])
+    _same_version(one, many)
+    record = Store.open(many).catalog.latest("big")
+    used = {e["worker"].get("dask_worker") for es in shards_of(record).values() for e in es}
+    assert used and used <= workers
+
+
+def test_a_worker_killed_mid_shard_is_replaced_and_the_version_published_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    marker = tmp_path / "killed"
+    one, many = _twice(tmp_path, monkeypatch, {
+        "DATASTACK_WORKERS": "2", "DATASTACK_TEST_KILL_PART": f"1:{marker}"}, _table(3000))
+    assert marker.exists()  # the worker writing part 1 was SIGKILLed once
+    _same_version(one, many)
+    catalog = Store.open(many).catalog
+    assert [r.version for r in catalog.versions("big")] == [1]
+    record = catalog.latest("big")
+    entries = [e["identifier"] for es in shards_of(record).values() for e in es]
+    assert len(entries) == len(set(entries))  # no shard twice
+    from datastack.cli import main
+
+    assert main(["gc", "--keep", "1", "--grace", "0", "--storage", many, "--json"]) == 0
+    capsys.readouterr()
+    left = set(Store.open(many).storage.list_resources("datasets/big/"))
+    assert left <= set(record.resource_identifiers)  # nothing orphaned after gc
+
+
+def test_a_part_that_fails_names_its_bytes_and_the_previous_version_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    source = folder / "big.csv"
+    source.write_text(HEADER + _table(3000))
+    spec = _spec(folder, source)
+    storage = str(folder / "store")
+    assert _refresh(spec, storage).status == "published"
+    text = _records(3000)
+    text[2500] = "not-a-number,Oslo,A,plain,ant\n"  # x is numeric: a part's row fails
+    source.write_text(HEADER + "".join(text))
+    monkeypatch.setenv("DATASTACK_PART_BYTES", "48K")
+    monkeypatch.setenv("DATASTACK_WORKERS", "2")
+    result = _refresh(spec, storage)
+    assert result.status == "failed"
+    assert "big.csv bytes " in result.reason and "not a number" in result.reason
+    assert Store.open(storage).catalog.latest("big").version == 1
