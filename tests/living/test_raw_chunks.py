@@ -221,3 +221,43 @@ def test_a_refused_download_leaves_its_new_chunks_to_gc_and_the_shared_ones_stay
     with open_raw(store.storage, store.catalog.latest("live").sources[0]) as raw:
         assert raw.read() == old
     assert len(datastack.load("live", storage=storage)) == 3000
+
+
+def test_a_folder_that_gains_a_file_in_the_middle_stores_about_that_file(
+    tmp_path: Path, storage: str, small_chunks: int, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A tracked image folder (one tar, sorted by path) gains a file that sorts in its
+    middle: the raw chunks the refresh adds hold that file and the chunks around it, not the
+    half of the folder after it (chunks are cut where the content says)."""
+    import numpy as np
+
+    image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+
+    def photo(path: Path) -> int:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.fromarray(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)).save(
+            path, quality=90)
+        return path.stat().st_size
+
+    folder = tmp_path / "photos"
+    sizes = {f"c{i % 4}/{i:03d}.jpg": photo(folder / f"c{i % 4}" / f"{i:03d}.jpg")
+             for i in range(48)}
+    spec = tmp_path / "photos.yaml"
+    spec.write_text(f"datasets:\n  photos:\n    sources: [{{url: {folder.as_uri()}, "
+                    "track: true}]\n    format: imagefolder\n")
+    assert _refresh(spec, storage).status == "published"
+    before = sum(_raw_bytes(storage, "photos").values())
+    added_file = photo(folder / "c1" / "new.jpg")  # sorts between c1/ and c2/
+    after_it = sum(size + 1024 for name, size in sizes.items() if name > "c1/new.jpg")
+    caplog.set_level(logging.INFO, logger="datastack.pipeline")
+    result = _refresh(spec, storage)
+    assert (result.status, result.version) == ("published", 2), result.reason
+    added = sum(_raw_bytes(storage, "photos").values()) - before
+    source = Store.open(storage).catalog.latest("photos").sources[0]
+    assert source["stored_bytes"] == added
+    # the file (its data and tar header) and the chunks around it; cut at fixed offsets,
+    # every byte after it (about half the folder) would be stored again
+    assert added_file < added <= added_file + 4 * small_chunks < after_it // 2
+    assert "the 1 file added upstream" in caplog.text  # prepared from the new file only
+    assert len(datastack.load("photos", storage=storage)) == 49
