@@ -33,6 +33,8 @@ from datastack.pipeline._part_tasks import (
     PartJob,
     PartStaged,
     PartWrite,
+    ScanJob,
+    scan_part_range,
     stage_part,
     write_part,
 )
@@ -85,8 +87,6 @@ def prepare_in_parts(
     name, or ``None`` when it is prepared by one process (no pool, one part, a case parts
     do not cover)."""
     from datastack.canonical.rowids import identity_of
-    from datastack.formats._parts import cut_parts
-    from datastack.storage.chunked import open_raw
 
     pool = parallel_pool()
     if pool is None or not _eligible(factory, sources, needs_stats):
@@ -99,19 +99,16 @@ def prepare_in_parts(
         if history is not None and history.identity != identity:
             return None  # a new key: continuing by content is the one-process path's
     started = time.perf_counter()
-    with open_raw(store.storage, sources[0]) as raw:
-        options = spec.options
-        parts = cut_parts(raw, spec.format or "", options,
-                          env_size(PART_BYTES_ENV, DEFAULT_PART_BYTES))
-    clock = {"cut": time.perf_counter() - started}
-    if len(parts) < 2:
-        return None
     scratch = tempfile.mkdtemp(prefix="datastack-parts-")
     try:
-        kill = os.environ.get(KILL_PART_ENV, "")
-        jobs = [PartJob(spec, dict(sources[0]), part, k, store.connection_uri, scratch,
-                        kill=kill) for k, part in enumerate(parts)]
         with pool:
+            parts = _parts(pool, spec, dict(sources[0]), store)
+            clock = {"cut": time.perf_counter() - started}
+            if len(parts) < 2:
+                return None
+            kill = os.environ.get(KILL_PART_ENV, "")
+            jobs = [PartJob(spec, dict(sources[0]), part, k, store.connection_uri, scratch,
+                            kill=kill) for k, part in enumerate(parts)]
             staged = _settled(pool, jobs, pool.map(stage_part, jobs))
             clock["stage"] = time.perf_counter() - started - sum(clock.values())
             plan = _plan(spec, staged, known, history, identity)
@@ -127,6 +124,24 @@ def prepare_in_parts(
     log.info("%s: prepared in %d parts by %s (%s)", spec.name, len(parts), pool.describe(),
              ", ".join(f"{k} {v:.2f} s" for k, v in clock.items()))
     return _version(plan, writes)
+
+
+def _parts(pool: Any, spec: Any, source: dict[str, Any], store: Store) -> list[Any]:
+    """The parts of the source, its byte ranges scanned on the workers (each reads its own
+    range once) and assembled here (:mod:`datastack.formats._parts`)."""
+    from datastack.formats._parts import Part, assemble, ranges, text_plan
+    from datastack.storage.chunked import open_raw
+
+    with open_raw(store.storage, source) as raw:
+        plan = text_plan(raw, spec.format or "", spec.options)
+        size, name = int(raw.size), raw.identifier.rsplit("/", 1)[-1]
+    if plan is None:
+        return []
+    spans = ranges(plan.head, size, env_size(PART_BYTES_ENV, DEFAULT_PART_BYTES))
+    scans = pool.map(scan_part_range, [ScanJob(source, store.connection_uri, plan, lo, hi)
+                                       for lo, hi in spans])
+    cuts = assemble(scans, plan.head) or []
+    return [Part(0, name, "bytes", a, b, plan.head) for a, b in cuts]
 
 
 def _settled(pool: Any, jobs: list[PartJob], staged: list[PartStaged]) -> list[PartStaged]:

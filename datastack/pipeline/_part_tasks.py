@@ -64,6 +64,27 @@ class PartJob:
         return Path(self.scratch) / f"part-{self.index:06d}.h5"
 
 
+@dataclass(frozen=True)
+class ScanJob:
+    """One byte range of a source to scan for where records end (the cut into parts)."""
+
+    source: dict[str, Any]
+    storage: str
+    plan: Any  # datastack.formats._parts.TextPlan
+    lo: int
+    hi: int
+
+
+def scan_part_range(job: ScanJob) -> Any:
+    """:meth:`TextPlan.scan` of one range, on a worker (its own read of its range)."""
+    from datastack.storage.chunked import open_raw
+    from datastack.store import Store
+
+    with open_raw(Store.open(job.storage).storage, job.source) as raw, \
+            raw.opener() as stream:
+        return job.plan.scan(stream, job.lo, job.hi)
+
+
 @dataclass
 class PartStaged:
     """What :func:`stage_part` learnt of a part."""
@@ -213,5 +234,5 @@ def _maybe_die(job: PartJob) -> None:
         os.kill(os.getpid(), 9)
 
 
-__all__ = ["KILL_PART_ENV", "PartJob", "PartStaged", "PartWrite", "stage_part",
-           "worker_identity", "write_part"]
+__all__ = ["KILL_PART_ENV", "PartJob", "PartStaged", "PartWrite", "ScanJob",
+           "scan_part_range", "stage_part", "worker_identity", "write_part"]
