@@ -27,6 +27,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from datastack.store import Store
 
 
+#: Shard readers a split keeps open at once (each holds a file or a storage stream).
+MAX_OPEN_SHARDS = 64
+
+
 class ShardedSplit(CombinedDatasetIterator):
     """The samples of split ``split`` of a sharded version (see module docstring).
 
@@ -68,15 +72,29 @@ class ShardedSplit(CombinedDatasetIterator):
 
     # -- shards, opened on first use ---------------------------------------------------------
     def shard(self, k: int) -> DatasetIterator:
-        """The reader of shard ``k`` (opened once)."""
-        found = self._opened.get(k)
+        """The reader of shard ``k`` (opened once; at most :data:`MAX_OPEN_SHARDS` stay open,
+        the least recently read is closed first: an epoch over thousands of shards does not
+        hold thousands of files)."""
+        found = self._opened.pop(k, None)
         if found is None:
             from datastack.offline import open_published
 
             resource = open_published(self.store, self.read, str(self.entries[k]["identifier"]))
             found = self._reader(resource)
-            self._opened[k] = found
+            while len(self._opened) >= MAX_OPEN_SHARDS:
+                oldest = next(iter(self._opened))
+                close = getattr(self._opened.pop(oldest), "close", None)
+                if close is not None:
+                    close()
+        self._opened[k] = found  # the most recently read last
         return found
+
+    def close(self) -> None:
+        """Close every open shard (they reopen on the next read)."""
+        while self._opened:
+            close = getattr(self._opened.popitem()[1], "close", None)
+            if close is not None:
+                close()
 
     def _reader(self, resource: Any) -> DatasetIterator:
         from datastack.canonical.layout import FIELDS_LAYOUT
@@ -157,4 +175,4 @@ class ShardedSplit(CombinedDatasetIterator):
                 f"{self.group} ({len(self.entries)} shards)>")
 
 
-__all__ = ["ShardedSplit"]
+__all__ = ["MAX_OPEN_SHARDS", "ShardedSplit"]
