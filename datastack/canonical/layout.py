@@ -8,10 +8,11 @@ Resource layout in a storage::
     datasets/<name>/raw/fetched-<id>/<filename>      one download of a tracked source stored
                                                       whole (versions written before chunks)
     datasets/<name>/raw/chunks/<sha256>              one chunk of the raw copy of a tracked
-                                                      source: RAW_CHUNK_BYTES (4 MiB) of it,
-                                                      the last one short, stored once per
-                                                      content and shared by every download
-                                                      (and version) that holds it
+                                                      source, cut where its content says
+                                                      (RAW_CHUNK_BYTES, 4 MiB, on average),
+                                                      stored once per content and shared by
+                                                      every download (and version) that
+                                                      holds it
     datasets/<name>/v<version>-<attempt>/data.h5     the canonical HDF5 file of one version,
                                                       in the folder of the attempt that wrote it
     datasets/<name>/v<version>/data.h5               the same, for versions written before
@@ -28,7 +29,7 @@ record lists its shards in order, split by split (``resources`` entries with ``k
 A tracked source's download keeps ``raw/fetched-<id>/<filename>`` as its identity in the
 catalog record (``identifier``), but its bytes are the chunks the record lists in order
 (``chunks: [[sha256, size], ...]``, :func:`raw_chunk_identifiers`): an append upstream stores
-only its new chunks (``docs/living.md``).
+only its new chunks, an edit or an insertion the chunks around it (``docs/living.md``).
 
 The canonical file has two layouts (``docs/fields.md``): layout 1 (``samples``/``targets`` per
 split) and layout 2 (named fields, values + offsets), told apart by the ``format_version`` of
@@ -67,7 +68,9 @@ DEFAULT_COMPRESSION = "none"
 #: The layout whose catalog schema says ``format_version: 2`` (named fields); else layout 1.
 FIELDS_LAYOUT = 2
 _FETCHED = "fetched-"
-#: Size of one chunk of a tracked source's raw copy (the last chunk of a copy is shorter).
+#: Average size of a chunk of a tracked source's raw copy: chunks are cut where the content
+#: says, between a quarter and four times this (``storage._boundaries``); records written
+#: before list chunks of exactly this size, which read the same way.
 RAW_CHUNK_BYTES = 4 * 1024 * 1024
 _CHUNKS = "chunks"
 #: The folder of a dataset's shards, and the ``kind`` of a shard's entry in a record.

@@ -27,6 +27,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from datastack.store import Store
 
 
+#: Shard readers a split keeps open at once (each holds a file or a storage stream).
+MAX_OPEN_SHARDS = 64
+
+
 class ShardedSplit(CombinedDatasetIterator):
     """The samples of split ``split`` of a sharded version (see module docstring).
 
@@ -69,8 +73,10 @@ class ShardedSplit(CombinedDatasetIterator):
 
     # -- shards, opened on first use ---------------------------------------------------------
     def shard(self, k: int) -> DatasetIterator:
-        """The reader of shard ``k`` (opened once)."""
-        found = self._opened.get(k)
+        """The reader of shard ``k`` (opened once; at most :data:`MAX_OPEN_SHARDS` stay open,
+        the least recently read is closed first: an epoch over thousands of shards does not
+        hold thousands of files)."""
+        found = self._opened.pop(k, None)
         if found is None:
             from datastack.errors import ResourceNotFoundError
             from datastack.offline import open_published
@@ -81,7 +87,12 @@ class ShardedSplit(CombinedDatasetIterator):
             except ResourceNotFoundError as exc:
                 raise self._missing(k, exc) from None
             found = self._reader(resource)
-            self._opened[k] = found
+            while len(self._opened) >= MAX_OPEN_SHARDS:
+                oldest = next(iter(self._opened))
+                close = getattr(self._opened.pop(oldest), "close", None)
+                if close is not None:
+                    close()
+        self._opened[k] = found  # the most recently read last
         return found
 
     def _missing(self, k: int, exc: Exception) -> Exception:
@@ -94,6 +105,13 @@ class ShardedSplit(CombinedDatasetIterator):
             f"{self.entries[k]['identifier']}) is missing ({exc}); this version cannot be read "
             f"whole. `datastack refresh {record.name} --force` stores it again, or load "
             "another version")
+
+    def close(self) -> None:
+        """Close every open shard (they reopen on the next read)."""
+        while self._opened:
+            close = getattr(self._opened.popitem()[1], "close", None)
+            if close is not None:
+                close()
 
     def _reader(self, resource: Any) -> DatasetIterator:
         from datastack.canonical.layout import FIELDS_LAYOUT
@@ -227,4 +245,4 @@ def _placed(owner: Any, parts: Sequence[Any], runs: Sequence[Any], n: int) -> An
     return tuple(columns)
 
 
-__all__ = ["ShardedSplit"]
+__all__ = ["MAX_OPEN_SHARDS", "ShardedSplit"]

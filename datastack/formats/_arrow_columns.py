@@ -58,12 +58,19 @@ def _pa() -> Any:
 
 
 def label_of(value: Any) -> str:
-    """A category label as written: text stripped; a whole float without its ``.0``."""
+    """A category label as written: text stripped; a whole float without its ``.0`` (below
+    2^53, where it is exact; ``-0`` keeps its sign), else as Python writes it."""
     if isinstance(value, str):
         return value.strip()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    if isinstance(value, float):
+        return _float_text(value)
     return str(value)
+
+
+def _float_text(cell: float) -> str:
+    if cell.is_integer() and abs(cell) < EXACT_INTEGER:
+        return "-0" if math.copysign(1.0, cell) < 0 and cell == 0 else str(int(cell))
+    return repr(cell)  # 1e+20 stays a float
 
 
 def _cell_text(cell: Any) -> str | None:
@@ -77,9 +84,7 @@ def _cell_text(cell: Any) -> str | None:
     if isinstance(cell, bool):
         return "1" if cell else "0"
     if isinstance(cell, float):
-        if cell.is_integer() and abs(cell) < EXACT_INTEGER:  # as label_of writes it ...
-            return "-0" if math.copysign(1.0, cell) < 0 and cell == 0 else str(int(cell))
-        return repr(cell)  # ... but -0.0 keeps its sign and 1e+20 stays a float
+        return _float_text(cell)  # as label_of writes it
     if hasattr(cell, "isoformat"):
         return str(cell.isoformat())
     if isinstance(cell, bytes):

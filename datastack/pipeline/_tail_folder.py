@@ -6,10 +6,11 @@ stored as content-addressed chunks). When a refresh finds that the folder only *
 new members' blocks inserted. :func:`folder_plan` decides so from the two tars' member
 headers (names, offsets and sizes: a header walk, no file read) and proves it with the
 recorded hashes: the new tar without the added blocks must give the old tar's bytes, chunk
-by chunk (``chunks`` of the old source record: sha256 of each 4 MiB). A chunk before the
-first added file is at the same offset in both tars, so when the new record lists the same
-chunk there nothing is read; the chunks after it are read from the new copy and hashed (the
-old copy is never read beyond its headers and its end-of-archive bytes). Any mismatch (a file
+by chunk (``chunks`` of the old source record: sha256 of each chunk). Chunks are cut where
+the content says (``storage._boundaries``), so the new record lists every old chunk but
+those around the added files, at the offset the old bytes moved to: those are equal without
+reading anything; the few others are read from the new copy and hashed (the old copy is
+never read beyond its headers and its end-of-archive bytes). Any mismatch (a file
 removed, rewritten, renamed, resized, or an archive not written this way) gives ``None``: the
 refresh prepares every file.
 
@@ -20,8 +21,10 @@ version's class codes (a new class folder takes the next code) and its splits co
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import io
+import math
 import tarfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -123,7 +126,7 @@ def _checked_plan(
             pieces.append((theirs.start, mine.start, length))
     if sum(p[2] for p in pieces) != (old[-1].end if old else 0):
         return None  # the old tar has bytes between its members
-    if not _same_bytes(before, now, pieces, trailer, raw, added[0].start):
+    if not _same_bytes(before, now, pieces, trailer, raw):
         return None
     ranges: list[tuple[int, int]] = []
     for member in added:
@@ -166,12 +169,13 @@ def _members(resource: StreamedResource, limit: int) -> list[_TarBlock] | None:
 
 def _same_bytes(
     before: Mapping[str, Any], now: Mapping[str, Any], pieces: Sequence[tuple[int, int, int]],
-    trailer: bytes, raw: StreamedResource, first_added: int,
+    trailer: bytes, raw: StreamedResource,
 ) -> bool:
     """Whether the new tar's ``pieces`` followed by ``trailer`` are the old tar's bytes:
     each old chunk's sha256 (the whole copy's for a copy stored whole) against the bytes
-    they map to. A chunk wholly before ``first_added`` is compared with the new record's
-    chunk at the same offset first (equal: nothing to read)."""
+    they map to. An old chunk that lies within one piece and that the new record lists, same
+    hash and size, at the offset it maps to is equal without reading anything (chunk cuts
+    follow the content: every old chunk but those around the added files)."""
     chunks = [(str(h), int(n)) for h, n in before.get("chunks") or []] or [
         (str(before["sha256"]), int(before["size"]))]
     same = {}
@@ -181,7 +185,8 @@ def _same_bytes(
         offset += int(size)
     offset = 0
     for digest, size in chunks:
-        if offset + size > first_added or same.get(offset) != (digest, size):
+        mapped = _mapped(pieces, offset, size)
+        if mapped is None or same.get(mapped) != (digest, size):
             hasher = hashlib.sha256()
             for data in _old_bytes(pieces, trailer, raw, offset, offset + size):
                 hasher.update(data)
@@ -189,6 +194,16 @@ def _same_bytes(
                 return False
         offset += size
     return offset == int(before["size"])
+
+
+def _mapped(pieces: Sequence[tuple[int, int, int]], offset: int, size: int) -> int | None:
+    """Where the old bytes ``offset:offset + size`` begin in the new tar, when one piece
+    holds them all, else None (``pieces`` are in the order of their old offsets)."""
+    index = bisect.bisect_right(pieces, (offset, math.inf, math.inf)) - 1
+    if index < 0:
+        return None
+    old, new, length = pieces[index]
+    return new + offset - old if offset + size <= old + length else None
 
 
 def _old_bytes(

@@ -2,30 +2,42 @@
 as one seekable stream.
 
 :class:`ChunkSink` has the one verb a retriever uses, ``set_resource(identifier, stream)``:
-it cuts the stream into chunks of ``chunk_bytes`` (the last one short), hashes the whole
-(sha256, md5 when asked) and each chunk in the same pass, and stores each chunk under the
-identifier ``chunk_identifier(sha256 of the chunk)`` unless one is stored there already (an
-append upstream stores only its new chunks). A pinned checksum that does not match raises
-:class:`ChecksumError` after the last byte, and nothing refers to what was written (the chunks
-are garbage for ``datastack gc``). With ``prefix=(N, sha256)`` it also snapshots the hasher at
-byte ``N``, so the caller learns whether the new content begins with an old one of ``N`` bytes
-without reading anything again.
+it cuts the stream into chunks where its *content* says (``storage._boundaries``: a rolling
+window sum, about ``chunk_bytes`` per chunk on average, at least a quarter and at most four
+times that), hashes the whole (sha256, md5 when asked) and each chunk in the same pass, and
+stores each chunk under the identifier ``chunk_identifier(sha256 of the chunk)`` unless one
+is stored there already. Because a cut depends on the bytes around it and not on its offset,
+an append stores its new bytes and the old last chunk, and an insertion or a deletion
+anywhere (a file added in the middle of a folder's tar, a row edited in a CSV) stores only
+the chunks around it: every later chunk is found stored. A pinned checksum that does not
+match raises :class:`ChecksumError` after the last byte, and nothing refers to what was
+written (the chunks are garbage for ``datastack gc``). With ``prefix=(N, sha256)`` it also
+snapshots the hasher at byte ``N``, so the caller learns whether the new content begins with
+an old one of ``N`` bytes without reading anything again.
 
 :func:`open_raw` opens a source record's raw copy, whatever its form: the chunks it lists, in
 order, as one lazy, seekable, picklable :class:`StreamedResource` (:class:`ChunkedStream`), or
-the whole file at its ``identifier`` (copies written before chunks, pinned sources).
+the whole file at its ``identifier`` (copies written before chunks, pinned sources). The list
+records each chunk's size, so copies cut at fixed offsets (before content-defined cuts) read
+the same way.
 
 >>> import tempfile
 >>> from datastack.storage import connect
 >>> storage = connect(tempfile.mkdtemp())
->>> sink = ChunkSink(storage, lambda d: f"datasets/x/raw/chunks/{d}", chunk_bytes=4)
->>> sink.set_resource("datasets/x/raw/fetched-1/a.bin", b"abcdefghij").size
-10
->>> [size for _, size in sink.chunks]
-[4, 4, 2]
+>>> sink = ChunkSink(storage, lambda d: f"datasets/x/raw/chunks/{d}", chunk_bytes=1024)
+>>> data = b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(1000))  # 32,000 bytes
+>>> sink.set_resource("datasets/x/raw/fetched-1/a.bin", data).size
+32000
+>>> len(sink.chunks), sink.written
+(31, 32000)
 >>> source = {"identifier": "datasets/x/raw/fetched-1/a.bin", "chunks": sink.chunks}
->>> open_raw(storage, source).read()
-b'abcdefghij'
+>>> open_raw(storage, source).read() == data
+True
+>>> edited = data[:9000] + b"inserted" + data[9000:]  # 8 bytes in the middle
+>>> sink.set_resource("datasets/x/raw/fetched-2/a.bin", edited).size
+32008
+>>> sink.written < 3000  # the chunk around the edit; every other chunk is shared
+True
 """
 
 from __future__ import annotations
@@ -41,10 +53,14 @@ from typing import IO, TYPE_CHECKING, Any
 from datastack.canonical.layout import RAW_CHUNK_BYTES, raw_chunk_identifiers
 from datastack.errors import ChecksumError, ResourceNotFoundError, StorageError
 from datastack.resources import StreamedResource, as_binary_stream
+from datastack.storage._boundaries import Boundaries
 from datastack.storage.base import ResourceInfo
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.storage.base import StorageConnector, Writable
+
+#: Bytes read from the stream at a time (the chunks do not depend on it).
+READ_BYTES = 1 << 20
 
 
 class _WholeHash:
@@ -79,10 +95,11 @@ class _WholeHash:
 class ChunkSink:
     """Stores what a retriever streams as content-addressed chunks (module docstring).
 
-    ``chunks`` (``[[sha256, size], ...]``, in order), ``written`` (bytes of chunks stored by
-    this sink, not found stored already) and ``prefix_sha256`` (sha256 of the first
-    ``prefix[0]`` bytes, None when the content is shorter) describe the last write that
-    succeeded.
+    ``chunk_bytes`` is the average chunk size (``RAW_CHUNK_BYTES``); ``block_bytes`` how
+    much is read from the stream at a time (the chunks do not depend on it). ``chunks``
+    (``[[sha256, size], ...]``, in order), ``written`` (bytes of chunks stored by this sink,
+    not found stored already) and ``prefix_sha256`` (sha256 of the first ``prefix[0]``
+    bytes, None when the content is shorter) describe the last write that succeeded.
     """
 
     def __init__(
@@ -92,17 +109,22 @@ class ChunkSink:
         *,
         chunk_bytes: int | None = None,
         prefix: tuple[int, str] | None = None,
+        block_bytes: int = READ_BYTES,
     ) -> None:
         size = RAW_CHUNK_BYTES if chunk_bytes is None else int(chunk_bytes)
         if size <= 0:
             raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes!r}")
+        if block_bytes <= 0:
+            raise ValueError(f"block_bytes must be positive, got {block_bytes!r}")
         self.storage = storage
         self.chunk_identifier = chunk_identifier
         self.chunk_bytes = size
+        self.block_bytes = int(block_bytes)
         self.prefix = prefix
         self.chunks: list[list[Any]] = []
         self.written = 0
         self.prefix_sha256: str | None = None
+        Boundaries(size)  # imports numpy now, not in the middle of a download
 
     def set_resource(
         self, identifier: str, data: Writable, *, sha256: str | None = None,
@@ -111,38 +133,52 @@ class ChunkSink:
         """Store ``data`` as chunks; ``identifier`` names the download (it is not stored)."""
         stream = as_binary_stream(data)
         whole = _WholeHash(md5 is not None, None if self.prefix is None else self.prefix[0])
-        chunks: list[list[Any]] = []
-        written = 0
-        buffer = bytearray(self.chunk_bytes)
+        boundaries = Boundaries(self.chunk_bytes)
+        chunks: list[tuple[str, int, int]] = []
+        pending = bytearray()  # the current chunk's bytes read in earlier blocks
+        buffer = bytearray(self.block_bytes)
         view = memoryview(buffer)
         try:
             while True:
                 filled = _fill(stream, view)
                 if filled:
-                    whole.update(view[:filled])
-                    digest, stored = self._store(view[:filled])
-                    chunks.append([digest, filled])
-                    written += stored
+                    block = view[:filled]
+                    whole.update(block)
+                    start = 0
+                    for end in boundaries.cuts(block):
+                        if pending:
+                            pending += block[start:end]
+                            chunks.append(self._store(pending))
+                            pending.clear()
+                        else:
+                            chunks.append(self._store(block[start:end]))
+                        start = end
+                    pending += block[start:]
+                    block.release()
                 if filled < len(view):
                     break
+            if pending:
+                chunks.append(self._store(pending))
         finally:
             view.release()
             if isinstance(data, Path):
                 stream.close()
         _verify(identifier, whole, sha256, md5)
-        self.chunks, self.written = chunks, written
+        self.chunks = [[digest, size] for digest, size, _ in chunks]
+        self.written = sum(stored for _, _, stored in chunks)
         self.prefix_sha256 = whole.prefix_sha256 or None
         digest_md5 = whole.md5.hexdigest() if whole.md5 is not None else None
         return ResourceInfo(identifier, whole.size, whole.sha256.hexdigest(), digest_md5)
 
-    def _store(self, chunk: memoryview) -> tuple[str, int]:
-        """Store one chunk unless its content is stored already: ``(sha256, bytes written)``."""
+    def _store(self, chunk: memoryview | bytearray) -> tuple[str, int, int]:
+        """Store one chunk unless its content is stored already: ``(sha256, size, bytes
+        written)``."""
         digest = hashlib.sha256(chunk).hexdigest()
         identifier = self.chunk_identifier(digest)
         if self.storage.has_resource(identifier):
-            return digest, 0
+            return digest, len(chunk), 0
         self.storage.set_resource(identifier, bytes(chunk), sha256=digest)
-        return digest, len(chunk)
+        return digest, len(chunk), len(chunk)
 
 
 def _fill(stream: Any, view: memoryview) -> int:

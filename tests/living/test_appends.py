@@ -201,3 +201,27 @@ def test_a_change_before_the_end_is_prepared_in_full_and_shares_the_shards_befor
     from datastack.web.views import version_changes
 
     assert any(f"{len(shared)} shared with v1" in line for line in version_changes(v1, v2))
+
+
+def test_a_split_of_many_shards_keeps_few_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An epoch over many shards holds at most MAX_OPEN_SHARDS readers (the least recently
+    read closed first), and reads every sample right."""
+    from datastack.canonical import sharded
+
+    monkeypatch.setattr(sharded, "MAX_OPEN_SHARDS", 3)
+    storage = str(tmp_path / "store")
+    source = tmp_path / "live.csv"
+    source.write_text(_csv(_rows(0, 3000)))
+    _refresh(_spec(tmp_path, source, "csv", shard_bytes="8K"), storage)
+    it = datastack.load("live", "train", storage=storage)
+    assert len(it.entries) > 6
+    order = np.random.default_rng(0).permutation(len(it))
+    got = [it[int(i)] for i in order]
+    assert len(it._opened) <= 3
+    again = datastack.load("live", "train", storage=storage)
+    assert [tuple(np.asarray(v).tolist() for v in g) for g in got] == [
+        tuple(np.asarray(v).tolist() for v in again[int(i)]) for i in order]
+    it.close()
+    assert not it._opened

@@ -59,6 +59,7 @@ def test_an_append_upstream_stores_only_its_new_chunks(
     assert all(i.startswith("datasets/live/raw/chunks/") for i in before)
     first = Store.open(storage).catalog.latest("live").sources[0]
     assert "appended_to" not in first and first["stored_bytes"] == len(old)
+    last_old = first["chunks"][-1][1]
 
     new = old + table(300, offset=20_000).split(b"\n", 1)[1]  # rows appended, no header
     upstream.set(new)
@@ -67,14 +68,15 @@ def test_an_append_upstream_stores_only_its_new_chunks(
     assert (result.status, result.version) == ("published", 2), result.reason
     after = _raw_bytes(storage)
     added = sum(after.values()) - sum(before.values())
-    assert 0 < added <= (len(new) - len(old)) + small_chunks  # the new bytes + one chunk
+    assert len(new) - len(old) <= added <= len(new) - len(old) + last_old  # + the old last chunk
     assert set(before) <= set(after)  # the old chunks are shared, not copied
     source = Store.open(storage).catalog.latest("live").sources[0]
     assert source["stored_bytes"] == added
     assert source["appended_to"] == {"size": len(old), "sha256": hashlib.sha256(old).hexdigest()}
     assert source["size"] == len(new) and source["sha256"] == hashlib.sha256(new).hexdigest()
-    assert [size for _, size in source["chunks"]][:-1] == [small_chunks] * (
-        len(source["chunks"]) - 1)
+    assert source["chunks"][: len(first["chunks"]) - 1] == first["chunks"][:-1]  # same cuts
+    assert all(small_chunks // 4 <= size <= 4 * small_chunks
+               for _, size in source["chunks"][:-1])  # content-defined, within min and max
     store = Store.open(storage)
     with open_raw(store.storage, source) as raw:  # the copy read back is the file
         assert raw.size == len(new) and raw.read() == new
@@ -122,8 +124,8 @@ def test_appended_to_says_whether_the_new_content_begins_with_the_old(
 def test_a_version_is_prepared_again_from_its_chunks_without_the_source(
     tmp_path: Path, storage: str
 ) -> None:
-    """Four chunks of the real size (the last one short): the source file deleted, the
-    version's raw copy alone prepares it again."""
+    """Chunks of the real size (4 MiB on average): the source file deleted, the version's
+    raw copy alone prepares it again."""
     source = tmp_path / "live.csv"
     columns = ",".join(f"x{k}" for k in range(8))
     rows = "".join(f"{i},{(i * 7) % 11}," + ",".join(f"{i * 0.1234567891 * k:.10f}"
@@ -136,7 +138,9 @@ def test_a_version_is_prepared_again_from_its_chunks_without_the_source(
     assert _refresh(spec_path, storage).status == "published"
     store = Store.open(storage)
     record = store.catalog.latest("live")
-    assert len(record.sources[0]["chunks"]) == 4
+    sizes = [size for _, size in record.sources[0]["chunks"]]
+    assert len(sizes) >= 2 and sum(sizes) == len(data)
+    assert all(RAW_CHUNK_BYTES // 4 <= size <= 4 * RAW_CHUNK_BYTES for size in sizes[:-1])
     source.unlink()  # no source any more: only the stored chunks
     factory = factory_for(load_spec(spec_path)["live"])
     prepared = prepare_version(factory, record.sources, store)
@@ -202,6 +206,7 @@ def test_a_refused_download_leaves_its_new_chunks_to_gc_and_the_shared_ones_stay
     spec = tracked_spec(tmp_path / "spec.yaml", serve(httpserver, upstream))
     assert _refresh(spec, storage).status == "published"
     kept = set(_raw_bytes(storage))
+    last_old = Store.open(storage).catalog.latest("live").sources[0]["chunks"][-1][1]
     upstream.set(old + b"1,2\n")  # a row short of its label: the format refuses it
     failed = _refresh(spec, storage)
     assert failed.status == "failed" and "FormatError" in failed.reason, failed.reason
@@ -211,8 +216,48 @@ def test_a_refused_download_leaves_its_new_chunks_to_gc_and_the_shared_ones_stay
     store = Store.open(storage)
     report = store.catalog.gc(store.storage, keep=1, grace_seconds=0)
     assert set(report.deleted_resources) == leftovers
-    assert report.bytes_freed == len(old) % small_chunks + len(b"1,2\n")
+    assert report.bytes_freed == last_old + len(b"1,2\n")
     assert set(_raw_bytes(storage)) == kept
     with open_raw(store.storage, store.catalog.latest("live").sources[0]) as raw:
         assert raw.read() == old
     assert len(datastack.load("live", storage=storage)) == 3000
+
+
+def test_a_folder_that_gains_a_file_in_the_middle_stores_about_that_file(
+    tmp_path: Path, storage: str, small_chunks: int, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A tracked image folder (one tar, sorted by path) gains a file that sorts in its
+    middle: the raw chunks the refresh adds hold that file and the chunks around it, not the
+    half of the folder after it (chunks are cut where the content says)."""
+    import numpy as np
+
+    image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+
+    def photo(path: Path) -> int:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.fromarray(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)).save(
+            path, quality=90)
+        return path.stat().st_size
+
+    folder = tmp_path / "photos"
+    sizes = {f"c{i % 4}/{i:03d}.jpg": photo(folder / f"c{i % 4}" / f"{i:03d}.jpg")
+             for i in range(48)}
+    spec = tmp_path / "photos.yaml"
+    spec.write_text(f"datasets:\n  photos:\n    sources: [{{url: {folder.as_uri()}, "
+                    "track: true}]\n    format: imagefolder\n")
+    assert _refresh(spec, storage).status == "published"
+    before = sum(_raw_bytes(storage, "photos").values())
+    added_file = photo(folder / "c1" / "new.jpg")  # sorts between c1/ and c2/
+    after_it = sum(size + 1024 for name, size in sizes.items() if name > "c1/new.jpg")
+    caplog.set_level(logging.INFO, logger="datastack.pipeline")
+    result = _refresh(spec, storage)
+    assert (result.status, result.version) == ("published", 2), result.reason
+    added = sum(_raw_bytes(storage, "photos").values()) - before
+    source = Store.open(storage).catalog.latest("photos").sources[0]
+    assert source["stored_bytes"] == added
+    # the file (its data and tar header) and the chunks around it; cut at fixed offsets,
+    # every byte after it (about half the folder) would be stored again
+    assert added_file < added <= added_file + 4 * small_chunks < after_it // 2
+    assert "the 1 file added upstream" in caplog.text  # prepared from the new file only
+    assert len(datastack.load("photos", storage=storage)) == 49

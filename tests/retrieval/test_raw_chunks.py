@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,18 @@ def _record(sink: ChunkSink) -> dict[str, Any]:
 
 
 def _data(n: int, seed: int = 0) -> bytes:
-    return bytes((i * 31 + seed) % 251 for i in range(n))
+    """``n`` pseudo-random bytes (a periodic pattern would hold no content boundary)."""
+    return random.Random(seed).randbytes(n)
+
+
+def _split(data: bytes, chunks: list[list[Any]]) -> list[bytes]:
+    """``data`` cut as ``chunks`` lists it."""
+    out, offset = [], 0
+    for _, size in chunks:
+        out.append(data[offset : offset + size])
+        offset += size
+    assert offset == len(data)
+    return out
 
 
 def test_a_file_is_read_once_and_stored_as_chunks(
@@ -67,22 +79,26 @@ def test_a_file_is_read_once_and_stored_as_chunks(
         assert len(data) <= after - before < len(data) + SLACK
     assert sum(storage.written.values()) == len(data) == sink.written  # each byte written once
     assert storage.opened == {}  # nothing read back
-    assert [size for _, size in sink.chunks] == [CHUNK] * 5 + [1234]
+    assert len(sink.chunks) > 3  # cut where the content says, about CHUNK bytes each
     assert sorted(storage.written) == sorted(f"datasets/d/raw/chunks/{d}" for d, _ in sink.chunks)
-    assert all(_sha(data[i * CHUNK:(i + 1) * CHUNK]) == d for i, (d, _) in enumerate(sink.chunks))
+    assert [_sha(piece) for piece in _split(data, sink.chunks)] == [d for d, _ in sink.chunks]
 
 
 def test_chunks_already_stored_are_not_written_again(tmp_path: Path) -> None:
     storage = CountingStorage(tmp_path / "store")
-    old = _data(3 * CHUNK + 500)
-    _sink(storage).set_resource(DOWNLOAD, old)
+    old = _data(8 * CHUNK + 500)
+    first = _sink(storage)
+    first.set_resource(DOWNLOAD, old)
+    assert len(first.chunks) >= 3
     storage.written.clear()
-    new = old + _data(CHUNK, seed=7)  # appended: the last partial chunk and one more are new
+    new = old + _data(CHUNK, seed=7)  # appended: the old last chunk and the new bytes are new
     sink = _sink(storage, prefix=(len(old), _sha(old)))
     info = sink.set_resource(DOWNLOAD, new)
     assert info.sha256 == _sha(new)
     assert sink.prefix_sha256 == _sha(old)
-    assert sink.written == sum(storage.written.values()) == len(new) - 3 * CHUNK
+    assert sink.chunks[: len(first.chunks) - 1] == first.chunks[:-1]  # the same cuts
+    shared = sum(size for _, size in first.chunks[:-1])
+    assert sink.written == sum(storage.written.values()) == len(new) - shared
     repeated = _sink(storage)
     repeated.set_resource(DOWNLOAD, new)
     assert repeated.written == 0 and repeated.chunks == sink.chunks
@@ -144,8 +160,9 @@ def test_a_chunked_copy_reads_seeks_and_pickles_as_one_file(tmp_path: Path) -> N
     sink.set_resource(DOWNLOAD, data)
     raw = open_raw(storage, _record(sink))
     assert raw.size == len(data) and storage.opened == {}  # lazy: nothing opened yet
-    raw.seek(CHUNK - 5)
-    assert raw.read(10) == data[CHUNK - 5:CHUNK + 5]  # across a chunk boundary
+    cut = sink.chunks[0][1]
+    raw.seek(cut - 5)
+    assert raw.read(10) == data[cut - 5:cut + 5]  # across a chunk boundary
     plain = open_raw(FileStorageConnector(tmp_path / "store"), _record(sink))
     plain.seek(CHUNK + 5)
     back = pickle.loads(pickle.dumps(plain))  # reopens in the receiver, at the same place
@@ -166,7 +183,7 @@ def test_a_missing_or_damaged_chunk_is_named(tmp_path: Path) -> None:
     sink.set_resource(DOWNLOAD, data)
     middle = f"datasets/d/raw/chunks/{sink.chunks[1][0]}"
     storage.set_resource(middle, b"short")
-    with pytest.raises(StorageError, match="holds 5 bytes, expected 65536"):
+    with pytest.raises(StorageError, match=f"holds 5 bytes, expected {sink.chunks[1][1]}"):
         open_raw(storage, _record(sink)).read()
     storage.delete_resource(middle)
     with pytest.raises(ResourceNotFoundError, match=r"raw chunk .* is missing"):
