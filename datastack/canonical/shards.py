@@ -137,6 +137,9 @@ def cut_shards(whole: str | Path, out_dir: str | Path, shard_bytes: int) -> list
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    alone = _one_shard(Path(whole), out, shard_bytes)
+    if alone is not None:
+        return [alone]
     shards: list[ShardFile] = []
     with h5py.File(whole, "r") as f:
         attrs = shard_attrs(f.attrs)
@@ -150,6 +153,32 @@ def cut_shards(whole: str | Path, out_dir: str | Path, shard_bytes: int) -> list
                 write_shard(path, attrs, split, [(group, lo, hi)])
                 shards.append(_described(path, split, hi - lo))
     return shards
+
+
+def _one_shard(whole: Path, out: Path, shard_bytes: int) -> ShardFile | None:
+    """A file of one split that fits in one shard is its own shard: its version-wide
+    attributes rewritten in place, then moved (no copy of its rows)."""
+    import h5py
+
+    if whole.stat().st_size > shard_bytes:
+        return None
+    with h5py.File(whole, "r+") as f:
+        groups = [k for k in f if isinstance(f[k], h5py.Group)]
+        if len(groups) != 1:
+            return None
+        split = groups[0]
+        rows = int(f[split].attrs.get("length", -1))
+        if rows < 0:
+            return None
+        attrs = shard_attrs(f.attrs)
+        for key in list(f.attrs):
+            if key not in attrs:
+                del f.attrs[key]
+        for key, value in attrs.items():
+            f.attrs[key] = value
+    path = out / "000000.h5"
+    whole.replace(path)
+    return _described(path, split, rows)
 
 
 def merge_shards(paths: Sequence[str | Path], split: str, out: str | Path) -> ShardFile:

@@ -34,13 +34,16 @@ KILL_PART_ENV = "DATASTACK_TEST_KILL_PART"
 
 def worker_identity() -> dict[str, Any]:
     """Who runs this task: the Dask worker's address, else host and process id."""
-    out: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
-    try:
-        from distributed import get_worker
+    import sys
 
-        out["dask_worker"] = get_worker().address
-    except (ImportError, ValueError):
-        pass
+    out: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+    if "distributed" in sys.modules:  # a Dask worker has it loaded; never import it here
+        try:
+            from distributed import get_worker
+
+            out["dask_worker"] = get_worker().address
+        except ValueError:
+            pass
     return out
 
 
