@@ -219,11 +219,7 @@ class PreviousVersion:
                 return self._sharded_history(identity, names)
             return self._history(identity, names)
         except (OSError, KeyError, ValueError) as exc:
-            raise FormatError(
-                f"{self.name} v{self.version}: cannot read its row ids or rows to keep every "
-                f"sample in its split ({type(exc).__name__}: {exc}); nothing was published. "
-                "Check the version's files (datastack pull verifies them) and the storage"
-            ) from None
+            raise self._unreadable(exc) from None
 
     def _history(self, identity: str, names: Sequence[str]) -> SplitHistory | None:
         import h5py
@@ -255,17 +251,19 @@ class PreviousVersion:
         computed = self._shard_ids(lambda group: _content_ids(group, fields, self.encodings))
         return SplitHistory(CONTENT, computed or {})
 
+    def _unreadable(self, exc: BaseException) -> FormatError:
+        return FormatError(
+            f"{self.name} v{self.version}: cannot read its row ids or rows to keep every "
+            f"sample in its split ({type(exc).__name__}: {exc}); nothing was published. "
+            "Check the version's files (datastack pull verifies them) and the storage")
+
     def stored_ids(self, identity: str) -> dict[str, U64] | None:
         """The row ids of identity ``identity`` the shards store, per split; ``None`` when a
         shard has none (an append then prepares every row: nothing is hashed again)."""
         try:
             return self._shard_ids(lambda group: _stored_ids(group, identity))
         except (OSError, KeyError, ValueError) as exc:
-            raise FormatError(
-                f"{self.name} v{self.version}: cannot read its row ids or rows to keep every "
-                f"sample in its split ({type(exc).__name__}: {exc}); nothing was published. "
-                "Check the version's files (datastack pull verifies them) and the storage"
-            ) from None
+            raise self._unreadable(exc) from None
 
     def _shard_ids(self, ids_of: Any) -> dict[str, U64] | None:
         """``ids_of(split group)`` over every shard, joined per split; ``None`` if any gives
