@@ -196,20 +196,28 @@ def write_part(task: PartWrite) -> dict[str, Any]:
     job = task.job
     if not job.stage_path.exists():  # another machine, or a dead worker's folder
         stage_part(job)
-    out = Path(job.scratch) / f"part-{job.index:06d}-out.h5"
+    schema: dict[str, Any] = {}
+    shards: list[Any] = []
     with h5py.File(job.stage_path, "r") as stage:
         group = stage["rows"]
         columns = {f.name: StagedRows(group[f.stored_name], f) if f.variable
                    else group[f.stored_name] for f in task.fields}
-        with CanonicalWriter(out, job.spec.name, task.compression) as writer:
-            for split, indices in task.splits.items():
+        for number, (split, indices) in enumerate(task.splits.items()):
+            # a file per split: one that fits a shard is its own shard (no second copy)
+            out = Path(job.scratch) / f"part-{job.index:06d}-{number}.h5"
+            with CanonicalWriter(out, job.spec.name, task.compression) as writer:
                 rows = np.asarray(indices, np.int64)
                 writer.add_fields(split, task.fields, columns, rows, task.transforms)
                 if task.ids is not None:
                     write_row_ids(writer.group(split), task.ids[rows], task.identity)
-            prepared = writer.prepared(task.features, task.target, task.encodings)
-    _maybe_die(job)
-    shards = cut_shards(out, Path(job.scratch) / f"shards-{job.index:06d}", task.shard_bytes)
+                prepared = writer.prepared(task.features, task.target, task.encodings)
+            schema = {**prepared.schema, "splits": {**schema.get("splits", {}),
+                                                    **prepared.schema["splits"]}}
+            if number == 0:
+                _maybe_die(job)
+            shards += cut_shards(out, Path(job.scratch) / f"shards-{job.index:06d}-{number}",
+                                 task.shard_bytes)
+            out.unlink(missing_ok=True)
     store = Store.open(job.storage)
     worker = worker_identity()
     entries = []
@@ -220,9 +228,8 @@ def write_part(task: PartWrite) -> dict[str, Any]:
         entries.append({**shard_entry(shard, identifier), "part": job.part.describe(),
                         "worker": worker})
         Path(shard.path).unlink(missing_ok=True)
-    out.unlink(missing_ok=True)
     job.stage_path.unlink(missing_ok=True)
-    return {"shards": entries, "schema": prepared.schema, "worker": worker}
+    return {"shards": entries, "schema": schema, "worker": worker}
 
 
 def _maybe_die(job: PartJob) -> None:
