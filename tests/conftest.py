@@ -58,6 +58,18 @@ def _with_database(base: str, database: str) -> str:
     return f"{base.rstrip('/')}/{database}"
 
 
+def _close_cached_clients(database: str) -> None:
+    """Close the clients this process cached for URIs of ``database`` (a suite of hundreds of
+    fresh databases would otherwise keep hundreds of clients' sockets open)."""
+    from datastack import _mongo
+
+    with _mongo._LOCK:
+        keys = [key for key in _mongo._CLIENTS if f"/{database}" in key[1]]
+        clients = [_mongo._CLIENTS.pop(key) for key in keys]
+    for client in clients:
+        client.close()
+
+
 @pytest.fixture
 def mongo_uri(mongo_base_uri: str) -> Iterator[str]:
     """A fresh database on the session's MongoDB server, dropped after the test."""
@@ -65,6 +77,7 @@ def mongo_uri(mongo_base_uri: str) -> Iterator[str]:
 
     database = f"t_{uuid.uuid4().hex[:12]}"
     yield _with_database(mongo_base_uri, database)
+    _close_cached_clients(database)  # each test's URI has its own cached client: its sockets
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
         mongo_base_uri, serverSelectionTimeoutMS=5000
     )
