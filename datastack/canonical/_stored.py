@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 import numpy as np
 from numpy.typing import NDArray
 
+from datastack.canonical._joined_map import RawRows
 from datastack.errors import FormatError
 from datastack.iterators.base import Indices
 from datastack.resources import StreamedResource
@@ -79,6 +80,16 @@ class _StoredArray:
             strides=(1,),
         )
         self.mapped_starts = starts
+
+    def raw_rows(self) -> RawRows | None:
+        """Where every row group starts in the file, when every row is stored raw (for
+        :mod:`datastack.canonical._joined_map`); None otherwise."""
+        starts = self._raw_starts()
+        n = int(self.dset.shape[0])
+        if starts is None or n == 0 or self.row_bytes == 0 or bool((starts < 0).any()):
+            return None
+        return RawRows(starts, self.rows_per_group, self.row_bytes, self.dset.dtype,
+                       tuple(int(d) for d in self.dset.shape[1:]), n)
 
     def ranges_for(self, groups: NDArray[np.int64]) -> list[tuple[int, int]]:
         """Byte ranges in the file holding the given row groups (chunks)."""

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from datastack.canonical._joined_map import ColumnPart
 from datastack.canonical._stored import (
     _distinct,
     _read_raw_rows,
@@ -279,6 +280,23 @@ class HDF5DatasetIterator(ProcessLocalIterator[_OpenFile]):
             return (samples, state.target_values[uniq if indices is None else indices])
         targets = _read_some_rows(state.resource, state.targets, uniq)
         return (samples, targets if inverse is None else targets[inverse])
+
+    def joined_parts(self) -> tuple[int, list[ColumnPart]] | None:
+        """The descriptor of the local file and each column (raw rows, or the labels read
+        eagerly), to map the shards of a split side by side
+        (:mod:`datastack.canonical._joined_map`); None for anything else (a remote stream,
+        compressed data)."""
+        state = self._state()
+        if state.can_prefetch or _local_fd_path(state.resource) is None:
+            return None
+        columns: list[ColumnPart | None] = [state.samples.raw_rows()]
+        if state.targets is not None:
+            eager = state.target_values
+            columns.append(state.targets.raw_rows() if eager is None else eager)
+        found = [c for c in columns if c is not None]
+        if len(found) != len(columns):
+            return None
+        return int(state.resource.stream.fileno()), found
 
     def _get_targets(self, target_pos: int) -> NDArray[Any]:
         state = self._state()

@@ -35,6 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from datastack.canonical._columns import _Column, _cut_bytes, _sample_starts, _value_groups
+from datastack.canonical._joined_map import ColumnPart
 from datastack.canonical._stored import _read_raw_rows, _stored_array
 from datastack.canonical.hdf5 import _h5_file, _local_fd_path
 from datastack.errors import FormatError, SplitNotFoundError
@@ -274,6 +275,26 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
             else:
                 out.append(self._variable_rows(state, column, uniq)[inverse])
         return tuple(out)
+
+    def joined_parts(self) -> tuple[int, list[ColumnPart]] | None:
+        """The descriptor of the local file and each field (raw rows, or values read
+        eagerly), to map the shards of a split side by side
+        (:mod:`datastack.canonical._joined_map`); None when a field is variable (strings,
+        images...) or not raw, or the file is not local."""
+        state = self._state()
+        if state.fd is None or state.can_prefetch:
+            return None
+        columns: list[ColumnPart] = []
+        for column in state.columns:
+            part: ColumnPart | None = None
+            if column.offsets is None and column.field.kind != LABEL:  # eager in small files
+                part = column.stored.raw_rows()  # only: the same column in every shard
+            if part is None:
+                part = column.values
+            if part is None:
+                return None
+            columns.append(part)
+        return state.fd, columns
 
     @staticmethod
     def _mapped_rows(state: _OpenRecords, column: _Column, indices: Any) -> Any:

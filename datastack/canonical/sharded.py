@@ -13,6 +13,7 @@ data only).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ import numpy as np
 from datastack.iterators.views import CombinedDatasetIterator
 
 if TYPE_CHECKING:  # pragma: no cover
+    from datastack.canonical._joined_map import JoinedSplit
     from datastack.fields import Field
     from datastack.iterators.base import DatasetIterator
     from datastack.offline import ReadDecision
@@ -70,6 +72,8 @@ class ShardedSplit(CombinedDatasetIterator):
         super().__init__([])
         self._ends = np.cumsum([int(e["rows"]) for e in self.entries]).tolist()
         self._bounds_cache: tuple[Any, Any] | None = None
+        #: (process id, every shard mapped side by side or None if they cannot be)
+        self._joined_slot: tuple[int, JoinedSplit | None] | None = None
 
     # -- shards, opened on first use ---------------------------------------------------------
     def shard(self, k: int) -> DatasetIterator:
@@ -107,7 +111,9 @@ class ShardedSplit(CombinedDatasetIterator):
             "another version")
 
     def close(self) -> None:
-        """Close every open shard (they reopen on the next read)."""
+        """Close every open shard (they reopen on the next read). The shards mapped side by
+        side are unmapped once nothing uses them."""
+        self._joined_slot = None
         while self._opened:
             close = getattr(self._opened.popitem()[1], "close", None)
             if close is not None:
@@ -143,6 +149,9 @@ class ShardedSplit(CombinedDatasetIterator):
         """One read per shard the batch touches (each opened on first use), its rows put
         in place in the batch's columns: no pass over the other shards, one copy per row
         (a batch across every shard of a local version costs about what it does on one)."""
+        joined = self._joined(indices)
+        if joined is not None:  # every shard local and raw: one gather per column
+            return joined.gather(indices)
         starts, ends = self._bounds()
         which = np.searchsorted(ends, indices, side="right")
         first = int(which[0])
@@ -155,6 +164,27 @@ class ShardedSplit(CombinedDatasetIterator):
         parts = [self.shard(int(which[run[0]]))._get_batch(indices[run] - starts[which[run[0]]])
                  for run in runs]
         return _placed(self, parts, runs, len(indices))
+
+    def _joined(self, indices: Any) -> JoinedSplit | None:
+        """Every shard's file mapped side by side (:mod:`datastack.canonical._joined_map`),
+        made in this process on the first batch spanning two shards; None when a shard is
+        not a local file of raw columns (then each shard reads its part)."""
+        slot = self._joined_slot
+        if slot is not None and slot[0] == os.getpid():
+            return slot[1]
+        ends = self._bounds()[1]
+        lo, hi = np.searchsorted(ends, [indices.min(), indices.max()], side="right")
+        if lo == hi:  # a batch within one shard: not worth opening every shard yet
+            return None
+        from datastack.canonical._joined_map import join_shards
+
+        def parts(k: int) -> Any:
+            return getattr(self.shard(k), "joined_parts", lambda: None)()
+
+        slots = [int(e.get("size") or 0) for e in self.entries]
+        joined = join_shards(slots, parts, self.ends) if all(slots) else None
+        self._joined_slot = (os.getpid(), joined)
+        return joined
 
     def _bounds(self) -> tuple[Any, Any]:
         """(first row, end) of each shard as int64 arrays (computed once)."""
@@ -209,6 +239,7 @@ class ShardedSplit(CombinedDatasetIterator):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_opened"] = {}  # each process opens its own shards
+        state["_joined_slot"] = None
         return state
 
     def __repr__(self) -> str:
