@@ -167,16 +167,21 @@ class StreamedResource(io.RawIOBase):
                 self._stream = None
         super().close()
 
-    def prefetch(self, ranges: list[tuple[int, int]], *, wait: bool = True) -> None:
+    def prefetch(
+        self, ranges: list[tuple[int, int]], *, wait: bool = True, ahead: bool = False
+    ) -> None:
         """Hint that the byte ranges ``[(start, end), ...]`` will be read soon.
 
         Backends with a block cache (GridFS) fetch all missing blocks in one round trip
-        (on a read-ahead thread with ``wait=False``); for other streams this is a no-op.
+        (on a read-ahead thread with ``wait=False``; ``ahead=True``: as the read-ahead of a
+        sequential pass that starts there); for other streams this is a no-op.
         """
         hook = getattr(self.stream, "prefetch", None)
         if hook is not None and ranges:
             if wait:
                 hook(ranges)
+            elif ahead:
+                hook(ranges, wait=False, ahead=True)
             else:
                 hook(ranges, wait=False)
 

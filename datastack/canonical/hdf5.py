@@ -281,6 +281,18 @@ class HDF5DatasetIterator(ProcessLocalIterator[_OpenFile]):
         targets = _read_some_rows(state.resource, state.targets, uniq)
         return (samples, targets if inverse is None else targets[inverse])
 
+    def prefetch_start(self, rows: int) -> None:
+        """Fetch the blocks of the first ``rows`` rows in the background, as the read-ahead
+        of a sequential pass coming in from the shard before (:mod:`~datastack.canonical.
+        sharded`); nothing for a local file."""
+        state = self._state()
+        rows = min(rows, state.length)
+        if not state.can_prefetch or rows <= 0:
+            return
+        ranges = [r for column in self._lazy_columns(state)
+                  for r in column.ranges_for(column.groups_between(0, rows))]
+        state.resource.prefetch(sorted(ranges), wait=False, ahead=True)
+
     def joined_parts(self) -> tuple[int, list[ColumnPart]] | None:
         """The descriptor of the local file and each column (raw rows, or the labels read
         eagerly), to map the shards of a split side by side

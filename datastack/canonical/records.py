@@ -361,9 +361,20 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
             return None
         return _cut_bytes(column, memory, starts, ends)
 
-    def _prefetch(self, state: _OpenRecords, uniq: Indices, *, wait: bool = True) -> None:
+    def prefetch_start(self, rows: int) -> None:
+        """Fetch the blocks of the first ``rows`` rows in the background, as the read-ahead
+        of a sequential pass coming in from the shard before (:mod:`~datastack.canonical.
+        sharded`); nothing for a local file."""
+        state = self._state()
+        rows = min(rows, state.length)
+        if state.can_prefetch and rows > 0:
+            self._prefetch(state, np.arange(rows), wait=False, ahead=True)
+
+    def _prefetch(self, state: _OpenRecords, uniq: Indices, *, wait: bool = True,
+                  ahead: bool = False) -> None:
         """Hand every byte range the rows need to the stream (one round trip over GridFS;
-        ``wait=False``: in the background, a sampler's hint for the next batches)."""
+        ``wait=False``: in the background, a sampler's hint for the next batches, or with
+        ``ahead``, the read-ahead of a sequential pass)."""
         ranges: list[tuple[int, int]] = []
         for column in state.columns:
             stored = column.stored
@@ -375,7 +386,7 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
                 groups = _value_groups(column, uniq)
             ranges.extend(stored.ranges_for(groups))
         if ranges:
-            state.resource.prefetch(sorted(ranges), wait=wait)
+            state.resource.prefetch(sorted(ranges), wait=wait, ahead=ahead)
 
     def storage_blocks(self) -> Any:
         """The storage block of each sample when the file is read in remote blocks (GridFS):

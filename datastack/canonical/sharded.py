@@ -31,6 +31,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Shard readers a split keeps open at once (each holds a file or a storage stream).
 MAX_OPEN_SHARDS = 64
+#: A sequential pass this many bytes from a shard's end starts reading the next one (what a
+#: GridFS stream's read-ahead keeps in flight: 3 windows of 8 MiB), and asks for this many.
+AHEAD_BYTES = 24 * 1024 * 1024
+START_BYTES = 8 * 1024 * 1024
 
 
 class ShardedSplit(CombinedDatasetIterator):
@@ -74,6 +78,7 @@ class ShardedSplit(CombinedDatasetIterator):
         self._bounds_cache: tuple[Any, Any] | None = None
         #: (process id, every shard mapped side by side or None if they cannot be)
         self._joined_slot: tuple[int, JoinedSplit | None] | None = None
+        self._warmed = -1  # the shard a sequential pass asked to read ahead last
 
     # -- shards, opened on first use ---------------------------------------------------------
     def shard(self, k: int) -> DatasetIterator:
@@ -156,7 +161,10 @@ class ShardedSplit(CombinedDatasetIterator):
         which = np.searchsorted(ends, indices, side="right")
         first = int(which[0])
         if len(which) == 1 or not (which != first).any():  # one shard: its batch as it is
-            return self.shard(first)._get_batch(indices - starts[first])
+            batch = self.shard(first)._get_batch(indices - starts[first])
+            if (ends[first] - int(indices[-1])) * self._row_bytes(first) <= AHEAD_BYTES:
+                self._ahead(first, indices)
+            return batch
         order = np.argsort(which, kind="stable")
         grouped = which[order]
         cuts = np.flatnonzero(grouped[1:] != grouped[:-1]) + 1
@@ -185,6 +193,27 @@ class ShardedSplit(CombinedDatasetIterator):
         joined = join_shards(slots, parts, self.ends) if all(slots) else None
         self._joined_slot = (os.getpid(), joined)
         return joined
+
+    def _row_bytes(self, k: int) -> float:
+        """Stored bytes per row of shard ``k`` (from the manifest; 0 when unknown)."""
+        entry = self.entries[k]
+        return int(entry.get("size") or 0) / max(1, int(entry["rows"]))
+
+    def _ahead(self, k: int, indices: Any) -> None:
+        """A sequential pass nearing the end of shard ``k`` (a run of ascending rows within
+        the last :data:`AHEAD_BYTES`): open shard ``k + 1`` and let its stream fetch its
+        first :data:`START_BYTES` in the background, as read-ahead that its first reads
+        continue, so that the pass goes on at the border with no round trip to wait for.
+        At most one shard ahead."""
+        n = len(indices)
+        if (k + 1 >= len(self.entries) or self._warmed == k + 1 or n < 2
+                or int(indices[-1]) - int(indices[0]) != n - 1
+                or not bool((indices[1:] > indices[:-1]).all())):
+            return
+        self._warmed = k + 1
+        start = getattr(self.shard(k + 1), "prefetch_start", None)
+        if start is not None:
+            start(max(n, int(START_BYTES // max(1.0, self._row_bytes(k + 1)))))
 
     def _bounds(self) -> tuple[Any, Any]:
         """(first row, end) of each shard as int64 arrays (computed once)."""
@@ -276,4 +305,4 @@ def _placed(owner: Any, parts: Sequence[Any], runs: Sequence[Any], n: int) -> An
     return tuple(columns)
 
 
-__all__ = ["MAX_OPEN_SHARDS", "ShardedSplit"]
+__all__ = ["AHEAD_BYTES", "MAX_OPEN_SHARDS", "START_BYTES", "ShardedSplit"]

@@ -57,18 +57,14 @@ class BlockReader(io.RawIOBase):
     Parameters
     ----------
     key:
-        Identity of the file; blocks are cached under ``(key, block_number)``. Two readers
-        with the same key share blocks, so the key must change whenever the content does
-        (GridFS: the file ``_id``).
-    size:
-        Total size in bytes.
-    block_size:
-        Size of every block but the last (GridFS: the file's ``chunkSize``).
+        Identity of the file; blocks are cached under ``(key, block_number)``, shared by
+        readers of one key: it changes whenever the content does (GridFS: the file ``_id``).
+    size, block_size:
+        Total size in bytes; size of every block but the last (GridFS: its ``chunkSize``).
     fetch:
-        ``fetch(block_numbers) -> {number: bytes}``; called once per read for all missing
-        blocks (sorted, unique). Must return every block asked, each of the exact length.
-        With ``background=True`` it is also called from a read-ahead thread, so it must be
-        thread-safe (a pymongo collection is); it must never call back into h5py.
+        ``fetch(block_numbers) -> {number: bytes}``, once per read for all missing blocks
+        (sorted, unique): every block asked, each of its exact length. Called from read-ahead
+        threads too: thread-safe (a pymongo collection is), never calling back into h5py.
     cache:
         The cache to share (default: :func:`default_cache`).
     readahead_bytes:
@@ -77,10 +73,8 @@ class BlockReader(io.RawIOBase):
     background:
         Fetch the next read-ahead windows on background threads (up to ``readahead_depth``
         per reader, all of them together within that quarter). Off with the cache disabled.
-    readahead_depth:
-        Background windows in flight per reader.
-    name:
-        Shown in error messages (the identifier).
+    readahead_depth, name:
+        Background windows in flight per reader; the name in error messages (identifier).
     """
 
     def __init__(
@@ -264,7 +258,9 @@ class BlockReader(io.RawIOBase):
         copy_rows(blocks, offsets, row_bytes, self.block_size, out)
         return len(offsets) * row_bytes
 
-    def prefetch(self, ranges: Iterable[tuple[int, int]], *, wait: bool = True) -> int:
+    def prefetch(
+        self, ranges: Iterable[tuple[int, int]], *, wait: bool = True, ahead: bool = False
+    ) -> int:
         """Load every missing block covering the byte ranges ``[(start, end), ...]`` at once.
 
         One ``fetch`` call for all of them (one ``$in`` query on GridFS). Returns how many
@@ -274,11 +270,13 @@ class BlockReader(io.RawIOBase):
         With ``wait=False`` the fetch runs on a read-ahead thread (a hint for reads to come,
         e.g. the next batches of a sampler's order) and returns at once; the blocks land in
         the block cache, and a read that needs them waits for that fetch. Ignored without
-        background read-ahead or with the cache disabled.
+        background read-ahead or with the cache disabled. With ``ahead=True`` too, the ranges
+        are where a sequential pass will come in next (the next shard's first rows): fetched
+        as read-ahead, and a read from there continues it (no hints taken over).
         """
         self._check_open()
         if not wait:
-            return self._prefetch_later(ranges)
+            return self._prefetch_later(ranges, ahead)
         spans = [(max(0, int(a)), min(self.size, int(b))) for a, b in ranges]
         spans = [(a, b) for a, b in spans if b > a]
         needed = block_numbers(spans, self.block_size, self.size)
@@ -300,22 +298,24 @@ class BlockReader(io.RawIOBase):
             self._schedule_readahead(last)
         return len(missing)
 
-    def _prefetch_later(self, ranges: Iterable[tuple[int, int]]) -> int:
+    def _prefetch_later(self, ranges: Iterable[tuple[int, int]], ahead: bool) -> int:
         if not (self._background and self._cache.max_bytes) or self._pid != os.getpid():
             return 0
-        # The caller knows the order: from now on it says what to fetch, and guessing by
-        # sequential read-ahead (sorted reads inside a shuffled batch look sequential) would
-        # only push the hinted blocks out of the cache.
-        self._hinted = True
-        self._window = 0
+        # The caller knows the order: from now on it says what to fetch (sequential read-ahead,
+        # fooled by the sorted reads of a shuffled batch, would push hinted blocks out).
+        self._hinted, self._window = self._hinted or not ahead, 0
         self._sync_generation()
         self._collect_done()
         numbers = block_numbers(ranges, self.block_size, self.size)
+        if ahead and numbers and not self._hinted:  # a read at the first block goes on from it
+            self._last_start = self._last_end = numbers[0] * self.block_size
+            self._window, self._ahead_end = len(numbers), numbers[-1] + 1
         flying = set().union(*(blocks for blocks, _ in self._inflight))
         missing = [n for n in numbers if n not in flying and not self._present(n)]
         if missing:
             future = _readahead_executor().submit(self._fetch_into_cache, missing)
-            self._inflight.append((frozenset(missing), future))
+            run = range(missing[0], missing[-1] + 1)
+            self._inflight.append((run if len(run) == len(missing) else frozenset(missing), future))
             self.background_fetches += 1
         return len(missing)
 
