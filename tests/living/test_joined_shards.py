@@ -203,3 +203,85 @@ def test_the_mapping_outlives_close_while_used_and_is_unmapped_after(tmp_path: P
     assert buffer() is None
     assert _mapped_lines(many) == 0, "the ranges were not unmapped"
     _same(batch, one.get_batch(indices))
+
+
+# -- a sequential pass over GridFS shards reads the next shard ahead -------------------------
+def _gridfs_pair(tmp_path: Path, mongo_uri: str) -> tuple[Any, Any]:
+    """6,000 rows of 1 KiB as one shard and as shards of 1 MiB (4 GridFS blocks each)."""
+    rng = np.random.default_rng(11)
+    src = tmp_path / "src"
+    src.mkdir()
+    np.save(src / "x.npy", rng.normal(size=(6000, 16, 16)).astype(np.float32))
+    np.save(src / "y.npy", rng.integers(0, 10, 6000).astype(np.int64))
+    sources = "".join(
+        f"      - {{url: '{(src / f'{p}.npy').as_uri()}', sha256: {_sha(src / f'{p}.npy')}, "
+        f"role: {role}}}\n" for p, role in (("x", "samples"), ("y", "targets")))
+    spec = tmp_path / "big.yaml"
+    spec.write_text("datasets:\n" + "".join(
+        f"  {name}:\n    format: npy\n    shard_bytes: {cut}\n    sources:\n{sources}"
+        for name, cut in (("one", "1G"), ("many", "1M"))))
+    return _publish(spec, mongo_uri)
+
+
+@pytest.fixture
+def caller_fetches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Blocks of each GridFS fetch made in the caller's thread (not by read-ahead)."""
+    import threading
+
+    from datastack.storage.gridfs import GridFSStorageConnector
+
+    fetched: list[int] = []
+    original = GridFSStorageConnector._fetch_chunks
+
+    def counted(self: Any, identifier: str, file_id: Any, numbers: Any) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            fetched.append(len(numbers))
+        return original(self, identifier, file_id, numbers)
+
+    monkeypatch.setattr(GridFSStorageConnector, "_fetch_chunks", counted)
+    return fetched
+
+
+def _pass(split: Any, batch: int = 64) -> list[Any]:
+    n = len(split)
+    return [split.get_batch(np.arange(lo, min(n, lo + batch))) for lo in range(0, n, batch)]
+
+
+@pytest.mark.parametrize("ahead", [True, False])
+def test_a_sequential_pass_over_gridfs_shards_reads_the_next_shard_ahead(
+    tmp_path: Path, mongo_uri: str, caller_fetches: list[int], ahead: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datastack.canonical import sharded
+    from datastack.storage.cache import default_cache
+
+    one, many = _gridfs_pair(tmp_path, mongo_uri)
+    shards = len(many.entries)
+    assert shards >= 5, many.entries
+    if not ahead:  # the pass as it was: each shard's first reads wait for a round trip
+        monkeypatch.setattr(sharded, "AHEAD_BYTES", 0)
+    expected = _pass(one)
+    _pass(many)  # opens every shard, reads its chunk index
+    default_cache().clear()
+    caller_fetches.clear()
+    for got, want in zip(_pass(many), expected, strict=True):
+        _same(got, want)
+    many_fetches = len(caller_fetches)
+    default_cache().clear()
+    caller_fetches.clear()
+    _pass(one)
+    if ahead:  # only the first shard's first read, as over one shard
+        assert many_fetches <= len(caller_fetches) + 1, (many_fetches, len(caller_fetches))
+    else:
+        assert many_fetches >= shards, (many_fetches, shards)
+
+
+def test_a_sequential_pass_opens_at_most_one_shard_ahead(tmp_path: Path, mongo_uri: str) -> None:
+    one, many = _gridfs_pair(tmp_path, mongo_uri)
+    n, batch = len(many), 64
+    for lo in range(0, n, batch):
+        indices = np.arange(lo, min(n, lo + batch))
+        _same(many.get_batch(indices), one.get_batch(indices))
+        current = int(np.searchsorted(many.ends, indices[-1], side="right"))
+        assert max(many._opened) <= current + 1, (sorted(many._opened), current)
+    assert sorted(many._opened) == list(range(len(many.entries)))
