@@ -285,3 +285,50 @@ def test_a_sequential_pass_opens_at_most_one_shard_ahead(tmp_path: Path, mongo_u
         current = int(np.searchsorted(many.ends, indices[-1], side="right"))
         assert max(many._opened) <= current + 1, (sorted(many._opened), current)
     assert sorted(many._opened) == list(range(len(many.entries)))
+
+
+# -- the module on its own: plain files of rows ------------------------------------------------
+def test_join_shards_on_plain_files_and_its_refusals(tmp_path: Path) -> None:
+    from datastack.canonical._joined_map import RawRows, join_shards
+
+    rng = np.random.default_rng(5)
+    arrays = [rng.normal(size=(rows, 3)).astype(np.float32) for rows in (10, 7, 12)]
+    paths = []
+    for k, array in enumerate(arrays):  # 5,000 bytes of header, then rows in groups of 4
+        paths.append(tmp_path / f"s{k}.bin")
+        paths[-1].write_bytes(b"h" * 5000 + array.tobytes())
+    files = [open(p, "rb") for p in paths]
+    try:
+        def parts(dtype: Any = np.float32, extra: int = 0) -> Any:
+            def of(k: int) -> Any:
+                rows = len(arrays[k])
+                starts = 5000 + np.arange(0, rows, 4, dtype=np.int64) * 12
+                raw = RawRows(starts, 4, 12, np.dtype(dtype), (3,), rows + extra)
+                return files[k].fileno(), [raw, np.arange(rows) + 100 * k]
+            return of
+
+        sizes = [p.stat().st_size for p in paths]
+        ends = np.cumsum([len(a) for a in arrays]).tolist()
+        joined = join_shards(sizes, parts(), ends)
+        assert joined is not None
+        whole = np.concatenate(arrays)
+        labels = np.concatenate([np.arange(len(a)) + 100 * k for k, a in enumerate(arrays)])
+        for indices in (np.arange(len(whole)), np.array([28, 0, 9, 10, 16, 17, 9, 9])):
+            samples, targets = joined.gather(indices)
+            assert np.array_equal(samples, whole[indices]) and samples.dtype == np.float32
+            assert np.array_equal(targets, labels[indices])
+        files[0].close()  # the mapping holds its file
+        assert np.array_equal(joined.gather(np.array([1, 2]))[0], whole[[1, 2]])
+        files[0] = open(paths[0], "rb")
+        assert join_shards([4000, *sizes[1:]], parts(), ends) is None  # file > its page(s)
+        assert join_shards(sizes, parts(extra=1), ends) is None  # rows past the file's end
+        mixed = parts()
+
+        def differing(k: int) -> Any:
+            return parts(np.int32)(k) if k == 2 else mixed(k)
+
+        assert join_shards(sizes, differing, ends) is None  # dtypes differ between shards
+        assert join_shards(sizes, lambda k: None if k == 1 else mixed(k), ends) is None
+    finally:
+        for fh in files:
+            fh.close()
