@@ -152,7 +152,8 @@ def _parts(pool: Any, spec: Any, source: dict[str, Any], store: Store) -> list[A
         size, name = int(raw.size), raw.identifier.rsplit("/", 1)[-1]
     if plan is None:
         return []
-    spans = ranges(plan.head, size, env_size(PART_BYTES_ENV, DEFAULT_PART_BYTES))
+    spans = ranges(plan.head, size, env_size(PART_BYTES_ENV, DEFAULT_PART_BYTES),
+                   multiple=pool.slots())
     scans = pool.map(scan_part_range, [ScanJob(source, store.connection_uri, plan, lo, hi)
                                        for lo, hi in spans])
     cuts = assemble(scans, plan.head) or []

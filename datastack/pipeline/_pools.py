@@ -35,6 +35,10 @@ class LocalPool:
     def describe(self) -> str:
         return f"{self.workers} local worker processes"
 
+    def slots(self) -> int:
+        """How many jobs run at once."""
+        return self.workers
+
     def __enter__(self) -> LocalPool:
         return self
 
@@ -90,6 +94,10 @@ class DaskPool:
 
     def describe(self) -> str:
         return f"the Dask scheduler at {self.address}"
+
+    def slots(self) -> int:
+        """How many jobs run at once: the cluster's worker threads (at least 1)."""
+        return max(1, sum(self._client.nthreads().values())) if self._client else 1
 
     def __enter__(self) -> DaskPool:
         try:
