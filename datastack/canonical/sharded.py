@@ -185,12 +185,16 @@ class ShardedSplit(CombinedDatasetIterator):
         if lo == hi:  # a batch within one shard: not worth opening every shard yet
             return None
         from datastack.canonical._joined_map import join_shards
+        from datastack.errors import DatastackError
 
         def parts(k: int) -> Any:
             return getattr(self.shard(k), "joined_parts", lambda: None)()
 
         slots = [int(e.get("size") or 0) for e in self.entries]
-        joined = join_shards(slots, parts, self.ends) if all(slots) else None
+        try:
+            joined = join_shards(slots, parts, self.ends) if all(slots) else None
+        except DatastackError:  # a shard missing or unreadable: each batch says so if it
+            joined = None  # touches that shard, as without the join
         self._joined_slot = (os.getpid(), joined)
         return joined
 

@@ -332,3 +332,20 @@ def test_join_shards_on_plain_files_and_its_refusals(tmp_path: Path) -> None:
     finally:
         for fh in files:
             fh.close()
+
+
+def test_a_lost_shard_fails_only_the_batches_that_touch_it(tmp_path: Path) -> None:
+    from datastack.errors import DatastackError
+    from datastack.store import Store
+
+    storage = str(tmp_path / "store")
+    one, many = _publish(_npy_spec(tmp_path), storage)
+    lost = str(many.entries[2]["identifier"])
+    Store.open(storage).storage.delete_resource(lost)
+    many = datastack.load("many", "train", storage=storage)
+    ends = many.ends
+    spanning = np.array([0, ends[0], ends[1] - 1, 3])  # shards 0 and 1: read as before
+    _same(many.get_batch(spanning), one.get_batch(spanning))
+    with pytest.raises(DatastackError) as info:
+        many.get_batch([0, ends[1]])
+    assert lost in str(info.value) and "shard 3 of" in str(info.value)
