@@ -6,7 +6,10 @@ opened to count), a shard is opened on first access (its stream through
 :func:`datastack.offline.open_published`: the verified local copy, else the storage with a
 read-through fill of that shard), and each shard is read by the reader of its layout with
 its fast paths (memory-map gathers of local files, block reads over GridFS). A batch is
-grouped by shard; the block-aware sampler sees the shards' storage blocks one after another.
+grouped by shard, or, when every shard is a local file of raw columns, gathered at once from
+all the shards' files mapped side by side (:mod:`datastack.canonical._joined_map`); a
+sequential pass near a shard's end has the next shard read ahead. The block-aware sampler sees
+the shards' storage blocks one after another.
 Its fields are the version's (the record's schema holds the category names; a shard holds
 data only).
 """
@@ -151,9 +154,9 @@ class ShardedSplit(CombinedDatasetIterator):
         return self.shard(k)  # only the shards a read touches are opened
 
     def _get_batch(self, indices: Any) -> Any:
-        """One read per shard the batch touches (each opened on first use), its rows put
-        in place in the batch's columns: no pass over the other shards, one copy per row
-        (a batch across every shard of a local version costs about what it does on one)."""
+        """One gather from the joined map of every shard (local raw files), else one read
+        per shard the batch touches (each opened on first use), its rows put in place in the
+        batch's columns: no pass over the other shards, one copy per row."""
         joined = self._joined(indices)
         if joined is not None:  # every shard local and raw: one gather per column
             return joined.gather(indices)
