@@ -18,7 +18,8 @@ after another gives exactly the rows of preparing the whole input (#25.1).
   An encoding where a byte ``"`` or ``\\n`` may be part of another character (UTF-16/32,
   UTF-7, ISO-2022, multi-byte Asian codecs) gives one part: the whole file.
 * **Parquet** (``kind="row_groups"``): consecutive row groups summing to about
-  ``target_bytes`` (compressed, from the footer: no data read); read one part with
+  ``target_bytes`` (compressed, from the footer: no data read; every part holds rows, empty
+  row groups go with their neighbours); read one part with
   :func:`~datastack.formats.parquet.row_group_blocks`.
 * **Folders and plain tars** (``kind="members"``, ``fmt="tar"``): consecutive files summing to
   about ``target_bytes``; a part's bytes are a tar of its members (the archive's bytes before
@@ -347,8 +348,14 @@ def _row_group_parts(raw: StreamedResource, target_bytes: int, source: int,
             raise FormatError(f"{name}: not a readable Parquet file ({exc})") from None
         sizes = [sum(meta.row_group(g).column(c).total_compressed_size
                      for c in range(meta.num_columns)) for g in range(meta.num_row_groups)]
+        rows = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+    spans: list[tuple[int, int]] = []
+    for a, b in _groups(sizes, target_bytes):  # a part of empty row groups joins its neighbour
+        if spans and (not sum(rows[a:b]) or not sum(rows[slice(*spans[-1])])):
+            a = spans.pop()[0]
+        spans.append((a, b))
     return [Part(source, name, "row_groups", a, b)
-            for a, b in _groups(sizes, target_bytes)] or [Part(source, name, "row_groups", 0, 0)]
+            for a, b in spans] or [Part(source, name, "row_groups", 0, 0)]
 
 
 def _groups(sizes: Sequence[int], target_bytes: int) -> list[tuple[int, int]]:

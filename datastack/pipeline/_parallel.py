@@ -50,8 +50,8 @@ WORKERS_ENV = "DATASTACK_WORKERS"
 DASK_ENV = "DATASTACK_DASK_ADDRESS"
 PART_BYTES_ENV = "DATASTACK_PART_BYTES"
 DEFAULT_PART_BYTES = 64 * 1024 * 1024
-#: Formats whose inputs are cut into parts.
-PART_FORMATS = ("csv", "jsonl")
+#: Formats whose inputs are cut into parts: byte ranges of text, Parquet row groups.
+PART_FORMATS = ("csv", "jsonl", "parquet")
 
 
 def parallel_pool() -> Any:
@@ -128,16 +128,21 @@ def prepare_in_parts(
 
 def _parts(pool: Any, spec: Any, source: dict[str, Any], store: Store) -> list[Any]:
     """The parts of the source, its byte ranges scanned on the workers (each reads its own
-    range once) and assembled here (:mod:`datastack.formats._parts`)."""
-    from datastack.formats._parts import Part, assemble, ranges, text_plan
+    range once) and assembled here (:mod:`datastack.formats._parts`); a Parquet file's row
+    groups from its footer, here."""
+    from datastack.formats._parts import Part, assemble, cut_parts, ranges, text_plan
     from datastack.storage.chunked import open_raw
 
+    part_bytes = env_size(PART_BYTES_ENV, DEFAULT_PART_BYTES)
+    if spec.format == "parquet":
+        with open_raw(store.storage, source) as raw:
+            return cut_parts(raw, "parquet", None, part_bytes)
     with open_raw(store.storage, source) as raw:
         plan = text_plan(raw, spec.format or "", spec.options)
         size, name = int(raw.size), raw.identifier.rsplit("/", 1)[-1]
     if plan is None:
         return []
-    spans = ranges(plan.head, size, env_size(PART_BYTES_ENV, DEFAULT_PART_BYTES))
+    spans = ranges(plan.head, size, part_bytes)
     scans = pool.map(scan_part_range, [ScanJob(source, store.connection_uri, plan, lo, hi)
                                        for lo, hi in spans])
     cuts = assemble(scans, plan.head) or []
