@@ -1,0 +1,161 @@
+"""An image folder (one folder per class) prepared in parts of its files (#25.1, #25.6) by 2
+local worker processes gives the version one process gives, sample for sample (image bytes,
+class codes, splits, row ids, schema): real photographs (scikit-image and scikit-learn's
+images, several Pillow modes) and generated PNGs; plain, stratified, with bad files skipped,
+a changed folder continued in a second version; a bad image fails the refresh naming its
+part's files."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import datastack
+from datastack.canonical.layout import shards_of
+from datastack.store import Store
+from tests.fields.realdata import image_files
+from tests.living.test_parallel import _ids
+
+Image = pytest.importorskip("PIL.Image")
+
+SPLITS = "{train: 0.6, val: 0.1, test: 0.3}"
+CLASSES = ("ant", "bee", "cat")
+
+
+def _folder(root: Path, generated: int = 60) -> Path:
+    """Real photos in class folders (``photo``, ``scan``, ``cutout``, ``made``) and
+    ``generated`` small PNGs (RGB, L and RGBA) in three more."""
+    folder = root / "photos"
+    image_files(folder)
+    rng = np.random.default_rng(5)
+    for i in range(generated):
+        cls = folder / CLASSES[i % 3 if i % 7 else 0]
+        cls.mkdir(exist_ok=True)
+        mode, depth = (("RGB", 3), ("L", 1), ("RGBA", 4))[i % 3]
+        pixels = rng.integers(0, 255, (24 + i % 9, 32, depth), dtype=np.uint8)
+        Image.fromarray(pixels.squeeze() if depth == 1 else pixels, mode).save(
+            cls / f"g{i:03d}.png")
+    return folder
+
+
+def _spec(root: Path, folder: Path, **keys: str) -> Path:
+    lines = [f"datasets:\n  big:\n    sources: [{{url: {folder.as_uri()}, track: true}}]",
+             f"    format: imagefolder\n    splits: {SPLITS}"]
+    lines += [f"    {k}: {v}" for k, v in keys.items()]
+    path = root / "spec.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _refresh(spec: Path, storage: str) -> Any:
+    [result] = datastack.refresh(spec, storage=storage)
+    return result
+
+
+def _twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: int = 0,
+           **keys: str) -> tuple[str, str]:
+    stores = []
+    for name, env in (("one", {}), ("many", {"DATASTACK_WORKERS": "2"})):
+        root = tmp_path / name
+        root.mkdir()
+        folder = _folder(root)
+        for k in range(bad):  # not images: skipped with on_error: skip
+            (folder / CLASSES[k % 3] / f"bad{k}.png").write_bytes(b"not a png " * (k + 1))
+        with monkeypatch.context() as patch:
+            patch.setenv("DATASTACK_PART_BYTES", "120K")
+            for key, value in env.items():
+                patch.setenv(key, value)
+            result = _refresh(_spec(root, folder, **keys), str(root / "store"))
+        assert result.status == "published", result.reason
+        stores.append(str(root / "store"))
+    return stores[0], stores[1]
+
+
+def _samples(storage: str, version: int) -> dict[str, list[tuple[str, str, int]]]:
+    """Each sample as the digest of its image's pixels, their shape and its class code."""
+    record = Store.open(storage).catalog.get("big", version)
+    out = {}
+    for split in record.splits:
+        it = datastack.load("big", split, version=version, storage=storage)
+        out[split] = []
+        for i in range(len(it)):
+            image, label = it[i]
+            pixels = np.asarray(image)
+            out[split].append((hashlib.sha256(pixels.tobytes()).hexdigest(),
+                               str(pixels.shape), int(label)))
+    return out
+
+
+def _same_version(one: str, many: str, version: int = 1) -> None:
+    a = Store.open(one).catalog.get("big", version)
+    b = Store.open(many).catalog.get("big", version)
+    assert dict(a.splits) == dict(b.splits)
+    assert a.encodings == b.encodings and a.schema == b.schema
+    assert _samples(one, version) == _samples(many, version)
+    ids_a, ids_b = _ids(one, version), _ids(many, version)
+    assert ids_a.keys() == ids_b.keys() and all(np.array_equal(ids_a[s], ids_b[s]) for s in ids_a)
+
+
+def _parts(storage: str) -> set[str]:
+    record = Store.open(storage).catalog.latest("big")
+    return {e["part"] for es in shards_of(record).values() for e in es}
+
+
+@pytest.mark.parametrize("case", ["plain", "stratified", "skip"])
+def test_an_image_folder_in_parts_gives_the_one_process_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str,
+) -> None:
+    keys = {"stratify": "true"} if case == "stratified" else {}
+    if case == "skip":
+        keys["imagefolder"] = "{on_error: skip}"
+    one, many = _twice(tmp_path, monkeypatch, bad=4 if case == "skip" else 0, **keys)
+    _same_version(one, many)
+    parts = _parts(many)
+    assert len(parts) >= 4 and all(p.startswith("photos.tar file") for p in parts), parts
+    record = Store.open(many).catalog.latest("big")
+    assert record.encodings["label"] == sorted([*CLASSES, "cutout", "made", "photo", "scan"])
+    assert len(record.schema["fields"][0]["modes"]) >= 3  # every part's modes merged
+    if case == "skip":
+        skipped = record.schema["skipped"]
+        assert skipped["count"] == 4 and len(skipped["files"]) == 4
+
+
+def test_a_changed_folder_continued_in_parts_equals_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """v2 of a folder that lost a file and gained a class (not an append): the splits of
+    v1's images kept, the codes continued (the new class takes the next code)."""
+    one, many = _twice(tmp_path, monkeypatch)
+    for name, storage in (("one", one), ("many", many)):
+        root = tmp_path / name
+        folder = root / "photos"
+        (folder / "bee" / "g001.png").unlink()
+        (folder / "aardvark").mkdir()
+        shutil.copyfile(folder / "photo" / "coffee.png", folder / "aardvark" / "copy.png")
+        with monkeypatch.context() as patch:
+            patch.setenv("DATASTACK_PART_BYTES", "120K")
+            if name == "many":
+                patch.setenv("DATASTACK_WORKERS", "2")
+            result = _refresh(root / "spec.yaml", storage)
+        assert (result.status, result.version) == ("published", 2), result.reason
+    _same_version(one, many, 2)
+    assert Store.open(many).catalog.get("big", 2).encodings["label"][-1] == "aardvark"
+    assert len(_parts(many)) >= 4
+
+
+def test_a_bad_image_fails_the_refresh_naming_its_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = _folder(tmp_path)
+    (folder / "cat" / "g100.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    monkeypatch.setenv("DATASTACK_PART_BYTES", "120K")
+    monkeypatch.setenv("DATASTACK_WORKERS", "2")
+    result = _refresh(_spec(tmp_path, folder), str(tmp_path / "store"))
+    assert result.status == "failed"
+    assert "photos.tar file" in result.reason and "cat/g100.png" in result.reason, result.reason
+    assert not Store.open(str(tmp_path / "store")).catalog.versions("big")
