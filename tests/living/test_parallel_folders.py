@@ -58,7 +58,9 @@ def _refresh(spec: Path, storage: str) -> Any:
 
 
 def _twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: int = 0,
-           **keys: str) -> tuple[str, str]:
+           storage: str | None = None, **keys: str) -> tuple[str, str]:
+    """The same folder refreshed by one process and by 2 local workers (into ``storage``,
+    else a local store)."""
     stores = []
     for name, env in (("one", {}), ("many", {"DATASTACK_WORKERS": "2"})):
         root = tmp_path / name
@@ -70,9 +72,10 @@ def _twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: int = 0,
             patch.setenv("DATASTACK_PART_BYTES", "120K")
             for key, value in env.items():
                 patch.setenv(key, value)
-            result = _refresh(_spec(root, folder, **keys), str(root / "store"))
+            where = storage if (storage and name == "many") else str(root / "store")
+            result = _refresh(_spec(root, folder, **keys), where)
         assert result.status == "published", result.reason
-        stores.append(str(root / "store"))
+        stores.append(where)
     return stores[0], stores[1]
 
 
@@ -123,6 +126,16 @@ def test_an_image_folder_in_parts_gives_the_one_process_version(
     if case == "skip":
         skipped = record.schema["skipped"]
         assert skipped["count"] == 4 and len(skipped["files"]) == 4
+
+
+def test_an_image_folder_in_parts_on_gridfs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mongo_uri: str,
+) -> None:
+    """The workers read the folder's raw copy from GridFS (no local chunk files) and store
+    their shards there."""
+    one, many = _twice(tmp_path, monkeypatch, storage=mongo_uri)
+    _same_version(one, many)
+    assert len(_parts(many)) >= 4
 
 
 def test_a_changed_folder_continued_in_parts_equals_one_process(

@@ -59,7 +59,9 @@ def _spec(folder: Path, source: Path, **keys: str) -> Path:
 
 
 def _twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, columns: dict[str, Any],
-           **keys: str) -> tuple[str, str]:
+           storage: str | None = None, **keys: str) -> tuple[str, str]:
+    """The same table refreshed by one process and by 2 local workers (into ``storage``,
+    else a local store)."""
     stores = []
     for name, env in (("one", {}), ("many", {"DATASTACK_WORKERS": "2"})):
         folder = tmp_path / name
@@ -70,9 +72,10 @@ def _twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, columns: dict[str, A
             patch.setenv("DATASTACK_PART_BYTES", "12K")
             for key, value in env.items():
                 patch.setenv(key, value)
-            result = _refresh(_spec(folder, source, **keys), str(folder / "store"))
+            where = storage if (storage and name == "many") else str(folder / "store")
+            result = _refresh(_spec(folder, source, **keys), where)
         assert result.status == "published", result.reason
-        stores.append(str(folder / "store"))
+        stores.append(where)
     return stores[0], stores[1]
 
 
@@ -89,6 +92,16 @@ def test_parquet_row_groups_in_parts_give_the_one_process_version(
     assert len(parts) >= 4 and all("big.parquet row group" in p for p in parts)
     assert Store.open(one).catalog.latest("big").encodings["grade"][:2] == ["0", "1"]
     assert all(e["worker"]["pid"] for e in entries)
+
+
+def test_parquet_in_parts_on_gridfs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mongo_uri: str,
+) -> None:
+    """The workers read the row groups from the raw copy in GridFS (no local file)."""
+    one, many = _twice(tmp_path, monkeypatch, _columns(3000), storage=mongo_uri)
+    _same_version(one, many)
+    record = Store.open(many).catalog.latest("big")
+    assert len({e["part"] for es in shards_of(record).values() for e in es}) >= 3
 
 
 def test_a_parquet_part_that_fails_names_its_row_groups(
