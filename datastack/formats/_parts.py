@@ -371,7 +371,8 @@ def _groups(sizes: Sequence[int], target_bytes: int) -> list[tuple[int, int]]:
 
 def _member_parts(raw: StreamedResource, target_bytes: int, source: int,
                   name: str) -> list[Part]:
-    """Files of a plain tar in parts (a compressed tar or a zip: one part, the whole)."""
+    """Files of a plain tar in parts (a compressed tar, a zip or no tar: one part, the
+    whole)."""
     from datastack.formats._tar_in_place import _check_names, _plain_tar
     from datastack.formats.archives import DEFAULT_LIMITS, _scan_tar
 
@@ -380,9 +381,12 @@ def _member_parts(raw: StreamedResource, target_bytes: int, source: int,
         stream = io.BufferedReader(opened, 1 << 16)  # type: ignore[type-var]
         if not _plain_tar(stream):
             return [Part(source, name, "bytes", 0, size)]
-        with tarfile.open(fileobj=stream, mode="r:") as tf:
-            members = _scan_tar(tf, name, DEFAULT_LIMITS, size)
-            end_of_members = tf.offset
+        try:
+            with tarfile.open(fileobj=stream, mode="r:") as tf:
+                members = _scan_tar(tf, name, DEFAULT_LIMITS, size)
+                end_of_members = tf.offset
+        except (tarfile.TarError, EOFError):  # not a tar: its reader says what is wrong
+            return [Part(source, name, "bytes", 0, size)]
     _check_names(name, [(m.name, m.is_dir) for m in members])
     files = [m for m in members if not m.is_dir and isinstance(m.key, tarfile.TarInfo)]
     if not files:

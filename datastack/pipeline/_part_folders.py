@@ -34,21 +34,21 @@ FOLDER_PART_FORMATS = ("imagefolder",)
 
 
 def folder_eligible(spec: Any) -> bool:
-    """A class-per-folder image dataset of one whole archive (no manifest, no member)."""
+    """A class-per-folder image dataset of one whole tar (a folder source, stored as one; no
+    manifest, no member)."""
     options = spec.options
     return (spec.format in FOLDER_PART_FORMATS
             and (options is None or getattr(options, "manifest", None) is None)
-            and spec.sources[0].member is None)
+            and spec.sources[0].compression == "tar" and spec.sources[0].member is None)
 
 
 @contextlib.contextmanager
 def _images(job: PartJob, skipped: list[str] | None
             ) -> Iterator[tuple[Any, list[tuple[Any, str]]]]:
     """The part's images and their class folders (``folder_images``), while its bytes are
-    at hand (a copy of the part's tar in the job's scratch folder, removed after)."""
-    from datastack.formats._parts import open_part
+    at hand (read in place, or from a copy in the job's scratch folder, removed after)."""
     from datastack.formats.imagefolder import ImageFolderOptions, folder_images
-    from datastack.formats.inputs import prepare_inputs
+    from datastack.formats.inputs import part_inputs
     from datastack.storage.chunked import open_raw
     from datastack.store import Store
 
@@ -56,8 +56,7 @@ def _images(job: PartJob, skipped: list[str] | None
     raw = open_raw(Store.open(job.storage).storage, job.source)
     workdir = Path(tempfile.mkdtemp(prefix=f"folder-{job.index:06d}-", dir=job.scratch))
     try:
-        inputs = prepare_inputs([(spec.sources[job.part.source], open_part(raw, job.part))],
-                                workdir)
+        inputs = part_inputs(spec.sources[job.part.source], raw, job.part, workdir)
         yield folder_images(spec.options or ImageFolderOptions(), inputs, skipped)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

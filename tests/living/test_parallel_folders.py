@@ -172,3 +172,49 @@ def test_a_bad_image_fails_the_refresh_naming_its_part(
     assert result.status == "failed"
     assert "photos.tar file" in result.reason and "cat/g100.png" in result.reason, result.reason
     assert not Store.open(str(tmp_path / "store")).catalog.versions("big")
+
+
+@pytest.mark.parametrize("local", [True, False], ids=["in-place", "copied"])
+def test_part_inputs_are_the_files_of_each_part(tmp_path: Path, local: bool) -> None:
+    """Every part's inputs are its files with their bytes, in archive order, read in place
+    from a local raw copy (nothing copied into the work folder) or from a copy of the
+    part's bytes when the raw copy is not a local file."""
+    import tarfile
+
+    from datastack.formats._parts import cut_parts
+    from datastack.formats.inputs import part_inputs
+    from datastack.resources import StreamedResource
+    from datastack.specs.model import SourceSpec
+
+    folder = _folder(tmp_path, generated=30)
+    archive = tmp_path / "photos.tar"
+    with tarfile.open(archive, "w") as tar:
+        for path in sorted(folder.rglob("*")):
+            tar.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
+    raw = (StreamedResource.from_path("photos.tar", archive) if local
+           else StreamedResource.from_bytes("photos.tar", archive.read_bytes()))
+    parts = cut_parts(raw, "tar", None, target_bytes=100_000)
+    assert len(parts) >= 4
+    source = SourceSpec(url=archive.as_uri(), filename="photos.tar")
+    seen = []
+    for part in parts:
+        work = tmp_path / f"work-{part.start}"
+        work.mkdir()
+        for raw_input in part_inputs(source, raw, part, work):
+            with raw_input.open() as stream:
+                data = stream.read()
+            relative = raw_input.name.split("!", 1)[1]
+            assert data == (folder / relative).read_bytes(), relative
+            seen.append(relative)
+        assert (not any(work.iterdir())) == local  # in place: no copy of the part
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert seen == files
+
+
+def test_a_file_that_is_no_tar_is_one_part() -> None:
+    from datastack.formats._parts import cut_parts
+    from datastack.resources import StreamedResource
+
+    raw = StreamedResource.from_bytes("photos.tar", b"\x89PNG not a tar " * 100)
+    [part] = cut_parts(raw, "tar", None, target_bytes=10)
+    assert (part.kind, part.start, part.end) == ("bytes", 0, 1500)
