@@ -58,11 +58,12 @@ def _refresh(spec: Path, storage: str) -> Any:
 
 
 def _twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: int = 0,
-           storage: str | None = None, **keys: str) -> tuple[str, str]:
-    """The same folder refreshed by one process and by 2 local workers (into ``storage``,
-    else a local store)."""
+           storage: str | None = None, env: dict[str, str] | None = None,
+           **keys: str) -> tuple[str, str]:
+    """The same folder refreshed by one process and by 2 local workers (or the settings
+    ``env``; into ``storage``, else a local store)."""
     stores = []
-    for name, env in (("one", {}), ("many", {"DATASTACK_WORKERS": "2"})):
+    for name, settings in (("one", {}), ("many", env or {"DATASTACK_WORKERS": "2"})):
         root = tmp_path / name
         root.mkdir()
         folder = _folder(root)
@@ -70,7 +71,7 @@ def _twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: int = 0,
             (folder / CLASSES[k % 3] / f"bad{k}.png").write_bytes(b"not a png " * (k + 1))
         with monkeypatch.context() as patch:
             patch.setenv("DATASTACK_PART_BYTES", "120K")
-            for key, value in env.items():
+            for key, value in settings.items():
                 patch.setenv(key, value)
             where = storage if (storage and name == "many") else str(root / "store")
             result = _refresh(_spec(root, folder, **keys), where)
@@ -136,6 +137,22 @@ def test_an_image_folder_in_parts_on_gridfs(
     one, many = _twice(tmp_path, monkeypatch, storage=mongo_uri)
     _same_version(one, many)
     assert len(_parts(many)) >= 4
+
+
+@pytest.mark.slow
+def test_an_image_folder_on_a_dask_local_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        one, many = _twice(tmp_path, monkeypatch, env={
+            "DATASTACK_DASK_ADDRESS": cluster.scheduler_address})
+        workers = {w.worker_address for w in cluster.workers.values()}
+    _same_version(one, many)
+    record = Store.open(many).catalog.latest("big")
+    used = {e["worker"].get("dask_worker") for es in shards_of(record).values() for e in es}
+    assert used and used <= workers
 
 
 def test_a_changed_folder_continued_in_parts_equals_one_process(

@@ -59,18 +59,19 @@ def _spec(folder: Path, source: Path, **keys: str) -> Path:
 
 
 def _twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, columns: dict[str, Any],
-           storage: str | None = None, **keys: str) -> tuple[str, str]:
-    """The same table refreshed by one process and by 2 local workers (into ``storage``,
-    else a local store)."""
+           storage: str | None = None, env: dict[str, str] | None = None,
+           **keys: str) -> tuple[str, str]:
+    """The same table refreshed by one process and by 2 local workers (or the settings
+    ``env``; into ``storage``, else a local store)."""
     stores = []
-    for name, env in (("one", {}), ("many", {"DATASTACK_WORKERS": "2"})):
+    for name, settings in (("one", {}), ("many", env or {"DATASTACK_WORKERS": "2"})):
         folder = tmp_path / name
         folder.mkdir()
         source = folder / "big.parquet"
         _write(source, columns)
         with monkeypatch.context() as patch:
             patch.setenv("DATASTACK_PART_BYTES", "12K")
-            for key, value in env.items():
+            for key, value in settings.items():
                 patch.setenv(key, value)
             where = storage if (storage and name == "many") else str(folder / "store")
             result = _refresh(_spec(folder, source, **keys), where)
@@ -102,6 +103,22 @@ def test_parquet_in_parts_on_gridfs(
     _same_version(one, many)
     record = Store.open(many).catalog.latest("big")
     assert len({e["part"] for es in shards_of(record).values() for e in es}) >= 3
+
+
+@pytest.mark.slow
+def test_parquet_on_a_dask_local_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        one, many = _twice(tmp_path, monkeypatch, _columns(3000), env={
+            "DATASTACK_DASK_ADDRESS": cluster.scheduler_address})
+        workers = {w.worker_address for w in cluster.workers.values()}
+    _same_version(one, many)
+    record = Store.open(many).catalog.latest("big")
+    used = {e["worker"].get("dask_worker") for es in shards_of(record).values() for e in es}
+    assert used and used <= workers
 
 
 def test_a_parquet_part_that_fails_names_its_row_groups(
