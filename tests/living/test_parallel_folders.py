@@ -28,10 +28,13 @@ CLASSES = ("ant", "bee", "cat")
 
 
 def _folder(root: Path, generated: int = 60) -> Path:
-    """Real photos in class folders (``photo``, ``scan``, ``cutout``, ``made``) and
-    ``generated`` small PNGs (RGB, L and RGBA) in three more."""
+    """Real photos in class folders (``photo``, ``scan``, ``cutout``, ``made``),
+    ``generated`` small PNGs (RGB, L and RGBA) in three more, and a text file larger than a
+    part between them (a part without images)."""
     folder = root / "photos"
     image_files(folder)
+    (folder / "docs").mkdir()
+    (folder / "docs" / "readme.txt").write_text("not an image\n" * 12_000)
     rng = np.random.default_rng(5)
     for i in range(generated):
         cls = folder / CLASSES[i % 3 if i % 7 else 0]
@@ -153,6 +156,18 @@ def test_an_image_folder_on_a_dask_local_cluster(
     record = Store.open(many).catalog.latest("big")
     used = {e["worker"].get("dask_worker") for es in shards_of(record).values() for e in es}
     assert used and used <= workers
+
+
+def test_a_worker_killed_mid_part_is_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:
+    marker = tmp_path / "killed"
+    one, many = _twice(tmp_path, monkeypatch, env={
+        "DATASTACK_WORKERS": "2", "DATASTACK_TEST_KILL_PART": f"2:{marker}"})
+    assert marker.exists()  # the worker writing part 2 was SIGKILLed once
+    _same_version(one, many)
+    record = Store.open(many).catalog.latest("big")
+    entries = [e["identifier"] for es in shards_of(record).values() for e in es]
+    assert len(entries) == len(set(entries))
 
 
 def test_a_changed_folder_continued_in_parts_equals_one_process(
