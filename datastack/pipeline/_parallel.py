@@ -61,13 +61,28 @@ def parallel_pool() -> Any:
 
     from datastack.pipeline._pools import DaskPool, LocalPool
 
-    if multiprocessing.parent_process() is not None:
-        return None  # a worker (or a script imported again by one) never starts a pool
+    child = multiprocessing.parent_process() is not None
     address = os.environ.get(DASK_ENV, "").strip()
-    if address:
+    if address and (not child or _in_dask_worker()):  # a flow's task on a Dask worker
         return DaskPool(address)
+    if child:
+        return None  # a worker (or a script imported again by one) never starts a pool
     workers = env_int(WORKERS_ENV, 1, minimum=1)
     return LocalPool(workers) if workers > 1 else None
+
+
+def _in_dask_worker() -> bool:
+    """True inside a task of a dask.distributed worker (whose process has a parent)."""
+    import sys
+
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return False
+    try:
+        distributed.get_worker()
+    except ValueError:
+        return False
+    return True
 
 
 def _eligible(factory: DatasetFactory, sources: Sequence[dict[str, Any]],

@@ -187,3 +187,30 @@ def test_appended_npy_rows_stay_in_their_split(tmp_path: Path) -> None:
 
     assert moved(rows(1), rows(2)) == 0
     assert all(v is not None for v in stored_ids(storage, "live", 2).values())
+
+
+@pytest.mark.parametrize("copies", [0, 1, 500, 40_000])
+def test_occurrences_by_the_repeated_rows_only_match_a_stable_ranking(copies: int) -> None:
+    """The fast path (rank only rows whose content repeats) numbers copies exactly as a
+    stable argsort of every row does."""
+    from datastack.rowids import _occurrences, _ranked_occurrences
+
+    rng = np.random.default_rng(copies)
+    h = rng.integers(0, 2**63, 100_000).astype(np.uint64)
+    h[rng.integers(0, len(h), copies)] = h[rng.integers(0, len(h), copies)]
+    h[:3] = h[-1]  # a content three times at the start and once at the end
+    assert np.array_equal(_occurrences(h), _ranked_occurrences(h))
+
+
+@pytest.mark.parametrize("n", [10, 40_000, 100_003])
+def test_large_splits_come_out_sorted_as_before(n: int) -> None:
+    """Splits of many rows are put in ascending order by marking rows instead of sorting:
+    the same indices as sorting each piece of the permutation."""
+    from datastack.splits import cut, split_indices, split_sizes
+
+    ratios = {"train": 0.7, "val": 0.1, "test": 0.2}
+    order = np.random.default_rng(3).permutation(n).astype(np.int64)
+    expected = {k: np.sort(v) for k, v in cut(order, split_sizes(n, ratios)).items()}
+    got = split_indices(n, ratios, seed=3)
+    assert list(got) == list(expected)
+    assert all(np.array_equal(got[k], expected[k]) and got[k].dtype == np.int64 for k in got)
