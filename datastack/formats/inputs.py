@@ -170,13 +170,14 @@ def prepare_inputs(
 
 
 def part_inputs(
-    source: SourceSpec, raw: StreamedResource, part: Any, workdir: Path,
+    source: SourceSpec, raw: StreamedResource, part: Any,
+    window: Callable[[], StreamedResource], workdir: Path,
     limits: ArchiveLimits = DEFAULT_LIMITS,
 ) -> list[RawInput]:
-    """The files of a ``members`` part of a plain tar raw copy (``formats._parts``): read in
-    place from the raw copy's local files (its chunk files, or itself) with the part's headers
-    walked, else (a remote storage) from a copy of the part's bytes in ``workdir``."""
-    from datastack.formats._parts import open_part
+    """The files of a ``members`` part of a plain tar raw copy (``formats._parts``; ``window``
+    opens its bytes, ``_parts.open_part``): read in place from the raw copy's local files (its
+    chunk files, or itself) with the part's headers walked, else (a remote storage) from a
+    copy of the part's bytes in ``workdir``."""
     from datastack.formats._tar_in_place import TarSpan, stream_spans
     from datastack.storage.chunked import local_chunk_files
 
@@ -184,10 +185,10 @@ def part_inputs(
     path = _resource_path(raw)
     spans = None
     if pieces or path is not None:
-        with io.BufferedReader(open_part(raw, part), 1 << 16) as stream:  # type: ignore[arg-type]
+        with io.BufferedReader(window(), 1 << 16) as stream:  # type: ignore[arg-type]
             spans = stream_spans(stream, source.filename, limits)
     if spans is None:
-        return prepare_inputs([(source, open_part(raw, part))], workdir, limits)
+        return prepare_inputs([(source, window())], workdir, limits)
     shared = SharedArchive(raw.identifier, pieces) if pieces else SharedArchive(path or "")
 
     def whole(offset: int) -> int:  # the window is the head, then [start, end) of the tar

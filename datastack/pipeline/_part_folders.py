@@ -47,6 +47,7 @@ def _images(job: PartJob, skipped: list[str] | None
             ) -> Iterator[tuple[Any, list[tuple[Any, str]]]]:
     """The part's images and their class folders (``folder_images``), while its bytes are
     at hand (read in place, or from a copy in the job's scratch folder, removed after)."""
+    from datastack.formats._parts import open_part
     from datastack.formats.imagefolder import ImageFolderOptions, folder_images
     from datastack.formats.inputs import part_inputs
     from datastack.storage.chunked import open_raw
@@ -56,7 +57,8 @@ def _images(job: PartJob, skipped: list[str] | None
     raw = open_raw(Store.open(job.storage).storage, job.source)
     workdir = Path(tempfile.mkdtemp(prefix=f"folder-{job.index:06d}-", dir=job.scratch))
     try:
-        inputs = part_inputs(spec.sources[job.part.source], raw, job.part, workdir)
+        inputs = part_inputs(spec.sources[job.part.source], raw, job.part,
+                             lambda: open_part(raw, job.part), workdir)
         yield folder_images(spec.options or ImageFolderOptions(), inputs, skipped)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -213,7 +213,7 @@ def test_part_inputs_are_the_files_of_each_part(tmp_path: Path, local: bool) -> 
     part's bytes when the raw copy is not a local file."""
     import tarfile
 
-    from datastack.formats._parts import cut_parts
+    from datastack.formats._parts import cut_parts, open_part
     from datastack.formats.inputs import part_inputs
     from datastack.resources import StreamedResource
     from datastack.specs.model import SourceSpec
@@ -232,7 +232,8 @@ def test_part_inputs_are_the_files_of_each_part(tmp_path: Path, local: bool) -> 
     for part in parts:
         work = tmp_path / f"work-{part.start}"
         work.mkdir()
-        for raw_input in part_inputs(source, raw, part, work):
+        for raw_input in part_inputs(source, raw, part, lambda p=part: open_part(raw, p),
+                                     work):
             with raw_input.open() as stream:
                 data = stream.read()
             relative = raw_input.name.split("!", 1)[1]
