@@ -236,15 +236,34 @@ def _task_runner(
         ) from None
     if dask_address:
         return DaskTaskRunner(address=dask_address)
-    return DaskTaskRunner(
+    return DaskTaskRunner(  # a thread for a dataset's task, one for the parts (docs/scale.md)
         cluster_kwargs={
             "n_workers": dask_workers,
-            "threads_per_worker": 1,
+            "threads_per_worker": 2,
+            "resources": {DATASET_SLOT: 1},
             "processes": True,
             "dashboard_address": None,
             "env": worker_env,
         }
     )
+
+
+#: A Dask worker resource of the flow's own cluster: one dataset task per worker at a time,
+#: so the worker's other thread is free for the parts that task hands to the cluster (a task
+#: waiting on tasks that cannot start would deadlock the cluster).
+DATASET_SLOT = "datastack-dataset"
+
+
+@contextmanager
+def _one_dataset_per_worker(own_cluster: bool) -> Iterator[None]:
+    """Dataset tasks submitted inside this each need a worker's :data:`DATASET_SLOT`."""
+    if not own_cluster:
+        yield
+        return
+    import dask
+
+    with dask.annotate(resources={DATASET_SLOT: 1}):
+        yield
 
 
 def _local_worker_env(storage_env: str) -> dict[str, str]:
@@ -306,8 +325,8 @@ def refresh_all_flow(
         retrieve_timeout_s=retrieve_timeout_s,
     )
     rows: list[dict[str, Any]] = []
-    with runner:
-        if task_runner == "dask":  # a dataset's parts go to the same cluster (docs/scale.md)
+    with runner, _one_dataset_per_worker(task_runner == "dask" and not dask_address):
+        if task_runner == "dask" and not dask_address:  # its parts go to the same cluster
             settings = dataclasses.replace(
                 settings, parts_dask_address=str(runner.client.scheduler.address))
         pending = [

@@ -278,9 +278,18 @@ def assemble(scans: Sequence[RangeScan], header_end: int) -> list[tuple[int, int
     return list(zip(starts, [*starts[1:], size], strict=True))
 
 
-def ranges(start: int, size: int, target_bytes: int) -> list[tuple[int, int]]:
-    """``[start, size)`` cut into equal ranges of about ``target_bytes``."""
+def ranges(start: int, size: int, target_bytes: int, multiple: int = 1) -> list[tuple[int, int]]:
+    """``[start, size)`` cut into equal ranges of about ``target_bytes``, their count a
+    multiple of ``multiple`` (the workers: no worker idles through the last round).
+
+    >>> ranges(0, 100, 30), len(ranges(0, 100, 30, multiple=2))
+    ([(0, 25), (25, 50), (50, 75), (75, 100)], 4)
+    >>> len(ranges(0, 100, 40, multiple=2))
+    4
+    """
     count = max(1, -(-(size - start) // max(1, target_bytes)))
+    if count > 1 and multiple > 1:
+        count = -(-count // multiple) * multiple
     bounds = [start + (size - start) * k // count for k in range(count + 1)]
     return [(a, b) for a, b in itertools.pairwise(bounds) if b > a] or [(start, size)]
 

@@ -162,7 +162,7 @@ def _parts(pool: Any, spec: Any, source: dict[str, Any], store: Store) -> list[A
         size, name = int(raw.size), raw.identifier.rsplit("/", 1)[-1]
     if plan is None:
         return []
-    spans = ranges(plan.head, size, part_bytes)
+    spans = ranges(plan.head, size, part_bytes, multiple=pool.slots())
     scans = pool.map(scan_part_range, [ScanJob(source, store.connection_uri, plan, lo, hi)
                                        for lo, hi in spans])
     cuts = assemble(scans, plan.head) or []

@@ -35,6 +35,10 @@ class LocalPool:
     def describe(self) -> str:
         return f"{self.workers} local worker processes"
 
+    def slots(self) -> int:
+        """How many jobs run at once."""
+        return self.workers
+
     def __enter__(self) -> LocalPool:
         return self
 
@@ -87,24 +91,24 @@ class DaskPool:
     def __init__(self, address: str) -> None:
         self.address = address
         self._client: Any = None
-        self._inside: Any = None
 
     def describe(self) -> str:
         return f"the Dask scheduler at {self.address}"
 
+    def slots(self) -> int:
+        """How many jobs run at once: the cluster's worker threads (at least 1)."""
+        return max(1, sum(self._client.nthreads().values())) if self._client else 1
+
     def __enter__(self) -> DaskPool:
         try:
-            from distributed import Client, get_worker, worker_client
+            from distributed import Client
         except ImportError:
             raise ConfigurationError(
                 "--dask needs dask.distributed: pip install 'datastack[dask]'") from None
-        try:  # inside a task of the same cluster (the Prefect flow's Dask task runner):
-            get_worker()  # leave the worker's slot while the parts run (no deadlock)
-            self._inside = worker_client()
-            self._client = self._inside.__enter__()
-            return self
-        except ValueError:
-            self._inside = None
+        # From inside a task of the same cluster (the Prefect flow's Dask task runner) too: the
+        # flow's cluster keeps a worker thread free for the parts (flows/refresh.py
+        # DATASET_SLOT). Not worker_client()/secede(): a seceded Prefect task loses its API
+        # client when the thread that replaces it runs another task.
         try:
             self._client = Client(  # type: ignore[no-untyped-call]
                 self.address, timeout=30, set_as_default=False)
@@ -114,11 +118,9 @@ class DaskPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._inside is not None:
-            self._inside.__exit__(None, None, None)
-        elif self._client is not None:
+        if self._client is not None:
             self._client.close()
-        self._client = self._inside = None
+        self._client = None
 
     def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> list[Any]:
         """``fn(job)`` for every job on the cluster, in order, each retried on a lost

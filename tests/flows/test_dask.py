@@ -22,8 +22,8 @@ def test_refresh_all_on_a_local_dask_cluster(
     from datastack.catalog import open_catalog
     from flows.refresh import refresh_all_flow
 
-    served = [serve_csv(f"dask-{i}", rows=20 + i, offset=i) for i in range(3)]
-    served[2] = serve_csv("dask-2", rows=3000, offset=2)  # ~40 KB: cut into parts of 8 KiB
+    # dask-2 (~40 KB) is cut into parts of 8 KiB
+    served = [serve_csv(f"dask-{i}", rows=(20 + i, 20 + i, 3000)[i], offset=i) for i in range(3)]
     spec = write_spec(tmp_path / "spec.yaml", served)
     monkeypatch.setenv("DATASTACK_STORAGE", str(storage_dir))
     monkeypatch.setenv("DATASTACK_PART_BYTES", "8K")  # the workers start after this

@@ -77,7 +77,7 @@ def test_stalled_writer_cannot_publish_over_a_newer_one(storage: str, tmp_path: 
         log,
     )
     wait_for_file(marker, proc, log, timeout=120)
-    os.kill(proc.pid, signal.SIGSTOP)
+    _freeze_outside_the_catalog_lock(proc.pid, storage, "fenced")
     try:
         [b_spec] = select_specs(spec_b)
         b = refresh_dataset(factory_for(b_spec), Store.open(storage), wait_s=10)
@@ -91,6 +91,32 @@ def test_stalled_writer_cannot_publish_over_a_newer_one(storage: str, tmp_path: 
     assert published == [b.version]
     xs, ys = read_all("fenced", storage)
     assert np.array_equal(xs, xb) and np.array_equal(ys, yb)
+
+
+def _freeze_outside_the_catalog_lock(pid: int, storage: str, name: str) -> None:
+    """SIGSTOP ``pid`` at a moment it holds no flock of the filesystem catalog's dataset
+    folder (its heartbeat takes it for a few milliseconds to renew the lease): the stall this
+    test is about is a process frozen between catalog operations. A frozen holder of the lock
+    would block every other process on it."""
+    lock = Path(storage) / "catalog" / name / ".lock"
+    for _ in range(200):
+        os.kill(pid, signal.SIGSTOP)
+        if "://" in storage:  # MongoDB: no file lock
+            return
+        assert lock.exists(), lock
+        import fcntl
+
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return
+        except BlockingIOError:
+            os.kill(pid, signal.SIGCONT)  # caught inside a renewal: let it finish
+            time.sleep(0.01)
+        finally:
+            os.close(fd)
+    raise AssertionError(f"{pid} always held {lock}")
 
 
 @pytest.mark.slow
