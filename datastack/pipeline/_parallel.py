@@ -1,6 +1,7 @@
-"""One dataset prepared in parallel (``docs/scale.md``): a table cut into parts, each part
-staged and written by a worker (local processes or a Dask cluster), the decisions that need
-every row taken once, here.
+"""One dataset prepared in parallel (``docs/scale.md``): a table (CSV, JSON Lines: byte
+ranges; Parquet: runs of row groups) or an image folder (runs of its files,
+:mod:`._part_folders`) cut into parts, each part staged and written by a worker (local
+processes or a Dask cluster), the decisions that need every row taken once, here.
 
 The version is the one a single process gives, sample for sample: the parts are cut where
 records start (:mod:`datastack.formats._parts`); each part's policy state (a column's kind,
