@@ -1,17 +1,22 @@
 """One dataset prepared in parallel (#25.6): 1 process vs 2 local workers vs a 2-worker Dask
-LocalCluster, on the same large CSV, ratios in one run.
+LocalCluster, on the same large CSV and on an image folder, ratios in one run.
 
-    python benchmarks/parallel.py [--gb 1.0] [--repeat 1] [--part-mb 64]
+    python benchmarks/parallel.py [--case both|csv|images] [--gb 1.0] [--images-mb 300]
+                                  [--repeat 1] [--part-mb 64]
 
 The CSV is ``benchmarks/ingest.py``'s big table (8 float columns, a short text, a label;
-generated once into its cache). Each run is a first refresh into a fresh filesystem store, in
-a fresh process (``python -c 'datastack.refresh(...)'``), with ``DATASTACK_WORKERS=2`` or
-``DATASTACK_DASK_ADDRESS`` of a LocalCluster started here (its 2 worker processes, one thread
-each, started before the clock). Printed: median wall seconds, the ratio against one process,
-the peak RSS of the refresh process and of the largest worker (sampled every 50 ms over every
-process below this one), and the goals of #25 (2 local workers <= 0.6x, Dask <= 0.7x). The
-run checks that the three versions hold the same samples (split sizes and codes, and a random
-sample of rows). JSON: ``benchmarks/results/parallel.json``.
+generated once into its cache). The image folder is ``--images-mb`` of generated photos-like
+JPEGs and PNGs (smooth random scenes with grain, 10 class folders; generated once into
+``~/.cache/datastack-bench/images-<MB>``), a tracked folder source (``format:
+imagefolder``: each image verified, its bytes stored). Each run is a first refresh into a
+fresh filesystem store, in a fresh process (``python -c 'datastack.refresh(...)'``), with
+``DATASTACK_WORKERS=2`` or ``DATASTACK_DASK_ADDRESS`` of a LocalCluster started here (its 2
+worker processes, one thread each, started before the clock). Printed per case: median wall
+seconds, the ratio against one process, the peak RSS of the refresh process and of the
+largest worker (sampled every 50 ms over every process below this one), and the goals of #25
+(2 local workers <= 0.6x, Dask <= 0.7x). The run checks that the three versions hold the
+same samples (split sizes, and a digest of a random sample of rows). JSON:
+``benchmarks/results/parallel.json``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from _common import ROOT, write_results
 from ingest import big_csv
 
 CACHE = Path.home() / ".cache" / "datastack-bench" / "ingest"
+IMAGES = Path.home() / ".cache" / "datastack-bench"
+SYSTEMS = ("1 process", "2 local workers", "Dask LocalCluster, 2 workers")
 
 
 class PeakRss:
@@ -75,7 +82,8 @@ def _spec(folder: Path, csv: Path) -> Path:
         digest = hashlib.file_digest(f, "sha256")
     spec = folder / "spec.yaml"
     spec.write_text(
-        f"datasets:\n  big:\n    sources: [{{url: {csv.as_uri()!r}, sha256: {digest.hexdigest()}}}]\n"
+        f"datasets:\n  big:\n    sources: [{{url: {csv.as_uri()!r}, "
+        f"sha256: {digest.hexdigest()}}}]\n"
         "    format: csv\n    csv: {target: label, categorical: [label], text: [text]}\n"
         "    splits: {train: 0.9, test: 0.1}\n")
     return spec
@@ -102,7 +110,44 @@ def _run(spec: Path, store: Path, env: dict[str, str]) -> tuple[float, dict[str,
                                 "worker_rss": max(workers, default=0)}
 
 
+def image_folder(mb: int) -> Path:
+    """About ``mb`` MB of generated images in 10 class folders (3 JPEGs for 1 PNG; 512x384
+    smooth random scenes with grain), generated once (``done`` marks a complete folder)."""
+    import numpy as np
+    from PIL import Image
+
+    folder = IMAGES / f"images-{mb}"
+    if (folder / "done").exists():
+        return folder
+    rng = np.random.default_rng(0)
+    total, k = 0, 0
+    while total < mb * 1e6:
+        cls = folder / f"class{k % 10}"
+        cls.mkdir(parents=True, exist_ok=True)
+        coarse = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)
+        scene = np.asarray(Image.fromarray(coarse).resize((512, 384), Image.BICUBIC), np.int16)
+        grain = rng.integers(-24, 24, scene.shape, dtype=np.int16)
+        image = Image.fromarray(np.clip(scene + grain, 0, 255).astype(np.uint8))
+        path = cls / (f"{k:06d}.png" if k % 4 == 3 else f"{k:06d}.jpg")
+        image.save(path, **({} if path.suffix == ".png" else {"quality": 92}))
+        total += path.stat().st_size
+        k += 1
+    (folder / "done").write_text(f"{k} images, {total} bytes\n")
+    return folder
+
+
+def _image_spec(folder: Path, images: Path) -> Path:
+    spec = folder / "images.yaml"
+    spec.write_text(
+        f"datasets:\n  big:\n    sources: [{{url: {images.as_uri()!r}, track: true}}]\n"
+        "    format: imagefolder\n    splits: {train: 0.9, test: 0.1}\n")
+    return spec
+
+
 def _same(stores: list[Path]) -> bool:
+    """The same train split in every store: its size and a digest of 200 random rows."""
+    import hashlib
+
     import numpy as np
 
     import datastack
@@ -112,7 +157,14 @@ def _same(stores: list[Path]) -> bool:
         it = datastack.load("big", "train", storage=str(store))
         rng = np.random.default_rng(0)
         rows = rng.integers(0, len(it), 200)
-        got = (len(it), [tuple(np.asarray(v).tolist() for v in it[int(i)]) for i in rows])
+        digest = hashlib.sha256()
+        for i in rows:
+            for value in it[int(i)]:
+                array = np.asarray(value)
+                digest.update(repr((array.dtype.str, array.shape)).encode())
+                digest.update(array.tobytes() if array.dtype != object else repr(
+                    array.tolist()).encode())
+        got = (len(it), digest.hexdigest())
         if first is None:
             first = got
         elif got != first:
@@ -120,57 +172,91 @@ def _same(stores: list[Path]) -> bool:
     return True
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--gb", type=float, default=1.0)
-    parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--part-mb", type=int, default=64)
-    args = parser.parse_args()
-    csv = big_csv(CACHE, int(args.gb * 1e9))
-    with open(csv, "rb") as f:  # warm page cache for every system
-        while f.read(1 << 24):
-            pass
-    from distributed import LocalCluster
-
-    parts = {"DATASTACK_PART_BYTES": str(args.part_mb * 1024 * 1024)}
-    results: dict[str, list[float]] = {"1 process": [], "2 local workers": [],
-                                       "Dask LocalCluster, 2 workers": []}
+def _case(spec: Path, tmp: Path, envs: dict[str, dict[str, str]], repeat: int
+          ) -> dict[str, Any]:
+    """Each system's refreshes of ``spec`` (``repeat`` rounds): seconds, memory, same."""
+    results: dict[str, list[float]] = {name: [] for name in envs}
     memory: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="datastack-parallel-") as tmp, \
-            LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                         dashboard_address=None) as cluster:
-        spec = _spec(Path(tmp), csv)
-        envs = {"1 process": {"DATASTACK_WORKERS": "1"},
-                "2 local workers": {"DATASTACK_WORKERS": "2", **parts},
-                "Dask LocalCluster, 2 workers": {
-                    "DATASTACK_DASK_ADDRESS": cluster.scheduler_address, **parts}}
-        stores = []
-        for round_ in range(args.repeat):
-            for name, env in envs.items():
-                store = Path(tmp) / f"store-{round_}-{len(stores)}"
-                seconds, info = _run(spec, store, env)
-                results[name].append(seconds)
-                memory[name] = info
-                stores.append(store)
-        same = _same(stores[: len(envs)])
+    stores = []
+    for round_ in range(repeat):
+        for name, env in envs.items():
+            store = tmp / f"store-{spec.stem}-{round_}-{len(stores)}"
+            seconds, info = _run(spec, store, env)
+            results[name].append(seconds)
+            memory[name] = info
+            stores.append(store)
+    return {"seconds": results, "memory": memory, "same": _same(stores[: len(envs)])}
+
+
+def _report(title: str, case: dict[str, Any]) -> list[str]:
+    results, memory = case["seconds"], case["memory"]
     base = statistics.median(results["1 process"])
     mib = 1024 * 1024
-    lines = [f"{csv.name} ({csv.stat().st_size / 1e9:.2f} GB), parts of {args.part_mb} MiB, "
-             f"load {os.getloadavg()[0]:.1f}",
-             f"{'system':30} {'seconds':>8} {'ratio':>7} {'refresh RSS':>12} {'worker RSS':>11}"]
+    lines = [title, f"{'system':30} {'seconds':>8} {'ratio':>7} {'refresh RSS':>12} "
+             f"{'worker RSS':>11}"]
     for name, values in results.items():
         info = memory[name]
         lines.append(f"{name:30} {statistics.median(values):8.2f} "
                      f"{statistics.median(values) / base:6.2f}x "
-                     f"{info['coordinator_rss'] / mib:9.0f} MiB {info['worker_rss'] / mib:8.0f} MiB")
+                     f"{info['coordinator_rss'] / mib:9.0f} MiB "
+                     f"{info['worker_rss'] / mib:8.0f} MiB")
     local = statistics.median(results["2 local workers"]) / base
     dask = statistics.median(results["Dask LocalCluster, 2 workers"]) / base
-    lines += [f"goal 2 local workers <= 0.60x: {local:.2f}x {'PASS' if local <= 0.6 else 'FAIL'}",
-              f"goal Dask LocalCluster <= 0.70x: {dask:.2f}x {'PASS' if dask <= 0.7 else 'FAIL'}",
-              f"the three versions hold the same samples: {'yes' if same else 'NO'}"]
+    return [
+        *lines,
+        f"goal 2 local workers <= 0.60x: {local:.2f}x {'PASS' if local <= 0.6 else 'FAIL'}",
+        f"goal Dask LocalCluster <= 0.70x: {dask:.2f}x {'PASS' if dask <= 0.7 else 'FAIL'}",
+        f"the three versions hold the same samples: {'yes' if case['same'] else 'NO'}"]
+
+
+def _warm(path: Path) -> None:
+    """Read every file below ``path`` once (warm page cache for every system)."""
+    for file in [path] if path.is_file() else sorted(path.rglob("*")):
+        if file.is_file():
+            with open(file, "rb") as f:
+                while f.read(1 << 24):
+                    pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--case", choices=("both", "csv", "images"), default="both")
+    parser.add_argument("--gb", type=float, default=1.0)
+    parser.add_argument("--images-mb", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--part-mb", type=int, default=64)
+    args = parser.parse_args()
+    inputs = {}
+    if args.case in ("both", "csv"):
+        inputs["csv"] = big_csv(CACHE, int(args.gb * 1e9))
+    if args.case in ("both", "images"):
+        inputs["images"] = image_folder(args.images_mb)
+    for path in inputs.values():
+        _warm(path)
+    from distributed import LocalCluster
+
+    parts = {"DATASTACK_PART_BYTES": str(args.part_mb * 1024 * 1024)}
+    cases: dict[str, dict[str, Any]] = {}
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="datastack-parallel-") as tmp, \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                         dashboard_address=None) as cluster:
+        envs = dict(zip(SYSTEMS, ({"DATASTACK_WORKERS": "1"},
+                                  {"DATASTACK_WORKERS": "2", **parts},
+                                  {"DATASTACK_DASK_ADDRESS": cluster.scheduler_address,
+                                   **parts}), strict=True))
+        for kind, path in inputs.items():
+            spec = (_spec if kind == "csv" else _image_spec)(Path(tmp), path)
+            cases[kind] = _case(spec, Path(tmp), envs, args.repeat)
+            size = (path.stat().st_size if path.is_file()
+                    else sum(f.stat().st_size for f in path.rglob("*") if f.is_file()))
+            lines += _report(f"{path.name} ({size / 1e9:.2f} GB), parts of {args.part_mb} "
+                             f"MiB, load {os.getloadavg()[0]:.1f}", cases[kind])
     print("\n".join(lines))
-    write_results("parallel", {"seconds": results, "memory": memory, "table": lines,
-                               "same": same, "load": os.getloadavg()})
+    write_results("parallel", {
+        "seconds": cases.get("csv", {}).get("seconds"), "memory": cases.get("csv", {}).get(
+            "memory"), "same": cases.get("csv", {}).get("same"), "cases": cases,
+        "table": lines, "load": os.getloadavg()})
 
 
 if __name__ == "__main__":

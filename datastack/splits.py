@@ -123,20 +123,13 @@ def split_indices(
     if stratify_by is None:
         order = rng.permutation(n).astype(np.int64)
         return _ascending(cut(order, split_sizes(n, ratios)), n)
-    labels = np.asarray(stratify_by)
-    if labels.ndim != 1 or len(labels) != n:
-        raise FormatError(
-            f"stratify needs one label per sample (1-D, length {n}), got shape {labels.shape}"
-        )
     pieces: dict[str, list[NDArray[np.int64]]] = {name: [] for name in check_ratios(ratios)}
-    for members in class_members(labels):
+    for members in class_members(_labels(stratify_by, n)):
         shuffled = members[rng.permutation(len(members))]
         for name, idx in cut(shuffled, split_sizes(len(members), ratios)).items():
             pieces[name].append(idx)
-    return {
-        name: np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
-        for name, parts in pieces.items()
-    }
+    return _ascending({name: np.concatenate(parts) if parts else np.empty(0, np.int64)
+                       for name, parts in pieces.items()}, n)
 
 
 def _ascending(pieces: Mapping[str, NDArray[np.int64]], n: int) -> dict[str, NDArray[np.int64]]:

@@ -50,7 +50,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--workers", type=int, default=None, metavar="N",
         help="prepare one dataset's parts in N local processes (DATASTACK_WORKERS; a large "
-        "CSV or JSON Lines table: docs/scale.md)",
+        "CSV, JSON Lines or Parquet table, or an image folder: docs/scale.md)",
     )
     p.add_argument(
         "--dask", default=None, metavar="ADDRESS",

@@ -18,7 +18,8 @@ after another gives exactly the rows of preparing the whole input (#25.1).
   An encoding where a byte ``"`` or ``\\n`` may be part of another character (UTF-16/32,
   UTF-7, ISO-2022, multi-byte Asian codecs) gives one part: the whole file.
 * **Parquet** (``kind="row_groups"``): consecutive row groups summing to about
-  ``target_bytes`` (compressed, from the footer: no data read); read one part with
+  ``target_bytes`` (compressed, from the footer: no data read; every part holds rows, empty
+  row groups go with their neighbours); read one part with
   :func:`~datastack.formats.parquet.row_group_blocks`.
 * **Folders and plain tars** (``kind="members"``, ``fmt="tar"``): consecutive files summing to
   about ``target_bytes``; a part's bytes are a tar of its members (the archive's bytes before
@@ -356,8 +357,14 @@ def _row_group_parts(raw: StreamedResource, target_bytes: int, source: int,
             raise FormatError(f"{name}: not a readable Parquet file ({exc})") from None
         sizes = [sum(meta.row_group(g).column(c).total_compressed_size
                      for c in range(meta.num_columns)) for g in range(meta.num_row_groups)]
+        rows = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+    spans: list[tuple[int, int]] = []
+    for a, b in _groups(sizes, target_bytes):  # a part of empty row groups joins its neighbour
+        if spans and (not sum(rows[a:b]) or not sum(rows[slice(*spans[-1])])):
+            a = spans.pop()[0]
+        spans.append((a, b))
     return [Part(source, name, "row_groups", a, b)
-            for a, b in _groups(sizes, target_bytes)] or [Part(source, name, "row_groups", 0, 0)]
+            for a, b in spans] or [Part(source, name, "row_groups", 0, 0)]
 
 
 def _groups(sizes: Sequence[int], target_bytes: int) -> list[tuple[int, int]]:
@@ -373,7 +380,8 @@ def _groups(sizes: Sequence[int], target_bytes: int) -> list[tuple[int, int]]:
 
 def _member_parts(raw: StreamedResource, target_bytes: int, source: int,
                   name: str) -> list[Part]:
-    """Files of a plain tar in parts (a compressed tar or a zip: one part, the whole)."""
+    """Files of a plain tar in parts (a compressed tar, a zip or no tar: one part, the
+    whole)."""
     from datastack.formats._tar_in_place import _check_names, _plain_tar
     from datastack.formats.archives import DEFAULT_LIMITS, _scan_tar
 
@@ -382,9 +390,12 @@ def _member_parts(raw: StreamedResource, target_bytes: int, source: int,
         stream = io.BufferedReader(opened, 1 << 16)  # type: ignore[type-var]
         if not _plain_tar(stream):
             return [Part(source, name, "bytes", 0, size)]
-        with tarfile.open(fileobj=stream, mode="r:") as tf:
-            members = _scan_tar(tf, name, DEFAULT_LIMITS, size)
-            end_of_members = tf.offset
+        try:
+            with tarfile.open(fileobj=stream, mode="r:") as tf:
+                members = _scan_tar(tf, name, DEFAULT_LIMITS, size)
+                end_of_members = tf.offset
+        except (tarfile.TarError, EOFError):  # not a tar: its reader says what is wrong
+            return [Part(source, name, "bytes", 0, size)]
     _check_names(name, [(m.name, m.is_dir) for m in members])
     files = [m for m in members if not m.is_dir and isinstance(m.key, tarfile.TarInfo)]
     if not files:

@@ -79,15 +79,21 @@ def tar_spans(
     members): extract it then, which reports what is wrong with it."""
     label = name or Path(path).name
     with _open_whole(path) as stream:
-        if not _plain_tar(stream):
-            return None
-        total = stream.seek(0, io.SEEK_END)
-        stream.seek(0)
-        try:
-            with tarfile.open(fileobj=stream, mode="r:") as tf:
-                members = _scan_tar(tf, label, limits, total)  # the checks of extract_archive
-        except (tarfile.TarError, EOFError):
-            return None
+        return stream_spans(stream, label, limits)
+
+
+def stream_spans(stream: Any, label: str, limits: ArchiveLimits = DEFAULT_LIMITS
+                 ) -> list[TarSpan] | None:
+    """:func:`tar_spans` of a seekable stream of the archive (offsets in the stream)."""
+    if not _plain_tar(stream):
+        return None
+    total = stream.seek(0, io.SEEK_END)
+    stream.seek(0)
+    try:
+        with tarfile.open(fileobj=stream, mode="r:") as tf:
+            members = _scan_tar(tf, label, limits, total)  # the checks of extract_archive
+    except (tarfile.TarError, EOFError):
+        return None
     if any(m.key.issparse() for m in members if isinstance(m.key, tarfile.TarInfo)):
         return None
     _check_names(label, [(m.name, m.is_dir) for m in members])

@@ -114,8 +114,7 @@ class _Checked:
         return True
 
     def image_field(self) -> Field:
-        modes = tuple(sorted(self.modes))
-        return Field("image", IMAGE, image_dtype(modes), image_shape(modes), modes=modes)
+        return image_field(sorted(self.modes))
 
     def extra(self) -> dict[str, Any]:
         return {"skipped": {"count": len(self.skipped), "files": self.skipped[:_SHOWN]}}
@@ -178,11 +177,15 @@ def _is_image(raw: RawInput) -> bool:
     return raw.name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _decode_folders(
-    options: ImageFolderOptions, inputs: list[RawInput], known: KnownCodes | None
-) -> Decoded:
+def folder_images(
+    options: ImageFolderOptions, inputs: Sequence[RawInput], skipped: Sequence[str] | None = None
+) -> tuple[_Checked, list[tuple[RawInput, str]]]:
+    """The images of ``inputs`` in order with their class folder, each verified (a bad one is
+    an error, or left out with ``on_error: skip``); ``skipped``: the names already found bad
+    (a part of a folder written after it was verified: nothing is read here)."""
     checked = _Checked(options)
-    groups: dict[str | None, list[tuple[RawInput, str]]] = {}
+    out: list[tuple[RawInput, str]] = []
+    bad = None if skipped is None else set(skipped)
     for raw in inputs:
         if not _is_image(raw):
             continue
@@ -192,8 +195,24 @@ def _decode_folders(
                 f"{raw.name}: an image outside any class folder; the folder layout is "
                 "CLASS/IMAGE (cat/001.jpg), or give imagefolder.manifest"
             )
-        if checked.ok(raw):
-            groups.setdefault(raw.split, []).append((raw, folder))
+        if (raw.name not in bad) if bad is not None else checked.ok(raw):
+            out.append((raw, folder))
+    return checked, out
+
+
+def image_field(modes: Sequence[str]) -> Field:
+    """The ``image`` field of images of these Pillow modes."""
+    ordered = tuple(sorted(set(modes)))
+    return Field("image", IMAGE, image_dtype(ordered), image_shape(ordered), modes=ordered)
+
+
+def _decode_folders(
+    options: ImageFolderOptions, inputs: list[RawInput], known: KnownCodes | None
+) -> Decoded:
+    checked, images = folder_images(options, inputs)
+    groups: dict[str | None, list[tuple[RawInput, str]]] = {}
+    for raw, folder in images:
+        groups.setdefault(raw.split, []).append((raw, folder))
     if not groups:
         raise FormatError(f"no readable images ({', '.join(IMAGE_EXTENSIONS)}) in the sources")
     folders = [folder for members in groups.values() for _, folder in members]
@@ -261,4 +280,5 @@ def _decode_manifest(
 
 FORMAT = ImageFolderFormat()
 
-__all__ = ["FORMAT", "IMAGE_EXTENSIONS", "ImageFolderFormat", "ImageFolderOptions", "ImageRows"]
+__all__ = ["FORMAT", "IMAGE_EXTENSIONS", "ImageFolderFormat", "ImageFolderOptions", "ImageRows",
+           "folder_images", "image_field"]

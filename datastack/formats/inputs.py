@@ -169,6 +169,37 @@ def prepare_inputs(
     return inputs
 
 
+def part_inputs(
+    source: SourceSpec, raw: StreamedResource, part: Any,
+    window: Callable[[], StreamedResource], workdir: Path,
+    limits: ArchiveLimits = DEFAULT_LIMITS,
+) -> list[RawInput]:
+    """The files of a ``members`` part of a plain tar raw copy (``formats._parts``; ``window``
+    opens its bytes, ``_parts.open_part``): read in place from the raw copy's local files (its
+    chunk files, or itself) with the part's headers walked, else (a remote storage) from a
+    copy of the part's bytes in ``workdir``."""
+    from datastack.formats._tar_in_place import TarSpan, stream_spans
+    from datastack.storage.chunked import local_chunk_files
+
+    pieces = local_chunk_files(raw)
+    path = _resource_path(raw)
+    spans = None
+    if pieces or path is not None:
+        with io.BufferedReader(window(), 1 << 16) as stream:  # type: ignore[arg-type]
+            spans = stream_spans(stream, source.filename, limits)
+    if spans is None:
+        return prepare_inputs([(source, window())], workdir, limits)
+    shared = SharedArchive(raw.identifier, pieces) if pieces else SharedArchive(path or "")
+
+    def whole(offset: int) -> int:  # the window is the head, then [start, end) of the tar
+        return offset if offset < part.head else offset - part.head + part.start
+
+    entries: list[_Entry] = [
+        (s.name, _span_opener(shared, TarSpan(s.name, whole(s.offset), s.size)), s.size, None)
+        for s in spans]
+    return _archive_inputs(source, entries, limits)
+
+
 #: One file of an archive: its path in the archive, an opener, its size, its local file if any.
 _Entry = tuple[str, Callable[[], IO[bytes]], int, Path | None]
 
@@ -243,4 +274,4 @@ def open_local(path: Path) -> IO[bytes]:
     return open(path, "rb")
 
 
-__all__ = ["RawInput", "RecordingStream", "prepare_inputs"]
+__all__ = ["RawInput", "RecordingStream", "part_inputs", "prepare_inputs"]

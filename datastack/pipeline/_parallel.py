@@ -1,6 +1,7 @@
-"""One dataset prepared in parallel (``docs/scale.md``): a table cut into parts, each part
-staged and written by a worker (local processes or a Dask cluster), the decisions that need
-every row taken once, here.
+"""One dataset prepared in parallel (``docs/scale.md``): a table (CSV, JSON Lines: byte
+ranges; Parquet: runs of row groups) or an image folder (runs of its files,
+:mod:`._part_folders`) cut into parts, each part staged and written by a worker (local
+processes or a Dask cluster), the decisions that need every row taken once, here.
 
 The version is the one a single process gives, sample for sample: the parts are cut where
 records start (:mod:`datastack.formats._parts`); each part's policy state (a column's kind,
@@ -50,8 +51,8 @@ WORKERS_ENV = "DATASTACK_WORKERS"
 DASK_ENV = "DATASTACK_DASK_ADDRESS"
 PART_BYTES_ENV = "DATASTACK_PART_BYTES"
 DEFAULT_PART_BYTES = 64 * 1024 * 1024
-#: Formats whose inputs are cut into parts.
-PART_FORMATS = ("csv", "jsonl")
+#: Formats whose inputs are cut into parts: byte ranges of text, Parquet row groups.
+PART_FORMATS = ("csv", "jsonl", "parquet")
 
 
 def parallel_pool() -> Any:
@@ -87,8 +88,11 @@ def _in_dask_worker() -> bool:
 
 def _eligible(factory: DatasetFactory, sources: Sequence[dict[str, Any]],
               needs_stats: bool) -> bool:
+    from datastack.pipeline._part_folders import folder_eligible
+
     spec = factory.spec
-    return bool(getattr(factory, "tail_appends", False) and spec.format in PART_FORMATS
+    return bool(getattr(factory, "tail_appends", False)
+                and (spec.format in PART_FORMATS or folder_eligible(spec))
                 and len(spec.sources) == 1 and not spec.sources[0].split
                 and not needs_stats and spec.preprocessor is None and len(sources) == 1)
 
@@ -131,7 +135,8 @@ def prepare_in_parts(
             writes = pool.map(write_part, [
                 PartWrite(job, plan["fields"], plan["transforms"][k], plan["encodings"],
                           plan["features"], plan["target"], plan["splits"][k], plan["ids"][k],
-                          identity, shard_bytes, spec.compression)
+                          identity, shard_bytes, spec.compression,
+                          tuple(staged[k].folder.get("skipped", ())))
                 for k, job in enumerate(jobs)])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -143,17 +148,22 @@ def prepare_in_parts(
 
 def _parts(pool: Any, spec: Any, source: dict[str, Any], store: Store) -> list[Any]:
     """The parts of the source, its byte ranges scanned on the workers (each reads its own
-    range once) and assembled here (:mod:`datastack.formats._parts`)."""
-    from datastack.formats._parts import Part, assemble, ranges, text_plan
+    range once) and assembled here (:mod:`datastack.formats._parts`); a Parquet file's row
+    groups from its footer, here."""
+    from datastack.formats._parts import Part, assemble, cut_parts, ranges, text_plan
     from datastack.storage.chunked import open_raw
 
+    part_bytes = env_size(PART_BYTES_ENV, DEFAULT_PART_BYTES)
+    if spec.format not in ("csv", "jsonl"):  # Parquet row groups, a folder's (tar's) files
+        with open_raw(store.storage, source) as raw:
+            return cut_parts(raw, "parquet" if spec.format == "parquet" else "tar", None,
+                             part_bytes, name=spec.sources[0].filename)
     with open_raw(store.storage, source) as raw:
         plan = text_plan(raw, spec.format or "", spec.options)
         size, name = int(raw.size), raw.identifier.rsplit("/", 1)[-1]
     if plan is None:
         return []
-    spans = ranges(plan.head, size, env_size(PART_BYTES_ENV, DEFAULT_PART_BYTES),
-                   multiple=pool.slots())
+    spans = ranges(plan.head, size, part_bytes, multiple=pool.slots())
     scans = pool.map(scan_part_range, [ScanJob(source, store.connection_uri, plan, lo, hi)
                                        for lo, hi in spans])
     cuts = assemble(scans, plan.head) or []
@@ -204,15 +214,22 @@ def _plan(spec: Any, staged: list[PartStaged], known: Any, history: Any,
           identity: str) -> dict[str, Any]:
     """The decisions that need every row: fields, codes, each part's transforms, row ids and
     each part's rows of every split."""
+    from datastack.pipeline._part_folders import folder_decisions
+
+    plan = (folder_decisions(spec, staged, known) if staged[0].folder
+            else _table_decisions(spec, staged, known))
+    return {**plan, **_rows(spec, staged, plan, history)}
+
+
+def _table_decisions(spec: Any, staged: list[PartStaged], known: Any) -> dict[str, Any]:
+    """A table's fields, codes and each part's transforms, from the merged policy."""
     from datastack._codes import new_values_schema
     from datastack.formats.tables import classic_names
-    from datastack.rowids import with_occurrences
-    from datastack.splits import kept_split_indices
 
     merged = _merged(spec, staged)
     fields, _, encodings = merged.finish(known)
     fields = classic_names(fields)
-    transforms = []
+    transforms: list[dict[str, Any]] = []
     for part in staged:
         lookups = {}
         for i, state in enumerate(part.columns):
@@ -223,9 +240,21 @@ def _plan(spec: Any, staged: list[PartStaged], known: Any, history: Any,
                     lookup[code] = position[label]
                 lookups[i] = lookup
         transforms.append(merged.final_fields(lookups, encodings)[1])
+    features = list(fields[0].columns or ()) if fields[0].columns is not None else []
+    return {"fields": fields, "transforms": transforms, "encodings": encodings,
+            "features": features, "target": fields[-1].name,
+            "new_values": new_values_schema(merged.new_values(known))}
+
+
+def _rows(spec: Any, staged: list[PartStaged], plan: dict[str, Any], history: Any
+          ) -> dict[str, Any]:
+    """Every row's id and each part's rows of every split (cut over all rows)."""
+    from datastack.rowids import with_occurrences
+    from datastack.splits import kept_split_indices
+
+    transforms, target = plan["transforms"], plan["target"]
     sizes = [part.rows for part in staged]
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    target = fields[-1].name
     ids: list[Any] = [None] * len(staged)
     if spec.splits:
         base = np.concatenate([part.hashes for part in staged])
@@ -246,10 +275,7 @@ def _plan(spec: Any, staged: list[PartStaged], known: Any, history: Any,
                   for a, b in itertools.pairwise(starts)]
     else:
         splits = [{"train": np.arange(n, dtype=np.int64)} for n in sizes]
-    features = list(fields[0].columns or ()) if fields[0].columns is not None else []
-    return {"fields": fields, "transforms": transforms, "encodings": encodings, "ids": ids,
-            "splits": splits, "features": features, "target": target,
-            "new_values": new_values_schema(merged.new_values(known))}
+    return {"ids": ids, "splits": splits}
 
 
 def _version(plan: dict[str, Any], writes: list[dict[str, Any]]) -> tuple[Any, list[Any]]:

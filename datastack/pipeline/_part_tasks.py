@@ -15,13 +15,17 @@ storage URI): it opens the raw copy itself, and writes its shards straight to th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from datastack.formats.parquet import ParquetFormat
 
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.formats._parts import Part
@@ -99,6 +103,8 @@ class PartStaged:
     hashes: Any  # uint64 content hash of each row (None without splits)
     targets: Any  # the staged target values (provisional codes or numbers)
     worker: dict[str, Any]
+    #: A folder's part: its classes, modes and skipped files (``_part_folders``).
+    folder: dict[str, Any] = field(default_factory=dict)
 
 
 def _policy_inputs(job: PartJob, workdir: Path) -> tuple[Any, Any, Any, list[Any]]:
@@ -114,14 +120,39 @@ def _policy_inputs(job: PartJob, workdir: Path) -> tuple[Any, Any, Any, list[Any
     options = spec.options if spec.options is not None else fmt.default_options()
     store = Store.open(job.storage)
     raw = open_raw(store.storage, job.source)
-    stream = open_part(raw, job.part)
+    if job.part.kind == "row_groups":  # the whole file, read from its row groups
+        fmt, stream = RowGroups(job.part.start, job.part.end), raw
+    else:
+        stream = open_part(raw, job.part)
     inputs = prepare_inputs([(spec.sources[job.part.source], stream)], workdir)
     return fmt, options, store, inputs
+
+
+class RowGroups(ParquetFormat):
+    """Parquet read from row groups ``first`` .. ``stop - 1`` only (a part: rows numbered
+    in the file, as one process numbers them)."""
+
+    def __init__(self, first: int, stop: int) -> None:
+        self.first, self.stop = first, stop
+
+    def blocks(self, raw: Any, options: Any) -> Iterator[Any]:
+        from datastack.formats.parquet import row_group_blocks
+
+        return row_group_blocks(raw, self.first, self.stop)
 
 
 def stage_part(job: PartJob) -> PartStaged:
     """Phase 1 of a part (see the module docstring)."""
     import h5py
+
+    if job.part.kind == "members":  # files of a folder
+        from datastack.pipeline._part_folders import stage_folder_part
+
+        try:
+            rows, hashes, targets, folder = stage_folder_part(job)
+        except Exception as exc:
+            raise named_error(exc, job.part.describe()) from None
+        return PartStaged(job.index, [], [], rows, hashes, targets, worker_identity(), folder)
 
     from datastack.canonical.columns import FieldAppender, StagedRows
     from datastack.canonical.rowids import hash_columns
@@ -141,7 +172,7 @@ def stage_part(job: PartJob) -> PartStaged:
                                              classic_names(policy.staged_fields()))
                 appender.append(staged)
         except Exception as exc:
-            raise _named(exc, where) from None
+            raise named_error(exc, where) from None
         fields, transforms, encodings = policy.finish(None, check=False)
         fields = classic_names(fields)
         group = stage["rows"]
@@ -156,7 +187,7 @@ def stage_part(job: PartJob) -> PartStaged:
                       hashes, targets, worker_identity())
 
 
-def _named(exc: BaseException, where: str) -> BaseException:
+def named_error(exc: BaseException, where: str) -> BaseException:
     """A part's error, naming the part (the refresh's reason says which bytes failed)."""
     from datastack.errors import DatastackError, FormatError
 
@@ -173,51 +204,25 @@ class PartWrite:
     fields: list[Any]
     transforms: dict[str, Any]
     encodings: dict[str, list[str]]
-    features: list[str]
+    features: list[str] | None
     target: str
     splits: dict[str, Any]  # split -> this part's row indices (ascending)
     ids: Any  # uint64 row id of each of the part's rows (None without splits)
     identity: str
     shard_bytes: int
     compression: str
+    skipped: tuple[str, ...] = ()  # a folder's part: the files its stage found bad
 
 
 def write_part(task: PartWrite) -> dict[str, Any]:
     """Phase 2 (see the module docstring): ``{"shards": entries, "schema": ..., "worker"}``."""
-    import h5py
-
-    from datastack.canonical.columns import StagedRows
     from datastack.canonical.layout import shard_identifier
-    from datastack.canonical.rowids import write_row_ids
-    from datastack.canonical.shards import cut_shards, shard_entry
-    from datastack.canonical.writer import CanonicalWriter
+    from datastack.canonical.shards import shard_entry
     from datastack.store import Store
 
     job = task.job
-    if not job.stage_path.exists():  # another machine, or a dead worker's folder
-        stage_part(job)
-    schema: dict[str, Any] = {}
-    shards: list[Any] = []
-    with h5py.File(job.stage_path, "r") as stage:
-        group = stage["rows"]
-        columns = {f.name: StagedRows(group[f.stored_name], f) if f.variable
-                   else group[f.stored_name] for f in task.fields}
-        for number, (split, indices) in enumerate(task.splits.items()):
-            # a file per split: one that fits a shard is its own shard (no second copy)
-            out = Path(job.scratch) / f"part-{job.index:06d}-{number}.h5"
-            with CanonicalWriter(out, job.spec.name, task.compression) as writer:
-                rows = np.asarray(indices, np.int64)
-                writer.add_fields(split, task.fields, columns, rows, task.transforms)
-                if task.ids is not None:
-                    write_row_ids(writer.group(split), task.ids[rows], task.identity)
-                prepared = writer.prepared(task.features, task.target, task.encodings)
-            schema = {**prepared.schema, "splits": {**schema.get("splits", {}),
-                                                    **prepared.schema["splits"]}}
-            if number == 0:
-                _maybe_die(job)
-            shards += cut_shards(out, Path(job.scratch) / f"shards-{job.index:06d}-{number}",
-                                 task.shard_bytes)
-            out.unlink(missing_ok=True)
+    with _columns(task) as columns:
+        schema, shards = _write_splits(task, columns)
     store = Store.open(job.storage)
     worker = worker_identity()
     entries = []
@@ -232,6 +237,57 @@ def write_part(task: PartWrite) -> dict[str, Any]:
     return {"shards": entries, "schema": schema, "worker": worker}
 
 
+@contextlib.contextmanager
+def _columns(task: PartWrite) -> Iterator[dict[str, Any]]:
+    """The part's rows to write: its staging file's (staged again when it is gone: another
+    machine, or a dead worker's folder), or a folder part's files read again."""
+    import h5py
+
+    from datastack.canonical.columns import StagedRows
+
+    job = task.job
+    if job.part.kind == "members":
+        from datastack.pipeline._part_folders import folder_columns
+
+        with folder_columns(job, list(task.skipped)) as columns:
+            yield columns
+        return
+    if not job.stage_path.exists():
+        stage_part(job)
+    with h5py.File(job.stage_path, "r") as stage:
+        group = stage["rows"]
+        yield {f.name: StagedRows(group[f.stored_name], f) if f.variable
+               else group[f.stored_name] for f in task.fields}
+
+
+def _write_splits(task: PartWrite, columns: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    """The part's rows of each split in canonical files cut into shards (not stored yet)."""
+    from datastack.canonical.rowids import write_row_ids
+    from datastack.canonical.shards import cut_shards
+    from datastack.canonical.writer import CanonicalWriter
+
+    job = task.job
+    schema: dict[str, Any] = {}
+    shards: list[Any] = []
+    for number, (split, indices) in enumerate(task.splits.items()):
+        # a file per split: one that fits a shard is its own shard (no second copy)
+        out = Path(job.scratch) / f"part-{job.index:06d}-{number}.h5"
+        with CanonicalWriter(out, job.spec.name, task.compression) as writer:
+            rows = np.asarray(indices, np.int64)
+            writer.add_fields(split, task.fields, columns, rows, task.transforms)
+            if task.ids is not None:
+                write_row_ids(writer.group(split), task.ids[rows], task.identity)
+            prepared = writer.prepared(task.features, task.target, task.encodings)
+        schema = {**prepared.schema, "splits": {**schema.get("splits", {}),
+                                                **prepared.schema["splits"]}}
+        if number == 0:
+            _maybe_die(job)
+        shards += cut_shards(out, Path(job.scratch) / f"shards-{job.index:06d}-{number}",
+                             task.shard_bytes)
+        out.unlink(missing_ok=True)
+    return schema, shards
+
+
 def _maybe_die(job: PartJob) -> None:
     """The test hook of :data:`KILL_PART_ENV` (``"<part index>:<marker file>"``): the worker
     SIGKILLs itself once, after writing the part's file, before its shards are stored."""
@@ -244,5 +300,5 @@ def _maybe_die(job: PartJob) -> None:
         os.kill(os.getpid(), 9)
 
 
-__all__ = ["KILL_PART_ENV", "PartJob", "PartStaged", "PartWrite", "ScanJob",
+__all__ = ["KILL_PART_ENV", "PartJob", "PartStaged", "PartWrite", "ScanJob", "named_error",
            "scan_part_range", "stage_part", "worker_identity", "write_part"]

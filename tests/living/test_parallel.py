@@ -57,8 +57,16 @@ def _samples(storage: str, version: int) -> dict[str, list[Any]]:
     out = {}
     for split in record.splits:
         it = datastack.load("big", split, version=version, storage=storage)
-        out[split] = [tuple(np.asarray(v).tolist() for v in it[i]) for i in range(len(it))]
+        out[split] = [tuple(_nan_free(np.asarray(v).tolist()) for v in it[i])
+                      for i in range(len(it))]
     return out
+
+
+def _nan_free(value: Any) -> Any:
+    """NaN as the string "nan" (NaN != NaN would make equal samples differ)."""
+    if isinstance(value, list):
+        return [_nan_free(v) for v in value]
+    return "nan" if isinstance(value, float) and value != value else value
 
 
 def _refresh(spec: Path, storage: str) -> Any:

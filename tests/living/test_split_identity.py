@@ -214,3 +214,18 @@ def test_large_splits_come_out_sorted_as_before(n: int) -> None:
     got = split_indices(n, ratios, seed=3)
     assert list(got) == list(expected)
     assert all(np.array_equal(got[k], expected[k]) and got[k].dtype == np.int64 for k in got)
+
+
+def test_large_stratified_splits_come_out_sorted_as_before() -> None:
+    from datastack.splits import class_members, cut, split_indices, split_sizes
+
+    n, ratios = 70_001, {"train": 0.8, "test": 0.2}
+    labels = np.random.default_rng(5).integers(0, 7, n)
+    rng = np.random.default_rng(9)
+    pieces: dict[str, list[np.ndarray]] = {"train": [], "test": []}
+    for members in class_members(labels):
+        shuffled = members[rng.permutation(len(members))]
+        for name, idx in cut(shuffled, split_sizes(len(members), ratios)).items():
+            pieces[name].append(idx)
+    got = split_indices(n, ratios, seed=9, stratify_by=labels)
+    assert all(np.array_equal(got[k], np.sort(np.concatenate(v))) for k, v in pieces.items())
