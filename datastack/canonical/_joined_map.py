@@ -130,7 +130,8 @@ def join_shards(
             return None
         fd, columns = found
         size = _file_size(fd)
-        if size is None or size > int(bases[k + 1] - bases[k]) or not _fits(columns, size):
+        rows = int(ends[k]) - (int(ends[k - 1]) if k else 0)
+        if size is None or size > int(bases[k + 1] - bases[k]) or not _fits(columns, size, rows):
             return None
         flags = mmap.MAP_SHARED | _MAP_FIXED
         if _mmap(libc, address + int(bases[k]), size, mmap.PROT_READ, flags, fd) is None:
@@ -181,17 +182,23 @@ def _kinds(raws: Iterable[RawRows]) -> set[tuple[Any, ...]]:
     return {(r.row_bytes, r.dtype, r.shape) for r in raws}
 
 
-def _fits(columns: list[ColumnPart], size: int) -> bool:
-    """Whether every raw row of the shard lies inside its file of ``size`` bytes."""
+def _fits(columns: list[ColumnPart], size: int, rows: int) -> bool:
+    """Whether every column of the shard holds its ``rows`` rows (as the manifest says) and
+    every raw row lies inside its file of ``size`` bytes (a gather never reads past it)."""
     for column in columns:
-        if isinstance(column, RawRows):
-            if column.rows <= 0 or column.row_bytes <= 0 or not len(column.starts):
+        if not isinstance(column, RawRows):
+            if len(column) != rows:
                 return False
-            last = (column.rows - 1) % column.rows_per_group + 1  # rows in the last group
-            ends = column.starts + column.rows_per_group * column.row_bytes
-            ends[-1] = column.starts[-1] + last * column.row_bytes
-            if int(column.starts.min()) < 0 or int(ends.max()) > size:
-                return False
+            continue
+        groups = -(-rows // max(1, column.rows_per_group))
+        if column.rows != rows or rows <= 0 or column.row_bytes <= 0 or (
+                len(column.starts) != groups):
+            return False
+        last = (rows - 1) % column.rows_per_group + 1  # rows in the last group
+        ends = column.starts + column.rows_per_group * column.row_bytes
+        ends[-1] = column.starts[-1] + last * column.row_bytes
+        if int(column.starts.min()) < 0 or int(ends.max()) > size:
+            return False
     return True
 
 

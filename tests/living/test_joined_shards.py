@@ -299,11 +299,11 @@ def test_join_shards_on_plain_files_and_its_refusals(tmp_path: Path) -> None:
         paths[-1].write_bytes(b"h" * 5000 + array.tobytes())
     files = [open(p, "rb") for p in paths]
     try:
-        def parts(dtype: Any = np.float32, extra: int = 0) -> Any:
+        def parts(dtype: Any = np.float32, shift: int = 0) -> Any:
             def of(k: int) -> Any:
                 rows = len(arrays[k])
-                starts = 5000 + np.arange(0, rows, 4, dtype=np.int64) * 12
-                raw = RawRows(starts, 4, 12, np.dtype(dtype), (3,), rows + extra)
+                starts = 5000 + shift + np.arange(0, rows, 4, dtype=np.int64) * 12
+                raw = RawRows(starts, 4, 12, np.dtype(dtype), (3,), rows)
                 return files[k].fileno(), [raw, np.arange(rows) + 100 * k]
             return of
 
@@ -321,7 +321,9 @@ def test_join_shards_on_plain_files_and_its_refusals(tmp_path: Path) -> None:
         assert np.array_equal(joined.gather(np.array([1, 2]))[0], whole[[1, 2]])
         files[0] = open(paths[0], "rb")
         assert join_shards([4000, *sizes[1:]], parts(), ends) is None  # file > its page(s)
-        assert join_shards(sizes, parts(extra=1), ends) is None  # rows past the file's end
+        assert join_shards(sizes, parts(shift=13), ends) is None  # rows past the file's end
+        assert join_shards(sizes, parts(), [10, 17, 30]) is None  # the manifest's rows differ
+        assert join_shards(sizes, parts(), [10, 16, 28]) is None
         mixed = parts()
 
         def differing(k: int) -> Any:
