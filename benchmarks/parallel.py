@@ -94,10 +94,12 @@ def _run(spec: Path, store: Path, env: dict[str, str]) -> tuple[float, dict[str,
             f"[r]=datastack.refresh({str(spec)!r}, storage={str(store)!r}); "
             "print(json.dumps({'s': time.perf_counter()-t, 'status': r.status, "
             "'reason': r.reason, 'splits': r.splits}))")
+    busy = _busy_seconds()
     with PeakRss() as peaks:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env},
                               timeout=3600)
+    busy = _busy_seconds() - busy
     if done.returncode:
         raise SystemExit(done.stderr[-2000:])
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -107,7 +109,20 @@ def _run(spec: Path, store: Path, env: dict[str, str]) -> tuple[float, dict[str,
     main = max((rss for cmd, rss in procs if "import time, datastack" in cmd), default=0)
     workers = [rss for cmd, rss in procs if "import time, datastack" not in cmd]
     return float(result["s"]), {"splits": result["splits"], "coordinator_rss": main,
-                                "worker_rss": max(workers, default=0)}
+                                "worker_rss": max(workers, default=0), "cpu_s": busy}
+
+
+def _busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (not idle, not waiting on I/O) since
+    boot, from /proc/stat (0 elsewhere): a run's delta is the CPU time it used, every
+    process included (on a quiet machine)."""
+    try:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def image_folder(mb: int) -> Path:
@@ -193,13 +208,17 @@ def _report(title: str, case: dict[str, Any]) -> list[str]:
     base = statistics.median(results["1 process"])
     mib = 1024 * 1024
     lines = [title, f"{'system':30} {'seconds':>8} {'ratio':>7} {'refresh RSS':>12} "
-             f"{'worker RSS':>11}"]
+             f"{'worker RSS':>11} {'CPU s':>6} {'cores busy':>10}"]
     for name, values in results.items():
         info = memory[name]
-        lines.append(f"{name:30} {statistics.median(values):8.2f} "
-                     f"{statistics.median(values) / base:6.2f}x "
+        wall = statistics.median(values)
+        lines.append(f"{name:30} {wall:8.2f} {wall / base:6.2f}x "
                      f"{info['coordinator_rss'] / mib:9.0f} MiB "
-                     f"{info['worker_rss'] / mib:8.0f} MiB")
+                     f"{info['worker_rss'] / mib:8.0f} MiB {info.get('cpu_s', 0):6.1f} "
+                     f"{info.get('cpu_s', 0) / wall:10.2f}")
+    cores = memory["1 process"].get("cpu_s", 0) / base
+    lines.append(f"one process keeps {cores:.2f} of 2 cores busy: with the same CPU work, "
+                 f"2 cores cannot go below {cores / 2:.2f}x")
     local = statistics.median(results["2 local workers"]) / base
     dask = statistics.median(results["Dask LocalCluster, 2 workers"]) / base
     return [

@@ -91,10 +91,13 @@ def _eligible(factory: DatasetFactory, sources: Sequence[dict[str, Any]],
     from datastack.pipeline._part_folders import folder_eligible
 
     spec = factory.spec
+    several = len(spec.sources) > 1 and spec.format in PART_FORMATS  # each cut in turn
     return bool(getattr(factory, "tail_appends", False)
                 and (spec.format in PART_FORMATS or folder_eligible(spec))
-                and len(spec.sources) == 1 and not spec.sources[0].split
-                and not needs_stats and spec.preprocessor is None and len(sources) == 1)
+                and (len(spec.sources) == 1 or several)
+                and not any(source.split for source in spec.sources)
+                and not needs_stats and spec.preprocessor is None
+                and len(sources) == len(spec.sources))
 
 
 def prepare_in_parts(
@@ -121,13 +124,14 @@ def prepare_in_parts(
     scratch = tempfile.mkdtemp(prefix="datastack-parts-")
     try:
         with pool:
-            parts = _parts(pool, spec, dict(sources[0]), store)
+            parts = [part for k, source in enumerate(sources)
+                     for part in _parts(pool, spec, k, dict(source), store)]
             clock = {"cut": time.perf_counter() - started}
             if len(parts) < 2:
                 return None
             kill = os.environ.get(KILL_PART_ENV, "")
-            jobs = [PartJob(spec, dict(sources[0]), part, k, store.connection_uri, scratch,
-                            kill=kill) for k, part in enumerate(parts)]
+            jobs = [PartJob(spec, dict(sources[part.source]), part, k, store.connection_uri,
+                            scratch, kill=kill) for k, part in enumerate(parts)]
             staged = _settled(pool, jobs, pool.map(stage_part, jobs))
             clock["stage"] = time.perf_counter() - started - sum(clock.values())
             plan = _plan(spec, staged, known, history, identity)
@@ -146,10 +150,11 @@ def prepare_in_parts(
     return _version(plan, writes)
 
 
-def _parts(pool: Any, spec: Any, source: dict[str, Any], store: Store) -> list[Any]:
-    """The parts of the source, its byte ranges scanned on the workers (each reads its own
-    range once) and assembled here (:mod:`datastack.formats._parts`); a Parquet file's row
-    groups from its footer, here."""
+def _parts(pool: Any, spec: Any, index: int, source: dict[str, Any], store: Store
+           ) -> list[Any]:
+    """The parts of source ``index``, its byte ranges scanned on the workers (each reads its
+    own range once) and assembled here (:mod:`datastack.formats._parts`); a Parquet file's
+    row groups from its footer, here."""
     from datastack.formats._parts import Part, assemble, cut_parts, ranges, text_plan
     from datastack.storage.chunked import open_raw
 
@@ -157,7 +162,7 @@ def _parts(pool: Any, spec: Any, source: dict[str, Any], store: Store) -> list[A
     if spec.format not in ("csv", "jsonl"):  # Parquet row groups, a folder's (tar's) files
         with open_raw(store.storage, source) as raw:
             return cut_parts(raw, "parquet" if spec.format == "parquet" else "tar", None,
-                             part_bytes, name=spec.sources[0].filename)
+                             part_bytes, source=index, name=spec.sources[index].filename)
     with open_raw(store.storage, source) as raw:
         plan = text_plan(raw, spec.format or "", spec.options)
         size, name = int(raw.size), raw.identifier.rsplit("/", 1)[-1]
@@ -167,7 +172,7 @@ def _parts(pool: Any, spec: Any, source: dict[str, Any], store: Store) -> list[A
     scans = pool.map(scan_part_range, [ScanJob(source, store.connection_uri, plan, lo, hi)
                                        for lo, hi in spans])
     cuts = assemble(scans, plan.head) or []
-    return [Part(0, name, "bytes", a, b, plan.head) for a, b in cuts]
+    return [Part(index, name, "bytes", a, b, plan.head) for a, b in cuts]
 
 
 def _settled(pool: Any, jobs: list[PartJob], staged: list[PartStaged]) -> list[PartStaged]:

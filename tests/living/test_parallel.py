@@ -247,3 +247,36 @@ def test_a_part_that_fails_names_its_bytes_and_the_previous_version_stays(
     assert result.status == "failed"
     assert "big.csv bytes " in result.reason and "not a number" in result.reason
     assert Store.open(storage).catalog.latest("big").version == 1
+
+
+def test_several_sources_are_cut_in_turn_and_give_the_one_process_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A spec of several CSV sources (no split named): each source's parts in turn, the
+    version the one process gives (its rows: the sources one after another)."""
+    stores = []
+    for name, env in (("one", {}), ("many", {"DATASTACK_WORKERS": "2"})):
+        folder = tmp_path / name
+        folder.mkdir()
+        urls = []
+        for k, (rows, start) in enumerate([(1500, 0), (700, 5000), (1200, 9000)]):
+            source = folder / f"part{k}.csv"
+            source.write_text(HEADER + _table(rows, start))
+            urls.append(f"{{url: {source.as_uri()!r}, track: true}}")
+        spec = folder / "spec.yaml"
+        spec.write_text(f"datasets:\n  big:\n    sources: [{', '.join(urls)}]\n"
+                        "    format: csv\n"
+                        "    csv: {target: label, categorical: [city], text: [note]}\n"
+                        f"    splits: {SPLITS}\n")
+        with monkeypatch.context() as patch:
+            patch.setenv("DATASTACK_PART_BYTES", "48K")
+            for key, value in env.items():
+                patch.setenv(key, value)
+            result = _refresh(spec, str(folder / "store"))
+        assert result.status == "published", result.reason
+        stores.append(str(folder / "store"))
+    _same_version(*stores)
+    entries = [e for es in shards_of(Store.open(stores[1]).catalog.latest("big")).values()
+               for e in es]
+    named = {str(e["part"]) for e in entries}
+    assert all(any(f"part{k}.csv" in p for p in named) for k in range(3)), named
