@@ -94,6 +94,9 @@ class JoinedSplit:
     def gather(self, indices: NDArray[np.int64]) -> tuple[NDArray[Any], ...]:
         """Rows ``indices`` (any order, duplicates allowed, within the split), one array a
         column, as the shards' readers return them."""
+        if len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= int(self.ends[-1])):
+            raise IndexError(f"rows {int(indices.min())}..{int(indices.max())} outside the "
+                             f"split's {int(self.ends[-1])} rows")  # never read off the map
         shard = np.searchsorted(self.ends, indices, side="right")
         local = indices - self.firsts[shard]
         return tuple(column.take(shard, local, indices) for column in self.columns)

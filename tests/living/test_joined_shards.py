@@ -319,6 +319,9 @@ def test_join_shards_on_plain_files_and_its_refusals(tmp_path: Path) -> None:
             assert np.array_equal(targets, labels[indices])
         files[0].close()  # the mapping holds its file
         assert np.array_equal(joined.gather(np.array([1, 2]))[0], whole[[1, 2]])
+        for outside in ([-1], [0, len(whole)]):  # an error, never a read off the mapped files
+            with pytest.raises(IndexError):
+                joined.gather(np.array(outside))
         files[0] = open(paths[0], "rb")
         assert join_shards([4000, *sizes[1:]], parts(), ends) is None  # file > its page(s)
         assert join_shards(sizes, parts(shift=13), ends) is None  # rows past the file's end
