@@ -32,6 +32,7 @@ order (:func:`with_occurrences`): the k-th copy of a row keeps the k-th copy's i
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -222,7 +223,7 @@ def with_occurrences(hashes: U64) -> U64:
     h = np.asarray(hashes, np.uint64)
     if len(h) == 0:
         return h.copy()
-    return _numbered(h, _occurrences(h))
+    return _occurrences(h, numbered=True)
 
 
 def with_occurrences_after(hashes: U64, before: U64) -> U64:
@@ -257,16 +258,51 @@ def _contains(ordered: U64, values: U64) -> NDArray[np.bool_]:
     return np.asarray(ordered[at] == values)
 
 
-def _occurrences(h: U64) -> U64:
-    """How many earlier rows (in row order) have the same hash as each row.
+#: Rows from which :func:`_occurrences` ranks the hashes in buckets on threads.
+_BUCKETED_ROWS = 1 << 20
 
-    Only the rows whose hash repeats are ranked (one unstable sort finds them; a stable
-    argsort of every row is 2-3 times slower, and most tables have no or few copies)."""
+
+def _occurrences(h: U64, numbered: bool = False) -> U64:
+    """How many earlier rows (in row order) have the same hash as each row (``numbered``:
+    the ids :func:`_numbered` makes of them).
+
+    Many rows: the rows are dealt into buckets by their hash's top bits (equal hashes share
+    a bucket, and each bucket keeps row order), each bucket ranked on a thread of its own
+    (numpy's sorts release the GIL): the cores share the sorting."""
+    def bucket(part: U64) -> U64:
+        found = _bucket_occurrences(part)
+        return _numbered(part, found) if numbered else found
+
+    if len(h) < _BUCKETED_ROWS:
+        return bucket(h)
+    from concurrent.futures import ThreadPoolExecutor
+
+    top = (h >> np.uint64(62)).astype(np.uint8)
+    buckets = [np.flatnonzero(top == b) for b in range(4)]
+    occurrence = np.empty(len(h), np.uint64)
+
+    def rank(rows: NDArray[np.intp]) -> None:
+        occurrence[rows] = bucket(h[rows])
+
+    with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
+        list(pool.map(rank, buckets))
+    return occurrence
+
+
+def _bucket_occurrences(h: U64) -> U64:
+    """:func:`_occurrences` in one thread. Only the rows whose hash repeats are ranked when
+    they are few (one unstable sort finds them; a stable argsort of every row is 2-3 times
+    slower, and most tables have no or few copies)."""
+    head = np.sort(h[: 1 << 16])
+    if int(np.count_nonzero(head[1:] == head[:-1])) > len(head) // 8:
+        return _ranked_occurrences(h)  # copies everywhere: rank every row at once
     ranked = np.sort(h)
     same = ranked[1:] == ranked[:-1]
     occurrence = np.zeros(len(h), np.uint64)
     if not same.any():
         return occurrence
+    if int(np.count_nonzero(same)) > len(h) // 8:
+        return _ranked_occurrences(h)
     repeated = np.unique(ranked[1:][same])
     rows = np.flatnonzero(_contains(repeated, h))
     occurrence[rows] = _ranked_occurrences(h[rows])

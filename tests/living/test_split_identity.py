@@ -229,3 +229,18 @@ def test_large_stratified_splits_come_out_sorted_as_before() -> None:
             pieces[name].append(idx)
     got = split_indices(n, ratios, seed=9, stratify_by=labels)
     assert all(np.array_equal(got[k], np.sort(np.concatenate(v))) for k, v in pieces.items())
+
+
+@pytest.mark.parametrize("pattern", ["copies-everywhere", "few-copies"])
+def test_many_rows_are_numbered_in_buckets_as_by_one_ranking(pattern: str) -> None:
+    """Past a million rows the ranking runs per hash bucket on threads: the same ids."""
+    from datastack.rowids import _BUCKETED_ROWS, _numbered, _ranked_occurrences
+
+    rng = np.random.default_rng(11)
+    n = _BUCKETED_ROWS + 12_345
+    if pattern == "copies-everywhere":
+        h = np.tile(rng.integers(0, 2**63, 5_000).astype(np.uint64), n // 5_000 + 1)[:n]
+    else:
+        h = rng.integers(0, 2**64 - 1, n, dtype=np.uint64)
+        h[rng.integers(0, n, 3_000)] = h[rng.integers(0, n, 3_000)]
+    assert np.array_equal(with_occurrences(h), _numbered(h, _ranked_occurrences(h)))
