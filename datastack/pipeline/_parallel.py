@@ -254,8 +254,10 @@ def _table_decisions(spec: Any, staged: list[PartStaged], known: Any) -> dict[st
 def _rows(spec: Any, staged: list[PartStaged], plan: dict[str, Any], history: Any
           ) -> dict[str, Any]:
     """Every row's id and each part's rows of every split (cut over all rows)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from datastack.rowids import with_occurrences
-    from datastack.splits import kept_split_indices
+    from datastack.splits import kept_split_indices, split_indices
 
     transforms, target = plan["transforms"], plan["target"]
     sizes = [part.rows for part in staged]
@@ -267,17 +269,20 @@ def _rows(spec: Any, staged: list[PartStaged], plan: dict[str, Any], history: An
             from datastack.canonical.rowids import unique_keys
 
             unique_keys(base, spec.key)
-        every = with_occurrences(base)
         labels = None
         if spec.stratify:
             labels = np.concatenate([
                 t[target](part.targets) if target in t else part.targets
                 for t, part in zip(transforms, staged, strict=True)])
-        chosen = kept_split_indices(every, spec.splits, spec.seed, labels,
-                                    None if history is None else history.splits)
+        with ThreadPoolExecutor(1) as pool:  # a first version's splits need no ids: at once
+            first = None if history is not None else pool.submit(
+                split_indices, len(base), spec.splits, spec.seed, labels)
+            every = with_occurrences(base)
+            chosen = first.result() if first is not None else kept_split_indices(
+                every, spec.splits, spec.seed, labels, history.splits)
         ids = [every[a:b] for a, b in itertools.pairwise(starts)]
-        splits = [{s: idx[(idx >= a) & (idx < b)] - a for s, idx in chosen.items()}
-                  for a, b in itertools.pairwise(starts)]
+        splits = [{s: idx[np.searchsorted(idx, a):np.searchsorted(idx, b)] - a  # ascending
+                   for s, idx in chosen.items()} for a, b in itertools.pairwise(starts)]
     else:
         splits = [{"train": np.arange(n, dtype=np.int64)} for n in sizes]
     return {"ids": ids, "splits": splits}
