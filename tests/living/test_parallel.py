@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,32 +75,50 @@ def _refresh(spec: Path, storage: str) -> Any:
     return result
 
 
-def _twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parallel: dict[str, str],
-           text: str, storage: str | None = None, **keys: str) -> tuple[str, str]:
-    """The same refresh by one process (store ``one``) and with ``parallel`` settings."""
+def refreshed_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                    inputs: Callable[[Path], Path], part_bytes: str,
+                    parallel: dict[str, str] | None = None,
+                    storage: str | None = None) -> tuple[str, str]:
+    """The same dataset refreshed by one process (store ``one``) and with the ``parallel``
+    settings (2 local workers by default; into ``storage``, else a local store), in parts of
+    ``part_bytes``; ``inputs(folder)`` writes the source and the spec there, returns the spec."""
     stores = []
-    for name, env in (("one", {}), ("many", parallel)):
+    for name, env in (("one", {}), ("many", parallel or {"DATASTACK_WORKERS": "2"})):
         folder = tmp_path / name
         folder.mkdir()
-        source = folder / "big.csv"
-        source.write_text(HEADER + text)
+        spec = inputs(folder)
         where = storage if (storage and name == "many") else str(folder / "store")
         with monkeypatch.context() as patch:
-            patch.setenv("DATASTACK_PART_BYTES", "48K")
+            patch.setenv("DATASTACK_PART_BYTES", part_bytes)
             for key, value in env.items():
                 patch.setenv(key, value)
-            result = _refresh(_spec(folder, source, **keys), where)
+            result = _refresh(spec, where)
         assert result.status == "published", result.reason
         stores.append(where)
     return stores[0], stores[1]
 
 
-def _same_version(one: str, many: str, version: int = 1) -> None:
+def _twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parallel: dict[str, str],
+           text: str, storage: str | None = None, **keys: str) -> tuple[str, str]:
+    """The same CSV refreshed by one process and with ``parallel`` settings."""
+    def inputs(folder: Path) -> Path:
+        source = folder / "big.csv"
+        source.write_text(HEADER + text)
+        return _spec(folder, source, **keys)
+
+    return refreshed_twice(tmp_path, monkeypatch, inputs, "48K", parallel, storage)
+
+
+def _same_version(one: str, many: str, version: int = 1,
+                  samples: Callable[[str, int], Any] | None = None) -> None:
+    """Both stores' version ``version``: splits, codes, schema, samples (read by
+    ``samples``), row ids."""
+    read = samples or _samples
     a = Store.open(one).catalog.get("big", version)
     b = Store.open(many).catalog.get("big", version)
     assert dict(a.splits) == dict(b.splits)
     assert a.encodings == b.encodings and a.schema == b.schema
-    assert _samples(one, version) == _samples(many, version)
+    assert read(one, version) == read(many, version)
     ids_a, ids_b = _ids(one, version), _ids(many, version)
     assert ids_a.keys() == ids_b.keys() and all(np.array_equal(ids_a[s], ids_b[s]) for s in ids_a)
 
@@ -167,10 +186,7 @@ def test_jsonl_in_parts_equals_one_process(
     lines = [json.dumps({"x": float(rng.normal()), "city": ("Oslo", "Lima")[i % 2],
                          "note": f"text {i}\nwith a newline", "label": ("a", "b", "c")[i % 3]})
              for i in range(3000)]
-    stores = []
-    for name, env in (("one", {}), ("many", {"DATASTACK_WORKERS": "2"})):
-        folder = tmp_path / name
-        folder.mkdir()
+    def inputs(folder: Path) -> Path:
         source = folder / "big.jsonl"
         source.write_text("\n".join(lines) + "\n")
         spec = folder / "spec.yaml"
@@ -178,13 +194,9 @@ def test_jsonl_in_parts_equals_one_process(
             f"datasets:\n  big:\n    sources: [{{url: {source.as_uri()!r}, track: true}}]\n"
             "    format: jsonl\n    jsonl: {target: label, categorical: [city], text: [note]}\n"
             f"    splits: {SPLITS}\n")
-        with monkeypatch.context() as patch:
-            patch.setenv("DATASTACK_PART_BYTES", "32K")
-            for key, value in env.items():
-                patch.setenv(key, value)
-            result = _refresh(spec, str(folder / "store"))
-        assert result.status == "published", result.reason
-        stores.append(str(folder / "store"))
+        return spec
+
+    stores = refreshed_twice(tmp_path, monkeypatch, inputs, "32K")
     _same_version(*stores)
     record = Store.open(stores[1]).catalog.latest("big")
     assert len({e["part"] for es in shards_of(record).values() for e in es}) >= 3
@@ -254,10 +266,7 @@ def test_several_sources_are_cut_in_turn_and_give_the_one_process_version(
 ) -> None:
     """A spec of several CSV sources (no split named): each source's parts in turn, the
     version the one process gives (its rows: the sources one after another)."""
-    stores = []
-    for name, env in (("one", {}), ("many", {"DATASTACK_WORKERS": "2"})):
-        folder = tmp_path / name
-        folder.mkdir()
+    def inputs(folder: Path) -> Path:
         urls = []
         for k, (rows, start) in enumerate([(1500, 0), (700, 5000), (1200, 9000)]):
             source = folder / f"part{k}.csv"
@@ -268,13 +277,9 @@ def test_several_sources_are_cut_in_turn_and_give_the_one_process_version(
                         "    format: csv\n"
                         "    csv: {target: label, categorical: [city], text: [note]}\n"
                         f"    splits: {SPLITS}\n")
-        with monkeypatch.context() as patch:
-            patch.setenv("DATASTACK_PART_BYTES", "48K")
-            for key, value in env.items():
-                patch.setenv(key, value)
-            result = _refresh(spec, str(folder / "store"))
-        assert result.status == "published", result.reason
-        stores.append(str(folder / "store"))
+        return spec
+
+    stores = refreshed_twice(tmp_path, monkeypatch, inputs, "48K")
     _same_version(*stores)
     entries = [e for es in shards_of(Store.open(stores[1]).catalog.latest("big")).values()
                for e in es]

@@ -19,7 +19,8 @@ import datastack
 from datastack.canonical.layout import shards_of
 from datastack.store import Store
 from tests.fields.realdata import image_files
-from tests.living.test_parallel import _ids
+from tests.living.test_parallel import _same_version as same_version
+from tests.living.test_parallel import refreshed_twice
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -65,22 +66,13 @@ def _twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: int = 0,
            **keys: str) -> tuple[str, str]:
     """The same folder refreshed by one process and by 2 local workers (or the settings
     ``env``; into ``storage``, else a local store)."""
-    stores = []
-    for name, settings in (("one", {}), ("many", env or {"DATASTACK_WORKERS": "2"})):
-        root = tmp_path / name
-        root.mkdir()
+    def inputs(root: Path) -> Path:
         folder = _folder(root)
         for k in range(bad):  # not images: skipped with on_error: skip
             (folder / CLASSES[k % 3] / f"bad{k}.png").write_bytes(b"not a png " * (k + 1))
-        with monkeypatch.context() as patch:
-            patch.setenv("DATASTACK_PART_BYTES", "120K")
-            for key, value in settings.items():
-                patch.setenv(key, value)
-            where = storage if (storage and name == "many") else str(root / "store")
-            result = _refresh(_spec(root, folder, **keys), where)
-        assert result.status == "published", result.reason
-        stores.append(where)
-    return stores[0], stores[1]
+        return _spec(root, folder, **keys)
+
+    return refreshed_twice(tmp_path, monkeypatch, inputs, "120K", env, storage)
 
 
 def _samples(storage: str, version: int) -> dict[str, list[tuple[str, str, int]]]:
@@ -99,13 +91,7 @@ def _samples(storage: str, version: int) -> dict[str, list[tuple[str, str, int]]
 
 
 def _same_version(one: str, many: str, version: int = 1) -> None:
-    a = Store.open(one).catalog.get("big", version)
-    b = Store.open(many).catalog.get("big", version)
-    assert dict(a.splits) == dict(b.splits)
-    assert a.encodings == b.encodings and a.schema == b.schema
-    assert _samples(one, version) == _samples(many, version)
-    ids_a, ids_b = _ids(one, version), _ids(many, version)
-    assert ids_a.keys() == ids_b.keys() and all(np.array_equal(ids_a[s], ids_b[s]) for s in ids_a)
+    same_version(one, many, version, _samples)
 
 
 def _parts(storage: str) -> set[str]:

@@ -13,7 +13,7 @@ import pytest
 
 from datastack.canonical.layout import shards_of
 from datastack.store import Store
-from tests.living.test_parallel import SPLITS, _refresh, _same_version
+from tests.living.test_parallel import SPLITS, _refresh, _same_version, refreshed_twice
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -63,21 +63,12 @@ def _twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, columns: dict[str, A
            **keys: str) -> tuple[str, str]:
     """The same table refreshed by one process and by 2 local workers (or the settings
     ``env``; into ``storage``, else a local store)."""
-    stores = []
-    for name, settings in (("one", {}), ("many", env or {"DATASTACK_WORKERS": "2"})):
-        folder = tmp_path / name
-        folder.mkdir()
+    def inputs(folder: Path) -> Path:
         source = folder / "big.parquet"
         _write(source, columns)
-        with monkeypatch.context() as patch:
-            patch.setenv("DATASTACK_PART_BYTES", "12K")
-            for key, value in settings.items():
-                patch.setenv(key, value)
-            where = storage if (storage and name == "many") else str(folder / "store")
-            result = _refresh(_spec(folder, source, **keys), where)
-        assert result.status == "published", result.reason
-        stores.append(where)
-    return stores[0], stores[1]
+        return _spec(folder, source, **keys)
+
+    return refreshed_twice(tmp_path, monkeypatch, inputs, "12K", env, storage)
 
 
 @pytest.mark.parametrize("stratify", [False, True], ids=["plain", "stratified"])
