@@ -240,6 +240,34 @@ def test_a_worker_killed_mid_shard_is_replaced_and_the_version_published_once(
     assert left <= set(record.resource_identifiers)  # nothing orphaned after gc
 
 
+@pytest.mark.slow
+def test_a_dask_worker_killed_mid_shard_is_retried_and_the_version_published_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """RELIABILITY: a Dask worker SIGKILLed mid-part: its nanny starts a new one, the task
+    runs again, the version is published once with every row once, nothing orphaned."""
+    distributed = pytest.importorskip("distributed")
+    marker = tmp_path / "killed"
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        one, many = _twice(tmp_path, monkeypatch, {
+            "DATASTACK_DASK_ADDRESS": cluster.scheduler_address,
+            "DATASTACK_TEST_KILL_PART": f"2:{marker}"}, _table(3000))
+    assert marker.exists()  # the worker writing part 2 was SIGKILLed once
+    _same_version(one, many)
+    catalog = Store.open(many).catalog
+    assert [r.version for r in catalog.versions("big")] == [1]
+    record = catalog.latest("big")
+    entries = [e["identifier"] for es in shards_of(record).values() for e in es]
+    assert len(entries) == len(set(entries))
+    from datastack.cli import main
+
+    assert main(["gc", "--keep", "1", "--grace", "0", "--storage", many, "--json"]) == 0
+    capsys.readouterr()
+    left = set(Store.open(many).storage.list_resources("datasets/big/"))
+    assert left <= set(record.resource_identifiers)
+
+
 def test_a_part_that_fails_names_its_bytes_and_the_previous_version_stays(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
