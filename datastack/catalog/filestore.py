@@ -12,9 +12,11 @@ Every file is replaced atomically (temporary file, fsync, ``os.replace``, fsync 
 so a reader sees a whole record, old or new. "Latest published" is found by scanning the
 version files: the record itself is the single source of truth, there is no pointer file that
 could disagree with it after a crash. Mutations take a short ``fcntl.flock`` on ``.lock``
-(released by the kernel if the process dies), so this store is for one host: do not share it
-over NFS; use MongoDB for a team. Being on one host, its leases expire by that host's clock
-(the only clock there is); the MongoDB catalog judges by the server's clock instead.
+(released by the kernel if the process dies; a process stopped while holding it makes the
+others wait ``DATASTACK_CATALOG_LOCK_WAIT`` seconds, then fail saying so), so this store is
+for one host: do not share it over NFS; use MongoDB for a team. Being on one host, its leases
+expire by that host's clock (the only clock there is); the MongoDB catalog judges by the
+server's clock instead.
 """
 
 from __future__ import annotations
@@ -40,6 +42,37 @@ _VERSION_FILE = re.compile(r"v([1-9][0-9]*)\.json\Z")
 LEASE_FILE = "LEASE.json"
 STATUS_FILE = "STATUS.json"
 
+
+
+#: Seconds a catalog operation waits for a dataset folder's lock (held for milliseconds by a
+#: running process; longer only by a process that stopped while holding it).
+LOCK_WAIT_ENV = "DATASTACK_CATALOG_LOCK_WAIT"
+
+
+def _lock(fcntl: Any, fd: int, folder: Path) -> None:
+    """Take the folder's flock, waiting at most ``DATASTACK_CATALOG_LOCK_WAIT`` seconds (60):
+    a holder that was stopped (SIGSTOP, a paused machine) blocks the others for that long,
+    then they fail saying so, instead of hanging."""
+    import time
+
+    from datastack._env import env_float
+
+    wait = env_float(LOCK_WAIT_ENV, 60.0, maximum=86400.0)
+    deadline, pause = time.monotonic() + wait, 0.001
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise CatalogError(
+                    f"the catalog folder {folder} has been locked by another process for "
+                    f"more than {wait:g} s (its lock is held for milliseconds by a running "
+                    f"refresh): a process stopped while holding it? `fuser {folder}/.lock` "
+                    f"names it; resume or end it, then retry ({LOCK_WAIT_ENV} sets the wait)"
+                ) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
 class FileCatalog(Catalog):
     """A catalog stored as JSON files under ``<root>/catalog/`` (single host).
@@ -97,7 +130,7 @@ class FileCatalog(Catalog):
         except OSError as exc:
             raise CatalogError(f"cannot open the catalog folder {folder}: {exc}") from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _lock(fcntl, fd, folder)
             yield folder
         finally:
             os.close(fd)  # closing releases the flock
