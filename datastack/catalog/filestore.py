@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from datastack._fs import atomic_write
+from datastack._retry import Backoff, poll
 from datastack._uri import StorageLocation
 from datastack.catalog.base import Catalog
 from datastack.catalog.leases import LeaseState
@@ -53,26 +54,27 @@ def _lock(fcntl: Any, fd: int, folder: Path) -> None:
     """Take the folder's flock, waiting at most ``DATASTACK_CATALOG_LOCK_WAIT`` seconds (60):
     a holder that was stopped (SIGSTOP, a paused machine) blocks the others for that long,
     then they fail saying so, instead of hanging."""
-    import time
-
     from datastack._env import env_float
 
-    wait = env_float(LOCK_WAIT_ENV, 60.0, maximum=86400.0)
-    deadline, pause = time.monotonic() + wait, 0.001
-    while True:
+    def attempt() -> bool | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
         except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise CatalogError(
-                    f"the catalog folder {folder} has been locked by another process for "
-                    f"more than {wait:g} s (its lock is held for milliseconds by a running "
-                    f"refresh): a process stopped while holding it? `fuser {folder}/.lock` "
-                    f"names it; resume or end it, then retry ({LOCK_WAIT_ENV} sets the wait)"
-                ) from None
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
+            return None
+        return True
+
+    wait = env_float(LOCK_WAIT_ENV, 60.0, maximum=86400.0)
+    if poll(attempt, wait=wait, backoff=_LOCK_BACKOFF) is None:
+        raise CatalogError(
+            f"the catalog folder {folder} has been locked by another process for more than "
+            f"{wait:g} s (its lock is held for milliseconds by a running refresh): a process "
+            f"stopped while holding it? `fuser {folder}/.lock` names it; resume or end it, "
+            f"then retry ({LOCK_WAIT_ENV} sets the wait)")
+
+
+#: Between tries of a held folder lock: from 1 ms, at most 50 ms.
+_LOCK_BACKOFF = Backoff(initial=0.001, maximum=0.05, jitter=0.5)
+
 
 class FileCatalog(Catalog):
     """A catalog stored as JSON files under ``<root>/catalog/`` (single host).
