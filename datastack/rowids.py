@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -251,6 +251,71 @@ def with_occurrences_after(hashes: U64, before: U64) -> U64:
     return _numbered(h, _occurrences(h) + prior[inverse.reshape(-1)])
 
 
+class PartRanks(NamedTuple):
+    """One part's hashes ranked where the part was read (a parallel preparation's worker):
+    the coordinator numbers every row from these (:func:`occurrences_of_parts`) without
+    sorting every row itself."""
+
+    distinct: U64  # the part's distinct hashes, sorted
+    counts: NDArray[np.int64] | None  # rows of each (None: one each)
+    within: NDArray[np.uint32] | None  # copies of each row's hash earlier in the part
+    inverse: NDArray[np.uint32] | None  # each row's hash's place in ``distinct``
+
+
+def rank_part(hashes: U64) -> PartRanks:
+    """:class:`PartRanks` of one part's row hashes."""
+    h = np.asarray(hashes, np.uint64)
+    ranked = np.sort(h)
+    if len(h) < 2 or not (ranked[1:] == ranked[:-1]).any():
+        return PartRanks(ranked, None, None, None)
+    order = np.argsort(h, kind="stable")  # copies in row order
+    ranked = h[order]
+    new = np.empty(len(h), bool)
+    new[0] = True
+    np.not_equal(ranked[1:], ranked[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    group = np.cumsum(new) - 1
+    within = np.empty(len(h), np.uint32)
+    within[order] = np.arange(len(h)) - starts[group]
+    inverse = np.empty(len(h), np.uint32)
+    inverse[order] = group
+    return PartRanks(ranked[starts], np.diff(np.append(starts, len(h))), within, inverse)
+
+
+def occurrences_of_parts(parts: Sequence[U64], ranks: Sequence[PartRanks]) -> list[U64]:
+    """The ids :func:`with_occurrences` gives the rows of ``parts`` (hashes, in row order)
+    read one after another, part by part, from each part's :func:`rank_part`: a row's copies
+    in the parts before it are counted from the parts' distinct hashes only (merged: numpy's
+    stable sort finds the sorted runs), so a table without copies costs one merge."""
+    merged = np.concatenate([r.distinct for r in ranks]) if ranks else np.empty(0, np.uint64)
+    ordered = np.sort(merged, kind="stable")
+    prior: NDArray[np.int64] | None = None
+    if len(ordered) > 1 and (ordered[1:] == ordered[:-1]).any():  # copies across parts
+        order = np.argsort(merged, kind="stable")  # equal hashes stay in part order
+        counts = np.concatenate([np.ones(len(r.distinct), np.int64) if r.counts is None
+                                 else r.counts for r in ranks])[order]
+        before = np.cumsum(counts) - counts  # rows before, in hash then part order
+        new = np.empty(len(order), bool)
+        new[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=new[1:])  # ordered == merged[order]
+        prior = np.empty(len(order), np.int64)
+        prior[order] = before - before[np.flatnonzero(new)][np.cumsum(new) - 1]
+    out, at = [], 0
+    for h, r in zip(parts, ranks, strict=True):
+        h = np.asarray(h, np.uint64)
+        occurrence = (np.zeros(len(h), np.uint64) if r.within is None
+                      else r.within.astype(np.uint64))
+        earlier = None if prior is None else prior[at : at + len(r.distinct)]
+        if earlier is not None and r.inverse is not None:
+            occurrence += earlier[r.inverse].astype(np.uint64)
+        elif earlier is not None and earlier.any():  # rows unique in their part
+            rows = np.flatnonzero(_contains(r.distinct[earlier > 0], h))
+            occurrence[rows] = earlier[np.searchsorted(r.distinct, h[rows])].astype(np.uint64)
+        at += len(r.distinct)
+        out.append(_numbered(h, occurrence))
+    return out
+
+
 def _contains(ordered: U64, values: U64) -> NDArray[np.bool_]:
     if len(ordered) == 0:
         return np.zeros(len(values), bool)
@@ -332,12 +397,15 @@ def _numbered(h: U64, occurrence: U64) -> U64:
 
 __all__ = [
     "SCHEME",
+    "PartRanks",
     "field_hashes",
     "hash_flat",
     "hash_words",
     "label_words",
     "mix",
     "number_words",
+    "occurrences_of_parts",
+    "rank_part",
     "row_hashes",
     "with_occurrences",
     "with_occurrences_after",

@@ -257,14 +257,15 @@ def assemble(scans: Sequence[RangeScan], header_end: int) -> list[tuple[int, int
     for scan in scans:
         if not scan.consistent[parity]:
             return None
+        led = False  # this range's part starts where the range does (its lead)
         if pending is not None:
             found, line = scan.lead
             if found == CONTENT:
                 starts.append(line if line is not None else pending)
-                pending = None
+                pending, led = None, True
             elif line is not None:
                 pending = line
-        if pending is None:
+        if pending is None and not led:
             found, line = scan.slots[parity]
             if found == BLANK:
                 pending = line

@@ -177,7 +177,9 @@ def _parts(pool: Any, spec: Any, index: int, source: dict[str, Any], store: Stor
 
 def _settled(pool: Any, jobs: list[PartJob], staged: list[PartStaged]) -> list[PartStaged]:
     """Stage again, with the kinds the parts before decided, each part that decided a
-    column's kind otherwise (one process would have read it with those kinds)."""
+    column's kind otherwise (one process would have read it with those kinds); ``jobs[k]``
+    becomes the job with those kinds (a write that finds its staging file gone, on another
+    machine or after its worker died, stages it again the same way)."""
     decided: dict[str, bool] = {}
     out = list(staged)
     for k, part in enumerate(staged):
@@ -185,7 +187,8 @@ def _settled(pool: Any, jobs: list[PartJob], staged: list[PartStaged]) -> list[P
         differs = any(c.categorical is not None and c.name in presets
                       and presets[c.name] != c.categorical for c in part.columns)
         if differs:
-            out[k] = pool.map(stage_part, [replace(jobs[k], presets=presets)])[0]
+            jobs[k] = replace(jobs[k], presets=presets)
+            out[k] = pool.map(stage_part, [jobs[k]])[0]
         for column in out[k].columns:
             if column.categorical is not None:
                 decided.setdefault(column.name, bool(column.categorical))
@@ -256,7 +259,7 @@ def _rows(spec: Any, staged: list[PartStaged], plan: dict[str, Any], history: An
     """Every row's id and each part's rows of every split (cut over all rows)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from datastack.rowids import with_occurrences
+    from datastack.rowids import occurrences_of_parts
     from datastack.splits import kept_split_indices, split_indices
 
     transforms, target = plan["transforms"], plan["target"]
@@ -264,11 +267,10 @@ def _rows(spec: Any, staged: list[PartStaged], plan: dict[str, Any], history: An
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     ids: list[Any] = [None] * len(staged)
     if spec.splits:
-        base = np.concatenate([part.hashes for part in staged])
         if spec.key:
             from datastack.canonical.rowids import unique_keys
 
-            unique_keys(base, spec.key)
+            unique_keys(np.concatenate([part.hashes for part in staged]), spec.key)
         labels = None
         if spec.stratify:
             labels = np.concatenate([
@@ -276,11 +278,11 @@ def _rows(spec: Any, staged: list[PartStaged], plan: dict[str, Any], history: An
                 for t, part in zip(transforms, staged, strict=True)])
         with ThreadPoolExecutor(1) as pool:  # a first version's splits need no ids: at once
             first = None if history is not None else pool.submit(
-                split_indices, len(base), spec.splits, spec.seed, labels)
-            every = with_occurrences(base)
+                split_indices, int(starts[-1]), spec.splits, spec.seed, labels)
+            ids = occurrences_of_parts([part.hashes for part in staged],
+                                       [part.ranks for part in staged])
             chosen = first.result() if first is not None else kept_split_indices(
-                every, spec.splits, spec.seed, labels, history.splits)
-        ids = [every[a:b] for a, b in itertools.pairwise(starts)]
+                np.concatenate(ids), spec.splits, spec.seed, labels, history.splits)
         splits = [{s: idx[np.searchsorted(idx, a):np.searchsorted(idx, b)] - a  # ascending
                    for s, idx in chosen.items()} for a, b in itertools.pairwise(starts)]
     else:

@@ -105,6 +105,15 @@ class PartStaged:
     worker: dict[str, Any]
     #: A folder's part: its classes, modes and skipped files (``_part_folders``).
     folder: dict[str, Any] = field(default_factory=dict)
+    #: ``hashes`` ranked here, on the worker (:func:`datastack.rowids.rank_part`): the
+    #: coordinator numbers every row from the parts' distinct hashes, without a sort of all.
+    ranks: Any = None
+
+    def __post_init__(self) -> None:
+        if self.hashes is not None and self.ranks is None:
+            from datastack.rowids import rank_part
+
+            self.ranks = rank_part(self.hashes)
 
 
 def _policy_inputs(job: PartJob, workdir: Path) -> tuple[Any, Any, Any, list[Any]]:

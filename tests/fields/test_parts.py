@@ -143,6 +143,24 @@ def test_csv_every_cut_position(data: bytes) -> None:
             _check_csv_parts(data, parts, header_end)
 
 
+def test_each_range_starts_one_part() -> None:
+    """Equal ranges of a table give as many parts as ranges, each about a range long: the
+    first range's part starts at the header's end and runs to the next range's first record
+    (no part of one row before it)."""
+    rows = b"".join(b"%d,%s,%d\n" % (k, b"x" * (k % 7), k * k) for k in range(5_000))
+    data = b"a,b,c\n" + rows
+    plan = text_plan(_res(data), "csv", CsvOptions())
+    assert plan is not None
+    spans = ranges(plan.head, len(data), len(data) // 8, multiple=2)
+    cuts = assemble([plan.scan(io.BytesIO(data), lo, hi) for lo, hi in spans], plan.head)
+    assert cuts is not None and len(cuts) == len(spans) == 8
+    assert cuts[0][0] == plan.head
+    assert all(abs((b - a) - (hi - lo)) < 40 for (a, b), (lo, hi) in zip(cuts, spans,
+                                                                        strict=True))
+    _check_csv_parts(data, [Part(0, "t.csv", "bytes", a, b, plan.head) for a, b in cuts],
+                     plan.head)
+
+
 @SETTINGS
 @given(data=csv_files(), block=st.integers(1, 9), seed=st.integers(0, 1000))
 def test_scans_made_apart_assemble_like_one_process(data: bytes, block: int, seed: int) -> None:

@@ -229,6 +229,49 @@ def test_a_worker_killed_mid_shard_is_replaced_and_the_version_published_once(
     _published_once_and_nothing_orphaned(one, many, capsys)
 
 
+class _StagingLost:
+    """An in-process pool whose part writes never find their staging files (as on another
+    machine): each write stages its part again."""
+
+    restaged: list[int] = []
+
+    def __enter__(self) -> _StagingLost:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def slots(self) -> int:
+        return 2
+
+    def describe(self) -> str:
+        return "an in-process pool losing staging files"
+
+    def map(self, fn: Callable[[Any], Any], jobs: list[Any]) -> list[Any]:
+        if fn.__name__ == "write_part":
+            for task in jobs:
+                task.job.stage_path.unlink()
+                if task.job.presets:
+                    self.restaged.append(task.job.index)
+        return [fn(job) for job in jobs]
+
+
+def test_a_part_staged_again_for_its_write_keeps_the_kinds_decided_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A part whose own rows decide a column otherwise (``grade``: numbers after the first 40
+    rows) is staged with the kinds of the parts before it; when its write has to stage it
+    again (another machine, a dead worker), it does so with the same kinds."""
+    from datastack.pipeline import _parallel
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_parallel, "parallel_pool", _StagingLost)
+        _StagingLost.restaged = []
+        one, many = _twice(tmp_path, monkeypatch, {}, _table(3000))
+    assert _StagingLost.restaged  # parts after the first were staged with presets
+    _same_version(one, many)
+
+
 def _published_once_and_nothing_orphaned(one: str, many: str,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     """After a killed worker: the one-process version, published once, no shard twice, and

@@ -3,6 +3,7 @@ or storage), and the split arithmetic that keeps known rows where they were."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -244,3 +245,28 @@ def test_many_rows_are_numbered_in_buckets_as_by_one_ranking(pattern: str) -> No
         h = rng.integers(0, 2**64 - 1, n, dtype=np.uint64)
         h[rng.integers(0, n, 3_000)] = h[rng.integers(0, n, 3_000)]
     assert np.array_equal(with_occurrences(h), _numbered(h, _ranked_occurrences(h)))
+
+
+@pytest.mark.parametrize("case", ["unique", "copies within parts", "copies across parts",
+                                  "copies everywhere", "empty parts"])
+def test_parts_ranked_on_their_own_number_rows_as_all_rows_together(case: str) -> None:
+    """A parallel preparation ranks each part's hashes where it was read
+    (``rank_part``) and numbers every row from the parts' distinct hashes
+    (``occurrences_of_parts``): the ids are those of ``with_occurrences`` over all rows."""
+    from datastack.rowids import occurrences_of_parts, rank_part
+
+    rng = np.random.default_rng(len(case))
+    sizes = [0, 700, 0, 1_300, 1] if case == "empty parts" else [500, 1_000, 700, 1_800]
+    h = rng.integers(0, 2**64 - 1, sum(sizes), dtype=np.uint64)
+    if case == "copies within parts":
+        h[510:520] = h[500]  # part 1 only
+    elif case == "copies across parts":
+        h[600] = h[3]
+        h[2_000:2_004] = h[1_700]
+    elif case in ("copies everywhere", "empty parts"):
+        h = rng.choice(h[:40], len(h))
+    cuts = np.cumsum([0, *sizes])
+    parts = [h[a:b] for a, b in itertools.pairwise(cuts)]
+    ids = occurrences_of_parts(parts, [rank_part(p) for p in parts])
+    assert [len(i) for i in ids] == sizes
+    assert np.array_equal(np.concatenate(ids), with_occurrences(h))
