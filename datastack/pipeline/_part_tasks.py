@@ -84,10 +84,11 @@ class ScanJob:
 
 def scan_part_range(job: ScanJob) -> Any:
     """:meth:`TextPlan.scan` of one range, on a worker (its own read of its range)."""
+    from datastack.pipeline._malloc import roomy_malloc
     from datastack.storage.chunked import open_raw
     from datastack.store import Store
 
-    with open_raw(Store.open(job.storage).storage, job.source) as raw, \
+    with roomy_malloc(), open_raw(Store.open(job.storage).storage, job.source) as raw, \
             raw.opener() as stream:
         return job.plan.scan(stream, job.lo, job.hi)
 
@@ -152,6 +153,13 @@ class RowGroups(ParquetFormat):
 
 def stage_part(job: PartJob) -> PartStaged:
     """Phase 1 of a part (see the module docstring)."""
+    from datastack.pipeline._malloc import roomy_malloc
+
+    with roomy_malloc():
+        return _stage_part(job)
+
+
+def _stage_part(job: PartJob) -> PartStaged:
     import h5py
 
     if job.part.kind == "members":  # files of a folder
@@ -225,6 +233,13 @@ class PartWrite:
 
 def write_part(task: PartWrite) -> dict[str, Any]:
     """Phase 2 (see the module docstring): ``{"shards": entries, "schema": ..., "worker"}``."""
+    from datastack.pipeline._malloc import roomy_malloc
+
+    with roomy_malloc():
+        return _write_part(task)
+
+
+def _write_part(task: PartWrite) -> dict[str, Any]:
     from datastack.canonical.layout import shard_identifier
     from datastack.canonical.shards import shard_entry
     from datastack.store import Store
