@@ -111,6 +111,9 @@ class RangeScan:
     slots: tuple[tuple[int, int | None], tuple[int, int | None]]
     lead: tuple[int, int | None]
     consistent: tuple[bool, bool]
+    #: ``ends[p]``: the ``\n`` that end a record under parity ``p``, empty lines left out
+    #: (a guess of the rows, :func:`records_guess`).
+    ends: tuple[int, int] = (0, 0)
 
 
 def ascii_safe(encoding: str) -> bool:
@@ -185,6 +188,7 @@ def scan_range(
     lead = _Seeker(lo, None, content)
     quotes = 0
     consistent = [True, True]
+    ends = [0, 0]
     pos = lo
     while pos < hi:
         back = min(pos, _CONTEXT)
@@ -206,6 +210,8 @@ def scan_range(
                 if not np.all(np.where(closing, closes, opens)):
                     consistent[parity] = False
         _first_ends(np, inner, found - back, quotes, seekers, pos, content)
+        _count_ends(np, arr[back - 1 if back else 0 : back + end - pos], bool(back),
+                    found - back, quotes, ends)
         for seeker in (*seekers, lead):
             if seeker is not None:
                 seeker.feed(window, base, pos, end)
@@ -213,7 +219,35 @@ def scan_range(
         pos = end
     slots = tuple((NONE, None) if s is None else s.result() for s in seekers)
     return RangeScan(lo, pos, quotes, slots, lead.result(),  # type: ignore[arg-type]
-                     (consistent[0], consistent[1]))
+                     (consistent[0], consistent[1]), (ends[0], ends[1]))
+
+
+def _count_ends(np: Any, block: Any, before: bool, quotes_at: Any, quotes: int,
+                ends: list[int]) -> None:
+    """Add to ``ends[p]`` the ``\n`` of ``block`` (led by the byte before it when
+    ``before``) ending a non-empty record under parity ``p``."""
+    inner = block[1:] if before else block
+    newlines = np.flatnonzero(inner == 10)
+    if not len(newlines):
+        return
+    previous = (block[newlines] if before  # block[k] is the byte before inner[k]
+                else np.where(newlines > 0, inner[np.maximum(newlines - 1, 0)], 10))
+    lines = newlines[previous != 10]
+    counts = np.searchsorted(quotes_at, lines) + quotes
+    even = int(np.count_nonzero(counts % 2 == 0))
+    ends[0] += even
+    ends[1] += len(lines) - even
+
+
+def records_guess(scans: Sequence[RangeScan]) -> int:
+    """The records the scans of consecutive ranges hold, read with the right parity: the
+    rows a reader will give when every record ends with a ``\n`` (a guess: a last record
+    without one, or lines the reader skips, make it wrong, and it is checked)."""
+    parity, total = 0, 0
+    for scan in scans:
+        total += scan.ends[parity]
+        parity = (parity + scan.quotes) % 2
+    return total
 
 
 def _first_ends(np: Any, inner: Any, quotes_at: Any, before: int,
@@ -453,4 +487,4 @@ def open_part(raw: StreamedResource, part: Part, header: bytes | None = None
 
 
 __all__ = ["Part", "RangeScan", "TextPlan", "ascii_safe", "assemble", "csv_header_end",
-           "cut_parts", "open_part", "ranges", "scan_range", "text_plan"]
+           "cut_parts", "open_part", "ranges", "records_guess", "scan_range", "text_plan"]

@@ -124,17 +124,19 @@ def prepare_in_parts(
     scratch = tempfile.mkdtemp(prefix="datastack-parts-")
     try:
         with pool:
-            parts = [part for k, source in enumerate(sources)
-                     for part in _parts(pool, spec, k, dict(source), store)]
+            cut = [_parts(pool, spec, k, dict(source), store)
+                   for k, source in enumerate(sources)]
+            parts = [part for found, _ in cut for part in found]
             clock = {"cut": time.perf_counter() - started}
             if len(parts) < 2:
                 return None
             kill = os.environ.get(KILL_PART_ENV, "")
             jobs = [PartJob(spec, dict(sources[part.source]), part, k, store.connection_uri,
                             scratch, kill=kill) for k, part in enumerate(parts)]
-            staged = _settled(pool, jobs, pool.map(stage_part, jobs))
-            clock["stage"] = time.perf_counter() - started - sum(clock.values())
-            plan = _plan(spec, staged, known, history, identity)
+            with EarlySplits(spec, history, [guess for _, guess in cut]) as early:
+                staged = _settled(pool, jobs, pool.map(stage_part, jobs))
+                clock["stage"] = time.perf_counter() - started - sum(clock.values())
+                plan = _plan(spec, staged, known, history, identity, early)
             clock["plan"] = time.perf_counter() - started - sum(clock.values())
             writes = pool.map(write_part, [
                 PartWrite(job, plan["fields"], plan["transforms"][k], plan["encodings"],
@@ -151,28 +153,78 @@ def prepare_in_parts(
 
 
 def _parts(pool: Any, spec: Any, index: int, source: dict[str, Any], store: Store
-           ) -> list[Any]:
+           ) -> tuple[list[Any], int | None]:
     """The parts of source ``index``, its byte ranges scanned on the workers (each reads its
     own range once) and assembled here (:mod:`datastack.formats._parts`); a Parquet file's
-    row groups from its footer, here."""
-    from datastack.formats._parts import Part, assemble, cut_parts, ranges, text_plan
+    row groups from its footer, here. With them, a guess of the rows (text: the records the
+    scans counted; else ``None``)."""
+    from datastack.formats._parts import (
+        Part,
+        assemble,
+        cut_parts,
+        ranges,
+        records_guess,
+        text_plan,
+    )
     from datastack.storage.chunked import open_raw
 
     part_bytes = env_size(PART_BYTES_ENV, DEFAULT_PART_BYTES)
     if spec.format not in ("csv", "jsonl"):  # Parquet row groups, a folder's (tar's) files
         with open_raw(store.storage, source) as raw:
             return cut_parts(raw, "parquet" if spec.format == "parquet" else "tar", None,
-                             part_bytes, source=index, name=spec.sources[index].filename)
+                             part_bytes, source=index,
+                             name=spec.sources[index].filename), None
     with open_raw(store.storage, source) as raw:
         plan = text_plan(raw, spec.format or "", spec.options)
         size, name = int(raw.size), raw.identifier.rsplit("/", 1)[-1]
     if plan is None:
-        return []
+        return [], None
     spans = ranges(plan.head, size, part_bytes, multiple=pool.slots())
     scans = pool.map(scan_part_range, [ScanJob(source, store.connection_uri, plan, lo, hi)
                                        for lo, hi in spans])
     cuts = assemble(scans, plan.head) or []
-    return [Part(index, name, "bytes", a, b, plan.head) for a, b in cuts]
+    return [Part(index, name, "bytes", a, b, plan.head) for a, b in cuts], records_guess(scans)
+
+
+class EarlySplits:
+    """A first version's splits drawn on a thread while the parts are staged, from the rows
+    the cut counted (the draw needs only their number): used when the parts hold exactly
+    that many rows (:func:`_rows` checks), else drawn again. Stratified splits wait for the
+    labels."""
+
+    def __init__(self, spec: Any, history: Any, guesses: list[int | None]) -> None:
+        self.rows = (sum(g for g in guesses if g is not None)
+                     if guesses and None not in guesses else None)
+        self.wanted = bool(spec.splits) and history is None and not spec.stratify
+        self.spec = spec
+        self._thread: Any = None
+        self._future: Any = None
+
+    def __enter__(self) -> EarlySplits:
+        if self.wanted and self.rows:
+            from concurrent.futures import ThreadPoolExecutor
+
+            from datastack.splits import split_indices
+
+            self._thread = ThreadPoolExecutor(1)
+            self._future = self._thread.submit(split_indices, self.rows, self.spec.splits,
+                                               self.spec.seed, None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=True, cancel_futures=True)
+
+    def splits_of(self, rows: int, labels: Any) -> Any:
+        """The early draw when it is the one wanted (``rows`` rows, no labels), else None."""
+        if self._future is None or labels is not None:
+            return None
+        if rows != self.rows:
+            log.debug("%s: the cut counted %d rows, the parts hold %d: splits drawn again",
+                      self.spec.name, self.rows, rows)
+            return None
+        log.debug("%s: splits drawn while the parts were staged", self.spec.name)
+        return self._future
 
 
 def _settled(pool: Any, jobs: list[PartJob], staged: list[PartStaged]) -> list[PartStaged]:
@@ -219,14 +271,14 @@ def _merged(spec: Any, staged: list[PartStaged]) -> Any:
 
 
 def _plan(spec: Any, staged: list[PartStaged], known: Any, history: Any,
-          identity: str) -> dict[str, Any]:
+          identity: str, early: EarlySplits | None = None) -> dict[str, Any]:
     """The decisions that need every row: fields, codes, each part's transforms, row ids and
     each part's rows of every split."""
     from datastack.pipeline._part_folders import folder_decisions
 
     plan = (folder_decisions(spec, staged, known) if staged[0].folder
             else _table_decisions(spec, staged, known))
-    return {**plan, **_rows(spec, staged, plan, history)}
+    return {**plan, **_rows(spec, staged, plan, history, early)}
 
 
 def _table_decisions(spec: Any, staged: list[PartStaged], known: Any) -> dict[str, Any]:
@@ -254,8 +306,8 @@ def _table_decisions(spec: Any, staged: list[PartStaged], known: Any) -> dict[st
             "new_values": new_values_schema(merged.new_values(known))}
 
 
-def _rows(spec: Any, staged: list[PartStaged], plan: dict[str, Any], history: Any
-          ) -> dict[str, Any]:
+def _rows(spec: Any, staged: list[PartStaged], plan: dict[str, Any], history: Any,
+          early: EarlySplits | None = None) -> dict[str, Any]:
     """Every row's id and each part's rows of every split (cut over all rows)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -277,7 +329,8 @@ def _rows(spec: Any, staged: list[PartStaged], plan: dict[str, Any], history: An
                 t[target](part.targets) if target in t else part.targets
                 for t, part in zip(transforms, staged, strict=True)])
         with ThreadPoolExecutor(1) as pool:  # a first version's splits need no ids: at once
-            first = None if history is not None else pool.submit(
+            first = None if history is not None else (
+                early and early.splits_of(int(starts[-1]), labels)) or pool.submit(
                 split_indices, int(starts[-1]), spec.splits, spec.seed, labels)
             ids = occurrences_of_parts([part.hashes for part in staged],
                                        [part.ranks for part in staged])

@@ -179,6 +179,27 @@ def test_a_continued_version_in_parts_equals_one_process(
     _same_version(one, many, 2)
 
 
+@pytest.mark.parametrize("ending", ["every record ends a line", "blank lines, no last newline"])
+def test_a_first_versions_splits_are_drawn_while_parts_are_staged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    ending: str,
+) -> None:
+    """The cut counts the records (quoted newlines are not records) and the splits are drawn
+    from that count while the parts are staged; when the parts hold another number of rows
+    (blank lines skipped, a last record without a newline), they are drawn again: the same
+    version as one process either way."""
+    text = _table(3000)
+    if ending != "every record ends a line":
+        lines = text.split("\n")
+        text = "\n".join(lines[:100] + [""] + lines[100:]).rstrip("\n")
+    with caplog.at_level("DEBUG", logger="datastack.pipeline"):
+        one, many = _twice(tmp_path, monkeypatch, {"DATASTACK_WORKERS": "2"}, text)
+    early = "splits drawn while the parts were staged" in caplog.text
+    assert early == (ending == "every record ends a line"), caplog.text[-2000:]
+    assert ("splits drawn again" in caplog.text) != early
+    _same_version(one, many)
+
+
 def test_jsonl_in_parts_equals_one_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
