@@ -72,6 +72,23 @@ def parallel_pool() -> Any:
     return LocalPool(workers) if workers > 1 else None
 
 
+def warm_parallel(factory: DatasetFactory) -> None:
+    """Before the sources are retrieved: when local workers will likely prepare the dataset
+    in parts, start the process they fork from now (:meth:`LocalPool.warm`)."""
+    import multiprocessing
+
+    from datastack.pipeline._part_folders import folder_eligible
+
+    spec = factory.spec
+    if (os.environ.get(DASK_ENV, "").strip() or multiprocessing.parent_process() is not None
+            or env_int(WORKERS_ENV, 1, minimum=1) < 2
+            or not (spec.format in PART_FORMATS or folder_eligible(spec))):
+        return
+    from datastack.pipeline._pools import LocalPool
+
+    LocalPool.warm()
+
+
 def _in_dask_worker() -> bool:
     """True inside a task of a dask.distributed worker (whose process has a parent)."""
     import sys
@@ -365,4 +382,5 @@ def _version(plan: dict[str, Any], writes: list[dict[str, Any]]) -> tuple[Any, l
     return PreparedData(totals, schema, dict(plan["encodings"])), manifest
 
 
-__all__ = ["DASK_ENV", "PART_BYTES_ENV", "WORKERS_ENV", "parallel_pool", "prepare_in_parts"]
+__all__ = ["DASK_ENV", "PART_BYTES_ENV", "WORKERS_ENV", "parallel_pool", "prepare_in_parts",
+           "warm_parallel"]

@@ -49,14 +49,22 @@ class LocalPool:
 
     def _pool(self) -> Any:
         if self._executor is None:
-            import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["datastack.pipeline._part_tasks", "numpy", "h5py",
-                                            "pyarrow", "pyarrow.csv", "pyarrow.json"])
-            self._executor = ProcessPoolExecutor(self.workers, mp_context=context)
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=_context())
         return self._executor
+
+    @staticmethod
+    def warm() -> None:
+        """Start the process local workers fork from (and the modules it preloads) on a
+        thread now, while the refresh does other work (the sources' retrieval): the pool's
+        first tasks then start at once."""
+        import threading
+        from multiprocessing import forkserver
+
+        _context()
+        threading.Thread(target=forkserver.ensure_running, name="datastack-forkserver",
+                         daemon=True).start()
 
     def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> list[Any]:
         """``fn(job)`` for every job, in order; jobs whose worker died run again."""
@@ -83,6 +91,20 @@ class LocalPool:
             raise DatastackError(f"{len(missing)} part(s) lost their worker {ATTEMPTS} times; "
                                  "nothing was published. Check the machine's memory and logs")
         return [results[k] for k in range(len(jobs))]
+
+
+#: What the forkserver of local workers imports once, before it forks them (pandas: pyarrow
+#: loads it to turn some columns into numpy; a missing module is skipped).
+PRELOAD = ["datastack.pipeline._part_tasks", "numpy", "h5py", "pyarrow", "pyarrow.csv",
+           "pyarrow.json", "pandas"]
+
+
+def _context() -> Any:
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
 
 
 class DaskPool:

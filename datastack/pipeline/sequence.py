@@ -34,6 +34,7 @@ from datastack.errors import (
     LockHeldError,
     StorageUnavailableError,
 )
+from datastack.pipeline._parallel import warm_parallel
 from datastack.pipeline.build import (
     drop_version,
     prepare_version,
@@ -156,6 +157,7 @@ def _sequence(run: _Run, lease: Any, force: bool, producer: Any, deadline: Any) 
     run.warnings.extend(check.warnings)
     if not check.changed and not force:
         return run.result("unchanged", check.latest_version, check.reason)
+    warm_parallel(factory)  # local workers' process starts while the sources are fetched
     sources = step("retrieve-sources", retrieve_sources, factory, store, deadline_s=deadline)
     if check.compare and not force:
         same = same_tracked_content(factory.spec, sources, store)
