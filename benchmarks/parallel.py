@@ -11,9 +11,11 @@ JPEGs and PNGs (smooth random scenes with grain, 10 class folders; generated onc
 imagefolder``: each image verified, its bytes stored). Each run is a first refresh into a
 fresh filesystem store, in a fresh process (``python -c 'datastack.refresh(...)'``), with
 ``DATASTACK_WORKERS=2`` or ``DATASTACK_DASK_ADDRESS`` of a LocalCluster started here (its 2
-worker processes, one thread each, started before the clock). Printed per case: median wall
+worker processes, one thread each, started before the clock, and only for its own runs: an
+idle cluster beside the other runs slowed them). Printed per case: median wall
 seconds, the ratio against one process, the peak RSS of the refresh process and of the
-largest worker (sampled every 50 ms over every process below this one), and the goals of #25
+largest worker (each process's peak as the kernel keeps it, VmHWM, read four times a
+second over every process below this one), and the goals of #25
 (2 local workers <= 0.6x, Dask <= 0.7x). The run checks that the three versions hold the
 same samples (split sizes, and a digest of a random sample of rows). JSON:
 ``benchmarks/results/parallel.json``.
@@ -59,16 +61,20 @@ class PeakRss:
     def _run(self) -> None:
         import psutil
 
+        commands: dict[int, str] = {}
         while not self._stop.is_set():
             for proc in self.me.children(recursive=True):
                 try:
-                    rss = proc.memory_info().rss
-                    cmd = " ".join(proc.cmdline())[:80]
+                    if proc.pid not in commands:
+                        commands[proc.pid] = " ".join(proc.cmdline())[:80]
+                    rss = _high_water(proc.pid) or proc.memory_info().rss
                 except psutil.Error:
                     continue
                 if rss > self.peaks.get(proc.pid, ("", 0))[1]:
-                    self.peaks[proc.pid] = (cmd, rss)
-            time.sleep(0.05)
+                    self.peaks[proc.pid] = (commands[proc.pid], rss)
+            # the kernel keeps each process's peak (VmHWM): a few looks a second suffice,
+            # and cost the runs that keep both cores busy next to nothing
+            time.sleep(0.25)
 
     def __enter__(self) -> PeakRss:
         self._thread.start()
@@ -77,6 +83,18 @@ class PeakRss:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def _high_water(pid: int) -> int:
+    """A process's peak RSS so far (Linux: VmHWM of /proc/PID/status), 0 if unknown."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _spec(folder: Path, csv: Path) -> Path:
@@ -197,6 +215,7 @@ def _case(spec: Path, tmp: Path, envs: dict[str, dict[str, str]], repeat: int
     results: dict[str, list[float]] = {name: [] for name in envs}
     memory: dict[str, dict[str, Any]] = {}
     stores = []
+    tmp.mkdir(exist_ok=True)
     for round_ in range(repeat):
         for name, env in envs.items():
             store = tmp / f"store-{spec.stem}-{round_}-{len(stores)}"
@@ -204,7 +223,7 @@ def _case(spec: Path, tmp: Path, envs: dict[str, dict[str, str]], repeat: int
             results[name].append(seconds)
             memory[name] = info
             stores.append(store)
-    return {"seconds": results, "memory": memory, "same": _same(stores[: len(envs)])}
+    return {"seconds": results, "memory": memory, "stores": stores[: len(envs)]}
 
 
 def _report(title: str, case: dict[str, Any]) -> list[str]:
@@ -261,16 +280,21 @@ def main() -> None:
     parts = {"DATASTACK_PART_BYTES": str(args.part_mb * 1024 * 1024)}
     cases: dict[str, dict[str, Any]] = {}
     lines: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="datastack-parallel-") as tmp, \
-            LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                         dashboard_address=None) as cluster:
-        envs = dict(zip(SYSTEMS, ({"DATASTACK_WORKERS": "1"},
-                                  {"DATASTACK_WORKERS": "2", **parts},
-                                  {"DATASTACK_DASK_ADDRESS": cluster.scheduler_address,
-                                   **parts}), strict=True))
+    with tempfile.TemporaryDirectory(prefix="datastack-parallel-") as tmp:
+        local = dict(zip(SYSTEMS[:2], ({"DATASTACK_WORKERS": "1"},
+                                       {"DATASTACK_WORKERS": "2", **parts}), strict=True))
         for kind, path in inputs.items():
             spec = (_spec if kind == "csv" else _image_spec)(Path(tmp), path)
-            cases[kind] = _case(spec, Path(tmp), envs, args.repeat)
+            # the cluster runs only beside its own refreshes (an idle one slows the others)
+            cases[kind] = _case(spec, Path(tmp) / "local", local, args.repeat)
+            with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                              dashboard_address=None) as cluster:
+                dask = {SYSTEMS[2]: {"DATASTACK_DASK_ADDRESS": cluster.scheduler_address,
+                                     **parts}}
+                on_dask = _case(spec, Path(tmp) / "dask", dask, args.repeat)
+            for key in ("seconds", "memory"):
+                cases[kind][key].update(on_dask[key])
+            cases[kind]["same"] = _same(cases[kind].pop("stores") + on_dask.pop("stores"))
             size = (path.stat().st_size if path.is_file()
                     else sum(f.stat().st_size for f in path.rglob("*") if f.is_file()))
             lines += _report(f"{path.name} ({size / 1e9:.2f} GB), parts of {args.part_mb} "
