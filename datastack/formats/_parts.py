@@ -201,7 +201,8 @@ def scan_range(
         base = pos - back
         arr = np.frombuffer(window, np.uint8)
         inner = arr[back : back + end - pos]
-        found = (np.flatnonzero(inner == 34) + back) if quoting else np.empty(0, np.int64)
+        quoted = quoting and window.find(b'"', back, back + end - pos) >= 0  # memchr first
+        found = (np.flatnonzero(inner == 34) + back) if quoted else np.empty(0, np.int64)
         if len(found):
             opens, closes = _quote_checks(np, arr, found, base, delimiter)
             odd = (np.arange(len(found)) + quotes) % 2 == 1  # after an odd count: closes
