@@ -112,7 +112,10 @@ def _spec(folder: Path, csv: Path) -> Path:
 
 
 def _run(spec: Path, store: Path, env: dict[str, str]) -> tuple[float, dict[str, Any]]:
-    code = ("import time, datastack, json; t=time.perf_counter(); "
+    code = ("import time, datastack, json, logging; logging.basicConfig(level=logging.WARNING); "
+            "logging.getLogger('datastack.pipeline').setLevel(logging.INFO); "
+            "logging.getLogger('datastack.retrieval').setLevel(logging.INFO); "
+            "t=time.perf_counter(); "
             f"[r]=datastack.refresh({str(spec)!r}, storage={str(store)!r}); "
             "print(json.dumps({'s': time.perf_counter()-t, 'status': r.status, "
             "'reason': r.reason, 'splits': r.splits}))")
@@ -125,13 +128,16 @@ def _run(spec: Path, store: Path, env: dict[str, str]) -> tuple[float, dict[str,
     if done.returncode:
         raise SystemExit(done.stderr[-2000:])
     result = json.loads(done.stdout.strip().splitlines()[-1])
+    phases = next((line.rsplit("(", 1)[-1].rstrip(")") for line in done.stderr.splitlines()
+                   if "prepared in" in line), "one process")
     if result["status"] != "published":
         raise SystemExit(f"refresh failed: {result['reason']}")
     procs = sorted(peaks.peaks.values(), key=lambda p: -p[1])
     main = max((rss for cmd, rss in procs if "import time, datastack" in cmd), default=0)
     workers = [rss for cmd, rss in procs if "import time, datastack" not in cmd]
     return float(result["s"]), {"splits": result["splits"], "coordinator_rss": main,
-                                "worker_rss": max(workers, default=0), "cpu_s": busy}
+                                "worker_rss": max(workers, default=0), "cpu_s": busy,
+                                "phases": phases}
 
 
 def _busy_seconds() -> float:
@@ -239,6 +245,8 @@ def _report(title: str, case: dict[str, Any]) -> list[str]:
                      f"{info['coordinator_rss'] / mib:9.0f} MiB "
                      f"{info['worker_rss'] / mib:8.0f} MiB {info.get('cpu_s', 0):6.1f} "
                      f"{info.get('cpu_s', 0) / wall:10.2f}")
+    lines += [f"  {name}: {memory[name].get('phases', '')}" for name in results
+              if memory[name].get("phases", "one process") != "one process"]
     cores = memory["1 process"].get("cpu_s", 0) / base
     lines.append(f"one process keeps {cores:.2f} of 2 cores busy: with the same CPU work, "
                  f"2 cores cannot go below {cores / 2:.2f}x")

@@ -248,7 +248,7 @@ def test_many_rows_are_numbered_in_buckets_as_by_one_ranking(pattern: str) -> No
 
 
 @pytest.mark.parametrize("case", ["unique", "copies within parts", "copies across parts",
-                                  "copies everywhere", "empty parts"])
+                                  "copies everywhere", "empty parts", "large parts of copies"])
 def test_parts_ranked_on_their_own_number_rows_as_all_rows_together(case: str) -> None:
     """A parallel preparation ranks each part's hashes where it was read
     (``rank_part``) and numbers every row from the parts' distinct hashes
@@ -256,7 +256,9 @@ def test_parts_ranked_on_their_own_number_rows_as_all_rows_together(case: str) -
     from datastack.rowids import occurrences_of_parts, rank_part
 
     rng = np.random.default_rng(len(case))
-    sizes = [0, 700, 0, 1_300, 1] if case == "empty parts" else [500, 1_000, 700, 1_800]
+    sizes = ([0, 700, 0, 1_300, 1] if case == "empty parts"
+             else [70_000, 90_000, 1] if case == "large parts of copies"  # a hash table
+             else [500, 1_000, 700, 1_800])
     h = rng.integers(0, 2**64 - 1, sum(sizes), dtype=np.uint64)
     if case == "copies within parts":
         h[510:520] = h[500]  # part 1 only
@@ -265,6 +267,8 @@ def test_parts_ranked_on_their_own_number_rows_as_all_rows_together(case: str) -
         h[2_000:2_004] = h[1_700]
     elif case in ("copies everywhere", "empty parts"):
         h = rng.choice(h[:40], len(h))
+    elif case == "large parts of copies":  # more distinct hashes than a 16-bit number
+        h = rng.choice(h[:70_000], len(h))
     cuts = np.cumsum([0, *sizes])
     parts = [h[a:b] for a, b in itertools.pairwise(cuts)]
     ids = occurrences_of_parts(parts, [rank_part(p) for p in parts])
