@@ -265,8 +265,7 @@ class PartRanks(NamedTuple):
 def rank_part(hashes: U64) -> PartRanks:
     """:class:`PartRanks` of one part's row hashes."""
     h = np.asarray(hashes, np.uint64)
-    head = np.sort(h[: 1 << 16])
-    if len(h) > 1 << 16 and int(np.count_nonzero(head[1:] == head[:-1])) > len(head) // 8:
+    if _few_distinct(h):
         return _rank_copies(h)  # copies everywhere: by a hash table, no sort of the rows
     ranked = np.sort(h)
     if len(h) < 2 or not (ranked[1:] == ranked[:-1]).any():
@@ -283,6 +282,16 @@ def rank_part(hashes: U64) -> PartRanks:
     inverse = np.empty(len(h), np.uint32)
     inverse[order] = group
     return PartRanks(ranked[starts], np.diff(np.append(starts, len(h))), within, inverse)
+
+
+def _few_distinct(h: U64) -> bool:
+    """Whether the first 65,536 rows of many hold at most a quarter as many distinct hashes
+    (a table of few distinct rows: numbering them by a hash table beats sorting every row;
+    with half of them distinct, sorting is faster)."""
+    if len(h) <= 1 << 16:
+        return False
+    head = np.sort(h[: 1 << 16])
+    return int(np.count_nonzero(head[1:] != head[:-1])) + 1 <= len(head) // 4
 
 
 def _rank_copies(h: U64) -> PartRanks:
@@ -384,6 +393,8 @@ def _bucket_occurrences(h: U64) -> U64:
     """:func:`_occurrences` in one thread. Only the rows whose hash repeats are ranked when
     they are few (one unstable sort finds them; a stable argsort of every row is 2-3 times
     slower, and most tables have no or few copies)."""
+    if _few_distinct(h):  # few distinct rows: numbered by a hash table
+        return np.asarray(_rank_copies(h).within, np.uint64)
     head = np.sort(h[: 1 << 16])
     if int(np.count_nonzero(head[1:] == head[:-1])) > len(head) // 8:
         return _ranked_occurrences(h)  # copies everywhere: rank every row at once

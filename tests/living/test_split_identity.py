@@ -253,11 +253,11 @@ def test_parts_ranked_on_their_own_number_rows_as_all_rows_together(case: str) -
     """A parallel preparation ranks each part's hashes where it was read
     (``rank_part``) and numbers every row from the parts' distinct hashes
     (``occurrences_of_parts``): the ids are those of ``with_occurrences`` over all rows."""
-    from datastack.rowids import occurrences_of_parts, rank_part
+    from datastack.rowids import _numbered, _ranked_occurrences, occurrences_of_parts, rank_part
 
     rng = np.random.default_rng(len(case))
     sizes = ([0, 700, 0, 1_300, 1] if case == "empty parts"
-             else [70_000, 90_000, 1] if case == "large parts of copies"  # a hash table
+             else [70_000, 150_536, 1] if case == "large parts of copies"  # a hash table
              else [500, 1_000, 700, 1_800])
     h = rng.integers(0, 2**64 - 1, sum(sizes), dtype=np.uint64)
     if case == "copies within parts":
@@ -267,10 +267,12 @@ def test_parts_ranked_on_their_own_number_rows_as_all_rows_together(case: str) -
         h[2_000:2_004] = h[1_700]
     elif case in ("copies everywhere", "empty parts"):
         h = rng.choice(h[:40], len(h))
-    elif case == "large parts of copies":  # more distinct hashes than a 16-bit number
-        h = rng.choice(h[:70_000], len(h))
+    elif case == "large parts of copies":  # few distinct rows first, then 85,000 more
+        h[:135_536] = rng.choice(h[:40], 135_536)  # part 1 then has > 65,536 distinct
     cuts = np.cumsum([0, *sizes])
     parts = [h[a:b] for a, b in itertools.pairwise(cuts)]
     ids = occurrences_of_parts(parts, [rank_part(p) for p in parts])
     assert [len(i) for i in ids] == sizes
     assert np.array_equal(np.concatenate(ids), with_occurrences(h))
+    by_one_ranking = _numbered(h, _ranked_occurrences(h))  # a stable argsort of every row
+    assert np.array_equal(np.concatenate(ids), by_one_ranking)
