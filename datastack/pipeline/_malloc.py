@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
 import threading
 from collections.abc import Iterator
@@ -32,7 +33,8 @@ _lock = threading.Lock()
 _depth = 0
 
 
-def _libc() -> Any:
+@functools.lru_cache(maxsize=1)
+def _libc() -> Any:  # once per process: find_library runs ldconfig
     name = ctypes.util.find_library("c")
     if not name:
         return None

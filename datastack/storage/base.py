@@ -60,10 +60,9 @@ class HashingReader:
     def read(self, size: int = -1) -> bytes:
         data = self._stream.read(size)
         if data:
-            if len(data) >= self.THREAD_BYTES:
-                self._hash_beside(data)
+            if len(data) >= self.THREAD_BYTES or self._thread is not None:
+                self._hash_beside(data)  # once the thread runs, every chunk goes to it
             else:
-                self._settle()
                 self._update(data)
             self.size += len(data)
         return data
