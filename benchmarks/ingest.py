@@ -85,6 +85,7 @@ def _cached(path: Path, write: Any) -> Path:
     """``path``, written by ``write(tmp)`` first if missing (renamed into place when done)."""
     if path.exists():
         return path
+    path.parent.mkdir(parents=True, exist_ok=True)  # a new machine: no cache folder yet
     tmp = path.with_name(f".{path.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
     write(tmp)
