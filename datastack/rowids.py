@@ -320,35 +320,50 @@ def _rank_copies(h: U64) -> PartRanks:
 def occurrences_of_parts(parts: Sequence[U64], ranks: Sequence[PartRanks]) -> list[U64]:
     """The ids :func:`with_occurrences` gives the rows of ``parts`` (hashes, in row order)
     read one after another, part by part, from each part's :func:`rank_part`: a row's copies
-    in the parts before it are counted from the parts' distinct hashes only (merged: numpy's
-    stable sort finds the sorted runs), so a table without copies costs one merge."""
+    in the parts before it are counted from the parts' distinct hashes only
+    (:func:`copies_before`), then each part's rows are numbered (:func:`part_ids`)."""
+    return [part_ids(h, r, earlier)
+            for h, r, earlier in zip(parts, ranks, copies_before(ranks), strict=True)]
+
+
+def copies_before(ranks: Sequence[PartRanks]) -> list[NDArray[np.int64] | None]:
+    """For each part, the copies of each of its distinct hashes in the parts before it
+    (aligned with its ``distinct``), from the distinct hashes only (merged: numpy's stable
+    sort finds the sorted runs); all ``None`` when no hash is in two parts (one merge).
+    Small enough to send to the worker that numbers the part's rows (:func:`part_ids`)."""
     merged = np.concatenate([r.distinct for r in ranks]) if ranks else np.empty(0, np.uint64)
     ordered = np.sort(merged, kind="stable")
-    prior: NDArray[np.int64] | None = None
-    if len(ordered) > 1 and (ordered[1:] == ordered[:-1]).any():  # copies across parts
-        order = np.argsort(merged, kind="stable")  # equal hashes stay in part order
-        counts = np.concatenate([np.ones(len(r.distinct), np.int64) if r.counts is None
-                                 else r.counts for r in ranks])[order]
-        before = np.cumsum(counts) - counts  # rows before, in hash then part order
-        new = np.empty(len(order), bool)
-        new[0] = True
-        np.not_equal(ordered[1:], ordered[:-1], out=new[1:])  # ordered == merged[order]
-        prior = np.empty(len(order), np.int64)
-        prior[order] = before - before[np.flatnonzero(new)][np.cumsum(new) - 1]
-    out, at = [], 0
-    for h, r in zip(parts, ranks, strict=True):
-        h = np.asarray(h, np.uint64)
-        occurrence = (np.zeros(len(h), np.uint64) if r.within is None
-                      else r.within.astype(np.uint64))
-        earlier = None if prior is None else prior[at : at + len(r.distinct)]
-        if earlier is not None and r.inverse is not None:
-            occurrence += earlier[r.inverse].astype(np.uint64)
-        elif earlier is not None and earlier.any():  # rows unique in their part
-            rows = np.flatnonzero(_contains(r.distinct[earlier > 0], h))
-            occurrence[rows] = earlier[np.searchsorted(r.distinct, h[rows])].astype(np.uint64)
+    if not (len(ordered) > 1 and (ordered[1:] == ordered[:-1]).any()):
+        return [None] * len(ranks)  # no copies across parts
+    order = np.argsort(merged, kind="stable")  # equal hashes stay in part order
+    counts = np.concatenate([np.ones(len(r.distinct), np.int64) if r.counts is None
+                             else r.counts for r in ranks])[order]
+    before = np.cumsum(counts) - counts  # rows before, in hash then part order
+    new = np.empty(len(order), bool)
+    new[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])  # ordered == merged[order]
+    prior = np.empty(len(order), np.int64)
+    prior[order] = before - before[np.flatnonzero(new)][np.cumsum(new) - 1]
+    out: list[NDArray[np.int64] | None] = []
+    at = 0
+    for r in ranks:
+        out.append(prior[at : at + len(r.distinct)])
         at += len(r.distinct)
-        out.append(_numbered(h, occurrence))
     return out
+
+
+def part_ids(hashes: U64, ranks: PartRanks, earlier: NDArray[np.int64] | None) -> U64:
+    """The ids of one part's rows (``hashes``, ranked as ``ranks``), ``earlier`` the copies
+    of each of its distinct hashes in the parts before it (:func:`copies_before`)."""
+    h = np.asarray(hashes, np.uint64)
+    occurrence = (np.zeros(len(h), np.uint64) if ranks.within is None
+                  else ranks.within.astype(np.uint64))
+    if earlier is not None and ranks.inverse is not None:
+        occurrence += earlier[ranks.inverse].astype(np.uint64)
+    elif earlier is not None and earlier.any():  # rows unique in their part
+        rows = np.flatnonzero(_contains(ranks.distinct[earlier > 0], h))
+        occurrence[rows] = earlier[np.searchsorted(ranks.distinct, h[rows])].astype(np.uint64)
+    return _numbered(h, occurrence)
 
 
 def _contains(ordered: U64, values: U64) -> NDArray[np.bool_]:
@@ -435,6 +450,7 @@ def _numbered(h: U64, occurrence: U64) -> U64:
 __all__ = [
     "SCHEME",
     "PartRanks",
+    "copies_before",
     "field_hashes",
     "hash_flat",
     "hash_words",
@@ -442,6 +458,7 @@ __all__ = [
     "mix",
     "number_words",
     "occurrences_of_parts",
+    "part_ids",
     "rank_part",
     "row_hashes",
     "with_occurrences",

@@ -35,6 +35,7 @@ from datastack.pipeline._part_tasks import (
     PartStaged,
     PartWrite,
     ScanJob,
+    SplitRows,
     scan_part_range,
     stage_part,
     write_part,
@@ -72,21 +73,18 @@ def parallel_pool() -> Any:
     return LocalPool(workers) if workers > 1 else None
 
 
-def warm_parallel(factory: DatasetFactory) -> None:
-    """Before the sources are retrieved: when local workers will likely prepare the dataset
-    in parts, start the process they fork from now (:meth:`LocalPool.warm`)."""
-    import multiprocessing
-
+def warm_parallel(factory: DatasetFactory) -> Any:
+    """Before the sources are retrieved: when the dataset will likely be prepared in parts,
+    get the pool's workers ready on a thread (:meth:`LocalPool.warm`: the process local
+    workers fork from; :meth:`DaskPool.warm`: the modules a part needs, on every Dask
+    worker). Returns that thread, or ``None``."""
     from datastack.pipeline._part_folders import folder_eligible
 
     spec = factory.spec
-    if (os.environ.get(DASK_ENV, "").strip() or multiprocessing.parent_process() is not None
-            or env_int(WORKERS_ENV, 1, minimum=1) < 2
-            or not (spec.format in PART_FORMATS or folder_eligible(spec))):
-        return
-    from datastack.pipeline._pools import LocalPool
-
-    LocalPool.warm()
+    if not (spec.format in PART_FORMATS or folder_eligible(spec)):
+        return None
+    pool = parallel_pool()
+    return None if pool is None else pool.warm()
 
 
 def _in_dask_worker() -> bool:
@@ -148,8 +146,12 @@ def prepare_in_parts(
             if len(parts) < 2:
                 return None
             kill = os.environ.get(KILL_PART_ENV, "")
+            # a first version of a table, without key: or stratified splits, needs no row's
+            # hash here: the workers keep them (a Dask cluster sends 8 bytes a row, not 24)
+            lean = (spec.format in PART_FORMATS and history is None and not spec.key
+                    and not spec.stratify)
             jobs = [PartJob(spec, dict(sources[part.source]), part, k, store.connection_uri,
-                            scratch, kill=kill) for k, part in enumerate(parts)]
+                            scratch, kill=kill, lean=lean) for k, part in enumerate(parts)]
             with EarlySplits(spec, history, [guess for _, guess in cut]) as early:
                 staged = _settled(pool, jobs, pool.map(stage_part, jobs))
                 clock["stage"] = time.perf_counter() - started - sum(clock.values())
@@ -157,9 +159,10 @@ def prepare_in_parts(
             clock["plan"] = time.perf_counter() - started - sum(clock.values())
             writes = pool.map(write_part, [
                 PartWrite(job, plan["fields"], plan["transforms"][k], plan["encodings"],
-                          plan["features"], plan["target"], plan["splits"][k], plan["ids"][k],
+                          plan["features"], plan["target"],
+                          SplitRows.of(plan["splits"][k], staged[k].rows), plan["ids"][k],
                           identity, shard_bytes, spec.compression,
-                          tuple(staged[k].folder.get("skipped", ())))
+                          tuple(staged[k].folder.get("skipped", ())), plan["earlier"][k])
                 for k, job in enumerate(jobs)])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -328,13 +331,14 @@ def _rows(spec: Any, staged: list[PartStaged], plan: dict[str, Any], history: An
     """Every row's id and each part's rows of every split (cut over all rows)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from datastack.rowids import occurrences_of_parts
+    from datastack.rowids import copies_before, occurrences_of_parts
     from datastack.splits import kept_split_indices, split_indices
 
     transforms, target = plan["transforms"], plan["target"]
     sizes = [part.rows for part in staged]
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     ids: list[Any] = [None] * len(staged)
+    earlier: list[Any] = [None] * len(staged)
     if spec.splits:
         if spec.key:
             from datastack.canonical.rowids import unique_keys
@@ -349,15 +353,18 @@ def _rows(spec: Any, staged: list[PartStaged], plan: dict[str, Any], history: An
             first = None if history is not None else (
                 early and early.splits_of(int(starts[-1]), labels)) or pool.submit(
                 split_indices, int(starts[-1]), spec.splits, spec.seed, labels)
-            ids = occurrences_of_parts([part.hashes for part in staged],
-                                       [part.ranks for part in staged])
+            if any(part.hashes is None for part in staged):  # lean parts: numbered there
+                earlier = copies_before([part.ranks for part in staged])
+            else:
+                ids = occurrences_of_parts([part.hashes for part in staged],
+                                           [part.ranks for part in staged])
             chosen = first.result() if first is not None else kept_split_indices(
                 np.concatenate(ids), spec.splits, spec.seed, labels, history.splits)
         splits = [{s: idx[np.searchsorted(idx, a):np.searchsorted(idx, b)] - a  # ascending
                    for s, idx in chosen.items()} for a, b in itertools.pairwise(starts)]
     else:
         splits = [{"train": np.arange(n, dtype=np.int64)} for n in sizes]
-    return {"ids": ids, "splits": splits}
+    return {"ids": ids, "earlier": earlier, "splits": splits}
 
 
 def _version(plan: dict[str, Any], writes: list[dict[str, Any]]) -> tuple[Any, list[Any]]:

@@ -65,6 +65,10 @@ class PartJob:
     #: The coordinator's :data:`KILL_PART_ENV` (a test hook; workers may have been started
     #: before it was set).
     kill: str = ""
+    #: The coordinator needs no row's hash (a first version without ``key:`` or stratified
+    #: splits): the worker keeps them, ranked, in its staging file and returns the part's
+    #: distinct hashes only; its write numbers the rows (:func:`datastack.rowids.part_ids`).
+    lean: bool = False
 
     @property
     def stage_path(self) -> Path:
@@ -199,9 +203,43 @@ def _stage_part(job: PartJob) -> PartStaged:
         if job.spec.splits:
             hashes = hash_columns(fields, columns, transforms, encodings, job.spec.key,
                                   numbered=False)
+        if job.lean and hashes is not None:
+            ranks = _keep_ranks(stage, hashes)
+            return PartStaged(job.index, list(policy.names or []), policy.columns,
+                              policy.rows, None, None, worker_identity(), ranks=ranks)
         targets = np.asarray(group[fields[-1].stored_name][()])
     return PartStaged(job.index, list(policy.names or []), policy.columns, policy.rows,
                       hashes, targets, worker_identity())
+
+
+#: The staging file's group of a lean part's row hashes, ranked (:attr:`PartJob.lean`).
+RANKS = "ranks"
+
+
+def _keep_ranks(stage: Any, hashes: Any) -> Any:
+    """Rank a lean part's hashes, keep them in its staging file, and return what the
+    coordinator needs of them: the distinct hashes and their counts."""
+    from datastack.rowids import PartRanks, rank_part
+
+    ranks = rank_part(hashes)
+    group = stage.create_group(RANKS)
+    group.create_dataset("hashes", data=hashes)
+    for name, values in ranks._asdict().items():
+        if values is not None:
+            group.create_dataset(name, data=values)
+    return PartRanks(ranks.distinct, ranks.counts, None, None)
+
+
+def _kept_ids(stage: Any, earlier: Any) -> Any:
+    """The ids of a lean part's rows, from the ranks its stage kept and ``earlier`` (the
+    copies of each distinct hash in the parts before, from the coordinator)."""
+    from datastack.rowids import PartRanks, part_ids
+
+    group = stage[RANKS]
+    kept = {name: np.asarray(group[name][()]) if name in group else None
+            for name in PartRanks._fields}
+    ranks = PartRanks(**kept)  # type: ignore[arg-type]  # as _keep_ranks stored them
+    return part_ids(np.asarray(group["hashes"][()]), ranks, earlier)
 
 
 def named_error(exc: BaseException, where: str) -> BaseException:
@@ -223,12 +261,39 @@ class PartWrite:
     encodings: dict[str, list[str]]
     features: list[str] | None
     target: str
-    splits: dict[str, Any]  # split -> this part's row indices (ascending)
-    ids: Any  # uint64 row id of each of the part's rows (None without splits)
+    splits: Any  # this part's rows of each split (SplitRows, or split -> row indices)
+    ids: Any  # uint64 row id of each of the part's rows (None without splits, or lean)
     identity: str
     shard_bytes: int
     compression: str
     skipped: tuple[str, ...] = ()  # a folder's part: the files its stage found bad
+    #: A lean part (:attr:`PartJob.lean`): the copies of each of its distinct hashes in the
+    #: parts before it (None: none), from which the worker numbers its rows.
+    earlier: Any = None
+
+
+@dataclass(frozen=True)
+class SplitRows:
+    """A part's rows of each split as one byte a row (the split's number; 255: in none):
+    an eighth of the indices to send to a worker."""
+
+    names: tuple[str, ...]
+    codes: Any  # uint8, one per row
+
+    @classmethod
+    def of(cls, splits: dict[str, Any], rows: int) -> Any:
+        """``splits`` (split -> ascending row indices) packed (as they are: > 255 splits)."""
+        if len(splits) > 255:
+            return splits
+        codes = np.full(rows, 255, np.uint8)
+        for number, indices in enumerate(splits.values()):
+            codes[np.asarray(indices, np.int64)] = number
+        return cls(tuple(splits), codes)
+
+    def items(self) -> list[tuple[str, Any]]:
+        """``(split, ascending row indices)`` in the splits' order (empty ones too)."""
+        return [(name, np.flatnonzero(self.codes == number))
+                for number, name in enumerate(self.names)]
 
 
 def write_part(task: PartWrite) -> dict[str, Any]:
@@ -245,8 +310,8 @@ def _write_part(task: PartWrite) -> dict[str, Any]:
     from datastack.store import Store
 
     job = task.job
-    with _columns(task) as columns:
-        schema, shards = _write_splits(task, columns)
+    with _columns(task) as (columns, ids):
+        schema, shards = _write_splits(task, columns, ids)
     store = Store.open(job.storage)
     worker = worker_identity()
     entries = []
@@ -262,9 +327,10 @@ def _write_part(task: PartWrite) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _columns(task: PartWrite) -> Iterator[dict[str, Any]]:
-    """The part's rows to write: its staging file's (staged again when it is gone: another
-    machine, or a dead worker's folder), or a folder part's files read again."""
+def _columns(task: PartWrite) -> Iterator[tuple[dict[str, Any], Any]]:
+    """The part's rows to write and their ids: its staging file's (staged again when it is
+    gone: another machine, or a dead worker's folder), or a folder part's files read
+    again."""
     import h5py
 
     from datastack.canonical.columns import StagedRows
@@ -274,17 +340,19 @@ def _columns(task: PartWrite) -> Iterator[dict[str, Any]]:
         from datastack.pipeline._part_folders import folder_columns
 
         with folder_columns(job, list(task.skipped)) as columns:
-            yield columns
+            yield columns, task.ids
         return
     if not job.stage_path.exists():
         stage_part(job)
     with h5py.File(job.stage_path, "r") as stage:
         group = stage["rows"]
+        ids = _kept_ids(stage, task.earlier) if job.lean and RANKS in stage else task.ids
         yield {f.name: StagedRows(group[f.stored_name], f) if f.variable
-               else group[f.stored_name] for f in task.fields}
+               else group[f.stored_name] for f in task.fields}, ids
 
 
-def _write_splits(task: PartWrite, columns: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+def _write_splits(task: PartWrite, columns: dict[str, Any], ids: Any
+                  ) -> tuple[dict[str, Any], list[Any]]:
     """The part's rows of each split in canonical files cut into shards (not stored yet)."""
     from datastack.canonical.rowids import write_row_ids
     from datastack.canonical.shards import cut_shards
@@ -299,8 +367,8 @@ def _write_splits(task: PartWrite, columns: dict[str, Any]) -> tuple[dict[str, A
         with CanonicalWriter(out, job.spec.name, task.compression) as writer:
             rows = np.asarray(indices, np.int64)
             writer.add_fields(split, task.fields, columns, rows, task.transforms)
-            if task.ids is not None:
-                write_row_ids(writer.group(split), task.ids[rows], task.identity)
+            if ids is not None:
+                write_row_ids(writer.group(split), ids[rows], task.identity)
             prepared = writer.prepared(task.features, task.target, task.encodings)
         schema = {**prepared.schema, "splits": {**schema.get("splits", {}),
                                                 **prepared.schema["splits"]}}
@@ -324,5 +392,5 @@ def _maybe_die(job: PartJob) -> None:
         os.kill(os.getpid(), 9)
 
 
-__all__ = ["KILL_PART_ENV", "PartJob", "PartStaged", "PartWrite", "ScanJob", "named_error",
-           "scan_part_range", "stage_part", "worker_identity", "write_part"]
+__all__ = ["KILL_PART_ENV", "PartJob", "PartStaged", "PartWrite", "ScanJob", "SplitRows",
+           "named_error", "scan_part_range", "stage_part", "worker_identity", "write_part"]

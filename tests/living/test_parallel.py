@@ -250,6 +250,12 @@ def test_a_worker_killed_mid_shard_is_replaced_and_the_version_published_once(
     _published_once_and_nothing_orphaned(one, many, capsys)
 
 
+def _for_workers(pool: type) -> Callable[[], Any]:
+    """``parallel_pool`` giving ``pool`` to the refresh with workers only: the other one of
+    :func:`_twice` stays one process."""
+    return lambda: pool() if os.environ.get("DATASTACK_WORKERS") else None
+
+
 class _StagingLost:
     """An in-process pool whose part writes never find their staging files (as on another
     machine): each write stages its part again."""
@@ -264,6 +270,9 @@ class _StagingLost:
 
     def slots(self) -> int:
         return 2
+
+    def warm(self) -> None:
+        pass
 
     def describe(self) -> str:
         return "an in-process pool losing staging files"
@@ -286,11 +295,58 @@ def test_a_part_staged_again_for_its_write_keeps_the_kinds_decided_before_it(
     from datastack.pipeline import _parallel
 
     with monkeypatch.context() as patch:
-        patch.setattr(_parallel, "parallel_pool", _StagingLost)
+        patch.setattr(_parallel, "parallel_pool", _for_workers(_StagingLost))
         _StagingLost.restaged = []
         one, many = _twice(tmp_path, monkeypatch, {}, _table(3000))
     assert _StagingLost.restaged  # parts after the first were staged with presets
     _same_version(one, many)
+
+
+class _Recording(_StagingLost):
+    """An in-process pool that keeps what the parts' stages returned and their writes got."""
+
+    staged: list[Any] = []
+    writes: list[Any] = []
+
+    def map(self, fn: Callable[[Any], Any], jobs: list[Any]) -> list[Any]:
+        out = [fn(job) for job in jobs]
+        if fn.__name__ == "stage_part":
+            self.staged.extend(out)
+        elif fn.__name__ == "write_part":
+            self.writes.extend(jobs)
+        return out
+
+
+@pytest.mark.parametrize("stratify", [False, True], ids=["first", "stratified"])
+def test_a_first_versions_parts_send_their_distinct_hashes_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stratify: bool,
+) -> None:
+    """A first version without key: or stratified splits needs no row's hash at the
+    coordinator: each part returns its distinct hashes (and their counts), keeps its rows'
+    hashes in its staging file and numbers them at its write from the copies in the parts
+    before (sent per distinct hash); each write gets its splits as one byte a row. The
+    version is the one-process version (row ids too), with copies across parts."""
+    from datastack.pipeline import _parallel
+    from datastack.pipeline._part_tasks import SplitRows
+
+    keys = {"stratify": "true"} if stratify else {}
+    with monkeypatch.context() as patch:
+        patch.setattr(_parallel, "parallel_pool", _for_workers(_Recording))
+        _Recording.staged, _Recording.writes = [], []
+        one, many = _twice(tmp_path, monkeypatch, {}, _table(1500, 100) * 2, **keys)
+    _same_version(one, many)
+    staged, writes = _Recording.staged, _Recording.writes
+    assert len(staged) >= 4 and len(writes) == len(staged)
+    assert all(isinstance(w.splits, SplitRows) and w.splits.codes.dtype == np.uint8
+               for w in writes)
+    if stratify:  # the labels are needed here: every row's hash and target come back
+        assert all(p.hashes is not None and p.targets is not None for p in staged)
+        assert all(w.ids is not None and w.earlier is None for w in writes)
+        return
+    assert all(p.hashes is None and p.targets is None and p.ranks.within is None
+               for p in staged)
+    assert all(w.ids is None for w in writes)
+    assert any(w.earlier is not None and w.earlier.any() for w in writes)  # copies before
 
 
 def _published_once_and_nothing_orphaned(one: str, many: str,
