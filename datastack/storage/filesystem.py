@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from datastack._fs import TEMP_PREFIX, atomic_write, is_temporary_name
+from datastack._fs import TEMP_PREFIX, Writeback, atomic_write, is_temporary_name
 from datastack._uri import StorageLocation
 from datastack.errors import ConfigurationError, InvalidIdentifierError, StorageError
 from datastack.resources import DEFAULT_CHUNK_SIZE, StreamedResource
@@ -126,12 +126,15 @@ class FileStorageConnector(StorageConnector):
             )
 
         with atomic_write(path, fsync=self.fsync, on_error=disk_error) as out:
+            writeback = Writeback(out) if self.fsync else None
             while True:
                 chunk = reader.read(DEFAULT_CHUNK_SIZE)  # source errors propagate as they are
                 if not chunk:
                     break
                 try:
                     out.write(chunk)
+                    if writeback is not None:
+                        writeback.wrote(len(chunk))
                 except OSError as exc:
                     raise disk_error(exc) from exc
             verify()
