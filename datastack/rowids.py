@@ -284,13 +284,13 @@ def rank_part(hashes: U64) -> PartRanks:
     return PartRanks(ranked[starts], np.diff(np.append(starts, len(h))), within, inverse)
 
 
-def _few_distinct(h: U64) -> bool:
-    """Whether the first 65,536 rows of many hold at most a quarter as many distinct hashes
-    (a table of few distinct rows: numbering them by a hash table beats sorting every row;
-    with half of them distinct, sorting is faster)."""
+def _few_distinct(h: U64, head: U64 | None = None) -> bool:
+    """Whether the first 65,536 rows of many (``head``: them sorted, when known) hold at
+    most a quarter as many distinct hashes (a table of few distinct rows: numbering them by
+    a hash table beats sorting every row; with half of them distinct, sorting is faster)."""
     if len(h) <= 1 << 16:
         return False
-    head = np.sort(h[: 1 << 16])
+    head = np.sort(h[: 1 << 16]) if head is None else head
     return int(np.count_nonzero(head[1:] != head[:-1])) + 1 <= len(head) // 4
 
 
@@ -408,9 +408,9 @@ def _bucket_occurrences(h: U64) -> U64:
     """:func:`_occurrences` in one thread. Only the rows whose hash repeats are ranked when
     they are few (one unstable sort finds them; a stable argsort of every row is 2-3 times
     slower, and most tables have no or few copies)."""
-    if _few_distinct(h):  # few distinct rows: numbered by a hash table
-        return np.asarray(_rank_copies(h).within, np.uint64)
     head = np.sort(h[: 1 << 16])
+    if _few_distinct(h, head):  # few distinct rows: numbered by a hash table
+        return np.asarray(_rank_copies(h).within, np.uint64)
     if int(np.count_nonzero(head[1:] == head[:-1])) > len(head) // 8:
         return _ranked_occurrences(h)  # copies everywhere: rank every row at once
     ranked = np.sort(h)

@@ -78,10 +78,7 @@ def warm_parallel(factory: DatasetFactory) -> Any:
     get the pool's workers ready on a thread (:meth:`LocalPool.warm`: the process local
     workers fork from; :meth:`DaskPool.warm`: the modules a part needs, on every Dask
     worker). Returns that thread, or ``None``."""
-    from datastack.pipeline._part_folders import folder_eligible
-
-    spec = factory.spec
-    if not (spec.format in PART_FORMATS or folder_eligible(spec)):
+    if not _cuttable(factory.spec):
         return None
     pool = parallel_pool()
     return None if pool is None else pool.warm()
@@ -101,14 +98,19 @@ def _in_dask_worker() -> bool:
     return True
 
 
-def _eligible(factory: DatasetFactory, sources: Sequence[dict[str, Any]],
-              needs_stats: bool) -> bool:
+def _cuttable(spec: Any) -> bool:
+    """Whether a spec's format is one parts cover: a table (:data:`PART_FORMATS`) or an
+    image folder."""
     from datastack.pipeline._part_folders import folder_eligible
 
+    return spec.format in PART_FORMATS or folder_eligible(spec)
+
+
+def _eligible(factory: DatasetFactory, sources: Sequence[dict[str, Any]],
+              needs_stats: bool) -> bool:
     spec = factory.spec
     several = len(spec.sources) > 1 and spec.format in PART_FORMATS  # each cut in turn
-    return bool(getattr(factory, "tail_appends", False)
-                and (spec.format in PART_FORMATS or folder_eligible(spec))
+    return bool(getattr(factory, "tail_appends", False) and _cuttable(spec)
                 and (len(spec.sources) == 1 or several)
                 and not any(source.split for source in spec.sources)
                 and not needs_stats and spec.preprocessor is None
@@ -213,8 +215,8 @@ class EarlySplits:
     labels."""
 
     def __init__(self, spec: Any, history: Any, guesses: list[int | None]) -> None:
-        self.rows = (sum(g for g in guesses if g is not None)
-                     if guesses and None not in guesses else None)
+        known = [g for g in guesses if g is not None]
+        self.rows = sum(known) if guesses and len(known) == len(guesses) else None
         self.wanted = bool(spec.splits) and history is None and not spec.stratify
         self.spec = spec
         self._thread: Any = None

@@ -3,6 +3,7 @@ archive), pinned by the sha256 of its deterministic tar stream or tracked."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tarfile
@@ -155,3 +156,23 @@ def test_a_file_that_changes_while_copied_fails_the_copy(tmp_path: Path) -> None
     with pytest.raises(RetrievalError, match="changed size while it was copied"):
         stream.read()
     assert np.all([f.exists() for f in files.values()])
+
+
+def test_a_folder_of_small_files_is_read_in_full_pieces(tmp_path: Path) -> None:
+    """Each read of the folder's tar stream fills what was asked (short only at the end):
+    the store then hashes large pieces on its own thread and writes them in few calls. The
+    bytes are those of reading it one small piece at a time."""
+    for k in range(300):
+        (tmp_path / f"f{k:03d}.bin").write_bytes(os.urandom(1000 + 37 * k))
+    with FolderTar(tmp_path, "small") as stream:
+        pieces = iter(lambda: stream.read(1 << 16), b"")
+        sizes, whole = [], b""
+        for piece in pieces:
+            sizes.append(len(piece))
+            whole += piece
+    assert all(size == 1 << 16 for size in sizes[:-1]) and len(sizes) > 20
+    with FolderTar(tmp_path, "small") as stream:
+        small = b"".join(iter(lambda: stream.read(100), b""))
+    assert whole == small and len(whole) == stream.size
+    with tarfile.open(fileobj=io.BytesIO(whole)) as archive:
+        assert len(archive.getnames()) == 300
