@@ -317,8 +317,8 @@ def _write_part(task: PartWrite) -> dict[str, Any]:
     entries = []
     for shard in shards:
         identifier = shard_identifier(job.spec.name, shard.sha256)
-        if not store.storage.has_resource(identifier):
-            store.storage.set_resource(identifier, Path(shard.path), sha256=shard.sha256)
+        if not store.storage.has_resource(identifier):  # moved in where it can be
+            store.storage.adopt_file(identifier, shard.path, sha256=shard.sha256)
         entries.append({**shard_entry(shard, identifier), "part": job.part.describe(),
                         "worker": worker})
         Path(shard.path).unlink(missing_ok=True)

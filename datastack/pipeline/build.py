@@ -291,8 +291,8 @@ def store_shards(store: Store, name: str, shards: Sequence[ShardFile]) -> list[d
     entries = []
     for shard in shards:
         identifier = shard_identifier(name, shard.sha256)
-        if not store.storage.has_resource(identifier):
-            store.storage.set_resource(identifier, Path(shard.path), sha256=shard.sha256)
+        if not store.storage.has_resource(identifier):  # moved in where it can be
+            store.storage.adopt_file(identifier, shard.path, sha256=shard.sha256)
         entry = shard_entry(shard, identifier)
         if getattr(shard, "worker", None):
             entry["worker"] = dict(getattr(shard, "worker", {}))

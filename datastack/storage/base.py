@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import hmac
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +188,18 @@ class StorageConnector(abc.ABC):
             if close_after:
                 stream.close()
         return ResourceInfo(identifier, reader.size, reader.sha256, reader.md5)
+
+    def adopt_file(self, identifier: str, path: str | os.PathLike[str], *,
+                   sha256: str) -> ResourceInfo:
+        """Store the file at ``path`` (a file this process wrote, such as a prepared shard)
+        under ``identifier`` and take it over: the file at ``path`` is gone afterwards.
+        ``sha256`` is its digest, read from the file by the caller. This default stores a
+        copy (verified against ``sha256``) and removes the file; a filesystem store on the
+        same filesystem moves it in (:meth:`FileStorageConnector.adopt_file`: no copy and no
+        second hash of its bytes)."""
+        info = self.set_resource(identifier, Path(path), sha256=sha256)
+        Path(path).unlink(missing_ok=True)
+        return info
 
     def has_resource(self, identifier: str) -> bool:
         """Whether a resource is stored under ``identifier``."""

@@ -64,6 +64,11 @@ def test_gate_failures_and_a_crash_between_refreshes_leave_no_gaps(
 
     monkeypatch.setattr(StorageConnector, "set_resource", broken)
     backend = type(store.storage)  # the shards are there: make the refresh upload them again
+
+    def broken_move(self: StorageConnector, identifier: str, path: Any, **kw: Any) -> Any:
+        raise StorageError("disk on fire")  # a shard moved in (a filesystem store) fails too
+
+    monkeypatch.setattr(backend, "adopt_file", broken_move)
     monkeypatch.setattr(backend, "has_resource", lambda self, i: "/shards/" not in i)
     (failed,) = refresh(spec, storage=storage, force=True)
     assert failed.status == "failed"

@@ -97,6 +97,19 @@ def refresh(cfg: dict[str, Any]) -> dict[str, Any]:
             return original_set(self, identifier, data, **kw)
 
         StorageConnector.set_resource = set_resource  # type: ignore[method-assign]
+        from datastack.storage.filesystem import FileStorageConnector
+
+        original_adopt = FileStorageConnector.adopt_file
+
+        def adopt_file(self: Any, identifier: str, path: Any, **kw: Any) -> Any:
+            # a filesystem store moves a shard in at once: the pause comes after the first
+            # (stored, not yet referenced by any version)
+            out = original_adopt(self, identifier, path, **kw)
+            if identifier.endswith("/data.h5") or "/shards/" in identifier:
+                _pause(cfg["marker"])
+            return out
+
+        FileStorageConnector.adopt_file = adopt_file  # type: ignore[method-assign]
     elif pause == "publish":
         from datastack.catalog.base import Catalog
 

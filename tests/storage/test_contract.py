@@ -6,6 +6,7 @@ import hashlib
 import io
 import pickle
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -224,3 +225,20 @@ def test_h5py_reads_through_the_stream(store: StorageConnector) -> None:
         assert f["x"].shape == (3000, 100)
         assert f["x"][2500, 7] == 250_007
         assert np.array_equal(f["x"][10:12], np.arange(1000, 1200, dtype="f4").reshape(2, 100))
+
+
+def test_a_file_is_adopted_and_gone_from_where_it_was(
+    store: StorageConnector, tmp_path: Path,
+) -> None:
+    """``adopt_file``: the bytes are stored under the identifier, the file is the store's
+    (gone from its path)."""
+    import os
+
+    data = os.urandom(300_000)
+    path = tmp_path / "shard.h5"
+    path.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    info = store.adopt_file("d/shards/abc.h5", path, sha256=digest)
+    assert (info.size, info.sha256) == (len(data), digest) and not path.exists()
+    with store.get_resource("d/shards/abc.h5") as res:
+        assert res.read() == data

@@ -165,3 +165,45 @@ def test_the_real_sync_file_range_takes_the_calls(tmp_path: Path) -> None:
         out.flush()
         assert call(out.fileno(), 0, 4096, 2) == 0
     assert os.path.getsize(tmp_path / "f") == 4096
+
+
+def test_a_file_on_the_same_filesystem_is_moved_in_not_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A prepared shard next to the store becomes the stored file itself (same inode: no
+    copy, no second hash), flushed to disk before the rename makes it visible; from another
+    filesystem (EXDEV) it is copied, verified against its digest, and removed."""
+    import errno
+    import hashlib
+
+    from datastack.errors import ChecksumError
+
+    data = os.urandom(100_000)
+    digest = hashlib.sha256(data).hexdigest()
+    store = FileStorageConnector(tmp_path / "store")
+    shard = tmp_path / "shard.h5"
+    shard.write_bytes(data)
+    inode = shard.stat().st_ino
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    store.adopt_file("d/shards/a.h5", shard, sha256=digest)
+    assert not shard.exists() and synced  # the file, then its folder
+    assert (tmp_path / "store" / "d" / "shards" / "a.h5").stat().st_ino == inode
+
+    real_replace = os.replace
+
+    def other_filesystem(src: str, dst: str) -> None:
+        if str(src).endswith("shard.h5"):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", other_filesystem)
+    shard.write_bytes(data)
+    store.adopt_file("d/shards/b.h5", shard, sha256=digest)
+    assert not shard.exists()
+    assert (tmp_path / "store" / "d" / "shards" / "b.h5").read_bytes() == data
+    shard.write_bytes(data)
+    with pytest.raises(ChecksumError):  # copied, so verified
+        store.adopt_file("d/shards/c.h5", shard, sha256="0" * 64)
+    assert not store.has_resource("d/shards/c.h5")
