@@ -188,3 +188,54 @@ def test_a_missing_or_damaged_chunk_is_named(tmp_path: Path) -> None:
     storage.delete_resource(middle)
     with pytest.raises(ResourceNotFoundError, match=r"raw chunk .* is missing"):
         open_raw(storage, _record(sink)).read()
+
+
+def test_chunks_are_stored_in_order_on_a_thread_with_few_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The chunks are hashed and stored on a thread of their own while the next ones are
+    cut: in order, never more than ``IN_FLIGHT`` waiting, and a store's failure raised to
+    the caller with nothing recorded (the chunks written are garbage for gc)."""
+    import threading
+
+    from datastack.storage import chunked
+
+    data = random.Random(7).randbytes(3_000_000)
+    storage = FileStorageConnector(tmp_path / "store")
+    threads: set[str] = set()
+    waiting: list[int] = []
+    original_put = chunked._ChunkWriter.put
+
+    def put(self: Any, chunk: bytes) -> None:
+        original_put(self, chunk)
+        waiting.append(sum(1 for f in self._futures if not f.done()))
+
+    monkeypatch.setattr(chunked._ChunkWriter, "put", put)
+    original_set = FileStorageConnector.set_resource
+
+    def set_resource(self: Any, identifier: str, payload: Any, **kw: Any) -> Any:
+        threads.add(threading.current_thread().name)
+        return original_set(self, identifier, payload, **kw)
+
+    monkeypatch.setattr(FileStorageConnector, "set_resource", set_resource)
+    sink = ChunkSink(storage, lambda d: f"x/raw/chunks/{d}", chunk_bytes=16_384,
+                     block_bytes=65_536)
+    assert sink.set_resource("x/raw/a.bin", data).sha256 == hashlib.sha256(data).hexdigest()
+    assert len(sink.chunks) > 50 and max(waiting) <= chunked._ChunkWriter.IN_FLIGHT + 1
+    assert threads and all(name.startswith("datastack-chunks") for name in threads)
+    assert b"".join(storage.get_resource(f"x/raw/chunks/{d}").read()
+                    for d, _ in sink.chunks) == data  # in order
+
+    calls = []
+
+    def failing(self: Any, identifier: str, payload: Any, **kw: Any) -> Any:
+        calls.append(identifier)
+        if len(calls) == 3:
+            raise StorageError("disk full")
+        return original_set(self, identifier, payload, **kw)
+
+    monkeypatch.setattr(FileStorageConnector, "set_resource", failing)
+    before = list(sink.chunks)
+    with pytest.raises(StorageError, match="disk full"):
+        sink.set_resource("x/raw/b.bin", data[::-1])
+    assert sink.chunks == before  # nothing recorded of the failed copy
