@@ -157,7 +157,7 @@ def _sequence(run: _Run, lease: Any, force: bool, producer: Any, deadline: Any) 
     run.warnings.extend(check.warnings)
     if not check.changed and not force:
         return run.result("unchanged", check.latest_version, check.reason)
-    warm_parallel(factory)  # local workers' process starts while the sources are fetched
+    warm_parallel(factory)  # the pool's workers get ready while the sources are fetched
     sources = step("retrieve-sources", retrieve_sources, factory, store, deadline_s=deadline)
     if check.compare and not force:
         same = same_tracked_content(factory.spec, sources, store)
