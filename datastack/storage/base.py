@@ -35,6 +35,46 @@ class ResourceInfo:
         return {"identifier": self.identifier, "size": self.size, "sha256": self.sha256}
 
 
+class InOrder:
+    """Calls run one after another on one thread of their own, in the order submitted, with
+    at most ``waiting`` of them not yet known to be done (the submitter waits for the oldest
+    beyond that: bounded memory); a call's error is raised to the submitter when it waits
+    for it. Used as a context manager, leaving drops what has not started."""
+
+    def __init__(self, waiting: int, name: str) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.waiting, self.name = waiting, name
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self._futures: list[Any] = []
+        self._checked = 0  # futures known to have succeeded
+
+    def __enter__(self) -> InOrder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._futures.append(self._pool.submit(fn, *args))
+        while len(self._futures) - self._checked > self.waiting:
+            self._futures[self._checked].result()
+            self._checked += 1
+
+    def pending(self) -> int:
+        """Calls submitted and not done."""
+        return sum(1 for future in self._futures[self._checked :] if not future.done())
+
+    def results(self) -> list[Any]:
+        """Every call's result, in order, once all are done."""
+        return [future.result() for future in self._futures]
+
+    def close(self, *, cancel: bool = True) -> None:
+        """Let the thread go: the call running finishes, those not started are dropped
+        (``cancel``) or run first."""
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
+
+
 class HashingReader:
     """A read-only stream wrapper that hashes (sha256, optionally md5) and counts what passes.
 
@@ -55,14 +95,15 @@ class HashingReader:
         self._sha256 = hashlib.sha256()
         self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
         self.size = 0
-        self._thread: Any = None
-        self._pending: list[Any] = []
+        self._hashing: InOrder | None = None  # the thread hashing large chunks
 
     def read(self, size: int = -1) -> bytes:
         data = self._stream.read(size)
         if data:
-            if len(data) >= self.THREAD_BYTES or self._thread is not None:
-                self._hash_beside(data)  # once the thread runs, every chunk goes to it
+            if len(data) >= self.THREAD_BYTES or self._hashing is not None:
+                if self._hashing is None:  # once the thread runs, every chunk goes to it
+                    self._hashing = InOrder(self.PENDING, "datastack-hash")
+                self._hashing.submit(self._update, data)
             else:
                 self._update(data)
             self.size += len(data)
@@ -73,30 +114,18 @@ class HashingReader:
         if self._md5 is not None:
             self._md5.update(data)
 
-    def _hash_beside(self, data: bytes) -> None:
-        if self._thread is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="datastack-hash")
-        self._pending.append(self._thread.submit(self._update, data))  # in order: one thread
-        while len(self._pending) > self.PENDING:
-            self._pending.pop(0).result()
-
     def release(self) -> None:
         """Let the hashing thread go (after a failed write: what is left is not needed)."""
-        if self._thread is not None:
-            self._thread.shutdown(wait=True, cancel_futures=True)
-            self._thread = None
-        self._pending.clear()
+        if self._hashing is not None:
+            self._hashing.close()
+            self._hashing = None
 
     def _settle(self) -> None:
         """Every chunk read so far hashed; the thread let go."""
-        for future in self._pending:
-            future.result()
-        self._pending.clear()
-        if self._thread is not None:
-            self._thread.shutdown(wait=True)
-            self._thread = None
+        if self._hashing is not None:
+            self._hashing.results()
+            self._hashing.close(cancel=False)
+            self._hashing = None
 
     def readable(self) -> bool:
         return True

@@ -199,18 +199,20 @@ def test_chunks_are_stored_in_order_on_a_thread_with_few_waiting(
     import threading
 
     from datastack.storage import chunked
+    from datastack.storage.base import InOrder
 
     data = random.Random(7).randbytes(3_000_000)
     storage = FileStorageConnector(tmp_path / "store")
     threads: set[str] = set()
     waiting: list[int] = []
-    original_put = chunked._ChunkWriter.put
+    original_submit = InOrder.submit
 
-    def put(self: Any, chunk: bytes) -> None:
-        original_put(self, chunk)
-        waiting.append(sum(1 for f in self._futures if not f.done()))
+    def submit(self: Any, fn: Any, *args: Any) -> None:
+        original_submit(self, fn, *args)
+        if self.name == "datastack-chunks":
+            waiting.append(self.pending())
 
-    monkeypatch.setattr(chunked._ChunkWriter, "put", put)
+    monkeypatch.setattr(InOrder, "submit", submit)
     original_set = FileStorageConnector.set_resource
 
     def set_resource(self: Any, identifier: str, payload: Any, **kw: Any) -> Any:
@@ -221,7 +223,7 @@ def test_chunks_are_stored_in_order_on_a_thread_with_few_waiting(
     sink = ChunkSink(storage, lambda d: f"x/raw/chunks/{d}", chunk_bytes=16_384,
                      block_bytes=65_536)
     assert sink.set_resource("x/raw/a.bin", data).sha256 == hashlib.sha256(data).hexdigest()
-    assert len(sink.chunks) > 50 and max(waiting) <= chunked._ChunkWriter.IN_FLIGHT + 1
+    assert len(sink.chunks) > 50 and max(waiting) <= chunked.CHUNKS_WAITING + 1
     assert threads and all(name.startswith("datastack-chunks") for name in threads)
     assert b"".join(storage.get_resource(f"x/raw/chunks/{d}").read()
                     for d, _ in sink.chunks) == data  # in order
