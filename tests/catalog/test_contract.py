@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import pickle
 import threading
 import time
@@ -270,13 +271,15 @@ def test_lease_expiry_takeover_and_fencing(catalog: Catalog) -> None:
 
 
 def test_lease_renew_extends(catalog: Catalog) -> None:
-    lease = catalog.lease("iris", ttl=0.4)
+    # a TTL that a loaded machine cannot outrun between taking and renewing the lease
+    lease = catalog.lease("iris", ttl=1.5)
     first_expiry = lease.expires_at
-    time.sleep(0.2)
+    time.sleep(0.1)
     lease.renew(ttl=5)
     assert lease.expires_at is not None and first_expiry is not None
     assert lease.expires_at > first_expiry
-    time.sleep(0.35)  # past the original expiry
+    left = (first_expiry - dt.datetime.now(dt.timezone.utc)).total_seconds()
+    time.sleep(max(0.0, left) + 0.1)  # past the original expiry
     assert lease.is_held()
     with pytest.raises(LockHeldError):
         catalog.lease("iris", ttl=5)
