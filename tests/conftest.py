@@ -110,3 +110,35 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Any]:
     if kind == "mongomock":
         return kind, request.getfixturevalue("mongomock_db")
     return kind, request.getfixturevalue("mongo_uri")
+
+
+def _thread_stacks(frames_per_thread: int = 6) -> str:
+    """Every thread's innermost frames, a line each (a timeout's own dump sits in the middle
+    of CI's output, which is cut; this goes in the summary line at its end)."""
+    import sys
+    import threading
+    import traceback
+
+    names = {t.ident: t.name for t in threading.enumerate()}
+    lines = []
+    for ident, frame in sys._current_frames().items():
+        if ident == threading.main_thread().ident:
+            continue  # its stack is the failure's own traceback
+        stack = traceback.extract_stack(frame)[-frames_per_thread:]
+        where = " < ".join(
+            f"{Path(f.filename).parent.name}/{Path(f.filename).name}:{f.lineno} {f.name}"
+            for f in reversed(stack)
+        )
+        lines.append(f"  [{names.get(ident, ident)}] {where}")
+    return "\n".join(sorted(lines))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A test that timed out carries every thread's stack (taken while they are still where
+    they hung) in its summary line."""
+    outcome = yield
+    report = outcome.get_result()
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if report.failed and crash is not None and "Timeout (>" in crash.message:
+        crash.message += "\nthreads at the timeout:\n" + _thread_stacks()

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from datastack.canonical._gcpause import h5_calls, h5_opens, paused
 from datastack.canonical._joined_map import ColumnPart
 from datastack.canonical._stored import (
     _distinct,
@@ -102,6 +103,8 @@ class _OpenFile:
     #: Whether the stream can take byte-range hints (GridFS block reader); a local file cannot,
     #: so batches skip computing chunk byte ranges for it.
     can_prefetch: bool = False
+    #: Whether HDF5 reads the file with its own driver (no Python stream: nothing to pause).
+    native: bool = False
 
 
 class HDF5DatasetIterator(ProcessLocalIterator[_OpenFile]):
@@ -187,7 +190,8 @@ class HDF5DatasetIterator(ProcessLocalIterator[_OpenFile]):
                 values = targets.dset[()]
         attrs = {k: _plain(v) for k, v in file.attrs.items()}
         can_prefetch = callable(getattr(resource.stream, "prefetch", None))
-        return _OpenFile(resource, file, samples, targets, values, length, attrs, can_prefetch)
+        return _OpenFile(resource, file, samples, targets, values, length, attrs, can_prefetch,
+                         native=file.driver != "fileobj")
 
     def _close_state(self, state: _OpenFile) -> None:
         try:
@@ -196,9 +200,11 @@ class HDF5DatasetIterator(ProcessLocalIterator[_OpenFile]):
             state.resource.close()
 
     # -- reads ------------------------------------------------------------------------------
+    @h5_opens
     def __len__(self) -> int:
         return self._state().length
 
+    @h5_calls
     def _get(self, index: int) -> Sample:
         state = self._state()
         sample = _gather(state, state.samples, index)
@@ -211,6 +217,7 @@ class HDF5DatasetIterator(ProcessLocalIterator[_OpenFile]):
         target = _gather(state, state.targets, index)
         return (sample, state.targets.dset[index] if target is None else target)
 
+    @h5_calls
     def _get_batch(self, indices: Indices) -> Batch:
         state = self._state()
         samples = _gather(state, state.samples, indices)
@@ -281,6 +288,7 @@ class HDF5DatasetIterator(ProcessLocalIterator[_OpenFile]):
         targets = _read_some_rows(state.resource, state.targets, uniq)
         return (samples, targets if inverse is None else targets[inverse])
 
+    @h5_opens
     def prefetch_start(self, rows: int) -> None:
         """Fetch the blocks of the first ``rows`` rows in the background, as the read-ahead
         of a sequential pass coming in from the shard before (:mod:`~datastack.canonical.
@@ -293,6 +301,7 @@ class HDF5DatasetIterator(ProcessLocalIterator[_OpenFile]):
                   for r in column.ranges_for(column.groups_between(0, rows))]
         state.resource.prefetch(sorted(ranges), wait=False, ahead=True)
 
+    @h5_opens
     def joined_parts(self) -> tuple[int, list[ColumnPart]] | None:
         """The descriptor of the local file and each column (raw rows, or the labels read
         eagerly), to map the shards of a split side by side
@@ -310,6 +319,7 @@ class HDF5DatasetIterator(ProcessLocalIterator[_OpenFile]):
             return None
         return int(state.resource.stream.fileno()), found
 
+    @h5_calls
     def _get_targets(self, target_pos: int) -> NDArray[Any]:
         state = self._state()
         if target_pos == 1 and state.targets is not None:
@@ -320,11 +330,13 @@ class HDF5DatasetIterator(ProcessLocalIterator[_OpenFile]):
 
     # -- metadata ---------------------------------------------------------------------------
     @property
+    @h5_opens
     def attrs(self) -> dict[str, Any]:
         """The file's root attributes (name, schema...) as plain Python values."""
         return dict(self._state().attrs)
 
     @property
+    @h5_opens
     def dataset_name(self) -> str:
         """The dataset name stored in the file (attribute ``name``), or ``""``."""
         return str(self._state().attrs.get("name", ""))
@@ -335,6 +347,7 @@ class HDF5DatasetIterator(ProcessLocalIterator[_OpenFile]):
         return self.group.strip("/")
 
     @property
+    @h5_opens
     def fields(self) -> dict[str, Any]:
         """The canonical file's fields (its schema names them), else described from sample 0."""
         from datastack.fields import schema_fields
@@ -346,6 +359,7 @@ class HDF5DatasetIterator(ProcessLocalIterator[_OpenFile]):
     def __repr__(self) -> str:
         return f"<HDF5DatasetIterator {self._where()}>"
 
+    @h5_calls
     def storage_blocks(self) -> Any:
         """The storage block of each sample when the file is read in remote blocks (GridFS),
         so that a sampler reads each block about once per epoch; None for a local file."""
@@ -399,7 +413,7 @@ def split_iterators(
 
     probe = private_copy(resource)
     try:
-        with h5py.File(probe, "r") as file:
+        with paused(), h5py.File(probe, "r") as file:
             names = sorted(
                 k for k in file if isinstance(file[k], h5py.Group) and samples in file[k]
             )

@@ -11,6 +11,7 @@ import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
+from datastack.canonical._gcpause import paused
 from datastack.canonical.layout import (
     FIELDS_LAYOUT,
     LABELS_KIND,
@@ -118,7 +119,7 @@ def _file_encodings(record: VersionRecord, store: Store) -> dict[str, list[Any]]
         return {}
     resource = store.storage.get_resource(data_file(record))
     try:
-        with h5py.File(resource, "r") as f:
+        with paused(), h5py.File(resource, "r") as f:
             found = json.loads(f.attrs.get("encodings", "{}"))
     except OSError as exc:
         raise FormatError(

@@ -35,6 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from datastack.canonical._columns import _Column, _cut_bytes, _sample_starts, _value_groups
+from datastack.canonical._gcpause import h5_calls, h5_opens
 from datastack.canonical._joined_map import ColumnPart
 from datastack.canonical._stored import _read_raw_rows, _stored_array
 from datastack.canonical.hdf5 import _h5_file, _local_fd_path
@@ -84,6 +85,8 @@ class _OpenRecords:
     #: first use; None when there is none.
     memory: Any = None
     memory_tried: bool = False
+    #: Whether HDF5 reads the file with its own driver (no Python stream: nothing to pause).
+    native: bool = False
 
     def memory_map(self) -> Any:
         if not self.memory_tried:
@@ -155,7 +158,8 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
         attrs = {"name": str(file.attrs.get("name", "")), "schema": schema}
         can_prefetch = callable(getattr(resource.stream, "prefetch", None))
         fd = int(resource.stream.fileno()) if _local_fd_path(resource) is not None else None
-        return _OpenRecords(resource, file, columns, length, can_prefetch, attrs, fd)
+        return _OpenRecords(resource, file, columns, length, can_prefetch, attrs, fd,
+                            native=file.driver != "fileobj")
 
     def _column(self, group: Any, fld: Field, length: int) -> _Column:
         where = f"{self.resource.identifier}:/{self.group}/{fld.stored_name}"
@@ -187,6 +191,7 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
                 state.memory.close()
 
     # -- reads ------------------------------------------------------------------------------
+    @h5_opens
     def __len__(self) -> int:
         return self._state().length
 
@@ -254,10 +259,12 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
         lo, hi = int(column.offsets[index]), int(column.offsets[index + 1])
         return self._decode(column, self._read_span(state, column, lo, hi), index)
 
+    @h5_calls
     def _get(self, index: int) -> Sample:
         state = self._state()
         return tuple(self._value(state, column, index) for column in state.columns)
 
+    @h5_calls
     def _get_batch(self, indices: Indices) -> Batch:
         state = self._state()
         fixed = [self._mapped_rows(state, c, indices) for c in state.columns]
@@ -276,6 +283,7 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
                 out.append(self._variable_rows(state, column, uniq)[inverse])
         return tuple(out)
 
+    @h5_opens
     def joined_parts(self) -> tuple[int, list[ColumnPart]] | None:
         """The descriptor of the local file and each field (raw rows, or values read
         eagerly), to map the shards of a split side by side
@@ -361,6 +369,7 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
             return None
         return _cut_bytes(column, memory, starts, ends)
 
+    @h5_opens
     def prefetch_start(self, rows: int) -> None:
         """Fetch the blocks of the first ``rows`` rows in the background, as the read-ahead
         of a sequential pass coming in from the shard before (:mod:`~datastack.canonical.
@@ -388,6 +397,7 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
         if ranges:
             state.resource.prefetch(sorted(ranges), wait=wait, ahead=ahead)
 
+    @h5_calls
     def storage_blocks(self) -> Any:
         """The storage block of each sample when the file is read in remote blocks (GridFS):
         the block where the sample's largest field starts. None for local files."""
@@ -406,6 +416,7 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
 
         return StorageBlocks((starts // block).astype(np.int64), block, prefetch)
 
+    @h5_calls
     def _get_targets(self, target_pos: int) -> NDArray[Any]:
         state = self._state()
         column = state.columns[target_pos]
@@ -413,6 +424,7 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
             return column.values
         return super()._get_targets(target_pos)
 
+    @h5_calls
     def column_arrays(self, name: str) -> tuple[NDArray[Any], Any, Any]:
         """The whole stored column of field ``name``: ``(values, offsets, shapes)`` as numpy
         (offsets and shapes None for a fixed field), for ``to_arrow`` to wrap without a
@@ -430,11 +442,13 @@ class RecordsDatasetIterator(ProcessLocalIterator[_OpenRecords]):
 
     # -- metadata ---------------------------------------------------------------------------
     @property
+    @h5_opens
     def fields(self) -> dict[str, Field]:
         """Ordered ``name -> Field`` of this split (from the file's schema)."""
         return {c.field.name: c.field for c in self._state().columns}
 
     @property
+    @h5_opens
     def attrs(self) -> dict[str, Any]:
         """The file's name and schema."""
         return dict(self._state().attrs)

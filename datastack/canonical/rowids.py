@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from datastack.canonical._gcpause import paused
 from datastack.canonical.columns import StagedRows, Transform
 from datastack.errors import FormatError
 from datastack.fields import Field, fields_from_schema
@@ -196,7 +197,7 @@ class PreviousVersion:
         out: dict[Any, list[int]] = {}
         for number, split in enumerate(names):
             for resource in self.shards.get(split, []):
-                with h5py.File(resource, "r") as f:
+                with paused(), h5py.File(resource, "r") as f:
                     values = np.asarray(f[split][chosen.stored_name][()])
                 classes, counts = np.unique(values, return_counts=True)
                 for cls, count in zip(classes.tolist(), counts.tolist(), strict=True):
@@ -224,7 +225,7 @@ class PreviousVersion:
     def _history(self, identity: str, names: Sequence[str]) -> SplitHistory | None:
         import h5py
 
-        with h5py.File(self.resource, "r") as f:
+        with paused(), h5py.File(self.resource, "r") as f:
             stored = {s: f[s][ROW_IDS] for s in self.splits if s in f and ROW_IDS in f[s]}
             if not stored and set(self.splits) != set(names):
                 return None
@@ -274,7 +275,7 @@ class PreviousVersion:
         for split, resources in self.shards.items():
             parts = []
             for resource in resources:
-                with h5py.File(resource, "r") as f:
+                with paused(), h5py.File(resource, "r") as f:
                     ids = ids_of(f[split])
                 if ids is None:
                     return None
