@@ -11,11 +11,13 @@ JPEGs and PNGs (smooth random scenes with grain, 10 class folders; generated onc
 imagefolder``: each image verified, its bytes stored). Each run is a first refresh into a
 fresh filesystem store, in a fresh process (``python -c 'datastack.refresh(...)'``), with
 ``DATASTACK_WORKERS=2`` or ``DATASTACK_DASK_ADDRESS`` of a LocalCluster started here (its 2
-worker processes, one thread each, started before the clock, and only for its own runs: an
-idle cluster beside the other runs slowed them). Printed per case: median wall
-seconds, the ratio against one process, the peak RSS of the refresh process and of the
-largest worker (each process's peak as the kernel keeps it, VmHWM, read four times a
-second over every process below this one), and the goals of #25
+worker processes, one thread each, started before the clock for each of its runs: an idle
+cluster beside the other runs slowed them). With ``--repeat N`` the three systems run in
+turn, N rounds (interleaved: the machine's speed drifts over minutes, so each round compares
+runs made side by side). Printed per case: median wall seconds, the ratio against one
+process, each round's ratios (the goals are judged on their median), the peak RSS of the
+refresh process and of the largest worker (each process's peak as the kernel keeps it,
+VmHWM, read four times a second over every process below this one), and the goals of #25
 (2 local workers <= 0.6x, Dask <= 0.7x). The run checks that the three versions hold the
 same samples (split sizes, and a digest of a random sample of rows). JSON:
 ``benchmarks/results/parallel.json``.
@@ -24,14 +26,17 @@ same samples (split sizes, and a digest of a random sample of rows). JSON:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -215,21 +220,43 @@ def _same(stores: list[Path]) -> bool:
     return True
 
 
-def _case(spec: Path, tmp: Path, envs: dict[str, dict[str, str]], repeat: int
-          ) -> dict[str, Any]:
-    """Each system's refreshes of ``spec`` (``repeat`` rounds): seconds, memory, same."""
-    results: dict[str, list[float]] = {name: [] for name in envs}
+@contextlib.contextmanager
+def _system(name: str, parts: dict[str, str]) -> Iterator[dict[str, str]]:
+    """The settings of one system; for Dask, a 2-worker LocalCluster started for this one
+    refresh (an idle cluster beside the others' refreshes would slow them)."""
+    if name == SYSTEMS[0]:
+        yield {"DATASTACK_WORKERS": "1"}
+    elif name == SYSTEMS[1]:
+        yield {"DATASTACK_WORKERS": "2", **parts}
+    else:
+        from distributed import LocalCluster
+
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster:
+            yield {"DATASTACK_DASK_ADDRESS": cluster.scheduler_address, **parts}
+
+
+def _case(spec: Path, tmp: Path, parts: dict[str, str], repeat: int) -> dict[str, Any]:
+    """``repeat`` rounds of one refresh of ``spec`` by each system in turn (interleaved: the
+    machine's speed drifts over minutes, and each round's ratios compare runs made side by
+    side): seconds, memory, and the first round's stores (the later ones are deleted at once,
+    so that no system runs beside gigabytes of earlier stores in the page cache)."""
+    results: dict[str, list[float]] = {name: [] for name in SYSTEMS}
     memory: dict[str, dict[str, Any]] = {}
     stores = []
     tmp.mkdir(exist_ok=True)
     for round_ in range(repeat):
-        for name, env in envs.items():
-            store = tmp / f"store-{spec.stem}-{round_}-{len(stores)}"
-            seconds, info = _run(spec, store, env)
+        for k, name in enumerate(SYSTEMS):
+            store = tmp / f"store-{spec.stem}-{round_}-{k}"
+            with _system(name, parts) as env:
+                seconds, info = _run(spec, store, env)
             results[name].append(seconds)
             memory[name] = info
-            stores.append(store)
-    return {"seconds": results, "memory": memory, "stores": stores[: len(envs)]}
+            if round_ == 0:
+                stores.append(store)
+            else:
+                shutil.rmtree(store, ignore_errors=True)
+    return {"seconds": results, "memory": memory, "stores": stores}
 
 
 def _report(title: str, case: dict[str, Any]) -> list[str]:
@@ -250,10 +277,15 @@ def _report(title: str, case: dict[str, Any]) -> list[str]:
     cores = memory["1 process"].get("cpu_s", 0) / base
     lines.append(f"one process keeps {cores:.2f} of 2 cores busy: with the same CPU work, "
                  f"2 cores cannot go below {cores / 2:.2f}x")
-    local = statistics.median(results["2 local workers"]) / base
-    dask = statistics.median(results["Dask LocalCluster, 2 workers"]) / base
+    rounds = {name: [v / b for v, b in zip(results[name], results["1 process"], strict=True)]
+              for name in SYSTEMS[1:]}
+    lines += [f"  {name}, each round against its own one-process run: "
+              + ", ".join(f"{r:.2f}x" for r in ratios) for name, ratios in rounds.items()]
+    local = statistics.median(rounds["2 local workers"])
+    dask = statistics.median(rounds["Dask LocalCluster, 2 workers"])
     return [
         *lines,
+        "goals (the median of the rounds' ratios):",
         f"goal 2 local workers <= 0.60x: {local:.2f}x {'PASS' if local <= 0.6 else 'FAIL'}",
         f"goal Dask LocalCluster <= 0.70x: {dask:.2f}x {'PASS' if dask <= 0.7 else 'FAIL'}",
         f"the three versions hold the same samples: {'yes' if case['same'] else 'NO'}"]
@@ -283,26 +315,14 @@ def main() -> None:
         inputs["images"] = image_folder(args.images_mb)
     for path in inputs.values():
         _warm(path)
-    from distributed import LocalCluster
-
     parts = {"DATASTACK_PART_BYTES": str(args.part_mb * 1024 * 1024)}
     cases: dict[str, dict[str, Any]] = {}
     lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="datastack-parallel-") as tmp:
-        local = dict(zip(SYSTEMS[:2], ({"DATASTACK_WORKERS": "1"},
-                                       {"DATASTACK_WORKERS": "2", **parts}), strict=True))
         for kind, path in inputs.items():
             spec = (_spec if kind == "csv" else _image_spec)(Path(tmp), path)
-            # the cluster runs only beside its own refreshes (an idle one slows the others)
-            cases[kind] = _case(spec, Path(tmp) / "local", local, args.repeat)
-            with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                              dashboard_address=None) as cluster:
-                dask = {SYSTEMS[2]: {"DATASTACK_DASK_ADDRESS": cluster.scheduler_address,
-                                     **parts}}
-                on_dask = _case(spec, Path(tmp) / "dask", dask, args.repeat)
-            for key in ("seconds", "memory"):
-                cases[kind][key].update(on_dask[key])
-            cases[kind]["same"] = _same(cases[kind].pop("stores") + on_dask.pop("stores"))
+            cases[kind] = _case(spec, Path(tmp) / kind, parts, args.repeat)
+            cases[kind]["same"] = _same(cases[kind].pop("stores"))
             size = (path.stat().st_size if path.is_file()
                     else sum(f.stat().st_size for f in path.rglob("*") if f.is_file()))
             lines += _report(f"{path.name} ({size / 1e9:.2f} GB), parts of {args.part_mb} "
