@@ -239,21 +239,24 @@ def _system(name: str, parts: dict[str, str]) -> Iterator[dict[str, str]]:
 def _case(spec: Path, tmp: Path, parts: dict[str, str], repeat: int) -> dict[str, Any]:
     """``repeat`` rounds of one refresh of ``spec`` by each system in turn (interleaved: the
     machine's speed drifts over minutes, and each round's ratios compare runs made side by
-    side): seconds, memory, and the first round's stores (the later ones are deleted at once,
-    so that no system runs beside gigabytes of earlier stores in the page cache)."""
+    side; the system that goes first rotates): seconds, memory, and the first round's stores
+    (the later ones are deleted at once, so that no system runs beside gigabytes of earlier
+    stores in the page cache)."""
     results: dict[str, list[float]] = {name: [] for name in SYSTEMS}
     memory: dict[str, dict[str, Any]] = {}
-    stores = []
+    stores: list[Path] = []
     tmp.mkdir(exist_ok=True)
     for round_ in range(repeat):
-        for k, name in enumerate(SYSTEMS):
+        turn = round_ % len(SYSTEMS)  # each system goes first in turn (no place is favoured)
+        for name in SYSTEMS[turn:] + SYSTEMS[:turn]:
+            k = SYSTEMS.index(name)
             store = tmp / f"store-{spec.stem}-{round_}-{k}"
             with _system(name, parts) as env:
                 seconds, info = _run(spec, store, env)
             results[name].append(seconds)
             memory[name] = info
             if round_ == 0:
-                stores.append(store)
+                stores.append(store)  # in SYSTEMS order: round 0 starts with one process
             else:
                 shutil.rmtree(store, ignore_errors=True)
     return {"seconds": results, "memory": memory, "stores": stores}
