@@ -236,6 +236,17 @@ def _system(name: str, parts: dict[str, str]) -> Iterator[dict[str, str]]:
             yield {"DATASTACK_DASK_ADDRESS": cluster.scheduler_address, **parts}
 
 
+def _settle(seconds: float = 3.0) -> None:
+    """Before the next run: every process of this one gone (a LocalCluster's workers exit
+    after its ``close`` returns) and a few quiet seconds (the kernel frees their memory). A
+    run right after a Dask run's teardown was measured slower (one process 1.5-2 s), which
+    favoured whichever system came next."""
+    import psutil
+
+    psutil.wait_procs(psutil.Process().children(recursive=True), timeout=30)
+    time.sleep(seconds)
+
+
 def _case(spec: Path, tmp: Path, parts: dict[str, str], repeat: int) -> dict[str, Any]:
     """``repeat`` rounds of one refresh of ``spec`` by each system in turn (interleaved: the
     machine's speed drifts over minutes, and each round's ratios compare runs made side by
@@ -253,6 +264,7 @@ def _case(spec: Path, tmp: Path, parts: dict[str, str], repeat: int) -> dict[str
             store = tmp / f"store-{spec.stem}-{round_}-{k}"
             with _system(name, parts) as env:
                 seconds, info = _run(spec, store, env)
+            _settle()
             results[name].append(seconds)
             memory[name] = info
             if round_ == 0:
