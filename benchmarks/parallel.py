@@ -238,9 +238,9 @@ def _system(name: str, parts: dict[str, str]) -> Iterator[dict[str, str]]:
 
 def _settle(seconds: float = 3.0) -> None:
     """Before the next run: every process of this one gone (a LocalCluster's workers exit
-    after its ``close`` returns) and a few quiet seconds (the kernel frees their memory). A
-    run right after a Dask run's teardown was measured slower (one process 1.5-2 s), which
-    favoured whichever system came next."""
+    after its ``close`` returns) and a few quiet seconds (the kernel frees their memory): a
+    run right after a Dask teardown was slower, which favoured the systems measured against
+    it (docs/performance.md, session 7)."""
     import psutil
 
     def lasting(proc: Any) -> bool:  # this process's own helpers stay
