@@ -99,35 +99,31 @@ def paused() -> _Paused:
     return _PAUSED
 
 
-def h5_calls(method: F) -> F:
-    """Run ``method`` of a format iterator inside :func:`paused` unless its open state says
-    HDF5 reads its file natively (``state.native``; a forked child's first call trusts its
-    parent's state: the same file); opening counts as a read."""
+def _pausing(method: F, opened: Callable[[Any], bool]) -> F:
+    """``method`` run inside :func:`paused` unless ``opened(slot)`` says it needs no pause."""
 
     @functools.wraps(method)
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         slot = self._slot
-        if slot is not None and slot[1].native:
+        if slot is not None and opened(slot):
             return method(self, *args, **kwargs)
         with _PAUSED:
             return method(self, *args, **kwargs)
 
     return call  # type: ignore[return-value]
+
+
+def h5_calls(method: F) -> F:
+    """Run ``method`` of a format iterator inside :func:`paused` unless its open state says
+    HDF5 reads its file natively (``state.native``; a forked child's first call trusts its
+    parent's state: the same file); opening counts as a read."""
+    return _pausing(method, lambda slot: slot[1].native)
 
 
 def h5_opens(method: F) -> F:
     """Like :func:`h5_calls` for a method that calls HDF5 only to open the file (its length,
     its attributes): paused only while this process has not opened it yet."""
-
-    @functools.wraps(method)
-    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        slot = self._slot
-        if slot is not None and (slot[1].native or slot[0] == os.getpid()):
-            return method(self, *args, **kwargs)
-        with _PAUSED:
-            return method(self, *args, **kwargs)
-
-    return call  # type: ignore[return-value]
+    return _pausing(method, lambda slot: slot[1].native or slot[0] == os.getpid())
 
 
 __all__ = ["RUNNING_WAIT_SECONDS", "h5_calls", "h5_opens", "paused"]

@@ -43,10 +43,11 @@ True
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import hmac
 import io
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -139,31 +140,13 @@ class ChunkSink:
         stream = as_binary_stream(data)
         whole = _WholeHash(md5 is not None, None if self.prefix is None else self.prefix[0])
         boundaries = Boundaries(self.chunk_bytes)
-        pending = bytearray()  # the current chunk's bytes read in earlier blocks
         buffer = bytearray(self.block_bytes)
         view = memoryview(buffer)
         try:
-            with InOrder(CHUNKS_WAITING, "datastack-chunks") as writer:
-                while True:
-                    filled = _fill(stream, view)
-                    if filled:
-                        block = view[:filled]
-                        whole.update(block)
-                        start = 0
-                        for end in boundaries.cuts(block):
-                            if pending:
-                                pending += block[start:end]
-                                writer.submit(self._store, bytes(pending))
-                                pending.clear()
-                            else:
-                                writer.submit(self._store, bytes(block[start:end]))
-                            start = end
-                        pending += block[start:]
-                        block.release()
-                    if filled < len(view):
-                        break
-                if pending:
-                    writer.submit(self._store, bytes(pending))
+            with InOrder(CHUNKS_WAITING, "datastack-chunks") as writer, \
+                    contextlib.closing(_cut(stream, view, whole, boundaries)) as cut:
+                for chunk in cut:  # closed on an error: its block lets go of the buffer
+                    writer.submit(self._store, chunk)
                 chunks = writer.results()
         finally:
             view.release()
@@ -185,6 +168,33 @@ class ChunkSink:
             return digest, len(chunk), 0
         self.storage.set_resource(identifier, chunk, sha256=digest)
         return digest, len(chunk), len(chunk)
+
+
+def _cut(stream: Any, view: memoryview, whole: _WholeHash, boundaries: Boundaries
+         ) -> Generator[bytes, None, None]:
+    """The chunks of ``stream`` in order, read into ``view`` block after block (each block
+    also hashed whole)."""
+    pending = bytearray()  # the current chunk's bytes read in earlier blocks
+    while True:
+        filled = _fill(stream, view)
+        if filled:
+            block = view[:filled]
+            whole.update(block)
+            start = 0
+            for end in boundaries.cuts(block):
+                if pending:
+                    pending += block[start:end]
+                    yield bytes(pending)
+                    pending.clear()
+                else:
+                    yield bytes(block[start:end])
+                start = end
+            pending += block[start:]
+            block.release()
+        if filled < len(view):
+            break
+    if pending:
+        yield bytes(pending)
 
 
 def _fill(stream: Any, view: memoryview) -> int:
