@@ -87,9 +87,10 @@ def _sync_file_range() -> Callable[..., int] | None:
 
     if not sys.platform.startswith("linux"):
         return None
-    try:
-        call = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):  # pragma: no cover - a libc without it
+    from datastack._libc import libc
+
+    call = getattr(libc(), "sync_file_range", None)
+    if call is None:  # pragma: no cover - a libc without it
         return None
     call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     call.restype = ctypes.c_int

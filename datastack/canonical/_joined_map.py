@@ -218,7 +218,9 @@ def _supported() -> bool:
 
 
 def _libc() -> Any:
-    libc = ctypes.CDLL(None, use_errno=True)
+    from datastack._libc import libc as loaded
+
+    libc = loaded()
     libc.mmap.restype = ctypes.c_void_p
     libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
                           ctypes.c_int, ctypes.c_long]

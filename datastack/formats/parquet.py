@@ -95,6 +95,17 @@ def row_group_blocks(raw: RawInput, first: int = 0, stop: int | None = None
                               ) from None
 
 
+class RowGroupsFormat(ParquetFormat):
+    """Parquet read from row groups ``first`` .. ``stop - 1`` only: a part of a file
+    (``datastack.formats._parts``), rows numbered in the file as the whole file numbers them."""
+
+    def __init__(self, first: int, stop: int) -> None:
+        self.first, self.stop = first, stop
+
+    def blocks(self, raw: RawInput, options: Any) -> Iterator[Block]:
+        return row_group_blocks(raw, self.first, self.stop)
+
+
 FORMAT = ParquetFormat()
 
-__all__ = ["FORMAT", "ParquetFormat", "row_group_blocks"]
+__all__ = ["FORMAT", "ParquetFormat", "RowGroupsFormat", "row_group_blocks"]

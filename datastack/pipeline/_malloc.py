@@ -14,9 +14,6 @@ nothing where the variable is not set (local workers, one process) or glibc is a
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import functools
 import os
 import threading
 from collections.abc import Iterator
@@ -33,16 +30,12 @@ _lock = threading.Lock()
 _depth = 0
 
 
-@functools.lru_cache(maxsize=1)
-def _libc() -> Any:  # once per process: find_library runs ldconfig
-    name = ctypes.util.find_library("c")
-    if not name:
-        return None
-    try:
-        libc = ctypes.CDLL(name)
-        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
+def _libc() -> Any:
+    """glibc's malloc controls, or None (another C library)."""
+    from datastack._libc import libc
+
+    found = libc()
+    return found if hasattr(found, "mallopt") and hasattr(found, "malloc_trim") else None
 
 
 @contextlib.contextmanager

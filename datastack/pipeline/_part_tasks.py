@@ -25,8 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from datastack.formats.parquet import ParquetFormat
-
 if TYPE_CHECKING:  # pragma: no cover
     from datastack.formats._parts import Part
     from datastack.specs import DatasetSpec
@@ -135,24 +133,13 @@ def _policy_inputs(job: PartJob, workdir: Path) -> tuple[Any, Any, Any, list[Any
     store = Store.open(job.storage)
     raw = open_raw(store.storage, job.source)
     if job.part.kind == "row_groups":  # the whole file, read from its row groups
-        fmt, stream = RowGroups(job.part.start, job.part.end), raw
+        from datastack.formats.parquet import RowGroupsFormat
+
+        fmt, stream = RowGroupsFormat(job.part.start, job.part.end), raw
     else:
         stream = open_part(raw, job.part)
     inputs = prepare_inputs([(spec.sources[job.part.source], stream)], workdir)
     return fmt, options, store, inputs
-
-
-class RowGroups(ParquetFormat):
-    """Parquet read from row groups ``first`` .. ``stop - 1`` only (a part: rows numbered
-    in the file, as one process numbers them)."""
-
-    def __init__(self, first: int, stop: int) -> None:
-        self.first, self.stop = first, stop
-
-    def blocks(self, raw: Any, options: Any) -> Iterator[Any]:
-        from datastack.formats.parquet import row_group_blocks
-
-        return row_group_blocks(raw, self.first, self.stop)
 
 
 def stage_part(job: PartJob) -> PartStaged:

@@ -148,6 +148,24 @@ class HashingReader:
         return self._md5.hexdigest() if self._md5 is not None else None
 
 
+class _KnownDigest(HashingReader):
+    """A :class:`HashingReader` over bytes whose sha256 the caller computed from them:
+    counts what passes, hashes nothing."""
+
+    def __init__(self, stream: IO[bytes], sha256: str) -> None:
+        super().__init__(stream)
+        self._known = sha256.lower()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.size += len(data)
+        return data
+
+    @property
+    def sha256(self) -> str:
+        return self._known
+
+
 Verifier = Callable[[], None]
 """Called by a backend after all bytes are written to the temporary location and before the
 resource becomes visible under its identifier. Raises to abort the write."""
@@ -182,17 +200,28 @@ class StorageConnector(abc.ABC):
         *,
         sha256: str | None = None,
         md5: str | None = None,
+        hashed: bool = False,
     ) -> ResourceInfo:
         """Store ``data`` under ``identifier`` atomically, streaming in chunks.
 
         When ``sha256`` and/or ``md5`` are given, the content is verified before it becomes
         visible; on a mismatch :class:`ChecksumError` is raised and nothing is stored (an
         existing resource of that identifier is left as it was).
+
+        ``hashed=True``: ``data`` is bytes in memory and ``sha256`` the digest the caller
+        computed from those very bytes (a raw chunk named by its digest,
+        :class:`~datastack.storage.chunked.ChunkSink`), so it is taken as it is, not computed
+        a second time.
         """
         identifier = validate_identifier(identifier)
+        if hashed and (sha256 is None or md5 is not None
+                       or not isinstance(data, (bytes, bytearray, memoryview))):
+            raise ValueError("set_resource(hashed=True) takes bytes in memory and their "
+                             "sha256 (no md5)")
         stream = as_binary_stream(data)
         close_after = isinstance(data, Path)
-        reader = HashingReader(stream, md5=md5 is not None)
+        reader = (_KnownDigest(stream, str(sha256)) if hashed
+                  else HashingReader(stream, md5=md5 is not None))
 
         def verify() -> None:
             for algo, expected, actual in (

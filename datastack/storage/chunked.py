@@ -166,7 +166,7 @@ class ChunkSink:
         identifier = self.chunk_identifier(digest)
         if self.storage.has_resource(identifier):
             return digest, len(chunk), 0
-        self.storage.set_resource(identifier, chunk, sha256=digest)
+        self.storage.set_resource(identifier, chunk, sha256=digest, hashed=True)
         return digest, len(chunk), len(chunk)
 
 

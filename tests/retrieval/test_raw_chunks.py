@@ -241,3 +241,38 @@ def test_chunks_are_stored_in_order_on_a_thread_with_few_waiting(
     with pytest.raises(StorageError, match="disk full"):
         sink.set_resource("x/raw/b.bin", data[::-1])
     assert sink.chunks == before  # nothing recorded of the failed copy
+
+
+def test_each_chunk_is_hashed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk's sha256 names it; storing it takes that digest (``hashed=True``) instead of
+    hashing its bytes again (~0.9 CPU s per GB of tracked source)."""
+    from datastack.storage.base import HashingReader
+
+    hashed: list[int] = []
+    original = HashingReader._update
+
+    def update(self: Any, data: bytes) -> None:
+        hashed.append(len(data))
+        original(self, data)
+
+    monkeypatch.setattr(HashingReader, "_update", update)
+    data = random.Random(3).randbytes(300_000)
+    storage = FileStorageConnector(tmp_path / "store")
+    sink = ChunkSink(storage, lambda d: f"x/raw/chunks/{d}", chunk_bytes=16_384,
+                     block_bytes=65_536)
+    assert sink.set_resource("x/raw/a.bin", data).sha256 == _sha(data)
+    assert len(sink.chunks) > 5 and sum(hashed) == 0
+    for digest, _ in sink.chunks:  # each stored under its own digest, bytes intact
+        assert _sha(storage.get_resource(f"x/raw/chunks/{digest}").read()) == digest
+    storage.set_resource("x/other.bin", data)  # any other store still hashes what it writes
+    assert sum(hashed) == len(data)
+
+
+def test_a_digest_is_taken_only_for_bytes_in_memory(tmp_path: Path) -> None:
+    storage = FileStorageConnector(tmp_path / "store")
+    (tmp_path / "f.bin").write_bytes(b"abc")
+    for bad in ({"data": b"abc"}, {"data": b"abc", "sha256": _sha(b"abc"), "md5": "0" * 32},
+                {"data": tmp_path / "f.bin", "sha256": _sha(b"abc")}):
+        with pytest.raises(ValueError, match="hashed=True"):
+            storage.set_resource("x/a.bin", hashed=True, **bad)  # type: ignore[arg-type]
+    assert not storage.has_resource("x/a.bin")
