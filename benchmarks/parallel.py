@@ -131,12 +131,15 @@ def _run(spec: Path, store: Path, env: dict[str, str]) -> tuple[float, dict[str,
             "e=time.perf_counter(); "
             "print(json.dumps({'s': e-t, 'prepare_s': e-max(stored, default=t), "
             "'status': r.status, 'reason': r.reason, 'splits': r.splits}))")
-    busy = _busy_seconds()
+    import psutil
+
+    busy, own = _busy_seconds(), sum(psutil.Process().cpu_times()[:2])
     with PeakRss() as peaks:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               cwd=ROOT, env={**CLEAN_ENV, "PYTHONPATH": str(ROOT), **env},
                               timeout=3600)
     busy = _busy_seconds() - busy
+    own = sum(psutil.Process().cpu_times()[:2]) - own  # this process's (sampler, cluster)
     if done.returncode:
         raise SystemExit(done.stderr[-2000:])
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -148,7 +151,7 @@ def _run(spec: Path, store: Path, env: dict[str, str]) -> tuple[float, dict[str,
     main = max((rss for cmd, rss in procs if "import time, datastack" in cmd), default=0)
     workers = [rss for cmd, rss in procs if "import time, datastack" not in cmd]
     return float(result["s"]), {"splits": result["splits"], "coordinator_rss": main,
-                                "prepare_s": float(result["prepare_s"]),
+                                "prepare_s": float(result["prepare_s"]), "bench_cpu_s": own,
                                 "worker_rss": max(workers, default=0), "cpu_s": busy,
                                 "phases": phases}
 
@@ -263,14 +266,18 @@ def _settle(seconds: float = 3.0) -> None:
     time.sleep(seconds)
 
 
-def _case(spec: Path, tmp: Path, parts: dict[str, str], repeat: int) -> dict[str, Any]:
+def _case(spec: Path, tmp: Path, parts: dict[str, str], repeat: int, source: Path
+          ) -> dict[str, Any]:
     """``repeat`` rounds of one refresh of ``spec`` by each system in turn (interleaved: the
     machine's speed drifts over minutes, and each round's ratios compare runs made side by
     side; the system that goes first rotates): seconds, memory, and the first round's stores
     (the later ones are deleted at once, so that no system runs beside gigabytes of earlier
-    stores in the page cache)."""
+    stores in the page cache). ``source`` is read into the page cache before every run: the
+    stores each run writes push it out, and a run that found it there partly read it from
+    the disk (its retrieval 3-4 s instead of ~1.5 s, in session 8's runs)."""
     results: dict[str, list[float]] = {name: [] for name in SYSTEMS}
     prepare: dict[str, list[float]] = {name: [] for name in SYSTEMS}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SYSTEMS}  # each run's info
     memory: dict[str, dict[str, Any]] = {}
     stores: list[Path] = []
     tmp.mkdir(exist_ok=True)
@@ -279,17 +286,19 @@ def _case(spec: Path, tmp: Path, parts: dict[str, str], repeat: int) -> dict[str
         for name in SYSTEMS[turn:] + SYSTEMS[:turn]:
             k = SYSTEMS.index(name)
             store = tmp / f"store-{spec.stem}-{round_}-{k}"
+            _warm(source)
             with _system(name, parts) as env:
                 seconds, info = _run(spec, store, env)
+            if round_ == 0:
+                stores.append(store)  # in SYSTEMS order: round 0 starts with one process
+            else:  # before the quiet seconds: the next run does not pay for the deletion
+                shutil.rmtree(store, ignore_errors=True)
             _settle()
             results[name].append(seconds)
             prepare[name].append(info["prepare_s"])
             memory[name] = info
-            if round_ == 0:
-                stores.append(store)  # in SYSTEMS order: round 0 starts with one process
-            else:
-                shutil.rmtree(store, ignore_errors=True)
-    return {"seconds": results, "prepare_seconds": prepare, "memory": memory,
+            runs[name].append({k: v for k, v in info.items() if k != "splits"})
+    return {"seconds": results, "prepare_seconds": prepare, "memory": memory, "runs": runs,
             "stores": stores}
 
 
@@ -368,7 +377,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="datastack-parallel-") as tmp:
         for kind, path in inputs.items():
             spec = (_spec if kind == "csv" else _image_spec)(Path(tmp), path)
-            cases[kind] = _case(spec, Path(tmp) / kind, parts, args.repeat)
+            cases[kind] = _case(spec, Path(tmp) / kind, parts, args.repeat, path)
             cases[kind]["same"] = _same(cases[kind].pop("stores"))
             size = (path.stat().st_size if path.is_file()
                     else sum(f.stat().st_size for f in path.rglob("*") if f.is_file()))
