@@ -203,32 +203,25 @@ def _image_spec(folder: Path, images: Path) -> Path:
     return spec
 
 
-def _same(stores: list[Path]) -> bool:
-    """The same train split in every store: its size and a digest of 200 random rows."""
+def _fingerprint(store: Path) -> tuple[int, str]:
+    """The train split of a store: its size and a digest of 200 random rows."""
     import hashlib
 
     import numpy as np
 
     import datastack
 
-    first = None
-    for store in stores:
-        it = datastack.load("big", "train", storage=str(store))
-        rng = np.random.default_rng(0)
-        rows = rng.integers(0, len(it), 200)
-        digest = hashlib.sha256()
-        for i in rows:
-            for value in it[int(i)]:
-                array = np.asarray(value)
-                digest.update(repr((array.dtype.str, array.shape)).encode())
-                digest.update(array.tobytes() if array.dtype != object else repr(
-                    array.tolist()).encode())
-        got = (len(it), digest.hexdigest())
-        if first is None:
-            first = got
-        elif got != first:
-            return False
-    return True
+    it = datastack.load("big", "train", storage=str(store))
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, len(it), 200)
+    digest = hashlib.sha256()
+    for i in rows:
+        for value in it[int(i)]:
+            array = np.asarray(value)
+            digest.update(repr((array.dtype.str, array.shape)).encode())
+            digest.update(array.tobytes() if array.dtype != object else repr(
+                array.tolist()).encode())
+    return len(it), digest.hexdigest()
 
 
 @contextlib.contextmanager
@@ -270,16 +263,16 @@ def _case(spec: Path, tmp: Path, parts: dict[str, str], repeat: int, source: Pat
           ) -> dict[str, Any]:
     """``repeat`` rounds of one refresh of ``spec`` by each system in turn (interleaved: the
     machine's speed drifts over minutes, and each round's ratios compare runs made side by
-    side; the system that goes first rotates): seconds, memory, and the first round's stores
-    (the later ones are deleted at once, so that no system runs beside gigabytes of earlier
-    stores in the page cache). ``source`` is read into the page cache before every run: the
-    stores each run writes push it out, and a run that found it there partly read it from
-    the disk (its retrieval 3-4 s instead of ~1.5 s, in session 8's runs)."""
+    side; the system that goes first rotates): seconds, memory, each run's info, and
+    whether the first round's three versions hold the same samples. Every store is deleted
+    right after its run (round 0's once its fingerprint is taken): no run starts beside
+    gigabytes of earlier stores. ``source`` is read before every run, so that no run finds
+    it pushed out of the page cache by the stores written before it."""
     results: dict[str, list[float]] = {name: [] for name in SYSTEMS}
     prepare: dict[str, list[float]] = {name: [] for name in SYSTEMS}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SYSTEMS}  # each run's info
     memory: dict[str, dict[str, Any]] = {}
-    stores: list[Path] = []
+    prints: list[tuple[int, str]] = []
     tmp.mkdir(exist_ok=True)
     for round_ in range(repeat):
         turn = round_ % len(SYSTEMS)  # each system goes first in turn (no place is favoured)
@@ -289,17 +282,19 @@ def _case(spec: Path, tmp: Path, parts: dict[str, str], repeat: int, source: Pat
             _warm(source)
             with _system(name, parts) as env:
                 seconds, info = _run(spec, store, env)
-            if round_ == 0:
-                stores.append(store)  # in SYSTEMS order: round 0 starts with one process
-            else:  # before the quiet seconds: the next run does not pay for the deletion
-                shutil.rmtree(store, ignore_errors=True)
+            if round_ == 0:  # the versions compared (_fingerprint), then let go as all are
+                prints.append(_fingerprint(store))
+            # deleted before the quiet seconds: the next run does not pay for the deletion
+            # (session 8: a run right after one whose 2 GB store was kept, as round 0's
+            # stores were until the end, took 2-2.5 s longer to retrieve its source)
+            shutil.rmtree(store, ignore_errors=True)
             _settle()
             results[name].append(seconds)
             prepare[name].append(info["prepare_s"])
             memory[name] = info
             runs[name].append({k: v for k, v in info.items() if k != "splits"})
     return {"seconds": results, "prepare_seconds": prepare, "memory": memory, "runs": runs,
-            "stores": stores}
+            "same": len(set(prints)) == 1}
 
 
 def _report(title: str, case: dict[str, Any], goals: bool = True) -> list[str]:
@@ -378,7 +373,6 @@ def main() -> None:
         for kind, path in inputs.items():
             spec = (_spec if kind == "csv" else _image_spec)(Path(tmp), path)
             cases[kind] = _case(spec, Path(tmp) / kind, parts, args.repeat, path)
-            cases[kind]["same"] = _same(cases[kind].pop("stores"))
             size = (path.stat().st_size if path.is_file()
                     else sum(f.stat().st_size for f in path.rglob("*") if f.is_file()))
             lines += _report(f"{path.name} ({size / 1e9:.2f} GB), parts of {args.part_mb} "
