@@ -33,9 +33,11 @@ Python read per chunk; compressed data always goes through h5py.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +91,26 @@ def _h5_file(h5py: Any, resource: StreamedResource) -> Any:
         except OSError:
             pass  # locked by a writer, a procfs quirk...: the file-object driver still reads
     return h5py.File(resource, "r", rdcc_nbytes=RDCC_NBYTES)
+
+
+@contextlib.contextmanager
+def read_h5(resource: StreamedResource) -> Iterator[Any]:
+    """An ``h5py.File`` over ``resource`` for a ``with`` block (:func:`_h5_file`: HDF5's own
+    driver on a local file), with automatic garbage collection paused while HDF5 reads it
+    through a Python stream (:mod:`~datastack.canonical._gcpause`); the stream stays open."""
+    import h5py
+
+    with paused():  # opening reads through the stream
+        file = _h5_file(h5py, resource)
+    try:
+        if file.driver == "fileobj":
+            with paused():
+                yield file
+        else:
+            yield file
+    finally:
+        with paused():
+            file.close()
 
 
 @dataclass
@@ -413,7 +435,7 @@ def split_iterators(
 
     probe = private_copy(resource)
     try:
-        with paused(), h5py.File(probe, "r") as file:
+        with read_h5(probe) as file:
             names = sorted(
                 k for k in file if isinstance(file[k], h5py.Group) and samples in file[k]
             )

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
-from datastack.canonical._gcpause import paused
+from datastack.canonical.hdf5 import read_h5
 from datastack.canonical.layout import (
     FIELDS_LAYOUT,
     LABELS_KIND,
@@ -110,7 +110,6 @@ def known_codes(record: VersionRecord, store: Store) -> dict[str, list[str]]:
 def _file_encodings(record: VersionRecord, store: Store) -> dict[str, list[Any]]:
     """The ``encodings`` attribute of a version's data file (every label of every column),
     or of a sharded version's labels file."""
-    import h5py
 
     labels = next((r for r in record.resources if r.get("kind") == LABELS_KIND), None)
     if labels is not None:
@@ -119,7 +118,7 @@ def _file_encodings(record: VersionRecord, store: Store) -> dict[str, list[Any]]
         return {}
     resource = store.storage.get_resource(data_file(record))
     try:
-        with paused(), h5py.File(resource, "r") as f:
+        with read_h5(resource) as f:
             found = json.loads(f.attrs.get("encodings", "{}"))
     except OSError as exc:
         raise FormatError(

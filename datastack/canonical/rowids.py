@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from datastack.canonical._gcpause import paused
 from datastack.canonical.columns import StagedRows, Transform
+from datastack.canonical.hdf5 import read_h5
 from datastack.errors import FormatError
 from datastack.fields import Field, fields_from_schema
 from datastack.rowids import SCHEME, row_hashes, with_occurrences, with_occurrences_after
@@ -190,14 +190,13 @@ class PreviousVersion:
         cut around (:func:`datastack.splits.tail_split_indices`)."""
         if not stratify:
             return {None: [int(self.splits.get(n, 0)) for n in names]}
-        import h5py
 
         fields = _stored_fields(self.schema, self.encodings)
         chosen = next((f for f in fields if f.kind == "label"), fields[-1])
         out: dict[Any, list[int]] = {}
         for number, split in enumerate(names):
             for resource in self.shards.get(split, []):
-                with paused(), h5py.File(resource, "r") as f:
+                with read_h5(resource) as f:
                     values = np.asarray(f[split][chosen.stored_name][()])
                 classes, counts = np.unique(values, return_counts=True)
                 for cls, count in zip(classes.tolist(), counts.tolist(), strict=True):
@@ -218,14 +217,14 @@ class PreviousVersion:
         try:
             if self.resource is None:
                 return self._sharded_history(identity, names)
-            return self._history(identity, names)
+            return self._history(self.resource, identity, names)
         except (OSError, KeyError, ValueError) as exc:
             raise self._unreadable(exc) from None
 
-    def _history(self, identity: str, names: Sequence[str]) -> SplitHistory | None:
-        import h5py
+    def _history(self, resource: StreamedResource, identity: str, names: Sequence[str]
+                 ) -> SplitHistory | None:
 
-        with paused(), h5py.File(self.resource, "r") as f:
+        with read_h5(resource) as f:
             stored = {s: f[s][ROW_IDS] for s in self.splits if s in f and ROW_IDS in f[s]}
             if not stored and set(self.splits) != set(names):
                 return None
@@ -269,13 +268,12 @@ class PreviousVersion:
     def _shard_ids(self, ids_of: Any) -> dict[str, U64] | None:
         """``ids_of(split group)`` over every shard, joined per split; ``None`` if any gives
         ``None``."""
-        import h5py
 
         out: dict[str, U64] = {}
         for split, resources in self.shards.items():
             parts = []
             for resource in resources:
-                with paused(), h5py.File(resource, "r") as f:
+                with read_h5(resource) as f:
                     ids = ids_of(f[split])
                 if ids is None:
                     return None

@@ -113,3 +113,29 @@ def test_local_files_read_natively_are_not_paused(
     assert np.array_equal(np.asarray(it[1][0]).shape, np.asarray(first[0]).shape)
     it.get_batch(np.arange(10))
     assert calls == []
+
+
+def test_read_h5_pauses_for_a_stream_and_not_for_a_local_file(tmp_path: Path) -> None:
+    """The refresh's own reads of earlier versions (``canonical.hdf5.read_h5``): a file read
+    through a Python stream is read with automatic collection off; a local file is opened
+    with HDF5's own driver and read with it on; either way the stream stays open."""
+    import h5py
+
+    from datastack.canonical.hdf5 import read_h5
+    from datastack.resources import StreamedResource
+
+    path = tmp_path / "f.h5"
+    with h5py.File(path, "w") as f:
+        f["x"] = np.arange(5)
+    assert gc.isenabled()
+    for resource, native in (
+        (StreamedResource.from_bytes("x/f.h5", path.read_bytes()), False),
+        (StreamedResource.from_path("x/f.h5", path), True),
+    ):
+        with read_h5(resource) as f:
+            assert list(f["x"][()]) == [0, 1, 2, 3, 4]
+            assert (f.driver != "fileobj") is native
+            assert gc.isenabled() is native
+        resource.seek(0)  # still open
+        assert gc.isenabled() and resource.read(8) == b"\x89HDF\r\n\x1a\n"
+        resource.close()
